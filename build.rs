@@ -1,0 +1,34 @@
+//! Writes include/socketserver.h from src/ffi with cbindgen. The header is
+//! committed; CI regenerates it and fails if it changed.
+
+use std::path::PathBuf;
+
+fn main() {
+    let crate_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    println!("cargo:rerun-if-changed=src/ffi");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-changed=Cargo.toml");
+    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
+        .expect("cbindgen.toml is valid");
+    let version = |part: &str| {
+        std::env::var(format!("CARGO_PKG_VERSION{part}")).expect("cargo sets the version")
+    };
+    let version_macros = format!(
+        "\n/** The version of the library this header belongs to (from Cargo.toml); compare with ss_version(). */\n\
+         #define SS_VERSION_STRING \"{}\"\n#define SS_VERSION_MAJOR {}\n#define SS_VERSION_MINOR {}\n#define SS_VERSION_PATCH {}\n",
+        version(""),
+        version("_MAJOR"),
+        version("_MINOR"),
+        version("_PATCH"),
+    );
+    let bindings = cbindgen::Builder::new()
+        .with_crate(&crate_dir)
+        .with_config(config)
+        .with_after_include(version_macros)
+        .generate()
+        .expect("cbindgen can read src/ffi");
+    // write_to_file leaves the file untouched when the content is the same,
+    // so builds do not dirty the tree.
+    bindings.write_to_file(crate_dir.join("include/socketserver.h"));
+}

@@ -1,0 +1,150 @@
+/*
+ * echo_server: the main example, and a contract other tools rely on.
+ *
+ *   echo_server --transport tcp|udp|unix|unixdgram
+ *               --mode sync|threading|forking|pool|event
+ *               --address ADDR [--threads N]
+ *
+ * Prints exactly one line "listening on <bound address>" (flushed), then
+ * serves: stream transports echo every byte until the client closes,
+ * datagram transports send each datagram back to its sender. SIGINT or
+ * SIGTERM shut it down cleanly (exit 0). A mode or transport it cannot run:
+ * a message on stderr and exit status 2.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "socketserver.h"
+
+static ss_server *volatile g_server;
+
+static void on_signal(int signo)
+{
+    (void)signo;
+    /* Async-signal-safe by contract. */
+    if (g_server != NULL)
+        ss_server_shutdown(g_server);
+}
+
+/* Stream: echo until the client closes. Datagram: the read gives the
+ * datagram, the write collects the reply that is sent when handle returns. */
+static int echo_handle(ss_request *request, void *user_data)
+{
+    char buf[65536];
+    (void)user_data;
+    for (;;) {
+        size_t n = 0;
+        if (ss_request_read(request, buf, sizeof buf, &n) != SS_OK)
+            return -1;
+        if (n == 0)
+            return 0;
+        if (ss_request_write(request, buf, n) != SS_OK)
+            return -1;
+    }
+}
+
+static void usage(const char *why)
+{
+    fprintf(stderr,
+            "echo_server: %s\n"
+            "usage: echo_server --transport tcp|udp|unix|unixdgram "
+            "--mode sync|threading|forking|pool|event --address ADDR [--threads N]\n",
+            why);
+    exit(2);
+}
+
+static int lookup(const char *value, const char *const names[], int count)
+{
+    for (int i = 0; i < count; i++)
+        if (strcmp(value, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    /* Indexes match the ss_transport and ss_concurrency values. */
+    static const char *const transports[] = {"tcp", "udp", "unix", "unixdgram"};
+    static const char *const modes[] = {"sync", "threading", "forking", "pool", "event"};
+    const char *transport_arg = NULL, *mode_arg = NULL, *address = NULL;
+    long threads = 0;
+
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 >= argc)
+            usage("missing value after an option");
+        if (strcmp(argv[i], "--transport") == 0) {
+            transport_arg = argv[++i];
+        } else if (strcmp(argv[i], "--mode") == 0) {
+            mode_arg = argv[++i];
+        } else if (strcmp(argv[i], "--address") == 0) {
+            address = argv[++i];
+        } else if (strcmp(argv[i], "--threads") == 0) {
+            char *end = NULL;
+            threads = strtol(argv[++i], &end, 10);
+            if (*end != '\0' || threads < 1 || threads > 1024)
+                usage("--threads takes a number from 1 to 1024");
+        } else {
+            usage("unknown option");
+        }
+    }
+    if (transport_arg == NULL || mode_arg == NULL || address == NULL)
+        usage("--transport, --mode and --address are required");
+    int transport = lookup(transport_arg, transports, 4);
+    int mode = lookup(mode_arg, modes, 5);
+    if (transport < 0)
+        usage("unknown transport");
+    if (mode < 0)
+        usage("unknown mode");
+    /* --threads is for the pool and event modes; the others ignore it. */
+    (void)threads;
+
+    ss_config *config = NULL;
+    ss_status st = ss_config_new(transport, mode, &config);
+    if (st != SS_OK) {
+        fprintf(stderr, "echo_server: cannot run %s mode over %s: %s\n", mode_arg, transport_arg,
+                ss_last_error_message());
+        return 2;
+    }
+    ss_config_set_handle(config, echo_handle);
+    if (transport == SS_TCP || transport == SS_UDP)
+        ss_config_set_reuse_address(config, true);
+
+    ss_server *server = NULL;
+    st = ss_server_new(config, address, NULL, NULL, &server);
+    ss_config_free(config);
+    if (st != SS_OK) {
+        fprintf(stderr, "echo_server: %s: %s\n", ss_status_str(st), ss_last_error_message());
+        return 1;
+    }
+
+    g_server = server;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    char bound[256];
+    if (ss_server_address(server, bound, sizeof bound, NULL) != SS_OK) {
+        fprintf(stderr, "echo_server: %s\n", ss_last_error_message());
+        ss_server_free(server);
+        return 1;
+    }
+    printf("listening on %s\n", bound);
+    fflush(stdout);
+
+    st = ss_server_serve_forever(server);
+    int rc = 0;
+    if (st != SS_OK) {
+        fprintf(stderr, "echo_server: serve_forever: %s\n", ss_last_error_message());
+        rc = 1;
+    }
+    g_server = NULL;
+    ss_server_free(server);
+    return rc;
+}

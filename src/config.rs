@@ -1,0 +1,294 @@
+//! Server configuration: transport, concurrency model and socket options,
+//! each checked when it is set.
+
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+    UnixStream,
+    UnixDatagram,
+}
+
+impl Transport {
+    pub fn is_stream(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::UnixStream)
+    }
+
+    pub fn is_unix(self) -> bool {
+        matches!(self, Transport::UnixStream | Transport::UnixDatagram)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::UnixStream => "unix stream",
+            Transport::UnixDatagram => "unix datagram",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    Sync,
+    Threading,
+    Forking,
+    ThreadPool,
+    Event,
+}
+
+impl Concurrency {
+    pub fn name(self) -> &'static str {
+        match self {
+            Concurrency::Sync => "sync",
+            Concurrency::Threading => "threading",
+            Concurrency::Forking => "forking",
+            Concurrency::ThreadPool => "thread pool",
+            Concurrency::Event => "event",
+        }
+    }
+
+    /// Whether this build can run the model; the others are refused at
+    /// configuration time instead of failing later.
+    pub fn is_implemented(self) -> bool {
+        matches!(self, Concurrency::Sync)
+    }
+}
+
+/// Largest datagram size accepted by [`Config::set_max_datagram_size`]: a Unix
+/// datagram can be larger than UDP's 65507 bytes, but 16 MiB bounds the
+/// per-request buffer.
+pub(crate) const MAX_DATAGRAM_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Largest read or write buffer accepted.
+pub(crate) const MAX_BUFFER_SIZE: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) transport: Transport,
+    pub(crate) concurrency: Concurrency,
+    pub(crate) reuse_address: bool,
+    pub(crate) reuse_port: bool,
+    pub(crate) backlog: i32,
+    pub(crate) ipv6_only: Option<bool>,
+    pub(crate) bind_and_activate: bool,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) tcp_nodelay: bool,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) write_buffer_size: usize,
+    pub(crate) max_datagram_size: usize,
+    pub(crate) poll_interval: Duration,
+}
+
+impl Config {
+    pub fn new(transport: Transport, concurrency: Concurrency) -> Result<Self> {
+        if !concurrency.is_implemented() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "concurrency mode '{}' is not implemented in this version",
+                    concurrency.name()
+                ),
+            ));
+        }
+        Ok(Config {
+            transport,
+            concurrency,
+            reuse_address: false,
+            reuse_port: false,
+            backlog: libc::SOMAXCONN,
+            ipv6_only: None,
+            bind_and_activate: true,
+            timeout: None,
+            request_timeout: None,
+            tcp_nodelay: false,
+            read_buffer_size: 8192,
+            write_buffer_size: 0,
+            max_datagram_size: 8192,
+            poll_interval: Duration::from_millis(500),
+        })
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    pub fn concurrency(&self) -> Concurrency {
+        self.concurrency
+    }
+
+    pub fn set_reuse_address(&mut self, on: bool) {
+        self.reuse_address = on;
+    }
+
+    pub fn set_reuse_port(&mut self, on: bool) {
+        self.reuse_port = on;
+    }
+
+    pub fn set_backlog(&mut self, backlog: i64) -> Result<()> {
+        if !self.transport.is_stream() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "a listen backlog does not apply to {} servers",
+                    self.transport.name()
+                ),
+            ));
+        }
+        if !(1..=i64::from(i32::MAX)).contains(&backlog) {
+            return Err(Error::invalid(format!(
+                "backlog {backlog} is out of range (1 to {})",
+                i32::MAX
+            )));
+        }
+        self.backlog = backlog as i32;
+        Ok(())
+    }
+
+    pub fn set_ipv6_only(&mut self, on: bool) -> Result<()> {
+        if self.transport.is_unix() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "IPv6-only does not apply to Unix sockets",
+            ));
+        }
+        self.ipv6_only = Some(on);
+        Ok(())
+    }
+
+    pub fn set_bind_and_activate(&mut self, on: bool) {
+        self.bind_and_activate = on;
+    }
+
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    pub fn set_request_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        if timeout == Some(Duration::ZERO) {
+            return Err(Error::invalid(
+                "a request timeout of 0 ms would fail every read; use -1 for no timeout",
+            ));
+        }
+        self.request_timeout = timeout;
+        Ok(())
+    }
+
+    pub fn set_tcp_nodelay(&mut self, on: bool) -> Result<()> {
+        if self.transport != Transport::Tcp {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "TCP_NODELAY does not apply to {} servers",
+                    self.transport.name()
+                ),
+            ));
+        }
+        self.tcp_nodelay = on;
+        Ok(())
+    }
+
+    pub fn set_read_buffer_size(&mut self, size: usize) -> Result<()> {
+        check_buffer_size("read", size)?;
+        self.read_buffer_size = size;
+        Ok(())
+    }
+
+    pub fn set_write_buffer_size(&mut self, size: usize) -> Result<()> {
+        check_buffer_size("write", size)?;
+        self.write_buffer_size = size;
+        Ok(())
+    }
+
+    pub fn set_max_datagram_size(&mut self, size: usize) -> Result<()> {
+        if self.transport.is_stream() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "a datagram size does not apply to {} servers",
+                    self.transport.name()
+                ),
+            ));
+        }
+        if !(1..=MAX_DATAGRAM_LIMIT).contains(&size) {
+            return Err(Error::invalid(format!(
+                "max datagram size {size} is out of range (1 to {MAX_DATAGRAM_LIMIT})"
+            )));
+        }
+        self.max_datagram_size = size;
+        Ok(())
+    }
+
+    pub fn set_poll_interval(&mut self, interval: Duration) -> Result<()> {
+        if interval.is_zero() {
+            return Err(Error::invalid("poll interval must be at least 1 ms"));
+        }
+        self.poll_interval = interval;
+        Ok(())
+    }
+}
+
+fn check_buffer_size(which: &str, size: usize) -> Result<()> {
+    if size > MAX_BUFFER_SIZE {
+        return Err(Error::invalid(format!(
+            "{which} buffer size {size} is larger than {MAX_BUFFER_SIZE}"
+        )));
+    }
+    Ok(())
+}
+
+/// Converts the C convention for timeouts (milliseconds, negative = none).
+pub fn timeout_from_ms(ms: i64) -> Option<Duration> {
+    u64::try_from(ms).ok().map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let c = Config::new(Transport::Tcp, Concurrency::Sync).unwrap();
+        assert_eq!(c.backlog, libc::SOMAXCONN);
+        assert!(!c.reuse_address && !c.reuse_port && c.bind_and_activate);
+        assert_eq!((c.read_buffer_size, c.write_buffer_size), (8192, 0));
+        assert_eq!(c.max_datagram_size, 8192);
+        assert_eq!(c.timeout, None);
+    }
+
+    #[test]
+    fn setters_check_their_input() {
+        let mut tcp = Config::new(Transport::Tcp, Concurrency::Sync).unwrap();
+        assert_eq!(
+            tcp.set_backlog(0).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            tcp.set_max_datagram_size(100).unwrap_err().kind(),
+            ErrorKind::Unsupported
+        );
+        let mut unix = Config::new(Transport::UnixDatagram, Concurrency::Sync).unwrap();
+        assert_eq!(
+            unix.set_tcp_nodelay(true).unwrap_err().kind(),
+            ErrorKind::Unsupported
+        );
+        assert_eq!(
+            unix.set_max_datagram_size(0).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert!(unix.set_max_datagram_size(65536).is_ok());
+        assert_eq!(timeout_from_ms(-1), None);
+        assert_eq!(timeout_from_ms(1500), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn unimplemented_modes_are_refused() {
+        let err = Config::new(Transport::Tcp, Concurrency::Event).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+    }
+}

@@ -1,0 +1,193 @@
+//! The panic boundary, the per-thread detail message and pointer checks
+//! that every exported function goes through.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::ss_status;
+use crate::error::{Error, ErrorKind, Result};
+
+thread_local! {
+    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+}
+
+pub(crate) fn set_last_error(message: &str) {
+    // Interior NULs cannot be represented in a C string: show them as spaces.
+    let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
+    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = Some(text));
+}
+
+pub(crate) fn clear_last_error() {
+    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = None);
+}
+
+/// The calling thread's detail message, or "" when its last call succeeded.
+pub(crate) fn last_error_ptr() -> *const c_char {
+    static EMPTY: &CStr = c"";
+    LAST_ERROR
+        .try_with(|slot| slot.borrow().as_ref().map(|s| s.as_ptr()))
+        .ok()
+        .flatten()
+        .unwrap_or(EMPTY.as_ptr())
+}
+
+/// The detail message as Rust text, for wrapping a handler's failure.
+pub(crate) fn last_error_text() -> Option<String> {
+    LAST_ERROR
+        .try_with(|slot| {
+            slot.borrow()
+                .as_ref()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .ok()
+        .flatten()
+}
+
+pub(crate) fn status_of(kind: ErrorKind) -> ss_status {
+    match kind {
+        ErrorKind::NullPointer => ss_status::SS_ERR_NULL_POINTER,
+        ErrorKind::InvalidArgument => ss_status::SS_ERR_INVALID_ARGUMENT,
+        ErrorKind::Address => ss_status::SS_ERR_ADDRESS,
+        ErrorKind::Io => ss_status::SS_ERR_IO,
+        ErrorKind::Timeout => ss_status::SS_ERR_TIMEOUT,
+        ErrorKind::Closed => ss_status::SS_ERR_CLOSED,
+        ErrorKind::WrongState => ss_status::SS_ERR_WRONG_STATE,
+        ErrorKind::Unsupported => ss_status::SS_ERR_UNSUPPORTED,
+        ErrorKind::Panic => ss_status::SS_ERR_PANIC,
+        ErrorKind::Eof => ss_status::SS_ERR_EOF,
+        ErrorKind::MessageTooLong => ss_status::SS_ERR_MESSAGE_TOO_LONG,
+        ErrorKind::BufferTooSmall => ss_status::SS_ERR_BUFFER_TOO_SMALL,
+        ErrorKind::Handler => ss_status::SS_ERR_HANDLER,
+        ErrorKind::ShutDown => ss_status::SS_ERR_SHUT_DOWN,
+    }
+}
+
+fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    Error::new(
+        ErrorKind::Panic,
+        format!("internal error (panic caught): {what}"),
+    )
+}
+
+/// Runs an exported function's body: clears the detail message, catches any
+/// panic, and turns the result into a status (setting the message on error).
+pub(crate) fn guard(body: impl FnOnce() -> Result<()>) -> ss_status {
+    clear_last_error();
+    let result = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| Err(panic_error(p)));
+    match result {
+        Ok(()) => ss_status::SS_OK,
+        Err(e) => {
+            set_last_error(e.message());
+            status_of(e.kind())
+        }
+    }
+}
+
+/// For exported functions that return a value instead of a status:
+/// `fallback` on error or panic, with the detail message set.
+pub(crate) fn guard_value<T>(fallback: T, body: impl FnOnce() -> Result<T>) -> T {
+    clear_last_error();
+    match catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| Err(panic_error(p))) {
+        Ok(v) => v,
+        Err(e) => {
+            set_last_error(e.message());
+            fallback
+        }
+    }
+}
+
+pub(crate) fn null(name: &str) -> Error {
+    Error::new(ErrorKind::NullPointer, format!("{name} is NULL"))
+}
+
+/// Borrows `*ptr` after a NULL check.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to a live `T` for the returned lifetime.
+pub(crate) unsafe fn borrow<'a, T>(ptr: *const T, name: &str) -> Result<&'a T> {
+    // SAFETY: non-NULL is checked; liveness is the caller's contract.
+    unsafe { ptr.as_ref() }.ok_or_else(|| null(name))
+}
+
+/// Mutably borrows `*ptr` after a NULL check.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to a live `T` that nothing else accesses for
+/// the returned lifetime.
+pub(crate) unsafe fn borrow_mut<'a, T>(ptr: *mut T, name: &str) -> Result<&'a mut T> {
+    // SAFETY: as for `borrow`, plus exclusivity from the caller.
+    unsafe { ptr.as_mut() }.ok_or_else(|| null(name))
+}
+
+/// Reads a NUL-terminated UTF-8 string argument.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to a NUL-terminated string.
+pub(crate) unsafe fn str_arg<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
+    if ptr.is_null() {
+        return Err(null(name));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the caller's contract.
+    unsafe { CStr::from_ptr(ptr) }
+        .to_str()
+        .map_err(|_| Error::invalid(format!("{name} is not valid UTF-8")))
+}
+
+/// Writes `*out = value` after a NULL check.
+///
+/// # Safety
+/// A non-NULL `out` must be valid for a write of `T`.
+pub(crate) unsafe fn write_out<T>(out: *mut T, name: &str, value: T) -> Result<()> {
+    if out.is_null() {
+        return Err(null(name));
+    }
+    // SAFETY: non-NULL and writable per the caller's contract.
+    unsafe { out.write(value) };
+    Ok(())
+}
+
+/// Copies `text` into a caller's buffer of `cap` bytes, NUL-terminated, and
+/// stores its length (without the NUL) in `*out_len` when that is non-NULL.
+/// When it does not fit, nothing is copied, `*out_len` receives the length
+/// needed (without the NUL) and `BufferTooSmall` is returned; `cap == 0` with
+/// a NULL `buf` is the way to ask for the length.
+///
+/// # Safety
+/// A non-NULL `buf` must be writable for `cap` bytes; a non-NULL `out_len`
+/// must be writable.
+pub(crate) unsafe fn copy_text_out(
+    text: &str,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> Result<()> {
+    if buf.is_null() && cap > 0 {
+        return Err(null("buf"));
+    }
+    if !out_len.is_null() {
+        // SAFETY: non-NULL and writable per the contract.
+        unsafe { out_len.write(text.len()) };
+    }
+    if text.len() >= cap {
+        return Err(Error::new(
+            ErrorKind::BufferTooSmall,
+            format!(
+                "buffer of {cap} bytes is too small: {} needed",
+                text.len() + 1
+            ),
+        ));
+    }
+    // SAFETY: `buf` is writable for `cap > text.len()` bytes and cannot
+    // overlap `text`, which Rust owns.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+        buf.add(text.len()).write(0);
+    }
+    Ok(())
+}

@@ -1,0 +1,390 @@
+//! `ss_config_*`: building a server configuration.
+
+use std::ffi::c_int;
+
+use super::boundary::{borrow_mut, guard, write_out};
+use super::handler::{ss_error_fn, ss_request_fn, ss_server_fn, ss_verify_fn, Callbacks};
+use super::{ss_config, ss_status};
+use crate::config::{timeout_from_ms, Concurrency, Config, Transport};
+use crate::error::{Error, Result};
+
+/// What an `ss_config *` points to.
+pub(crate) struct ConfigBox {
+    pub(crate) config: Config,
+    pub(crate) callbacks: Callbacks,
+}
+
+fn transport_from(value: c_int) -> Result<Transport> {
+    Ok(match value {
+        0 => Transport::Tcp,
+        1 => Transport::Udp,
+        2 => Transport::UnixStream,
+        3 => Transport::UnixDatagram,
+        _ => {
+            return Err(Error::invalid(format!(
+                "transport {value} is not an ss_transport value (0 to 3)"
+            )))
+        }
+    })
+}
+
+fn concurrency_from(value: c_int) -> Result<Concurrency> {
+    Ok(match value {
+        0 => Concurrency::Sync,
+        1 => Concurrency::Threading,
+        2 => Concurrency::Forking,
+        3 => Concurrency::ThreadPool,
+        4 => Concurrency::Event,
+        _ => {
+            return Err(Error::invalid(format!(
+                "concurrency {value} is not an ss_concurrency value (0 to 4)"
+            )))
+        }
+    })
+}
+
+/// # Safety
+/// `config` is NULL or a live ss_config used by this thread only.
+unsafe fn config_mut<'a>(config: *mut ss_config) -> Result<&'a mut ConfigBox> {
+    // SAFETY: forwarded contract; ss_config pointers are ConfigBox pointers.
+    unsafe { borrow_mut(config.cast::<ConfigBox>(), "config") }
+}
+
+/// Applies `change` to a config: the shape of every setter.
+///
+/// # Safety
+/// As for `config_mut`.
+unsafe fn update(
+    config: *mut ss_config,
+    change: impl FnOnce(&mut ConfigBox) -> Result<()>,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    guard(|| change(unsafe { config_mut(config) }?))
+}
+
+/// Creates a configuration with every default (listed at each setter) for
+/// `transport` (an ss_transport value) and `concurrency` (an ss_concurrency
+/// value). On success `*out_config` receives a new config that the caller
+/// owns and frees with ss_config_free(); on failure it is not written.
+/// Errors: SS_ERR_NULL_POINTER, SS_ERR_INVALID_ARGUMENT (value out of range),
+/// SS_ERR_UNSUPPORTED (a concurrency model this version does not implement).
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_new(
+    transport: c_int,
+    concurrency: c_int,
+    out_config: *mut *mut ss_config,
+) -> ss_status {
+    guard(|| {
+        if out_config.is_null() {
+            return Err(super::boundary::null("out_config"));
+        }
+        let config = Config::new(transport_from(transport)?, concurrency_from(concurrency)?)?;
+        let boxed = Box::new(ConfigBox {
+            config,
+            callbacks: Callbacks::default(),
+        });
+        // SAFETY: checked non-NULL above; writable per the contract.
+        unsafe {
+            write_out(
+                out_config,
+                "out_config",
+                Box::into_raw(boxed).cast::<ss_config>(),
+            )
+        }
+    })
+}
+
+/// Frees a config made by ss_config_new(). NULL is a no-op. Servers already
+/// made from it keep their own copy. Must not be called twice on a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_free(config: *mut ss_config) {
+    let _ = guard(|| {
+        if !config.is_null() {
+            // SAFETY: a pointer from ss_config_new, freed once per the contract.
+            drop(unsafe { Box::from_raw(config.cast::<ConfigBox>()) });
+        }
+        Ok(())
+    });
+}
+
+/// SO_REUSEADDR before bind. Default: false (as Python). Servers that are
+/// restarted often want true, to rebind while old connections are in TIME_WAIT.
+/// Not thread-safe for one config (applies to every ss_config_set_* call).
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_reuse_address(
+    config: *mut ss_config,
+    on: bool,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.config.set_reuse_address(on);
+            Ok(())
+        })
+    }
+}
+
+/// SO_REUSEPORT before bind (Python 3.11's allow_reuse_port). Default: false.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_reuse_port(config: *mut ss_config, on: bool) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.config.set_reuse_port(on);
+            Ok(())
+        })
+    }
+}
+
+/// listen() backlog for stream transports, 1 to INT_MAX. Default: SOMAXCONN
+/// (Python 3.15's default; Python up to 3.14 used 5, which drops bursts).
+/// SS_ERR_UNSUPPORTED for datagram transports.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_backlog(config: *mut ss_config, backlog: i64) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_backlog(backlog)) }
+}
+
+/// IPV6_V6ONLY for an IPv6 address: true serves IPv6 only, false also
+/// accepts IPv4 on `[::]`. Default: the system's setting (Linux: false), as
+/// Python. Ignored for IPv4 addresses; SS_ERR_UNSUPPORTED for Unix transports.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_ipv6_only(config: *mut ss_config, on: bool) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_ipv6_only(on)) }
+}
+
+/// Whether ss_server_new() binds and activates (listens). Default: true.
+/// With false (Python's bind_and_activate=False) call ss_server_bind() and
+/// ss_server_activate() yourself, e.g. to set socket options on
+/// ss_server_fileno() first.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_bind_and_activate(
+    config: *mut ss_config,
+    on: bool,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.config.set_bind_and_activate(on);
+            Ok(())
+        })
+    }
+}
+
+/// How long ss_server_handle_request() waits for a request before calling
+/// handle_timeout and returning SS_ERR_TIMEOUT, in milliseconds; negative
+/// means wait for ever; 0 means only take a request already waiting.
+/// Default: -1 (Python's timeout=None). serve_forever ignores it, as Python.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_timeout(
+    config: *mut ss_config,
+    timeout_ms: i64,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.config.set_timeout(timeout_from_ms(timeout_ms));
+            Ok(())
+        })
+    }
+}
+
+/// Timeout of each read and write on a request (Python's
+/// StreamRequestHandler.timeout), in milliseconds; negative means none.
+/// A read or write that waits longer fails with SS_ERR_TIMEOUT. 0 is
+/// refused (SS_ERR_INVALID_ARGUMENT). Default: -1. Handlers can change it
+/// per request with ss_request_set_timeout().
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_request_timeout(
+    config: *mut ss_config,
+    timeout_ms: i64,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.config.set_request_timeout(timeout_from_ms(timeout_ms))
+        })
+    }
+}
+
+/// TCP_NODELAY on accepted connections (Python's disable_nagle_algorithm).
+/// Default: false. SS_ERR_UNSUPPORTED for other transports (Python fails
+/// later, inside every request, instead).
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_tcp_nodelay(config: *mut ss_config, on: bool) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_tcp_nodelay(on)) }
+}
+
+/// Read buffer of a stream request, in bytes (Python's rbufsize); 0 reads
+/// unbuffered (readline then reads one byte at a time). Default: 8192.
+/// At most 64 MiB.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_read_buffer_size(
+    config: *mut ss_config,
+    size: usize,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_read_buffer_size(size)) }
+}
+
+/// Write buffer of a stream request, in bytes (Python's wbufsize). Default:
+/// 0, unbuffered: every ss_request_write() sends at once. With a buffer,
+/// output goes out when it is full, on ss_request_flush(), and when the
+/// handler finishes. At most 64 MiB.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_write_buffer_size(
+    config: *mut ss_config,
+    size: usize,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_write_buffer_size(size)) }
+}
+
+/// Largest datagram accepted, in bytes, 1 to 16 MiB (Python's
+/// max_packet_size). Default: 8192. Unlike Python, which silently cuts a
+/// longer datagram, a longer one is dropped and reported to handle_error
+/// with SS_ERR_MESSAGE_TOO_LONG. SS_ERR_UNSUPPORTED for stream transports.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_max_datagram_size(
+    config: *mut ss_config,
+    size: usize,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_max_datagram_size(size)) }
+}
+
+/// How often serve_forever calls service_actions when idle, in milliseconds
+/// (Python's poll_interval), at least 1. Default: 500. Unlike Python, it
+/// does not delay shutdown, which wakes the loop at once.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_poll_interval(
+    config: *mut ss_config,
+    interval_ms: i64,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            let ms = u64::try_from(interval_ms)
+                .map_err(|_| Error::invalid("poll interval must not be negative"))?;
+            c.config
+                .set_poll_interval(std::time::Duration::from_millis(ms))
+        })
+    }
+}
+
+/// The handle callback (Python's RequestHandler.handle): required before
+/// ss_server_new(). NULL clears it.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_handle(
+    config: *mut ss_config,
+    handle: ss_request_fn,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.callbacks.handle = handle;
+            Ok(())
+        })
+    }
+}
+
+/// The setup callback, run before handle. If it fails, neither handle nor
+/// finish runs. Default (NULL): nothing.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_setup(
+    config: *mut ss_config,
+    setup: ss_request_fn,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.callbacks.setup = setup;
+            Ok(())
+        })
+    }
+}
+
+/// The finish callback, run after handle even when handle failed (as
+/// Python's try/finally). Default (NULL): nothing.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_finish(
+    config: *mut ss_config,
+    finish: ss_request_fn,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.callbacks.finish = finish;
+            Ok(())
+        })
+    }
+}
+
+/// The verify_request hook, run before setup; false closes the request
+/// unhandled. Default (NULL): accept every request.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_verify_request(
+    config: *mut ss_config,
+    verify: ss_verify_fn,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.callbacks.verify_request = verify;
+            Ok(())
+        })
+    }
+}
+
+/// The handle_error hook. Default (NULL): one line on stderr naming the
+/// client and the error, e.g. "socketserver: error processing request from
+/// 127.0.0.1:50312: handle callback returned -1".
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_handle_error(
+    config: *mut ss_config,
+    handle_error: ss_error_fn,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.callbacks.handle_error = handle_error;
+            Ok(())
+        })
+    }
+}
+
+/// The handle_timeout hook, called by ss_server_handle_request() when its
+/// timeout passes with no request. Default (NULL): nothing.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_handle_timeout(
+    config: *mut ss_config,
+    handle_timeout: ss_server_fn,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.callbacks.handle_timeout = handle_timeout;
+            Ok(())
+        })
+    }
+}
+
+/// The service_actions hook, called by serve_forever once per loop turn:
+/// after each request, and every poll interval when idle. Default (NULL):
+/// nothing.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_service_actions(
+    config: *mut ss_config,
+    service_actions: ss_server_fn,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.callbacks.service_actions = service_actions;
+            Ok(())
+        })
+    }
+}

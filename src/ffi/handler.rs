@@ -1,0 +1,169 @@
+//! C callbacks as a core `Handler`.
+
+use std::ffi::{c_int, c_void, CString};
+
+use super::boundary::{clear_last_error, last_error_text, status_of};
+use super::{ss_request, ss_server, ss_status};
+use crate::error::{Error, ErrorKind, Result};
+use crate::handler::{default_handle_error, Handler};
+use crate::request::Request;
+use crate::server::Server;
+
+/// A request callback (setup, handle, finish). Return 0 on success; any
+/// other value makes the server call handle_error (status SS_ERR_HANDLER)
+/// and close the request. `request` is borrowed for the call only.
+pub type ss_request_fn =
+    Option<unsafe extern "C" fn(request: *mut ss_request, user_data: *mut c_void) -> c_int>;
+
+/// verify_request: return true to handle the request, false to close it
+/// unhandled (setup, handle and finish are then not called).
+pub type ss_verify_fn =
+    Option<unsafe extern "C" fn(request: *mut ss_request, user_data: *mut c_void) -> bool>;
+
+/// handle_error: called once for each failed request with the status and a
+/// detail message (both borrowed for the call), or with `request` NULL for a
+/// server-level error such as a failing accept. The server keeps serving.
+pub type ss_error_fn = Option<
+    unsafe extern "C" fn(
+        request: *mut ss_request,
+        status: ss_status,
+        message: *const std::ffi::c_char,
+        user_data: *mut c_void,
+    ),
+>;
+
+/// A server hook (handle_timeout, service_actions); `server` is borrowed.
+pub type ss_server_fn =
+    Option<unsafe extern "C" fn(server: *mut ss_server, user_data: *mut c_void)>;
+
+/// Releases the server's user data; called exactly once.
+pub type ss_free_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
+
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Callbacks {
+    pub setup: ss_request_fn,
+    pub handle: ss_request_fn,
+    pub finish: ss_request_fn,
+    pub verify_request: ss_verify_fn,
+    pub handle_error: ss_error_fn,
+    pub handle_timeout: ss_server_fn,
+    pub service_actions: ss_server_fn,
+}
+
+/// The C handler: callbacks plus the user pointer, whose finalizer runs
+/// exactly once when the last reference to the server goes away.
+pub(crate) struct CHandler {
+    callbacks: Callbacks,
+    pub(crate) user_data: *mut c_void,
+    free_user_data: ss_free_fn,
+}
+
+// SAFETY: the header documents that callbacks and the user pointer may be
+// used from whichever thread (or child process) the concurrency model runs
+// requests on; making them safe for that is the C caller's contract.
+unsafe impl Send for CHandler {}
+// SAFETY: as above; the handler holds no Rust state that needs a lock.
+unsafe impl Sync for CHandler {}
+
+impl CHandler {
+    pub(crate) fn new(user_data: *mut c_void, free_user_data: ss_free_fn) -> Self {
+        CHandler {
+            callbacks: Callbacks::default(),
+            user_data,
+            free_user_data,
+        }
+    }
+
+    pub(crate) fn set_callbacks(&mut self, callbacks: Callbacks) {
+        self.callbacks = callbacks;
+    }
+
+    fn call_request(&self, stage: &str, cb: ss_request_fn, request: &mut Request) -> Result<()> {
+        let Some(cb) = cb else { return Ok(()) };
+        clear_last_error();
+        // SAFETY: the C callback gets a pointer to a live request for the
+        // duration of the call, as the header documents.
+        let rc = unsafe { cb(request_ptr(request), self.user_data) };
+        if rc == 0 {
+            return Ok(());
+        }
+        // If the callback failed after a library call failed, say why.
+        let detail = last_error_text()
+            .filter(|t| !t.is_empty())
+            .map(|t| format!(" (last error: {t})"))
+            .unwrap_or_default();
+        Err(Error::new(
+            ErrorKind::Handler,
+            format!("{stage} callback returned {rc}{detail}"),
+        ))
+    }
+
+    fn call_server(&self, cb: ss_server_fn, server: &Server) {
+        if let Some(cb) = cb {
+            // SAFETY: the server outlives the call; C gets the same pointer
+            // ss_server_new returned.
+            unsafe { cb(server as *const Server as *mut ss_server, self.user_data) }
+        }
+    }
+}
+
+pub(crate) fn request_ptr(request: &mut Request) -> *mut ss_request {
+    request as *mut Request as *mut ss_request
+}
+
+impl Handler for CHandler {
+    fn verify_request(&self, request: &mut Request) -> bool {
+        match self.callbacks.verify_request {
+            // SAFETY: a live request, borrowed for the call.
+            Some(cb) => unsafe { cb(request_ptr(request), self.user_data) },
+            None => true,
+        }
+    }
+
+    fn setup(&self, request: &mut Request) -> Result<()> {
+        self.call_request("setup", self.callbacks.setup, request)
+    }
+
+    fn handle(&self, request: &mut Request) -> Result<()> {
+        self.call_request("handle", self.callbacks.handle, request)
+    }
+
+    fn finish(&self, request: &mut Request) -> Result<()> {
+        self.call_request("finish", self.callbacks.finish, request)
+    }
+
+    fn handle_error(&self, request: Option<&mut Request>, error: &Error) {
+        let Some(cb) = self.callbacks.handle_error else {
+            return default_handle_error(request.as_deref(), error);
+        };
+        let message = CString::new(error.message().replace('\0', " ")).unwrap_or_default();
+        let ptr = request.map_or(std::ptr::null_mut(), request_ptr);
+        // SAFETY: request (or NULL) and message are live for the call.
+        unsafe {
+            cb(
+                ptr,
+                status_of(error.kind()),
+                message.as_ptr(),
+                self.user_data,
+            )
+        }
+    }
+
+    fn handle_timeout(&self, server: &Server) {
+        self.call_server(self.callbacks.handle_timeout, server);
+    }
+
+    fn service_actions(&self, server: &Server) {
+        self.call_server(self.callbacks.service_actions, server);
+    }
+}
+
+impl Drop for CHandler {
+    fn drop(&mut self) {
+        if let Some(free) = self.free_user_data.take() {
+            // SAFETY: the finalizer the caller gave for this pointer; `take`
+            // makes sure it runs once.
+            unsafe { free(self.user_data) }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The C API. This module and its children are the only place with
+//! `extern "C"`, `#[no_mangle]` and raw pointers from C; everything here is a
+//! thin wrapper that checks its arguments, calls the safe core inside the
+//! panic boundary, and returns an `ss_status`.
+
+#![allow(non_camel_case_types)]
+#![allow(clippy::missing_safety_doc)] // The safety contract is in each doc comment, for C readers.
+
+mod boundary;
+mod config;
+mod handler;
+mod request;
+mod server;
+
+use std::ffi::{c_char, c_int, CStr};
+
+pub use config::*;
+pub use handler::{ss_error_fn, ss_free_fn, ss_request_fn, ss_server_fn, ss_verify_fn};
+pub use request::*;
+pub use server::*;
+
+/// Result of every function that can fail. `SS_OK` is 0; the numbers are
+/// fixed and a retired number is never reused. After a failure,
+/// `ss_last_error_message()` gives the details.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ss_status {
+    /// Success.
+    SS_OK = 0,
+    /// A required pointer argument was NULL.
+    SS_ERR_NULL_POINTER = 1,
+    /// An argument was out of range or malformed (including enum values).
+    SS_ERR_INVALID_ARGUMENT = 2,
+    /// An address could not be parsed or resolved, or a reply has no address to go to.
+    SS_ERR_ADDRESS = 3,
+    /// A system call failed; the detail message names the call and the OS error.
+    SS_ERR_IO = 4,
+    /// A timeout passed: handle_request with no request, or a request read/write.
+    SS_ERR_TIMEOUT = 5,
+    /// The server is closed.
+    SS_ERR_CLOSED = 6,
+    /// The call is not allowed in the object's current state (e.g. serving
+    /// before activation, binding twice, closing from the server's own loop).
+    SS_ERR_WRONG_STATE = 7,
+    /// The option or mode does not apply to this transport, or is not
+    /// implemented in this version.
+    SS_ERR_UNSUPPORTED = 8,
+    /// An internal error was caught at the API boundary; the library state
+    /// touched by that call may be unusable, but the process is intact.
+    SS_ERR_PANIC = 9,
+    /// The peer closed the connection (or the datagram ended) before the
+    /// requested data arrived.
+    SS_ERR_EOF = 10,
+    /// A datagram was larger than the configured maximum datagram size.
+    SS_ERR_MESSAGE_TOO_LONG = 11,
+    /// A caller's buffer was too small; the needed length was reported.
+    SS_ERR_BUFFER_TOO_SMALL = 12,
+    /// A handler callback returned non-zero (reported to handle_error).
+    SS_ERR_HANDLER = 13,
+    /// The call returned because ss_server_shutdown() was called.
+    SS_ERR_SHUT_DOWN = 14,
+}
+
+/// Transport: Python's TCPServer, UDPServer, UnixStreamServer and
+/// UnixDatagramServer. Passed to ss_config_new() as an int.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ss_transport {
+    /// TCP over IPv4 or IPv6 (chosen by the address).
+    SS_TCP = 0,
+    /// UDP over IPv4 or IPv6 (chosen by the address).
+    SS_UDP = 1,
+    /// Unix stream socket: a filesystem path, or `@name` (Linux abstract).
+    SS_UNIX_STREAM = 2,
+    /// Unix datagram socket: a filesystem path, or `@name` (Linux abstract).
+    SS_UNIX_DATAGRAM = 3,
+}
+
+/// Concurrency model: Python's mix-ins and beyond. Passed to ss_config_new()
+/// as an int. This version implements SS_SYNC; the others are refused with
+/// SS_ERR_UNSUPPORTED.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ss_concurrency {
+    /// One request at a time, on the thread that calls serve_forever or
+    /// handle_request.
+    SS_SYNC = 0,
+    /// One thread per request (Python's ThreadingMixIn). Not implemented yet.
+    SS_THREADING = 1,
+    /// One child process per request (Python's ForkingMixIn). Not implemented yet.
+    SS_FORKING = 2,
+    /// A bounded pool of worker threads. Not implemented yet.
+    SS_THREAD_POOL = 3,
+    /// Non-blocking callbacks driven by epoll. Not implemented yet.
+    SS_EVENT = 4,
+}
+
+/// Opaque: a server configuration, made by ss_config_new() and released by
+/// ss_config_free(). A template: ss_server_new() copies it.
+pub struct ss_config {
+    _private: [u8; 0],
+}
+
+/// Opaque: a server, made by ss_server_new() and released by ss_server_free().
+pub struct ss_server {
+    _private: [u8; 0],
+}
+
+/// Opaque: one request (a stream connection or one datagram). Borrowed: it is
+/// valid only inside the callback it was passed to.
+pub struct ss_request {
+    _private: [u8; 0],
+}
+
+/// The library's version, "MAJOR.MINOR.PATCH" (static; never free it).
+/// Compare with SS_VERSION_STRING to detect a header/library mismatch.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn ss_version() -> *const c_char {
+    // The header's SS_VERSION_* macros come from the same Cargo.toml field (build.rs).
+    const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+    VERSION.as_ptr().cast()
+}
+
+/// A static, human-readable name for a status code ("SS_ERR_TIMEOUT: timed
+/// out"); never NULL, never to be freed. Unknown values give "unknown status".
+/// Thread-safe; async-signal-safe.
+#[no_mangle]
+pub extern "C" fn ss_status_str(status: c_int) -> *const c_char {
+    let text: &CStr = match status {
+        0 => c"SS_OK: success",
+        1 => c"SS_ERR_NULL_POINTER: a required pointer was NULL",
+        2 => c"SS_ERR_INVALID_ARGUMENT: invalid argument",
+        3 => c"SS_ERR_ADDRESS: bad or unusable address",
+        4 => c"SS_ERR_IO: system call failed",
+        5 => c"SS_ERR_TIMEOUT: timed out",
+        6 => c"SS_ERR_CLOSED: server is closed",
+        7 => c"SS_ERR_WRONG_STATE: call not allowed in this state",
+        8 => c"SS_ERR_UNSUPPORTED: not supported",
+        9 => c"SS_ERR_PANIC: internal error caught",
+        10 => c"SS_ERR_EOF: end of data",
+        11 => c"SS_ERR_MESSAGE_TOO_LONG: datagram too long",
+        12 => c"SS_ERR_BUFFER_TOO_SMALL: buffer too small",
+        13 => c"SS_ERR_HANDLER: handler callback failed",
+        14 => c"SS_ERR_SHUT_DOWN: shutdown was requested",
+        _ => c"unknown status",
+    };
+    text.as_ptr()
+}
+
+/// The detail message of the calling thread's last failed call, e.g.
+/// "bind 127.0.0.1:80: Permission denied (os error 13)"; "" when that call
+/// succeeded. Never NULL. Owned by the library and valid until this thread's
+/// next call into the library (other than ss_status_str, ss_version and this
+/// function). Thread-safe: each thread has its own message.
+#[no_mangle]
+pub extern "C" fn ss_last_error_message() -> *const c_char {
+    boundary::last_error_ptr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_matches_cargo_and_header() {
+        // SAFETY: ss_version returns a static NUL-terminated string.
+        let runtime = unsafe { CStr::from_ptr(ss_version()) };
+        assert_eq!(runtime.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+        let header = include_str!("../../include/socketserver.h");
+        let expect = format!(
+            "#define SS_VERSION_STRING \"{}\"",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(header.contains(&expect), "header lacks {expect}");
+        let major = format!(
+            "#define SS_VERSION_MAJOR {}",
+            env!("CARGO_PKG_VERSION_MAJOR")
+        );
+        assert!(header.contains(&major), "header lacks {major}");
+    }
+
+    #[test]
+    fn every_status_has_its_own_text() {
+        let texts: Vec<_> = (0..=14)
+            // SAFETY: static NUL-terminated strings.
+            .map(|s| unsafe { CStr::from_ptr(ss_status_str(s)) }.to_owned())
+            .collect();
+        for (i, t) in texts.iter().enumerate() {
+            assert_ne!(t.to_str().unwrap(), "unknown status", "status {i}");
+            assert!(texts.iter().filter(|o| *o == t).count() == 1);
+        }
+        // SAFETY: as above.
+        let unknown = unsafe { CStr::from_ptr(ss_status_str(99)) };
+        assert_eq!(unknown.to_str().unwrap(), "unknown status");
+    }
+}

@@ -1,0 +1,299 @@
+//! `ss_request_*`: what a handler can do with its request. Every function
+//! here must be called from the callback that received the request (or, in
+//! later models, the thread it was handed to): a request is not thread-safe.
+
+use std::ffi::{c_char, c_int, c_void};
+
+use super::boundary::{borrow, borrow_mut, copy_text_out, guard, guard_value, null, write_out};
+use super::server::{server_ptr, user_data_of};
+use super::{ss_request, ss_server, ss_status};
+use crate::config::timeout_from_ms;
+use crate::error::{Error, ErrorKind, Result};
+use crate::request::Request;
+
+/// # Safety
+/// `request` is NULL or the live request passed to the running callback.
+unsafe fn request_mut<'a>(request: *mut ss_request) -> Result<&'a mut Request> {
+    // SAFETY: ss_request pointers are Request pointers; liveness per contract.
+    unsafe { borrow_mut(request.cast::<Request>(), "request") }
+}
+
+/// # Safety
+/// As for `request_mut`.
+unsafe fn request_ref<'a>(request: *const ss_request) -> Result<&'a Request> {
+    // SAFETY: as above.
+    unsafe { borrow(request.cast::<Request>(), "request") }
+}
+
+/// A caller's byte buffer; NULL is allowed only with length 0.
+///
+/// # Safety
+/// A non-NULL `buf` must be writable for `len` bytes.
+unsafe fn out_bytes<'a>(buf: *mut c_void, len: usize) -> Result<&'a mut [u8]> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if buf.is_null() {
+        return Err(null("buf"));
+    }
+    // SAFETY: non-NULL and writable for `len` bytes per the contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) })
+}
+
+/// # Safety
+/// A non-NULL `buf` must be readable for `len` bytes.
+unsafe fn in_bytes<'a>(buf: *const c_void, len: usize) -> Result<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if buf.is_null() {
+        return Err(null("buf"));
+    }
+    // SAFETY: non-NULL and readable for `len` bytes per the contract.
+    Ok(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) })
+}
+
+/// Reads up to `len` bytes into `buf` and stores the count in `*out_read`:
+/// 0 means the client closed the connection (or the datagram is used up).
+/// Stream reads are buffered (ss_config_set_read_buffer_size) and block
+/// until at least one byte arrives or the request timeout passes
+/// (SS_ERR_TIMEOUT). A datagram request reads from the received datagram
+/// (Python's `rfile = BytesIO(packet)`). `*out_read` is written only on success.
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_read(
+    request: *mut ss_request,
+    buf: *mut c_void,
+    len: usize,
+    out_read: *mut usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contracts.
+        let req = unsafe { request_mut(request) }?;
+        if out_read.is_null() {
+            return Err(null("out_read"));
+        }
+        // SAFETY: forwarded contract.
+        let n = req.read(unsafe { out_bytes(buf, len) }?)?;
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(out_read, "out_read", n) }
+    })
+}
+
+/// Reads exactly `len` bytes into `buf`. SS_ERR_EOF if the data ends first
+/// (what was read is then lost), SS_ERR_TIMEOUT per read as for ss_request_read.
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_read_exact(
+    request: *mut ss_request,
+    buf: *mut c_void,
+    len: usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contracts.
+        let req = unsafe { request_mut(request) }?;
+        // SAFETY: forwarded contract.
+        req.read_exact(unsafe { out_bytes(buf, len) }?)
+    })
+}
+
+/// Reads one line like fgets(): at most `cap - 1` bytes, stopping after the
+/// first '\n' (kept), and always NUL-terminates `buf`. The byte count
+/// (without the NUL) goes to `*out_len` (optional): 0 at end of data; a
+/// count of `cap - 1` without a trailing '\n' means the line was longer
+/// and the rest is still to be read. Data after the line stays buffered for
+/// the next read. SS_ERR_INVALID_ARGUMENT if `cap` is 0.
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_readline(
+    request: *mut ss_request,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contracts.
+        let req = unsafe { request_mut(request) }?;
+        if cap == 0 {
+            return Err(Error::invalid("cap must be at least 1 (room for the NUL)"));
+        }
+        // SAFETY: forwarded contract; cap > 0 so buf is checked for NULL.
+        let bytes = unsafe { out_bytes(buf.cast(), cap) }?;
+        let n = req.readline(&mut bytes[..cap - 1])?;
+        bytes[n] = 0;
+        if !out_len.is_null() {
+            // SAFETY: non-NULL and writable per the contract.
+            unsafe { out_len.write(n) };
+        }
+        Ok(())
+    })
+}
+
+/// Writes all `len` bytes. A stream request sends them before returning
+/// (unless a write buffer is configured, then they may wait for
+/// ss_request_flush() or the end of the handler); SS_ERR_IO if the client
+/// has gone (never SIGPIPE). A datagram request collects them: one reply
+/// datagram with everything written goes to the client when the handler
+/// finishes (Python's wfile), even if handle failed. Nothing is sent if
+/// the handler never writes.
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_write(
+    request: *mut ss_request,
+    buf: *const c_void,
+    len: usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contracts.
+        let req = unsafe { request_mut(request) }?;
+        // SAFETY: forwarded contract.
+        req.write(unsafe { in_bytes(buf, len) }?)
+    })
+}
+
+/// Sends a stream request's buffered output now. No-op for datagrams.
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_flush(request: *mut ss_request) -> ss_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { request_mut(request) }?.flush())
+}
+
+/// Sends `len` bytes to the client at once: for a datagram request one
+/// datagram, apart from the reply collected by ss_request_write(); for a
+/// stream, flushes then sends. SS_ERR_ADDRESS when the sender of a Unix
+/// datagram has no address to reply to (an unbound client socket).
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_reply(
+    request: *mut ss_request,
+    buf: *const c_void,
+    len: usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contracts.
+        let req = unsafe { request_mut(request) }?;
+        // SAFETY: forwarded contract.
+        req.reply(unsafe { in_bytes(buf, len) }?)
+    })
+}
+
+/// Sets this request's read/write timeout in milliseconds (negative: none),
+/// overriding ss_config_set_request_timeout(). 0 is refused
+/// (SS_ERR_INVALID_ARGUMENT).
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_set_timeout(
+    request: *mut ss_request,
+    timeout_ms: i64,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { request_mut(request) }?.set_timeout(timeout_from_ms(timeout_ms)))
+}
+
+/// Copies the client's address as a string ("127.0.0.1:50312", "[::1]:50312",
+/// a socket path, "@name", or "" for an unnamed Unix socket) into `buf`, with
+/// the same buffer rules as ss_server_address().
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_client_address(
+    request: *const ss_request,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contracts.
+        let req = unsafe { request_ref(request) }?;
+        // SAFETY: buffer contract as documented.
+        unsafe { copy_text_out(req.client_address(), buf, cap, out_len) }
+    })
+}
+
+/// Copies the client's raw address (as accept/recvfrom gave it) into `out`,
+/// at most `*inout_len` bytes, and sets `*inout_len` to its full length, as
+/// getpeername() does; a `struct sockaddr_storage` always fits. A length of
+/// 0 means the client has no address (unbound Unix datagram sender).
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_client_sockaddr(
+    request: *const ss_request,
+    out: *mut libc::sockaddr,
+    inout_len: *mut libc::socklen_t,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contracts.
+        let req = unsafe { request_ref(request) }?;
+        if inout_len.is_null() {
+            return Err(null("inout_len"));
+        }
+        // SAFETY: non-NULL, readable and writable per the contract.
+        let room = unsafe { inout_len.read() } as usize;
+        if out.is_null() && room > 0 {
+            return Err(null("out"));
+        }
+        let addr = req.client_sockaddr();
+        let len = addr.len() as usize;
+        // SAFETY: `out` is writable for `room` bytes and the copy is at most
+        // that long; the source is the SockAddr's own storage.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                addr.as_ptr().cast::<u8>(),
+                out.cast::<u8>(),
+                len.min(room),
+            );
+            inout_len.write(addr.len());
+        }
+        Ok(())
+    })
+}
+
+/// The received datagram, whole: `*out_data` points into the request
+/// (borrowed until the callback returns) and `*out_len` is its size. Reading
+/// it this way does not consume it for ss_request_read. SS_ERR_UNSUPPORTED
+/// for stream requests.
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_datagram(
+    request: *const ss_request,
+    out_data: *mut *const u8,
+    out_len: *mut usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contracts.
+        let req = unsafe { request_ref(request) }?;
+        if out_data.is_null() || out_len.is_null() {
+            return Err(null(if out_data.is_null() {
+                "out_data"
+            } else {
+                "out_len"
+            }));
+        }
+        let data = req.datagram_data().ok_or_else(|| {
+            Error::new(ErrorKind::Unsupported, "a stream request has no datagram")
+        })?;
+        // SAFETY: both checked non-NULL; writable per the contract.
+        unsafe {
+            out_data.write(data.as_ptr());
+            out_len.write(data.len());
+        }
+        Ok(())
+    })
+}
+
+/// The request's file descriptor: the connection for a stream request, the
+/// server socket for a datagram request; -1 for NULL. Owned by the library:
+/// do not close it.
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_fileno(request: *const ss_request) -> c_int {
+    // SAFETY: forwarded contract.
+    guard_value(-1, || Ok(unsafe { request_ref(request) }?.fileno()))
+}
+
+/// The server this request came to (borrowed), or NULL for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_server(request: *const ss_request) -> *mut ss_server {
+    guard_value(std::ptr::null_mut(), || {
+        // SAFETY: forwarded contract.
+        Ok(server_ptr(unsafe { request_ref(request) }?.server()))
+    })
+}
+
+/// The server's user data (as given to ss_server_new()), or NULL for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_user_data(request: *const ss_request) -> *mut c_void {
+    guard_value(std::ptr::null_mut(), || {
+        // SAFETY: forwarded contract.
+        Ok(user_data_of(unsafe { request_ref(request) }?.server()))
+    })
+}

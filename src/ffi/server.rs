@@ -1,0 +1,264 @@
+//! `ss_server_*`: creating, running, stopping and freeing a server.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::Arc;
+
+use super::boundary::{borrow, copy_text_out, guard, guard_value, null, str_arg, write_out};
+use super::config::ConfigBox;
+use super::handler::{ss_free_fn, CHandler};
+use super::{ss_config, ss_server, ss_status};
+use crate::error::{Error, Result};
+use crate::server::Server;
+
+/// Borrows the server behind a handle.
+///
+/// # Safety
+/// `server` is NULL or a pointer from ss_server_new() not yet freed.
+pub(crate) unsafe fn server_ref<'a>(server: *const ss_server) -> Result<&'a Server> {
+    // SAFETY: ss_server pointers are `Arc::into_raw` of a Server.
+    unsafe { borrow(server.cast::<Server>(), "server") }
+}
+
+/// A counted reference to the server behind a handle, for calls that need
+/// to hand the server on (to requests, and to threads in later models).
+///
+/// # Safety
+/// As for `server_ref`.
+unsafe fn server_arc(server: *const ss_server) -> Result<Arc<Server>> {
+    if server.is_null() {
+        return Err(null("server"));
+    }
+    let raw = server.cast::<Server>();
+    // SAFETY: `raw` came from Arc::into_raw and the handle still holds its
+    // count, so adding one and taking it back as an Arc is balanced.
+    unsafe {
+        Arc::increment_strong_count(raw);
+        Ok(Arc::from_raw(raw))
+    }
+}
+
+pub(crate) fn server_ptr(server: &Arc<Server>) -> *mut ss_server {
+    Arc::as_ptr(server) as *mut ss_server
+}
+
+/// Creates a server from `config` for `address` ("127.0.0.1:8080",
+/// "[::1]:0", "localhost:0", a Unix socket path, or "@name" for a Linux
+/// abstract Unix name). Unless the config turned bind_and_activate off, it
+/// binds and listens before returning.
+///
+/// Ownership: `config` is only read (copied; free it when you like).
+/// `user_data` passes to the server even if an error is returned: the
+/// server hands it to every callback and calls `free_user_data(user_data)`
+/// (when non-NULL) exactly once, when the server is freed and no request
+/// still uses it, or before this function returns if it fails. On success
+/// `*out_server` receives a server that the caller frees with
+/// ss_server_free(); on failure it is not written and nothing is leaked
+/// (the socket is closed). Thread-safe.
+///
+/// Errors: SS_ERR_NULL_POINTER, SS_ERR_INVALID_ARGUMENT (no handle
+/// callback), SS_ERR_ADDRESS (unparsable or unresolvable address), SS_ERR_IO
+/// (socket, bind or listen failed; e.g. "bind 127.0.0.1:80: Permission
+/// denied (os error 13)").
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_new(
+    config: *const ss_config,
+    address: *const c_char,
+    user_data: *mut c_void,
+    free_user_data: ss_free_fn,
+    out_server: *mut *mut ss_server,
+) -> ss_status {
+    guard(|| {
+        // Taken first, so that every error path below releases user_data.
+        let mut handler = CHandler::new(user_data, free_user_data);
+        // SAFETY: a live ss_config, read only.
+        let boxed = unsafe { borrow(config.cast::<ConfigBox>(), "config") }?;
+        // SAFETY: NUL-terminated string per the contract.
+        let address = unsafe { str_arg(address, "address") }?;
+        if out_server.is_null() {
+            return Err(null("out_server"));
+        }
+        if boxed.callbacks.handle.is_none() {
+            return Err(Error::invalid(
+                "no handle callback: call ss_config_set_handle() before ss_server_new()",
+            ));
+        }
+        handler.set_callbacks(boxed.callbacks);
+        let server = Server::new(&boxed.config, address, Box::new(handler))?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe {
+            write_out(
+                out_server,
+                "out_server",
+                Arc::into_raw(server) as *mut ss_server,
+            )
+        }
+    })
+}
+
+/// Binds the socket to the address given to ss_server_new() (Python's
+/// server_bind), only when the config turned bind_and_activate off.
+/// Errors: SS_ERR_WRONG_STATE (already bound), SS_ERR_CLOSED, SS_ERR_IO.
+/// Not thread-safe with other calls on the same server except shutdown,
+/// close, fileno and address.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_bind(server: *mut ss_server) -> ss_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { server_ref(server) }?.bind())
+}
+
+/// Starts listening, for stream transports (Python's server_activate); a
+/// datagram server only records that it is ready. Call after
+/// ss_server_bind(). Errors: SS_ERR_WRONG_STATE (not bound yet, or already
+/// active), SS_ERR_CLOSED, SS_ERR_IO.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_activate(server: *mut ss_server) -> ss_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { server_ref(server) }?.activate())
+}
+
+/// Handles requests until ss_server_shutdown() (then returns SS_OK) or
+/// ss_server_close() from another thread (then returns SS_ERR_CLOSED).
+/// Callbacks run on the calling thread in SS_SYNC mode. A shutdown requested
+/// while no loop was running makes this return SS_OK at once, consuming the
+/// request (Python's behaviour). Errors: SS_ERR_WRONG_STATE (not activated,
+/// or another serve_forever/handle_request is running on this server),
+/// SS_ERR_CLOSED, SS_ERR_IO (poll failed).
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_serve_forever(server: *mut ss_server) -> ss_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { server_arc(server) }?.serve_forever())
+}
+
+/// Handles at most one request (Python's handle_request). Returns SS_OK once
+/// a request was taken (whatever the handler returned; failures go to
+/// handle_error). Waits at most the configured timeout
+/// (ss_config_set_timeout): when it passes, calls handle_timeout and returns
+/// SS_ERR_TIMEOUT. Returns SS_ERR_SHUT_DOWN without handling anything when
+/// ss_server_shutdown() is called (or was called before, and not yet
+/// consumed), SS_ERR_CLOSED when the server is closed from another thread.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_handle_request(server: *mut ss_server) -> ss_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { server_arc(server) }?.handle_request())
+}
+
+/// Asks serve_forever (or handle_request) to return, and returns at once;
+/// the loop wakes immediately, not after a poll interval. If no loop is
+/// running, the next one returns at once. Does not close the socket.
+///
+/// Safe from any thread, from inside a handler or hook of this server
+/// (Python deadlocks there), and from a signal handler: it is
+/// async-signal-safe (an atomic store and one write(2)). For that reason it
+/// never sets the detail message. Returns SS_ERR_NULL_POINTER for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status {
+    // No panic boundary or detail message on purpose: neither is
+    // async-signal-safe, and nothing here can panic.
+    // SAFETY: NULL or a live server per the contract.
+    match unsafe { server.cast::<Server>().as_ref() } {
+        Some(s) => {
+            s.shutdown();
+            ss_status::SS_OK
+        }
+        None => ss_status::SS_ERR_NULL_POINTER,
+    }
+}
+
+/// Closes the server (Python's server_close): stops a serve_forever or
+/// handle_request running in another thread and waits for it to return,
+/// closes the socket, and removes the Unix socket file this server created
+/// (only if the path still holds that same socket; anything else at the path
+/// is left alone). Afterwards ss_server_fileno() returns -1 and serving
+/// returns SS_ERR_CLOSED. Closing twice is fine. Thread-safe, but refused
+/// with SS_ERR_WRONG_STATE from inside this server's own loop (a handler or
+/// hook on the serving thread): call ss_server_shutdown() there instead.
+/// The server's memory stays until ss_server_free().
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { server_ref(server) }?.close())
+}
+
+/// Closes the server if needed and releases the caller's reference. NULL is
+/// a no-op. The user data's finalizer runs once no request uses the server
+/// any more (at once in SS_SYNC mode). Must be called exactly once per
+/// server, when no other thread is inside a call on it, and never from the
+/// server's own callbacks (that is reported on stderr and ignored, leaking
+/// the server, rather than freeing memory still in use).
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
+    let _ = guard(|| {
+        if server.is_null() {
+            return Ok(());
+        }
+        // SAFETY: a live server per the contract.
+        if let Err(e) = unsafe { server_ref(server) }?.close() {
+            eprintln!("socketserver: ss_server_free ignored: {e}");
+            return Err(e);
+        }
+        // SAFETY: gives back the reference ss_server_new handed out; the
+        // contract says this happens once.
+        drop(unsafe { Arc::from_raw(server.cast::<Server>()) });
+        Ok(())
+    });
+}
+
+/// The server socket's file descriptor (Python's fileno), for use with your
+/// own poll loop or setsockopt; -1 once closed or for NULL. The server owns
+/// it: do not close it. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_fileno(server: *const ss_server) -> c_int {
+    // SAFETY: forwarded contract.
+    guard_value(-1, || Ok(unsafe { server_ref(server) }?.fileno()))
+}
+
+/// Copies the bound address as a string ("127.0.0.1:40123" with the real
+/// port when bound to port 0, "[::1]:40123", the socket path, or "@name")
+/// into `buf` (`cap` bytes, NUL-terminated) and its length without the NUL
+/// into `*out_len` (optional). If `cap` is too small, nothing is copied,
+/// `*out_len` still receives the length needed, and SS_ERR_BUFFER_TOO_SMALL
+/// is returned (pass NULL, 0 to ask for the length). SS_ERR_WRONG_STATE
+/// before bind. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_address(
+    server: *const ss_server,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let text = unsafe { server_ref(server) }?.address()?;
+        // SAFETY: buffer contract as documented.
+        unsafe { copy_text_out(&text, buf, cap, out_len) }
+    })
+}
+
+/// Writes the bound port (port 0 resolved) to `*out_port`. SS_ERR_UNSUPPORTED
+/// for Unix transports, SS_ERR_WRONG_STATE before bind. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_port(server: *const ss_server, out_port: *mut u16) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let port = unsafe { server_ref(server) }?.port()?;
+        // SAFETY: writable per the contract.
+        unsafe { write_out(out_port, "out_port", port) }
+    })
+}
+
+/// The user data given to ss_server_new() (borrowed), or NULL for NULL.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_user_data(server: *const ss_server) -> *mut c_void {
+    guard_value(std::ptr::null_mut(), || {
+        // SAFETY: forwarded contract.
+        Ok(user_data_of(unsafe { server_ref(server) }?))
+    })
+}
+
+pub(crate) fn user_data_of(server: &Server) -> *mut c_void {
+    let handler: &dyn std::any::Any = server.handler();
+    handler
+        .downcast_ref::<CHandler>()
+        .map_or(std::ptr::null_mut(), |h| h.user_data)
+}

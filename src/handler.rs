@@ -1,0 +1,81 @@
+//! The request handler interface (Python's BaseRequestHandler plus the
+//! server hooks), and the fixed order in which a request runs through it.
+
+use std::any::Any;
+
+use crate::error::{Error, Result};
+use crate::request::Request;
+use crate::server::Server;
+
+/// Callbacks that serve requests. Every method but `handle` has Python's
+/// default behaviour. Methods take `&self` because the threading models call
+/// them from several threads at once.
+pub trait Handler: Any + Send + Sync {
+    /// Python's verify_request: false closes the request unhandled.
+    fn verify_request(&self, _request: &mut Request) -> bool {
+        true
+    }
+
+    fn setup(&self, _request: &mut Request) -> Result<()> {
+        Ok(())
+    }
+
+    fn handle(&self, request: &mut Request) -> Result<()>;
+
+    /// Runs after `handle`, even when `handle` failed (not when `setup` did).
+    fn finish(&self, _request: &mut Request) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once per failed request, or with `None` for a server-level
+    /// error such as a failing accept. The server keeps serving afterwards.
+    fn handle_error(&self, request: Option<&mut Request>, error: &Error) {
+        default_handle_error(request.as_deref(), error);
+    }
+
+    /// Called when handle_request's timeout passes with no request.
+    fn handle_timeout(&self, _server: &Server) {}
+
+    /// Called once per serve_forever loop turn.
+    fn service_actions(&self, _server: &Server) {}
+}
+
+/// Python's handle_error in one line on stderr: who, and what went wrong.
+pub fn default_handle_error(request: Option<&Request>, error: &Error) {
+    match request {
+        Some(r) => {
+            let client = r.client_address();
+            let client = if client.is_empty() {
+                "an unnamed Unix socket"
+            } else {
+                client
+            };
+            eprintln!("socketserver: error processing request from {client}: {error}");
+        }
+        None => eprintln!("socketserver: server error: {error}"),
+    }
+}
+
+/// Runs one request through the handler, then closes it: Python's
+/// `_handle_request_noblock` after `get_request`, `finish_request` and
+/// `shutdown_request`, with exactly one close per request.
+pub(crate) fn run_request(handler: &dyn Handler, mut request: Request) -> Result<()> {
+    if !handler.verify_request(&mut request) {
+        request.shutdown();
+        return Ok(());
+    }
+    let mut result = handler.setup(&mut request);
+    if result.is_ok() {
+        result = handler.handle(&mut request);
+        let finished = handler.finish(&mut request);
+        // The datagram reply goes out even after a failed handle, as
+        // Python's DatagramRequestHandler.finish sends partial output.
+        let completed = request.complete();
+        result = result.and(finished).and(completed);
+    }
+    if let Err(e) = &result {
+        handler.handle_error(Some(&mut request), e);
+    }
+    request.shutdown();
+    result
+}

@@ -1,0 +1,421 @@
+//! Request I/O for handlers (Python's StreamRequestHandler and
+//! DatagramRequestHandler): buffered reads, readline, writes, and the
+//! datagram reply sent when the handler finishes.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{SockAddr, Socket};
+
+use crate::address::format_sockaddr;
+use crate::error::{Error, ErrorKind, Result};
+use crate::server::Server;
+use crate::sys::{as_uninit, wait_ready};
+use crate::transport::has_reply_address;
+
+/// One request: a stream connection or one datagram, with its client.
+pub struct Request {
+    server: Arc<Server>,
+    client: SockAddr,
+    client_text: String,
+    timeout: Option<Duration>,
+    io: RequestIo,
+}
+
+enum RequestIo {
+    Stream(StreamIo),
+    Datagram(DatagramIo),
+}
+
+struct StreamIo {
+    socket: Socket,
+    /// Read buffer; `rbuf[rpos..rend]` holds bytes read but not yet consumed.
+    rbuf: Box<[u8]>,
+    rpos: usize,
+    rend: usize,
+    /// Pending output when the server has a write buffer (Python's wbufsize).
+    wbuf: Vec<u8>,
+    wcap: usize,
+}
+
+struct DatagramIo {
+    /// The server's socket, shared: replies go out through it.
+    socket: Arc<Socket>,
+    data: Vec<u8>,
+    pos: usize,
+    /// Collected writes (Python's wfile); sent when the handler finishes if
+    /// the handler wrote anything.
+    reply: Option<Vec<u8>>,
+}
+
+impl Request {
+    pub(crate) fn stream(server: Arc<Server>, socket: Socket, client: SockAddr) -> Self {
+        let config = server.config();
+        let io = StreamIo {
+            socket,
+            rbuf: vec![0; config.read_buffer_size].into_boxed_slice(),
+            rpos: 0,
+            rend: 0,
+            wbuf: Vec::new(),
+            wcap: config.write_buffer_size,
+        };
+        Request::new(server, client, RequestIo::Stream(io))
+    }
+
+    pub(crate) fn datagram(
+        server: Arc<Server>,
+        socket: Arc<Socket>,
+        data: Vec<u8>,
+        client: SockAddr,
+    ) -> Self {
+        let io = DatagramIo {
+            socket,
+            data,
+            pos: 0,
+            reply: None,
+        };
+        Request::new(server, client, RequestIo::Datagram(io))
+    }
+
+    fn new(server: Arc<Server>, client: SockAddr, io: RequestIo) -> Self {
+        let timeout = server.config().request_timeout;
+        Request {
+            client_text: format_sockaddr(&client),
+            server,
+            client,
+            timeout,
+            io,
+        }
+    }
+
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    pub fn client_address(&self) -> &str {
+        &self.client_text
+    }
+
+    pub fn client_sockaddr(&self) -> &SockAddr {
+        &self.client
+    }
+
+    pub fn is_datagram(&self) -> bool {
+        matches!(self.io, RequestIo::Datagram(_))
+    }
+
+    /// The connection's fd, or the server socket's for a datagram.
+    pub fn fileno(&self) -> RawFd {
+        match &self.io {
+            RequestIo::Stream(s) => s.socket.as_raw_fd(),
+            RequestIo::Datagram(d) => d.socket.as_raw_fd(),
+        }
+    }
+
+    /// The received datagram, whole; None for a stream request.
+    pub fn datagram_data(&self) -> Option<&[u8]> {
+        match &self.io {
+            RequestIo::Datagram(d) => Some(&d.data),
+            RequestIo::Stream(_) => None,
+        }
+    }
+
+    /// Per-operation timeout for the request's reads and writes (None: block).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        if timeout == Some(Duration::ZERO) {
+            return Err(Error::invalid(
+                "a timeout of 0 ms would fail every read; use -1 for none",
+            ));
+        }
+        self.timeout = timeout;
+        Ok(())
+    }
+
+    /// Reads up to `buf.len()` bytes; 0 means end of stream (or of the datagram).
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let timeout = self.timeout;
+        match &mut self.io {
+            RequestIo::Datagram(d) => {
+                Ok(d.take(buf.len(), |src| buf[..src.len()].copy_from_slice(src)))
+            }
+            RequestIo::Stream(s) => s.read(buf, timeout),
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes, or fails with `Eof` if the peer
+    /// closes first (the bytes read so far are then lost).
+    pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<()> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = self.read(&mut buf[filled..])?;
+            if n == 0 {
+                return Err(Error::new(
+                    ErrorKind::Eof,
+                    format!("end of data after {filled} of {} bytes", buf.len()),
+                ));
+            }
+            filled += n;
+        }
+        Ok(())
+    }
+
+    /// Reads one line, newline included, but at most `limit` bytes (Python's
+    /// `readline(limit)`). Returns the number of bytes put in `buf`; 0 at end.
+    pub fn readline(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let timeout = self.timeout;
+        match &mut self.io {
+            RequestIo::Datagram(d) => {
+                let rest = &d.data[d.pos..];
+                let limit = buf.len().min(rest.len());
+                let n = rest[..limit]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(limit, |i| i + 1);
+                Ok(d.take(n, |src| buf[..n].copy_from_slice(src)))
+            }
+            RequestIo::Stream(s) => s.readline(buf, timeout),
+        }
+    }
+
+    /// Writes all of `data` (a stream sends it unless a write buffer is set;
+    /// a datagram request collects it for the reply).
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        let timeout = self.timeout;
+        match &mut self.io {
+            RequestIo::Datagram(d) => {
+                d.reply.get_or_insert_with(Vec::new).extend_from_slice(data);
+                Ok(())
+            }
+            RequestIo::Stream(s) => s.write(data, timeout),
+        }
+    }
+
+    /// Sends buffered output (a no-op for datagrams, which reply on finish).
+    pub fn flush(&mut self) -> Result<()> {
+        let timeout = self.timeout;
+        match &mut self.io {
+            RequestIo::Datagram(_) => Ok(()),
+            RequestIo::Stream(s) => s.flush(timeout),
+        }
+    }
+
+    /// Sends `data` to the client at once: one datagram, or bytes on the stream.
+    pub fn reply(&mut self, data: &[u8]) -> Result<()> {
+        let timeout = self.timeout;
+        match &mut self.io {
+            RequestIo::Datagram(d) => send_datagram(&d.socket, data, &self.client, timeout),
+            RequestIo::Stream(s) => {
+                s.flush(timeout)?;
+                s.send_all(data, timeout)
+            }
+        }
+    }
+
+    /// What the server does once the handler is done: send the collected
+    /// datagram reply, or flush a stream's buffered output.
+    pub(crate) fn complete(&mut self) -> Result<()> {
+        let timeout = self.timeout;
+        match &mut self.io {
+            RequestIo::Datagram(d) => match d.reply.take() {
+                Some(reply) => send_datagram(&d.socket, &reply, &self.client, timeout),
+                None => Ok(()),
+            },
+            RequestIo::Stream(s) => s.flush(timeout),
+        }
+    }
+
+    /// Python's shutdown_request: SHUT_WR then close for a stream (errors
+    /// such as ENOTCONN ignored); nothing for a datagram, whose socket is the
+    /// server's.
+    pub(crate) fn shutdown(self) {
+        if let RequestIo::Stream(s) = self.io {
+            let _ = s.socket.shutdown(std::net::Shutdown::Write);
+        }
+    }
+}
+
+impl DatagramIo {
+    /// Consumes up to `n` unread bytes, handing them to `copy`.
+    fn take(&mut self, n: usize, copy: impl FnOnce(&[u8])) -> usize {
+        let n = n.min(self.data.len() - self.pos);
+        copy(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        n
+    }
+}
+
+fn send_datagram(
+    socket: &Socket,
+    data: &[u8],
+    to: &SockAddr,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    if !has_reply_address(to) {
+        return Err(Error::new(
+            ErrorKind::Address,
+            "cannot reply: the sender has no address (an unbound Unix datagram socket)",
+        ));
+    }
+    loop {
+        match socket.send_to_with_flags(data, to, libc::MSG_NOSIGNAL) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // The server socket is non-blocking: wait for room, then retry.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_ready(socket.as_raw_fd(), libc::POLLOUT, timeout, "sendto")?
+            }
+            Err(e) => return Err(Error::io(format!("sendto {}", format_sockaddr(to)), e)),
+        }
+    }
+}
+
+impl StreamIo {
+    fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// One recv into `buf`, after waiting for data if a timeout is set.
+    fn recv(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+        loop {
+            if timeout.is_some() {
+                wait_ready(self.fd(), libc::POLLIN, timeout, "recv")?;
+            }
+            match self.socket.recv(as_uninit(buf)) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A vanished peer reads as end of stream, as Python's rfile does.
+                Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(0),
+                Err(e) => return Err(Error::io("recv", e)),
+            }
+        }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.rbuf[self.rpos..self.rend]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.rpos += n;
+        if self.rpos == self.rend {
+            self.rpos = 0;
+            self.rend = 0;
+        }
+    }
+
+    /// Refills the empty read buffer; returns the bytes now buffered (0 = EOF).
+    fn fill(&mut self, timeout: Option<Duration>) -> Result<usize> {
+        debug_assert_eq!(self.rpos, self.rend);
+        let mut rbuf = std::mem::take(&mut self.rbuf);
+        let n = self.recv(&mut rbuf, timeout);
+        self.rbuf = rbuf;
+        let n = n?;
+        self.rpos = 0;
+        self.rend = n;
+        Ok(n)
+    }
+
+    fn read(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+        if self.rpos == self.rend {
+            // Large reads and unbuffered mode bypass the buffer.
+            if buf.len() >= self.rbuf.len() {
+                return self.recv(buf, timeout);
+            }
+            if self.fill(timeout)? == 0 {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.rend - self.rpos);
+        buf[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+        self.consume(n);
+        Ok(n)
+    }
+
+    fn readline(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            if self.rbuf.is_empty() {
+                // Unbuffered: one byte at a time so nothing past the line is consumed.
+                let n = self.recv(&mut buf[filled..filled + 1], timeout)?;
+                if n == 0 {
+                    break;
+                }
+                filled += 1;
+                if buf[filled - 1] == b'\n' {
+                    break;
+                }
+                continue;
+            }
+            if self.rpos == self.rend && self.fill(timeout)? == 0 {
+                break;
+            }
+            let want = buf.len() - filled;
+            let chunk = self.buffered();
+            let limit = want.min(chunk.len());
+            let (n, found) = match chunk[..limit].iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (limit, false),
+            };
+            buf[filled..filled + n].copy_from_slice(&chunk[..n]);
+            self.consume(n);
+            filled += n;
+            if found {
+                break;
+            }
+        }
+        Ok(filled)
+    }
+
+    fn send_all(&self, mut data: &[u8], timeout: Option<Duration>) -> Result<()> {
+        // MSG_NOSIGNAL: a vanished peer gives EPIPE, never SIGPIPE in the host.
+        // With a timeout the send must not block past it, hence MSG_DONTWAIT
+        // after poll says there is room.
+        let flags = libc::MSG_NOSIGNAL
+            | if timeout.is_some() {
+                libc::MSG_DONTWAIT
+            } else {
+                0
+            };
+        while !data.is_empty() {
+            if timeout.is_some() {
+                wait_ready(self.fd(), libc::POLLOUT, timeout, "send")?;
+            }
+            match self.socket.send_with_flags(data, flags) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && timeout.is_some() => {}
+                Err(e) => return Err(Error::io("send", e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8], timeout: Option<Duration>) -> Result<()> {
+        if self.wcap == 0 {
+            return self.send_all(data, timeout);
+        }
+        if self.wbuf.len() + data.len() > self.wcap {
+            self.flush(timeout)?;
+        }
+        if data.len() >= self.wcap {
+            return self.send_all(data, timeout);
+        }
+        self.wbuf.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self, timeout: Option<Duration>) -> Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.wbuf);
+        let result = self.send_all(&pending, timeout);
+        self.wbuf = pending;
+        self.wbuf.clear();
+        result
+    }
+}

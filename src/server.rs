@@ -1,0 +1,380 @@
+//! The server (Python's BaseServer and its socket subclasses): life cycle,
+//! the serve loop, handle_request, shutdown and close.
+//!
+//! Where this differs from Python, on purpose:
+//! - shutdown only asks; it never blocks, so it is safe from a handler on the
+//!   serving thread and from a signal handler, and it wakes the loop at once
+//!   through an eventfd instead of after the poll interval;
+//! - a shutdown asked for while no loop runs is kept, and the next
+//!   serve_forever or handle_request consumes it and returns at once;
+//! - close from another thread stops a running loop and waits for it, so
+//!   nothing polls a closed descriptor.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, ThreadId};
+use std::time::{Duration, Instant};
+
+use socket2::{SockAddr, Socket};
+
+use crate::address::{format_sockaddr, ServerAddress};
+use crate::concurrency::{dispatcher_for, Dispatcher};
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::handler::Handler;
+use crate::request::Request;
+use crate::sys::{poll_until, pollfd, Waker};
+use crate::transport::{self, UnixFile};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Created,
+    Bound,
+    Active,
+    Closed,
+}
+
+struct State {
+    phase: Phase,
+    socket: Option<Arc<Socket>>,
+    bound: Option<SockAddr>,
+    unix_file: Option<UnixFile>,
+    /// The thread inside serve_forever or handle_request, if any.
+    serving: Option<ThreadId>,
+}
+
+pub struct Server {
+    config: Config,
+    address: ServerAddress,
+    handler: Box<dyn Handler>,
+    dispatcher: Box<dyn Dispatcher>,
+    waker: Waker,
+    shutdown_requested: AtomicBool,
+    closing: AtomicBool,
+    fileno: AtomicI32,
+    state: Mutex<State>,
+    loop_exited: Condvar,
+}
+
+/// How long the loop pauses after an accept error that is not transient
+/// (EMFILE, ENOBUFS, ...), so that it does not spin while reporting it.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+impl Server {
+    /// Creates the server socket and, unless the config says otherwise,
+    /// binds and activates it. On failure everything created is released.
+    pub fn new(config: &Config, address: &str, handler: Box<dyn Handler>) -> Result<Arc<Server>> {
+        let parsed = ServerAddress::parse(address, config.transport.is_unix())?;
+        let socket = transport::create_socket(config, &parsed)?;
+        let server = Arc::new(Server {
+            config: config.clone(),
+            address: parsed,
+            handler,
+            dispatcher: dispatcher_for(config.concurrency),
+            waker: Waker::new()?,
+            shutdown_requested: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            fileno: AtomicI32::new(socket.as_raw_fd()),
+            state: Mutex::new(State {
+                phase: Phase::Created,
+                socket: Some(Arc::new(socket)),
+                bound: None,
+                unix_file: None,
+                serving: None,
+            }),
+            loop_exited: Condvar::new(),
+        });
+        if config.bind_and_activate {
+            server.bind()?;
+            server.activate()?;
+        }
+        Ok(server)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn handler(&self) -> &dyn Handler {
+        &*self.handler
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State inconsistent
+        // (every update is a single assignment), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Python's server_bind: binds and records the real address.
+    pub fn bind(&self) -> Result<()> {
+        let mut st = self.lock();
+        match st.phase {
+            Phase::Created => {}
+            Phase::Closed => return Err(closed()),
+            _ => return Err(Error::wrong_state("the server is already bound")),
+        }
+        let socket = st.socket.clone().ok_or_else(closed)?;
+        let (bound, file) = transport::bind(&socket, &self.address)?;
+        st.bound = Some(bound);
+        st.unix_file = file;
+        st.phase = Phase::Bound;
+        Ok(())
+    }
+
+    /// Python's server_activate: listen for stream transports.
+    pub fn activate(&self) -> Result<()> {
+        let mut st = self.lock();
+        match st.phase {
+            Phase::Bound => {}
+            Phase::Created => {
+                return Err(Error::wrong_state("bind the server before activating it"))
+            }
+            Phase::Active => return Err(Error::wrong_state("the server is already activated")),
+            Phase::Closed => return Err(closed()),
+        }
+        let socket = st.socket.clone().ok_or_else(closed)?;
+        transport::activate(&socket, &self.config)?;
+        st.phase = Phase::Active;
+        Ok(())
+    }
+
+    /// The server socket's fd, or -1 once closed.
+    pub fn fileno(&self) -> RawFd {
+        self.fileno.load(Ordering::SeqCst)
+    }
+
+    /// The bound address as a string, port 0 resolved.
+    pub fn address(&self) -> Result<String> {
+        let st = self.lock();
+        match &st.bound {
+            Some(a) => Ok(format_sockaddr(a)),
+            None if st.phase == Phase::Closed => Err(closed()),
+            None => Err(Error::wrong_state("the server is not bound yet")),
+        }
+    }
+
+    pub fn port(&self) -> Result<u16> {
+        if self.config.transport.is_unix() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "Unix sockets have no port",
+            ));
+        }
+        let st = self.lock();
+        st.bound
+            .as_ref()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .ok_or_else(|| Error::wrong_state("the server is not bound yet"))
+    }
+
+    /// Asks the running (or next) serve_forever / handle_request to return.
+    /// Async-signal-safe: an atomic store and one write(2).
+    pub fn shutdown(&self) {
+        self.shutdown_requested.store(true, Ordering::SeqCst);
+        self.waker.notify();
+    }
+
+    fn take_shutdown(&self) -> bool {
+        self.shutdown_requested.swap(false, Ordering::SeqCst)
+    }
+
+    fn enter_loop(&self) -> Result<(Arc<Socket>, LoopGuard<'_>)> {
+        let mut st = self.lock();
+        match st.phase {
+            Phase::Active => {}
+            Phase::Closed => return Err(closed()),
+            _ => {
+                return Err(Error::wrong_state(
+                    "the server is not activated: bind and activate it first",
+                ))
+            }
+        }
+        if st.serving.is_some() {
+            return Err(Error::wrong_state(
+                "the server is already serving (serve_forever or handle_request is running)",
+            ));
+        }
+        st.serving = Some(thread::current().id());
+        let socket = st.socket.clone().ok_or_else(closed)?;
+        Ok((socket, LoopGuard { server: self }))
+    }
+
+    /// Python's serve_forever: handles requests until shutdown (returns Ok)
+    /// or close from another thread (returns `Closed`).
+    pub fn serve_forever(self: &Arc<Self>) -> Result<()> {
+        let (socket, _guard) = self.enter_loop()?;
+        loop {
+            if self.take_shutdown() {
+                return Ok(());
+            }
+            let deadline = Instant::now() + self.config.poll_interval;
+            let mut fds = [
+                pollfd(socket.as_raw_fd(), libc::POLLIN),
+                pollfd(self.waker.fd(), libc::POLLIN),
+            ];
+            poll_until(&mut fds, Some(deadline)).map_err(|e| Error::io("poll", e))?;
+            if fds[1].revents != 0 {
+                self.waker.drain();
+            }
+            // Checked before accepting (bpo-35017): no request is taken
+            // after shutdown was asked for.
+            if self.take_shutdown() {
+                return Ok(());
+            }
+            if self.closing.load(Ordering::SeqCst) {
+                return Err(closed());
+            }
+            if fds[0].revents != 0 {
+                if let Err(e) = self.take_request(&socket) {
+                    self.handler.handle_error(None, &e);
+                    self.pause_after_error();
+                }
+            }
+            self.handler.service_actions(self);
+            self.dispatcher.service_actions(self);
+        }
+    }
+
+    /// Python's handle_request: handles one request, waiting at most the
+    /// configured timeout. Returns `Timeout` (after calling handle_timeout)
+    /// when none came, `ShutDown` when shutdown was asked for.
+    pub fn handle_request(self: &Arc<Self>) -> Result<()> {
+        let (socket, _guard) = self.enter_loop()?;
+        if self.take_shutdown() {
+            return Err(shut_down());
+        }
+        let deadline = self.config.timeout.map(|t| Instant::now() + t);
+        loop {
+            let mut fds = [
+                pollfd(socket.as_raw_fd(), libc::POLLIN),
+                pollfd(self.waker.fd(), libc::POLLIN),
+            ];
+            let ready = poll_until(&mut fds, deadline).map_err(|e| Error::io("poll", e))?;
+            if ready == 0 {
+                self.handler.handle_timeout(self);
+                self.dispatcher.handle_timeout(self);
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "no request within {} ms",
+                        self.config.timeout.unwrap_or_default().as_millis()
+                    ),
+                ));
+            }
+            if fds[1].revents != 0 {
+                self.waker.drain();
+            }
+            if self.take_shutdown() {
+                return Err(shut_down());
+            }
+            if self.closing.load(Ordering::SeqCst) {
+                return Err(closed());
+            }
+            if fds[0].revents != 0 && self.take_request(&socket)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes one request off the socket and dispatches it. Ok(false) when
+    /// there was nothing to take after all (another process took it).
+    fn take_request(self: &Arc<Self>, socket: &Arc<Socket>) -> Result<bool> {
+        let request = if self.config.transport.is_stream() {
+            match transport::accept(socket, &self.config)? {
+                Some((conn, peer)) => Request::stream(self.clone(), conn, peer),
+                None => return Ok(false),
+            }
+        } else {
+            let mut buf = vec![0u8; self.config.max_datagram_size];
+            let Some(dgram) = transport::recv_datagram(socket, &mut buf)? else {
+                return Ok(false);
+            };
+            buf.truncate(dgram.len);
+            let mut request = Request::datagram(self.clone(), socket.clone(), buf, dgram.sender);
+            if dgram.real_len > dgram.len {
+                let err = Error::new(
+                    ErrorKind::MessageTooLong,
+                    format!(
+                        "datagram of {} bytes exceeds the maximum datagram size of {} bytes; dropped",
+                        dgram.real_len, dgram.len
+                    ),
+                );
+                self.handler.handle_error(Some(&mut request), &err);
+                return Ok(true);
+            }
+            request
+        };
+        self.dispatcher.process(self, request);
+        Ok(true)
+    }
+
+    fn pause_after_error(&self) {
+        let mut fds = [pollfd(self.waker.fd(), libc::POLLIN)];
+        let _ = poll_until(&mut fds, Some(Instant::now() + ACCEPT_ERROR_PAUSE));
+    }
+
+    /// Python's server_close: stops a loop running in another thread, waits
+    /// for it, closes the socket and removes the Unix socket file it made.
+    /// Idempotent. Refused on the serving thread itself (from a handler or
+    /// hook), where waiting for the loop would deadlock.
+    pub fn close(&self) -> Result<()> {
+        let mut st = self.lock();
+        if st.phase == Phase::Closed {
+            return Ok(());
+        }
+        if st.serving == Some(thread::current().id()) {
+            return Err(Error::wrong_state(
+                "close called from inside this server's own loop (a handler or hook); \
+                 call shutdown there and close after serve_forever returns",
+            ));
+        }
+        self.closing.store(true, Ordering::SeqCst);
+        self.waker.notify();
+        while st.serving.is_some() {
+            st = self.loop_exited.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.phase = Phase::Closed;
+        st.socket = None;
+        self.fileno.store(-1, Ordering::SeqCst);
+        if let Some(file) = st.unix_file.take() {
+            file.remove();
+        }
+        drop(st);
+        self.dispatcher.close(self);
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = st.unix_file.take() {
+            file.remove();
+        }
+    }
+}
+
+/// Marks the loop as left, even when it leaves by a panic, and wakes close.
+struct LoopGuard<'a> {
+    server: &'a Server,
+}
+
+impl Drop for LoopGuard<'_> {
+    fn drop(&mut self) {
+        self.server.lock().serving = None;
+        self.server.loop_exited.notify_all();
+    }
+}
+
+fn closed() -> Error {
+    Error::new(ErrorKind::Closed, "the server is closed")
+}
+
+fn shut_down() -> Error {
+    Error::new(
+        ErrorKind::ShutDown,
+        "returned because shutdown was requested",
+    )
+}
