@@ -25,8 +25,14 @@
  *   ss_server_port() and ss_server_user_data() are safe from any thread.
  *   Other calls on one server must not run concurrently.
  * - An ss_request belongs to the callback it was passed to.
- * - In SS_SYNC mode every callback runs on the thread that called
- *   ss_server_serve_forever() or ss_server_handle_request().
+ * - Where callbacks run: in SS_SYNC mode, on the thread that called
+ *   ss_server_serve_forever() or ss_server_handle_request(); in
+ *   SS_THREADING mode the request callbacks (verify_request, setup, handle,
+ *   finish, handle_error for that request) run on the request's own thread,
+ *   and the server hooks (service_actions, handle_timeout, server-level
+ *   handle_error) on the serving thread; in SS_FORKING mode verify_request
+ *   runs in the parent and the other request callbacks in the child.
+ *   User data shared by concurrent callbacks needs your own locking.
  *
  * Request life (Python's order): verify_request -> setup -> handle -> finish
  * (finish runs even when handle fails, not when setup fails) -> for a
@@ -148,8 +154,8 @@ typedef enum ss_transport {
 
 /**
  * Concurrency model: Python's mix-ins and beyond. Passed to ss_config_new()
- * as an int. This version implements SS_SYNC; the others are refused with
- * SS_ERR_UNSUPPORTED.
+ * as an int. This version implements SS_SYNC, SS_THREADING and
+ * SS_FORKING; the others are refused with SS_ERR_UNSUPPORTED.
  */
 typedef enum ss_concurrency {
   /**
@@ -158,11 +164,31 @@ typedef enum ss_concurrency {
    */
   SS_SYNC = 0,
   /**
-   * One thread per request (Python's ThreadingMixIn). Not implemented yet.
+   * One thread per request (Python's ThreadingMixIn): setup, handle and
+   * finish run on a new thread, so callbacks and the user data must be
+   * thread-safe. Threads are detached and counted, not listed, so memory
+   * stays flat however many requests are served. See
+   * ss_config_set_daemon_threads(), ss_config_set_block_on_close(),
+   * ss_config_set_max_threads(), ss_config_set_thread_stack_size().
    */
   SS_THREADING = 1,
   /**
-   * One child process per request (Python's ForkingMixIn). Not implemented yet.
+   * One child process per request (Python's ForkingMixIn): the child runs
+   * setup, handle, finish and handle_error, then leaves with _exit (status
+   * 0 on success, 1 after a failed request, 2 after an internal error);
+   * the parent closes its copy of the connection at once, reaps its own
+   * children by pid every loop turn, on handle_request's timeout and on
+   * close (never waitpid(-1): your own children are left alone), and
+   * reports a child killed by a signal through handle_error (request
+   * NULL). A crashing child does not disturb the server. See
+   * ss_config_set_max_children().
+   *
+   * fork() in a multi-threaded process: the child has only the thread
+   * that forked. A handler in the child must not use locks that other
+   * threads of the parent may have held (including stdio's and any of
+   * your own), nor start threads that must outlive the request; plain
+   * request I/O, malloc, and async-signal-safe calls are fine. Writes to
+   * shared state stay in the child (Python's note: use threads for that).
    */
   SS_FORKING = 2,
   /**
@@ -174,6 +200,20 @@ typedef enum ss_concurrency {
    */
   SS_EVENT = 4,
 } ss_concurrency;
+
+/**
+ * Where ss_request_hand_off() continues a request. Passed as an int.
+ */
+typedef enum ss_hand_off {
+  /**
+   * On a new thread of this process.
+   */
+  SS_HAND_OFF_THREAD = 0,
+  /**
+   * In a forked child process (see the fork notes at SS_FORKING).
+   */
+  SS_HAND_OFF_FORK = 1,
+} ss_hand_off;
 
 /**
  * Opaque: a server configuration, made by ss_config_new() and released by
@@ -399,6 +439,45 @@ enum ss_status ss_config_set_handle_timeout(struct ss_config *config, ss_server_
 enum ss_status ss_config_set_service_actions(struct ss_config *config, ss_server_fn service_actions);
 
 /**
+ * Python's ThreadingMixIn.daemon_threads: when true, ss_server_close() does
+ * not wait for handler threads (and hand-off threads) still running.
+ * Default: false. (A C process ends all its threads at exit either way.)
+ */
+enum ss_status ss_config_set_daemon_threads(struct ss_config *config, bool on);
+
+/**
+ * Python's block_on_close: when true, ss_server_close() waits for every
+ * non-daemon handler thread and every child process to finish (called
+ * from a handler thread it waits for all but that thread); when false it
+ * returns at once, reaping only children already done. Default: true.
+ */
+enum ss_status ss_config_set_block_on_close(struct ss_config *config, bool on);
+
+/**
+ * SS_THREADING only: at most this many handler threads at once; while
+ * that many run, the server stops accepting (connections wait in the
+ * backlog) instead of failing. 0 = no cap (Python's behaviour, the
+ * default). SS_ERR_UNSUPPORTED in other modes.
+ */
+enum ss_status ss_config_set_max_threads(struct ss_config *config, size_t max_threads);
+
+/**
+ * Stack size in bytes of the threads the library starts (handler and
+ * hand-off threads), 64 KiB to 1 GiB; 0 restores the default, 8 MiB
+ * (the usual pthread default, which C code expects; it is virtual memory,
+ * only touched pages cost).
+ */
+enum ss_status ss_config_set_thread_stack_size(struct ss_config *config, size_t size);
+
+/**
+ * SS_FORKING only (Python's max_children): while this many children run,
+ * the server stops accepting until one exits. At least 1; default 40.
+ * Unlike Python, handle_request honours it too. SS_ERR_UNSUPPORTED in
+ * other modes.
+ */
+enum ss_status ss_config_set_max_children(struct ss_config *config, size_t max_children);
+
+/**
  * Reads up to `len` bytes into `buf` and stores the count in `*out_read`:
  * 0 means the client closed the connection (or the datagram is used up).
  * Stream reads are buffered (ss_config_set_read_buffer_size) and block
@@ -496,6 +575,24 @@ struct ss_server *ss_request_server(const struct ss_request *request);
 void *ss_request_user_data(const struct ss_request *request);
 
 /**
+ * From inside the handle callback: once handle returns 0, run the rest of
+ * this request as `continuation(request, user_data)` on a new thread
+ * (`target` = SS_HAND_OFF_THREAD) or in a forked child (SS_HAND_OFF_FORK),
+ * followed there by finish, the datagram reply, handle_error if anything
+ * failed, and the close; the server goes on to the next request at once.
+ * This is the seed's "process part of a request synchronously, but finish
+ * processing in a forked child depending on the request data", and works
+ * in every mode (in SS_FORKING the request already has its own process,
+ * so it continues there). If handle returns non-zero the hand-off is
+ * dropped and the request ends as usual. Hand-off threads count as
+ * handler threads for daemon_threads and block_on_close; hand-off children
+ * are reaped like SS_FORKING children. Errors: SS_ERR_WRONG_STATE outside
+ * handle or when called twice, SS_ERR_INVALID_ARGUMENT for a bad target,
+ * SS_ERR_NULL_POINTER.
+ */
+enum ss_status ss_request_hand_off(struct ss_request *request, int target, ss_request_fn continuation);
+
+/**
  * Creates a server from `config` for `address` ("127.0.0.1:8080",
  * "[::1]:0", "localhost:0", a Unix socket path, or "@name" for a Linux
  * abstract Unix name). Unless the config turned bind_and_activate off, it
@@ -574,7 +671,9 @@ enum ss_status ss_server_shutdown(struct ss_server *server);
  * closes the socket, and removes the Unix socket file this server created
  * (only if the path still holds that same socket; anything else at the path
  * is left alone). Afterwards ss_server_fileno() returns -1 and serving
- * returns SS_ERR_CLOSED. Closing twice is fine. Thread-safe, but refused
+ * returns SS_ERR_CLOSED. Then, with block_on_close (the default), waits
+ * for handler threads (not daemon ones) and child processes still running;
+ * see ss_config_set_block_on_close(). Closing twice is fine. Thread-safe, but refused
  * with SS_ERR_WRONG_STATE from inside this server's own loop (a handler or
  * hook on the serving thread): call ss_server_shutdown() there instead.
  * The server's memory stays until ss_server_free().
@@ -620,6 +719,14 @@ enum ss_status ss_server_port(const struct ss_server *server, uint16_t *out_port
  * Thread-safe.
  */
 void *ss_server_user_data(const struct ss_server *server);
+
+/**
+ * Writes how many handler threads (SS_THREADING and hand-off threads) and
+ * child processes (SS_FORKING and hand-off children, not yet reaped) are
+ * live; either out-pointer may be NULL. Python's active_children, for
+ * monitoring and tests. Thread-safe.
+ */
+enum ss_status ss_server_live_workers(const struct ss_server *server, size_t *out_threads, size_t *out_children);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -55,7 +55,10 @@ impl Concurrency {
     /// Whether this build can run the model; the others are refused at
     /// configuration time instead of failing later.
     pub fn is_implemented(self) -> bool {
-        matches!(self, Concurrency::Sync)
+        matches!(
+            self,
+            Concurrency::Sync | Concurrency::Threading | Concurrency::Forking
+        )
     }
 }
 
@@ -83,7 +86,17 @@ pub struct Config {
     pub(crate) write_buffer_size: usize,
     pub(crate) max_datagram_size: usize,
     pub(crate) poll_interval: Duration,
+    pub(crate) daemon_threads: bool,
+    pub(crate) block_on_close: bool,
+    pub(crate) max_threads: usize,
+    pub(crate) thread_stack_size: usize,
+    pub(crate) max_children: usize,
 }
+
+/// Stack of handler threads: glibc's usual pthread default (from `ulimit -s`),
+/// which C handlers are written for, rather than Rust's 2 MiB.
+pub(crate) const DEFAULT_THREAD_STACK: usize = 8 * 1024 * 1024;
+const MIN_THREAD_STACK: usize = 64 * 1024;
 
 impl Config {
     pub fn new(transport: Transport, concurrency: Concurrency) -> Result<Self> {
@@ -111,6 +124,11 @@ impl Config {
             write_buffer_size: 0,
             max_datagram_size: 8192,
             poll_interval: Duration::from_millis(500),
+            daemon_threads: false,
+            block_on_close: true,
+            max_threads: 0,
+            thread_stack_size: DEFAULT_THREAD_STACK,
+            max_children: 40,
         })
     }
 
@@ -233,6 +251,62 @@ impl Config {
     }
 }
 
+impl Config {
+    pub fn set_daemon_threads(&mut self, on: bool) {
+        self.daemon_threads = on;
+    }
+
+    pub fn set_block_on_close(&mut self, on: bool) {
+        self.block_on_close = on;
+    }
+
+    /// Cap on live handler threads in threading mode; 0 = no cap (Python).
+    pub fn set_max_threads(&mut self, max: usize) -> Result<()> {
+        self.require_mode(Concurrency::Threading, "a thread cap")?;
+        self.max_threads = max;
+        Ok(())
+    }
+
+    /// Stack size of the threads the library starts; 0 = the default (8 MiB).
+    pub fn set_thread_stack_size(&mut self, size: usize) -> Result<()> {
+        if size == 0 {
+            self.thread_stack_size = DEFAULT_THREAD_STACK;
+            return Ok(());
+        }
+        if !(MIN_THREAD_STACK..=1 << 30).contains(&size) {
+            return Err(Error::invalid(format!(
+                "thread stack size {size} is out of range ({MIN_THREAD_STACK} to 1 GiB, or 0 for the default)"
+            )));
+        }
+        self.thread_stack_size = size;
+        Ok(())
+    }
+
+    /// Python's ForkingMixIn.max_children (default 40).
+    pub fn set_max_children(&mut self, max: usize) -> Result<()> {
+        self.require_mode(Concurrency::Forking, "max_children")?;
+        if max == 0 {
+            return Err(Error::invalid("max_children must be at least 1"));
+        }
+        self.max_children = max;
+        Ok(())
+    }
+
+    fn require_mode(&self, mode: Concurrency, what: &str) -> Result<()> {
+        if self.concurrency != mode {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{what} applies to {} mode, not {} mode",
+                    mode.name(),
+                    self.concurrency.name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn check_buffer_size(which: &str, size: usize) -> Result<()> {
     if size > MAX_BUFFER_SIZE {
         return Err(Error::invalid(format!(
@@ -287,8 +361,36 @@ mod tests {
     }
 
     #[test]
+    fn mix_in_knobs_belong_to_their_mode() {
+        let mut sync = Config::new(Transport::Tcp, Concurrency::Sync).unwrap();
+        assert_eq!(
+            sync.set_max_children(3).unwrap_err().kind(),
+            ErrorKind::Unsupported
+        );
+        assert_eq!(
+            sync.set_max_threads(3).unwrap_err().kind(),
+            ErrorKind::Unsupported
+        );
+        let mut forking = Config::new(Transport::Udp, Concurrency::Forking).unwrap();
+        assert_eq!(forking.max_children, 40);
+        assert_eq!(
+            forking.set_max_children(0).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert!(forking.set_max_children(2).is_ok());
+        assert_eq!(
+            forking.set_thread_stack_size(1000).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert!(forking.set_thread_stack_size(0).is_ok());
+        assert_eq!(forking.thread_stack_size, DEFAULT_THREAD_STACK);
+    }
+
+    #[test]
     fn unimplemented_modes_are_refused() {
         let err = Config::new(Transport::Tcp, Concurrency::Event).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        let err = Config::new(Transport::Tcp, Concurrency::ThreadPool).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsupported);
     }
 }

@@ -2,6 +2,7 @@
 //! server hooks), and the fixed order in which a request runs through it.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::request::Request;
@@ -58,21 +59,43 @@ pub fn default_handle_error(request: Option<&Request>, error: &Error) {
 
 /// Runs one request through the handler, then closes it: Python's
 /// `_handle_request_noblock` after `get_request`, `finish_request` and
-/// `shutdown_request`, with exactly one close per request.
-pub(crate) fn run_request(handler: &dyn Handler, mut request: Request) -> Result<()> {
+/// `shutdown_request`, with exactly one close per request. A handle that
+/// handed the request off returns at once; the rest runs elsewhere.
+pub(crate) fn run_request(server: &Arc<Server>, mut request: Request) -> Result<()> {
+    let handler = server.handler();
     if !handler.verify_request(&mut request) {
         request.shutdown();
         return Ok(());
     }
-    let mut result = handler.setup(&mut request);
-    if result.is_ok() {
-        result = handler.handle(&mut request);
-        let finished = handler.finish(&mut request);
-        // The datagram reply goes out even after a failed handle, as
-        // Python's DatagramRequestHandler.finish sends partial output.
-        let completed = request.complete();
-        result = result.and(finished).and(completed);
+    if let Err(e) = handler.setup(&mut request) {
+        handler.handle_error(Some(&mut request), &e);
+        request.shutdown();
+        return Err(e);
     }
+    request.set_in_handle(true);
+    let result = handler.handle(&mut request);
+    request.set_in_handle(false);
+    match request.take_hand_off() {
+        Some(hand_off) if result.is_ok() => {
+            server.workers().hand_off(server, request, hand_off);
+            Ok(())
+        }
+        _ => finish_request(handler, request, result),
+    }
+}
+
+/// The end of every request: finish (even after a failed handle), the
+/// datagram reply (sent even after a failed handle, as Python's
+/// DatagramRequestHandler.finish sends partial output), one handle_error
+/// for the first failure, and the close.
+pub(crate) fn finish_request(
+    handler: &dyn Handler,
+    mut request: Request,
+    handled: Result<()>,
+) -> Result<()> {
+    let finished = handler.finish(&mut request);
+    let completed = request.complete();
+    let result = handled.and(finished).and(completed);
     if let Err(e) = &result {
         handler.handle_error(Some(&mut request), e);
     }

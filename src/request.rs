@@ -22,6 +22,23 @@ pub struct Request {
     client_text: String,
     timeout: Option<Duration>,
     io: RequestIo,
+    in_handle: bool,
+    hand_off: Option<HandOff>,
+}
+
+/// Where a handed-off request continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandOffTarget {
+    Thread,
+    Fork,
+}
+
+/// The rest of a request's handling, run after `handle` returns.
+pub type Continuation = Box<dyn FnOnce(&mut Request) -> Result<()> + Send>;
+
+pub struct HandOff {
+    pub target: HandOffTarget,
+    pub continuation: Continuation,
 }
 
 enum RequestIo {
@@ -87,7 +104,38 @@ impl Request {
             client,
             timeout,
             io,
+            in_handle: false,
+            hand_off: None,
         }
+    }
+
+    pub(crate) fn set_in_handle(&mut self, on: bool) {
+        self.in_handle = on;
+    }
+
+    pub(crate) fn take_hand_off(&mut self) -> Option<HandOff> {
+        self.hand_off.take()
+    }
+
+    /// Asks for the rest of this request to run, once `handle` returns
+    /// successfully, as `continuation` on a new thread or in a forked child,
+    /// followed by finish and close there; the server moves on at once
+    /// (the seed's "finish processing in a forked child"). Only from
+    /// inside `handle`, once per request.
+    pub fn hand_off(&mut self, target: HandOffTarget, continuation: Continuation) -> Result<()> {
+        if !self.in_handle {
+            return Err(Error::wrong_state(
+                "a request can only be handed off from inside its handle callback",
+            ));
+        }
+        if self.hand_off.is_some() {
+            return Err(Error::wrong_state("this request is already handed off"));
+        }
+        self.hand_off = Some(HandOff {
+            target,
+            continuation,
+        });
+        Ok(())
     }
 
     pub fn server(&self) -> &Arc<Server> {

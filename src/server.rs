@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use socket2::{SockAddr, Socket};
 
 use crate::address::{format_sockaddr, ServerAddress};
-use crate::concurrency::{dispatcher_for, Dispatcher};
+use crate::concurrency::Workers;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::Handler;
@@ -48,7 +48,7 @@ pub struct Server {
     config: Config,
     address: ServerAddress,
     handler: Box<dyn Handler>,
-    dispatcher: Box<dyn Dispatcher>,
+    workers: Workers,
     waker: Waker,
     shutdown_requested: AtomicBool,
     closing: AtomicBool,
@@ -61,6 +61,18 @@ pub struct Server {
 /// (EMFILE, ENOBUFS, ...), so that it does not spin while reporting it.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// While the thread cap or max_children is reached the loop does not
+/// accept; it looks again this often (a finishing thread also wakes it).
+const CAPACITY_RECHECK: Duration = Duration::from_millis(20);
+
+/// Why the loop stopped waiting.
+enum Wake {
+    Request,
+    Timeout,
+    ShutDown,
+    Closed,
+}
+
 impl Server {
     /// Creates the server socket and, unless the config says otherwise,
     /// binds and activates it. On failure everything created is released.
@@ -71,7 +83,7 @@ impl Server {
             config: config.clone(),
             address: parsed,
             handler,
-            dispatcher: dispatcher_for(config.concurrency),
+            workers: Workers::new(config),
             waker: Waker::new()?,
             shutdown_requested: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -98,6 +110,21 @@ impl Server {
 
     pub fn handler(&self) -> &dyn Handler {
         &*self.handler
+    }
+
+    pub(crate) fn workers(&self) -> &Workers {
+        &self.workers
+    }
+
+    /// Wakes the loop so it looks at its state again (a spurious wake is
+    /// harmless).
+    pub(crate) fn wake(&self) {
+        self.waker.notify();
+    }
+
+    /// Handler threads and child processes still running.
+    pub fn live_workers(&self) -> (usize, usize) {
+        self.workers.live()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -201,39 +228,67 @@ impl Server {
         Ok((socket, LoopGuard { server: self }))
     }
 
-    /// Python's serve_forever: handles requests until shutdown (returns Ok)
-    /// or close from another thread (returns `Closed`).
-    pub fn serve_forever(self: &Arc<Self>) -> Result<()> {
-        let (socket, _guard) = self.enter_loop()?;
+    /// Waits until a request can be taken, `deadline` passes, or shutdown
+    /// or close is asked for. While the concurrency model is at its cap the
+    /// socket is left unwatched, so connections wait in the backlog.
+    fn wait_for_request(&self, socket: &Socket, deadline: Option<Instant>) -> Result<Wake> {
         loop {
-            if self.take_shutdown() {
-                return Ok(());
-            }
-            let deadline = Instant::now() + self.config.poll_interval;
+            let accepting = self.workers.has_capacity(self);
+            let turn_deadline = match (accepting, deadline) {
+                (true, _) => deadline,
+                (false, None) => Some(Instant::now() + CAPACITY_RECHECK),
+                (false, Some(d)) => Some(d.min(Instant::now() + CAPACITY_RECHECK)),
+            };
+            // poll(2) skips entries with a negative fd.
+            let listen_fd = if accepting { socket.as_raw_fd() } else { -1 };
             let mut fds = [
-                pollfd(socket.as_raw_fd(), libc::POLLIN),
+                pollfd(listen_fd, libc::POLLIN),
                 pollfd(self.waker.fd(), libc::POLLIN),
             ];
-            poll_until(&mut fds, Some(deadline)).map_err(|e| Error::io("poll", e))?;
+            poll_until(&mut fds, turn_deadline).map_err(|e| Error::io("poll", e))?;
             if fds[1].revents != 0 {
                 self.waker.drain();
             }
             // Checked before accepting (bpo-35017): no request is taken
             // after shutdown was asked for.
             if self.take_shutdown() {
-                return Ok(());
+                return Ok(Wake::ShutDown);
             }
             if self.closing.load(Ordering::SeqCst) {
-                return Err(closed());
+                return Ok(Wake::Closed);
             }
             if fds[0].revents != 0 {
-                if let Err(e) = self.take_request(&socket) {
-                    self.handler.handle_error(None, &e);
-                    self.pause_after_error();
+                return Ok(Wake::Request);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Wake::Timeout);
+            }
+        }
+    }
+
+    /// Python's serve_forever: handles requests until shutdown (returns Ok)
+    /// or close from another thread (returns `Closed`). service_actions
+    /// runs once per turn: after each request and every poll interval.
+    pub fn serve_forever(self: &Arc<Self>) -> Result<()> {
+        let (socket, _guard) = self.enter_loop()?;
+        if self.take_shutdown() {
+            return Ok(());
+        }
+        loop {
+            let deadline = Instant::now() + self.config.poll_interval;
+            match self.wait_for_request(&socket, Some(deadline))? {
+                Wake::ShutDown => return Ok(()),
+                Wake::Closed => return Err(closed()),
+                Wake::Timeout => {}
+                Wake::Request => {
+                    if let Err(e) = self.take_request(&socket) {
+                        self.handler.handle_error(None, &e);
+                        self.pause_after_error();
+                    }
                 }
             }
             self.handler.service_actions(self);
-            self.dispatcher.service_actions(self);
+            self.workers.reap(self);
         }
     }
 
@@ -247,33 +302,25 @@ impl Server {
         }
         let deadline = self.config.timeout.map(|t| Instant::now() + t);
         loop {
-            let mut fds = [
-                pollfd(socket.as_raw_fd(), libc::POLLIN),
-                pollfd(self.waker.fd(), libc::POLLIN),
-            ];
-            let ready = poll_until(&mut fds, deadline).map_err(|e| Error::io("poll", e))?;
-            if ready == 0 {
-                self.handler.handle_timeout(self);
-                self.dispatcher.handle_timeout(self);
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "no request within {} ms",
-                        self.config.timeout.unwrap_or_default().as_millis()
-                    ),
-                ));
-            }
-            if fds[1].revents != 0 {
-                self.waker.drain();
-            }
-            if self.take_shutdown() {
-                return Err(shut_down());
-            }
-            if self.closing.load(Ordering::SeqCst) {
-                return Err(closed());
-            }
-            if fds[0].revents != 0 && self.take_request(&socket)? {
-                return Ok(());
+            match self.wait_for_request(&socket, deadline)? {
+                Wake::ShutDown => return Err(shut_down()),
+                Wake::Closed => return Err(closed()),
+                Wake::Timeout => {
+                    self.handler.handle_timeout(self);
+                    self.workers.reap(self);
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "no request within {} ms",
+                            self.config.timeout.unwrap_or_default().as_millis()
+                        ),
+                    ));
+                }
+                Wake::Request => {
+                    if self.take_request(&socket)? {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -306,7 +353,7 @@ impl Server {
             }
             request
         };
-        self.dispatcher.process(self, request);
+        self.workers.process(self, request);
         Ok(true)
     }
 
@@ -342,7 +389,7 @@ impl Server {
             file.remove();
         }
         drop(st);
-        self.dispatcher.close(self);
+        self.workers.close(self, self.config.block_on_close);
         Ok(())
     }
 }

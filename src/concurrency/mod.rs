@@ -1,33 +1,144 @@
-//! Concurrency models (Python's mix-ins): how an accepted request gets run.
-//! The server loop is the same for all of them; each model only decides
-//! where `run_request` happens and what close must wait for.
+//! Concurrency models (Python's mix-ins): where an accepted request runs.
+//! The server loop is the same for every model; `Workers` decides whether a
+//! request runs inline (sync), on a new thread (threading) or in a forked
+//! child (forking), and tracks those threads and children so that close can
+//! wait for them and no zombie is left behind. Hand-offs from a handler use
+//! the same trackers in every mode.
 
-mod sync;
+mod forking;
+mod threading;
 
 use std::sync::Arc;
 
-use crate::config::Concurrency;
-use crate::request::Request;
+use crate::config::{Concurrency, Config};
+use crate::error::Error;
+use crate::handler::{finish_request, run_request};
+use crate::request::{HandOff, HandOffTarget, Request};
 use crate::server::Server;
 
-pub(crate) trait Dispatcher: Send + Sync {
-    /// Takes ownership of an accepted request and gets it handled.
-    fn process(&self, server: &Arc<Server>, request: Request);
+pub(crate) use forking::in_forked_child;
+use forking::ChildTracker;
+use threading::ThreadTracker;
 
-    /// Once per serve_forever turn (Python's ForkingMixIn reaps children here).
-    fn service_actions(&self, _server: &Server) {}
+/// A request whose thread or child could not be started, and why.
+pub(crate) type NotStarted = Box<(Request, Error)>;
 
-    /// After handle_request timed out.
-    fn handle_timeout(&self, _server: &Server) {}
-
-    /// Server close: wait for, or let go of, requests still running.
-    fn close(&self, _server: &Server) {}
+pub(crate) struct Workers {
+    mode: Concurrency,
+    threads: ThreadTracker,
+    children: ChildTracker,
 }
 
-pub(crate) fn dispatcher_for(mode: Concurrency) -> Box<dyn Dispatcher> {
-    match mode {
-        Concurrency::Sync => Box::new(sync::Synchronous),
-        // Config::new refuses the others before a server can exist.
-        other => unreachable!("concurrency mode {} has no dispatcher", other.name()),
+impl Workers {
+    pub(crate) fn new(config: &Config) -> Self {
+        Workers {
+            mode: config.concurrency,
+            threads: ThreadTracker::new(config),
+            children: ChildTracker::new(config),
+        }
+    }
+
+    /// Takes ownership of an accepted request and gets it handled.
+    pub(crate) fn process(&self, server: &Arc<Server>, request: Request) {
+        match self.mode {
+            Concurrency::Threading => {
+                let owner = server.clone();
+                self.spawn_or_report(
+                    server,
+                    request,
+                    move |r| run_request(&owner, r),
+                    HandOffTarget::Thread,
+                );
+            }
+            Concurrency::Forking => {
+                let owner = server.clone();
+                self.spawn_or_report(
+                    server,
+                    request,
+                    move |r| run_request(&owner, r),
+                    HandOffTarget::Fork,
+                );
+            }
+            // Thread pool and event modes are refused by Config::new.
+            _ => {
+                // A failed request was already reported through handle_error.
+                let _ = run_request(server, request);
+            }
+        }
+    }
+
+    /// Runs the rest of a handed-off request: its continuation, then finish
+    /// and close, on a new thread or in a forked child. Inside a forked
+    /// child the request already has a process of its own, so it continues
+    /// in place (a thread there would die with the child's `_exit`).
+    pub(crate) fn hand_off(&self, server: &Arc<Server>, request: Request, hand_off: HandOff) {
+        let HandOff {
+            target,
+            continuation,
+        } = hand_off;
+        let owner = server.clone();
+        let rest = move |mut r: Request| {
+            let result = continuation(&mut r);
+            finish_request(owner.handler(), r, result)
+        };
+        if in_forked_child() {
+            let _ = rest(request);
+            return;
+        }
+        self.spawn_or_report(server, request, rest, target);
+    }
+
+    /// Starts `work` on a thread or in a child; if that fails, the request
+    /// is reported to handle_error and closed (Python's process_request
+    /// failing inside _handle_request_noblock).
+    fn spawn_or_report(
+        &self,
+        server: &Arc<Server>,
+        request: Request,
+        work: impl FnOnce(Request) -> Result<(), Error> + Send + 'static,
+        target: HandOffTarget,
+    ) {
+        let failed: Result<(), NotStarted> = match target {
+            HandOffTarget::Thread => self.threads.spawn(server, request, work),
+            HandOffTarget::Fork => self.children.fork(request, work),
+        };
+        if let Err(not_started) = failed {
+            let (mut request, error) = *not_started;
+            server.handler().handle_error(Some(&mut request), &error);
+            request.shutdown();
+        }
+    }
+
+    /// Whether the loop may take another request now (the thread cap and
+    /// max_children); when false the loop stops accepting for a moment.
+    pub(crate) fn has_capacity(&self, server: &Server) -> bool {
+        match self.mode {
+            Concurrency::Threading => self.threads.has_capacity(),
+            Concurrency::Forking => {
+                self.children.reap(server, false);
+                self.children.has_capacity()
+            }
+            _ => true,
+        }
+    }
+
+    /// Reaps finished children without blocking: every loop turn and on
+    /// handle_request's timeout (Python's collect_children).
+    pub(crate) fn reap(&self, server: &Server) {
+        self.children.reap(server, false);
+    }
+
+    /// Server close: with block_on_close, wait for every child and every
+    /// non-daemon thread; otherwise only reap the children already done.
+    pub(crate) fn close(&self, server: &Server, block_on_close: bool) {
+        self.children.reap(server, block_on_close);
+        if block_on_close {
+            self.threads.wait_idle();
+        }
+    }
+
+    /// Live threads and children, for tests and statistics.
+    pub(crate) fn live(&self) -> (usize, usize) {
+        (self.threads.live(), self.children.live())
     }
 }

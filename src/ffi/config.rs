@@ -388,3 +388,77 @@ pub unsafe extern "C" fn ss_config_set_service_actions(
         })
     }
 }
+
+/// Python's ThreadingMixIn.daemon_threads: when true, ss_server_close() does
+/// not wait for handler threads (and hand-off threads) still running.
+/// Default: false. (A C process ends all its threads at exit either way.)
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_daemon_threads(
+    config: *mut ss_config,
+    on: bool,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.config.set_daemon_threads(on);
+            Ok(())
+        })
+    }
+}
+
+/// Python's block_on_close: when true, ss_server_close() waits for every
+/// non-daemon handler thread and every child process to finish (called
+/// from a handler thread it waits for all but that thread); when false it
+/// returns at once, reaping only children already done. Default: true.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_block_on_close(
+    config: *mut ss_config,
+    on: bool,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.config.set_block_on_close(on);
+            Ok(())
+        })
+    }
+}
+
+/// SS_THREADING only: at most this many handler threads at once; while
+/// that many run, the server stops accepting (connections wait in the
+/// backlog) instead of failing. 0 = no cap (Python's behaviour, the
+/// default). SS_ERR_UNSUPPORTED in other modes.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_max_threads(
+    config: *mut ss_config,
+    max_threads: usize,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_max_threads(max_threads)) }
+}
+
+/// Stack size in bytes of the threads the library starts (handler and
+/// hand-off threads), 64 KiB to 1 GiB; 0 restores the default, 8 MiB
+/// (the usual pthread default, which C code expects; it is virtual memory,
+/// only touched pages cost).
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_thread_stack_size(
+    config: *mut ss_config,
+    size: usize,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_thread_stack_size(size)) }
+}
+
+/// SS_FORKING only (Python's max_children): while this many children run,
+/// the server stops accepting until one exits. At least 1; default 40.
+/// Unlike Python, handle_request honours it too. SS_ERR_UNSUPPORTED in
+/// other modes.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_max_children(
+    config: *mut ss_config,
+    max_children: usize,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_max_children(max_children)) }
+}

@@ -79,23 +79,7 @@ impl CHandler {
     }
 
     fn call_request(&self, stage: &str, cb: ss_request_fn, request: &mut Request) -> Result<()> {
-        let Some(cb) = cb else { return Ok(()) };
-        clear_last_error();
-        // SAFETY: the C callback gets a pointer to a live request for the
-        // duration of the call, as the header documents.
-        let rc = unsafe { cb(request_ptr(request), self.user_data) };
-        if rc == 0 {
-            return Ok(());
-        }
-        // If the callback failed after a library call failed, say why.
-        let detail = last_error_text()
-            .filter(|t| !t.is_empty())
-            .map(|t| format!(" (last error: {t})"))
-            .unwrap_or_default();
-        Err(Error::new(
-            ErrorKind::Handler,
-            format!("{stage} callback returned {rc}{detail}"),
-        ))
+        call_request_fn(stage, cb, request, self.user_data)
     }
 
     fn call_server(&self, cb: ss_server_fn, server: &Server) {
@@ -105,6 +89,33 @@ impl CHandler {
             unsafe { cb(server as *const Server as *mut ss_server, self.user_data) }
         }
     }
+}
+
+/// Calls a C request callback and turns a non-zero return into an error
+/// that says which callback failed and, if a library call failed just
+/// before, why.
+pub(crate) fn call_request_fn(
+    stage: &str,
+    cb: ss_request_fn,
+    request: &mut Request,
+    user_data: *mut c_void,
+) -> Result<()> {
+    let Some(cb) = cb else { return Ok(()) };
+    clear_last_error();
+    // SAFETY: the C callback gets a pointer to a live request for the
+    // duration of the call, as the header documents.
+    let rc = unsafe { cb(request_ptr(request), user_data) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let detail = last_error_text()
+        .filter(|t| !t.is_empty())
+        .map(|t| format!(" (last error: {t})"))
+        .unwrap_or_default();
+    Err(Error::new(
+        ErrorKind::Handler,
+        format!("{stage} callback returned {rc}{detail}"),
+    ))
 }
 
 pub(crate) fn request_ptr(request: &mut Request) -> *mut ss_request {

@@ -77,22 +77,52 @@ pub enum ss_transport {
 }
 
 /// Concurrency model: Python's mix-ins and beyond. Passed to ss_config_new()
-/// as an int. This version implements SS_SYNC; the others are refused with
-/// SS_ERR_UNSUPPORTED.
+/// as an int. This version implements SS_SYNC, SS_THREADING and
+/// SS_FORKING; the others are refused with SS_ERR_UNSUPPORTED.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ss_concurrency {
     /// One request at a time, on the thread that calls serve_forever or
     /// handle_request.
     SS_SYNC = 0,
-    /// One thread per request (Python's ThreadingMixIn). Not implemented yet.
+    /// One thread per request (Python's ThreadingMixIn): setup, handle and
+    /// finish run on a new thread, so callbacks and the user data must be
+    /// thread-safe. Threads are detached and counted, not listed, so memory
+    /// stays flat however many requests are served. See
+    /// ss_config_set_daemon_threads(), ss_config_set_block_on_close(),
+    /// ss_config_set_max_threads(), ss_config_set_thread_stack_size().
     SS_THREADING = 1,
-    /// One child process per request (Python's ForkingMixIn). Not implemented yet.
+    /// One child process per request (Python's ForkingMixIn): the child runs
+    /// setup, handle, finish and handle_error, then leaves with _exit (status
+    /// 0 on success, 1 after a failed request, 2 after an internal error);
+    /// the parent closes its copy of the connection at once, reaps its own
+    /// children by pid every loop turn, on handle_request's timeout and on
+    /// close (never waitpid(-1): your own children are left alone), and
+    /// reports a child killed by a signal through handle_error (request
+    /// NULL). A crashing child does not disturb the server. See
+    /// ss_config_set_max_children().
+    ///
+    /// fork() in a multi-threaded process: the child has only the thread
+    /// that forked. A handler in the child must not use locks that other
+    /// threads of the parent may have held (including stdio's and any of
+    /// your own), nor start threads that must outlive the request; plain
+    /// request I/O, malloc, and async-signal-safe calls are fine. Writes to
+    /// shared state stay in the child (Python's note: use threads for that).
     SS_FORKING = 2,
     /// A bounded pool of worker threads. Not implemented yet.
     SS_THREAD_POOL = 3,
     /// Non-blocking callbacks driven by epoll. Not implemented yet.
     SS_EVENT = 4,
+}
+
+/// Where ss_request_hand_off() continues a request. Passed as an int.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ss_hand_off {
+    /// On a new thread of this process.
+    SS_HAND_OFF_THREAD = 0,
+    /// In a forked child process (see the fork notes at SS_FORKING).
+    SS_HAND_OFF_FORK = 1,
 }
 
 /// Opaque: a server configuration, made by ss_config_new() and released by

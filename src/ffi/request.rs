@@ -5,11 +5,12 @@
 use std::ffi::{c_char, c_int, c_void};
 
 use super::boundary::{borrow, borrow_mut, copy_text_out, guard, guard_value, null, write_out};
+use super::handler::{call_request_fn, ss_request_fn};
 use super::server::{server_ptr, user_data_of};
 use super::{ss_request, ss_server, ss_status};
 use crate::config::timeout_from_ms;
 use crate::error::{Error, ErrorKind, Result};
-use crate::request::Request;
+use crate::request::{HandOffTarget, Request};
 
 /// # Safety
 /// `request` is NULL or the live request passed to the running callback.
@@ -295,5 +296,65 @@ pub unsafe extern "C" fn ss_request_user_data(request: *const ss_request) -> *mu
     guard_value(std::ptr::null_mut(), || {
         // SAFETY: forwarded contract.
         Ok(user_data_of(unsafe { request_ref(request) }?.server()))
+    })
+}
+
+/// A C continuation and its user pointer, moved to the thread or child.
+struct CContinuation {
+    callback: ss_request_fn,
+    user_data: *mut c_void,
+}
+
+// SAFETY: the header tells C callers that a continuation runs on another
+// thread (or in a child) with the server's user data; making that safe is
+// their contract, as for SS_THREADING callbacks.
+unsafe impl Send for CContinuation {}
+
+/// From inside the handle callback: once handle returns 0, run the rest of
+/// this request as `continuation(request, user_data)` on a new thread
+/// (`target` = SS_HAND_OFF_THREAD) or in a forked child (SS_HAND_OFF_FORK),
+/// followed there by finish, the datagram reply, handle_error if anything
+/// failed, and the close; the server goes on to the next request at once.
+/// This is the seed's "process part of a request synchronously, but finish
+/// processing in a forked child depending on the request data", and works
+/// in every mode (in SS_FORKING the request already has its own process,
+/// so it continues there). If handle returns non-zero the hand-off is
+/// dropped and the request ends as usual. Hand-off threads count as
+/// handler threads for daemon_threads and block_on_close; hand-off children
+/// are reaped like SS_FORKING children. Errors: SS_ERR_WRONG_STATE outside
+/// handle or when called twice, SS_ERR_INVALID_ARGUMENT for a bad target,
+/// SS_ERR_NULL_POINTER.
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_hand_off(
+    request: *mut ss_request,
+    target: c_int,
+    continuation: ss_request_fn,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let req = unsafe { request_mut(request) }?;
+        let target = match target {
+            0 => HandOffTarget::Thread,
+            1 => HandOffTarget::Fork,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "target {target} is not an ss_hand_off value (0 or 1)"
+                )))
+            }
+        };
+        if continuation.is_none() {
+            return Err(null("continuation"));
+        }
+        let c = CContinuation {
+            callback: continuation,
+            user_data: user_data_of(req.server()),
+        };
+        req.hand_off(
+            target,
+            Box::new(move |r: &mut Request| {
+                let c = c;
+                call_request_fn("continuation", c.callback, r, c.user_data)
+            }),
+        )
     })
 }

@@ -169,7 +169,9 @@ pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status
 /// closes the socket, and removes the Unix socket file this server created
 /// (only if the path still holds that same socket; anything else at the path
 /// is left alone). Afterwards ss_server_fileno() returns -1 and serving
-/// returns SS_ERR_CLOSED. Closing twice is fine. Thread-safe, but refused
+/// returns SS_ERR_CLOSED. Then, with block_on_close (the default), waits
+/// for handler threads (not daemon ones) and child processes still running;
+/// see ss_config_set_block_on_close(). Closing twice is fine. Thread-safe, but refused
 /// with SS_ERR_WRONG_STATE from inside this server's own loop (a handler or
 /// hook on the serving thread): call ss_server_shutdown() there instead.
 /// The server's memory stays until ss_server_free().
@@ -261,4 +263,30 @@ pub(crate) fn user_data_of(server: &Server) -> *mut c_void {
     handler
         .downcast_ref::<CHandler>()
         .map_or(std::ptr::null_mut(), |h| h.user_data)
+}
+
+/// Writes how many handler threads (SS_THREADING and hand-off threads) and
+/// child processes (SS_FORKING and hand-off children, not yet reaped) are
+/// live; either out-pointer may be NULL. Python's active_children, for
+/// monitoring and tests. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_live_workers(
+    server: *const ss_server,
+    out_threads: *mut usize,
+    out_children: *mut usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let (threads, children) = unsafe { server_ref(server) }?.live_workers();
+        // SAFETY: each is NULL or writable per the contract.
+        unsafe {
+            if !out_threads.is_null() {
+                out_threads.write(threads);
+            }
+            if !out_children.is_null() {
+                out_children.write(children);
+            }
+        }
+        Ok(())
+    })
 }

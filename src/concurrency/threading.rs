@@ -1,0 +1,163 @@
+//! Threading mode (Python's ThreadingMixIn): a thread per request. Threads
+//! are detached and only counted, so nothing grows with the number of
+//! requests served (CPython's bpo-37193 leaked a list of finished threads).
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind};
+use crate::request::Request;
+use crate::server::Server;
+
+#[derive(Default)]
+struct Counts {
+    /// Every live thread the library started.
+    live: usize,
+    /// The live ones close waits for (not daemon threads).
+    joinable: usize,
+}
+
+pub(crate) struct ThreadTracker {
+    counts: Arc<(Mutex<Counts>, Condvar)>,
+    daemon: bool,
+    max_threads: usize,
+    stack_size: usize,
+}
+
+thread_local! {
+    /// Set on the library's own handler threads, so that a close called
+    /// from one of them does not wait for itself.
+    static JOINABLE_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+fn lock(counts: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
+    // Counts stay consistent even if a holder panicked: every update is a
+    // single arithmetic step.
+    counts.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Decrements the counts when a handler thread ends, however it ends.
+struct Finished {
+    counts: Arc<(Mutex<Counts>, Condvar)>,
+    joinable: bool,
+    server: Arc<Server>,
+    capped: bool,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        {
+            let mut c = lock(&self.counts.0);
+            c.live -= 1;
+            if self.joinable {
+                c.joinable -= 1;
+            }
+        }
+        self.counts.1.notify_all();
+        if self.capped {
+            // The loop may be paused at the cap: let it accept again now.
+            self.server.wake();
+        }
+    }
+}
+
+impl ThreadTracker {
+    pub(crate) fn new(config: &Config) -> Self {
+        ThreadTracker {
+            counts: Arc::new((Mutex::new(Counts::default()), Condvar::new())),
+            daemon: config.daemon_threads,
+            max_threads: config.max_threads,
+            stack_size: config.thread_stack_size,
+        }
+    }
+
+    /// Runs `work(request)` on a new thread. On failure the request comes
+    /// back with the error, for the caller to report and close.
+    pub(crate) fn spawn(
+        &self,
+        server: &Arc<Server>,
+        request: Request,
+        work: impl FnOnce(Request) -> Result<(), Error> + Send + 'static,
+    ) -> Result<(), super::NotStarted> {
+        let joinable = !self.daemon;
+        {
+            let mut c = lock(&self.counts.0);
+            c.live += 1;
+            if joinable {
+                c.joinable += 1;
+            }
+        }
+        let finished = Finished {
+            counts: self.counts.clone(),
+            joinable,
+            server: server.clone(),
+            capped: self.max_threads > 0,
+        };
+        // The request travels through a slot so that it can be given back
+        // if the thread cannot be started.
+        let slot = Arc::new(Mutex::new(Some(request)));
+        let thread_slot = slot.clone();
+        let panic_server = server.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ss-handler".into())
+            .stack_size(self.stack_size)
+            .spawn(move || {
+                let _finished = finished;
+                JOINABLE_WORKER.with(|w| w.set(joinable));
+                let request = thread_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(request) = request {
+                    // A failed request was already reported through handle_error.
+                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| work(request))) {
+                        report_panic(&panic_server, panic);
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // `finished` went down with the closure and undid the counts.
+                let request = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let request =
+                    request.expect("a thread that never started cannot have taken the request");
+                Err(Box::new((
+                    request,
+                    Error::io("starting a handler thread", e),
+                )))
+            }
+        }
+    }
+
+    pub(crate) fn has_capacity(&self) -> bool {
+        self.max_threads == 0 || lock(&self.counts.0).live < self.max_threads
+    }
+
+    /// Waits until no joinable thread but the caller is left.
+    pub(crate) fn wait_idle(&self) {
+        let own = usize::from(JOINABLE_WORKER.with(|w| w.get()));
+        let mut c = lock(&self.counts.0);
+        while c.joinable > own {
+            c = self.counts.1.wait(c).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        lock(&self.counts.0).live
+    }
+}
+
+/// A panic on a worker thread is reported through handle_error, never
+/// passed on: the server and its other requests go on.
+pub(crate) fn report_panic(server: &Server, panic: Box<dyn std::any::Any + Send>) {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    let error = Error::new(
+        ErrorKind::Panic,
+        format!("internal error in a handler thread (panic caught): {what}"),
+    );
+    server.handler().handle_error(None, &error);
+}
