@@ -27,8 +27,8 @@
  * - An ss_request belongs to the callback it was passed to.
  * - Where callbacks run: in SS_SYNC mode, on the thread that called
  *   ss_server_serve_forever() or ss_server_handle_request(); in
- *   SS_THREADING mode the request callbacks (verify_request, setup, handle,
- *   finish, handle_error for that request) run on the request's own thread,
+ *   SS_THREADING and SS_THREAD_POOL modes the request callbacks (verify_request, setup, handle,
+ *   finish, handle_error for that request) run on the request's thread,
  *   and the server hooks (service_actions, handle_timeout, server-level
  *   handle_error) on the serving thread; in SS_FORKING mode verify_request
  *   runs in the parent and the other request callbacks in the child.
@@ -154,8 +154,8 @@ typedef enum ss_transport {
 
 /**
  * Concurrency model: Python's mix-ins and beyond. Passed to ss_config_new()
- * as an int. This version implements SS_SYNC, SS_THREADING and
- * SS_FORKING; the others are refused with SS_ERR_UNSUPPORTED.
+ * as an int. This version implements SS_SYNC, SS_THREADING, SS_FORKING
+ * and SS_THREAD_POOL; SS_EVENT is refused with SS_ERR_UNSUPPORTED.
  */
 typedef enum ss_concurrency {
   /**
@@ -192,7 +192,12 @@ typedef enum ss_concurrency {
    */
   SS_FORKING = 2,
   /**
-   * A bounded pool of worker threads. Not implemented yet.
+   * A fixed pool of worker threads (ss_config_set_threads(), default one
+   * per core) running the same blocking callbacks as SS_THREADING, fed by
+   * a bounded queue (ss_config_set_queue_size()): when it is full the
+   * server stops accepting. A failing handler does not end its worker.
+   * close with block_on_close serves the queued requests and joins the
+   * workers; without, queued requests are closed unserved.
    */
   SS_THREAD_POOL = 3,
   /**
@@ -478,6 +483,21 @@ enum ss_status ss_config_set_thread_stack_size(struct ss_config *config, size_t 
 enum ss_status ss_config_set_max_children(struct ss_config *config, size_t max_children);
 
 /**
+ * Worker threads of SS_THREAD_POOL, or event loops of SS_EVENT; 0 (the
+ * default) means one per core. At most 1024. SS_ERR_UNSUPPORTED in other
+ * modes.
+ */
+enum ss_status ss_config_set_threads(struct ss_config *config, size_t threads);
+
+/**
+ * SS_THREAD_POOL only: how many accepted requests may wait for a free
+ * worker, 1 to 1048576; default 128. While the queue is full the server
+ * stops accepting (connections wait in the listen backlog), so memory
+ * stays bounded. SS_ERR_UNSUPPORTED in other modes.
+ */
+enum ss_status ss_config_set_queue_size(struct ss_config *config, size_t size);
+
+/**
  * Reads up to `len` bytes into `buf` and stores the count in `*out_read`:
  * 0 means the client closed the connection (or the datagram is used up).
  * Stream reads are buffered (ss_config_set_read_buffer_size) and block
@@ -727,6 +747,12 @@ void *ss_server_user_data(const struct ss_server *server);
  * monitoring and tests. Thread-safe.
  */
 enum ss_status ss_server_live_workers(const struct ss_server *server, size_t *out_threads, size_t *out_children);
+
+/**
+ * Writes how many accepted requests wait in the SS_THREAD_POOL queue for a
+ * free worker (0 in other modes). Thread-safe.
+ */
+enum ss_status ss_server_queued_requests(const struct ss_server *server, size_t *out_queued);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -57,7 +57,10 @@ impl Concurrency {
     pub fn is_implemented(self) -> bool {
         matches!(
             self,
-            Concurrency::Sync | Concurrency::Threading | Concurrency::Forking
+            Concurrency::Sync
+                | Concurrency::Threading
+                | Concurrency::Forking
+                | Concurrency::ThreadPool
         )
     }
 }
@@ -91,6 +94,9 @@ pub struct Config {
     pub(crate) max_threads: usize,
     pub(crate) thread_stack_size: usize,
     pub(crate) max_children: usize,
+    /// Pool workers or event loops; 0 = one per core.
+    pub(crate) threads: usize,
+    pub(crate) queue_size: usize,
 }
 
 /// Stack of handler threads: glibc's usual pthread default (from `ulimit -s`),
@@ -129,6 +135,8 @@ impl Config {
             max_threads: 0,
             thread_stack_size: DEFAULT_THREAD_STACK,
             max_children: 40,
+            threads: 0,
+            queue_size: 128,
         })
     }
 
@@ -292,6 +300,49 @@ impl Config {
         Ok(())
     }
 
+    /// Worker threads (pool) or event loops (event); 0 = one per core.
+    pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        if !matches!(
+            self.concurrency,
+            Concurrency::ThreadPool | Concurrency::Event
+        ) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "a thread count applies to thread pool and event modes, not {} mode",
+                    self.concurrency.name()
+                ),
+            ));
+        }
+        if threads > 1024 {
+            return Err(Error::invalid(format!(
+                "{threads} threads is more than 1024"
+            )));
+        }
+        self.threads = threads;
+        Ok(())
+    }
+
+    /// The number of pool workers or event loops to start.
+    pub(crate) fn threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// Accepted requests that may wait for a pool worker.
+    pub fn set_queue_size(&mut self, size: usize) -> Result<()> {
+        self.require_mode(Concurrency::ThreadPool, "a request queue")?;
+        if !(1..=1 << 20).contains(&size) {
+            return Err(Error::invalid(format!(
+                "queue size {size} is out of range (1 to 1048576)"
+            )));
+        }
+        self.queue_size = size;
+        Ok(())
+    }
+
     fn require_mode(&self, mode: Concurrency, what: &str) -> Result<()> {
         if self.concurrency != mode {
             return Err(Error::new(
@@ -389,8 +440,6 @@ mod tests {
     #[test]
     fn unimplemented_modes_are_refused() {
         let err = Config::new(Transport::Tcp, Concurrency::Event).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unsupported);
-        let err = Config::new(Transport::Tcp, Concurrency::ThreadPool).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsupported);
     }
 }

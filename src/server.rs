@@ -122,6 +122,11 @@ impl Server {
         self.waker.notify();
     }
 
+    /// Requests waiting in the thread pool's queue.
+    pub fn queued_requests(&self) -> usize {
+        self.workers.queued()
+    }
+
     /// Handler threads and child processes still running.
     pub fn live_workers(&self) -> (usize, usize) {
         self.workers.live()

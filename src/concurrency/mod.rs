@@ -6,6 +6,7 @@
 //! the same trackers in every mode.
 
 mod forking;
+mod pool;
 mod threading;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::server::Server;
 
 pub(crate) use forking::in_forked_child;
 use forking::ChildTracker;
+use pool::ThreadPool;
 use threading::ThreadTracker;
 
 /// A request whose thread or child could not be started, and why.
@@ -27,6 +29,7 @@ pub(crate) struct Workers {
     mode: Concurrency,
     threads: ThreadTracker,
     children: ChildTracker,
+    pool: Option<ThreadPool>,
 }
 
 impl Workers {
@@ -35,6 +38,7 @@ impl Workers {
             mode: config.concurrency,
             threads: ThreadTracker::new(config),
             children: ChildTracker::new(config),
+            pool: (config.concurrency == Concurrency::ThreadPool).then(|| ThreadPool::new(config)),
         }
     }
 
@@ -59,7 +63,13 @@ impl Workers {
                     HandOffTarget::Fork,
                 );
             }
-            // Thread pool and event modes are refused by Config::new.
+            Concurrency::ThreadPool => {
+                if let Some(Err(not_started)) = self.pool.as_ref().map(|p| p.submit(request)) {
+                    let (mut request, error) = *not_started;
+                    server.handler().handle_error(Some(&mut request), &error);
+                    request.shutdown();
+                }
+            }
             _ => {
                 // A failed request was already reported through handle_error.
                 let _ = run_request(server, request);
@@ -118,6 +128,7 @@ impl Workers {
                 self.children.reap(server, false);
                 self.children.has_capacity()
             }
+            Concurrency::ThreadPool => self.pool.as_ref().is_none_or(|p| p.has_capacity()),
             _ => true,
         }
     }
@@ -131,6 +142,9 @@ impl Workers {
     /// Server close: with block_on_close, wait for every child and every
     /// non-daemon thread; otherwise only reap the children already done.
     pub(crate) fn close(&self, server: &Server, block_on_close: bool) {
+        if let Some(pool) = &self.pool {
+            pool.close(block_on_close);
+        }
         self.children.reap(server, block_on_close);
         if block_on_close {
             self.threads.wait_idle();
@@ -140,5 +154,10 @@ impl Workers {
     /// Live threads and children, for tests and statistics.
     pub(crate) fn live(&self) -> (usize, usize) {
         (self.threads.live(), self.children.live())
+    }
+
+    /// Requests waiting in the thread pool's queue.
+    pub(crate) fn queued(&self) -> usize {
+        self.pool.as_ref().map_or(0, |p| p.queued())
     }
 }

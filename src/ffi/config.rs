@@ -462,3 +462,28 @@ pub unsafe extern "C" fn ss_config_set_max_children(
     // SAFETY: forwarded contract.
     unsafe { update(config, |c| c.config.set_max_children(max_children)) }
 }
+
+/// Worker threads of SS_THREAD_POOL, or event loops of SS_EVENT; 0 (the
+/// default) means one per core. At most 1024. SS_ERR_UNSUPPORTED in other
+/// modes.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_threads(
+    config: *mut ss_config,
+    threads: usize,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_threads(threads)) }
+}
+
+/// SS_THREAD_POOL only: how many accepted requests may wait for a free
+/// worker, 1 to 1048576; default 128. While the queue is full the server
+/// stops accepting (connections wait in the listen backlog), so memory
+/// stays bounded. SS_ERR_UNSUPPORTED in other modes.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_queue_size(
+    config: *mut ss_config,
+    size: usize,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_queue_size(size)) }
+}

@@ -77,8 +77,8 @@ pub enum ss_transport {
 }
 
 /// Concurrency model: Python's mix-ins and beyond. Passed to ss_config_new()
-/// as an int. This version implements SS_SYNC, SS_THREADING and
-/// SS_FORKING; the others are refused with SS_ERR_UNSUPPORTED.
+/// as an int. This version implements SS_SYNC, SS_THREADING, SS_FORKING
+/// and SS_THREAD_POOL; SS_EVENT is refused with SS_ERR_UNSUPPORTED.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ss_concurrency {
@@ -109,7 +109,12 @@ pub enum ss_concurrency {
     /// request I/O, malloc, and async-signal-safe calls are fine. Writes to
     /// shared state stay in the child (Python's note: use threads for that).
     SS_FORKING = 2,
-    /// A bounded pool of worker threads. Not implemented yet.
+    /// A fixed pool of worker threads (ss_config_set_threads(), default one
+    /// per core) running the same blocking callbacks as SS_THREADING, fed by
+    /// a bounded queue (ss_config_set_queue_size()): when it is full the
+    /// server stops accepting. A failing handler does not end its worker.
+    /// close with block_on_close serves the queued requests and joins the
+    /// workers; without, queued requests are closed unserved.
     SS_THREAD_POOL = 3,
     /// Non-blocking callbacks driven by epoll. Not implemented yet.
     SS_EVENT = 4,

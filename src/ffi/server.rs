@@ -290,3 +290,18 @@ pub unsafe extern "C" fn ss_server_live_workers(
         Ok(())
     })
 }
+
+/// Writes how many accepted requests wait in the SS_THREAD_POOL queue for a
+/// free worker (0 in other modes). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_queued_requests(
+    server: *const ss_server,
+    out_queued: *mut usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let queued = unsafe { server_ref(server) }?.queued_requests();
+        // SAFETY: writable per the contract.
+        unsafe { write_out(out_queued, "out_queued", queued) }
+    })
+}

@@ -1,0 +1,174 @@
+//! Thread pool mode: a fixed number of worker threads take accepted
+//! requests from a bounded queue and run the same blocking handlers as
+//! threading mode. When the queue is full the server stops accepting
+//! (connections wait in the kernel's backlog), so memory stays bounded.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use super::threading::report_panic;
+use super::NotStarted;
+use crate::config::Config;
+use crate::error::Error;
+use crate::handler::run_request;
+use crate::request::Request;
+
+struct PoolState {
+    queue: VecDeque<Request>,
+    stopping: bool,
+}
+
+struct Shared {
+    state: Mutex<PoolState>,
+    work_ready: Condvar,
+    capacity: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // The queue and flag stay consistent even if a holder panicked.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(crate) struct ThreadPool {
+    shared: Arc<Shared>,
+    size: usize,
+    stack_size: usize,
+    /// Started on the first request, so a server that never serves costs
+    /// no threads.
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+thread_local! {
+    static IN_POOL_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+impl ThreadPool {
+    pub(crate) fn new(config: &Config) -> Self {
+        ThreadPool {
+            shared: Arc::new(Shared {
+                state: Mutex::new(PoolState {
+                    queue: VecDeque::with_capacity(config.queue_size),
+                    stopping: false,
+                }),
+                work_ready: Condvar::new(),
+                capacity: config.queue_size,
+            }),
+            size: config.threads(),
+            stack_size: config.thread_stack_size,
+            workers: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn start_workers(&self) -> std::io::Result<()> {
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        while workers.len() < self.size {
+            let shared = self.shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("ss-pool-{}", workers.len()))
+                .stack_size(self.stack_size)
+                .spawn(move || work(&shared))?;
+            workers.push(handle);
+        }
+        Ok(())
+    }
+
+    /// Queues a request for the workers.
+    pub(crate) fn submit(&self, request: Request) -> Result<(), NotStarted> {
+        if let Err(e) = self.start_workers() {
+            // Serve with the workers that did start; fail only with none.
+            if self
+                .workers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                return Err(Box::new((
+                    request,
+                    Error::io("starting the worker threads", e),
+                )));
+            }
+        }
+        self.shared.lock().queue.push_back(request);
+        self.shared.work_ready.notify_one();
+        Ok(())
+    }
+
+    pub(crate) fn has_capacity(&self) -> bool {
+        self.shared.lock().queue.len() < self.shared.capacity
+    }
+
+    /// Requests queued and not yet taken by a worker.
+    pub(crate) fn queued(&self) -> usize {
+        self.shared.lock().queue.len()
+    }
+
+    /// Stops the pool. With `block`, the queued requests are still served
+    /// and every worker is joined; without, queued requests are closed
+    /// unserved and running ones finish on their own.
+    pub(crate) fn close(&self, block: bool) {
+        let dropped: Vec<Request> = {
+            let mut st = self.shared.lock();
+            st.stopping = true;
+            if block {
+                Vec::new()
+            } else {
+                st.queue.drain(..).collect()
+            }
+        };
+        for request in dropped {
+            request.shutdown();
+        }
+        self.shared.work_ready.notify_all();
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        // A worker closing its own server cannot join itself; the others
+        // still end once the queue is empty.
+        if block && !IN_POOL_WORKER.with(|w| w.get()) {
+            for worker in workers {
+                let _ = worker.join();
+            }
+        }
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.lock().stopping = true;
+        self.shared.work_ready.notify_all();
+    }
+}
+
+fn work(shared: &Shared) {
+    IN_POOL_WORKER.with(|w| w.set(true));
+    loop {
+        let (request, was_full) = {
+            let mut st = shared.lock();
+            loop {
+                if let Some(request) = st.queue.pop_front() {
+                    break (request, st.queue.len() + 1 >= shared.capacity);
+                }
+                if st.stopping {
+                    return;
+                }
+                st = shared
+                    .work_ready
+                    .wait(st)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let server = request.server().clone();
+        if was_full {
+            // The loop may be paused on a full queue: room again.
+            server.wake();
+        }
+        // A failed request was already reported through handle_error; a
+        // panic is reported too, and the worker lives on.
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_request(&server, request))) {
+            report_panic(&server, panic);
+        }
+    }
+}
