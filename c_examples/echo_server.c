@@ -47,6 +47,29 @@ static int echo_handle(ss_request *request, void *user_data)
     }
 }
 
+/* Event mode, streams: echo what arrived. When the peer reads too slowly
+ * and the output is full, consume nothing: the bytes are offered again once
+ * the output drains. */
+static int echo_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed,
+                        void *user_data)
+{
+    (void)user_data;
+    ss_status st = ss_conn_write(conn, data, len);
+    if (st == SS_ERR_WOULD_BLOCK)
+        return 0;
+    if (st != SS_OK)
+        return -1;
+    *consumed = len;
+    return 0;
+}
+
+/* Event mode, datagrams: send each one back. */
+static int echo_on_datagram(ss_request *request, const uint8_t *data, size_t len, void *user_data)
+{
+    (void)user_data;
+    return ss_request_reply(request, data, len) == SS_OK ? 0 : -1;
+}
+
 static void usage(const char *why)
 {
     fprintf(stderr,
@@ -99,9 +122,6 @@ int main(int argc, char **argv)
         usage("unknown transport");
     if (mode < 0)
         usage("unknown mode");
-    /* --threads is for the pool and event modes; the others ignore it. */
-    (void)threads;
-
     ss_config *config = NULL;
     ss_status st = ss_config_new(transport, mode, &config);
     if (st != SS_OK) {
@@ -109,7 +129,22 @@ int main(int argc, char **argv)
                 ss_last_error_message());
         return 2;
     }
-    ss_config_set_handle(config, echo_handle);
+    /* --threads is for the pool and event modes; the others ignore it. */
+    if (threads > 0 && (mode == SS_THREAD_POOL || mode == SS_EVENT) &&
+        ss_config_set_threads(config, (size_t)threads) != SS_OK) {
+        fprintf(stderr, "echo_server: --threads: %s\n", ss_last_error_message());
+        ss_config_free(config);
+        return 2;
+    }
+    if (mode == SS_EVENT) {
+        ss_config_set_on_data(config, echo_on_data);
+        ss_config_set_on_datagram(config, echo_on_datagram);
+    } else {
+        ss_config_set_handle(config, echo_handle);
+    }
+    /* --threads is for the pool and event modes; the others ignore it. */
+    if (threads > 0 && (mode == SS_THREAD_POOL || mode == SS_EVENT))
+        ss_config_set_threads(config, (size_t)threads);
     if (transport == SS_TCP || transport == SS_UDP)
         ss_config_set_reuse_address(config, true);
 

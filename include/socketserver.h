@@ -127,6 +127,12 @@ typedef enum ss_status {
    * The call returned because ss_server_shutdown() was called.
    */
   SS_ERR_SHUT_DOWN = 14,
+  /**
+   * An event-mode connection's queued output is at its high-water mark:
+   * the write was refused; try again once the peer has read (the
+   * pending output, ss_conn_pending_output(), went down).
+   */
+  SS_ERR_WOULD_BLOCK = 15,
 } ss_status;
 
 /**
@@ -154,8 +160,8 @@ typedef enum ss_transport {
 
 /**
  * Concurrency model: Python's mix-ins and beyond. Passed to ss_config_new()
- * as an int. This version implements SS_SYNC, SS_THREADING, SS_FORKING
- * and SS_THREAD_POOL; SS_EVENT is refused with SS_ERR_UNSUPPORTED.
+ * as an int. One ss_server type covers every transport × model pair
+ * (Python needs a class for each).
  */
 typedef enum ss_concurrency {
   /**
@@ -201,7 +207,18 @@ typedef enum ss_concurrency {
    */
   SS_THREAD_POOL = 3,
   /**
-   * Non-blocking callbacks driven by epoll. Not implemented yet.
+   * Non-blocking callbacks driven by epoll: Python's "explicit table of
+   * partially finished requests", on several cores. Stream transports:
+   * on_open, on_data (given every byte received and not yet consumed;
+   * returns how many it consumed, the rest is presented again with the
+   * next bytes) and on_close (ss_config_set_on_open(), ...), with
+   * ss_conn_write() to queue output. Datagram transports: on_datagram.
+   * ss_config_set_threads() event loops (default one per core), each with
+   * its own epoll, share the listening socket; the thread in
+   * serve_forever runs service_actions and stops them on shutdown or
+   * close. Callbacks must not block: they run on a loop thread that
+   * serves many connections. handle_request is not available
+   * (SS_ERR_UNSUPPORTED).
    */
   SS_EVENT = 4,
 } ss_concurrency;
@@ -225,6 +242,13 @@ typedef enum ss_hand_off {
  * ss_config_free(). A template: ss_server_new() copies it.
  */
 typedef struct ss_config ss_config;
+
+/**
+ * Opaque: one connection of SS_EVENT mode. Borrowed: valid only inside the
+ * callback it was passed to; to reach it later (from another thread too)
+ * keep its ss_conn_id() and use ss_server_post().
+ */
+typedef struct ss_conn ss_conn;
 
 /**
  * Opaque: one request (a stream connection or one datagram). Borrowed: it is
@@ -263,9 +287,48 @@ typedef void (*ss_error_fn)(struct ss_request *request, enum ss_status status, c
 typedef void (*ss_server_fn)(struct ss_server *server, void *user_data);
 
 /**
+ * SS_EVENT on_open: a new connection. Return 0 to keep it; non-zero
+ * closes it (on_close still runs).
+ */
+typedef int (*ss_open_fn)(struct ss_conn *conn, void *user_data);
+
+/**
+ * SS_EVENT on_data: `data`/`len` are all bytes received on `conn` and not
+ * yet consumed (borrowed for the call). Store in `*consumed` how many you
+ * used (it starts at 0); the rest is presented again, with the next bytes,
+ * and at once if you consumed something and room for output remains (so
+ * handling one request per call works for pipelined requests). Return 0,
+ * or non-zero to close the connection as failed (reported to
+ * handle_error with a NULL request). Must not block.
+ */
+typedef int (*ss_data_fn)(struct ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed, void *user_data);
+
+/**
+ * SS_EVENT on_close: the connection is going away (peer closed, error,
+ * idle timeout, ss_conn_close() after the output was sent, or the server
+ * stopping). The last call with this conn: free its user data here.
+ */
+typedef void (*ss_close_fn)(struct ss_conn *conn, void *user_data);
+
+/**
+ * SS_EVENT on_datagram (datagram transports): one datagram, borrowed for
+ * the call. Reply with ss_request_reply(), or with ss_request_write()
+ * (sent when the callback returns). Return 0, or non-zero to report the
+ * request to handle_error. Must not block.
+ */
+typedef int (*ss_datagram_fn)(struct ss_request *request, const uint8_t *data, size_t len, void *user_data);
+
+/**
  * Releases the server's user data; called exactly once.
  */
 typedef void (*ss_free_fn)(void *user_data);
+
+/**
+ * A job posted with ss_server_post(): runs on the connection's loop
+ * thread with the connection, or with `conn` NULL if it closed first (or
+ * the server stopped), so that `arg` can always be released.
+ */
+typedef void (*ss_post_fn)(struct ss_conn *conn, void *arg);
 
 #ifdef __cplusplus
 extern "C" {
@@ -498,6 +561,120 @@ enum ss_status ss_config_set_threads(struct ss_config *config, size_t threads);
 enum ss_status ss_config_set_queue_size(struct ss_config *config, size_t size);
 
 /**
+ * SS_EVENT: the on_open callback (see ss_open_fn). Default (NULL): accept.
+ * SS_ERR_UNSUPPORTED in other modes.
+ */
+enum ss_status ss_config_set_on_open(struct ss_config *config, ss_open_fn on_open);
+
+/**
+ * SS_EVENT, stream transports: the on_data callback (see ss_data_fn),
+ * required before ss_server_new(). SS_ERR_UNSUPPORTED in other modes.
+ */
+enum ss_status ss_config_set_on_data(struct ss_config *config, ss_data_fn on_data);
+
+/**
+ * SS_EVENT: the on_close callback (see ss_close_fn). Default (NULL):
+ * nothing. SS_ERR_UNSUPPORTED in other modes.
+ */
+enum ss_status ss_config_set_on_close(struct ss_config *config, ss_close_fn on_close);
+
+/**
+ * SS_EVENT, datagram transports: the on_datagram callback (see
+ * ss_datagram_fn), required before ss_server_new(). SS_ERR_UNSUPPORTED in
+ * other modes.
+ */
+enum ss_status ss_config_set_on_datagram(struct ss_config *config, ss_datagram_fn on_datagram);
+
+/**
+ * SS_EVENT: close a connection that has neither received nor sent
+ * anything for this many milliseconds (on_close runs); negative = never
+ * (the default); 0 is refused. SS_ERR_UNSUPPORTED in other modes.
+ */
+enum ss_status ss_config_set_idle_timeout(struct ss_config *config, int64_t timeout_ms);
+
+/**
+ * SS_EVENT: at most this many open connections across all loops; at the
+ * limit the loops stop accepting (clients wait in the backlog) until one
+ * closes. 0 = no limit (the default). SS_ERR_UNSUPPORTED in other modes.
+ */
+enum ss_status ss_config_set_max_connections(struct ss_config *config, size_t max);
+
+/**
+ * SS_EVENT: bytes of queued output per connection at which
+ * ss_conn_write() refuses more (SS_ERR_WOULD_BLOCK) and the connection is
+ * not read until the peer catches up, so a slow reader cannot make memory
+ * grow without bound. 1 byte to 64 MiB; default 1 MiB.
+ */
+enum ss_status ss_config_set_output_high_water(struct ss_config *config, size_t bytes);
+
+/**
+ * SS_EVENT: bytes received and not consumed per connection beyond which
+ * the connection is closed as failed (SS_ERR_MESSAGE_TOO_LONG to
+ * handle_error): bounds a request that never completes. 1 byte to 64 MiB;
+ * default 1 MiB.
+ */
+enum ss_status ss_config_set_input_limit(struct ss_config *config, size_t bytes);
+
+/**
+ * Queues `len` bytes of `buf` (copied) for the peer and sends what the
+ * socket takes at once, without blocking; the rest goes out when the
+ * socket is writable. SS_ERR_WOULD_BLOCK (nothing queued) while the
+ * pending output is at the high-water mark (ss_config_set_output_high_water);
+ * SS_ERR_CLOSED after ss_conn_close(); SS_ERR_IO when the peer has gone
+ * (the connection then closes; never SIGPIPE).
+ */
+enum ss_status ss_conn_write(struct ss_conn *conn, const void *buf, size_t len);
+
+/**
+ * Closes the connection once its queued output has been sent (on_close
+ * runs then). No more on_data calls after this.
+ */
+enum ss_status ss_conn_close(struct ss_conn *conn);
+
+/**
+ * Bytes queued and not yet sent; 0 for NULL.
+ */
+size_t ss_conn_pending_output(const struct ss_conn *conn);
+
+/**
+ * True while the pending output is at the high-water mark (writes are
+ * refused and the connection is not read until the peer catches up).
+ * False for NULL.
+ */
+bool ss_conn_output_full(const struct ss_conn *conn);
+
+/**
+ * The connection's id for ss_server_post() from any thread: it names
+ * this connection only, never a later one that reuses its slot (0 for NULL;
+ * a live connection may also have id 0).
+ */
+uint64_t ss_conn_id(const struct ss_conn *conn);
+
+/**
+ * Sets the connection's own user pointer (initially NULL). The library
+ * never dereferences or frees it: free it in on_close.
+ */
+enum ss_status ss_conn_set_user_data(struct ss_conn *conn, void *user_data);
+
+/**
+ * The connection's own user pointer (see ss_conn_set_user_data); NULL for
+ * NULL.
+ */
+void *ss_conn_user_data(const struct ss_conn *conn);
+
+/**
+ * The connection's fd (owned by the library: do not close it, do not
+ * read from it); -1 for NULL.
+ */
+int ss_conn_fileno(const struct ss_conn *conn);
+
+/**
+ * Copies the peer's address as a string into `buf`, with the same buffer
+ * rules as ss_server_address().
+ */
+enum ss_status ss_conn_peer_address(const struct ss_conn *conn, char *buf, size_t cap, size_t *out_len);
+
+/**
  * Reads up to `len` bytes into `buf` and stores the count in `*out_read`:
  * 0 means the client closed the connection (or the datagram is used up).
  * Stream reads are buffered (ss_config_set_read_buffer_size) and block
@@ -663,7 +840,8 @@ enum ss_status ss_server_activate(struct ss_server *server);
 enum ss_status ss_server_serve_forever(struct ss_server *server);
 
 /**
- * Handles at most one request (Python's handle_request). Returns SS_OK once
+ * Handles at most one request (Python's handle_request); not in SS_EVENT
+ * mode (SS_ERR_UNSUPPORTED). Returns SS_OK once
  * a request was taken (whatever the handler returned; failures go to
  * handle_error). Waits at most the configured timeout
  * (ss_config_set_timeout): when it passes, calls handle_timeout and returns
@@ -753,6 +931,24 @@ enum ss_status ss_server_live_workers(const struct ss_server *server, size_t *ou
  * free worker (0 in other modes). Thread-safe.
  */
 enum ss_status ss_server_queued_requests(const struct ss_server *server, size_t *out_queued);
+
+/**
+ * SS_EVENT: runs `job(conn, arg)` on the loop thread that owns connection
+ * `conn_id` (from ss_conn_id()), soon, with the connection — e.g. to write
+ * a result computed on another thread — or with `conn` NULL if the
+ * connection closed first. This is how other threads wake a connection.
+ * Thread-safe (from any thread, and from callbacks). Returns
+ * SS_ERR_WRONG_STATE when the server is not serving (the job is then
+ * never called and `arg` stays the caller's), SS_ERR_UNSUPPORTED in other
+ * modes.
+ */
+enum ss_status ss_server_post(const struct ss_server *server, uint64_t conn_id, ss_post_fn job, void *arg);
+
+/**
+ * Writes the number of open SS_EVENT connections across all loops to
+ * `*out_connections` (0 in other modes). Thread-safe.
+ */
+enum ss_status ss_server_connections(const struct ss_server *server, size_t *out_connections);
 
 #ifdef __cplusplus
 }  // extern "C"

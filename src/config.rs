@@ -51,18 +51,6 @@ impl Concurrency {
             Concurrency::Event => "event",
         }
     }
-
-    /// Whether this build can run the model; the others are refused at
-    /// configuration time instead of failing later.
-    pub fn is_implemented(self) -> bool {
-        matches!(
-            self,
-            Concurrency::Sync
-                | Concurrency::Threading
-                | Concurrency::Forking
-                | Concurrency::ThreadPool
-        )
-    }
 }
 
 /// Largest datagram size accepted by [`Config::set_max_datagram_size`]: a Unix
@@ -97,6 +85,10 @@ pub struct Config {
     /// Pool workers or event loops; 0 = one per core.
     pub(crate) threads: usize,
     pub(crate) queue_size: usize,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_connections: usize,
+    pub(crate) output_high_water: usize,
+    pub(crate) input_limit: usize,
 }
 
 /// Stack of handler threads: glibc's usual pthread default (from `ulimit -s`),
@@ -106,15 +98,6 @@ const MIN_THREAD_STACK: usize = 64 * 1024;
 
 impl Config {
     pub fn new(transport: Transport, concurrency: Concurrency) -> Result<Self> {
-        if !concurrency.is_implemented() {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "concurrency mode '{}' is not implemented in this version",
-                    concurrency.name()
-                ),
-            ));
-        }
         Ok(Config {
             transport,
             concurrency,
@@ -137,6 +120,10 @@ impl Config {
             max_children: 40,
             threads: 0,
             queue_size: 128,
+            idle_timeout: None,
+            max_connections: 0,
+            output_high_water: 1024 * 1024,
+            input_limit: 1024 * 1024,
         })
     }
 
@@ -343,6 +330,43 @@ impl Config {
         Ok(())
     }
 
+    /// Event mode: close a connection silent this long (None: never).
+    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.require_mode(Concurrency::Event, "an idle timeout")?;
+        if timeout == Some(Duration::ZERO) {
+            return Err(Error::invalid(
+                "an idle timeout of 0 ms would close every connection; use -1 for none",
+            ));
+        }
+        self.idle_timeout = timeout;
+        Ok(())
+    }
+
+    /// Event mode: at most this many connections at once (0: no limit).
+    pub fn set_max_connections(&mut self, max: usize) -> Result<()> {
+        self.require_mode(Concurrency::Event, "a connection limit")?;
+        self.max_connections = max;
+        Ok(())
+    }
+
+    /// Event mode: queued output per connection at which writes are
+    /// refused and reading pauses.
+    pub fn set_output_high_water(&mut self, bytes: usize) -> Result<()> {
+        self.require_mode(Concurrency::Event, "an output high-water mark")?;
+        check_event_buffer("output high-water mark", bytes)?;
+        self.output_high_water = bytes;
+        Ok(())
+    }
+
+    /// Event mode: unconsumed input per connection beyond which the
+    /// connection is closed as an error.
+    pub fn set_input_limit(&mut self, bytes: usize) -> Result<()> {
+        self.require_mode(Concurrency::Event, "an input limit")?;
+        check_event_buffer("input limit", bytes)?;
+        self.input_limit = bytes;
+        Ok(())
+    }
+
     fn require_mode(&self, mode: Concurrency, what: &str) -> Result<()> {
         if self.concurrency != mode {
             return Err(Error::new(
@@ -356,6 +380,15 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn check_event_buffer(what: &str, bytes: usize) -> Result<()> {
+    if !(1..=MAX_BUFFER_SIZE).contains(&bytes) {
+        return Err(Error::invalid(format!(
+            "{what} {bytes} is out of range (1 to {MAX_BUFFER_SIZE})"
+        )));
+    }
+    Ok(())
 }
 
 fn check_buffer_size(which: &str, size: usize) -> Result<()> {
@@ -435,11 +468,5 @@ mod tests {
         );
         assert!(forking.set_thread_stack_size(0).is_ok());
         assert_eq!(forking.thread_stack_size, DEFAULT_THREAD_STACK);
-    }
-
-    #[test]
-    fn unimplemented_modes_are_refused() {
-        let err = Config::new(Transport::Tcp, Concurrency::Event).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unsupported);
     }
 }

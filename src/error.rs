@@ -21,6 +21,7 @@ pub enum ErrorKind {
     BufferTooSmall,
     Handler,
     ShutDown,
+    WouldBlock,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

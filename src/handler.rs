@@ -4,7 +4,8 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::Conn;
 use crate::request::Request;
 use crate::server::Server;
 
@@ -39,6 +40,34 @@ pub trait Handler: Any + Send + Sync {
 
     /// Called once per serve_forever loop turn.
     fn service_actions(&self, _server: &Server) {}
+
+    /// Event mode: a new connection. An error closes it at once.
+    fn on_open(&self, _conn: &mut Conn) -> Result<()> {
+        Ok(())
+    }
+
+    /// Event mode: bytes received and not yet consumed on `conn`. Returns
+    /// how many were consumed; the rest is presented again, with whatever
+    /// arrives next. Must not block. An error closes the connection.
+    fn on_data(&self, _conn: &mut Conn, _data: &[u8]) -> Result<usize> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "no on_data handler for event mode",
+        ))
+    }
+
+    /// Event mode: the connection is closing (peer closed, error, idle
+    /// timeout, close asked for, or server stopping).
+    fn on_close(&self, _conn: &mut Conn) {}
+
+    /// Event mode, datagram transports: one datagram. What the handler
+    /// writes to the request is sent back when it returns.
+    fn on_datagram(&self, _request: &mut Request) -> Result<()> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "no on_datagram handler for event mode",
+        ))
+    }
 }
 
 /// Python's handle_error in one line on stderr: who, and what went wrong.

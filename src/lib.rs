@@ -7,6 +7,7 @@ pub mod address;
 mod concurrency;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod ffi;
 pub mod handler;
 pub mod request;

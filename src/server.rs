@@ -20,7 +20,7 @@ use socket2::{SockAddr, Socket};
 
 use crate::address::{format_sockaddr, ServerAddress};
 use crate::concurrency::Workers;
-use crate::config::Config;
+use crate::config::{Concurrency, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::Handler;
 use crate::request::Request;
@@ -66,7 +66,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 const CAPACITY_RECHECK: Duration = Duration::from_millis(20);
 
 /// Why the loop stopped waiting.
-enum Wake {
+pub(crate) enum Wake {
     Request,
     Timeout,
     ShutDown,
@@ -236,16 +236,19 @@ impl Server {
     /// Waits until a request can be taken, `deadline` passes, or shutdown
     /// or close is asked for. While the concurrency model is at its cap the
     /// socket is left unwatched, so connections wait in the backlog.
-    fn wait_for_request(&self, socket: &Socket, deadline: Option<Instant>) -> Result<Wake> {
+    fn wait_for_request(&self, socket: Option<&Socket>, deadline: Option<Instant>) -> Result<Wake> {
         loop {
-            let accepting = self.workers.has_capacity(self);
+            let accepting = socket.is_some() && self.workers.has_capacity(self);
             let turn_deadline = match (accepting, deadline) {
                 (true, _) => deadline,
                 (false, None) => Some(Instant::now() + CAPACITY_RECHECK),
                 (false, Some(d)) => Some(d.min(Instant::now() + CAPACITY_RECHECK)),
             };
             // poll(2) skips entries with a negative fd.
-            let listen_fd = if accepting { socket.as_raw_fd() } else { -1 };
+            let listen_fd = match socket {
+                Some(s) if accepting => s.as_raw_fd(),
+                _ => -1,
+            };
             let mut fds = [
                 pollfd(listen_fd, libc::POLLIN),
                 pollfd(self.waker.fd(), libc::POLLIN),
@@ -279,9 +282,12 @@ impl Server {
         if self.take_shutdown() {
             return Ok(());
         }
+        if self.config.concurrency == Concurrency::Event {
+            return crate::event::serve(self, &socket);
+        }
         loop {
             let deadline = Instant::now() + self.config.poll_interval;
-            match self.wait_for_request(&socket, Some(deadline))? {
+            match self.wait_for_request(Some(&socket), Some(deadline))? {
                 Wake::ShutDown => return Ok(()),
                 Wake::Closed => return Err(closed()),
                 Wake::Timeout => {}
@@ -301,13 +307,19 @@ impl Server {
     /// configured timeout. Returns `Timeout` (after calling handle_timeout)
     /// when none came, `ShutDown` when shutdown was asked for.
     pub fn handle_request(self: &Arc<Self>) -> Result<()> {
+        if self.config.concurrency == Concurrency::Event {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "handle_request does not apply to event mode: use serve_forever",
+            ));
+        }
         let (socket, _guard) = self.enter_loop()?;
         if self.take_shutdown() {
             return Err(shut_down());
         }
         let deadline = self.config.timeout.map(|t| Instant::now() + t);
         loop {
-            match self.wait_for_request(&socket, deadline)? {
+            match self.wait_for_request(Some(&socket), deadline)? {
                 Wake::ShutDown => return Err(shut_down()),
                 Wake::Closed => return Err(closed()),
                 Wake::Timeout => {
@@ -328,6 +340,39 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// The serving thread's part in event mode, while the loops run: wait
+    /// for shutdown or close, running service_actions every poll interval.
+    pub(crate) fn coordinate_event_loops(&self) -> Result<()> {
+        loop {
+            let deadline = Instant::now() + self.config.poll_interval;
+            match self.wait_for_request(None, Some(deadline))? {
+                Wake::ShutDown => return Ok(()),
+                Wake::Closed => return Err(closed()),
+                Wake::Timeout | Wake::Request => {}
+            }
+            self.handler.service_actions(self);
+            self.workers.reap(self);
+        }
+    }
+
+    /// Event mode: runs `job` on the loop thread that owns connection
+    /// `conn_id`, with the connection, or with None if it has closed by
+    /// then. Fails, without running `job`, when the loops are not running.
+    pub fn post(&self, conn_id: u64, job: crate::event::Job) -> Result<()> {
+        if self.config.concurrency != Concurrency::Event {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "posting to a connection needs event mode",
+            ));
+        }
+        self.workers.events().post(conn_id, job)
+    }
+
+    /// Event mode: open connections across all loops.
+    pub fn connections(&self) -> usize {
+        self.workers.events().connections()
     }
 
     /// Takes one request off the socket and dispatches it. Ok(false) when

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::config::{Concurrency, Config};
 use crate::error::Error;
+use crate::event::EventShared;
 use crate::handler::{finish_request, run_request};
 use crate::request::{HandOff, HandOffTarget, Request};
 use crate::server::Server;
@@ -20,6 +21,7 @@ use crate::server::Server;
 pub(crate) use forking::in_forked_child;
 use forking::ChildTracker;
 use pool::ThreadPool;
+pub(crate) use threading::report_panic;
 use threading::ThreadTracker;
 
 /// A request whose thread or child could not be started, and why.
@@ -30,6 +32,7 @@ pub(crate) struct Workers {
     threads: ThreadTracker,
     children: ChildTracker,
     pool: Option<ThreadPool>,
+    events: Arc<EventShared>,
 }
 
 impl Workers {
@@ -39,6 +42,7 @@ impl Workers {
             threads: ThreadTracker::new(config),
             children: ChildTracker::new(config),
             pool: (config.concurrency == Concurrency::ThreadPool).then(|| ThreadPool::new(config)),
+            events: Arc::default(),
         }
     }
 
@@ -154,6 +158,11 @@ impl Workers {
     /// Live threads and children, for tests and statistics.
     pub(crate) fn live(&self) -> (usize, usize) {
         (self.threads.live(), self.children.live())
+    }
+
+    /// The event loops' shared state (connection count, mailboxes).
+    pub(crate) fn events(&self) -> Arc<EventShared> {
+        self.events.clone()
     }
 
     /// Requests waiting in the thread pool's queue.

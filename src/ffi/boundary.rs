@@ -60,6 +60,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> ss_status {
         ErrorKind::BufferTooSmall => ss_status::SS_ERR_BUFFER_TOO_SMALL,
         ErrorKind::Handler => ss_status::SS_ERR_HANDLER,
         ErrorKind::ShutDown => ss_status::SS_ERR_SHUT_DOWN,
+        ErrorKind::WouldBlock => ss_status::SS_ERR_WOULD_BLOCK,
     }
 }
 

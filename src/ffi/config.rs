@@ -3,7 +3,10 @@
 use std::ffi::c_int;
 
 use super::boundary::{borrow_mut, guard, write_out};
-use super::handler::{ss_error_fn, ss_request_fn, ss_server_fn, ss_verify_fn, Callbacks};
+use super::handler::{
+    ss_close_fn, ss_data_fn, ss_datagram_fn, ss_error_fn, ss_open_fn, ss_request_fn, ss_server_fn,
+    ss_verify_fn, Callbacks,
+};
 use super::{ss_config, ss_status};
 use crate::config::{timeout_from_ms, Concurrency, Config, Transport};
 use crate::error::{Error, Result};
@@ -486,4 +489,138 @@ pub unsafe extern "C" fn ss_config_set_queue_size(
 ) -> ss_status {
     // SAFETY: forwarded contract.
     unsafe { update(config, |c| c.config.set_queue_size(size)) }
+}
+
+/// Requires SS_EVENT mode for an event callback, checked when it is set.
+fn require_event(c: &ConfigBox, what: &str) -> Result<()> {
+    if c.config.concurrency() != Concurrency::Event {
+        return Err(crate::error::Error::new(
+            crate::error::ErrorKind::Unsupported,
+            format!("{what} applies to SS_EVENT mode only"),
+        ));
+    }
+    Ok(())
+}
+
+/// SS_EVENT: the on_open callback (see ss_open_fn). Default (NULL): accept.
+/// SS_ERR_UNSUPPORTED in other modes.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_on_open(
+    config: *mut ss_config,
+    on_open: ss_open_fn,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            require_event(c, "on_open")?;
+            c.callbacks.on_open = on_open;
+            Ok(())
+        })
+    }
+}
+
+/// SS_EVENT, stream transports: the on_data callback (see ss_data_fn),
+/// required before ss_server_new(). SS_ERR_UNSUPPORTED in other modes.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_on_data(
+    config: *mut ss_config,
+    on_data: ss_data_fn,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            require_event(c, "on_data")?;
+            c.callbacks.on_data = on_data;
+            Ok(())
+        })
+    }
+}
+
+/// SS_EVENT: the on_close callback (see ss_close_fn). Default (NULL):
+/// nothing. SS_ERR_UNSUPPORTED in other modes.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_on_close(
+    config: *mut ss_config,
+    on_close: ss_close_fn,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            require_event(c, "on_close")?;
+            c.callbacks.on_close = on_close;
+            Ok(())
+        })
+    }
+}
+
+/// SS_EVENT, datagram transports: the on_datagram callback (see
+/// ss_datagram_fn), required before ss_server_new(). SS_ERR_UNSUPPORTED in
+/// other modes.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_on_datagram(
+    config: *mut ss_config,
+    on_datagram: ss_datagram_fn,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            require_event(c, "on_datagram")?;
+            c.callbacks.on_datagram = on_datagram;
+            Ok(())
+        })
+    }
+}
+
+/// SS_EVENT: close a connection that has neither received nor sent
+/// anything for this many milliseconds (on_close runs); negative = never
+/// (the default); 0 is refused. SS_ERR_UNSUPPORTED in other modes.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_idle_timeout(
+    config: *mut ss_config,
+    timeout_ms: i64,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.config.set_idle_timeout(timeout_from_ms(timeout_ms))
+        })
+    }
+}
+
+/// SS_EVENT: at most this many open connections across all loops; at the
+/// limit the loops stop accepting (clients wait in the backlog) until one
+/// closes. 0 = no limit (the default). SS_ERR_UNSUPPORTED in other modes.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_max_connections(
+    config: *mut ss_config,
+    max: usize,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_max_connections(max)) }
+}
+
+/// SS_EVENT: bytes of queued output per connection at which
+/// ss_conn_write() refuses more (SS_ERR_WOULD_BLOCK) and the connection is
+/// not read until the peer catches up, so a slow reader cannot make memory
+/// grow without bound. 1 byte to 64 MiB; default 1 MiB.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_output_high_water(
+    config: *mut ss_config,
+    bytes: usize,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_output_high_water(bytes)) }
+}
+
+/// SS_EVENT: bytes received and not consumed per connection beyond which
+/// the connection is closed as failed (SS_ERR_MESSAGE_TOO_LONG to
+/// handle_error): bounds a request that never completes. 1 byte to 64 MiB;
+/// default 1 MiB.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_input_limit(
+    config: *mut ss_config,
+    bytes: usize,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_input_limit(bytes)) }
 }

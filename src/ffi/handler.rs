@@ -3,8 +3,9 @@
 use std::ffi::{c_int, c_void, CString};
 
 use super::boundary::{clear_last_error, last_error_text, status_of};
-use super::{ss_request, ss_server, ss_status};
+use super::{ss_conn, ss_request, ss_server, ss_status};
 use crate::error::{Error, ErrorKind, Result};
+use crate::event::Conn;
 use crate::handler::{default_handle_error, Handler};
 use crate::request::Request;
 use crate::server::Server;
@@ -36,6 +37,46 @@ pub type ss_error_fn = Option<
 pub type ss_server_fn =
     Option<unsafe extern "C" fn(server: *mut ss_server, user_data: *mut c_void)>;
 
+/// SS_EVENT on_open: a new connection. Return 0 to keep it; non-zero
+/// closes it (on_close still runs).
+pub type ss_open_fn =
+    Option<unsafe extern "C" fn(conn: *mut ss_conn, user_data: *mut c_void) -> c_int>;
+
+/// SS_EVENT on_data: `data`/`len` are all bytes received on `conn` and not
+/// yet consumed (borrowed for the call). Store in `*consumed` how many you
+/// used (it starts at 0); the rest is presented again, with the next bytes,
+/// and at once if you consumed something and room for output remains (so
+/// handling one request per call works for pipelined requests). Return 0,
+/// or non-zero to close the connection as failed (reported to
+/// handle_error with a NULL request). Must not block.
+pub type ss_data_fn = Option<
+    unsafe extern "C" fn(
+        conn: *mut ss_conn,
+        data: *const u8,
+        len: usize,
+        consumed: *mut usize,
+        user_data: *mut c_void,
+    ) -> c_int,
+>;
+
+/// SS_EVENT on_close: the connection is going away (peer closed, error,
+/// idle timeout, ss_conn_close() after the output was sent, or the server
+/// stopping). The last call with this conn: free its user data here.
+pub type ss_close_fn = Option<unsafe extern "C" fn(conn: *mut ss_conn, user_data: *mut c_void)>;
+
+/// SS_EVENT on_datagram (datagram transports): one datagram, borrowed for
+/// the call. Reply with ss_request_reply(), or with ss_request_write()
+/// (sent when the callback returns). Return 0, or non-zero to report the
+/// request to handle_error. Must not block.
+pub type ss_datagram_fn = Option<
+    unsafe extern "C" fn(
+        request: *mut ss_request,
+        data: *const u8,
+        len: usize,
+        user_data: *mut c_void,
+    ) -> c_int,
+>;
+
 /// Releases the server's user data; called exactly once.
 pub type ss_free_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
 
@@ -48,6 +89,10 @@ pub(crate) struct Callbacks {
     pub handle_error: ss_error_fn,
     pub handle_timeout: ss_server_fn,
     pub service_actions: ss_server_fn,
+    pub on_open: ss_open_fn,
+    pub on_data: ss_data_fn,
+    pub on_close: ss_close_fn,
+    pub on_datagram: ss_datagram_fn,
 }
 
 /// The C handler: callbacks plus the user pointer, whose finalizer runs
@@ -167,6 +212,75 @@ impl Handler for CHandler {
     fn service_actions(&self, server: &Server) {
         self.call_server(self.callbacks.service_actions, server);
     }
+
+    fn on_open(&self, conn: &mut Conn) -> Result<()> {
+        let Some(cb) = self.callbacks.on_open else {
+            return Ok(());
+        };
+        // SAFETY: a live connection, borrowed for the call.
+        match unsafe { cb(conn_ptr(conn), self.user_data) } {
+            0 => Ok(()),
+            rc => Err(Error::new(
+                ErrorKind::Handler,
+                format!("on_open callback returned {rc}"),
+            )),
+        }
+    }
+
+    fn on_data(&self, conn: &mut Conn, data: &[u8]) -> Result<usize> {
+        let Some(cb) = self.callbacks.on_data else {
+            return Err(Error::new(ErrorKind::Unsupported, "no on_data callback"));
+        };
+        let mut consumed = 0usize;
+        // SAFETY: connection, data and `consumed` are live for the call.
+        let rc = unsafe {
+            cb(
+                conn_ptr(conn),
+                data.as_ptr(),
+                data.len(),
+                &mut consumed,
+                self.user_data,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::new(
+                ErrorKind::Handler,
+                format!("on_data callback returned {rc}"),
+            ));
+        }
+        Ok(consumed)
+    }
+
+    fn on_close(&self, conn: &mut Conn) {
+        if let Some(cb) = self.callbacks.on_close {
+            // SAFETY: a live connection, borrowed for the call.
+            unsafe { cb(conn_ptr(conn), self.user_data) }
+        }
+    }
+
+    fn on_datagram(&self, request: &mut Request) -> Result<()> {
+        let Some(cb) = self.callbacks.on_datagram else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "no on_datagram callback",
+            ));
+        };
+        let (data, len) = request
+            .datagram_data()
+            .map_or((std::ptr::null(), 0), |d| (d.as_ptr(), d.len()));
+        // SAFETY: the request and its datagram are live for the call.
+        match unsafe { cb(request_ptr(request), data, len, self.user_data) } {
+            0 => Ok(()),
+            rc => Err(Error::new(
+                ErrorKind::Handler,
+                format!("on_datagram callback returned {rc}"),
+            )),
+        }
+    }
+}
+
+pub(crate) fn conn_ptr(conn: &mut Conn) -> *mut ss_conn {
+    conn as *mut Conn as *mut ss_conn
 }
 
 impl Drop for CHandler {

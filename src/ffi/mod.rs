@@ -8,6 +8,7 @@
 
 mod boundary;
 mod config;
+mod conn;
 mod handler;
 mod request;
 mod server;
@@ -15,7 +16,11 @@ mod server;
 use std::ffi::{c_char, c_int, CStr};
 
 pub use config::*;
-pub use handler::{ss_error_fn, ss_free_fn, ss_request_fn, ss_server_fn, ss_verify_fn};
+pub use conn::*;
+pub use handler::{
+    ss_close_fn, ss_data_fn, ss_datagram_fn, ss_error_fn, ss_free_fn, ss_open_fn, ss_request_fn,
+    ss_server_fn, ss_verify_fn,
+};
 pub use request::*;
 pub use server::*;
 
@@ -59,6 +64,10 @@ pub enum ss_status {
     SS_ERR_HANDLER = 13,
     /// The call returned because ss_server_shutdown() was called.
     SS_ERR_SHUT_DOWN = 14,
+    /// An event-mode connection's queued output is at its high-water mark:
+    /// the write was refused; try again once the peer has read (the
+    /// pending output, ss_conn_pending_output(), went down).
+    SS_ERR_WOULD_BLOCK = 15,
 }
 
 /// Transport: Python's TCPServer, UDPServer, UnixStreamServer and
@@ -77,8 +86,8 @@ pub enum ss_transport {
 }
 
 /// Concurrency model: Python's mix-ins and beyond. Passed to ss_config_new()
-/// as an int. This version implements SS_SYNC, SS_THREADING, SS_FORKING
-/// and SS_THREAD_POOL; SS_EVENT is refused with SS_ERR_UNSUPPORTED.
+/// as an int. One ss_server type covers every transport × model pair
+/// (Python needs a class for each).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ss_concurrency {
@@ -116,7 +125,18 @@ pub enum ss_concurrency {
     /// close with block_on_close serves the queued requests and joins the
     /// workers; without, queued requests are closed unserved.
     SS_THREAD_POOL = 3,
-    /// Non-blocking callbacks driven by epoll. Not implemented yet.
+    /// Non-blocking callbacks driven by epoll: Python's "explicit table of
+    /// partially finished requests", on several cores. Stream transports:
+    /// on_open, on_data (given every byte received and not yet consumed;
+    /// returns how many it consumed, the rest is presented again with the
+    /// next bytes) and on_close (ss_config_set_on_open(), ...), with
+    /// ss_conn_write() to queue output. Datagram transports: on_datagram.
+    /// ss_config_set_threads() event loops (default one per core), each with
+    /// its own epoll, share the listening socket; the thread in
+    /// serve_forever runs service_actions and stops them on shutdown or
+    /// close. Callbacks must not block: they run on a loop thread that
+    /// serves many connections. handle_request is not available
+    /// (SS_ERR_UNSUPPORTED).
     SS_EVENT = 4,
 }
 
@@ -144,6 +164,13 @@ pub struct ss_server {
 /// Opaque: one request (a stream connection or one datagram). Borrowed: it is
 /// valid only inside the callback it was passed to.
 pub struct ss_request {
+    _private: [u8; 0],
+}
+
+/// Opaque: one connection of SS_EVENT mode. Borrowed: valid only inside the
+/// callback it was passed to; to reach it later (from another thread too)
+/// keep its ss_conn_id() and use ss_server_post().
+pub struct ss_conn {
     _private: [u8; 0],
 }
 
@@ -178,6 +205,7 @@ pub extern "C" fn ss_status_str(status: c_int) -> *const c_char {
         12 => c"SS_ERR_BUFFER_TOO_SMALL: buffer too small",
         13 => c"SS_ERR_HANDLER: handler callback failed",
         14 => c"SS_ERR_SHUT_DOWN: shutdown was requested",
+        15 => c"SS_ERR_WOULD_BLOCK: output is at its high-water mark",
         _ => c"unknown status",
     };
     text.as_ptr()
@@ -217,7 +245,7 @@ mod tests {
 
     #[test]
     fn every_status_has_its_own_text() {
-        let texts: Vec<_> = (0..=14)
+        let texts: Vec<_> = (0..=15)
             // SAFETY: static NUL-terminated strings.
             .map(|s| unsafe { CStr::from_ptr(ss_status_str(s)) }.to_owned())
             .collect();

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::boundary::{borrow, copy_text_out, guard, guard_value, null, str_arg, write_out};
 use super::config::ConfigBox;
 use super::handler::{ss_free_fn, CHandler};
-use super::{ss_config, ss_server, ss_status};
+use super::{ss_config, ss_conn, ss_server, ss_status};
+use crate::config::Concurrency;
 use crate::error::{Error, Result};
 use crate::server::Server;
 
@@ -77,11 +78,7 @@ pub unsafe extern "C" fn ss_server_new(
         if out_server.is_null() {
             return Err(null("out_server"));
         }
-        if boxed.callbacks.handle.is_none() {
-            return Err(Error::invalid(
-                "no handle callback: call ss_config_set_handle() before ss_server_new()",
-            ));
-        }
+        check_callbacks(boxed)?;
         handler.set_callbacks(boxed.callbacks);
         let server = Server::new(&boxed.config, address, Box::new(handler))?;
         // SAFETY: checked non-NULL; writable per the contract.
@@ -93,6 +90,26 @@ pub unsafe extern "C" fn ss_server_new(
             )
         }
     })
+}
+
+/// The callbacks the chosen mode cannot do without.
+fn check_callbacks(boxed: &ConfigBox) -> Result<()> {
+    let config = &boxed.config;
+    let cb = &boxed.callbacks;
+    let missing = match (config.concurrency(), config.transport().is_stream()) {
+        (Concurrency::Event, true) if cb.on_data.is_none() => {
+            "SS_EVENT mode needs ss_config_set_on_data()"
+        }
+        (Concurrency::Event, false) if cb.on_datagram.is_none() => {
+            "SS_EVENT mode on a datagram transport needs ss_config_set_on_datagram()"
+        }
+        (Concurrency::Event, _) => return Ok(()),
+        _ if cb.handle.is_none() => {
+            "no handle callback: call ss_config_set_handle() before ss_server_new()"
+        }
+        _ => return Ok(()),
+    };
+    Err(Error::invalid(missing))
 }
 
 /// Binds the socket to the address given to ss_server_new() (Python's
@@ -129,7 +146,8 @@ pub unsafe extern "C" fn ss_server_serve_forever(server: *mut ss_server) -> ss_s
     guard(|| unsafe { server_arc(server) }?.serve_forever())
 }
 
-/// Handles at most one request (Python's handle_request). Returns SS_OK once
+/// Handles at most one request (Python's handle_request); not in SS_EVENT
+/// mode (SS_ERR_UNSUPPORTED). Returns SS_OK once
 /// a request was taken (whatever the handler returned; failures go to
 /// handle_error). Waits at most the configured timeout
 /// (ss_config_set_timeout): when it passes, calls handle_timeout and returns
@@ -303,5 +321,65 @@ pub unsafe extern "C" fn ss_server_queued_requests(
         let queued = unsafe { server_ref(server) }?.queued_requests();
         // SAFETY: writable per the contract.
         unsafe { write_out(out_queued, "out_queued", queued) }
+    })
+}
+
+/// A job posted with ss_server_post(): runs on the connection's loop
+/// thread with the connection, or with `conn` NULL if it closed first (or
+/// the server stopped), so that `arg` can always be released.
+pub type ss_post_fn = Option<unsafe extern "C" fn(conn: *mut ss_conn, arg: *mut c_void)>;
+
+struct PostedJob {
+    job: unsafe extern "C" fn(conn: *mut ss_conn, arg: *mut c_void),
+    arg: *mut c_void,
+}
+
+// SAFETY: the header tells callers that `arg` is handed to the loop thread.
+unsafe impl Send for PostedJob {}
+
+/// SS_EVENT: runs `job(conn, arg)` on the loop thread that owns connection
+/// `conn_id` (from ss_conn_id()), soon, with the connection — e.g. to write
+/// a result computed on another thread — or with `conn` NULL if the
+/// connection closed first. This is how other threads wake a connection.
+/// Thread-safe (from any thread, and from callbacks). Returns
+/// SS_ERR_WRONG_STATE when the server is not serving (the job is then
+/// never called and `arg` stays the caller's), SS_ERR_UNSUPPORTED in other
+/// modes.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_post(
+    server: *const ss_server,
+    conn_id: u64,
+    job: ss_post_fn,
+    arg: *mut c_void,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let server = unsafe { server_ref(server) }?;
+        let job = job.ok_or_else(|| null("job"))?;
+        let posted = PostedJob { job, arg };
+        server.post(
+            conn_id,
+            Box::new(move |conn: Option<&mut crate::event::Conn>| {
+                let posted = posted;
+                let ptr = conn.map_or(std::ptr::null_mut(), super::handler::conn_ptr);
+                // SAFETY: the caller's job, with a live connection or NULL.
+                unsafe { (posted.job)(ptr, posted.arg) }
+            }),
+        )
+    })
+}
+
+/// Writes the number of open SS_EVENT connections across all loops to
+/// `*out_connections` (0 in other modes). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_connections(
+    server: *const ss_server,
+    out_connections: *mut usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let n = unsafe { server_ref(server) }?.connections();
+        // SAFETY: writable per the contract.
+        unsafe { write_out(out_connections, "out_connections", n) }
     })
 }

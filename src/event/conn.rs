@@ -1,0 +1,172 @@
+//! One connection of the event mode: its socket, the bytes received but not
+//! yet consumed (the "table of partially finished requests" of Python's
+//! docs), and the output not yet sent. Buffers exist only while they hold
+//! data, so an idle connection costs a few hundred bytes.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use socket2::Socket;
+
+use crate::address::format_sockaddr;
+use crate::error::{Error, ErrorKind, Result};
+
+pub struct Conn {
+    socket: Socket,
+    id: u64,
+    /// Received bytes the handler has not consumed yet.
+    pub(crate) input: Vec<u8>,
+    /// Queued output: `output[sent..]` is still to be sent.
+    output: Vec<u8>,
+    sent: usize,
+    high_water: usize,
+    user_data: usize,
+    /// Ask to close once the output is flushed.
+    pub(crate) close_requested: bool,
+    /// The peer shut down its side (or the socket failed): no more reads.
+    pub(crate) read_done: bool,
+    /// Sending failed: the connection is beyond saving.
+    pub(crate) broken: bool,
+    /// What epoll watches now, to skip needless epoll_ctl calls.
+    pub(crate) registered: u32,
+    /// Loop-local tick of the last activity, for the idle timeout.
+    pub(crate) last_active: u64,
+}
+
+impl Conn {
+    pub(crate) fn new(socket: Socket, id: u64, high_water: usize, now: u64) -> Self {
+        Conn {
+            socket,
+            id,
+            input: Vec::new(),
+            output: Vec::new(),
+            sent: 0,
+            high_water,
+            user_data: 0,
+            close_requested: false,
+            read_done: false,
+            broken: false,
+            registered: 0,
+            last_active: now,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    /// The peer's address as a string (asked of the kernel when needed, so
+    /// that idle connections do not store it).
+    pub fn peer_address(&self) -> Result<String> {
+        let addr = self
+            .socket
+            .peer_addr()
+            .map_err(|e| Error::io("getpeername", e))?;
+        Ok(format_sockaddr(&addr))
+    }
+
+    pub fn user_data(&self) -> usize {
+        self.user_data
+    }
+
+    pub fn set_user_data(&mut self, value: usize) {
+        self.user_data = value;
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn pending_output(&self) -> usize {
+        self.output.len() - self.sent
+    }
+
+    /// At or over the high-water mark: further writes are refused until the
+    /// peer reads, and the connection is not read meanwhile.
+    pub fn output_full(&self) -> bool {
+        self.pending_output() >= self.high_water
+    }
+
+    /// Queues `data` (copied) and sends what the socket takes now, without
+    /// blocking; the rest goes out when the socket is writable.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        if self.close_requested || self.broken {
+            return Err(Error::new(ErrorKind::Closed, "the connection is closing"));
+        }
+        if self.output_full() {
+            return Err(Error::new(
+                ErrorKind::WouldBlock,
+                format!(
+                    "{} bytes are waiting to be sent (high-water mark {}): wait until the peer reads",
+                    self.pending_output(),
+                    self.high_water
+                ),
+            ));
+        }
+        let mut rest = data;
+        if self.pending_output() == 0 {
+            match self.send(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            }
+        }
+        if !rest.is_empty() {
+            self.output.extend_from_slice(rest);
+        }
+        Ok(())
+    }
+
+    /// One non-blocking send; 0 when the socket is full.
+    fn send(&self, data: &[u8]) -> Result<usize> {
+        loop {
+            match self
+                .socket
+                .send_with_flags(data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+            {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) => return Err(Error::io("send", e)),
+            }
+        }
+    }
+
+    /// Sends queued output while the socket takes it. The buffer is freed
+    /// once empty.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        while self.pending_output() > 0 {
+            let n = match self.send(&self.output[self.sent..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            self.sent += n;
+        }
+        self.output = Vec::new();
+        self.sent = 0;
+        Ok(())
+    }
+
+    /// Closes once the queued output has been sent.
+    pub fn close(&mut self) {
+        self.close_requested = true;
+    }
+
+    /// Whether the loop should close the connection now.
+    pub(crate) fn finished(&self) -> bool {
+        self.broken || ((self.close_requested || self.read_done) && self.pending_output() == 0)
+    }
+}

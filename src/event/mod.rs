@@ -1,0 +1,703 @@
+//! Event mode: the model Python's docs describe but do not ship — "an
+//! explicit table of partially finished requests", driven by epoll — on
+//! several cores. Each loop thread has its own epoll and its own
+//! connections; all of them watch the one listening socket with
+//! EPOLLEXCLUSIVE, so the kernel hands each new connection to one loop.
+//! The thread that called serve_forever only coordinates: it runs
+//! service_actions and stops the loops on shutdown or close.
+//!
+//! The hot path allocates nothing: one read buffer per loop, bytes handed
+//! to the handler straight from it, replies sent straight from the
+//! handler's buffer; a connection gets buffers of its own only while it has
+//! unconsumed input or unsent output.
+
+mod conn;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use socket2::Socket;
+
+pub use conn::Conn;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::request::Request;
+use crate::server::Server;
+use crate::sys::Waker;
+use crate::transport;
+
+/// Work posted to a connection from another thread; it gets `None` if the
+/// connection is gone by the time its loop runs it.
+pub type Job = Box<dyn FnOnce(Option<&mut Conn>) + Send>;
+
+/// What all loops of one server share.
+#[derive(Default)]
+pub(crate) struct EventShared {
+    loops: Mutex<Vec<Arc<LoopShared>>>,
+    connections: AtomicUsize,
+    /// Loops that stopped watching the listener at max_connections.
+    paused: AtomicUsize,
+}
+
+struct LoopShared {
+    waker: Waker,
+    stop: AtomicBool,
+    mailbox: Mutex<Vec<(u64, Job)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a push, a take or a clone: a panic
+    // cannot leave the data half-updated.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl EventShared {
+    /// Queues `job` for the loop that owns connection `conn_id`.
+    pub(crate) fn post(&self, conn_id: u64, job: Job) -> Result<()> {
+        let loops = lock(&self.loops);
+        let target = loops
+            .get((conn_id >> ID_LOOP_SHIFT) as usize)
+            .ok_or_else(|| {
+                Error::wrong_state(
+                    "the server is not serving in event mode (or the id is not a connection's)",
+                )
+            })?;
+        lock(&target.mailbox).push((conn_id, job));
+        target.waker.notify();
+        Ok(())
+    }
+
+    fn wake_paused_loops(&self) {
+        if self.paused.load(Ordering::SeqCst) > 0 {
+            for l in lock(&self.loops).iter() {
+                l.waker.notify();
+            }
+        }
+    }
+
+    pub(crate) fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Connection ids: loop index (8 bits), slot generation (24 bits), slot (32 bits).
+const ID_LOOP_SHIFT: u32 = 56;
+const TOKEN_LISTENER: u64 = u64::MAX;
+const TOKEN_WAKER: u64 = u64::MAX - 1;
+const EVENTS_PER_WAIT: usize = 256;
+/// Accepts or datagrams taken per readiness report, so that one loop does
+/// not starve its own connections during a burst.
+const ACCEPT_BATCH: usize = 64;
+const READ_BUFFER: usize = 64 * 1024;
+/// After an accept error such as EMFILE the loop stops accepting this long.
+const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
+
+/// serve_forever in event mode: starts the loops, runs service_actions on
+/// the calling thread until shutdown or close, then stops and joins them
+/// (closing every connection, with on_close).
+pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> {
+    let shared = server.workers().events();
+    let mut loops = Vec::new();
+    let mut threads = Vec::new();
+    let started = (|| -> Result<()> {
+        for index in 0..server.config().threads().min(255) {
+            let loop_shared = Arc::new(LoopShared {
+                waker: Waker::new()?,
+                stop: AtomicBool::new(false),
+                mailbox: Mutex::new(Vec::new()),
+            });
+            let event_loop = EventLoop::new(
+                index as u8,
+                server.clone(),
+                listener.clone(),
+                loop_shared.clone(),
+                shared.clone(),
+            )?;
+            let thread = std::thread::Builder::new()
+                .name(format!("ss-event-{index}"))
+                .stack_size(server.config().thread_stack_size)
+                .spawn(move || event_loop.run())
+                .map_err(|e| Error::io("starting an event loop thread", e))?;
+            loops.push(loop_shared);
+            threads.push(thread);
+        }
+        Ok(())
+    })();
+    *lock(&shared.loops) = loops.clone();
+    let result = started.and_then(|()| server.coordinate_event_loops());
+    lock(&shared.loops).clear();
+    for l in &loops {
+        l.stop.store(true, Ordering::SeqCst);
+        l.waker.notify();
+    }
+    for thread in threads {
+        if let Err(panic) = thread.join() {
+            crate::concurrency::report_panic(server, panic);
+        }
+    }
+    result
+}
+
+struct Slot {
+    generation: u32,
+    conn: Option<Box<Conn>>,
+}
+
+struct EventLoop {
+    index: u8,
+    server: Arc<Server>,
+    listener: Arc<Socket>,
+    own: Arc<LoopShared>,
+    shared: Arc<EventShared>,
+    epoll: OwnedFd,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    read_buffer: Box<[u8]>,
+    listening: bool,
+    /// Tick until which accepting is paused after an accept error.
+    accept_resume_at: Option<u64>,
+    started: Instant,
+    /// Milliseconds since `started`, read once per epoll_wait.
+    tick: u64,
+    next_idle_check: u64,
+}
+
+fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: token };
+    // SAFETY: `event` is a live local; the kernel copies it.
+    if unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+const READ_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+const WRITE_EVENTS: u32 = libc::EPOLLOUT as u32;
+const LISTEN_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32;
+
+impl EventLoop {
+    fn new(
+        index: u8,
+        server: Arc<Server>,
+        listener: Arc<Socket>,
+        own: Arc<LoopShared>,
+        shared: Arc<EventShared>,
+    ) -> Result<Self> {
+        // SAFETY: no pointer arguments; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(Error::last_os("epoll_create1"));
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            own.waker.fd(),
+            libc::EPOLLIN as u32,
+            TOKEN_WAKER,
+        )
+        .map_err(|e| Error::io("epoll_ctl", e))?;
+        epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            listener.as_raw_fd(),
+            LISTEN_EVENTS,
+            TOKEN_LISTENER,
+        )
+        .map_err(|e| Error::io("epoll_ctl", e))?;
+        let read_size = READ_BUFFER.max(server.config().max_datagram_size);
+        Ok(EventLoop {
+            index,
+            server,
+            listener,
+            own,
+            shared,
+            epoll,
+            slots: Vec::new(),
+            free: Vec::new(),
+            read_buffer: vec![0; read_size].into_boxed_slice(),
+            listening: true,
+            accept_resume_at: None,
+            started: Instant::now(),
+            tick: 0,
+            next_idle_check: 0,
+        })
+    }
+
+    fn run(mut self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
+        while !self.own.stop.load(Ordering::SeqCst) {
+            let timeout = self.wait_timeout();
+            // SAFETY: `events` is a live buffer of EVENTS_PER_WAIT entries.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    EVENTS_PER_WAIT as i32,
+                    timeout,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                self.server
+                    .handler()
+                    .handle_error(None, &Error::io("epoll_wait", err));
+                break;
+            }
+            self.tick = self.started.elapsed().as_millis() as u64;
+            for event in &events[..n as usize] {
+                let (token, flags) = (event.u64, event.events);
+                match token {
+                    TOKEN_LISTENER => self.on_listener(),
+                    TOKEN_WAKER => self.run_mailbox(),
+                    slot => self.on_conn_event(slot as usize, flags),
+                }
+            }
+            self.expire_idle();
+            if !self.listening {
+                self.maybe_resume_accepting();
+            }
+        }
+        self.close_all();
+    }
+
+    fn wait_timeout(&self) -> i32 {
+        let mut until: Option<u64> = self.accept_resume_at;
+        if self.server.config().idle_timeout.is_some() && self.live_conns() > 0 {
+            until = Some(until.map_or(self.next_idle_check, |u| u.min(self.next_idle_check)));
+        }
+        match until {
+            None => -1,
+            Some(t) => t
+                .saturating_sub(self.started.elapsed().as_millis() as u64)
+                .min(i32::MAX as u64) as i32,
+        }
+    }
+
+    fn live_conns(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    fn conn_id(&self, slot: usize) -> u64 {
+        (u64::from(self.index) << ID_LOOP_SHIFT)
+            | (u64::from(self.slots[slot].generation & 0xFF_FFFF) << 32)
+            | slot as u64
+    }
+
+    fn conn_by_id(&mut self, id: u64) -> Option<usize> {
+        let slot = (id & 0xFFFF_FFFF) as usize;
+        let generation = ((id >> 32) & 0xFF_FFFF) as u32;
+        let s = self.slots.get(slot)?;
+        (s.conn.is_some()
+            && s.generation & 0xFF_FFFF == generation
+            && (id >> ID_LOOP_SHIFT) as u8 == self.index)
+            .then_some(slot)
+    }
+
+    fn on_listener(&mut self) {
+        if !self.listening {
+            return;
+        }
+        if self.server.config().transport.is_stream() {
+            self.accept_batch();
+        } else {
+            self.receive_datagrams();
+        }
+    }
+
+    fn at_max_connections(&self) -> bool {
+        let max = self.server.config().max_connections;
+        max > 0 && self.shared.connections.load(Ordering::SeqCst) >= max
+    }
+
+    fn pause_accepting(&mut self) {
+        if self.listening {
+            let _ = epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                self.listener.as_raw_fd(),
+                0,
+                0,
+            );
+            self.listening = false;
+            self.shared.paused.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn maybe_resume_accepting(&mut self) {
+        if let Some(at) = self.accept_resume_at {
+            if self.tick < at {
+                return;
+            }
+            self.accept_resume_at = None;
+        }
+        if self.at_max_connections() {
+            return;
+        }
+        if epoll_ctl(
+            self.epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            self.listener.as_raw_fd(),
+            LISTEN_EVENTS,
+            TOKEN_LISTENER,
+        )
+        .is_ok()
+        {
+            self.listening = true;
+            self.shared.paused.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn accept_batch(&mut self) {
+        for _ in 0..ACCEPT_BATCH {
+            if self.at_max_connections() {
+                self.pause_accepting();
+                return;
+            }
+            // SAFETY: no address is asked for (NULL pointers are allowed);
+            // the result is checked.
+            let fd = unsafe {
+                libc::accept4(
+                    self.listener.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EAGAIN) => return,
+                    Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => continue,
+                    _ => {
+                        // EMFILE and the like: report, and stop accepting
+                        // for a moment instead of spinning on the listener.
+                        self.server
+                            .handler()
+                            .handle_error(None, &Error::io("accept", err));
+                        self.pause_accepting();
+                        self.accept_resume_at = Some(self.tick + ACCEPT_ERROR_PAUSE_MS);
+                        return;
+                    }
+                }
+            }
+            // SAFETY: a fresh descriptor nothing else owns.
+            let socket = unsafe { Socket::from_raw_fd(fd) };
+            if self.server.config().tcp_nodelay {
+                let _ = socket.set_tcp_nodelay(true);
+            }
+            self.add_conn(socket);
+        }
+    }
+
+    fn add_conn(&mut self, socket: Socket) {
+        let slot = match self.free.pop() {
+            Some(s) => s as usize,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let id = self.conn_id(slot);
+        let high_water = self.server.config().output_high_water;
+        let mut conn = Box::new(Conn::new(socket, id, high_water, self.tick));
+        if let Err(e) = epoll_ctl(
+            self.epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            conn.fd(),
+            READ_EVENTS,
+            slot as u64,
+        ) {
+            self.server
+                .handler()
+                .handle_error(None, &Error::io("epoll_ctl", e));
+            self.free.push(slot as u32);
+            return;
+        }
+        conn.registered = READ_EVENTS;
+        self.shared.connections.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self.server.handler().on_open(&mut conn) {
+            report_conn_error(&self.server, &conn, &e);
+            conn.broken = true;
+        }
+        self.slots[slot].conn = Some(conn);
+        self.settle(slot);
+    }
+
+    fn on_conn_event(&mut self, slot: usize, flags: u32) {
+        let server = &self.server;
+        let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.conn.as_deref_mut()) else {
+            return;
+        };
+        let readable = flags
+            & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32
+            != 0;
+        if readable && !conn.read_done && !conn.output_full() && !conn.close_requested {
+            read_conn(server, conn, &mut self.read_buffer, self.tick);
+        }
+        if flags & (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0
+            && conn.pending_output() > 0
+        {
+            if let Err(e) = conn.flush() {
+                report_conn_error(server, conn, &e);
+            } else {
+                conn.last_active = self.tick;
+                // Input held back while the output was full gets its turn.
+                if !conn.input.is_empty() && !conn.output_full() {
+                    feed_input(server, conn, &[]);
+                }
+            }
+        }
+        self.settle(slot);
+    }
+
+    /// After anything happened to a connection: close it if it is done,
+    /// else make epoll watch what it now needs.
+    fn settle(&mut self, slot: usize) {
+        let Some(conn) = self.slots[slot].conn.as_deref_mut() else {
+            return;
+        };
+        if conn.finished() {
+            return self.close_conn(slot);
+        }
+        let mut want = 0;
+        if !conn.read_done && !conn.output_full() && !conn.close_requested {
+            want |= READ_EVENTS;
+        }
+        if conn.pending_output() > 0 {
+            want |= WRITE_EVENTS;
+        }
+        if want != conn.registered {
+            if epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_MOD,
+                conn.fd(),
+                want,
+                slot as u64,
+            )
+            .is_ok()
+            {
+                conn.registered = want;
+            } else {
+                conn.broken = true;
+                self.close_conn(slot);
+            }
+        }
+    }
+
+    fn close_conn(&mut self, slot: usize) {
+        let Some(mut conn) = self.slots[slot].conn.take() else {
+            return;
+        };
+        // Removed from epoll by the close below: the fd is not shared.
+        self.server.handler().on_close(&mut conn);
+        drop(conn);
+        self.slots[slot].generation = self.slots[slot].generation.wrapping_add(1);
+        self.free.push(slot as u32);
+        self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+        self.shared.wake_paused_loops();
+    }
+
+    fn run_mailbox(&mut self) {
+        self.own.waker.drain();
+        let jobs = std::mem::take(&mut *lock(&self.own.mailbox));
+        for (id, job) in jobs {
+            match self.conn_by_id(id) {
+                Some(slot) => {
+                    let conn = self.slots[slot].conn.as_deref_mut();
+                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job(conn))) {
+                        crate::concurrency::report_panic(&self.server, panic);
+                    }
+                    self.settle(slot);
+                }
+                None => {
+                    let _ = catch_unwind(AssertUnwindSafe(|| job(None)));
+                }
+            }
+        }
+    }
+
+    fn expire_idle(&mut self) {
+        let Some(timeout) = self.server.config().idle_timeout else {
+            return;
+        };
+        if self.tick < self.next_idle_check {
+            return;
+        }
+        let timeout_ms = timeout.as_millis() as u64;
+        self.next_idle_check = self.tick + (timeout_ms / 4).clamp(5, 1000);
+        for slot in 0..self.slots.len() {
+            let idle = self.slots[slot]
+                .conn
+                .as_ref()
+                .is_some_and(|c| self.tick.saturating_sub(c.last_active) >= timeout_ms);
+            if idle {
+                self.close_conn(slot);
+            }
+        }
+    }
+
+    fn receive_datagrams(&mut self) {
+        for _ in 0..ACCEPT_BATCH {
+            let max = self.server.config().max_datagram_size;
+            let dgram = match transport::recv_datagram(&self.listener, &mut self.read_buffer[..max])
+            {
+                Ok(Some(d)) => d,
+                Ok(None) => return,
+                Err(e) => {
+                    self.server.handler().handle_error(None, &e);
+                    return;
+                }
+            };
+            let data = self.read_buffer[..dgram.len].to_vec();
+            let mut request = Request::datagram(
+                self.server.clone(),
+                self.listener.clone(),
+                data,
+                dgram.sender,
+            );
+            let handler = self.server.handler();
+            if dgram.real_len > dgram.len {
+                let err = Error::new(
+                    ErrorKind::MessageTooLong,
+                    format!(
+                        "datagram of {} bytes exceeds the maximum datagram size of {} bytes; dropped",
+                        dgram.real_len, dgram.len
+                    ),
+                );
+                handler.handle_error(Some(&mut request), &err);
+                continue;
+            }
+            let result = handler
+                .on_datagram(&mut request)
+                .and_then(|()| request.complete());
+            if let Err(e) = result {
+                handler.handle_error(Some(&mut request), &e);
+            }
+        }
+    }
+
+    fn close_all(&mut self) {
+        for slot in 0..self.slots.len() {
+            self.close_conn(slot);
+        }
+        for (_, job) in std::mem::take(&mut *lock(&self.own.mailbox)) {
+            let _ = catch_unwind(AssertUnwindSafe(|| job(None)));
+        }
+        if !self.listening {
+            self.shared.paused.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Reads what the socket has and hands it to the handler.
+fn read_conn(server: &Server, conn: &mut Conn, buffer: &mut [u8], tick: u64) {
+    loop {
+        match conn
+            .socket()
+            .recv_with_flags(crate::sys::as_uninit(buffer), libc::MSG_DONTWAIT)
+        {
+            Ok(0) => {
+                conn.read_done = true;
+                return;
+            }
+            Ok(n) => {
+                conn.last_active = tick;
+                feed_input(server, conn, &buffer[..n]);
+                return;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // A reset peer simply ends the connection.
+            Err(_) => {
+                conn.read_done = true;
+                conn.broken = true;
+                return;
+            }
+        }
+    }
+}
+
+/// Presents unconsumed input plus `fresh` bytes to on_data, again and again
+/// while it consumes some and has room to answer; what is left is kept for
+/// the next bytes.
+fn feed_input(server: &Server, conn: &mut Conn, fresh: &[u8]) {
+    let limit = server.config().input_limit;
+    let result = if conn.input.is_empty() {
+        consume(server, conn, fresh).map(|used| {
+            if used < fresh.len() {
+                conn.input.extend_from_slice(&fresh[used..]);
+            }
+        })
+    } else {
+        let mut input = std::mem::take(&mut conn.input);
+        input.extend_from_slice(fresh);
+        consume(server, conn, &input).map(|used| {
+            input.drain(..used);
+            // An emptied buffer is dropped, not kept: idle connections
+            // hold no memory.
+            if !input.is_empty() {
+                conn.input = input;
+            }
+        })
+    };
+    let result = result.and_then(|()| {
+        if conn.input.len() > limit {
+            return Err(Error::new(
+                ErrorKind::MessageTooLong,
+                format!(
+                    "{} bytes received and not consumed, over the input limit of {limit}",
+                    conn.input.len()
+                ),
+            ));
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        report_conn_error(server, conn, &e);
+        conn.broken = true;
+    }
+}
+
+fn consume(server: &Server, conn: &mut Conn, data: &[u8]) -> Result<usize> {
+    let mut used = 0;
+    while used < data.len() && !conn.close_requested && !conn.broken && !conn.output_full() {
+        let n = server.handler().on_data(conn, &data[used..])?;
+        if n > data.len() - used {
+            return Err(Error::invalid(format!(
+                "on_data reported {n} bytes consumed of the {} it was given",
+                data.len() - used
+            )));
+        }
+        if n == 0 {
+            break;
+        }
+        used += n;
+    }
+    Ok(used)
+}
+
+fn report_conn_error(server: &Server, conn: &Conn, error: &Error) {
+    let peer = conn.peer_address().unwrap_or_default();
+    let peer = if peer.is_empty() {
+        "an unnamed Unix socket".to_string()
+    } else {
+        peer
+    };
+    let error = Error::new(
+        error.kind(),
+        format!("connection from {peer}: {}", error.message()),
+    );
+    server.handler().handle_error(None, &error);
+}

@@ -1,0 +1,135 @@
+//! `ss_conn_*`: what SS_EVENT callbacks can do with their connection. Every
+//! function must be called on the connection's loop thread, inside a
+//! callback that received it (on_open, on_data, on_close, a posted job).
+
+use std::ffi::{c_char, c_int, c_void};
+
+use super::boundary::{borrow, borrow_mut, copy_text_out, guard, guard_value, null};
+use super::{ss_conn, ss_status};
+use crate::error::Result;
+use crate::event::Conn;
+
+/// # Safety
+/// `conn` is NULL or the live connection passed to the running callback.
+unsafe fn conn_mut<'a>(conn: *mut ss_conn) -> Result<&'a mut Conn> {
+    // SAFETY: ss_conn pointers are Conn pointers; liveness per contract.
+    unsafe { borrow_mut(conn.cast::<Conn>(), "conn") }
+}
+
+/// # Safety
+/// As for `conn_mut`.
+unsafe fn conn_ref<'a>(conn: *const ss_conn) -> Result<&'a Conn> {
+    // SAFETY: as above.
+    unsafe { borrow(conn.cast::<Conn>(), "conn") }
+}
+
+/// Queues `len` bytes of `buf` (copied) for the peer and sends what the
+/// socket takes at once, without blocking; the rest goes out when the
+/// socket is writable. SS_ERR_WOULD_BLOCK (nothing queued) while the
+/// pending output is at the high-water mark (ss_config_set_output_high_water);
+/// SS_ERR_CLOSED after ss_conn_close(); SS_ERR_IO when the peer has gone
+/// (the connection then closes; never SIGPIPE).
+#[no_mangle]
+pub unsafe extern "C" fn ss_conn_write(
+    conn: *mut ss_conn,
+    buf: *const c_void,
+    len: usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let conn = unsafe { conn_mut(conn) }?;
+        if len == 0 {
+            return Ok(());
+        }
+        if buf.is_null() {
+            return Err(null("buf"));
+        }
+        // SAFETY: readable for `len` bytes per the contract.
+        conn.write(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) })
+    })
+}
+
+/// Closes the connection once its queued output has been sent (on_close
+/// runs then). No more on_data calls after this.
+#[no_mangle]
+pub unsafe extern "C" fn ss_conn_close(conn: *mut ss_conn) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        unsafe { conn_mut(conn) }?.close();
+        Ok(())
+    })
+}
+
+/// Bytes queued and not yet sent; 0 for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ss_conn_pending_output(conn: *const ss_conn) -> usize {
+    // SAFETY: forwarded contract.
+    guard_value(0, || Ok(unsafe { conn_ref(conn) }?.pending_output()))
+}
+
+/// True while the pending output is at the high-water mark (writes are
+/// refused and the connection is not read until the peer catches up).
+/// False for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ss_conn_output_full(conn: *const ss_conn) -> bool {
+    // SAFETY: forwarded contract.
+    guard_value(false, || Ok(unsafe { conn_ref(conn) }?.output_full()))
+}
+
+/// The connection's id for ss_server_post() from any thread: it names
+/// this connection only, never a later one that reuses its slot (0 for NULL;
+/// a live connection may also have id 0).
+#[no_mangle]
+pub unsafe extern "C" fn ss_conn_id(conn: *const ss_conn) -> u64 {
+    // SAFETY: forwarded contract.
+    guard_value(0, || Ok(unsafe { conn_ref(conn) }?.id()))
+}
+
+/// Sets the connection's own user pointer (initially NULL). The library
+/// never dereferences or frees it: free it in on_close.
+#[no_mangle]
+pub unsafe extern "C" fn ss_conn_set_user_data(
+    conn: *mut ss_conn,
+    user_data: *mut c_void,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        unsafe { conn_mut(conn) }?.set_user_data(user_data as usize);
+        Ok(())
+    })
+}
+
+/// The connection's own user pointer (see ss_conn_set_user_data); NULL for
+/// NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ss_conn_user_data(conn: *const ss_conn) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    guard_value(std::ptr::null_mut(), || {
+        Ok(unsafe { conn_ref(conn) }?.user_data() as *mut c_void)
+    })
+}
+
+/// The connection's fd (owned by the library: do not close it, do not
+/// read from it); -1 for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ss_conn_fileno(conn: *const ss_conn) -> c_int {
+    // SAFETY: forwarded contract.
+    guard_value(-1, || Ok(unsafe { conn_ref(conn) }?.fd()))
+}
+
+/// Copies the peer's address as a string into `buf`, with the same buffer
+/// rules as ss_server_address().
+#[no_mangle]
+pub unsafe extern "C" fn ss_conn_peer_address(
+    conn: *const ss_conn,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let text = unsafe { conn_ref(conn) }?.peer_address()?;
+        // SAFETY: buffer contract as documented.
+        unsafe { copy_text_out(&text, buf, cap, out_len) }
+    })
+}
