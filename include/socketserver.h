@@ -603,7 +603,8 @@ enum ss_status ss_config_set_max_connections(struct ss_config *config, size_t ma
  * SS_EVENT: bytes of queued output per connection at which
  * ss_conn_write() refuses more (SS_ERR_WOULD_BLOCK) and the connection is
  * not read until the peer catches up, so a slow reader cannot make memory
- * grow without bound. 1 byte to 64 MiB; default 1 MiB.
+ * grow without bound. 1 byte to 64 MiB; default 1 MiB. SS_ERR_UNSUPPORTED
+ * in other modes.
  */
 enum ss_status ss_config_set_output_high_water(struct ss_config *config, size_t bytes);
 
@@ -611,7 +612,7 @@ enum ss_status ss_config_set_output_high_water(struct ss_config *config, size_t 
  * SS_EVENT: bytes received and not consumed per connection beyond which
  * the connection is closed as failed (SS_ERR_MESSAGE_TOO_LONG to
  * handle_error): bounds a request that never completes. 1 byte to 64 MiB;
- * default 1 MiB.
+ * default 1 MiB. SS_ERR_UNSUPPORTED in other modes.
  */
 enum ss_status ss_config_set_input_limit(struct ss_config *config, size_t bytes);
 

@@ -602,7 +602,8 @@ pub unsafe extern "C" fn ss_config_set_max_connections(
 /// SS_EVENT: bytes of queued output per connection at which
 /// ss_conn_write() refuses more (SS_ERR_WOULD_BLOCK) and the connection is
 /// not read until the peer catches up, so a slow reader cannot make memory
-/// grow without bound. 1 byte to 64 MiB; default 1 MiB.
+/// grow without bound. 1 byte to 64 MiB; default 1 MiB. SS_ERR_UNSUPPORTED
+/// in other modes.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_output_high_water(
     config: *mut ss_config,
@@ -615,7 +616,7 @@ pub unsafe extern "C" fn ss_config_set_output_high_water(
 /// SS_EVENT: bytes received and not consumed per connection beyond which
 /// the connection is closed as failed (SS_ERR_MESSAGE_TOO_LONG to
 /// handle_error): bounds a request that never completes. 1 byte to 64 MiB;
-/// default 1 MiB.
+/// default 1 MiB. SS_ERR_UNSUPPORTED in other modes.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_input_limit(
     config: *mut ss_config,

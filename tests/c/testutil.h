@@ -1,0 +1,582 @@
+/*
+ * testutil.h: the small framework shared by the C test programs in tests/c/,
+ * which tests/c_api.rs compiles and runs (one sub-test per process).
+ *
+ * Include it first: it sets the feature-test macro before any system header.
+ *
+ * - CHECK(expr), CHECK_ST(call, status), CHECK_OK(call), CHECK_STREQ(a, b):
+ *   on failure print file:line, the expression, the values and
+ *   ss_last_error_message(), then exit the whole process with status 1
+ *   (from any thread).
+ * - TU_MAIN(table): runs the sub-test named by argv[1] ("--list" prints the
+ *   names) and checks afterwards that it left no file descriptor and no
+ *   thread behind.
+ * - The temporary directory for socket files comes from $SS_TEST_TMPDIR.
+ * - Every helper is static inline so that unused ones do not warn.
+ */
+#ifndef SS_TESTUTIL_H
+#define SS_TESTUTIL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "socketserver.h"
+
+/* ---------------------------------------------------------------- failing */
+
+static inline void tu_die(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    /* Copied first: formatting must not call into the library. */
+    const char *detail = ss_last_error_message();
+    fprintf(stderr, "FAIL %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n  ss_last_error_message(): \"%s\"\n  errno: %s\n", detail,
+            strerror(errno));
+    fflush(NULL);
+    _exit(1);
+}
+
+#define TU_FAIL(...) tu_die(__FILE__, __LINE__, __VA_ARGS__)
+
+#define CHECK(expr)                                                                                \
+    do {                                                                                           \
+        if (!(expr))                                                                               \
+            TU_FAIL("CHECK(%s)", #expr);                                                           \
+    } while (0)
+
+#define CHECK_ST(call, want)                                                                       \
+    do {                                                                                           \
+        int tu_got_ = (int)(call);                                                                 \
+        int tu_want_ = (int)(want);                                                                \
+        if (tu_got_ != tu_want_)                                                                   \
+            TU_FAIL("%s\n  returned %d (%s), expected %d (%s)", #call, tu_got_,                    \
+                    ss_status_str(tu_got_), tu_want_, ss_status_str(tu_want_));                    \
+    } while (0)
+
+#define CHECK_OK(call) CHECK_ST(call, SS_OK)
+
+#define CHECK_EQ(a, b)                                                                             \
+    do {                                                                                           \
+        long long tu_a_ = (long long)(a);                                                          \
+        long long tu_b_ = (long long)(b);                                                          \
+        if (tu_a_ != tu_b_)                                                                        \
+            TU_FAIL("CHECK_EQ(%s, %s): %lld != %lld", #a, #b, tu_a_, tu_b_);                       \
+    } while (0)
+
+#define CHECK_STREQ(a, b)                                                                          \
+    do {                                                                                           \
+        const char *tu_a_ = (a);                                                                   \
+        const char *tu_b_ = (b);                                                                   \
+        if (tu_a_ == NULL || tu_b_ == NULL || strcmp(tu_a_, tu_b_) != 0)                           \
+            TU_FAIL("CHECK_STREQ(%s, %s): \"%s\" != \"%s\"", #a, #b, tu_a_ ? tu_a_ : "(null)",     \
+                    tu_b_ ? tu_b_ : "(null)");                                                     \
+    } while (0)
+
+#define CHECK_CONTAINS(hay, needle)                                                                \
+    do {                                                                                           \
+        const char *tu_h_ = (hay);                                                                 \
+        if (tu_h_ == NULL || strstr(tu_h_, (needle)) == NULL)                                      \
+            TU_FAIL("CHECK_CONTAINS(%s, \"%s\"): got \"%s\"", #hay, (needle),                      \
+                    tu_h_ ? tu_h_ : "(null)");                                                     \
+    } while (0)
+
+/* Calls that must succeed at the OS level (errno shown on failure). */
+#define CHECK_SYS(expr)                                                                            \
+    do {                                                                                           \
+        if ((expr) < 0)                                                                            \
+            TU_FAIL("system call failed: %s", #expr);                                              \
+    } while (0)
+
+/* ----------------------------------------------------------- atomics, time */
+
+#define TU_LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define TU_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define TU_INC(p) __atomic_add_fetch((p), 1, __ATOMIC_SEQ_CST)
+
+static inline double tu_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static inline double tu_cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static inline void tu_sleep_ms(long ms)
+{
+    struct timespec ts;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* ------------------------------------------------------------ environment */
+
+static inline const char *tu_tmpdir(void)
+{
+    const char *dir = getenv("SS_TEST_TMPDIR");
+    if (dir == NULL || dir[0] == '\0')
+        TU_FAIL("SS_TEST_TMPDIR is not set (run these programs through cargo test)");
+    return dir;
+}
+
+/* A path in the test's temporary directory. */
+static inline void tu_path(char *buf, size_t cap, const char *name)
+{
+    int n = snprintf(buf, cap, "%s/%s", tu_tmpdir(), name);
+    CHECK(n > 0 && (size_t)n < cap);
+}
+
+/* A Linux abstract name unique to this process: "@ss-test-<pid>-<tag>". */
+static inline void tu_abstract(char *buf, size_t cap, const char *tag)
+{
+    int n = snprintf(buf, cap, "@ss-test-%ld-%s", (long)getpid(), tag);
+    CHECK(n > 0 && (size_t)n < cap);
+}
+
+static inline int tu_path_exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+static inline int tu_count_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    if (d == NULL)
+        TU_FAIL("opendir %s", dir);
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Open descriptors of this process (not counting the one used to list them). */
+static inline int tu_fd_count(void)
+{
+    return tu_count_dir("/proc/self/fd") - 1; /* opendir's own descriptor */
+}
+
+/* Threads of this process. */
+static inline int tu_thread_count(void)
+{
+    return tu_count_dir("/proc/self/task");
+}
+
+/* --------------------------------------------------------- socket helpers */
+
+/* Parses an address string as ss_server_address() prints it. */
+static inline void tu_parse_addr(const char *text, struct sockaddr_storage *out, socklen_t *len)
+{
+    memset(out, 0, sizeof *out);
+    if (text[0] == '/' || text[0] == '@') {
+        struct sockaddr_un *un = (struct sockaddr_un *)out;
+        size_t n = strlen(text);
+        CHECK(n < sizeof un->sun_path);
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, text, n);
+        if (text[0] == '@') {
+            un->sun_path[0] = '\0'; /* abstract: no NUL terminator counted */
+            *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+        } else {
+            *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+        }
+    } else if (text[0] == '[') {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+        char host[64];
+        const char *end = strchr(text, ']');
+        CHECK(end != NULL && end[1] == ':' && (size_t)(end - text - 1) < sizeof host);
+        memcpy(host, text + 1, (size_t)(end - text - 1));
+        host[end - text - 1] = '\0';
+        in6->sin6_family = AF_INET6;
+        CHECK(inet_pton(AF_INET6, host, &in6->sin6_addr) == 1);
+        in6->sin6_port = htons((uint16_t)atoi(end + 2));
+        *len = sizeof *in6;
+    } else {
+        struct sockaddr_in *in = (struct sockaddr_in *)out;
+        char host[64];
+        const char *colon = strrchr(text, ':');
+        CHECK(colon != NULL && (size_t)(colon - text) < sizeof host);
+        memcpy(host, text, (size_t)(colon - text));
+        host[colon - text] = '\0';
+        in->sin_family = AF_INET;
+        CHECK(inet_pton(AF_INET, host, &in->sin_addr) == 1);
+        in->sin_port = htons((uint16_t)atoi(colon + 1));
+        *len = sizeof *in;
+    }
+}
+
+/* Formats a socket address like the library does. */
+static inline void tu_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        snprintf(buf, cap, "%s:%u", host, (unsigned)ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        snprintf(buf, cap, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
+    } else if (sa->sa_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+        size_t n = len > offsetof(struct sockaddr_un, sun_path)
+                       ? len - offsetof(struct sockaddr_un, sun_path)
+                       : 0;
+        if (n == 0) {
+            snprintf(buf, cap, "%s", "");
+        } else if (un->sun_path[0] == '\0') {
+            snprintf(buf, cap, "@%.*s", (int)(n - 1), un->sun_path + 1);
+        } else {
+            snprintf(buf, cap, "%.*s", (int)strnlen(un->sun_path, n), un->sun_path);
+        }
+    } else {
+        snprintf(buf, cap, "?family %d", sa->sa_family);
+    }
+}
+
+/* getsockname() of `fd` as a string. */
+static inline void tu_sockname(int fd, char *buf, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    CHECK_SYS(getsockname(fd, (struct sockaddr *)&ss, &len));
+    tu_format_addr((struct sockaddr *)&ss, len, buf, cap);
+}
+
+static inline void tu_set_timeouts(int fd, int ms)
+{
+    struct timeval tv;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    CHECK_SYS(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv));
+    CHECK_SYS(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv));
+}
+
+/* A client socket of `type` connected to the server address `addr`
+ * (as ss_server_address() prints it). `bind_to` (optional) is an address to
+ * bind the client to first (a path or "@name" for Unix datagram clients).
+ * Reads and writes time out after 5 s so that a broken server fails the
+ * test instead of hanging it. */
+static inline int tu_connect(int type, const char *addr, const char *bind_to)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int fd;
+    tu_parse_addr(addr, &ss, &len);
+    fd = socket(ss.ss_family, type | SOCK_CLOEXEC, 0);
+    CHECK_SYS(fd);
+    tu_set_timeouts(fd, 5000);
+    if (bind_to != NULL) {
+        struct sockaddr_storage me;
+        socklen_t mlen;
+        tu_parse_addr(bind_to, &me, &mlen);
+        CHECK_SYS(bind(fd, (struct sockaddr *)&me, mlen));
+    }
+    CHECK_SYS(connect(fd, (struct sockaddr *)&ss, len));
+    return fd;
+}
+
+/* The server's bound address as a string. */
+static inline void tu_server_addr(ss_server *server, char *buf, size_t cap)
+{
+    CHECK_OK(ss_server_address(server, buf, cap, NULL));
+}
+
+static inline void tu_send_all(int fd, const void *data, size_t len)
+{
+    const char *p = (const char *)data;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            TU_FAIL("send of %zu bytes failed", len);
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+static inline void tu_send_str(int fd, const char *s)
+{
+    tu_send_all(fd, s, strlen(s));
+}
+
+/* Reads until '\n' (kept) or EOF into buf (NUL-terminated); returns the length. */
+static inline size_t tu_recv_line(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    while (n + 1 < cap) {
+        ssize_t r = recv(fd, buf + n, 1, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            TU_FAIL("recv failed after %zu bytes", n);
+        if (r == 0)
+            break;
+        n++;
+        if (buf[n - 1] == '\n')
+            break;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+/* Reads until EOF into buf (NUL-terminated); returns the length. */
+static inline size_t tu_recv_all(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    for (;;) {
+        ssize_t r;
+        CHECK(n + 1 < cap);
+        r = recv(fd, buf + n, cap - 1 - n, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            TU_FAIL("recv failed after %zu bytes", n);
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+/* One datagram (or stream chunk) into buf, NUL-terminated; returns its length. */
+static inline size_t tu_recv_dgram(int fd, char *buf, size_t cap)
+{
+    ssize_t r;
+    do {
+        r = recv(fd, buf, cap - 1, 0);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0)
+        TU_FAIL("recv failed (no datagram within the timeout?)");
+    buf[r] = '\0';
+    return (size_t)r;
+}
+
+/* Whether `fd` becomes readable within `ms` milliseconds. */
+static inline int tu_readable_within(int fd, int ms)
+{
+    struct pollfd p;
+    int r;
+    p.fd = fd;
+    p.events = POLLIN;
+    p.revents = 0;
+    do {
+        r = poll(&p, 1, ms);
+    } while (r < 0 && errno == EINTR);
+    CHECK_SYS(r);
+    return r > 0;
+}
+
+/* ------------------------------------------------------------ server side */
+
+/* A sync config for `transport` with a 10 ms poll interval (CPython's
+ * test suite uses poll_interval=0.01) and `handle` set. */
+static inline ss_config *tu_config(int transport, ss_request_fn handle)
+{
+    ss_config *config = NULL;
+    CHECK_OK(ss_config_new(transport, SS_SYNC, &config));
+    CHECK(config != NULL);
+    CHECK_OK(ss_config_set_poll_interval(config, 10));
+    CHECK_OK(ss_config_set_handle(config, handle));
+    return config;
+}
+
+static inline ss_server *tu_server(const ss_config *config, const char *address, void *user)
+{
+    ss_server *server = NULL;
+    CHECK_OK(ss_server_new(config, address, user, NULL, &server));
+    CHECK(server != NULL);
+    return server;
+}
+
+/* A handle_error hook for tests where no request may fail (CPython's
+ * make_server re-raises in handle_error). */
+static inline void tu_error_fails_test(ss_request *request, ss_status status, const char *message,
+                                       void *user)
+{
+    (void)request;
+    (void)user;
+    TU_FAIL("unexpected handle_error: %s: %s", ss_status_str(status), message);
+}
+
+/* The CPython test handler: echo one line. */
+static inline int tu_echo_line(ss_request *request, void *user)
+{
+    char line[1024];
+    size_t n = 0;
+    (void)user;
+    if (ss_request_readline(request, line, sizeof line, &n) != SS_OK)
+        return -1;
+    return ss_request_write(request, line, n) == SS_OK ? 0 : -1;
+}
+
+/* serve_forever or handle_request running on a thread of its own. */
+typedef struct tu_runner {
+    ss_server *server;
+    int once; /* 1: handle_request, 0: serve_forever */
+    ss_status rc;
+    int done;
+    char message[512];
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+} tu_runner;
+
+static inline void *tu_runner_main(void *arg)
+{
+    tu_runner *r = (tu_runner *)arg;
+    ss_status rc = r->once ? ss_server_handle_request(r->server) : ss_server_serve_forever(r->server);
+    pthread_mutex_lock(&r->lock);
+    r->rc = rc;
+    snprintf(r->message, sizeof r->message, "%s", ss_last_error_message());
+    r->done = 1;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+static inline void tu_runner_start(tu_runner *r, ss_server *server, int once)
+{
+    pthread_condattr_t attr;
+    memset(r, 0, sizeof *r);
+    r->server = server;
+    r->once = once;
+    r->rc = (ss_status)-1;
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (pthread_create(&r->thread, NULL, tu_runner_main, r) != 0)
+        TU_FAIL("pthread_create");
+}
+
+static inline void tu_serve_in_thread(tu_runner *r, ss_server *server)
+{
+    tu_runner_start(r, server, 0);
+}
+
+static inline void tu_handle_one_in_thread(tu_runner *r, ss_server *server)
+{
+    tu_runner_start(r, server, 1);
+}
+
+/* Whether the runner has returned (without waiting). */
+static inline int tu_runner_done(tu_runner *r)
+{
+    int done;
+    pthread_mutex_lock(&r->lock);
+    done = r->done;
+    pthread_mutex_unlock(&r->lock);
+    return done;
+}
+
+/* Waits at most `ms` for the runner to return, joins it and gives its
+ * status; fails the test if it is still running. */
+static inline ss_status tu_runner_join(tu_runner *r, long ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&r->lock);
+    while (!r->done) {
+        if (pthread_cond_timedwait(&r->cond, &r->lock, &until) != 0 && !r->done) {
+            pthread_mutex_unlock(&r->lock);
+            TU_FAIL("%s did not return within %ld ms",
+                    r->once ? "handle_request" : "serve_forever", ms);
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    pthread_join(r->thread, NULL);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->cond);
+    return r->rc;
+}
+
+/* ---------------------------------------------------------------- main */
+
+typedef struct tu_test {
+    const char *name;
+    void (*fn)(void);
+} tu_test;
+
+static inline int tu_main(int argc, char **argv, const tu_test *tests, size_t count)
+{
+    size_t i;
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s SUBTEST | --list\n", argv[0]);
+        return 2;
+    }
+    if (strcmp(argv[1], "--list") == 0) {
+        for (i = 0; i < count; i++)
+            printf("%s\n", tests[i].name);
+        return 0;
+    }
+    for (i = 0; i < count; i++) {
+        if (strcmp(argv[1], tests[i].name) == 0) {
+            int fds_before = tu_fd_count();
+            int fds_after;
+            tests[i].fn();
+            fds_after = tu_fd_count();
+            if (fds_after != fds_before)
+                TU_FAIL("sub-test %s leaked file descriptors: %d open before, %d after",
+                        tests[i].name, fds_before, fds_after);
+            if (tu_thread_count() != 1)
+                TU_FAIL("sub-test %s left %d threads running", tests[i].name,
+                        tu_thread_count() - 1);
+            printf("ok %s\n", tests[i].name);
+            return 0;
+        }
+    }
+    fprintf(stderr, "unknown sub-test %s\n", argv[1]);
+    return 2;
+}
+
+#define TU_MAIN(table)                                                                             \
+    int main(int argc, char **argv)                                                                \
+    {                                                                                              \
+        return tu_main(argc, argv, (table), sizeof(table) / sizeof((table)[0]));                   \
+    }
+
+#endif /* SS_TESTUTIL_H */
