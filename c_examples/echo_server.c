@@ -150,11 +150,13 @@ int main(int argc, char **argv)
 
     ss_server *server = NULL;
     st = ss_server_new(config, address, NULL, NULL, &server);
-    ss_config_free(config);
     if (st != SS_OK) {
+        /* Before any other library call: the next one resets the message. */
         fprintf(stderr, "echo_server: %s: %s\n", ss_status_str(st), ss_last_error_message());
+        ss_config_free(config);
         return 1;
     }
+    ss_config_free(config);
 
     g_server = server;
     struct sigaction sa;
