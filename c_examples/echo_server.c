@@ -142,9 +142,6 @@ int main(int argc, char **argv)
     } else {
         ss_config_set_handle(config, echo_handle);
     }
-    /* --threads is for the pool and event modes; the others ignore it. */
-    if (threads > 0 && (mode == SS_THREAD_POOL || mode == SS_EVENT))
-        ss_config_set_threads(config, (size_t)threads);
     if (transport == SS_TCP || transport == SS_UDP)
         ss_config_set_reuse_address(config, true);
 
