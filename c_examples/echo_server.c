@@ -17,17 +17,33 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "socketserver.h"
 
 static ss_server *volatile g_server;
+static volatile sig_atomic_t g_stopping;
+static pid_t g_server_pid;
+
+/* How often a handler waiting for an idle client looks whether the server
+ * is stopping: a client that keeps its connection open must not keep the
+ * server from exiting on SIGINT/SIGTERM. */
+#define STOP_CHECK_MS 200
 
 static void on_signal(int signo)
 {
     (void)signo;
+    g_stopping = 1;
     /* Async-signal-safe by contract. */
     if (g_server != NULL)
         ss_server_shutdown(g_server);
+}
+
+/* In a forking child the signal went to the parent only: the child stops
+ * once its parent, the server, has gone. */
+static int stopping(void)
+{
+    return g_stopping || (getpid() != g_server_pid && getppid() != g_server_pid);
 }
 
 /* Stream: echo until the client closes. Datagram: the read gives the
@@ -38,10 +54,19 @@ static int echo_handle(ss_request *request, void *user_data)
     (void)user_data;
     for (;;) {
         size_t n = 0;
-        if (ss_request_read(request, buf, sizeof buf, &n) != SS_OK)
+        ss_request_set_timeout(request, STOP_CHECK_MS);
+        ss_status st = ss_request_read(request, buf, sizeof buf, &n);
+        if (st == SS_ERR_TIMEOUT) {
+            if (stopping())
+                return 0;
+            continue;
+        }
+        if (st != SS_OK)
             return -1;
         if (n == 0)
             return 0;
+        /* A slow reader may take its time: no timeout while writing. */
+        ss_request_set_timeout(request, -1);
         if (ss_request_write(request, buf, n) != SS_OK)
             return -1;
     }
@@ -144,6 +169,11 @@ int main(int argc, char **argv)
     }
     if (transport == SS_TCP || transport == SS_UDP)
         ss_config_set_reuse_address(config, true);
+    /* Children notice the server's exit themselves (see stopping()); waiting
+     * for them would wait for their clients. */
+    if (mode == SS_FORKING)
+        ss_config_set_block_on_close(config, false);
+    g_server_pid = getpid();
 
     ss_server *server = NULL;
     st = ss_server_new(config, address, NULL, NULL, &server);

@@ -6,7 +6,10 @@
  * Conventions
  * - Every function that can fail returns an ss_status (SS_OK is 0). After a
  *   failure, ss_last_error_message() gives a detail message for the calling
- *   thread, valid until that thread's next call into the library.
+ *   thread, valid until that thread's next call into the library that
+ *   returns an ss_status (those clear it when they succeed). Functions that
+ *   return no status (the _free functions, getters returning a value) leave
+ *   the message alone unless they fail themselves.
  * - Out-parameters are written only on success (ss_*_address and
  *   ss_request_client_address also report the needed length when the buffer
  *   is too small). NULL pointers are reported as SS_ERR_NULL_POINTER, bad
@@ -22,17 +25,20 @@
  * - An ss_server: ss_server_shutdown() is safe from any thread, from any
  *   callback and from a signal handler (async-signal-safe);
  *   ss_server_close(), ss_server_fileno(), ss_server_address(),
- *   ss_server_port() and ss_server_user_data() are safe from any thread.
- *   Other calls on one server must not run concurrently.
+ *   ss_server_port(), ss_server_user_data(), ss_server_live_workers(),
+ *   ss_server_queued_requests(), ss_server_connections() and
+ *   ss_server_post() are safe from any thread. Other calls on one server
+ *   must not run concurrently.
  * - An ss_request belongs to the callback it was passed to.
  * - Where callbacks run: in SS_SYNC mode, on the thread that called
  *   ss_server_serve_forever() or ss_server_handle_request(); in
- *   SS_THREADING and SS_THREAD_POOL modes the request callbacks (verify_request, setup, handle,
- *   finish, handle_error for that request) run on the request's thread,
- *   and the server hooks (service_actions, handle_timeout, server-level
- *   handle_error) on the serving thread; in SS_FORKING mode verify_request
- *   runs in the parent and the other request callbacks in the child.
- *   User data shared by concurrent callbacks needs your own locking.
+ *   SS_THREADING and SS_THREAD_POOL modes the request callbacks (setup,
+ *   handle, finish, handle_error for that request) run on the request's
+ *   thread; in SS_FORKING mode they run in the request's child process. In
+ *   every mode verify_request and the server hooks (service_actions,
+ *   handle_timeout, server-level handle_error) run on the serving thread,
+ *   as in Python. SS_EVENT callbacks run on the event loop threads. User
+ *   data shared by concurrent callbacks needs your own locking.
  *
  * Request life (Python's order): verify_request -> setup -> handle -> finish
  * (finish runs even when handle fails, not when setup fails) -> for a
@@ -352,8 +358,9 @@ const char *ss_status_str(int status);
  * The detail message of the calling thread's last failed call, e.g.
  * "bind 127.0.0.1:80: Permission denied (os error 13)"; "" when that call
  * succeeded. Never NULL. Owned by the library and valid until this thread's
- * next call into the library (other than ss_status_str, ss_version and this
- * function). Thread-safe: each thread has its own message.
+ * next call that returns an ss_status (functions returning no status, such
+ * as the _free functions, leave it alone unless they fail). Thread-safe:
+ * each thread has its own message.
  */
 const char *ss_last_error_message(void);
 
@@ -693,7 +700,9 @@ enum ss_status ss_request_read_exact(struct ss_request *request, void *buf, size
 
 /**
  * Reads one line like fgets(): at most `cap - 1` bytes, stopping after the
- * first '\n' (kept), and always NUL-terminates `buf`. The byte count
+ * first '\n' (kept), and always NUL-terminates `buf`. If it fails (e.g.
+ * SS_ERR_TIMEOUT), the partial line stays buffered and a retry gets it
+ * whole (except a line longer than the read buffer, or in unbuffered mode). The byte count
  * (without the NUL) goes to `*out_len` (optional): 0 at end of data; a
  * count of `cap - 1` without a trailing '\n' means the line was longer
  * and the rest is still to be read. Data after the line stays buffered for
@@ -769,6 +778,7 @@ struct ss_server *ss_request_server(const struct ss_request *request);
 
 /**
  * The server's user data (as given to ss_server_new()), or NULL for NULL.
+ * For a pointer of this request's own, see ss_request_set_data().
  */
 void *ss_request_user_data(const struct ss_request *request);
 
@@ -789,6 +799,19 @@ void *ss_request_user_data(const struct ss_request *request);
  * SS_ERR_NULL_POINTER.
  */
 enum ss_status ss_request_hand_off(struct ss_request *request, int target, ss_request_fn continuation);
+
+/**
+ * Sets this request's own pointer (initially NULL), e.g. state allocated
+ * in setup and freed in finish; it follows the request to its thread,
+ * child or hand-off continuation. The library never dereferences or frees
+ * it.
+ */
+enum ss_status ss_request_set_data(struct ss_request *request, void *data);
+
+/**
+ * This request's own pointer (see ss_request_set_data()); NULL for NULL.
+ */
+void *ss_request_data(const struct ss_request *request);
 
 /**
  * Creates a server from `config` for `address` ("127.0.0.1:8080",

@@ -86,16 +86,12 @@ pub fn default_handle_error(request: Option<&Request>, error: &Error) {
     }
 }
 
-/// Runs one request through the handler, then closes it: Python's
-/// `_handle_request_noblock` after `get_request`, `finish_request` and
-/// `shutdown_request`, with exactly one close per request. A handle that
-/// handed the request off returns at once; the rest runs elsewhere.
+/// Runs one verified request through the handler, then closes it: Python's
+/// `finish_request` and `shutdown_request`, with exactly one close per
+/// request. A handle that handed the request off returns at once; the rest
+/// runs elsewhere.
 pub(crate) fn run_request(server: &Arc<Server>, mut request: Request) -> Result<()> {
     let handler = server.handler();
-    if !handler.verify_request(&mut request) {
-        request.shutdown();
-        return Ok(());
-    }
     if let Err(e) = handler.setup(&mut request) {
         handler.handle_error(Some(&mut request), &e);
         request.shutdown();

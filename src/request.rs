@@ -24,6 +24,8 @@ pub struct Request {
     io: RequestIo,
     in_handle: bool,
     hand_off: Option<HandOff>,
+    /// The handler's own per-request value (a C pointer), opaque here.
+    data: usize,
 }
 
 /// Where a handed-off request continues.
@@ -106,7 +108,17 @@ impl Request {
             io,
             in_handle: false,
             hand_off: None,
+            data: 0,
         }
+    }
+
+    /// The handler's own value for this request, set by `set_data`.
+    pub fn data(&self) -> usize {
+        self.data
+    }
+
+    pub fn set_data(&mut self, value: usize) {
+        self.data = value;
     }
 
     pub(crate) fn set_in_handle(&mut self, on: bool) {
@@ -383,35 +395,71 @@ impl StreamIo {
         Ok(n)
     }
 
+    /// Reads a line into `buf` (at most `buf.len()` bytes). The line stays
+    /// in the read buffer until it is complete, so a timeout or error loses
+    /// nothing and the call can be retried; only a line longer than the
+    /// read buffer is handed over in parts (and unbuffered mode reads byte
+    /// by byte, so bytes read before an error are lost there).
     fn readline(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+        if self.rbuf.is_empty() {
+            return self.readline_unbuffered(buf, timeout);
+        }
         let mut filled = 0;
-        while filled < buf.len() {
-            if self.rbuf.is_empty() {
-                // Unbuffered: one byte at a time so nothing past the line is consumed.
-                let n = self.recv(&mut buf[filled..filled + 1], timeout)?;
-                if n == 0 {
-                    break;
-                }
-                filled += 1;
-                if buf[filled - 1] == b'\n' {
-                    break;
-                }
-                continue;
-            }
-            if self.rpos == self.rend && self.fill(timeout)? == 0 {
-                break;
-            }
+        loop {
             let want = buf.len() - filled;
             let chunk = self.buffered();
             let limit = want.min(chunk.len());
-            let (n, found) = match chunk[..limit].iter().position(|&b| b == b'\n') {
-                Some(i) => (i + 1, true),
-                None => (limit, false),
+            let newline = chunk[..limit].iter().position(|&b| b == b'\n');
+            // Hand bytes over only for a finished line, at the caller's
+            // limit, or when the read buffer itself is full of one line.
+            let take = match newline {
+                Some(i) => Some(i + 1),
+                None if chunk.len() >= want => Some(want),
+                None if self.rpos == 0 && self.rend == self.rbuf.len() => Some(limit),
+                None => None,
             };
-            buf[filled..filled + n].copy_from_slice(&chunk[..n]);
-            self.consume(n);
-            filled += n;
-            if found {
+            if let Some(n) = take {
+                buf[filled..filled + n].copy_from_slice(&chunk[..n]);
+                self.consume(n);
+                filled += n;
+                if newline.is_some() || filled == buf.len() {
+                    return Ok(filled);
+                }
+                continue;
+            }
+            // Need more bytes: make room at the end, then read after what is
+            // already buffered.
+            if self.rend == self.rbuf.len() {
+                self.rbuf.copy_within(self.rpos..self.rend, 0);
+                self.rend -= self.rpos;
+                self.rpos = 0;
+            }
+            let mut rbuf = std::mem::take(&mut self.rbuf);
+            let got = self.recv(&mut rbuf[self.rend..], timeout);
+            self.rbuf = rbuf;
+            match got? {
+                0 => {
+                    // End of stream: the last, unterminated line.
+                    let chunk = self.buffered();
+                    let n = chunk.len().min(want);
+                    buf[filled..filled + n].copy_from_slice(&chunk[..n]);
+                    self.consume(n);
+                    return Ok(filled + n);
+                }
+                n => self.rend += n,
+            }
+        }
+    }
+
+    fn readline_unbuffered(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            // One byte at a time, so nothing past the line is consumed.
+            if self.recv(&mut buf[filled..filled + 1], timeout)? == 0 {
+                break;
+            }
+            filled += 1;
+            if buf[filled - 1] == b'\n' {
                 break;
             }
         }

@@ -378,7 +378,7 @@ impl Server {
     /// Takes one request off the socket and dispatches it. Ok(false) when
     /// there was nothing to take after all (another process took it).
     fn take_request(self: &Arc<Self>, socket: &Arc<Socket>) -> Result<bool> {
-        let request = if self.config.transport.is_stream() {
+        let mut request = if self.config.transport.is_stream() {
             match transport::accept(socket, &self.config)? {
                 Some((conn, peer)) => Request::stream(self.clone(), conn, peer),
                 None => return Ok(false),
@@ -403,6 +403,12 @@ impl Server {
             }
             request
         };
+        // As Python's _handle_request_noblock: verified on the serving
+        // thread, before the concurrency model gets the request.
+        if !self.handler.verify_request(&mut request) {
+            request.shutdown();
+            return Ok(true);
+        }
         self.workers.process(self, request);
         Ok(true)
     }

@@ -400,6 +400,7 @@ c_tests! {
         read_exact_eof,
         request_timeout_config,
         request_timeout_per_request,
+        readline_timeout_keeps_partial_line,
         per_request_timeout_is_per_request,
         huge_timeouts,
         write_timeout,

@@ -9,13 +9,15 @@ use super::ss_status;
 use crate::error::{Error, ErrorKind, Result};
 
 thread_local! {
-    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+    /// The calling thread's last failure: its kind (so that a handler that
+    /// fails right after it can be reported with the real cause) and text.
+    static LAST_ERROR: RefCell<Option<(ErrorKind, CString)>> = const { RefCell::new(None) };
 }
 
-pub(crate) fn set_last_error(message: &str) {
+pub(crate) fn set_last_error(error: &Error) {
     // Interior NULs cannot be represented in a C string: show them as spaces.
-    let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
-    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = Some(text));
+    let text = CString::new(error.message().replace('\0', " ")).unwrap_or_default();
+    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = Some((error.kind(), text)));
 }
 
 pub(crate) fn clear_last_error() {
@@ -26,19 +28,19 @@ pub(crate) fn clear_last_error() {
 pub(crate) fn last_error_ptr() -> *const c_char {
     static EMPTY: &CStr = c"";
     LAST_ERROR
-        .try_with(|slot| slot.borrow().as_ref().map(|s| s.as_ptr()))
+        .try_with(|slot| slot.borrow().as_ref().map(|(_, s)| s.as_ptr()))
         .ok()
         .flatten()
         .unwrap_or(EMPTY.as_ptr())
 }
 
-/// The detail message as Rust text, for wrapping a handler's failure.
-pub(crate) fn last_error_text() -> Option<String> {
+/// The last failure's kind and text, for wrapping a handler's failure.
+pub(crate) fn last_error() -> Option<(ErrorKind, String)> {
     LAST_ERROR
         .try_with(|slot| {
             slot.borrow()
                 .as_ref()
-                .map(|s| s.to_string_lossy().into_owned())
+                .map(|(kind, s)| (*kind, s.to_string_lossy().into_owned()))
         })
         .ok()
         .flatten()
@@ -84,7 +86,7 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<()>) -> ss_status {
     match result {
         Ok(()) => ss_status::SS_OK,
         Err(e) => {
-            set_last_error(e.message());
+            set_last_error(&e);
             status_of(e.kind())
         }
     }
@@ -92,12 +94,13 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<()>) -> ss_status {
 
 /// For exported functions that return a value instead of a status:
 /// `fallback` on error or panic, with the detail message set.
+/// Such functions do not clear the message on success: a C caller may
+/// free or query objects between a failed call and reading its message.
 pub(crate) fn guard_value<T>(fallback: T, body: impl FnOnce() -> Result<T>) -> T {
-    clear_last_error();
     match catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| Err(panic_error(p))) {
         Ok(v) => v,
         Err(e) => {
-            set_last_error(e.message());
+            set_last_error(&e);
             fallback
         }
     }

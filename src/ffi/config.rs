@@ -2,7 +2,7 @@
 
 use std::ffi::c_int;
 
-use super::boundary::{borrow_mut, guard, write_out};
+use super::boundary::{borrow_mut, guard, guard_value, write_out};
 use super::handler::{
     ss_close_fn, ss_data_fn, ss_datagram_fn, ss_error_fn, ss_open_fn, ss_request_fn, ss_server_fn,
     ss_verify_fn, Callbacks,
@@ -102,7 +102,7 @@ pub unsafe extern "C" fn ss_config_new(
 /// made from it keep their own copy. Must not be called twice on a pointer.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_free(config: *mut ss_config) {
-    let _ = guard(|| {
+    guard_value((), || {
         if !config.is_null() {
             // SAFETY: a pointer from ss_config_new, freed once per the contract.
             drop(unsafe { Box::from_raw(config.cast::<ConfigBox>()) });

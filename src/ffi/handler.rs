@@ -2,7 +2,7 @@
 
 use std::ffi::{c_int, c_void, CString};
 
-use super::boundary::{clear_last_error, last_error_text, status_of};
+use super::boundary::{clear_last_error, last_error, status_of};
 use super::{ss_conn, ss_request, ss_server, ss_status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Conn;
@@ -153,14 +153,18 @@ pub(crate) fn call_request_fn(
     if rc == 0 {
         return Ok(());
     }
-    let detail = last_error_text()
-        .filter(|t| !t.is_empty())
-        .map(|t| format!(" (last error: {t})"))
-        .unwrap_or_default();
-    Err(Error::new(
-        ErrorKind::Handler,
-        format!("{stage} callback returned {rc}{detail}"),
-    ))
+    // If a library call failed just before, that is the real cause: report
+    // its status (e.g. SS_ERR_TIMEOUT) and say so.
+    Err(match last_error().filter(|(_, text)| !text.is_empty()) {
+        Some((kind, text)) => Error::new(
+            kind,
+            format!("{stage} callback returned {rc} (last error: {text})"),
+        ),
+        None => Error::new(
+            ErrorKind::Handler,
+            format!("{stage} callback returned {rc}"),
+        ),
+    })
 }
 
 pub(crate) fn request_ptr(request: &mut Request) -> *mut ss_request {

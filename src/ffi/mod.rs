@@ -214,8 +214,9 @@ pub extern "C" fn ss_status_str(status: c_int) -> *const c_char {
 /// The detail message of the calling thread's last failed call, e.g.
 /// "bind 127.0.0.1:80: Permission denied (os error 13)"; "" when that call
 /// succeeded. Never NULL. Owned by the library and valid until this thread's
-/// next call into the library (other than ss_status_str, ss_version and this
-/// function). Thread-safe: each thread has its own message.
+/// next call that returns an ss_status (functions returning no status, such
+/// as the _free functions, leave it alone unless they fail). Thread-safe:
+/// each thread has its own message.
 #[no_mangle]
 pub extern "C" fn ss_last_error_message() -> *const c_char {
     boundary::last_error_ptr()

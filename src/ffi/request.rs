@@ -97,7 +97,9 @@ pub unsafe extern "C" fn ss_request_read_exact(
 }
 
 /// Reads one line like fgets(): at most `cap - 1` bytes, stopping after the
-/// first '\n' (kept), and always NUL-terminates `buf`. The byte count
+/// first '\n' (kept), and always NUL-terminates `buf`. If it fails (e.g.
+/// SS_ERR_TIMEOUT), the partial line stays buffered and a retry gets it
+/// whole (except a line longer than the read buffer, or in unbuffered mode). The byte count
 /// (without the NUL) goes to `*out_len` (optional): 0 at end of data; a
 /// count of `cap - 1` without a trailing '\n' means the line was longer
 /// and the rest is still to be read. Data after the line stays buffered for
@@ -291,6 +293,7 @@ pub unsafe extern "C" fn ss_request_server(request: *const ss_request) -> *mut s
 }
 
 /// The server's user data (as given to ss_server_new()), or NULL for NULL.
+/// For a pointer of this request's own, see ss_request_set_data().
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_user_data(request: *const ss_request) -> *mut c_void {
     guard_value(std::ptr::null_mut(), || {
@@ -356,5 +359,30 @@ pub unsafe extern "C" fn ss_request_hand_off(
                 call_request_fn("continuation", c.callback, r, c.user_data)
             }),
         )
+    })
+}
+
+/// Sets this request's own pointer (initially NULL), e.g. state allocated
+/// in setup and freed in finish; it follows the request to its thread,
+/// child or hand-off continuation. The library never dereferences or frees
+/// it.
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_set_data(
+    request: *mut ss_request,
+    data: *mut c_void,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        unsafe { request_mut(request) }?.set_data(data as usize);
+        Ok(())
+    })
+}
+
+/// This request's own pointer (see ss_request_set_data()); NULL for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ss_request_data(request: *const ss_request) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    guard_value(std::ptr::null_mut(), || {
+        Ok(unsafe { request_ref(request) }?.data() as *mut c_void)
     })
 }

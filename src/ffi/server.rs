@@ -207,7 +207,7 @@ pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
 /// the server, rather than freeing memory still in use).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
-    let _ = guard(|| {
+    guard_value((), || {
         if server.is_null() {
             return Ok(());
         }

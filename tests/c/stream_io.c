@@ -281,6 +281,40 @@ static void request_timeout_per_request(void)
     ss_server_free(server);
 }
 
+/* A readline that times out mid-line keeps the partial line buffered: the
+ * retry returns it whole. */
+static void readline_retry_after_timeout(ss_request *request, state *st)
+{
+    char buf[32];
+    size_t n = 99;
+    (void)st;
+    CHECK_OK(ss_request_set_timeout(request, 100));
+    CHECK_ST(ss_request_readline(request, buf, sizeof buf, &n), SS_ERR_TIMEOUT);
+    CHECK_EQ(n, 99);
+    CHECK_OK(ss_request_set_timeout(request, 5000));
+    CHECK_OK(ss_request_readline(request, buf, sizeof buf, &n));
+    CHECK_STREQ(buf, "partial\n");
+    CHECK_OK(ss_request_write(request, buf, n));
+}
+
+static void readline_timeout_keeps_partial_line(void)
+{
+    state st;
+    tu_runner runner;
+    int fd;
+    ss_server *server = start(stream_config(SS_TCP), "127.0.0.1:0", &st, readline_retry_after_timeout);
+    tu_handle_one_in_thread(&runner, server);
+    fd = connect_to(server);
+    tu_send_str(fd, "par");
+    tu_sleep_ms(400);
+    tu_send_str(fd, "tial\n");
+    CHECK_ST(tu_runner_join(&runner, 5000), SS_OK);
+    st.client = fd;
+    finish_client(&st, "partial\n");
+    CHECK_EQ(st.errors, 0);
+    ss_server_free(server);
+}
+
 static void timeout_first_only(ss_request *request, state *st)
 {
     char buf[32];
@@ -699,6 +733,12 @@ static void accessors(ss_request *request, state *st)
     CHECK(ss_request_server(request) == st->server);
     CHECK(ss_request_user_data(request) == st);
     CHECK(ss_server_user_data(ss_request_server(request)) == st);
+    /* The request's own pointer starts NULL and is separate from the server's. */
+    CHECK(ss_request_data(request) == NULL);
+    CHECK_OK(ss_request_set_data(request, &slen));
+    CHECK(ss_request_data(request) == &slen);
+    CHECK(ss_request_user_data(request) == st);
+    CHECK_OK(ss_request_set_data(request, NULL));
     CHECK_ST(ss_request_datagram(request, &data, &len), SS_ERR_UNSUPPORTED);
     CHECK(data == NULL);
     CHECK_EQ(len, 77);
@@ -840,6 +880,7 @@ static const tu_test tests[] = {
     {"read_exact_eof", read_exact_eof},
     {"request_timeout_config", request_timeout_config},
     {"request_timeout_per_request", request_timeout_per_request},
+    {"readline_timeout_keeps_partial_line", readline_timeout_keeps_partial_line},
     {"per_request_timeout_is_per_request", per_request_timeout_is_per_request},
     {"huge_timeouts", huge_timeouts},
     {"write_timeout", write_timeout},
