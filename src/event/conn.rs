@@ -6,13 +6,15 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use socket2::Socket;
+use socket2::{SockAddr, Socket};
 
 use crate::address::format_sockaddr;
 use crate::error::{Error, ErrorKind, Result};
 
 pub struct Conn {
     socket: Socket,
+    /// Kept from accept: a reset peer can no longer be asked for it.
+    peer: SockAddr,
     id: u64,
     /// Received bytes the handler has not consumed yet.
     pub(crate) input: Vec<u8>,
@@ -31,12 +33,21 @@ pub struct Conn {
     pub(crate) registered: u32,
     /// Loop-local tick of the last activity, for the idle timeout.
     pub(crate) last_active: u64,
+    /// Bytes went out since the loop last looked: activity too.
+    pub(crate) sent_since_check: bool,
 }
 
 impl Conn {
-    pub(crate) fn new(socket: Socket, id: u64, high_water: usize, now: u64) -> Self {
+    pub(crate) fn new(
+        socket: Socket,
+        peer: SockAddr,
+        id: u64,
+        high_water: usize,
+        now: u64,
+    ) -> Self {
         Conn {
             socket,
+            peer,
             id,
             input: Vec::new(),
             output: Vec::new(),
@@ -48,6 +59,7 @@ impl Conn {
             broken: false,
             registered: 0,
             last_active: now,
+            sent_since_check: false,
         }
     }
 
@@ -63,14 +75,9 @@ impl Conn {
         &self.socket
     }
 
-    /// The peer's address as a string (asked of the kernel when needed, so
-    /// that idle connections do not store it).
-    pub fn peer_address(&self) -> Result<String> {
-        let addr = self
-            .socket
-            .peer_addr()
-            .map_err(|e| Error::io("getpeername", e))?;
-        Ok(format_sockaddr(&addr))
+    /// The peer's address as a string ("" for an unnamed Unix socket).
+    pub fn peer_address(&self) -> String {
+        format_sockaddr(&self.peer)
     }
 
     pub fn user_data(&self) -> usize {
@@ -119,19 +126,29 @@ impl Conn {
             }
         }
         if !rest.is_empty() {
+            // Drop what was sent once it is at least half the buffer, so the
+            // buffer stays within about twice the pending output however
+            // much passes through it (amortised: each byte moves once).
+            if self.sent > 0 && self.sent >= self.output.len() - self.sent {
+                self.output.drain(..self.sent);
+                self.sent = 0;
+            }
             self.output.extend_from_slice(rest);
         }
         Ok(())
     }
 
     /// One non-blocking send; 0 when the socket is full.
-    fn send(&self, data: &[u8]) -> Result<usize> {
+    fn send(&mut self, data: &[u8]) -> Result<usize> {
         loop {
             match self
                 .socket
                 .send_with_flags(data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
             {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    self.sent_since_check |= n > 0;
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
                 Err(e) => return Err(Error::io("send", e)),
@@ -143,7 +160,10 @@ impl Conn {
     /// once empty.
     pub(crate) fn flush(&mut self) -> Result<()> {
         while self.pending_output() > 0 {
-            let n = match self.send(&self.output[self.sent..]) {
+            let pending = std::mem::take(&mut self.output);
+            let result = self.send(&pending[self.sent..]);
+            self.output = pending;
+            let n = match result {
                 Ok(n) => n,
                 Err(e) => {
                     self.broken = true;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use socket2::Socket;
+use socket2::{SockAddr, Socket};
 
 pub use conn::Conn;
 
@@ -356,49 +356,80 @@ impl EventLoop {
         }
     }
 
+    /// Counts a connection before accepting it, so that loops accepting at
+    /// the same time cannot overshoot max_connections together.
+    fn reserve_connection(&self) -> bool {
+        let max = self.server.config().max_connections;
+        self.shared
+            .connections
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release_connection(&self) {
+        self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+        self.shared.wake_paused_loops();
+    }
+
     fn accept_batch(&mut self) {
         for _ in 0..ACCEPT_BATCH {
-            if self.at_max_connections() {
+            if !self.reserve_connection() {
                 self.pause_accepting();
                 return;
             }
-            // SAFETY: no address is asked for (NULL pointers are allowed);
-            // the result is checked.
-            let fd = unsafe {
-                libc::accept4(
-                    self.listener.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                )
+            let listener = self.listener.as_raw_fd();
+            // SAFETY: try_init hands accept4 a zeroed address buffer and its
+            // length, and builds the SockAddr from what the kernel wrote.
+            let accepted = unsafe {
+                SockAddr::try_init(|storage, len| {
+                    let fd = libc::accept4(
+                        listener,
+                        storage.cast(),
+                        len,
+                        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    );
+                    if fd < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(fd)
+                    }
+                })
             };
-            if fd < 0 {
-                let err = io::Error::last_os_error();
-                match err.raw_os_error() {
-                    Some(libc::EAGAIN) => return,
-                    Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => continue,
-                    _ => {
-                        // EMFILE and the like: report, and stop accepting
-                        // for a moment instead of spinning on the listener.
-                        self.server
-                            .handler()
-                            .handle_error(None, &Error::io("accept", err));
-                        self.pause_accepting();
-                        self.accept_resume_at = Some(self.tick + ACCEPT_ERROR_PAUSE_MS);
-                        return;
+            let (fd, peer) = match accepted {
+                Ok(done) => done,
+                Err(err) => {
+                    self.release_connection();
+                    match err.raw_os_error() {
+                        Some(libc::EAGAIN) => return,
+                        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => {
+                            continue
+                        }
+                        _ => {
+                            // EMFILE and the like: report, and stop accepting
+                            // for a moment instead of spinning on the listener.
+                            self.server
+                                .handler()
+                                .handle_error(None, &Error::io("accept", err));
+                            self.pause_accepting();
+                            self.accept_resume_at = Some(self.tick + ACCEPT_ERROR_PAUSE_MS);
+                            return;
+                        }
                     }
                 }
-            }
+            };
             // SAFETY: a fresh descriptor nothing else owns.
             let socket = unsafe { Socket::from_raw_fd(fd) };
             if self.server.config().tcp_nodelay {
                 let _ = socket.set_tcp_nodelay(true);
             }
-            self.add_conn(socket);
+            self.add_conn(socket, peer);
         }
     }
 
-    fn add_conn(&mut self, socket: Socket) {
+    /// Takes a connection already counted by `reserve_connection`.
+    fn add_conn(&mut self, socket: Socket, peer: SockAddr) {
         let slot = match self.free.pop() {
             Some(s) => s as usize,
             None => {
@@ -411,7 +442,7 @@ impl EventLoop {
         };
         let id = self.conn_id(slot);
         let high_water = self.server.config().output_high_water;
-        let mut conn = Box::new(Conn::new(socket, id, high_water, self.tick));
+        let mut conn = Box::new(Conn::new(socket, peer, id, high_water, self.tick));
         if let Err(e) = epoll_ctl(
             self.epoll.as_raw_fd(),
             libc::EPOLL_CTL_ADD,
@@ -423,10 +454,10 @@ impl EventLoop {
                 .handler()
                 .handle_error(None, &Error::io("epoll_ctl", e));
             self.free.push(slot as u32);
+            self.release_connection();
             return;
         }
         conn.registered = READ_EVENTS;
-        self.shared.connections.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = self.server.handler().on_open(&mut conn) {
             report_conn_error(&self.server, &conn, &e);
             conn.broken = true;
@@ -468,6 +499,9 @@ impl EventLoop {
         let Some(conn) = self.slots[slot].conn.as_deref_mut() else {
             return;
         };
+        if std::mem::take(&mut conn.sent_since_check) {
+            conn.last_active = self.tick;
+        }
         if conn.finished() {
             return self.close_conn(slot);
         }
@@ -500,13 +534,14 @@ impl EventLoop {
         let Some(mut conn) = self.slots[slot].conn.take() else {
             return;
         };
-        // Removed from epoll by the close below: the fd is not shared.
         self.server.handler().on_close(&mut conn);
+        // Removed from epoll by this close: the fd is not shared.
         drop(conn);
+        // Counted until on_close has run, so that at most max_connections
+        // connections are ever between on_open and on_close.
+        self.release_connection();
         self.slots[slot].generation = self.slots[slot].generation.wrapping_add(1);
         self.free.push(slot as u32);
-        self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-        self.shared.wake_paused_loops();
     }
 
     fn run_mailbox(&mut self) {
@@ -689,7 +724,7 @@ fn consume(server: &Server, conn: &mut Conn, data: &[u8]) -> Result<usize> {
 }
 
 fn report_conn_error(server: &Server, conn: &Conn, error: &Error) {
-    let peer = conn.peer_address().unwrap_or_default();
+    let peer = conn.peer_address();
     let peer = if peer.is_empty() {
         "an unnamed Unix socket".to_string()
     } else {

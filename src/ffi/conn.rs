@@ -128,7 +128,7 @@ pub unsafe extern "C" fn ss_conn_peer_address(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let text = unsafe { conn_ref(conn) }?.peer_address()?;
+        let text = unsafe { conn_ref(conn) }?.peer_address();
         // SAFETY: buffer contract as documented.
         unsafe { copy_text_out(&text, buf, cap, out_len) }
     })

@@ -1,0 +1,549 @@
+/*
+ * http_hello: a minimal HTTP/1.1 server on libsocketserver.
+ *
+ *   http_hello [--mode event|threading] [--address ADDR] [--threads N]
+ *
+ * Defaults: event mode, 127.0.0.1:8080. --threads is the number of event
+ * loops in event mode (default one per core) and the cap on handler threads
+ * in threading mode (default no cap). Prints exactly one line
+ * "listening on <bound address>" (flushed), then serves until SIGINT or
+ * SIGTERM (exit 0).
+ *
+ * GET / (and HEAD /) answers 200 with "Hello, world!\n"; other paths 404;
+ * other methods 405. Connections are kept alive by default for HTTP/1.1
+ * ("Connection: close" ends them) and closed after the response for
+ * HTTP/1.0 unless it asks for "Connection: keep-alive". Pipelined requests
+ * are answered in order, and requests may arrive split at any byte. A body
+ * announced by Content-Length (up to 64 KiB) is skipped. Anything else —
+ * a line or header block over 8 KiB, a malformed request line or header,
+ * Transfer-Encoding (no chunked bodies here) — gets 400 and the connection
+ * is closed.
+ *
+ * The two modes share the parser and the response table:
+ * - event mode (SS_EVENT): on_data is given every byte received and not
+ *   yet consumed; it answers each complete request in the buffer and
+ *   reports how many bytes it consumed, so a partial request is presented
+ *   again with the next bytes. Responses come from a table built once at
+ *   start-up: nothing is allocated per request.
+ * - threading mode (SS_THREADING): one thread per connection reads each
+ *   request with ss_request_readline() until the blank line, answers it,
+ *   and loops until the client closes.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "socketserver.h"
+
+/* Largest request line + header block, and largest body skipped. */
+#define MAX_HEAD 8192
+#define MAX_BODY 65536
+/* Keep-alive connections silent this long are closed (both modes). */
+#define IDLE_MS 60000
+
+/* ------------------------------------------------------------ responses */
+
+enum { ST_200, ST_400, ST_404, ST_405, ST_COUNT };
+/* How the response ends the exchange: HTTP/1.1 keep-alive (no header
+ * needed), HTTP/1.0 keep-alive (said explicitly), or close. */
+enum { CONN_DEFAULT, CONN_KEEP_ALIVE, CONN_CLOSE, CONN_COUNT };
+
+static const char *const status_line[ST_COUNT] = {
+    "200 OK", "400 Bad Request", "404 Not Found", "405 Method Not Allowed"};
+static const char *const status_body[ST_COUNT] = {"Hello, world!\n", "Bad Request\n",
+                                                  "Not Found\n", "Method Not Allowed\n"};
+static const char *const conn_header[CONN_COUNT] = {"", "Connection: keep-alive\r\n",
+                                                    "Connection: close\r\n"};
+
+typedef struct response {
+    char text[256];
+    size_t len;
+} response;
+
+/* [status][connection][head only]: built once by build_responses(). */
+static response responses[ST_COUNT][CONN_COUNT][2];
+
+static int build_responses(void)
+{
+    for (int s = 0; s < ST_COUNT; s++) {
+        for (int c = 0; c < CONN_COUNT; c++) {
+            for (int head = 0; head < 2; head++) {
+                response *r = &responses[s][c][head];
+                int n = snprintf(r->text, sizeof r->text,
+                                 "HTTP/1.1 %s\r\n"
+                                 "Content-Type: text/plain\r\n"
+                                 "Content-Length: %u\r\n"
+                                 "%s%s"
+                                 "\r\n"
+                                 "%s",
+                                 status_line[s], (unsigned)strlen(status_body[s]),
+                                 s == ST_405 ? "Allow: GET, HEAD\r\n" : "", conn_header[c],
+                                 head ? "" : status_body[s]);
+                if (n < 0 || (size_t)n >= sizeof r->text)
+                    return -1;
+                r->len = (size_t)n;
+            }
+        }
+    }
+    return 0;
+}
+
+/* --------------------------------------------------------------- parser */
+
+typedef struct http_request {
+    int status;       /* ST_200, ST_400, ST_404 or ST_405 */
+    int head_only;    /* HEAD: no body in the response */
+    int keep_alive;   /* whether the connection stays open afterwards */
+    int http10;       /* an HTTP/1.0 request */
+    size_t body_len;  /* Content-Length of the request body, to skip */
+} http_request;
+
+static int lower(int c)
+{
+    return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
+}
+
+/* Case-insensitive comparison of `len` bytes of `a` with the string `b`. */
+static int equals_nocase(const char *a, size_t len, const char *b)
+{
+    if (strlen(b) != len)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+            return 0;
+    return 1;
+}
+
+/* RFC 9110 token characters (methods, header names). */
+static int is_tchar(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Whether the comma-separated header value holds `token` (any case). */
+static int has_token(const char *value, size_t len, const char *token)
+{
+    size_t i = 0;
+    while (i < len) {
+        size_t start, end;
+        while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
+            i++;
+        start = i;
+        while (i < len && value[i] != ',')
+            i++;
+        end = i;
+        while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t'))
+            end--;
+        if (end > start && equals_nocase(value + start, end - start, token))
+            return 1;
+    }
+    return 0;
+}
+
+/* The end of the line starting at `p` (its '\n'), or NULL. */
+static const char *line_end(const char *p, const char *end)
+{
+    return memchr(p, '\n', (size_t)(end - p));
+}
+
+/* Parses a complete request head (request line, headers and the blank
+ * line; lines end with CRLF or LF). Fills `req`; returns 0, or -1 for a bad
+ * request (req->status is then ST_400 and keep_alive 0). */
+static int parse_head(const char *head, size_t len, http_request *req)
+{
+    const char *p = head, *end = head + len;
+    const char *nl = line_end(p, end);
+    const char *method, *target, *version, *line_stop;
+    size_t method_len, target_len, version_len;
+    int connection_close = 0, connection_keep = 0, have_length = 0;
+
+    memset(req, 0, sizeof *req);
+    req->status = ST_400;
+    if (nl == NULL)
+        return -1;
+    line_stop = nl > p && nl[-1] == '\r' ? nl - 1 : nl;
+
+    /* Request line: METHOD SP TARGET SP HTTP/1.x */
+    method = p;
+    while (p < line_stop && is_tchar((unsigned char)*p))
+        p++;
+    method_len = (size_t)(p - method);
+    if (method_len == 0 || p >= line_stop || *p != ' ')
+        return -1;
+    target = ++p;
+    while (p < line_stop && *p != ' ')
+        p++;
+    target_len = (size_t)(p - target);
+    if (target_len == 0 || p >= line_stop || *p != ' ' || target[0] != '/')
+        return -1;
+    for (const char *t = target; t < target + target_len; t++)
+        if ((unsigned char)*t <= ' ' || (unsigned char)*t >= 0x7f)
+            return -1;
+    version = ++p;
+    version_len = (size_t)(line_stop - version);
+    if (version_len == 8 && memcmp(version, "HTTP/1.1", 8) == 0)
+        req->http10 = 0;
+    else if (version_len == 8 && memcmp(version, "HTTP/1.0", 8) == 0)
+        req->http10 = 1;
+    else
+        return -1;
+
+    /* Header fields until the blank line. */
+    p = nl + 1;
+    for (;;) {
+        const char *name, *colon, *value, *vend;
+        nl = line_end(p, end);
+        if (nl == NULL)
+            return -1;
+        line_stop = nl > p && nl[-1] == '\r' ? nl - 1 : nl;
+        if (line_stop == p)
+            break; /* the blank line */
+        name = p;
+        colon = p;
+        while (colon < line_stop && is_tchar((unsigned char)*colon))
+            colon++;
+        /* No name, whitespace before the colon, or obsolete line folding. */
+        if (colon == name || colon >= line_stop || *colon != ':')
+            return -1;
+        value = colon + 1;
+        vend = line_stop;
+        while (value < vend && (*value == ' ' || *value == '\t'))
+            value++;
+        while (vend > value && (vend[-1] == ' ' || vend[-1] == '\t'))
+            vend--;
+        for (const char *v = value; v < vend; v++)
+            if (*v == '\0' || *v == '\r' || *v == '\n')
+                return -1;
+        if (equals_nocase(name, (size_t)(colon - name), "connection")) {
+            connection_close |= has_token(value, (size_t)(vend - value), "close");
+            connection_keep |= has_token(value, (size_t)(vend - value), "keep-alive");
+        } else if (equals_nocase(name, (size_t)(colon - name), "content-length")) {
+            size_t n = 0;
+            if (value == vend)
+                return -1;
+            for (const char *v = value; v < vend; v++) {
+                if (*v < '0' || *v > '9')
+                    return -1;
+                n = n * 10 + (size_t)(*v - '0');
+                if (n > MAX_BODY)
+                    return -1;
+            }
+            if (have_length && n != req->body_len)
+                return -1;
+            have_length = 1;
+            req->body_len = n;
+        } else if (equals_nocase(name, (size_t)(colon - name), "transfer-encoding")) {
+            return -1; /* chunked bodies are not supported: 400 and close */
+        }
+        p = nl + 1;
+    }
+
+    req->keep_alive = req->http10 ? connection_keep && !connection_close : !connection_close;
+    /* Methods are case-sensitive. */
+    req->head_only = method_len == 4 && memcmp(method, "HEAD", 4) == 0;
+    if (!req->head_only && !(method_len == 3 && memcmp(method, "GET", 3) == 0)) {
+        req->status = ST_405;
+        return 0;
+    }
+    /* The path is the target without its query. */
+    {
+        size_t path_len = 0;
+        while (path_len < target_len && target[path_len] != '?')
+            path_len++;
+        req->status = path_len == 1 ? ST_200 : ST_404;
+    }
+    return 0;
+}
+
+static const response *response_for(const http_request *req)
+{
+    int conn = !req->keep_alive ? CONN_CLOSE : req->http10 ? CONN_KEEP_ALIVE : CONN_DEFAULT;
+    if (req->status == ST_400)
+        conn = CONN_CLOSE;
+    return &responses[req->status][conn][req->head_only ? 1 : 0];
+}
+
+/* ------------------------------------------------------------ event mode */
+
+/* The head's length if `data` starts with a complete head ("\r\n\r\n"
+ * included), 0 if more bytes are needed. */
+static size_t head_length(const uint8_t *data, size_t len)
+{
+    for (size_t i = 3; i < len; i++)
+        if (data[i] == '\n' && data[i - 1] == '\r' && data[i - 2] == '\n' && data[i - 3] == '\r')
+            return i + 1;
+    return 0;
+}
+
+/* Answers every complete request in `data`. Responses are gathered in a
+ * local buffer and queued with one ss_conn_write() per batch; if the
+ * output is full (the client does not read), the unanswered requests are
+ * left unconsumed and presented again once it drains. */
+static int http_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed,
+                        void *user_data)
+{
+    char out[16384];
+    size_t out_len = 0;
+    size_t pos = 0;      /* start of the next request */
+    size_t done = 0;     /* bytes whose responses are queued */
+    int closing = 0;
+    (void)user_data;
+
+    while (pos < len && !closing) {
+        const uint8_t *req_start = data + pos;
+        size_t avail = len - pos;
+        size_t head_len;
+        http_request req;
+        const response *resp;
+
+        /* Empty lines before a request line are ignored (RFC 9112 2.2). */
+        if (req_start[0] == '\n' || (req_start[0] == '\r' && avail >= 2 && req_start[1] == '\n')) {
+            pos += req_start[0] == '\n' ? 1 : 2;
+            if (out_len == 0)
+                done = pos;
+            continue;
+        }
+        head_len = head_length(req_start, avail < MAX_HEAD ? avail : MAX_HEAD);
+        if (head_len == 0) {
+            if (avail < MAX_HEAD)
+                break; /* incomplete: wait for more bytes */
+            memset(&req, 0, sizeof req);
+            req.status = ST_400; /* head too long */
+        } else {
+            parse_head((const char *)req_start, head_len, &req);
+            if (req.status != ST_400 && req.body_len > avail - head_len)
+                break; /* the body is not all here yet */
+        }
+        resp = response_for(&req);
+        if (out_len + resp->len > sizeof out) {
+            ss_status st = ss_conn_write(conn, out, out_len);
+            if (st == SS_ERR_WOULD_BLOCK)
+                break;
+            if (st != SS_OK)
+                return -1;
+            out_len = 0;
+            done = pos;
+        }
+        memcpy(out + out_len, resp->text, resp->len);
+        out_len += resp->len;
+        if (req.status == ST_400 || !req.keep_alive) {
+            closing = 1;
+            pos = len; /* nothing after this request is read */
+        } else {
+            pos += head_len + req.body_len;
+        }
+    }
+    if (out_len > 0) {
+        ss_status st = ss_conn_write(conn, out, out_len);
+        if (st == SS_OK) {
+            done = pos;
+        } else if (st == SS_ERR_WOULD_BLOCK) {
+            closing = 0; /* presented again once the output drains */
+        } else {
+            return -1;
+        }
+    } else if (!closing) {
+        done = pos;
+    }
+    if (closing && done == len)
+        ss_conn_close(conn);
+    *consumed = done;
+    return 0;
+}
+
+/* -------------------------------------------------------- threading mode */
+
+/* Reads one request head into `head` with ss_request_readline(). Returns
+ * its length, 0 when the client closed (or went silent too long) before a
+ * request, or -1 for a bad request (a line or the head too long). */
+static long read_head(ss_request *request, char *head, size_t cap)
+{
+    size_t len = 0;
+    for (;;) {
+        size_t n = 0;
+        size_t room = cap - len;
+        if (room < 2)
+            return -1;
+        if (ss_request_readline(request, head + len, room, &n) != SS_OK)
+            return 0; /* timeout, reset: just end the connection */
+        if (n == 0)
+            return 0; /* EOF (a partial request is dropped) */
+        if (head[len + n - 1] != '\n')
+            return -1; /* the line did not fit */
+        if (len == 0 && (n == 1 || (n == 2 && head[0] == '\r')))
+            continue; /* empty lines before the request line */
+        len += n;
+        if (n == 1 || (n == 2 && head[len - 2] == '\r'))
+            return (long)len; /* the blank line */
+    }
+}
+
+static int http_handle(ss_request *request, void *user_data)
+{
+    char head[MAX_HEAD + 1];
+    (void)user_data;
+    for (;;) {
+        http_request req;
+        const response *resp;
+        long len = read_head(request, head, sizeof head);
+        if (len == 0)
+            return 0;
+        if (len < 0) {
+            memset(&req, 0, sizeof req);
+            req.status = ST_400;
+        } else {
+            parse_head(head, (size_t)len, &req);
+        }
+        if (req.status != ST_400) {
+            /* Skip the body. */
+            size_t left = req.body_len;
+            while (left > 0) {
+                char scratch[4096];
+                size_t chunk = left < sizeof scratch ? left : sizeof scratch;
+                if (ss_request_read_exact(request, scratch, chunk) != SS_OK)
+                    return 0;
+                left -= chunk;
+            }
+        }
+        resp = response_for(&req);
+        if (ss_request_write(request, resp->text, resp->len) != SS_OK)
+            return 0;
+        if (req.status == ST_400 || !req.keep_alive)
+            return 0;
+    }
+}
+
+/* Errors from clients that misbehave are their business, not the log's. */
+static void quiet_error(ss_request *request, ss_status status, const char *message,
+                        void *user_data)
+{
+    (void)request;
+    (void)status;
+    (void)message;
+    (void)user_data;
+}
+
+/* ------------------------------------------------------------------ main */
+
+static ss_server *volatile g_server;
+
+static void on_signal(int signo)
+{
+    (void)signo;
+    if (g_server != NULL)
+        ss_server_shutdown(g_server); /* async-signal-safe */
+}
+
+static void usage(const char *why)
+{
+    fprintf(stderr,
+            "http_hello: %s\n"
+            "usage: http_hello [--mode event|threading] [--address ADDR] [--threads N]\n",
+            why);
+    exit(2);
+}
+
+static int fail(const char *what)
+{
+    fprintf(stderr, "http_hello: %s: %s\n", what, ss_last_error_message());
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *address = "127.0.0.1:8080";
+    int event = 1;
+    long threads = 0;
+    ss_config *config = NULL;
+    ss_server *server = NULL;
+    struct sigaction sa;
+    char bound[256];
+    ss_status st;
+
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 >= argc)
+            usage("missing value after an option");
+        if (strcmp(argv[i], "--mode") == 0) {
+            const char *mode = argv[++i];
+            if (strcmp(mode, "event") == 0)
+                event = 1;
+            else if (strcmp(mode, "threading") == 0)
+                event = 0;
+            else
+                usage("--mode is event or threading");
+        } else if (strcmp(argv[i], "--address") == 0) {
+            address = argv[++i];
+        } else if (strcmp(argv[i], "--threads") == 0) {
+            char *end = NULL;
+            threads = strtol(argv[++i], &end, 10);
+            if (*end != '\0' || threads < 1 || threads > 1024)
+                usage("--threads takes a number from 1 to 1024");
+        } else {
+            usage("unknown option");
+        }
+    }
+    if (build_responses() != 0) {
+        fprintf(stderr, "http_hello: response table too small\n");
+        return 1;
+    }
+
+    if (ss_config_new(SS_TCP, event ? SS_EVENT : SS_THREADING, &config) != SS_OK)
+        return fail("config");
+    ss_config_set_reuse_address(config, true);
+    ss_config_set_tcp_nodelay(config, true);
+    ss_config_set_handle_error(config, quiet_error);
+    if (event) {
+        ss_config_set_on_data(config, http_on_data);
+        ss_config_set_idle_timeout(config, IDLE_MS);
+        if (threads > 0 && ss_config_set_threads(config, (size_t)threads) != SS_OK) {
+            ss_config_free(config);
+            return fail("--threads");
+        }
+    } else {
+        ss_config_set_handle(config, http_handle);
+        /* A keep-alive connection left open must not hold up the exit,
+         * and a silent one ends after IDLE_MS. */
+        ss_config_set_daemon_threads(config, true);
+        ss_config_set_request_timeout(config, IDLE_MS);
+        if (threads > 0 && ss_config_set_max_threads(config, (size_t)threads) != SS_OK) {
+            ss_config_free(config);
+            return fail("--threads");
+        }
+    }
+    st = ss_server_new(config, address, NULL, NULL, &server);
+    ss_config_free(config);
+    if (st != SS_OK)
+        return fail(address);
+
+    g_server = server;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    /* A client that hangs up mid-write must not kill the server (the
+     * library never raises SIGPIPE itself; this is for stdio). */
+    signal(SIGPIPE, SIG_IGN);
+
+    if (ss_server_address(server, bound, sizeof bound, NULL) != SS_OK) {
+        fail("address");
+        ss_server_free(server);
+        return 1;
+    }
+    printf("listening on %s\n", bound);
+    fflush(stdout);
+
+    st = ss_server_serve_forever(server);
+    g_server = NULL;
+    if (st != SS_OK) {
+        fail("serve_forever");
+        ss_server_free(server);
+        return 1;
+    }
+    ss_server_free(server);
+    return 0;
+}

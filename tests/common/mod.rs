@@ -1,0 +1,369 @@
+//! Shared harness for the test binaries that drive C programs against
+//! libsocketserver.so: build the library once per test binary (for the
+//! profile the test binary was built with), compile C programs from
+//! tests/c/ with strict flags, give each run a fresh temporary directory,
+//! and run programs with a hard timeout.
+//!
+//! Use it from a test file with `mod common;`. Not every test binary uses
+//! every helper, hence the `dead_code` allowance.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Default hard timeout for one run of a C program.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The strict flags every C test program is compiled with.
+pub const C_FLAGS: &[&str] = &[
+    "-std=c99",
+    "-Wall",
+    "-Wextra",
+    "-Wpedantic",
+    "-Werror",
+    "-g",
+    "-D_GNU_SOURCE",
+];
+
+/// The strict flags for C++ test programs (`.cpp` sources).
+pub const CXX_FLAGS: &[&str] = &[
+    "-std=c++11",
+    "-Wall",
+    "-Wextra",
+    "-Wpedantic",
+    "-Werror",
+    "-g",
+];
+
+/// The crate root (where Cargo.toml is).
+pub fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// target/<profile>/, from this test binary's own path
+/// (target/<profile>/deps/<name>-<hash>).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("the test binary has a directory");
+    assert_eq!(
+        deps.file_name().and_then(|n| n.to_str()),
+        Some("deps"),
+        "unexpected test binary location {}",
+        exe.display()
+    );
+    deps.parent().expect("deps has a parent").to_path_buf()
+}
+
+/// Where the library was built and where compiled C programs go.
+pub struct Setup {
+    /// target/<profile>/, holding libsocketserver.so.
+    pub lib_dir: PathBuf,
+    /// target/<profile>/ctests/.
+    pub out_dir: PathBuf,
+}
+
+impl Setup {
+    /// The shared library the C programs link against.
+    pub fn shared_library(&self) -> PathBuf {
+        self.lib_dir.join("libsocketserver.so")
+    }
+}
+
+/// Runs `cargo build --lib` (with the profile of this test binary) once
+/// per test binary and creates target/<profile>/ctests/. Panics with
+/// cargo's output if the build fails.
+pub fn setup() -> &'static Setup {
+    static SETUP: OnceLock<Result<Setup, String>> = OnceLock::new();
+    let result = SETUP.get_or_init(|| {
+        let lib_dir = profile_dir();
+        let profile = lib_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("profile directory name")
+            .to_string();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(manifest_dir()).args(["build", "--lib"]);
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let out = cmd
+            .output()
+            .map_err(|e| format!("cannot run cargo build: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cargo build --lib failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let so = lib_dir.join("libsocketserver.so");
+        if !so.exists() {
+            return Err(format!("{} was not built", so.display()));
+        }
+        let out_dir = lib_dir.join("ctests");
+        std::fs::create_dir_all(&out_dir)
+            .map_err(|e| format!("mkdir {}: {e}", out_dir.display()))?;
+        Ok(Setup { lib_dir, out_dir })
+    });
+    match result {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Formats a finished process's status and output for a failure message.
+pub fn show(out: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Compiles and links tests/c/<source> (a `.c` file with [`C_FLAGS`], or a
+/// `.cpp` file with [`CXX_FLAGS`]) against the library, once per test
+/// binary, and returns the executable's path (target/<profile>/ctests/<stem>).
+pub fn compile(source: &str) -> PathBuf {
+    let flags = if source.ends_with(".cpp") {
+        CXX_FLAGS
+    } else {
+        C_FLAGS
+    };
+    compile_with(source, flags)
+}
+
+/// As [`compile`], with an explicit list of compiler flags (the include
+/// directories, the library and the rpath are always added). Programs are
+/// cached per (source, flags) for the life of the test binary.
+pub fn compile_with(source: &str, flags: &[&str]) -> PathBuf {
+    type Slot = Arc<OnceLock<Result<PathBuf, String>>>;
+    type Key = (String, Vec<String>);
+    static PROGRAMS: OnceLock<Mutex<HashMap<Key, Slot>>> = OnceLock::new();
+    let key = (
+        source.to_string(),
+        flags.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+    );
+    let slot = PROGRAMS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .clone();
+    let result = slot.get_or_init(|| {
+        let setup = setup();
+        let src = manifest_dir().join("tests/c").join(source);
+        let stem = Path::new(source)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("source file name");
+        let cxx = source.ends_with(".cpp");
+        let default_flags = if cxx { CXX_FLAGS } else { C_FLAGS };
+        // Programs built with other flags get their own name.
+        let exe = if flags == default_flags {
+            setup.out_dir.join(stem)
+        } else {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            flags.hash(&mut h);
+            setup.out_dir.join(format!("{stem}-{:016x}", h.finish()))
+        };
+        // Built under a unique name and renamed, so that concurrent test
+        // runs never execute a half-written file.
+        let tmp = exe.with_extension(format!("tmp{}", std::process::id()));
+        let mut cmd = Command::new(if cxx { "c++" } else { "cc" });
+        cmd.args(flags)
+            .arg("-I")
+            .arg(manifest_dir().join("include"))
+            .arg("-I")
+            .arg(manifest_dir().join("tests/c"))
+            .arg(&src)
+            .arg("-o")
+            .arg(&tmp)
+            .arg("-L")
+            .arg(&setup.lib_dir)
+            .arg("-lsocketserver")
+            .arg(format!("-Wl,-rpath,{}", setup.lib_dir.display()))
+            .arg("-lpthread");
+        let out = cmd
+            .output()
+            .map_err(|e| format!("cannot run the compiler: {e}"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!(
+                "{source} failed to compile\n{cmd:?}\n{}",
+                show(&out)
+            ));
+        }
+        std::fs::rename(&tmp, &exe).map_err(|e| format!("rename to {}: {e}", exe.display()))?;
+        Ok(exe)
+    });
+    match result {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A fresh, empty temporary directory (short path, for Unix socket names),
+/// removed with its contents on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        // /tmp rather than $TMPDIR: Unix socket paths must stay short.
+        let base = if Path::new("/tmp").is_dir() {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("ss-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the temporary directory");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Names of the entries left in the directory.
+    pub fn leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(&self.0)
+            .map(|it| {
+                it.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `exe args...` with extra environment variables and a hard
+/// timeout, capturing stdout and stderr. Panics (with the output so far)
+/// if the program is still running after `timeout`; it is then killed.
+pub fn run_with_timeout(
+    exe: &Path,
+    args: &[&str],
+    envs: &[(&str, &Path)],
+    timeout: Duration,
+) -> Output {
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    // Drained on threads so that a chatty child cannot block on a full
+    // pipe. Grandchildren that inherited the pipes could keep them open,
+    // so the readers are only joined once the child itself has ended.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out_reader = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err_reader = drain(Box::new(child.stderr.take().expect("stderr")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the C program") {
+            break Some(status);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    match status {
+        Some(status) => Output {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "{} {:?} timed out after {:?} and was killed\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            exe.display(),
+            args,
+            timeout,
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ),
+    }
+}
+
+/// Runs one sub-test of the C program built from tests/c/<source>:
+/// `<exe> <subtest>` with `$<tmp_env>` naming a fresh temporary directory.
+/// Fails unless it exits 0, prints the line `ok <subtest>`, and leaves the
+/// directory empty.
+pub fn run_subtest(source: &str, subtest: &str, tmp_env: &str, timeout: Duration) {
+    let exe = compile(source);
+    let tmp = TempDir::new("ctest");
+    let out = run_with_timeout(&exe, &[subtest], &[(tmp_env, tmp.path())], timeout);
+    assert!(
+        out.status.success(),
+        "C test {source} {subtest} failed\n{}",
+        show(&out)
+    );
+    let expect = format!("ok {subtest}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == expect),
+        "C test {source} {subtest} exited 0 without reporting success\n{}",
+        show(&out)
+    );
+    let left = tmp.leftovers();
+    assert!(
+        left.is_empty(),
+        "C test {source} {subtest} left files behind in {}: {left:?}",
+        tmp.path().display()
+    );
+}
+
+/// The sub-test names a C program prints for `--list`, one a line.
+pub fn list_subtests(source: &str) -> Vec<String> {
+    let exe = compile(source);
+    let out = run_with_timeout(&exe, &["--list"], &[], Duration::from_secs(10));
+    assert!(
+        out.status.success(),
+        "{source} --list failed\n{}",
+        show(&out)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
