@@ -500,7 +500,9 @@ static void test_idle_timeout_output(void)
     ss_server *server;
     int fd;
     CHECK_OK(ss_config_set_on_data(config, line_on_data));
-    CHECK_OK(ss_config_set_idle_timeout(config, 300));
+    /* Generous against scheduling stalls on a loaded 2-core machine: the
+     * server writes every 100 ms, ten times within one timeout. */
+    CHECK_OK(ss_config_set_idle_timeout(config, 1000));
     memset(&C, 0, sizeof C);
     server = tu_server(config, "127.0.0.1:0", NULL);
     ss_config_free(config);
@@ -511,19 +513,19 @@ static void test_idle_timeout_output(void)
     tu_send_str(fd, "id\n");
     expect_line(fd, "> id\n");
     CHECK(TU_LOAD(&g_have_conn_id));
-    /* 1.2 s of server output every 50 ms, no input. */
+    /* 3 s of server output every 100 ms, no input. */
     {
         double start = tu_now_ms();
-        for (int i = 0; i < 24; i++) {
+        for (int i = 0; i < 30; i++) {
             char line[64];
             CHECK_OK(ss_server_post(server, TU_LOAD(&g_conn_id), tick_job, NULL));
             tu_recv_line(fd, line, sizeof line);
             if (line[0] == '\0')
-                TU_FAIL("the idle timeout (300 ms) closed the connection after %.0f ms "
-                        "although the server wrote to it every 50 ms (%d lines received)",
+                TU_FAIL("the idle timeout (1000 ms) closed the connection after %.0f ms "
+                        "although the server wrote to it every 100 ms (%d lines received)",
                         tu_now_ms() - start, i);
             CHECK_STREQ(line, "tick\n");
-            tu_sleep_ms(50);
+            tu_sleep_ms(100);
         }
     }
     CHECK_EQ(TU_LOAD(&C.closes), 0);
