@@ -970,7 +970,9 @@ enum ss_status ss_server_post(const struct ss_server *server, uint64_t conn_id, 
 
 /**
  * Writes the number of open SS_EVENT connections across all loops to
- * `*out_connections` (0 in other modes). Thread-safe.
+ * `*out_connections` (0 in other modes): a connection counts from just
+ * before it is accepted (before on_open) until after its on_close, so the
+ * count never exceeds ss_config_set_max_connections(). Thread-safe.
  */
 enum ss_status ss_server_connections(const struct ss_server *server, size_t *out_connections);
 

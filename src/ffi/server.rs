@@ -370,7 +370,9 @@ pub unsafe extern "C" fn ss_server_post(
 }
 
 /// Writes the number of open SS_EVENT connections across all loops to
-/// `*out_connections` (0 in other modes). Thread-safe.
+/// `*out_connections` (0 in other modes): a connection counts from just
+/// before it is accepted (before on_open) until after its on_close, so the
+/// count never exceeds ss_config_set_max_connections(). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_connections(
     server: *const ss_server,
