@@ -259,66 +259,117 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs `exe args...` with extra environment variables and a hard
-/// timeout, capturing stdout and stderr. Panics (with the output so far)
-/// if the program is still running after `timeout`; it is then killed.
+/// Whether any process of process group `pgid` is still there.
+fn group_alive(pgid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    unsafe { libc::kill(-pgid, 0) == 0 }
+}
+
+fn kill_group(pgid: i32) {
+    // SAFETY: the group is the one made for the program under test.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+/// Runs `exe args...` in a process group of its own, with extra
+/// environment variables and a hard timeout, capturing stdout and stderr.
+///
+/// Panics, with the output so far, if the program is still running after
+/// `timeout`, or if processes it started (e.g. forked children) are still
+/// running after it ended; the whole group is then killed, so that nothing
+/// outlives the test or keeps its pipes open.
 pub fn run_with_timeout(
     exe: &Path,
     args: &[&str],
     envs: &[(&str, &Path)],
     timeout: Duration,
 ) -> Output {
+    use std::os::unix::process::CommandExt;
+    use std::sync::mpsc;
+
     let mut cmd = Command::new(exe);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .process_group(0);
     for (k, v) in envs {
         cmd.env(k, v);
     }
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
-    // Drained on threads so that a chatty child cannot block on a full
-    // pipe. Grandchildren that inherited the pipes could keep them open,
-    // so the readers are only joined once the child itself has ended.
+    let pgid = child.id() as i32;
+    // Drained on threads so that a chatty program cannot block on a full
+    // pipe. Its children inherit the pipes, so the readers finish only
+    // when the last of them is gone.
     let drain = |mut pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
+            let _ = tx.send(buf);
+        });
+        rx
     };
-    let out_reader = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err_reader = drain(Box::new(child.stderr.take().expect("stderr")));
+    let out_rx = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err_rx = drain(Box::new(child.stderr.take().expect("stderr")));
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the C program") {
             break Some(status);
         }
         if start.elapsed() > timeout {
+            kill_group(pgid);
             let _ = child.kill();
             let _ = child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
+    // Once the program ended, its group should empty quickly (orphans are
+    // reaped by init); anything still running after a grace period is
+    // killed and reported.
+    let grace = Instant::now() + Duration::from_secs(3);
+    let mut stray = false;
+    while group_alive(pgid) {
+        if Instant::now() > grace {
+            stray = true;
+            kill_group(pgid);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let collect = |rx: mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| b"<output pipe still held open>".to_vec())
+    };
+    let stdout = collect(out_rx);
+    let stderr = collect(err_rx);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     match status {
-        Some(status) => Output {
-            status,
-            stdout,
-            stderr,
-        },
         None => panic!(
             "{} {:?} timed out after {:?} and was killed\n--- stdout ---\n{}\n--- stderr ---\n{}",
             exe.display(),
             args,
             timeout,
-            String::from_utf8_lossy(&stdout),
-            String::from_utf8_lossy(&stderr)
+            text(&stdout),
+            text(&stderr)
         ),
+        Some(status) if stray => panic!(
+            "{} {:?} ended ({status}) but left processes running in its group \
+             (killed after 3 s)\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            exe.display(),
+            args,
+            text(&stdout),
+            text(&stderr)
+        ),
+        Some(status) => Output {
+            status,
+            stdout,
+            stderr,
+        },
     }
 }
 
