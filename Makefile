@@ -12,7 +12,9 @@
 #                      fails if it differs from the committed one
 #   make clean         removes build/ (`make distclean` also runs cargo clean)
 #
-# `make bench` is reserved for the benchmarks (not there yet).
+#   make bench         builds, then runs scripts/bench.sh (~1.5 min): event mode
+#                      vs a plain-C epoll echo server (ratios), KiB per idle
+#                      connection, wrk against http_hello
 
 CARGO ?= cargo
 # The examples must stay clean, portable C99: these flags are always used,
@@ -32,7 +34,7 @@ LDLIBS += -lsocketserver -lpthread
 
 EXAMPLES := $(patsubst c_examples/%.c,build/%,$(wildcard c_examples/*.c))
 
-.PHONY: all lib examples demo test check-header clean distclean
+.PHONY: all lib examples demo test bench check-header clean distclean
 
 # Cargo decides itself whether the library is up to date; the examples are
 # then built by a second make, which sees the library's and the header's
@@ -62,6 +64,9 @@ build/echo_client: LDLIBS :=
 
 demo: all
 	./scripts/demo.sh
+
+bench: all
+	./scripts/bench.sh
 
 test: all
 	$(CARGO) test --release

@@ -169,6 +169,10 @@ int main(int argc, char **argv)
     }
     if (transport == SS_TCP || transport == SS_UDP)
         ss_config_set_reuse_address(config, true);
+    /* An echo answers each message at once: without TCP_NODELAY, Nagle's
+     * algorithm and the client's delayed ACK stall large messages ~40 ms. */
+    if (transport == SS_TCP)
+        ss_config_set_tcp_nodelay(config, true);
     /* Children notice the server's exit themselves (see stopping()); waiting
      * for them would wait for their clients. */
     if (mode == SS_FORKING)

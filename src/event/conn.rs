@@ -11,10 +11,27 @@ use socket2::{SockAddr, Socket};
 use crate::address::format_sockaddr;
 use crate::error::{Error, ErrorKind, Result};
 
+/// A peer address in as little memory as an idle connection can afford:
+/// an IP address inline (sockaddr_storage would take 128 bytes), a Unix
+/// name as its text (empty, without allocating, for unnamed clients).
+enum Peer {
+    Inet(std::net::SocketAddr),
+    Other(Box<str>),
+}
+
+impl From<&SockAddr> for Peer {
+    fn from(addr: &SockAddr) -> Self {
+        match addr.as_socket() {
+            Some(inet) => Peer::Inet(inet),
+            None => Peer::Other(format_sockaddr(addr).into_boxed_str()),
+        }
+    }
+}
+
 pub struct Conn {
     socket: Socket,
     /// Kept from accept: a reset peer can no longer be asked for it.
-    peer: SockAddr,
+    peer: Peer,
     id: u64,
     /// Received bytes the handler has not consumed yet.
     pub(crate) input: Vec<u8>,
@@ -40,14 +57,14 @@ pub struct Conn {
 impl Conn {
     pub(crate) fn new(
         socket: Socket,
-        peer: SockAddr,
+        peer: &SockAddr,
         id: u64,
         high_water: usize,
         now: u64,
     ) -> Self {
         Conn {
             socket,
-            peer,
+            peer: Peer::from(peer),
             id,
             input: Vec::new(),
             output: Vec::new(),
@@ -77,7 +94,10 @@ impl Conn {
 
     /// The peer's address as a string ("" for an unnamed Unix socket).
     pub fn peer_address(&self) -> String {
-        format_sockaddr(&self.peer)
+        match &self.peer {
+            Peer::Inet(addr) => addr.to_string(),
+            Peer::Other(text) => text.to_string(),
+        }
     }
 
     pub fn user_data(&self) -> usize {

@@ -442,7 +442,7 @@ impl EventLoop {
         };
         let id = self.conn_id(slot);
         let high_water = self.server.config().output_high_water;
-        let mut conn = Box::new(Conn::new(socket, peer, id, high_water, self.tick));
+        let mut conn = Box::new(Conn::new(socket, &peer, id, high_water, self.tick));
         if let Err(e) = epoll_ctl(
             self.epoll.as_raw_fd(),
             libc::EPOLL_CTL_ADD,
