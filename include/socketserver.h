@@ -897,7 +897,8 @@ enum ss_status ss_server_shutdown(struct ss_server *server);
  * for handler threads (not daemon ones) and child processes still running;
  * see ss_config_set_block_on_close(). Closing twice is fine. Thread-safe, but refused
  * with SS_ERR_WRONG_STATE from inside this server's own loop (a handler or
- * hook on the serving thread): call ss_server_shutdown() there instead.
+ * hook on the serving thread, or an SS_EVENT callback): call
+ * ss_server_shutdown() there instead.
  * The server's memory stays until ss_server_free().
  */
 enum ss_status ss_server_close(struct ss_server *server);

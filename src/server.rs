@@ -421,16 +421,17 @@ impl Server {
     /// Python's server_close: stops a loop running in another thread, waits
     /// for it, closes the socket and removes the Unix socket file it made.
     /// Idempotent. Refused on the serving thread itself (from a handler or
-    /// hook), where waiting for the loop would deadlock.
+    /// hook) and on event loop threads, where waiting for the loop would
+    /// deadlock.
     pub fn close(&self) -> Result<()> {
         let mut st = self.lock();
         if st.phase == Phase::Closed {
             return Ok(());
         }
-        if st.serving == Some(thread::current().id()) {
+        if st.serving == Some(thread::current().id()) || crate::event::on_loop_thread() {
             return Err(Error::wrong_state(
-                "close called from inside this server's own loop (a handler or hook); \
-                 call shutdown there and close after serve_forever returns",
+                "close called from inside this server's own loop (a handler, hook or \
+                 event callback); call shutdown there and close after serve_forever returns",
             ));
         }
         self.closing.store(true, Ordering::SeqCst);

@@ -289,3 +289,45 @@ fn unix_socket_file_is_removed_on_close_but_other_files_are_not() {
     assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Calls close from inside an event callback and records what it returned.
+#[derive(Default)]
+struct CloseState {
+    server: Mutex<Option<Arc<Server>>>,
+    result: Mutex<Option<ErrorKind>>,
+}
+
+struct CloseFromCallback(Arc<CloseState>);
+
+impl Handler for CloseFromCallback {
+    fn handle(&self, _request: &mut Request) -> Result<()> {
+        Ok(())
+    }
+
+    fn on_data(&self, conn: &mut Conn, data: &[u8]) -> Result<usize> {
+        let server = self.0.server.lock().unwrap().clone().unwrap();
+        let kind = server.close().err().map(|e| e.kind());
+        *self.0.result.lock().unwrap() = kind;
+        conn.write(data)?;
+        Ok(data.len())
+    }
+}
+
+#[test]
+fn close_from_an_event_callback_is_refused_instead_of_deadlocking() {
+    let handler = Arc::new(CloseState::default());
+    let server = Server::new(
+        &config(Transport::Tcp, Concurrency::Event),
+        "127.0.0.1:0",
+        Box::new(CloseFromCallback(handler.clone())),
+    )
+    .unwrap();
+    *handler.server.lock().unwrap() = Some(server.clone());
+    let serving = serve_in_thread(&server);
+    assert_eq!(tcp_round_trip(&server.address().unwrap(), b"x\n"), b"x\n");
+    assert_eq!(*handler.result.lock().unwrap(), Some(ErrorKind::WrongState));
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+    server.close().unwrap();
+    handler.server.lock().unwrap().take();
+}

@@ -49,6 +49,16 @@ struct LoopShared {
     mailbox: Mutex<Vec<(u64, Job)>>,
 }
 
+thread_local! {
+    static ON_LOOP_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the caller is one of the event loops (whose callbacks must not
+/// wait for the loops to stop: that would wait for themselves).
+pub(crate) fn on_loop_thread() -> bool {
+    ON_LOOP_THREAD.with(|t| t.get())
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a push, a take or a clone: a panic
     // cannot leave the data half-updated.
@@ -230,6 +240,7 @@ impl EventLoop {
     }
 
     fn run(mut self) {
+        ON_LOOP_THREAD.with(|t| t.set(true));
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
         while !self.own.stop.load(Ordering::SeqCst) {
             let timeout = self.wait_timeout();

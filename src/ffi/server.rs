@@ -191,7 +191,8 @@ pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status
 /// for handler threads (not daemon ones) and child processes still running;
 /// see ss_config_set_block_on_close(). Closing twice is fine. Thread-safe, but refused
 /// with SS_ERR_WRONG_STATE from inside this server's own loop (a handler or
-/// hook on the serving thread): call ss_server_shutdown() there instead.
+/// hook on the serving thread, or an SS_EVENT callback): call
+/// ss_server_shutdown() there instead.
 /// The server's memory stays until ss_server_free().
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
