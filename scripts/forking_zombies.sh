@@ -20,53 +20,13 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-SERVER=build/echo_server
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 REQUESTS=${ZOMBIE_REQUESTS:-2000}
 TIME_LIMIT=${ZOMBIE_TIME_LIMIT:-300}
 
-if [[ ! -x $SERVER ]]; then
-    echo "forking_zombies: $SERVER is missing: run 'make' first" >&2
-    exit 1
-fi
-if ! command -v python3 >/dev/null 2>&1; then
-    echo "forking_zombies: python3 is needed for the client" >&2
-    exit 1
-fi
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/socketserver-zombies.XXXXXX")
-SERVER_PID=""
-cleanup() {
-    if [[ -n $SERVER_PID ]]; then
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-fail() {
-    echo "forking_zombies: FAILED: $*" >&2
-    if [[ -s $TMP/server.err ]]; then
-        echo "--- echo_server stderr:" >&2
-        cat "$TMP/server.err" >&2
-    fi
-    exit 1
-}
-
-"$SERVER" --transport tcp --mode forking --address 127.0.0.1:0 >"$TMP/server.out" 2>"$TMP/server.err" &
-SERVER_PID=$!
-line=""
-for _ in $(seq 200); do
-    line=$(head -n 1 "$TMP/server.out")
-    [[ $line == "listening on "* ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || fail "echo_server exited before listening"
-    sleep 0.05
-done
-[[ $line == "listening on "* ]] || fail "echo_server did not say 'listening on' within 10 s"
-ADDRESS=${line#listening on }
-PORT=${ADDRESS##*:}
+lib_init forking_zombies
+start_server forking
 echo "forking_zombies: echo_server --mode forking (pid $SERVER_PID) listening on $ADDRESS"
 
 status=0
@@ -141,23 +101,6 @@ if most > MAX_CHILDREN:
           file=sys.stderr)
     sys.exit(1)
 EOF
-if ((status == 124 || status == 137)); then
-    fail "the client did not finish within ${TIME_LIMIT} s"
-elif ((status != 0)); then
-    fail "the client failed (status $status)"
-fi
-
-kill -TERM "$SERVER_PID"
-for _ in $(seq 200); do
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.05
-done
-kill -0 "$SERVER_PID" 2>/dev/null && fail "echo_server still running 10 s after SIGTERM"
-status=0
-wait "$SERVER_PID" || status=$?
-SERVER_PID=""
-((status == 0)) || fail "echo_server exited with status $status after SIGTERM"
-if [[ -s $TMP/server.err ]]; then
-    fail "echo_server wrote to stderr"
-fi
+check_client "$status"
+stop_server
 echo "forking_zombies: passed (no zombie, no child left, SIGTERM -> exit 0)"

@@ -47,25 +47,10 @@ fn run(prog: &str, subtest: &str) {
     );
 }
 
-/// One #[test] per C sub-test, a module per C program, and the table that
-/// `every_c_subtest_is_run` compares with each program's `--list`.
-macro_rules! c_tests {
-    ($($prog:ident { $($sub:ident),* $(,)? })*) => {
-        $(
-            mod $prog {
-                $(
-                    #[test]
-                    fn $sub() {
-                        super::run(stringify!($prog), stringify!($sub));
-                    }
-                )*
-            }
-        )*
-        const C_SUBTESTS: &[(&str, &[&str])] = &[$((stringify!($prog), &[$(stringify!($sub)),*])),*];
-    };
-}
-
-c_tests! {
+// One #[test] per C sub-test, a module per C program, and the table that
+// `every_c_subtest_is_run` compares with each program's `--list`.
+common::c_tests! {
+    super::run;
     acceptance_servers {
         tcp_sync,
         tcp_threading,

@@ -8,116 +8,18 @@
 //! success. The C side also checks that the sub-test left no descriptor and
 //! no thread behind; this side checks that it left no file in its directory.
 
-use std::collections::HashMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{manifest_dir, show, TempDir, STRICT_C99_FLAGS};
 
 /// How long one C sub-test may run before it is killed and failed.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-const C_FLAGS: &[&str] = &[
-    "-std=c99",
-    "-Wall",
-    "-Wextra",
-    "-Wpedantic",
-    "-Werror",
-    "-g",
-];
-
-const CXX_FLAGS: &[&str] = &[
-    "-std=c++11",
-    "-Wall",
-    "-Wextra",
-    "-Wpedantic",
-    "-Werror",
-    "-g",
-];
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// target/<profile>/, from this test binary's own path
-/// (target/<profile>/deps/c_api-<hash>).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test binary has a directory");
-    assert_eq!(
-        deps.file_name().and_then(|n| n.to_str()),
-        Some("deps"),
-        "unexpected test binary location {}",
-        exe.display()
-    );
-    deps.parent().expect("deps has a parent").to_path_buf()
-}
-
-struct Setup {
-    lib_dir: PathBuf,
-    out_dir: PathBuf,
-}
-
-/// Builds the library once per test binary, for the profile this binary
-/// was built with, and makes the output directory for the C programs.
-fn setup() -> &'static Setup {
-    static SETUP: OnceLock<Result<Setup, String>> = OnceLock::new();
-    let result = SETUP.get_or_init(|| {
-        let lib_dir = profile_dir();
-        let profile = lib_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("profile directory name")
-            .to_string();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(manifest_dir()).args(["build", "--lib"]);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run cargo build: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cargo build --lib failed ({}):\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let so = lib_dir.join("libsocketserver.so");
-        if !so.exists() {
-            return Err(format!("{} was not built", so.display()));
-        }
-        let out_dir = lib_dir.join("ctests");
-        std::fs::create_dir_all(&out_dir)
-            .map_err(|e| format!("mkdir {}: {e}", out_dir.display()))?;
-        Ok(Setup { lib_dir, out_dir })
-    });
-    match result {
-        Ok(s) => s,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Runs a compiler command and panics with its output if it fails.
-fn compile(mut cmd: Command, what: &str) {
+fn assert_compiles(mut cmd: Command, what: &str) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run the compiler for {what}: {e}"));
@@ -128,192 +30,24 @@ fn compile(mut cmd: Command, what: &str) {
     );
 }
 
-/// Compiles and links tests/c/<name> (a .c or .cpp file) once per test
-/// binary and returns the executable's path.
-fn program(source: &str) -> PathBuf {
-    type Slot = Arc<OnceLock<Result<PathBuf, String>>>;
-    static PROGRAMS: OnceLock<Mutex<HashMap<String, Slot>>> = OnceLock::new();
-    let slot = PROGRAMS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(source.to_string())
-        .or_default()
-        .clone();
-    let result = slot.get_or_init(|| {
-        let setup = setup();
-        let src = manifest_dir().join("tests/c").join(source);
-        let stem = Path::new(source)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("source file name");
-        let exe = setup.out_dir.join(stem);
-        // Built under a unique name and renamed, so that concurrent test
-        // runs never execute a half-written file.
-        let tmp = setup
-            .out_dir
-            .join(format!("{stem}.tmp{}", std::process::id()));
-        let cxx = source.ends_with(".cpp");
-        let mut cmd = Command::new(if cxx { "c++" } else { "cc" });
-        cmd.args(if cxx { CXX_FLAGS } else { C_FLAGS })
-            .arg("-I")
-            .arg(manifest_dir().join("include"))
-            .arg("-I")
-            .arg(manifest_dir().join("tests/c"))
-            .arg(&src)
-            .arg("-o")
-            .arg(&tmp)
-            .arg("-L")
-            .arg(&setup.lib_dir)
-            .arg("-lsocketserver")
-            .arg(format!("-Wl,-rpath,{}", setup.lib_dir.display()))
-            .arg("-lpthread");
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run the compiler: {e}"))?;
-        if !out.status.success() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(format!(
-                "{source} failed to compile\n{cmd:?}\n{}",
-                show(&out)
-            ));
-        }
-        std::fs::rename(&tmp, &exe).map_err(|e| format!("rename to {}: {e}", exe.display()))?;
-        Ok(exe)
-    });
-    match result {
-        Ok(p) => p.clone(),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// A fresh directory for one sub-test's socket files, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("ss-ctest-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the temporary directory");
-        TempDir(dir)
-    }
-
-    fn leftovers(&self) -> Vec<String> {
-        std::fs::read_dir(&self.0)
-            .map(|it| {
-                it.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs `exe args...` with a hard timeout, capturing its output.
-fn run_with_timeout(exe: &Path, args: &[&str], tmp: &Path) -> Output {
-    let mut child = Command::new(exe)
-        .args(args)
-        .env("SS_TEST_TMPDIR", tmp)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
-    // Drained on threads so that a chatty child cannot block on a full pipe.
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let out_reader = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err_reader = drain(Box::new(child.stderr.take().expect("stderr")));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the C test") {
-            break Some(status);
-        }
-        if start.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    match status {
-        Some(status) => Output {
-            status,
-            stdout,
-            stderr,
-        },
-        None => panic!(
-            "{} {:?} timed out after {:?} and was killed\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            exe.display(),
-            args,
-            TIMEOUT,
-            String::from_utf8_lossy(&stdout),
-            String::from_utf8_lossy(&stderr)
-        ),
-    }
-}
-
-/// Runs one sub-test of tests/c/<prog>.c and fails unless it exits 0 and
-/// leaves its temporary directory empty.
+/// Runs one sub-test of tests/c/<prog>.c, compiled with the strict C99
+/// flags alone (the programs set their feature-test macro themselves), and
+/// fails unless it exits 0, reports success and leaves its temporary
+/// directory ($SS_TEST_TMPDIR) empty.
 fn run_c(prog: &str, subtest: &str) {
-    let exe = program(&format!("{prog}.c"));
-    let tmp = TempDir::new();
-    let out = run_with_timeout(&exe, &[subtest], &tmp.0);
-    assert!(
-        out.status.success(),
-        "C test {prog} {subtest} failed\n{}",
-        show(&out)
-    );
-    let expect = format!("ok {subtest}");
-    assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|l| l == expect),
-        "C test {prog} {subtest} exited 0 without reporting success\n{}",
-        show(&out)
-    );
-    let left = tmp.leftovers();
-    assert!(
-        left.is_empty(),
-        "C test {prog} {subtest} left files behind in {}: {left:?}",
-        tmp.0.display()
+    common::run_subtest_with(
+        &format!("{prog}.c"),
+        STRICT_C99_FLAGS,
+        subtest,
+        "SS_TEST_TMPDIR",
+        TIMEOUT,
     );
 }
 
-/// One #[test] per C sub-test, grouped in a module per C program, plus the
-/// table that `every_c_subtest_is_run` compares with each program's --list.
-macro_rules! c_tests {
-    ($($prog:ident { $($sub:ident),* $(,)? })*) => {
-        $(
-            mod $prog {
-                $(
-                    #[test]
-                    fn $sub() {
-                        super::run_c(stringify!($prog), stringify!($sub));
-                    }
-                )*
-            }
-        )*
-        const C_SUBTESTS: &[(&str, &[&str])] = &[$((stringify!($prog), &[$(stringify!($sub)),*])),*];
-    };
-}
-
-c_tests! {
+// One #[test] per C sub-test, a module per C program, and the table that
+// `every_c_subtest_is_run` compares with each program's `--list`.
+common::c_tests! {
+    super::run_c;
     transports {
         tcp_ipv4,
         tcp_ipv6,
@@ -445,15 +179,8 @@ c_tests! {
 /// is left out of `cargo test`.
 #[test]
 fn every_c_subtest_is_run() {
-    let tmp = TempDir::new();
     for (prog, subs) in C_SUBTESTS {
-        let exe = program(&format!("{prog}.c"));
-        let out = run_with_timeout(&exe, &["--list"], &tmp.0);
-        assert!(out.status.success(), "{prog} --list\n{}", show(&out));
-        let listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
+        let listed = common::list_subtests_with(&format!("{prog}.c"), STRICT_C99_FLAGS);
         let expected: Vec<String> = subs.iter().map(|s| s.to_string()).collect();
         assert_eq!(listed, expected, "sub-tests of {prog}.c vs c_tests!");
     }
@@ -465,14 +192,14 @@ fn every_c_subtest_is_run() {
 fn header_compiles_alone_as_c99() {
     let header = manifest_dir().join("include/socketserver.h");
     let mut cmd = Command::new("cc");
-    cmd.args(C_FLAGS)
+    cmd.args(STRICT_C99_FLAGS)
         .args(["-Wstrict-prototypes", "-Wmissing-prototypes", "-Wshadow"])
         .args(["-fsyntax-only", "-x", "c"])
         .arg(&header);
-    compile(cmd, "include/socketserver.h as C99");
+    assert_compiles(cmd, "include/socketserver.h as C99");
 
-    let tmp = TempDir::new();
-    let unit = tmp.0.join("twice.c");
+    let tmp = TempDir::new("ctest");
+    let unit = tmp.path().join("twice.c");
     std::fs::write(
         &unit,
         "#include \"socketserver.h\"\n#include \"socketserver.h\"\n\
@@ -480,21 +207,21 @@ fn header_compiles_alone_as_c99() {
     )
     .expect("write twice.c");
     let mut cmd = Command::new("cc");
-    cmd.args(C_FLAGS)
+    cmd.args(STRICT_C99_FLAGS)
         .arg("-I")
         .arg(manifest_dir().join("include"))
         .args(["-fsyntax-only"])
         .arg(&unit);
-    compile(cmd, "a unit including the header twice");
+    assert_compiles(cmd, "a unit including the header twice");
 }
 
 /// A C++ program includes the header (extern "C" guards), links against the
 /// library and calls into it.
 #[test]
 fn header_works_from_cplusplus() {
-    let exe = program("header_cxx.cpp");
-    let tmp = TempDir::new();
-    let out = run_with_timeout(&exe, &[], &tmp.0);
+    let exe = common::compile("header_cxx.cpp");
+    let tmp = TempDir::new("ctest");
+    let out = common::run_with_timeout(&exe, &[], &[("SS_TEST_TMPDIR", tmp.path())], TIMEOUT);
     assert!(out.status.success(), "header_cxx\n{}", show(&out));
 }
 
@@ -502,7 +229,6 @@ fn header_works_from_cplusplus() {
 /// shared library exports, and bad_input.c exercises every one of them.
 #[test]
 fn header_matches_exported_symbols() {
-    let setup = setup();
     let header = std::fs::read_to_string(manifest_dir().join("include/socketserver.h"))
         .expect("read the header");
     let mut declared: Vec<String> = header
@@ -523,7 +249,7 @@ fn header_matches_exported_symbols() {
 
     let out = Command::new("nm")
         .args(["-D", "--defined-only"])
-        .arg(setup.lib_dir.join("libsocketserver.so"))
+        .arg(common::setup().shared_library())
         .output()
         .expect("run nm");
     assert!(out.status.success(), "nm\n{}", show(&out));

@@ -122,20 +122,10 @@ fn every_c_subtest_is_run() {
 
 // ------------------------------------------------------------ http_hello
 
-/// The flags the Makefile builds the examples with (strict C99, no
-/// _GNU_SOURCE: the example must define what it needs itself).
-const EXAMPLE_FLAGS: &[&str] = &[
-    "-std=c99",
-    "-Wall",
-    "-Wextra",
-    "-Wpedantic",
-    "-Werror",
-    "-g",
-];
-
+/// http_hello built the way the Makefile builds the examples (strict C99,
+/// no _GNU_SOURCE: the example must define what it needs itself).
 fn http_hello_exe() -> PathBuf {
-    // compile_with() takes paths relative to tests/c/.
-    common::compile_with("../../c_examples/http_hello.c", EXAMPLE_FLAGS)
+    common::compile_example("http_hello", &[])
 }
 
 /// A running http_hello, killed if the test fails before stopping it.

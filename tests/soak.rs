@@ -17,18 +17,19 @@
 //! Progress and the measured figures are printed (see them with
 //! `cargo test --test soak -- --nocapture`).
 
-use std::collections::HashMap;
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use common::{show, TempDir};
 
 /// Modes echo_server can run today. A mode from ALL_MODES that is not listed
 /// here must be refused with exit status 2 and a message on stderr (how
@@ -50,167 +51,10 @@ const SLOW_WORK: Duration = Duration::from_millis(500);
 /// reaped at the latest one interval after they exit.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-const C_FLAGS: &[&str] = &[
-    "-std=c99",
-    "-Wall",
-    "-Wextra",
-    "-Wpedantic",
-    "-Werror",
-    "-O2",
-    "-g",
-];
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// target/<profile>/, from this test binary's own path
-/// (target/<profile>/deps/soak-<hash>).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test binary has a directory");
-    assert_eq!(
-        deps.file_name().and_then(|n| n.to_str()),
-        Some("deps"),
-        "unexpected test binary location {}",
-        exe.display()
-    );
-    deps.parent().expect("deps has a parent").to_path_buf()
-}
-
-struct Setup {
-    lib_dir: PathBuf,
-    out_dir: PathBuf,
-}
-
-/// Builds the library once per test binary, for this binary's profile.
-fn setup() -> &'static Setup {
-    static SETUP: OnceLock<Result<Setup, String>> = OnceLock::new();
-    let result = SETUP.get_or_init(|| {
-        let lib_dir = profile_dir();
-        let profile = lib_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("profile directory name")
-            .to_string();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(manifest_dir()).args(["build", "--lib"]);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run cargo build: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cargo build --lib failed ({}):\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let so = lib_dir.join("libsocketserver.so");
-        if !so.exists() {
-            return Err(format!("{} was not built", so.display()));
-        }
-        let out_dir = lib_dir.join("ctests-soak");
-        std::fs::create_dir_all(&out_dir)
-            .map_err(|e| format!("mkdir {}: {e}", out_dir.display()))?;
-        Ok(Setup { lib_dir, out_dir })
-    });
-    match result {
-        Ok(s) => s,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Compiles c_examples/<name>.c once per test binary; returns the program.
+/// Compiles c_examples/<name>.c once per test binary (optimized, as the
+/// soak measures it under load); returns the program.
 fn program(name: &str) -> PathBuf {
-    type Slot = Arc<OnceLock<Result<PathBuf, String>>>;
-    static PROGRAMS: OnceLock<Mutex<HashMap<String, Slot>>> = OnceLock::new();
-    let slot = PROGRAMS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(name.to_string())
-        .or_default()
-        .clone();
-    let result = slot.get_or_init(|| {
-        let setup = setup();
-        let src = manifest_dir().join("c_examples").join(format!("{name}.c"));
-        let exe = setup.out_dir.join(name);
-        // Built under a unique name and renamed, so that concurrent test
-        // runs never execute a half-written file.
-        let tmp = setup
-            .out_dir
-            .join(format!("{name}.tmp{}", std::process::id()));
-        let mut cmd = Command::new("cc");
-        cmd.args(C_FLAGS)
-            .arg("-I")
-            .arg(manifest_dir().join("include"))
-            .arg(&src)
-            .arg("-o")
-            .arg(&tmp)
-            .arg("-L")
-            .arg(&setup.lib_dir)
-            .arg("-lsocketserver")
-            .arg(format!("-Wl,-rpath,{}", setup.lib_dir.display()))
-            .arg("-lpthread");
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run the compiler: {e}"))?;
-        if !out.status.success() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(format!(
-                "{name}.c failed to compile\n{cmd:?}\n{}",
-                show(&out)
-            ));
-        }
-        std::fs::rename(&tmp, &exe).map_err(|e| format!("rename to {}: {e}", exe.display()))?;
-        Ok(exe)
-    });
-    match result {
-        Ok(p) => p.clone(),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// A fresh directory for socket files, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("ss-soak-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the temporary directory");
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    common::compile_example(name, &["-O2"])
 }
 
 /// Reads a pipe to its end on a thread, so a chatty child never blocks.
@@ -235,30 +79,6 @@ fn wait_or_kill(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
             panic!("{what} did not exit within {limit:?} and was killed");
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Runs a command to completion with a hard timeout, capturing its output.
-fn run_with_timeout(mut cmd: Command, stdin: &[u8], limit: Duration, what: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = drain(child.stdout.take().expect("stdout"));
-    let err = drain(child.stderr.take().expect("stderr"));
-    let status = wait_or_kill(&mut child, limit, what);
-    let _ = writer.join();
-    Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
     }
 }
 
@@ -508,7 +328,7 @@ fn echo_round_trip(transport: &str, address: &str, msg: &[u8], tmp: &TempDir) ->
         }
         "unixdgram" => {
             // The server replies to the sender's address: bind one.
-            let own = tmp.path("client.sock");
+            let own = tmp.path().join("client.sock");
             let sock = UnixDatagram::bind(&own).expect("bind a Unix datagram client");
             sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
             sock.send_to(msg, address).expect("send a datagram");
@@ -526,7 +346,11 @@ fn echo_round_trip(transport: &str, address: &str, msg: &[u8], tmp: &TempDir) ->
 fn server_address(transport: &str, tmp: &TempDir) -> String {
     match transport {
         "tcp" | "udp" => "127.0.0.1:0".to_string(),
-        _ => tmp.path("server.sock").to_string_lossy().into_owned(),
+        _ => tmp
+            .path()
+            .join("server.sock")
+            .to_string_lossy()
+            .into_owned(),
     }
 }
 
@@ -570,10 +394,14 @@ fn parse_handoff_reply(reply: &str) -> (String, i32, String) {
 /// the fast replies come first, both kinds are right, the slow work ran
 /// where it was handed off to, nothing is left behind, SIGINT exits 0.
 fn handoff_slow_then_fast(transport: &str, hand_off: &str) {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("soak");
     let address = match transport {
         "tcp" => "127.0.0.1:0".to_string(),
-        _ => tmp.path("handoff.sock").to_string_lossy().into_owned(),
+        _ => tmp
+            .path()
+            .join("handoff.sock")
+            .to_string_lossy()
+            .into_owned(),
     };
     let server = Server::start(
         "handoff_server",
@@ -765,17 +593,7 @@ fn threading_soak_threads_and_rss_stay_flat() {
     const REQUESTS: usize = 20_000;
     const WARM_UP: usize = 2_000;
     const MAX_RSS_GROWTH_KIB: u64 = 4 * 1024;
-    let server = Server::start(
-        "echo_server",
-        &[
-            "--transport",
-            "tcp",
-            "--mode",
-            "threading",
-            "--address",
-            "127.0.0.1:0",
-        ],
-    );
+    let server = Server::start("echo_server", &echo_args("tcp", "threading", "127.0.0.1:0"));
     let (pid, port) = (server.pid, server.port());
     let idle = thread_count(pid);
     let settle = |done: usize| -> (usize, u64) {
@@ -820,17 +638,7 @@ fn threading_soak_threads_and_rss_stay_flat() {
 #[test]
 fn forking_leaves_no_zombies() {
     const REQUESTS: usize = 500;
-    let server = Server::start(
-        "echo_server",
-        &[
-            "--transport",
-            "tcp",
-            "--mode",
-            "forking",
-            "--address",
-            "127.0.0.1:0",
-        ],
-    );
+    let server = Server::start("echo_server", &echo_args("tcp", "forking", "127.0.0.1:0"));
     let (pid, port) = (server.pid, server.port());
     let start = Instant::now();
     for n in 1..=REQUESTS {
@@ -850,6 +658,18 @@ fn forking_leaves_no_zombies() {
 
 // ---------------------------------------------------------------- matrix
 
+/// echo_server's command line for `transport`, `mode` and `address`.
+fn echo_args<'a>(transport: &'a str, mode: &'a str, address: &'a str) -> Vec<&'a str> {
+    vec![
+        "--transport",
+        transport,
+        "--mode",
+        mode,
+        "--address",
+        address,
+    ]
+}
+
 /// Modes with a fixed number of worker threads or event loops (--threads).
 fn takes_threads(mode: &str) -> bool {
     matches!(mode, "pool" | "event")
@@ -861,16 +681,9 @@ fn takes_threads(mode: &str) -> bool {
 fn echo_round_trip_every_transport_and_mode() {
     for mode in IMPLEMENTED_MODES {
         for transport in TRANSPORTS {
-            let tmp = TempDir::new();
+            let tmp = TempDir::new("soak");
             let address = server_address(transport, &tmp);
-            let mut args = vec![
-                "--transport",
-                transport,
-                "--mode",
-                mode,
-                "--address",
-                &address,
-            ];
+            let mut args = echo_args(transport, mode, &address);
             if takes_threads(mode) {
                 args.extend(["--threads", "2"]);
             }
@@ -905,10 +718,8 @@ fn echo_round_trip_every_transport_and_mode() {
 /// 2, a message on stderr containing `mention`, nothing on stdout, no
 /// socket file at `address` (if any).
 fn assert_refused(args: &[&str], address: Option<&str>, mention: &str) {
-    let mut cmd = Command::new(program("echo_server"));
-    cmd.args(args);
     let what = format!("echo_server {}", args.join(" "));
-    let out = run_with_timeout(cmd, b"", EXIT_TIMEOUT, &what);
+    let out = common::run_with_timeout(&program("echo_server"), args, &[], EXIT_TIMEOUT);
     assert_eq!(out.status.code(), Some(2), "{what}\n{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -936,58 +747,22 @@ fn unimplemented_modes_and_bad_usage_exit_2() {
         .filter(|m| !IMPLEMENTED_MODES.contains(m))
         .collect();
     for transport in TRANSPORTS {
-        let tmp = TempDir::new();
+        let tmp = TempDir::new("soak");
         let address = server_address(transport, &tmp);
         for mode in &pending {
-            assert_refused(
-                &[
-                    "--transport",
-                    transport,
-                    "--mode",
-                    mode,
-                    "--address",
-                    &address,
-                ],
-                Some(&address),
-                mode,
-            );
+            assert_refused(&echo_args(transport, mode, &address), Some(&address), mode);
         }
         assert_refused(
-            &[
-                "--transport",
-                transport,
-                "--mode",
-                "bogus",
-                "--address",
-                &address,
-            ],
+            &echo_args(transport, "bogus", &address),
             Some(&address),
             "unknown mode",
         );
-        assert_refused(
-            &[
-                "--transport",
-                transport,
-                "--mode",
-                "pool",
-                "--address",
-                &address,
-                "--threads",
-                "0",
-            ],
-            Some(&address),
-            "--threads",
-        );
+        let mut no_threads = echo_args(transport, "pool", &address);
+        no_threads.extend(["--threads", "0"]);
+        assert_refused(&no_threads, Some(&address), "--threads");
     }
     assert_refused(
-        &[
-            "--transport",
-            "carrier-pigeon",
-            "--mode",
-            "sync",
-            "--address",
-            "x",
-        ],
+        &echo_args("carrier-pigeon", "sync", "x"),
         None,
         "unknown transport",
     );
@@ -1023,28 +798,17 @@ fn socat_round_trips() {
         ("UNIX-CONNECT", "unix", "5"),
     ];
     for (kind, transport, wait) in cases {
-        let tmp = TempDir::new();
+        let tmp = TempDir::new("soak");
         let address = server_address(transport, &tmp);
-        let server = Server::start(
-            "echo_server",
-            &[
-                "--transport",
-                transport,
-                "--mode",
-                "sync",
-                "--address",
-                &address,
-            ],
-        );
+        let server = Server::start("echo_server", &echo_args(transport, "sync", &address));
         let target = format!("{kind}:{}", server.address);
         let msg = format!("socat says hello over {transport}\n");
-        let mut cmd = Command::new("socat");
-        cmd.args(["-t", wait, "-", &target]);
-        let out = run_with_timeout(
-            cmd,
-            msg.as_bytes(),
+        let out = common::run_with_input(
+            Path::new("socat"),
+            &["-t", wait, "-", &target],
+            &[],
+            Some(msg.as_bytes()),
             Duration::from_secs(15),
-            &format!("socat - {target}"),
         );
         assert!(out.status.success(), "socat - {target}\n{}", show(&out));
         assert_eq!(

@@ -54,14 +54,14 @@ static int ready_then_echo(ss_request *r, void *ud)
     char line[64];
     size_t n = 0;
     int rc = 0;
-    at_store_max(&sh->max_running, AT_INC(&sh->running));
+    at_store_max(&sh->max_running, TU_INC(&sh->running));
     if (ss_request_write(r, "ready\n", 6) != SS_OK ||
         ss_request_readline(r, line, sizeof line, &n) != SS_OK ||
         ss_request_write(r, line, n) != SS_OK)
         rc = -1;
     else
-        AT_INC(&sh->handled);
-    AT_DEC(&sh->running);
+        TU_INC(&sh->handled);
+    TU_DEC(&sh->running);
     return rc;
 }
 
@@ -71,21 +71,21 @@ static void on_error(ss_request *r, ss_status status, const char *message, void 
     (void)r;
     (void)status;
     (void)message;
-    AT_INC(&sh->errors);
+    TU_INC(&sh->errors);
 }
 
 /* Waits up to ms until `want` of the n clients got "ready\n"; returns how
  * many are ready. */
 static int wait_ready(const int *fds, bool *ready, int n, int want, long ms)
 {
-    double deadline = at_now_ms() + (double)ms;
+    double deadline = tu_now_ms() + (double)ms;
     int count = 0, i;
     for (i = 0; i < n; i++)
         count += ready[i];
     while (count < want) {
         struct pollfd p[N_CLIENTS];
         int idx[N_CLIENTS];
-        int np = 0, left = (int)(deadline - at_now_ms()), rc;
+        int np = 0, left = (int)(deadline - tu_now_ms()), rc;
         if (left <= 0)
             break;
         for (i = 0; i < n; i++) {
@@ -103,7 +103,7 @@ static int wait_ready(const int *fds, bool *ready, int n, int want, long ms)
         for (i = 0; i < np; i++) {
             if (p[i].revents != 0) {
                 char buf[16];
-                at_recv_line(fds[idx[i]], buf, sizeof buf);
+                tu_recv_line(fds[idx[i]], buf, sizeof buf);
                 CHECK_STREQ(buf, "ready\n");
                 ready[idx[i]] = true;
                 count++;
@@ -116,9 +116,9 @@ static int wait_ready(const int *fds, bool *ready, int n, int want, long ms)
 static void concurrency_test(int mode)
 {
     shared *sh = (shared *)at_shared_alloc(sizeof *sh);
-    ss_config *cfg = at_config(SS_TCP, mode, ready_then_echo);
+    ss_config *cfg = tu_config_mode(SS_TCP, mode, ready_then_echo);
     ss_server *server;
-    at_serving serving;
+    tu_runner serving;
     char addr[128], line[32], buf[32];
     int fds[N_CLIENTS];
     bool ready[N_CLIENTS];
@@ -128,14 +128,11 @@ static void concurrency_test(int mode)
     CHECK_OK(ss_config_set_handle_error(cfg, on_error));
     if (mode == SS_THREAD_POOL)
         CHECK_OK(ss_config_set_threads(cfg, N_CLIENTS));
-    server = at_server(cfg, "127.0.0.1:0", sh);
-    ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
-    at_start_serving(&serving, server);
+    server = tu_start_serving(cfg, "127.0.0.1:0", sh, &serving, addr, sizeof addr);
 
-    start = at_now_ms();
+    start = tu_now_ms();
     for (i = 0; i < N_CLIENTS; i++) {
-        fds[i] = at_connect(SOCK_STREAM, addr, NULL);
+        fds[i] = tu_connect(SOCK_STREAM, addr, NULL);
         ready[i] = false;
     }
     if (mode == SS_SYNC) {
@@ -147,31 +144,31 @@ static void concurrency_test(int mode)
     } else {
         n = wait_ready(fds, ready, N_CLIENTS, N_CLIENTS, 10000);
         CHECK_MSG(n == N_CLIENTS, "only %d of %d handlers ran at the same time", n, N_CLIENTS);
-        CHECK_EQ(AT_LOAD(&sh->max_running), N_CLIENTS);
+        CHECK_EQ(TU_LOAD(&sh->max_running), N_CLIENTS);
     }
     for (i = 0; i < N_CLIENTS; i++) {
         snprintf(line, sizeof line, "client %d\n", i);
-        at_send_str(fds[i], line);
+        tu_send_str(fds[i], line);
     }
     for (i = 0; i < N_CLIENTS; i++) {
         snprintf(line, sizeof line, "client %d\n", i);
         if (!ready[i]) {
-            at_recv_line(fds[i], buf, sizeof buf);
+            tu_recv_line(fds[i], buf, sizeof buf);
             CHECK_STREQ(buf, "ready\n");
         }
-        at_recv_line(fds[i], buf, sizeof buf);
+        tu_recv_line(fds[i], buf, sizeof buf);
         CHECK_STREQ(buf, line);
         CHECK(at_at_eof(fds[i]));
         CHECK_SYS(close(fds[i]));
     }
-    CHECK_MSG(at_now_ms() - start < 10000, "took %.0f ms", at_now_ms() - start);
+    CHECK_MSG(tu_now_ms() - start < 10000, "took %.0f ms", tu_now_ms() - start);
     at_stop_serving(&serving);
     CHECK_OK(ss_server_close(server));
     ss_server_free(server);
-    CHECK_EQ(AT_LOAD(&sh->handled), N_CLIENTS);
-    CHECK_EQ(AT_LOAD(&sh->errors), 0);
+    CHECK_EQ(TU_LOAD(&sh->handled), N_CLIENTS);
+    CHECK_EQ(TU_LOAD(&sh->errors), 0);
     if (mode == SS_SYNC)
-        CHECK_EQ(AT_LOAD(&sh->max_running), 1);
+        CHECK_EQ(TU_LOAD(&sh->max_running), 1);
     at_shared_free(sh, sizeof *sh);
 }
 
@@ -201,45 +198,42 @@ static void concurrent_sync_control(void)
 static int busy_handle(ss_request *r, void *ud)
 {
     shared *sh = (shared *)ud;
-    AT_STORE(&sh->started, 1);
-    at_sleep_ms(400);
-    sh->finished_ms = at_now_ms();
+    TU_STORE(&sh->started, 1);
+    tu_sleep_ms(400);
+    sh->finished_ms = tu_now_ms();
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     return ss_request_write(r, "done\n", 5) == SS_OK ? 0 : -1;
 }
 
 static void wait_started(shared *sh)
 {
-    double deadline = at_now_ms() + 10000;
-    while (!AT_LOAD(&sh->started)) {
-        if (at_now_ms() > deadline)
-            FAIL("the handler never started");
-        at_sleep_ms(1);
+    double deadline = tu_now_ms() + 10000;
+    while (!TU_LOAD(&sh->started)) {
+        if (tu_now_ms() > deadline)
+            TU_FAIL("the handler never started");
+        tu_sleep_ms(1);
     }
 }
 
 static void shutdown_while_handlers_run(void)
 {
     shared sh;
-    ss_config *cfg = at_config(SS_TCP, SS_THREADING, busy_handle);
+    ss_config *cfg = tu_config_mode(SS_TCP, SS_THREADING, busy_handle);
     ss_server *server;
-    at_serving serving;
+    tu_runner serving;
     char addr[128], buf[16];
     size_t threads = 99;
     double t0, joined, closed, finished;
     int fd;
 
     memset(&sh, 0, sizeof sh);
-    server = at_server(cfg, "127.0.0.1:0", &sh);
-    ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
-    at_start_serving(&serving, server);
-    fd = at_connect(SOCK_STREAM, addr, NULL);
+    server = tu_start_serving(cfg, "127.0.0.1:0", &sh, &serving, addr, sizeof addr);
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
     wait_started(&sh);
 
-    t0 = at_now_ms();
+    t0 = tu_now_ms();
     at_stop_serving(&serving);
-    joined = at_now_ms();
+    joined = tu_now_ms();
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     CHECK_MSG(sh.finished_ms == 0.0, "serve_forever returned only after the handler finished");
     CHECK_MSG(joined - t0 < 200, "serve_forever took %.0f ms to return after shutdown",
@@ -248,14 +242,14 @@ static void shutdown_while_handlers_run(void)
     CHECK_EQ(threads, 1);
 
     CHECK_OK(ss_server_close(server));
-    closed = at_now_ms();
+    closed = tu_now_ms();
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     finished = sh.finished_ms;
     CHECK_MSG(finished != 0.0 && finished <= closed,
               "close (block_on_close) returned before the handler finished");
     at_live(server, &threads, NULL);
     CHECK_EQ(threads, 0);
-    at_recv_line(fd, buf, sizeof buf);
+    tu_recv_line(fd, buf, sizeof buf);
     CHECK_STREQ(buf, "done\n");
     CHECK(at_at_eof(fd));
     CHECK_SYS(close(fd));
@@ -272,12 +266,12 @@ static int waiting_handle(ss_request *r, void *ud)
     char line[32];
     size_t n = 0;
     int rc;
-    AT_STORE(&sh->started, 1);
+    TU_STORE(&sh->started, 1);
     rc = ss_request_readline(r, line, sizeof line, &n) == SS_OK &&
                  ss_request_write(r, line, n) == SS_OK
              ? 0
              : -1;
-    sh->finished_ms = at_now_ms();
+    sh->finished_ms = tu_now_ms();
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     return rc;
 }
@@ -285,9 +279,9 @@ static int waiting_handle(ss_request *r, void *ud)
 static void close_without_waiting(bool daemon)
 {
     shared sh;
-    ss_config *cfg = at_config(SS_TCP, SS_THREADING, waiting_handle);
+    ss_config *cfg = tu_config_mode(SS_TCP, SS_THREADING, waiting_handle);
     ss_server *server;
-    at_serving serving;
+    tu_runner serving;
     char addr[128], buf[16];
     size_t threads = 99;
     double t0, deadline;
@@ -298,17 +292,14 @@ static void close_without_waiting(bool daemon)
     else
         CHECK_OK(ss_config_set_block_on_close(cfg, false));
     memset(&sh, 0, sizeof sh);
-    server = at_server(cfg, "127.0.0.1:0", &sh);
-    ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
-    at_start_serving(&serving, server);
-    fd = at_connect(SOCK_STREAM, addr, NULL);
+    server = tu_start_serving(cfg, "127.0.0.1:0", &sh, &serving, addr, sizeof addr);
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
     wait_started(&sh);
 
     at_stop_serving(&serving);
-    t0 = at_now_ms();
+    t0 = tu_now_ms();
     CHECK_OK(ss_server_close(server));
-    CHECK_MSG(at_now_ms() - t0 < 200, "close took %.0f ms", at_now_ms() - t0);
+    CHECK_MSG(tu_now_ms() - t0 < 200, "close took %.0f ms", tu_now_ms() - t0);
     CHECK_EQ(ss_server_fileno(server), -1);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     CHECK_MSG(sh.finished_ms == 0.0, "the handler finished before close returned");
@@ -316,19 +307,19 @@ static void close_without_waiting(bool daemon)
     CHECK_EQ(threads, 1);
 
     /* The handler still works; wait for it before leaving. */
-    at_send_str(fd, "late\n");
-    at_recv_line(fd, buf, sizeof buf);
+    tu_send_str(fd, "late\n");
+    tu_recv_line(fd, buf, sizeof buf);
     CHECK_STREQ(buf, "late\n");
     CHECK(at_at_eof(fd));
     CHECK_SYS(close(fd));
-    deadline = at_now_ms() + 5000;
+    deadline = tu_now_ms() + 5000;
     for (;;) {
         at_live(server, &threads, NULL);
         if (threads == 0)
             break;
-        if (at_now_ms() > deadline)
-            FAIL("the handler thread never ended");
-        at_sleep_ms(1);
+        if (tu_now_ms() > deadline)
+            TU_FAIL("the handler thread never ended");
+        tu_sleep_ms(1);
     }
     ss_server_free(server);
 }
@@ -354,15 +345,15 @@ static int holding_handle(ss_request *r, void *ud)
     char line[32];
     size_t n = 0;
     int rc;
-    at_store_max(&sh->max_running, AT_INC(&sh->running));
-    at_sleep_ms(sh->hold_ms);
-    AT_DEC(&sh->running);
+    at_store_max(&sh->max_running, TU_INC(&sh->running));
+    tu_sleep_ms(sh->hold_ms);
+    TU_DEC(&sh->running);
     rc = ss_request_readline(r, line, sizeof line, &n) == SS_OK &&
                  ss_request_write(r, line, n) == SS_OK
              ? 0
              : -1;
     if (rc == 0)
-        AT_INC(&sh->handled);
+        TU_INC(&sh->handled);
     return rc;
 }
 
@@ -376,14 +367,14 @@ typedef struct sampler {
 static void *sample_live(void *arg)
 {
     sampler *s = (sampler *)arg;
-    while (!AT_LOAD(&s->stop)) {
+    while (!TU_LOAD(&s->stop)) {
         size_t threads = 0, children = 0;
         size_t live;
         CHECK_OK(ss_server_live_workers(s->server, &threads, &children));
         live = s->mode == SS_FORKING ? children : threads;
         if (live > s->max_live)
             s->max_live = live;
-        at_sleep_ms(1);
+        tu_sleep_ms(1);
     }
     return NULL;
 }
@@ -391,9 +382,9 @@ static void *sample_live(void *arg)
 static void cap_test(int mode)
 {
     shared *sh = (shared *)at_shared_alloc(sizeof *sh);
-    ss_config *cfg = at_config(SS_TCP, mode, holding_handle);
+    ss_config *cfg = tu_config_mode(SS_TCP, mode, holding_handle);
     ss_server *server;
-    at_serving serving;
+    tu_runner serving;
     sampler smp;
     pthread_t sampler_thread;
     char addr[128], line[32], buf[32];
@@ -407,30 +398,30 @@ static void cap_test(int mode)
         CHECK_OK(ss_config_set_max_children(cfg, CAP));
     else
         CHECK_OK(ss_config_set_max_threads(cfg, CAP));
-    server = at_server(cfg, "127.0.0.1:0", sh);
+    server = tu_server(cfg, "127.0.0.1:0", sh);
     ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
+    tu_server_addr(server, addr, sizeof addr);
     memset(&smp, 0, sizeof smp);
     smp.server = server;
     smp.mode = mode;
     CHECK_EQ(pthread_create(&sampler_thread, NULL, sample_live, &smp), 0);
-    at_start_serving(&serving, server);
+    tu_serve_in_thread(&serving, server);
 
-    start = at_now_ms();
+    start = tu_now_ms();
     for (i = 0; i < N_CAPPED; i++) {
-        fds[i] = at_connect(SOCK_STREAM, addr, NULL);
+        fds[i] = tu_connect(SOCK_STREAM, addr, NULL);
         snprintf(line, sizeof line, "client %d\n", i);
-        at_send_str(fds[i], line);
+        tu_send_str(fds[i], line);
     }
     for (i = 0; i < N_CAPPED; i++) {
         snprintf(line, sizeof line, "client %d\n", i);
-        at_recv_line(fds[i], buf, sizeof buf);
+        tu_recv_line(fds[i], buf, sizeof buf);
         CHECK_STREQ(buf, line);
         CHECK(at_at_eof(fds[i]));
         CHECK_SYS(close(fds[i]));
     }
-    elapsed = at_now_ms() - start;
-    AT_STORE(&smp.stop, 1);
+    elapsed = tu_now_ms() - start;
+    TU_STORE(&smp.stop, 1);
     CHECK_EQ(pthread_join(sampler_thread, NULL), 0);
     at_stop_serving(&serving);
     CHECK_OK(ss_server_close(server));
@@ -438,8 +429,8 @@ static void cap_test(int mode)
 
     fprintf(stderr, "6 requests in %.0f ms, at most %d at once, sampled live max %zu\n", elapsed,
             sh->max_running, smp.max_live);
-    CHECK_EQ(AT_LOAD(&sh->handled), N_CAPPED);
-    CHECK_EQ(AT_LOAD(&sh->errors), 0);
+    CHECK_EQ(TU_LOAD(&sh->handled), N_CAPPED);
+    CHECK_EQ(TU_LOAD(&sh->errors), 0);
     CHECK_MSG(sh->max_running <= CAP, "%d handlers ran at once, cap %d", sh->max_running, CAP);
     CHECK_MSG(sh->max_running == CAP, "the cap was never reached (%d): no concurrency",
               sh->max_running);
@@ -466,7 +457,7 @@ static void max_threads(void)
 static void max_children_handle_request(void)
 {
     shared *sh = (shared *)at_shared_alloc(sizeof *sh);
-    ss_config *cfg = at_config(SS_TCP, SS_FORKING, holding_handle);
+    ss_config *cfg = tu_config_mode(SS_TCP, SS_FORKING, holding_handle);
     ss_server *server;
     char addr[128], buf[32];
     size_t children = 99;
@@ -476,20 +467,20 @@ static void max_children_handle_request(void)
     sh->hold_ms = 200;
     CHECK_OK(ss_config_set_handle_error(cfg, on_error));
     CHECK_OK(ss_config_set_max_children(cfg, 1));
-    server = at_server(cfg, "127.0.0.1:0", sh);
+    server = tu_server(cfg, "127.0.0.1:0", sh);
     ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
-    a = at_connect(SOCK_STREAM, addr, NULL);
-    b = at_connect(SOCK_STREAM, addr, NULL);
-    at_send_str(a, "a\n");
-    at_send_str(b, "b\n");
-    t0 = at_now_ms();
+    tu_server_addr(server, addr, sizeof addr);
+    a = tu_connect(SOCK_STREAM, addr, NULL);
+    b = tu_connect(SOCK_STREAM, addr, NULL);
+    tu_send_str(a, "a\n");
+    tu_send_str(b, "b\n");
+    t0 = tu_now_ms();
     CHECK_OK(ss_server_handle_request(server));
     CHECK_OK(ss_server_handle_request(server));
-    second = at_now_ms() - t0;
-    at_recv_line(a, buf, sizeof buf);
+    second = tu_now_ms() - t0;
+    tu_recv_line(a, buf, sizeof buf);
     CHECK_STREQ(buf, "a\n");
-    at_recv_line(b, buf, sizeof buf);
+    tu_recv_line(b, buf, sizeof buf);
     CHECK_STREQ(buf, "b\n");
     CHECK_SYS(close(a));
     CHECK_SYS(close(b));
@@ -497,7 +488,7 @@ static void max_children_handle_request(void)
     at_live(server, NULL, &children);
     CHECK_EQ(children, 0);
     ss_server_free(server);
-    CHECK_EQ(AT_LOAD(&sh->handled), 2);
+    CHECK_EQ(TU_LOAD(&sh->handled), 2);
     CHECK_MSG(sh->max_running == 1, "%d children ran at once with max_children 1",
               sh->max_running);
     CHECK_MSG(second >= 150, "the second handle_request returned after %.0f ms, before the "
@@ -514,7 +505,7 @@ static void finalize(void *ud)
 {
     shared *sh = (shared *)ud;
     (void)sh;
-    finalized_ms = at_now_ms();
+    finalized_ms = tu_now_ms();
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
@@ -524,9 +515,9 @@ static void finalize(void *ud)
 static void free_while_daemon_handler_runs(void)
 {
     shared sh;
-    ss_config *cfg = at_config(SS_TCP, SS_THREADING, waiting_handle);
+    ss_config *cfg = tu_config_mode(SS_TCP, SS_THREADING, waiting_handle);
     ss_server *server = NULL;
-    at_serving serving;
+    tu_runner serving;
     char addr[128], buf[16];
     double deadline, finished;
     int fd;
@@ -535,9 +526,9 @@ static void free_while_daemon_handler_runs(void)
     CHECK_OK(ss_config_set_daemon_threads(cfg, true));
     CHECK_OK(ss_server_new(cfg, "127.0.0.1:0", &sh, finalize, &server));
     ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
-    at_start_serving(&serving, server);
-    fd = at_connect(SOCK_STREAM, addr, NULL);
+    tu_server_addr(server, addr, sizeof addr);
+    tu_serve_in_thread(&serving, server);
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
     wait_started(&sh);
     at_stop_serving(&serving);
     CHECK_OK(ss_server_close(server));
@@ -545,19 +536,19 @@ static void free_while_daemon_handler_runs(void)
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     CHECK_MSG(finalized_ms == 0.0, "the user data was released while a handler still runs");
 
-    at_send_str(fd, "after free\n");
-    at_recv_line(fd, buf, sizeof buf);
+    tu_send_str(fd, "after free\n");
+    tu_recv_line(fd, buf, sizeof buf);
     CHECK_STREQ(buf, "after free\n");
     CHECK(at_at_eof(fd));
     CHECK_SYS(close(fd));
-    deadline = at_now_ms() + 5000;
+    deadline = tu_now_ms() + 5000;
     for (;;) {
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         if (finalized_ms != 0.0)
             break;
-        if (at_now_ms() > deadline)
-            FAIL("the user data finalizer never ran");
-        at_sleep_ms(1);
+        if (tu_now_ms() > deadline)
+            TU_FAIL("the user data finalizer never ran");
+        tu_sleep_ms(1);
     }
     finished = sh.finished_ms;
     CHECK(finished != 0.0 && finished <= finalized_ms);
@@ -573,7 +564,7 @@ static int plain_echo(ss_request *r, void *ud)
     if (ss_request_readline(r, line, sizeof line, &n) != SS_OK ||
         ss_request_write(r, line, n) != SS_OK)
         return -1;
-    AT_INC(&sh->handled);
+    TU_INC(&sh->handled);
     return 0;
 }
 
@@ -583,51 +574,48 @@ static int plain_echo(ss_request *r, void *ud)
 static void no_growth(int mode, int requests)
 {
     shared *sh = (shared *)at_shared_alloc(sizeof *sh);
-    ss_config *cfg = at_config(SS_TCP, mode, plain_echo);
+    ss_config *cfg = tu_config_mode(SS_TCP, mode, plain_echo);
     ss_server *server;
-    at_serving serving;
+    tu_runner serving;
     char addr[128], buf[32];
     int fds_base = 0, threads_base = 0, i;
     double deadline;
 
     CHECK_OK(ss_config_set_handle_error(cfg, on_error));
-    server = at_server(cfg, "127.0.0.1:0", sh);
-    ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
-    at_start_serving(&serving, server);
+    server = tu_start_serving(cfg, "127.0.0.1:0", sh, &serving, addr, sizeof addr);
     for (i = 0; i < requests; i++) {
-        int fd = at_connect(SOCK_STREAM, addr, NULL);
-        at_send_str(fd, "again\n");
-        at_recv_line(fd, buf, sizeof buf);
+        int fd = tu_connect(SOCK_STREAM, addr, NULL);
+        tu_send_str(fd, "again\n");
+        tu_recv_line(fd, buf, sizeof buf);
         CHECK_STREQ(buf, "again\n");
         CHECK(at_at_eof(fd));
         CHECK_SYS(close(fd));
         if (i == 0) {
             /* the level once the server runs */
-            at_sleep_ms(20);
-            fds_base = at_fd_count();
+            tu_sleep_ms(20);
+            fds_base = tu_fd_count();
             threads_base = at_wait_thread_count(2, 3000);
         }
     }
-    deadline = at_now_ms() + 3000;
+    deadline = tu_now_ms() + 3000;
     for (;;) {
         size_t threads = 0, children = 0;
         at_live(server, &threads, &children);
         if (threads == 0 && children == 0 && at_zombie_count(-1) == 0 &&
-            at_fd_count() == fds_base && at_thread_count() == threads_base)
+            tu_fd_count() == fds_base && tu_thread_count() == threads_base)
             break;
-        if (at_now_ms() > deadline)
-            FAIL("after %d requests: %zu live threads, %zu live children, %d zombies, "
-                 "%d descriptors (was %d), %d threads (was %d)",
-                 requests, threads, children, at_zombie_count(-1), at_fd_count(), fds_base,
-                 at_thread_count(), threads_base);
-        at_sleep_ms(2);
+        if (tu_now_ms() > deadline)
+            TU_FAIL("after %d requests: %zu live threads, %zu live children, %d zombies, "
+                    "%d descriptors (was %d), %d threads (was %d)",
+                    requests, threads, children, at_zombie_count(-1), tu_fd_count(), fds_base,
+                    tu_thread_count(), threads_base);
+        tu_sleep_ms(2);
     }
     at_stop_serving(&serving);
     CHECK_OK(ss_server_close(server));
     ss_server_free(server);
-    CHECK_EQ(AT_LOAD(&sh->handled), requests);
-    CHECK_EQ(AT_LOAD(&sh->errors), 0);
+    CHECK_EQ(TU_LOAD(&sh->handled), requests);
+    CHECK_EQ(TU_LOAD(&sh->errors), 0);
     at_shared_free(sh, sizeof *sh);
 }
 
@@ -641,7 +629,7 @@ static void no_growth_threading(void)
     no_growth(SS_THREADING, 300);
 }
 
-static const at_test tests[] = {
+static const tu_test tests[] = {
     {"concurrent_threading", concurrent_threading},
     {"concurrent_forking", concurrent_forking},
     {"concurrent_pool", concurrent_pool},

@@ -69,7 +69,7 @@ static int failing_handle(ss_request *r, void *ud)
     log->handler_tid = my_tid();
     /* Threads and children: close must wait for this. */
     if (log->mode != SS_SYNC)
-        at_sleep_ms(100);
+        tu_sleep_ms(100);
     log_line(log, "Handler called\n");
     return -1; /* ValueError */
 }
@@ -111,15 +111,15 @@ static void error_test(int mode)
     pthread_mutex_init(&log.lock, NULL);
     log.mode = mode;
     if (mode == SS_FORKING)
-        at_path(log.log_path, sizeof log.log_path, "log.txt");
+        tu_path(log.log_path, sizeof log.log_path, "log.txt");
 
-    cfg = at_config(SS_TCP, mode, failing_handle);
+    cfg = tu_config_mode(SS_TCP, mode, failing_handle);
     CHECK_OK(ss_config_set_handle_error(cfg, log_error));
-    server = at_server(cfg, "127.0.0.1:0", &log);
+    server = tu_server(cfg, "127.0.0.1:0", &log);
     ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
+    tu_server_addr(server, addr, sizeof addr);
 
-    fd = at_connect(SOCK_STREAM, addr, NULL);
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
     CHECK_SYS(close(fd));
     CHECK_OK(ss_server_handle_request(server));
     CHECK_OK(ss_server_close(server));
@@ -192,12 +192,12 @@ static void crash_error(ss_request *r, ss_status status, const char *message, vo
 {
     crash_state *cs = (crash_state *)ud;
     if (r != NULL) {
-        AT_INC(&cs->request_errors);
+        TU_INC(&cs->request_errors);
         return;
     }
     snprintf(cs->report_message, sizeof cs->report_message, "%s", message ? message : "(null)");
     cs->report_status = (int)status;
-    AT_INC(&cs->crash_reports);
+    TU_INC(&cs->crash_reports);
 }
 
 static void crash_test(int sig)
@@ -205,7 +205,7 @@ static void crash_test(int sig)
     crash_state cs;
     ss_config *cfg;
     ss_server *server;
-    at_serving serving;
+    tu_runner serving;
     char addr[128], buf[64], signum[16];
     size_t children = 99;
     double deadline;
@@ -213,18 +213,15 @@ static void crash_test(int sig)
 
     memset(&cs, 0, sizeof cs);
     cs.signal = sig;
-    cfg = at_config(SS_TCP, SS_FORKING, crashing_handle);
+    cfg = tu_config_mode(SS_TCP, SS_FORKING, crashing_handle);
     CHECK_OK(ss_config_set_handle_error(cfg, crash_error));
-    server = at_server(cfg, "127.0.0.1:0", &cs);
-    ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
-    at_start_serving(&serving, server);
+    server = tu_start_serving(cfg, "127.0.0.1:0", &cs, &serving, addr, sizeof addr);
 
     for (round = 1; round <= 2; round++) {
         ssize_t r;
         /* A crashing request: the connection just ends. */
-        fd = at_connect(SOCK_STREAM, addr, NULL);
-        at_send_str(fd, "crash\n");
+        fd = tu_connect(SOCK_STREAM, addr, NULL);
+        tu_send_str(fd, "crash\n");
         do {
             r = recv(fd, buf, sizeof buf, 0);
         } while (r < 0 && errno == EINTR);
@@ -233,21 +230,21 @@ static void crash_test(int sig)
         CHECK_SYS(close(fd));
 
         /* The server goes on: the next client is served. */
-        fd = at_connect(SOCK_STREAM, addr, NULL);
-        at_send_str(fd, "hello\n");
-        at_recv_line(fd, buf, sizeof buf);
+        fd = tu_connect(SOCK_STREAM, addr, NULL);
+        tu_send_str(fd, "hello\n");
+        tu_recv_line(fd, buf, sizeof buf);
         CHECK_STREQ(buf, "hello\n");
         CHECK(at_at_eof(fd));
         CHECK_SYS(close(fd));
 
         /* The parent reports each crash once, with request NULL. */
-        deadline = at_now_ms() + 5000;
-        while (AT_LOAD(&cs.crash_reports) < round) {
-            if (at_now_ms() > deadline)
-                FAIL("round %d: the crashed child was not reported through handle_error "
-                     "(%d reports)",
-                     round, cs.crash_reports);
-            at_sleep_ms(2);
+        deadline = tu_now_ms() + 5000;
+        while (TU_LOAD(&cs.crash_reports) < round) {
+            if (tu_now_ms() > deadline)
+                TU_FAIL("round %d: the crashed child was not reported through handle_error "
+                        "(%d reports)",
+                        round, cs.crash_reports);
+            tu_sleep_ms(2);
         }
     }
 
@@ -257,8 +254,8 @@ static void crash_test(int sig)
     CHECK_EQ(children, 0);
     ss_server_free(server);
 
-    CHECK_EQ(AT_LOAD(&cs.crash_reports), 2);
-    CHECK_EQ(AT_LOAD(&cs.request_errors), 0);
+    CHECK_EQ(TU_LOAD(&cs.crash_reports), 2);
+    CHECK_EQ(TU_LOAD(&cs.request_errors), 0);
     CHECK(cs.report_status != SS_OK);
     snprintf(signum, sizeof signum, "%d", sig);
     CHECK_MSG(strstr(cs.report_message, "signal") != NULL &&
@@ -300,9 +297,9 @@ static int flooding_handle(ss_request *r, void *ud)
     for (i = 0; i < 1000 && st == SS_OK; i++) {
         st = (int)ss_request_write(r, chunk, sizeof chunk);
         if (st == SS_OK)
-            AT_INC(&gs->writes_ok);
+            TU_INC(&gs->writes_ok);
     }
-    AT_STORE(&gs->write_status, st);
+    TU_STORE(&gs->write_status, st);
     return st == SS_OK ? 0 : -1;
 }
 
@@ -311,19 +308,19 @@ static void gone_error(ss_request *r, ss_status status, const char *message, voi
     gone_state *gs = (gone_state *)ud;
     (void)status;
     if (r != NULL) {
-        AT_INC(&gs->request_errors);
+        TU_INC(&gs->request_errors);
     } else {
         snprintf(gs->server_message, sizeof gs->server_message, "%s", message ? message : "");
-        AT_INC(&gs->server_errors);
+        TU_INC(&gs->server_errors);
     }
 }
 
 static void write_to_gone_client(int mode)
 {
     gone_state *gs = (gone_state *)at_shared_alloc(sizeof *gs);
-    ss_config *cfg = at_config(SS_TCP, mode, flooding_handle);
+    ss_config *cfg = tu_config_mode(SS_TCP, mode, flooding_handle);
     ss_server *server;
-    at_serving serving;
+    tu_runner serving;
     char addr[128];
     double deadline;
 
@@ -331,28 +328,25 @@ static void write_to_gone_client(int mode)
     CHECK_OK(ss_config_set_handle_error(cfg, gone_error));
     /* A write that blocks instead of failing ends as SS_ERR_TIMEOUT. */
     CHECK_OK(ss_config_set_request_timeout(cfg, 5000));
-    server = at_server(cfg, "127.0.0.1:0", gs);
-    ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
-    at_start_serving(&serving, server);
+    server = tu_start_serving(cfg, "127.0.0.1:0", gs, &serving, addr, sizeof addr);
     /* From another process: a client socket of this process would be
      * copied into the forked handler, keeping the connection open. */
     at_send_from_other_process(addr, "go\n");
 
-    deadline = at_now_ms() + 10000;
-    while (AT_LOAD(&gs->write_status) == -1) {
-        if (at_now_ms() > deadline)
-            FAIL("the handler never finished writing");
-        at_sleep_ms(2);
+    deadline = tu_now_ms() + 10000;
+    while (TU_LOAD(&gs->write_status) == -1) {
+        if (tu_now_ms() > deadline)
+            TU_FAIL("the handler never finished writing");
+        tu_sleep_ms(2);
     }
-    at_sleep_ms(50); /* let a forked child's end be reaped and reported */
+    tu_sleep_ms(50); /* let a forked child's end be reaped and reported */
     at_stop_serving(&serving);
     CHECK_OK(ss_server_close(server));
     ss_server_free(server);
 
     CHECK_ST(gs->write_status, SS_ERR_IO);
-    CHECK_EQ(AT_LOAD(&gs->request_errors), 1);
-    CHECK_MSG(AT_LOAD(&gs->server_errors) == 0, "server-level error: %s", gs->server_message);
+    CHECK_EQ(TU_LOAD(&gs->request_errors), 1);
+    CHECK_MSG(TU_LOAD(&gs->server_errors) == 0, "server-level error: %s", gs->server_message);
     at_shared_free(gs, sizeof *gs);
 }
 
@@ -366,7 +360,7 @@ static void gone_client_forking(void)
     write_to_gone_client(SS_FORKING);
 }
 
-static const at_test tests[] = {
+static const tu_test tests[] = {
     {"sync_handled", sync_handled},
     {"threading_handled", threading_handled},
     {"forking_handled", forking_handled},

@@ -64,18 +64,18 @@ static int slow_continuation(ss_request *r, void *ud)
     shared *sh = (shared *)ud;
     char line[64], reply[96];
     size_t n = 0;
-    AT_INC(&sh->continuations);
+    TU_INC(&sh->continuations);
     if (getpid() != sh->parent_pid)
-        AT_STORE(&sh->continuation_in_child, 1);
-    else if (my_tid() != AT_LOAD(&sh->serve_tid))
-        AT_STORE(&sh->continuation_on_other_thread, 1);
-    AT_STORE(&sh->continuation_status,
+        TU_STORE(&sh->continuation_in_child, 1);
+    else if (my_tid() != TU_LOAD(&sh->serve_tid))
+        TU_STORE(&sh->continuation_on_other_thread, 1);
+    TU_STORE(&sh->continuation_status,
              (int)ss_request_hand_off(r, SS_HAND_OFF_THREAD, slow_continuation));
-    at_sleep_ms(SLOW_MS);
+    tu_sleep_ms(SLOW_MS);
     if (ss_request_readline(r, line, sizeof line, &n) != SS_OK)
         return -1;
     snprintf(reply, sizeof reply, "slow done, then %s", line);
-    sh->continuation_done_ms = at_now_ms();
+    sh->continuation_done_ms = tu_now_ms();
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     return ss_request_write(r, reply, strlen(reply)) == SS_OK ? 0 : -1;
 }
@@ -85,16 +85,16 @@ static int dispatch_handle(ss_request *r, void *ud)
     shared *sh = (shared *)ud;
     char line[64], reply[96];
     size_t n = 0;
-    AT_STORE(&sh->serve_tid, my_tid());
+    TU_STORE(&sh->serve_tid, my_tid());
     if (ss_request_readline(r, line, sizeof line, &n) != SS_OK)
         return -1;
     if (strncmp(line, "slow", 4) == 0) {
-        AT_STORE(&sh->hand_off_status, (int)ss_request_hand_off(r, sh->target, slow_continuation));
-        AT_STORE(&sh->second_status, (int)ss_request_hand_off(r, sh->target, slow_continuation));
+        TU_STORE(&sh->hand_off_status, (int)ss_request_hand_off(r, sh->target, slow_continuation));
+        TU_STORE(&sh->second_status, (int)ss_request_hand_off(r, sh->target, slow_continuation));
         return 0;
     }
     snprintf(reply, sizeof reply, "fast: %s", line);
-    AT_INC(&sh->fast_answered);
+    TU_INC(&sh->fast_answered);
     return ss_request_write(r, reply, strlen(reply)) == SS_OK ? 0 : -1;
 }
 
@@ -104,31 +104,31 @@ static void on_error(ss_request *r, ss_status status, const char *message, void 
     (void)r;
     (void)status;
     (void)message;
-    AT_INC(&sh->errors);
+    TU_INC(&sh->errors);
 }
 
 /* Waits until ss_server_live_workers reports exactly these counts. */
 static void wait_live(ss_server *server, size_t want_threads, size_t want_children)
 {
-    double deadline = at_now_ms() + 3000;
+    double deadline = tu_now_ms() + 3000;
     size_t threads = 0, children = 0;
     for (;;) {
         at_live(server, &threads, &children);
         if (threads == want_threads && children == want_children)
             return;
-        if (at_now_ms() > deadline)
-            FAIL("live workers: %zu threads, %zu children; expected %zu and %zu", threads,
-                 children, want_threads, want_children);
-        at_sleep_ms(1);
+        if (tu_now_ms() > deadline)
+            TU_FAIL("live workers: %zu threads, %zu children; expected %zu and %zu", threads,
+                    children, want_threads, want_children);
+        tu_sleep_ms(1);
     }
 }
 
 static void handoff_stream(int mode, int target)
 {
     shared *sh = (shared *)at_shared_alloc(sizeof *sh);
-    ss_config *cfg = at_config(SS_TCP, mode, dispatch_handle);
+    ss_config *cfg = tu_config_mode(SS_TCP, mode, dispatch_handle);
     ss_server *server;
-    at_serving serving;
+    tu_runner serving;
     char addr[128], buf[96];
     size_t threads = 99, children = 99;
     double sent_a, fast_reply, closed;
@@ -138,21 +138,18 @@ static void handoff_stream(int mode, int target)
     sh->parent_pid = getpid();
     sh->hand_off_status = sh->second_status = sh->continuation_status = -1;
     CHECK_OK(ss_config_set_handle_error(cfg, on_error));
-    server = at_server(cfg, "127.0.0.1:0", sh);
-    ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
-    at_start_serving(&serving, server);
+    server = tu_start_serving(cfg, "127.0.0.1:0", sh, &serving, addr, sizeof addr);
 
-    a = at_connect(SOCK_STREAM, addr, NULL);
-    sent_a = at_now_ms();
-    at_send_str(a, "slow\nextra\n");
+    a = tu_connect(SOCK_STREAM, addr, NULL);
+    sent_a = tu_now_ms();
+    tu_send_str(a, "slow\nextra\n");
     /* B connects after A: a synchronous server reaches it only after A's
      * handler returned. */
-    at_sleep_ms(20);
-    b = at_connect(SOCK_STREAM, addr, NULL);
-    at_send_str(b, "fast\n");
-    at_recv_line(b, buf, sizeof buf);
-    fast_reply = at_now_ms();
+    tu_sleep_ms(20);
+    b = tu_connect(SOCK_STREAM, addr, NULL);
+    tu_send_str(b, "fast\n");
+    tu_recv_line(b, buf, sizeof buf);
+    fast_reply = tu_now_ms();
     CHECK_STREQ(buf, "fast: fast\n");
     CHECK(at_at_eof(b));
     CHECK_SYS(close(b));
@@ -161,17 +158,17 @@ static void handoff_stream(int mode, int target)
     /* A is still pending, and counted as a live worker: its child (a
      * hand-off child, or in SS_FORKING mode the request's own child, where
      * the continuation runs in place) or its hand-off thread. */
-    CHECK_MSG(!at_readable_within(a, 0), "the slow request was answered already");
+    CHECK_MSG(!tu_readable_within(a, 0), "the slow request was answered already");
     if (mode == SS_FORKING || target == SS_HAND_OFF_FORK)
         wait_live(server, 0, 1);
     else
         wait_live(server, 1, 0);
-    CHECK_MSG(!at_readable_within(a, 0), "the slow request was answered already");
+    CHECK_MSG(!tu_readable_within(a, 0), "the slow request was answered already");
 
     /* Close while A is pending: block_on_close waits for the hand-off. */
     at_stop_serving(&serving);
     CHECK_OK(ss_server_close(server));
-    closed = at_now_ms();
+    closed = tu_now_ms();
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     CHECK_MSG(sh->continuation_done_ms != 0.0 && sh->continuation_done_ms <= closed,
               "close returned before the handed-off request finished");
@@ -180,7 +177,7 @@ static void handoff_stream(int mode, int target)
     CHECK_EQ(children, 0);
     CHECK_EQ(at_zombie_count(-1), 0);
 
-    at_recv_line(a, buf, sizeof buf);
+    tu_recv_line(a, buf, sizeof buf);
     CHECK_STREQ(buf, "slow done, then extra\n");
     CHECK(at_at_eof(a));
     CHECK_SYS(close(a));
@@ -234,9 +231,9 @@ static void handoff_thread_from_forking(void)
 static void handoff_thread_udp(void)
 {
     shared *sh = (shared *)at_shared_alloc(sizeof *sh);
-    ss_config *cfg = at_config(SS_UDP, SS_SYNC, dispatch_handle);
+    ss_config *cfg = tu_config_mode(SS_UDP, SS_SYNC, dispatch_handle);
     ss_server *server;
-    at_serving serving;
+    tu_runner serving;
     char addr[128], buf[96];
     double sent_a, fast_reply;
     size_t threads = 99;
@@ -245,27 +242,24 @@ static void handoff_thread_udp(void)
     sh->target = SS_HAND_OFF_THREAD;
     sh->parent_pid = getpid();
     CHECK_OK(ss_config_set_handle_error(cfg, on_error));
-    server = at_server(cfg, "127.0.0.1:0", sh);
-    ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
-    at_start_serving(&serving, server);
+    server = tu_start_serving(cfg, "127.0.0.1:0", sh, &serving, addr, sizeof addr);
 
-    a = at_connect(SOCK_DGRAM, addr, NULL);
-    b = at_connect(SOCK_DGRAM, addr, NULL);
-    sent_a = at_now_ms();
-    at_send_str(a, "slow\nextra\n");
-    at_sleep_ms(20);
-    at_send_str(b, "fast\n");
-    at_recv_dgram(b, buf, sizeof buf);
-    fast_reply = at_now_ms();
+    a = tu_connect(SOCK_DGRAM, addr, NULL);
+    b = tu_connect(SOCK_DGRAM, addr, NULL);
+    sent_a = tu_now_ms();
+    tu_send_str(a, "slow\nextra\n");
+    tu_sleep_ms(20);
+    tu_send_str(b, "fast\n");
+    tu_recv_dgram(b, buf, sizeof buf);
+    fast_reply = tu_now_ms();
     CHECK_STREQ(buf, "fast: fast\n");
     CHECK_MSG(fast_reply - sent_a < SLOW_MS - 50, "the fast datagram waited %.0f ms",
               fast_reply - sent_a);
-    CHECK(!at_readable_within(a, 0));
-    at_recv_dgram(a, buf, sizeof buf);
+    CHECK(!tu_readable_within(a, 0));
+    tu_recv_dgram(a, buf, sizeof buf);
     CHECK_STREQ(buf, "slow done, then extra\n");
     /* One reply datagram only. */
-    CHECK(!at_readable_within(a, 50));
+    CHECK(!tu_readable_within(a, 50));
     CHECK_SYS(close(a));
     CHECK_SYS(close(b));
 
@@ -288,8 +282,8 @@ static int echo_continuation(ss_request *r, void *ud)
     shared *sh = (shared *)ud;
     char line[64];
     size_t n = 0;
-    AT_INC(&sh->continuations);
-    AT_STORE(&sh->continuation_status,
+    TU_INC(&sh->continuations);
+    TU_STORE(&sh->continuation_status,
              (int)ss_request_hand_off(r, SS_HAND_OFF_THREAD, echo_continuation));
     if (ss_request_readline(r, line, sizeof line, &n) != SS_OK)
         return -1;
@@ -329,26 +323,26 @@ static int checking_handle(ss_request *r, void *ud)
 
 static void setup_wrong_state_server(shared *sh, ss_server **out)
 {
-    ss_config *cfg = at_config(SS_TCP, SS_SYNC, checking_handle);
+    ss_config *cfg = tu_config_mode(SS_TCP, SS_SYNC, checking_handle);
     CHECK_OK(ss_config_set_verify_request(cfg, verify_hand_off));
     CHECK_OK(ss_config_set_setup(cfg, setup_hand_off));
     CHECK_OK(ss_config_set_finish(cfg, finish_hand_off));
     CHECK_OK(ss_config_set_handle_error(cfg, on_error));
-    *out = at_server(cfg, "127.0.0.1:0", sh);
+    *out = tu_server(cfg, "127.0.0.1:0", sh);
     ss_config_free(cfg);
 }
 
 static void wait_no_workers(ss_server *server)
 {
-    double deadline = at_now_ms() + 5000;
+    double deadline = tu_now_ms() + 5000;
     size_t threads = 0, children = 0;
     for (;;) {
         at_live(server, &threads, &children);
         if (threads == 0 && children == 0)
             return;
-        if (at_now_ms() > deadline)
-            FAIL("hand-off workers still live: %zu threads, %zu children", threads, children);
-        at_sleep_ms(1);
+        if (tu_now_ms() > deadline)
+            TU_FAIL("hand-off workers still live: %zu threads, %zu children", threads, children);
+        tu_sleep_ms(1);
     }
 }
 
@@ -363,11 +357,11 @@ static void handoff_wrong_state(void)
     sh.verify_status = sh.setup_status = sh.finish_status = sh.continuation_status = -1;
     sh.parent_pid = getpid();
     setup_wrong_state_server(&sh, &server);
-    at_server_address(server, addr, sizeof addr);
-    fd = at_connect(SOCK_STREAM, addr, NULL);
-    at_send_str(fd, "served anyway\n");
+    tu_server_addr(server, addr, sizeof addr);
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
+    tu_send_str(fd, "served anyway\n");
     CHECK_OK(ss_server_handle_request(server));
-    at_recv_line(fd, buf, sizeof buf);
+    tu_recv_line(fd, buf, sizeof buf);
     CHECK_STREQ(buf, "served anyway\n");
     CHECK(at_at_eof(fd));
     CHECK_SYS(close(fd));
@@ -399,9 +393,9 @@ static void handoff_dropped_on_failure(void)
     sh.fail_after_hand_off = 1;
     sh.parent_pid = getpid();
     setup_wrong_state_server(&sh, &server);
-    at_server_address(server, addr, sizeof addr);
+    tu_server_addr(server, addr, sizeof addr);
     /* Nothing sent: unread data would turn the close into a reset. */
-    fd = at_connect(SOCK_STREAM, addr, NULL);
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
     CHECK_OK(ss_server_handle_request(server));
     /* Closed as usual, with nothing written. */
     CHECK(at_at_eof(fd));
@@ -415,7 +409,7 @@ static void handoff_dropped_on_failure(void)
     CHECK_ST(sh.finish_status, SS_ERR_WRONG_STATE);
 }
 
-static const at_test tests[] = {
+static const tu_test tests[] = {
     {"handoff_fork", handoff_fork},
     {"handoff_thread", handoff_thread},
     {"handoff_fork_from_threading", handoff_fork_from_threading},

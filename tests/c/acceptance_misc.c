@@ -45,27 +45,26 @@ static int idle_handle(ss_request *r, void *ud)
 static void shutdown_many_mode(int mode)
 {
     ss_server *servers[N_SERVERS];
-    at_serving serving[N_SERVERS];
-    ss_config *cfg = at_config(SS_TCP, mode, idle_handle);
+    tu_runner serving[N_SERVERS];
+    ss_config *cfg = tu_config_mode(SS_TCP, mode, idle_handle);
     double start;
     int i;
     for (i = 0; i < N_SERVERS; i++)
-        servers[i] = at_server(cfg, "127.0.0.1:0", NULL);
+        servers[i] = tu_server(cfg, "127.0.0.1:0", NULL);
     ss_config_free(cfg);
-    start = at_now_ms();
+    start = tu_now_ms();
     for (i = 0; i < N_SERVERS; i++) {
-        at_start_serving(&serving[i], servers[i]);
+        tu_serve_in_thread(&serving[i], servers[i]);
         CHECK_OK(ss_server_shutdown(servers[i]));
     }
     for (i = 0; i < N_SERVERS; i++) {
-        at_join_serving(&serving[i], 10000);
-        CHECK_ST(serving[i].status, SS_OK);
+        CHECK_ST(tu_runner_join(&serving[i], 10000), SS_OK);
         CHECK_OK(ss_server_close(servers[i]));
         CHECK_EQ(ss_server_fileno(servers[i]), -1);
         ss_server_free(servers[i]);
     }
     /* Shutdown wakes the loop at once: no poll interval per server. */
-    CHECK_MSG(at_now_ms() - start < 5000, "20 shutdowns took %.0f ms", at_now_ms() - start);
+    CHECK_MSG(tu_now_ms() - start < 5000, "20 shutdowns took %.0f ms", tu_now_ms() - start);
 }
 
 static void shutdown_many(void)
@@ -80,14 +79,14 @@ static void shutdown_many(void)
 
 static void close_immediately(void)
 {
-    ss_config *cfg = at_config(SS_TCP, SS_THREADING, echo_handle);
-    ss_server *server = at_server(cfg, "127.0.0.1:0", NULL);
+    ss_config *cfg = tu_config_mode(SS_TCP, SS_THREADING, echo_handle);
+    ss_server *server = tu_server(cfg, "127.0.0.1:0", NULL);
     size_t threads = 99, children = 99;
     double start;
     ss_config_free(cfg);
-    start = at_now_ms();
+    start = tu_now_ms();
     CHECK_OK(ss_server_close(server));
-    CHECK_MSG(at_now_ms() - start < 1000, "close took %.0f ms", at_now_ms() - start);
+    CHECK_MSG(tu_now_ms() - start < 1000, "close took %.0f ms", tu_now_ms() - start);
     CHECK_EQ(ss_server_fileno(server), -1);
     at_live(server, &threads, &children);
     CHECK_EQ(threads, 0);
@@ -109,7 +108,7 @@ static void count_free(void *ud)
 /* 1024 ss_server_new(cfg, address) calls that must fail with `want`. */
 static void failing_news(const ss_config *cfg, const char *address, int want)
 {
-    int fds = at_fd_count();
+    int fds = tu_fd_count();
     int i;
     freed = 0;
     for (i = 0; i < 1024; i++) {
@@ -118,27 +117,27 @@ static void failing_news(const ss_config *cfg, const char *address, int want)
         CHECK(out == NULL);
     }
     CHECK_EQ(freed, 1024);
-    CHECK_MSG(at_fd_count() == fds, "%s: %d descriptors before, %d after", address, fds,
-              at_fd_count());
+    CHECK_MSG(tu_fd_count() == fds, "%s: %d descriptors before, %d after", address, fds,
+              tu_fd_count());
 }
 
 static void bind_leak(void)
 {
-    ss_config *tcp = at_config(SS_TCP, SS_SYNC, echo_handle);
-    ss_config *udp = at_config(SS_UDP, SS_SYNC, echo_handle);
-    ss_config *unix_stream = at_config(SS_UNIX_STREAM, SS_SYNC, echo_handle);
-    ss_config *manual = at_config(SS_TCP, SS_SYNC, echo_handle);
+    ss_config *tcp = tu_config_mode(SS_TCP, SS_SYNC, echo_handle);
+    ss_config *udp = tu_config_mode(SS_UDP, SS_SYNC, echo_handle);
+    ss_config *unix_stream = tu_config_mode(SS_UNIX_STREAM, SS_SYNC, echo_handle);
+    ss_config *manual = tu_config_mode(SS_TCP, SS_SYNC, echo_handle);
     ss_server *tcp_holder, *udp_holder, *unix_holder;
     char tcp_addr[128], udp_addr[128], path[256];
     int fds, i, fd;
     char buf[64];
 
-    tcp_holder = at_server(tcp, "127.0.0.1:0", NULL);
-    udp_holder = at_server(udp, "127.0.0.1:0", NULL);
-    at_path(path, sizeof path, "held.sock");
-    unix_holder = at_server(unix_stream, path, NULL);
-    at_server_address(tcp_holder, tcp_addr, sizeof tcp_addr);
-    at_server_address(udp_holder, udp_addr, sizeof udp_addr);
+    tcp_holder = tu_server(tcp, "127.0.0.1:0", NULL);
+    udp_holder = tu_server(udp, "127.0.0.1:0", NULL);
+    tu_path(path, sizeof path, "held.sock");
+    unix_holder = tu_server(unix_stream, path, NULL);
+    tu_server_addr(tcp_holder, tcp_addr, sizeof tcp_addr);
+    tu_server_addr(udp_holder, udp_addr, sizeof udp_addr);
 
     failing_news(tcp, tcp_addr, SS_ERR_IO);
     failing_news(udp, udp_addr, SS_ERR_IO);
@@ -150,27 +149,27 @@ static void bind_leak(void)
 
     /* bind_and_activate off: ss_server_bind fails, free releases it. */
     CHECK_OK(ss_config_set_bind_and_activate(manual, false));
-    fds = at_fd_count();
+    fds = tu_fd_count();
     for (i = 0; i < 1024; i++) {
-        ss_server *s = at_server(manual, tcp_addr, NULL);
+        ss_server *s = tu_server(manual, tcp_addr, NULL);
         CHECK_ST(ss_server_bind(s), SS_ERR_IO);
         ss_server_free(s);
     }
-    CHECK_EQ(at_fd_count(), fds);
+    CHECK_EQ(tu_fd_count(), fds);
 
     /* The holders were not disturbed: the Unix one still serves. */
-    CHECK(at_path_exists(path));
-    fd = at_connect(SOCK_STREAM, path, NULL);
-    at_send_str(fd, "still here\n");
+    CHECK(tu_path_exists(path));
+    fd = tu_connect(SOCK_STREAM, path, NULL);
+    tu_send_str(fd, "still here\n");
     CHECK_OK(ss_server_handle_request(unix_holder));
-    at_recv_line(fd, buf, sizeof buf);
+    tu_recv_line(fd, buf, sizeof buf);
     CHECK_STREQ(buf, "still here\n");
     CHECK_SYS(close(fd));
 
     ss_server_free(tcp_holder);
     ss_server_free(udp_holder);
     ss_server_free(unix_holder);
-    CHECK(!at_path_exists(path));
+    CHECK(!tu_path_exists(path));
     ss_config_free(tcp);
     ss_config_free(udp);
     ss_config_free(unix_stream);
@@ -181,8 +180,8 @@ static void bind_leak(void)
 
 static void context_manager(void)
 {
-    ss_config *cfg = at_config(SS_TCP, SS_SYNC, echo_handle);
-    ss_server *server = at_server(cfg, "127.0.0.1:0", NULL);
+    ss_config *cfg = tu_config_mode(SS_TCP, SS_SYNC, echo_handle);
+    ss_server *server = tu_server(cfg, "127.0.0.1:0", NULL);
     int fds;
     CHECK(ss_server_fileno(server) >= 0);
     CHECK_OK(ss_server_close(server));
@@ -192,11 +191,11 @@ static void context_manager(void)
     ss_server_free(server);
 
     /* Free alone (the end of a scope) closes as well. */
-    fds = at_fd_count();
-    server = at_server(cfg, "127.0.0.1:0", NULL);
-    CHECK(at_fd_count() > fds);
+    fds = tu_fd_count();
+    server = tu_server(cfg, "127.0.0.1:0", NULL);
+    CHECK(tu_fd_count() > fds);
     ss_server_free(server);
-    CHECK_EQ(at_fd_count(), fds);
+    CHECK_EQ(tu_fd_count(), fds);
     ss_config_free(cfg);
 }
 
@@ -204,35 +203,35 @@ static void context_manager(void)
 
 static void threads_reaped(void)
 {
-    ss_config *cfg = at_config(SS_TCP, SS_THREADING, echo_handle);
-    ss_server *server = at_server(cfg, "127.0.0.1:0", NULL);
-    int base_threads = at_thread_count();
+    ss_config *cfg = tu_config_mode(SS_TCP, SS_THREADING, echo_handle);
+    ss_server *server = tu_server(cfg, "127.0.0.1:0", NULL);
+    int base_threads = tu_thread_count();
     char addr[128], buf[64], line[64];
     size_t threads = 99, children = 99;
     double deadline;
     int i;
     ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
+    tu_server_addr(server, addr, sizeof addr);
     for (i = 0; i < 10; i++) {
-        int fd = at_connect(SOCK_STREAM, addr, NULL);
+        int fd = tu_connect(SOCK_STREAM, addr, NULL);
         snprintf(line, sizeof line, "request %d\n", i);
-        at_send_str(fd, line);
+        tu_send_str(fd, line);
         CHECK_OK(ss_server_handle_request(server));
-        at_recv_line(fd, buf, sizeof buf);
+        tu_recv_line(fd, buf, sizeof buf);
         CHECK_STREQ(buf, line);
         CHECK(at_at_eof(fd));
         CHECK_SYS(close(fd));
     }
     /* Finished handler threads are not kept: the count drops to 0 while
      * the server is still open, without close. */
-    deadline = at_now_ms() + 3000;
+    deadline = tu_now_ms() + 3000;
     for (;;) {
         at_live(server, &threads, &children);
         if (threads == 0)
             break;
-        if (at_now_ms() > deadline)
-            FAIL("%zu handler threads still counted after 10 finished requests", threads);
-        at_sleep_ms(2);
+        if (tu_now_ms() > deadline)
+            TU_FAIL("%zu handler threads still counted after 10 finished requests", threads);
+        tu_sleep_ms(2);
     }
     CHECK_EQ(children, 0);
     CHECK_EQ(at_wait_thread_count(base_threads, 3000), base_threads);
@@ -240,7 +239,7 @@ static void threads_reaped(void)
     ss_server_free(server);
 }
 
-static const at_test tests[] = {
+static const tu_test tests[] = {
     {"shutdown_many", shutdown_many},
     {"close_immediately", close_immediately},
     {"bind_leak", bind_leak},

@@ -48,14 +48,14 @@ static int echo_handle(ss_request *r, void *ud)
     char line[256];
     size_t n = 0;
     if (getpid() != sh->parent_pid)
-        AT_INC(&sh->in_child);
-    else if (my_tid() == AT_LOAD(&sh->serve_tid))
-        AT_INC(&sh->on_serving_thread);
+        TU_INC(&sh->in_child);
+    else if (my_tid() == TU_LOAD(&sh->serve_tid))
+        TU_INC(&sh->on_serving_thread);
     else
-        AT_INC(&sh->on_other_thread);
+        TU_INC(&sh->on_other_thread);
     if (ss_request_readline(r, line, sizeof line, &n) != SS_OK)
         return -1;
-    AT_INC(&sh->handled);
+    TU_INC(&sh->handled);
     return ss_request_write(r, line, n) == SS_OK ? 0 : -1;
 }
 
@@ -65,10 +65,10 @@ static bool record_verify(ss_request *r, void *ud)
 {
     shared *sh = (shared *)ud;
     (void)r;
-    if (getpid() == sh->parent_pid && my_tid() == AT_LOAD(&sh->serve_tid))
-        AT_INC(&sh->verified_on_serving_thread);
+    if (getpid() == sh->parent_pid && my_tid() == TU_LOAD(&sh->serve_tid))
+        TU_INC(&sh->verified_on_serving_thread);
     else
-        AT_INC(&sh->verified_elsewhere);
+        TU_INC(&sh->verified_elsewhere);
     return true;
 }
 
@@ -78,30 +78,31 @@ static void record_error(ss_request *r, ss_status status, const char *message, v
 {
     shared *sh = (shared *)ud;
     (void)r;
-    if (AT_INC(&sh->errors) == 1) {
+    if (TU_INC(&sh->errors) == 1) {
         sh->error_status = (int)status;
         snprintf(sh->first_error, sizeof sh->first_error, "%s", message ? message : "(null)");
     }
 }
 
 typedef struct serve_arg {
-    at_serving *s;
+    tu_runner *runner;
     shared *sh;
 } serve_arg;
 
+/* serve_forever (see tu_runner), on a thread that records its id first. */
 static void *serve_recording_tid(void *arg)
 {
     serve_arg *a = (serve_arg *)arg;
-    AT_STORE(&a->sh->serve_tid, my_tid());
-    return at_serve_thread(a->s);
+    TU_STORE(&a->sh->serve_tid, my_tid());
+    return tu_runner_main(a->runner);
 }
 
 static void stream_client(const char *addr)
 {
     char buf[256];
-    int fd = at_connect(SOCK_STREAM, addr, NULL);
-    at_send_str(fd, HELLO);
-    at_recv_line(fd, buf, sizeof buf);
+    int fd = tu_connect(SOCK_STREAM, addr, NULL);
+    tu_send_str(fd, HELLO);
+    tu_recv_line(fd, buf, sizeof buf);
     CHECK_STREQ(buf, HELLO);
     /* The request is shut down and closed after the handler: EOF. */
     CHECK(at_at_eof(fd));
@@ -117,12 +118,12 @@ static void dgram_client(int transport, const char *addr, int i)
     if (unix_dgram) {
         char name[32];
         snprintf(name, sizeof name, "client-%d.sock", i);
-        at_path(me, sizeof me, name);
+        tu_path(me, sizeof me, name);
     }
     /* A Unix datagram client binds its own path, for the reply. */
-    fd = at_connect(SOCK_DGRAM, addr, unix_dgram ? me : NULL);
-    at_send_str(fd, HELLO);
-    at_recv_dgram(fd, buf, sizeof buf);
+    fd = tu_connect(SOCK_DGRAM, addr, unix_dgram ? me : NULL);
+    tu_send_str(fd, HELLO);
+    tu_recv_dgram(fd, buf, sizeof buf);
     CHECK_STREQ(buf, HELLO);
     CHECK_SYS(close(fd));
     if (unix_dgram)
@@ -134,7 +135,7 @@ static void run_server(int transport, int mode, const char *address)
     shared *sh = (shared *)at_shared_alloc(sizeof *sh);
     ss_config *cfg;
     ss_server *server;
-    at_serving serving;
+    tu_runner serving;
     serve_arg arg;
     char addr[256], sockname[256], unix_path[256];
     size_t threads = 99, children = 99;
@@ -146,27 +147,25 @@ static void run_server(int transport, int mode, const char *address)
         foreign = at_spawn_foreign_child();
 
     if (at_is_unix(transport)) {
-        at_path(unix_path, sizeof unix_path, "server.sock");
+        tu_path(unix_path, sizeof unix_path, "server.sock");
         address = unix_path;
     }
-    cfg = at_config(transport, mode, echo_handle);
+    cfg = tu_config_mode(transport, mode, echo_handle);
     CHECK_OK(ss_config_set_handle_error(cfg, record_error));
     CHECK_OK(ss_config_set_verify_request(cfg, record_verify));
-    server = at_server(cfg, address, sh);
+    server = tu_server(cfg, address, sh);
     ss_config_free(cfg);
 
     /* Python: server.server_address == server.socket.getsockname(). */
-    at_server_address(server, addr, sizeof addr);
+    tu_server_addr(server, addr, sizeof addr);
     CHECK(ss_server_fileno(server) >= 0);
-    at_sockname(ss_server_fileno(server), sockname, sizeof sockname);
+    tu_sockname(ss_server_fileno(server), sockname, sizeof sockname);
     CHECK_STREQ(addr, sockname);
     if (at_is_unix(transport))
         CHECK_STREQ(addr, unix_path);
 
-    memset(&serving, 0, sizeof serving);
-    serving.server = server;
-    serving.status = -1;
-    arg.s = &serving;
+    tu_runner_init(&serving, server, 0);
+    arg.runner = &serving;
     arg.sh = sh;
     rc = pthread_create(&serving.thread, NULL, serve_recording_tid, &arg);
     CHECK_EQ(rc, 0);
@@ -181,15 +180,15 @@ static void run_server(int transport, int mode, const char *address)
     if (mode == SS_FORKING) {
         /* The loop reaps finished children while it runs (service_actions
          * in Python), not only at close: no zombie stays for long. */
-        double deadline = at_now_ms() + 3000;
+        double deadline = tu_now_ms() + 3000;
         for (;;) {
             at_live(server, NULL, &children);
             if (children == 0 && at_zombie_count(foreign) == 0)
                 break;
-            if (at_now_ms() > deadline)
-                FAIL("children not reaped while serving: %zu live, %d zombies", children,
-                     at_zombie_count(foreign));
-            at_sleep_ms(5);
+            if (tu_now_ms() > deadline)
+                TU_FAIL("children not reaped while serving: %zu live, %d zombies", children,
+                        at_zombie_count(foreign));
+            tu_sleep_ms(5);
         }
     }
 
@@ -201,12 +200,12 @@ static void run_server(int transport, int mode, const char *address)
     CHECK_EQ(children, 0); /* bpo-31151 */
     CHECK_EQ(at_zombie_count(foreign), 0);
     if (at_is_unix(transport))
-        CHECK_MSG(!at_path_exists(unix_path), "close must remove the socket file %s", unix_path);
+        CHECK_MSG(!tu_path_exists(unix_path), "close must remove the socket file %s", unix_path);
     ss_server_free(server);
 
-    CHECK_MSG(AT_LOAD(&sh->errors) == 0, "handle_error called %d times, first: %s (%s)",
+    CHECK_MSG(TU_LOAD(&sh->errors) == 0, "handle_error called %d times, first: %s (%s)",
               sh->errors, sh->first_error, ss_status_str(sh->error_status));
-    CHECK_EQ(AT_LOAD(&sh->handled), 3);
+    CHECK_EQ(TU_LOAD(&sh->handled), 3);
     CHECK_EQ(sh->verified_on_serving_thread, 3);
     CHECK_EQ(sh->verified_elsewhere, 0);
     switch (mode) {
@@ -221,7 +220,7 @@ static void run_server(int transport, int mode, const char *address)
         CHECK_EQ(sh->in_child, 3);
         break;
     default:
-        FAIL("bad mode %d", mode);
+        TU_FAIL("bad mode %d", mode);
     }
     if (foreign > 0)
         at_reap_foreign_child(foreign);
@@ -257,7 +256,7 @@ SERVER_TEST(unix_stream_pool, SS_UNIX_STREAM, SS_THREAD_POOL, NULL)
 SERVER_TEST(udp_pool, SS_UDP, SS_THREAD_POOL, "127.0.0.1:0")
 SERVER_TEST(unix_dgram_pool, SS_UNIX_DATAGRAM, SS_THREAD_POOL, NULL)
 
-static const at_test tests[] = {
+static const tu_test tests[] = {
     {"tcp_sync", tcp_sync},
     {"tcp_threading", tcp_threading},
     {"tcp_forking", tcp_forking},

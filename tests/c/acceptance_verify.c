@@ -50,11 +50,11 @@ static bool watched(int fd)
     struct stat st;
     int saved = errno;
     bool yes = false;
-    if (ct != NULL && fd >= 0 && fd == AT_LOAD(&ct->target_fd)) {
+    if (ct != NULL && fd >= 0 && fd == TU_LOAD(&ct->target_fd)) {
         if (fstat(fd, &st) == 0)
             yes = st.st_dev == ct->dev && st.st_ino == ct->ino;
         else if (errno == EBADF)
-            AT_INC(&ct->closed_twice);
+            TU_INC(&ct->closed_twice);
     }
     errno = saved;
     return yes;
@@ -64,9 +64,9 @@ int close(int fd)
 {
     if (watched(fd)) {
         if (getpid() == ct->parent)
-            AT_INC(&ct->parent_closes);
+            TU_INC(&ct->parent_closes);
         else
-            AT_INC(&ct->child_closes);
+            TU_INC(&ct->child_closes);
     }
     return (int)syscall(SYS_close, fd);
 }
@@ -75,11 +75,11 @@ int shutdown(int fd, int how)
 {
     if (watched(fd)) {
         if (how != SHUT_WR)
-            AT_INC(&ct->bad_how);
+            TU_INC(&ct->bad_how);
         if (getpid() == ct->parent)
-            AT_INC(&ct->parent_shutdowns);
+            TU_INC(&ct->parent_shutdowns);
         else
-            AT_INC(&ct->child_shutdowns);
+            TU_INC(&ct->child_shutdowns);
     }
     return (int)syscall(SYS_shutdown, fd, how);
 }
@@ -89,7 +89,7 @@ static void reset_counters(void)
     pid_t parent = getpid();
     memset(ct, 0, sizeof *ct);
     ct->parent = parent;
-    AT_STORE(&ct->target_fd, -1);
+    TU_STORE(&ct->target_fd, -1);
 }
 
 /* The request's descriptor is watched from the moment accept returns it. */
@@ -100,8 +100,8 @@ static void watch_fd(int fd)
     if (ct != NULL && fd >= 0 && fstat(fd, &st) == 0) {
         ct->dev = st.st_dev;
         ct->ino = st.st_ino;
-        AT_STORE(&ct->target_fd, fd);
-        AT_INC(&ct->accepted);
+        TU_STORE(&ct->target_fd, fd);
+        TU_INC(&ct->accepted);
     }
     errno = saved;
 }
@@ -125,7 +125,7 @@ static void watch(ss_request *r)
 {
     ct->verify_pid = getpid();
     ct->verify_fd = ss_request_fileno(r);
-    AT_INC(&ct->verified);
+    TU_INC(&ct->verified);
 }
 
 static bool verify_no(ss_request *r, void *ud)
@@ -148,7 +148,7 @@ static int handle(ss_request *r, void *ud)
     char line[64];
     size_t n = 0;
     (void)ud;
-    AT_INC(&ct->handled);
+    TU_INC(&ct->handled);
     if (ss_request_readline(r, line, sizeof line, &n) != SS_OK)
         return -1;
     if (strncmp(line, "fail", 4) == 0)
@@ -162,13 +162,13 @@ static void on_error(ss_request *r, ss_status status, const char *message, void 
     (void)status;
     (void)message;
     (void)ud;
-    AT_INC(&ct->errors);
+    TU_INC(&ct->errors);
 }
 
 /* Waits until the request finished everywhere (thread or child). */
 static void settle(ss_server *server, int mode)
 {
-    double deadline = at_now_ms() + 5000;
+    double deadline = tu_now_ms() + 5000;
     size_t threads = 0;
     int total = 0, zombies = 0;
     for (;;) {
@@ -178,10 +178,10 @@ static void settle(ss_server *server, int mode)
         at_children(-1, &total, &zombies);
         if (threads == 0 && (mode != SS_FORKING || total == zombies))
             break;
-        if (at_now_ms() > deadline)
-            FAIL("request still running: %zu threads, %d children (%d exited)", threads, total,
-                 zombies);
-        at_sleep_ms(2);
+        if (tu_now_ms() > deadline)
+            TU_FAIL("request still running: %zu threads, %d children (%d exited)", threads, total,
+                    zombies);
+        tu_sleep_ms(2);
     }
 }
 
@@ -194,40 +194,40 @@ static void verify_false(int mode)
     int fd;
     ct = (counters *)at_shared_alloc(sizeof *ct);
     reset_counters();
-    cfg = at_config(SS_TCP, mode, handle);
+    cfg = tu_config_mode(SS_TCP, mode, handle);
     CHECK_OK(ss_config_set_verify_request(cfg, verify_no));
     CHECK_OK(ss_config_set_handle_error(cfg, on_error));
-    server = at_server(cfg, "127.0.0.1:0", NULL);
+    server = tu_server(cfg, "127.0.0.1:0", NULL);
     ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
+    tu_server_addr(server, addr, sizeof addr);
 
     /* Python: connect, close, handle_request. Here the client stays to
      * see the EOF. */
-    fd = at_connect(SOCK_STREAM, addr, NULL);
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
     CHECK_OK(ss_server_handle_request(server));
     at_live(server, NULL, &children);
     settle(server, mode);
     /* Documented (and Python's order): in SS_FORKING mode verify_request
      * runs in the parent, so a refused request forks nothing. */
-    CHECK_MSG(AT_LOAD(&ct->verify_pid) == getpid(),
+    CHECK_MSG(TU_LOAD(&ct->verify_pid) == getpid(),
               "verify_request ran in process %ld, not in the server process %ld",
               (long)ct->verify_pid, (long)getpid());
     CHECK_MSG(children == 0, "%zu child forked for a request verify_request refused", children);
     CHECK(at_at_eof(fd));
     CHECK_SYS(close(fd));
 
-    CHECK_EQ(AT_LOAD(&ct->accepted), 1);
+    CHECK_EQ(TU_LOAD(&ct->accepted), 1);
     CHECK_EQ(ct->verify_fd, ct->target_fd);
-    CHECK_EQ(AT_LOAD(&ct->verified), 1);
-    CHECK_EQ(AT_LOAD(&ct->handled), 0);
-    CHECK_EQ(AT_LOAD(&ct->errors), 0);
-    CHECK_MSG(AT_LOAD(&ct->parent_closes) == 1, "the request was closed %d times",
+    CHECK_EQ(TU_LOAD(&ct->verified), 1);
+    CHECK_EQ(TU_LOAD(&ct->handled), 0);
+    CHECK_EQ(TU_LOAD(&ct->errors), 0);
+    CHECK_MSG(TU_LOAD(&ct->parent_closes) == 1, "the request was closed %d times",
               ct->parent_closes);
-    CHECK(AT_LOAD(&ct->parent_shutdowns) <= 1);
-    CHECK_EQ(AT_LOAD(&ct->bad_how), 0);
-    CHECK_EQ(AT_LOAD(&ct->closed_twice), 0);
-    CHECK_EQ(AT_LOAD(&ct->child_closes) + AT_LOAD(&ct->child_shutdowns), 0);
-    AT_STORE(&ct->target_fd, -1);
+    CHECK(TU_LOAD(&ct->parent_shutdowns) <= 1);
+    CHECK_EQ(TU_LOAD(&ct->bad_how), 0);
+    CHECK_EQ(TU_LOAD(&ct->closed_twice), 0);
+    CHECK_EQ(TU_LOAD(&ct->child_closes) + TU_LOAD(&ct->child_shutdowns), 0);
+    TU_STORE(&ct->target_fd, -1);
 
     CHECK_OK(ss_server_close(server));
     ss_server_free(server);
@@ -255,24 +255,24 @@ static void one_request(ss_server *server, int mode, const char *addr, const cha
                         bool expect_echo)
 {
     char buf[64];
-    int fd = at_connect(SOCK_STREAM, addr, NULL);
+    int fd = tu_connect(SOCK_STREAM, addr, NULL);
     int closes, shutdowns;
-    at_send_str(fd, line);
+    tu_send_str(fd, line);
     CHECK_OK(ss_server_handle_request(server));
     if (expect_echo) {
-        at_recv_line(fd, buf, sizeof buf);
+        tu_recv_line(fd, buf, sizeof buf);
         CHECK_STREQ(buf, line);
     }
     CHECK(at_at_eof(fd));
     settle(server, mode);
     CHECK_SYS(close(fd));
-    CHECK_EQ(AT_LOAD(&ct->accepted), 1);
+    CHECK_EQ(TU_LOAD(&ct->accepted), 1);
     CHECK_EQ(ct->verify_fd, ct->target_fd);
-    AT_STORE(&ct->target_fd, -1);
-    CHECK_EQ(AT_LOAD(&ct->verified), 1);
-    CHECK_EQ(AT_LOAD(&ct->handled), 1);
-    CHECK_EQ(AT_LOAD(&ct->bad_how), 0);
-    CHECK_EQ(AT_LOAD(&ct->closed_twice), 0);
+    TU_STORE(&ct->target_fd, -1);
+    CHECK_EQ(TU_LOAD(&ct->verified), 1);
+    CHECK_EQ(TU_LOAD(&ct->handled), 1);
+    CHECK_EQ(TU_LOAD(&ct->bad_how), 0);
+    CHECK_EQ(TU_LOAD(&ct->closed_twice), 0);
     if (mode == SS_FORKING) {
         CHECK_MSG(ct->parent_closes == 1, "the parent closed its copy %d times",
                   ct->parent_closes);
@@ -285,8 +285,8 @@ static void one_request(ss_server *server, int mode, const char *addr, const cha
         CHECK_MSG(ct->child_closes <= 1, "the child closed the request %d times",
                   ct->child_closes);
     } else {
-        closes = AT_LOAD(&ct->parent_closes);
-        shutdowns = AT_LOAD(&ct->parent_shutdowns);
+        closes = TU_LOAD(&ct->parent_closes);
+        shutdowns = TU_LOAD(&ct->parent_shutdowns);
         CHECK_MSG(closes == 1, "the request was closed %d times", closes);
         CHECK_MSG(shutdowns == 1, "the request was shut down %d times", shutdowns);
     }
@@ -299,18 +299,18 @@ static void handled_closed_once(int mode)
     char addr[128];
     ct = (counters *)at_shared_alloc(sizeof *ct);
     reset_counters();
-    cfg = at_config(SS_TCP, mode, handle);
+    cfg = tu_config_mode(SS_TCP, mode, handle);
     CHECK_OK(ss_config_set_verify_request(cfg, verify_watch));
     CHECK_OK(ss_config_set_handle_error(cfg, on_error));
-    server = at_server(cfg, "127.0.0.1:0", NULL);
+    server = tu_server(cfg, "127.0.0.1:0", NULL);
     ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
+    tu_server_addr(server, addr, sizeof addr);
 
     one_request(server, mode, addr, "hello\n", true);
-    CHECK_EQ(AT_LOAD(&ct->errors), 0);
+    CHECK_EQ(TU_LOAD(&ct->errors), 0);
     reset_counters();
     one_request(server, mode, addr, "fail\n", false);
-    CHECK_EQ(AT_LOAD(&ct->errors), 1);
+    CHECK_EQ(TU_LOAD(&ct->errors), 1);
 
     CHECK_OK(ss_server_close(server));
     ss_server_free(server);
@@ -333,7 +333,7 @@ static void handled_closed_once_forking(void)
     handled_closed_once(SS_FORKING);
 }
 
-static const at_test tests[] = {
+static const tu_test tests[] = {
     {"verify_false_sync", verify_false_sync},
     {"verify_false_threading", verify_false_threading},
     {"verify_false_forking", verify_false_forking},

@@ -34,17 +34,17 @@ static int basics_handle(ss_request *r, void *ud)
     b->fileno = ss_request_fileno(r);
     if (b->fileno < 0)
         return -1;
-    at_sockname(b->fileno, b->local, sizeof b->local);
+    tu_sockname(b->fileno, b->local, sizeof b->local);
     if (getpeername(b->fileno, (struct sockaddr *)&ss, &len) != 0)
         return -1;
-    at_format_addr((struct sockaddr *)&ss, len, b->peer, sizeof b->peer);
+    tu_format_addr((struct sockaddr *)&ss, len, b->peer, sizeof b->peer);
     return ss_request_write(r, "x\n", 2) == SS_OK ? 0 : -1;
 }
 
 static void basics_test(void)
 {
     basics b;
-    ss_config *cfg = at_config(SS_TCP, SS_SYNC, basics_handle);
+    ss_config *cfg = tu_config_mode(SS_TCP, SS_SYNC, basics_handle);
     ss_server *server;
     char addr[128], client_local[128], client_peer[128], buf[16];
     struct sockaddr_storage ss;
@@ -52,15 +52,15 @@ static void basics_test(void)
     int fd;
     memset(&b, 0, sizeof b);
     b.fileno = -1;
-    server = at_server(cfg, "127.0.0.1:0", &b);
+    server = tu_server(cfg, "127.0.0.1:0", &b);
     ss_config_free(cfg);
-    at_server_address(server, addr, sizeof addr);
-    fd = at_connect(SOCK_STREAM, addr, NULL);
-    at_sockname(fd, client_local, sizeof client_local);
+    tu_server_addr(server, addr, sizeof addr);
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
+    tu_sockname(fd, client_local, sizeof client_local);
     CHECK_SYS(getpeername(fd, (struct sockaddr *)&ss, &len));
-    at_format_addr((struct sockaddr *)&ss, len, client_peer, sizeof client_peer);
+    tu_format_addr((struct sockaddr *)&ss, len, client_peer, sizeof client_peer);
     CHECK_OK(ss_server_handle_request(server));
-    at_recv_line(fd, buf, sizeof buf);
+    tu_recv_line(fd, buf, sizeof buf);
     CHECK_STREQ(buf, "x\n");
     CHECK_SYS(close(fd));
     CHECK(b.fileno >= 0);
@@ -103,7 +103,7 @@ static int writer_handle(ss_request *r, void *ud)
     char *big;
     size_t n = 0;
     w->handler_thread = pthread_self();
-    AT_STORE(&w->handler_ready, 1);
+    TU_STORE(&w->handler_ready, 1);
     w->sent1 = (int)ss_request_write(r, WRITE_DATA, strlen(WRITE_DATA));
     /* Delivered without a flush: the client answers only after reading it. */
     if (ss_request_readline(r, w->received, sizeof w->received, &n) != SS_OK)
@@ -113,7 +113,7 @@ static int writer_handle(ss_request *r, void *ud)
         return -1;
     w->sent2 = (int)ss_request_write(r, big, BIG_SIZE);
     free(big);
-    AT_STORE(&w->sent2_done, 1);
+    TU_STORE(&w->sent2_done, 1);
     /* Stay alive (and signalled) until the client has everything. */
     w->last_line = (int)ss_request_readline(r, w->bye, sizeof w->bye, &n);
     return 0;
@@ -123,7 +123,7 @@ static void signal_handler_thread(writer *w)
 {
     int rc = pthread_kill(w->handler_thread, SIGUSR1);
     if (rc != 0)
-        FAIL("pthread_kill: %s", strerror(rc));
+        TU_FAIL("pthread_kill: %s", strerror(rc));
     w->signals_sent++;
 }
 
@@ -135,9 +135,9 @@ static void *writer_client(void *arg)
     size_t total = 0, since_signal = 0, i;
     int fd;
     CHECK(buf != NULL);
-    fd = at_connect(SOCK_STREAM, w->addr, NULL);
-    at_recv_line(fd, w->response1, sizeof w->response1);
-    at_send_str(fd, CLIENT_RESPONSE);
+    fd = tu_connect(SOCK_STREAM, w->addr, NULL);
+    tu_recv_line(fd, w->response1, sizeof w->response1);
+    tu_send_str(fd, CLIENT_RESPONSE);
     /* reader.read(100) */
     while (total < 100) {
         ssize_t r = recv(fd, buf, 100 - total, 0);
@@ -148,13 +148,13 @@ static void *writer_client(void *arg)
     }
     /* The handler is now blocked in send(): interrupt it until a signal
      * has been handled (Python keeps sending, once a second). */
-    at_sleep_ms(20);
-    deadline = at_now_ms() + 10000;
+    tu_sleep_ms(20);
+    deadline = tu_now_ms() + 10000;
     while (__atomic_load_n(&interruptions, __ATOMIC_SEQ_CST) == 0) {
-        if (at_now_ms() > deadline)
-            FAIL("SIGUSR1 was never handled");
+        if (tu_now_ms() > deadline)
+            TU_FAIL("SIGUSR1 was never handled");
         signal_handler_thread(w);
-        at_sleep_ms(20);
+        tu_sleep_ms(20);
     }
     /* Read the rest, interrupting the sender again every 512 KiB (after a
      * pause that lets the socket buffer fill, so it blocks again). */
@@ -164,7 +164,7 @@ static void *writer_client(void *arg)
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)
-            FAIL("recv failed after %zu bytes", total);
+            TU_FAIL("recv failed after %zu bytes", total);
         for (i = 0; i < (size_t)r; i++)
             if (buf[i] != 0)
                 w->nonzero++;
@@ -174,17 +174,17 @@ static void *writer_client(void *arg)
             break;
         if (r == 0)
             break;
-        if (since_signal >= (512u << 10) && !AT_LOAD(&w->sent2_done)) {
+        if (since_signal >= (512u << 10) && !TU_LOAD(&w->sent2_done)) {
             since_signal = 0;
-            at_sleep_ms(2);
+            tu_sleep_ms(2);
             signal_handler_thread(w);
         }
     }
     w->received2 = total;
     /* While the handler waits for the last line, signal it once more. */
     signal_handler_thread(w);
-    at_sleep_ms(20);
-    at_send_str(fd, "bye\n");
+    tu_sleep_ms(20);
+    tu_send_str(fd, "bye\n");
     CHECK(at_at_eof(fd));
     CHECK_SYS(close(fd));
     free(buf);
@@ -195,7 +195,7 @@ static void write_test(int mode)
 {
     writer w;
     struct sigaction sa, old;
-    ss_config *cfg = at_config(SS_TCP, mode, writer_handle);
+    ss_config *cfg = tu_config_mode(SS_TCP, mode, writer_handle);
     ss_server *server;
     pthread_t client;
     int rc;
@@ -208,9 +208,9 @@ static void write_test(int mode)
     sigemptyset(&sa.sa_mask);
     CHECK_SYS(sigaction(SIGUSR1, &sa, &old));
 
-    server = at_server(cfg, "127.0.0.1:0", &w);
+    server = tu_server(cfg, "127.0.0.1:0", &w);
     ss_config_free(cfg);
-    at_server_address(server, w.addr, sizeof w.addr);
+    tu_server_addr(server, w.addr, sizeof w.addr);
     rc = pthread_create(&client, NULL, writer_client, &w);
     CHECK_EQ(rc, 0);
     CHECK_OK(ss_server_handle_request(server));
@@ -244,7 +244,7 @@ static void write_threading(void)
     write_test(SS_THREADING);
 }
 
-static const at_test tests[] = {
+static const tu_test tests[] = {
     {"basics", basics_test},
     {"write_sync", write_sync},
     {"write_threading", write_threading},

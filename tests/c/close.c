@@ -326,9 +326,9 @@ static int free_in_handler(ss_request *request, void *user)
 static void free_from_handler(void)
 {
     state st;
-    char addr[128], buf[64], path[200], text[512];
-    int fd, out, saved;
-    ssize_t n;
+    char addr[128], buf[64], text[512];
+    tu_capture capture;
+    int fd;
     ss_server *server = NULL;
     ss_config *config = tu_config(SS_TCP, free_in_handler);
     memset(&st, 0, sizeof st);
@@ -336,19 +336,11 @@ static void free_from_handler(void)
     ss_config_free(config);
     tu_server_addr(server, addr, sizeof addr);
 
-    tu_path(path, sizeof path, "stderr.txt");
-    out = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    CHECK_SYS(out);
-    fflush(stderr);
-    saved = dup(2);
-    CHECK_SYS(saved);
-    CHECK_SYS(dup2(out, 2));
+    tu_capture_stderr(&capture);
     fd = tu_connect(SOCK_STREAM, addr, NULL);
     tu_send_str(fd, "hello world\n");
     CHECK_OK(ss_server_handle_request(server));
-    fflush(stderr);
-    CHECK_SYS(dup2(saved, 2));
-    close(saved);
+    tu_end_capture(&capture, text, sizeof text);
 
     CHECK_EQ(tu_recv_line(fd, buf, sizeof buf), 12);
     close(fd);
@@ -358,13 +350,6 @@ static void free_from_handler(void)
     CHECK_EQ(frees, 0);
     CHECK(ss_server_fileno(server) >= 0);
     CHECK(ss_server_user_data(server) == &st);
-
-    CHECK_SYS(lseek(out, 0, SEEK_SET));
-    n = read(out, text, sizeof text - 1);
-    CHECK_SYS(n);
-    text[n] = '\0';
-    close(out);
-    CHECK_SYS(unlink(path));
     CHECK_CONTAINS(text, "ss_server_free");
 
     ss_server_free(server);

@@ -12,17 +12,6 @@
 
 /* ------------------------------------------------------------- helpers */
 
-/* Waits (polling every millisecond) until `cond` holds; fails after `ms`. */
-#define WAIT_FOR(cond, ms)                                                                         \
-    do {                                                                                           \
-        double wf_until_ = tu_now_ms() + (ms);                                                     \
-        while (!(cond)) {                                                                          \
-            if (tu_now_ms() > wf_until_)                                                           \
-                TU_FAIL("timed out after %d ms waiting for %s", (int)(ms), #cond);                 \
-            tu_sleep_ms(1);                                                                        \
-        }                                                                                          \
-    } while (0)
-
 /* What the callbacks saw; written on loop threads, read on the main one. */
 typedef struct counters {
     int opens;
@@ -146,10 +135,12 @@ static int line_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *
     return 0;
 }
 
-/* A config of event mode with `loops` loops and the counting hooks. */
+/* A config of event mode with `loops` loops and the counting hooks (the
+ * counters start again from zero). */
 static ss_config *ev_config(int transport, size_t loops)
 {
     ss_config *config = NULL;
+    memset(&C, 0, sizeof C);
     CHECK_OK(ss_config_new(transport, SS_EVENT, &config));
     CHECK_OK(ss_config_set_poll_interval(config, 10));
     CHECK_OK(ss_config_set_threads(config, loops));
@@ -171,13 +162,6 @@ static void bind_address(int transport, int v6, char *buf, size_t cap)
         tu_path(buf, cap, "srv.sock");
 }
 
-static size_t connections(ss_server *server)
-{
-    size_t n = 0;
-    CHECK_OK(ss_server_connections(server, &n));
-    return n;
-}
-
 static void recv_exact(int fd, char *buf, size_t len)
 {
     size_t got = 0;
@@ -189,25 +173,6 @@ static void recv_exact(int fd, char *buf, size_t len)
             TU_FAIL("recv: got %zu of %zu bytes (r=%zd)", got, len, r);
         got += (size_t)r;
     }
-}
-
-static void expect_line(int fd, const char *want)
-{
-    char buf[1200];
-    tu_recv_line(fd, buf, sizeof buf);
-    CHECK_STREQ(buf, want);
-}
-
-/* The peer closes within `ms`: recv gives 0 (or a reset). */
-static void expect_eof(int fd, int ms)
-{
-    char c;
-    ssize_t r;
-    if (!tu_readable_within(fd, ms))
-        TU_FAIL("no EOF within %d ms", ms);
-    r = recv(fd, &c, 1, 0);
-    if (r != 0 && !(r < 0 && errno == ECONNRESET))
-        TU_FAIL("expected EOF, recv returned %zd", r);
 }
 
 static void fill_pattern(char *buf, size_t len, unsigned seed)
@@ -229,17 +194,13 @@ static void echo_stream_round(int transport, int v6, size_t loops)
     tu_runner runner;
     ss_config *config = ev_config(transport, loops);
     ss_server *server;
-    memset(&C, 0, sizeof C);
     bind_address(transport, v6, addr, sizeof addr);
-    server = tu_server(config, addr, NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, sizeof addr);
-    tu_serve_in_thread(&runner, server);
+    server = tu_start_serving(config, addr, NULL, &runner, addr, sizeof addr);
     /* main + serve_forever + the loops */
     WAIT_FOR(tu_thread_count() == 2 + (int)loops, 2000);
     for (int i = 0; i < ECHO_CLIENTS; i++)
         fds[i] = tu_connect(SOCK_STREAM, addr, NULL);
-    WAIT_FOR(connections(server) == ECHO_CLIENTS, 2000);
+    WAIT_FOR(tu_connections(server) == ECHO_CLIENTS, 2000);
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
         for (int i = 0; i < ECHO_CLIENTS; i++) {
             fill_pattern(msg, sizes[s], (unsigned)(i + s));
@@ -250,16 +211,14 @@ static void echo_stream_round(int transport, int v6, size_t loops)
     }
     for (int i = 0; i < ECHO_CLIENTS; i++) {
         shutdown(fds[i], SHUT_WR);
-        expect_eof(fds[i], 2000); /* the server closes once the peer did */
+        tu_expect_eof(fds[i], 2000); /* the server closes once the peer did */
         close(fds[i]);
     }
     WAIT_FOR(TU_LOAD(&C.closes) == ECHO_CLIENTS, 2000);
-    WAIT_FOR(connections(server) == 0, 2000);
+    WAIT_FOR(tu_connections(server) == 0, 2000);
     CHECK_EQ(TU_LOAD(&C.opens), ECHO_CLIENTS);
     CHECK_EQ(TU_LOAD(&C.errors), 0);
-    CHECK_OK(ss_server_shutdown(server));
-    CHECK_OK(tu_runner_join(&runner, 5000));
-    ss_server_free(server);
+    tu_stop_serving(server, &runner);
 }
 
 static void echo_datagram_round(int transport, int v6, size_t loops)
@@ -271,12 +230,8 @@ static void echo_datagram_round(int transport, int v6, size_t loops)
     tu_runner runner;
     ss_config *config = ev_config(transport, loops);
     ss_server *server;
-    memset(&C, 0, sizeof C);
     bind_address(transport, v6, addr, sizeof addr);
-    server = tu_server(config, addr, NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, sizeof addr);
-    tu_serve_in_thread(&runner, server);
+    server = tu_start_serving(config, addr, NULL, &runner, addr, sizeof addr);
     WAIT_FOR(tu_thread_count() == 2 + (int)loops, 2000);
     for (int i = 0; i < ECHO_CLIENTS; i++) {
         const char *bind_to = NULL;
@@ -303,10 +258,8 @@ static void echo_datagram_round(int transport, int v6, size_t loops)
     }
     CHECK_EQ(TU_LOAD(&C.data_calls), ECHO_CLIENTS * 4);
     CHECK_EQ(TU_LOAD(&C.errors), 0);
-    CHECK_EQ(connections(server), 0);
-    CHECK_OK(ss_server_shutdown(server));
-    CHECK_OK(tu_runner_join(&runner, 5000));
-    ss_server_free(server);
+    CHECK_EQ(tu_connections(server), 0);
+    tu_stop_serving(server, &runner);
 }
 
 static void test_echo_tcp(void)
@@ -343,23 +296,10 @@ static ss_server *line_server(int transport, size_t loops, char *addr, size_t ca
                               tu_runner *runner)
 {
     ss_config *config = ev_config(transport, loops);
-    ss_server *server;
     CHECK_OK(ss_config_set_on_data(config, line_on_data));
-    memset(&C, 0, sizeof C);
     TU_STORE(&g_have_conn_id, 0);
     bind_address(transport, 0, addr, cap);
-    server = tu_server(config, addr, NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, cap);
-    tu_serve_in_thread(runner, server);
-    return server;
-}
-
-static void stop_server(ss_server *server, tu_runner *runner)
-{
-    CHECK_OK(ss_server_shutdown(server));
-    CHECK_OK(tu_runner_join(runner, 5000));
-    ss_server_free(server);
+    return tu_start_serving(config, addr, NULL, runner, addr, cap);
 }
 
 /* A client sending one byte at a time gets the right replies: incomplete
@@ -377,9 +317,9 @@ static void test_partial_bytes(void)
         tu_send_all(fd, text + i, 1);
         tu_sleep_ms(2);
     }
-    expect_line(fd, "> hello world\n");
-    expect_line(fd, "> second line\n");
-    expect_line(fd, "> third\n");
+    tu_expect_line(fd, "> hello world\n");
+    tu_expect_line(fd, "> second line\n");
+    tu_expect_line(fd, "> third\n");
     /* "second line" was presented again and again as it grew. */
     CHECK(TU_LOAD(&C.max_partial) >= 5);
     CHECK(TU_LOAD(&C.data_calls) >= 20);
@@ -387,11 +327,11 @@ static void test_partial_bytes(void)
     tu_send_str(fd, "split ");
     CHECK(!tu_readable_within(fd, 100));
     tu_send_str(fd, "here\n");
-    expect_line(fd, "> split here\n");
+    tu_expect_line(fd, "> split here\n");
     close(fd);
     WAIT_FOR(TU_LOAD(&C.closes) == 1, 2000);
     CHECK_EQ(TU_LOAD(&C.errors), 0);
-    stop_server(server, &runner);
+    tu_stop_serving(server, &runner);
 }
 
 /* 100 requests in one write get 100 replies, in order; on_data handles
@@ -409,22 +349,22 @@ static void test_pipelining(void)
     tu_send_all(fd, batch, len);
     for (int i = 0; i < 100; i++) {
         snprintf(want, sizeof want, "> req %d\n", i);
-        expect_line(fd, want);
+        tu_expect_line(fd, want);
     }
     CHECK(TU_LOAD(&C.data_calls) >= 100);
     /* Twice more, with a trailing partial request completed later. */
     tu_send_str(fd, "a\nb\nc\npart");
-    expect_line(fd, "> a\n");
-    expect_line(fd, "> b\n");
-    expect_line(fd, "> c\n");
+    tu_expect_line(fd, "> a\n");
+    tu_expect_line(fd, "> b\n");
+    tu_expect_line(fd, "> c\n");
     tu_send_str(fd, "ial\nquit\n");
-    expect_line(fd, "> partial\n");
-    expect_line(fd, "> quit\n");
-    expect_eof(fd, 2000); /* ss_conn_close after the reply */
+    tu_expect_line(fd, "> partial\n");
+    tu_expect_line(fd, "> quit\n");
+    tu_expect_eof(fd, 2000); /* ss_conn_close after the reply */
     close(fd);
     WAIT_FOR(TU_LOAD(&C.closes) == 1, 2000);
     CHECK_EQ(TU_LOAD(&C.errors), 0);
-    stop_server(server, &runner);
+    tu_stop_serving(server, &runner);
 }
 
 /* ---------------------------------------------------------- idle timeout */
@@ -439,20 +379,16 @@ static void test_idle_timeout(void)
     double start, closed_after = -1;
     CHECK_OK(ss_config_set_on_data(config, line_on_data));
     CHECK_OK(ss_config_set_idle_timeout(config, 300));
-    memset(&C, 0, sizeof C);
-    server = tu_server(config, "127.0.0.1:0", NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, sizeof addr);
-    tu_serve_in_thread(&runner, server);
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
 
     silent = tu_connect(SOCK_STREAM, addr, NULL);
     active = tu_connect(SOCK_STREAM, addr, NULL);
-    WAIT_FOR(connections(server) == 2, 2000);
+    WAIT_FOR(tu_connections(server) == 2, 2000);
     start = tu_now_ms();
     /* The active one talks every 50 ms for 1 s. */
     for (int i = 0; i < 20; i++) {
         tu_send_str(active, "ping\n");
-        expect_line(active, "> ping\n");
+        tu_expect_line(active, "> ping\n");
         if (closed_after < 0 && tu_readable_within(silent, 0)) {
             char c;
             CHECK_EQ(recv(silent, &c, 1, 0), 0);
@@ -465,19 +401,19 @@ static void test_idle_timeout(void)
     fprintf(stderr, "silent connection closed after %.0f ms\n", closed_after);
     CHECK(closed_after >= 250 && closed_after <= 900);
     CHECK_EQ(TU_LOAD(&C.closes), 1);
-    CHECK_EQ(connections(server), 1);
+    CHECK_EQ(tu_connections(server), 1);
     /* The active one still works, then times out itself once silent. */
     tu_send_str(active, "still\n");
-    expect_line(active, "> still\n");
+    tu_expect_line(active, "> still\n");
     start = tu_now_ms();
-    expect_eof(active, 2000);
+    tu_expect_eof(active, 2000);
     CHECK(tu_now_ms() - start >= 250);
     WAIT_FOR(TU_LOAD(&C.closes) == 2, 2000);
-    WAIT_FOR(connections(server) == 0, 2000);
+    WAIT_FOR(tu_connections(server) == 0, 2000);
     CHECK_EQ(TU_LOAD(&C.errors), 0);
     close(silent);
     close(active);
-    stop_server(server, &runner);
+    tu_stop_serving(server, &runner);
 }
 
 /* Output counts as activity too: "neither received nor sent anything". A
@@ -503,15 +439,11 @@ static void test_idle_timeout_output(void)
     /* Generous against scheduling stalls on a loaded 2-core machine: the
      * server writes every 100 ms, ten times within one timeout. */
     CHECK_OK(ss_config_set_idle_timeout(config, 1000));
-    memset(&C, 0, sizeof C);
-    server = tu_server(config, "127.0.0.1:0", NULL);
-    ss_config_free(config);
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
     g_post_server = server;
-    tu_server_addr(server, addr, sizeof addr);
-    tu_serve_in_thread(&runner, server);
     fd = tu_connect(SOCK_STREAM, addr, NULL);
     tu_send_str(fd, "id\n");
-    expect_line(fd, "> id\n");
+    tu_expect_line(fd, "> id\n");
     CHECK(TU_LOAD(&g_have_conn_id));
     /* 3 s of server output every 100 ms, no input. */
     {
@@ -531,7 +463,7 @@ static void test_idle_timeout_output(void)
     CHECK_EQ(TU_LOAD(&C.closes), 0);
     close(fd);
     WAIT_FOR(TU_LOAD(&C.closes) == 1, 2000);
-    stop_server(server, &runner);
+    tu_stop_serving(server, &runner);
 }
 
 /* ------------------------------------------------------- max_connections */
@@ -540,15 +472,9 @@ static ss_server *max_conn_server(size_t loops, size_t max, char *addr, size_t c
                                   tu_runner *runner)
 {
     ss_config *config = ev_config(SS_TCP, loops);
-    ss_server *server;
     CHECK_OK(ss_config_set_on_data(config, line_on_data));
     CHECK_OK(ss_config_set_max_connections(config, max));
-    memset(&C, 0, sizeof C);
-    server = tu_server(config, "127.0.0.1:0", NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, cap);
-    tu_serve_in_thread(runner, server);
-    return server;
+    return tu_start_serving(config, "127.0.0.1:0", NULL, runner, addr, cap);
 }
 
 /* Rounds of BURST clients connecting at once, each sending a line and
@@ -577,13 +503,13 @@ static size_t max_conn_bursts(ss_server *server, const char *addr, int rounds)
                 n++;
             }
             CHECK(poll(p, (nfds_t)n, 5000) > 0);
-            now = connections(server);
+            now = tu_connections(server);
             if (now > most)
                 most = now;
             for (int k = 0; k < n; k++) {
                 if (p[k].revents == 0)
                     continue;
-                expect_line(p[k].fd, "> burst\n");
+                tu_expect_line(p[k].fd, "> burst\n");
                 for (int i = 0; i < BURST; i++)
                     if (fds[i] == p[k].fd)
                         fds[i] = -1;
@@ -591,7 +517,7 @@ static size_t max_conn_bursts(ss_server *server, const char *addr, int rounds)
                 done++;
             }
         }
-        WAIT_FOR(connections(server) == 0, 2000);
+        WAIT_FOR(tu_connections(server) == 0, 2000);
     }
     return most;
 }
@@ -610,24 +536,24 @@ static void test_max_connections(void)
         snprintf(buf, sizeof buf, "hi %d\n", i);
         tu_send_str(fds[i], buf);
         snprintf(buf, sizeof buf, "> hi %d\n", i);
-        expect_line(fds[i], buf);
+        tu_expect_line(fds[i], buf);
     }
     /* The 4th connects (the kernel's backlog) but is not served. */
     fds[3] = tu_connect(SOCK_STREAM, addr, NULL);
     tu_send_str(fds[3], "hi 3\n");
     CHECK(!tu_readable_within(fds[3], 400));
-    CHECK_EQ(connections(server), 3);
+    CHECK_EQ(tu_connections(server), 3);
     CHECK_EQ(TU_LOAD(&C.opens), 3);
     /* One closes: the 4th is served. */
     close(fds[0]);
-    expect_line(fds[3], "> hi 3\n");
-    CHECK_EQ(connections(server), 3);
+    tu_expect_line(fds[3], "> hi 3\n");
+    CHECK_EQ(tu_connections(server), 3);
     CHECK_EQ(TU_LOAD(&C.opens), 4);
     for (int i = 1; i < 4; i++)
         close(fds[i]);
-    WAIT_FOR(connections(server) == 0, 2000);
+    WAIT_FOR(tu_connections(server) == 0, 2000);
     CHECK_EQ(TU_LOAD(&C.errors), 0);
-    stop_server(server, &runner);
+    tu_stop_serving(server, &runner);
 
     /* One loop: bursts of clients, all served, never more than 3 at once. */
     server = max_conn_server(1, 3, addr, sizeof addr, &runner);
@@ -636,7 +562,7 @@ static void test_max_connections(void)
     CHECK(most <= 3);
     CHECK(TU_LOAD(&C.max_open_now) <= 3);
     CHECK_EQ(TU_LOAD(&C.errors), 0);
-    stop_server(server, &runner);
+    tu_stop_serving(server, &runner);
 }
 
 /* The same bursts with two loops: the limit is "across all loops", so two
@@ -656,7 +582,7 @@ static void test_max_connections_two_loops(void)
     CHECK_EQ(TU_LOAD(&C.errors), 0);
     CHECK(most <= 3);
     CHECK(TU_LOAD(&C.max_open_now) <= 3);
-    stop_server(server, &runner);
+    tu_stop_serving(server, &runner);
 }
 
 /* ------------------------------------------------------ shutdown, close */
@@ -673,19 +599,15 @@ static void shutdown_round(int use_close)
     double t0;
     config = ev_config(SS_TCP, 2);
     CHECK_OK(ss_config_set_on_data(config, line_on_data));
-    memset(&C, 0, sizeof C);
-    server = tu_server(config, "127.0.0.1:0", NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, sizeof addr);
-    tu_serve_in_thread(&runner, server);
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
     for (int i = 0; i < N; i++) {
         fds[i] = tu_connect(SOCK_STREAM, addr, NULL);
         tu_send_str(fds[i], "x\n");
-        expect_line(fds[i], "> x\n");
+        tu_expect_line(fds[i], "> x\n");
     }
     /* One has a partial request buffered. */
     tu_send_str(fds[0], "unfinished");
-    CHECK_EQ(connections(server), N);
+    CHECK_EQ(tu_connections(server), N);
     t0 = tu_now_ms();
     if (use_close) {
         CHECK_OK(ss_server_close(server));
@@ -696,9 +618,9 @@ static void shutdown_round(int use_close)
     }
     CHECK(tu_now_ms() - t0 < 1000);
     CHECK_EQ(TU_LOAD(&C.closes), N);
-    CHECK_EQ(connections(server), 0);
+    CHECK_EQ(tu_connections(server), 0);
     for (int i = 0; i < N; i++) {
-        expect_eof(fds[i], 1000);
+        tu_expect_eof(fds[i], 1000);
         close(fds[i]);
     }
     /* Not serving: posting is refused. */
@@ -752,7 +674,6 @@ static void test_post(void)
     pthread_t poster;
     int fd, other;
     CHECK_OK(ss_config_set_on_data(config, line_on_data));
-    memset(&C, 0, sizeof C);
     TU_STORE(&g_null_jobs, 0);
     TU_STORE(&g_jobs_run, 0);
     server = tu_server(config, "127.0.0.1:0", NULL);
@@ -767,7 +688,7 @@ static void test_post(void)
     other = tu_connect(SOCK_STREAM, addr, NULL);
     fd = tu_connect(SOCK_STREAM, addr, NULL);
     tu_send_str(fd, "id\n");
-    expect_line(fd, "> id\n");
+    tu_expect_line(fd, "> id\n");
     CHECK(TU_LOAD(&g_have_conn_id));
     CHECK_ST(ss_server_post(server, TU_LOAD(&g_conn_id), NULL, NULL), SS_ERR_NULL_POINTER);
     /* Ten posts from another thread arrive, in order. */
@@ -775,7 +696,7 @@ static void test_post(void)
     pthread_join(poster, NULL);
     for (int i = 0; i < 10; i++) {
         snprintf(want, sizeof want, "post %d\n", i);
-        expect_line(fd, want);
+        tu_expect_line(fd, want);
     }
     CHECK_EQ(TU_LOAD(&g_null_jobs), 0);
     /* The other connection got nothing. */
@@ -789,7 +710,7 @@ static void test_post(void)
     /* A new connection may reuse the slot: the old id still names nobody. */
     fd = tu_connect(SOCK_STREAM, addr, NULL);
     tu_send_str(fd, "x\n");
-    expect_line(fd, "> x\n");
+    tu_expect_line(fd, "> x\n");
     CHECK_OK(ss_server_post(server, TU_LOAD(&g_conn_id), say_job, strdup("stale\n")));
     WAIT_FOR(TU_LOAD(&g_null_jobs) == 2, 2000);
     CHECK(!tu_readable_within(fd, 50));
@@ -831,18 +752,14 @@ static void test_callback_failures(void)
     int a, b, c;
     CHECK_OK(ss_config_set_on_data(config, line_on_data));
     CHECK_OK(ss_config_set_on_open(config, reject_second_open));
-    memset(&C, 0, sizeof C);
-    server = tu_server(config, "127.0.0.1:0", NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, sizeof addr);
-    tu_serve_in_thread(&runner, server);
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
 
     a = tu_connect(SOCK_STREAM, addr, NULL);
     tu_send_str(a, "hello\n");
-    expect_line(a, "> hello\n");
+    tu_expect_line(a, "> hello\n");
     /* The second connection is refused by on_open. */
     b = tu_connect(SOCK_STREAM, addr, NULL);
-    expect_eof(b, 2000);
+    tu_expect_eof(b, 2000);
     WAIT_FOR(TU_LOAD(&C.closes) == 1, 2000);
     WAIT_FOR(TU_LOAD(&C.errors) == 1, 2000);
     CHECK_EQ(TU_LOAD(&C.error_request_null), 1);
@@ -852,8 +769,8 @@ static void test_callback_failures(void)
 
     /* on_data fails: the reply to the line before is still delivered. */
     tu_send_str(a, "one\nfail\nnever\n");
-    expect_line(a, "> one\n");
-    expect_eof(a, 2000);
+    tu_expect_line(a, "> one\n");
+    tu_expect_eof(a, 2000);
     WAIT_FOR(TU_LOAD(&C.closes) == 2, 2000);
     WAIT_FOR(TU_LOAD(&C.errors) == 2, 2000);
     CHECK_EQ(TU_LOAD(&C.error_request_null), 2);
@@ -865,13 +782,13 @@ static void test_callback_failures(void)
     /* The server goes on. */
     c = tu_connect(SOCK_STREAM, addr, NULL);
     tu_send_str(c, "after\n");
-    expect_line(c, "> after\n");
+    tu_expect_line(c, "> after\n");
     close(a);
     close(b);
     close(c);
     WAIT_FOR(TU_LOAD(&C.closes) == 3, 2000);
-    WAIT_FOR(connections(server) == 0, 2000);
-    stop_server(server, &runner);
+    WAIT_FOR(tu_connections(server) == 0, 2000);
+    tu_stop_serving(server, &runner);
 }
 
 /* Unconsumed input over the limit closes with SS_ERR_MESSAGE_TOO_LONG. */
@@ -884,11 +801,7 @@ static void test_input_limit(void)
     int a, b;
     CHECK_OK(ss_config_set_on_data(config, line_on_data));
     CHECK_OK(ss_config_set_input_limit(config, 64));
-    memset(&C, 0, sizeof C);
-    server = tu_server(config, "127.0.0.1:0", NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, sizeof addr);
-    tu_serve_in_thread(&runner, server);
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
 
     /* Lines within the limit are fine, also when they arrive in pieces. */
     a = tu_connect(SOCK_STREAM, addr, NULL);
@@ -900,24 +813,24 @@ static void test_input_limit(void)
     {
         char want[80];
         snprintf(want, sizeof want, "> %s\n", line);
-        expect_line(a, want);
+        tu_expect_line(a, want);
     }
     /* 200 bytes without a newline: over the limit. */
     b = tu_connect(SOCK_STREAM, addr, NULL);
     memset(big, 'y', sizeof big);
     tu_send_all(b, big, sizeof big);
-    expect_eof(b, 2000);
+    tu_expect_eof(b, 2000);
     WAIT_FOR(TU_LOAD(&C.errors) == 1, 2000);
     CHECK_EQ(TU_LOAD(&C.last_error_status), SS_ERR_MESSAGE_TOO_LONG);
     CHECK_EQ(TU_LOAD(&C.error_request_null), 1);
     WAIT_FOR(TU_LOAD(&C.closes) == 1, 2000);
     /* The first one is unaffected. */
     tu_send_str(a, "ok\n");
-    expect_line(a, "> ok\n");
+    tu_expect_line(a, "> ok\n");
     close(a);
     close(b);
-    WAIT_FOR(connections(server) == 0, 2000);
-    stop_server(server, &runner);
+    WAIT_FOR(tu_connections(server) == 0, 2000);
+    tu_stop_serving(server, &runner);
 }
 
 /* ------------------------------------------------------------- conn API */
@@ -1012,24 +925,20 @@ static void test_conn_api(void)
     CHECK_OK(ss_config_set_on_data(config, api_on_data));
     CHECK_OK(ss_config_set_on_close(config, api_on_close));
     TU_STORE(&g_api_closes, 0);
-    memset(&C, 0, sizeof C);
-    server = tu_server(config, "127.0.0.1:0", NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, sizeof addr);
-    tu_serve_in_thread(&runner, server);
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
     fd = tu_connect(SOCK_STREAM, addr, NULL);
-    expect_line(fd, "hello\n"); /* written from on_open */
+    tu_expect_line(fd, "hello\n"); /* written from on_open */
     tu_sockname(fd, mine, sizeof mine);
     CHECK_STREQ(g_peer, mine);
     tu_send_str(fd, "echo\n");
-    expect_line(fd, "echo\n");
+    tu_expect_line(fd, "echo\n");
     tu_send_str(fd, "bye\n");
-    expect_line(fd, "later\n");
-    expect_eof(fd, 2000);
+    tu_expect_line(fd, "later\n");
+    tu_expect_eof(fd, 2000);
     WAIT_FOR(TU_LOAD(&g_api_closes) == 1, 2000);
     close(fd);
     CHECK_EQ(TU_LOAD(&C.errors), 0);
-    stop_server(server, &runner);
+    tu_stop_serving(server, &runner);
 
     /* Connection counting: NULL arguments. */
     CHECK_ST(ss_server_connections(NULL, NULL), SS_ERR_NULL_POINTER);
@@ -1132,38 +1041,22 @@ static void test_config_errors(void)
     ss_config_free(config);
 }
 
-/* The library joins its threads before close/serve_forever return, but the
- * kernel may list a joined thread in /proc/self/task a moment longer than
- * that: wait for the count to settle before TU_MAIN checks that none is
- * left (a thread really left running still fails the sub-test). */
-static void threads_settle(void)
-{
-    WAIT_FOR(tu_thread_count() == 1, 2000);
-}
-
-#define SETTLED(fn)                                                                                \
-    static void fn##_settled(void)                                                                 \
-    {                                                                                              \
-        fn();                                                                                      \
-        threads_settle();                                                                          \
-    }
-
-SETTLED(test_echo_tcp)
-SETTLED(test_echo_udp)
-SETTLED(test_echo_unix)
-SETTLED(test_echo_unixdgram)
-SETTLED(test_partial_bytes)
-SETTLED(test_pipelining)
-SETTLED(test_idle_timeout)
-SETTLED(test_idle_timeout_output)
-SETTLED(test_max_connections)
-SETTLED(test_max_connections_two_loops)
-SETTLED(test_shutdown_with_connections)
-SETTLED(test_post)
-SETTLED(test_callback_failures)
-SETTLED(test_input_limit)
-SETTLED(test_conn_api)
-SETTLED(test_config_errors)
+TU_SETTLED(test_echo_tcp)
+TU_SETTLED(test_echo_udp)
+TU_SETTLED(test_echo_unix)
+TU_SETTLED(test_echo_unixdgram)
+TU_SETTLED(test_partial_bytes)
+TU_SETTLED(test_pipelining)
+TU_SETTLED(test_idle_timeout)
+TU_SETTLED(test_idle_timeout_output)
+TU_SETTLED(test_max_connections)
+TU_SETTLED(test_max_connections_two_loops)
+TU_SETTLED(test_shutdown_with_connections)
+TU_SETTLED(test_post)
+TU_SETTLED(test_callback_failures)
+TU_SETTLED(test_input_limit)
+TU_SETTLED(test_conn_api)
+TU_SETTLED(test_config_errors)
 
 static const tu_test tests[] = {
     {"echo_tcp", test_echo_tcp_settled},

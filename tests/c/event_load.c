@@ -9,16 +9,6 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 
-#define WAIT_FOR(cond, ms)                                                                         \
-    do {                                                                                           \
-        double wf_until_ = tu_now_ms() + (ms);                                                     \
-        while (!(cond)) {                                                                          \
-            if (tu_now_ms() > wf_until_)                                                           \
-                TU_FAIL("timed out after %d ms waiting for %s", (int)(ms), #cond);                 \
-            tu_sleep_ms(1);                                                                        \
-        }                                                                                          \
-    } while (0)
-
 static int g_opens, g_closes, g_errors;
 static pthread_mutex_t g_msg_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_last_error[512];
@@ -61,13 +51,6 @@ static int echo_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *
         return -1;
     *consumed = len;
     return 0;
-}
-
-static size_t connections(ss_server *server)
-{
-    size_t n = 0;
-    CHECK_OK(ss_server_connections(server, &n));
-    return n;
 }
 
 /* This process's resident memory, in KiB. */
@@ -157,9 +140,10 @@ static void test_many_connections(void)
         client *c = &clients[i];
         struct epoll_event ev;
         int r;
-        while (i - (int)connections(server) > 500) {
+        while (i - (int)tu_connections(server) > 500) {
             if (tu_now_ms() - t0 > 30000)
-                TU_FAIL("the server accepted only %zu of %d connections", connections(server), i);
+                TU_FAIL("the server accepted only %zu of %d connections", tu_connections(server),
+                        i);
             tu_sleep_ms(1);
         }
         c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -174,7 +158,7 @@ static void test_many_connections(void)
         CHECK_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev));
         opened++;
     }
-    WAIT_FOR(connections(server) == (size_t)n, 30000);
+    WAIT_FOR(tu_connections(server) == (size_t)n, 30000);
     /* The count includes a connection being accepted, before its on_open. */
     WAIT_FOR(TU_LOAD(&g_opens) == n, 5000);
     CHECK_EQ(TU_LOAD(&g_closes), 0);
@@ -208,14 +192,14 @@ static void test_many_connections(void)
         }
     }
     /* Still all open at once. */
-    CHECK_EQ(connections(server), n);
+    CHECK_EQ(tu_connections(server), n);
     fprintf(stderr, "%d echoes after %.0f ms\n", n, tu_now_ms() - t0);
 
     for (int i = 0; i < n; i++)
         close(clients[i].fd);
     close(ep);
     free(clients);
-    WAIT_FOR(connections(server) == 0, 20000);
+    WAIT_FOR(tu_connections(server) == 0, 20000);
     WAIT_FOR(TU_LOAD(&g_closes) == n, 5000);
     fprintf(stderr, "all closed after %.0f ms\n", tu_now_ms() - t0);
     CHECK_EQ(TU_LOAD(&g_errors), 0);
@@ -283,7 +267,6 @@ static int bulk_on_open(ss_conn *conn, void *user)
 static ss_server *bulk_server(char *addr, size_t cap, tu_runner *runner)
 {
     ss_config *config;
-    ss_server *server;
     for (size_t i = 0; i < sizeof g_bulk; i++)
         g_bulk[i] = (char)('A' + i % 23);
     CHECK_OK(ss_config_new(SS_TCP, SS_EVENT, &config));
@@ -294,11 +277,7 @@ static ss_server *bulk_server(char *addr, size_t cap, tu_runner *runner)
     CHECK_OK(ss_config_set_handle_error(config, count_error));
     CHECK_OK(ss_config_set_on_close(config, count_close));
     CHECK_OK(ss_config_set_output_high_water(config, HIGH_WATER));
-    server = tu_server(config, "127.0.0.1:0", NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, cap);
-    tu_serve_in_thread(runner, server);
-    return server;
+    return tu_start_serving(config, "127.0.0.1:0", NULL, runner, addr, cap);
 }
 
 /* Sends as many 'B' requests as the socket takes now. */
@@ -386,11 +365,9 @@ static void test_slow_reader(void)
     CHECK(worst < 1000);
     close(slow);
     close(other);
-    WAIT_FOR(connections(server) == 0, 5000);
+    WAIT_FOR(tu_connections(server) == 0, 5000);
     CHECK_EQ(TU_LOAD(&g_closes), 2);
-    CHECK_OK(ss_server_shutdown(server));
-    CHECK_OK(tu_runner_join(&runner, 5000));
-    ss_server_free(server);
+    tu_stop_serving(server, &runner);
 }
 
 /* A client that floods requests and reads, but slowly (16 KiB every 2 ms),
@@ -459,10 +436,8 @@ static void test_slow_reader_reading(void)
     CHECK(worst < 1000);
     close(slow);
     close(other);
-    WAIT_FOR(connections(server) == 0, 5000);
-    CHECK_OK(ss_server_shutdown(server));
-    CHECK_OK(tu_runner_join(&runner, 5000));
-    ss_server_free(server);
+    WAIT_FOR(tu_connections(server) == 0, 5000);
+    tu_stop_serving(server, &runner);
 }
 
 /* A client that resets its connection while the server has output queued
@@ -485,7 +460,7 @@ static void test_reset_peer_error(void)
     lg.l_linger = 0;
     CHECK_SYS(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
     close(fd);
-    WAIT_FOR(connections(server) == 0, 5000);
+    WAIT_FOR(tu_connections(server) == 0, 5000);
     CHECK_EQ(TU_LOAD(&g_closes), 1);
     if (TU_LOAD(&g_errors) > 0) {
         pthread_mutex_lock(&g_msg_lock);
@@ -494,31 +469,13 @@ static void test_reset_peer_error(void)
         if (strstr(msg, "Unix") != NULL)
             TU_FAIL("the error for a reset TCP connection calls it a Unix socket: \"%s\"", msg);
     }
-    CHECK_OK(ss_server_shutdown(server));
-    CHECK_OK(tu_runner_join(&runner, 5000));
-    ss_server_free(server);
+    tu_stop_serving(server, &runner);
 }
 
-/* The library joins its threads before close/serve_forever return, but the
- * kernel may list a joined thread in /proc/self/task a moment longer than
- * that: wait for the count to settle before TU_MAIN checks that none is
- * left (a thread really left running still fails the sub-test). */
-static void threads_settle(void)
-{
-    WAIT_FOR(tu_thread_count() == 1, 2000);
-}
-
-#define SETTLED(fn)                                                                                \
-    static void fn##_settled(void)                                                                 \
-    {                                                                                              \
-        fn();                                                                                      \
-        threads_settle();                                                                          \
-    }
-
-SETTLED(test_many_connections)
-SETTLED(test_slow_reader)
-SETTLED(test_slow_reader_reading)
-SETTLED(test_reset_peer_error)
+TU_SETTLED(test_many_connections)
+TU_SETTLED(test_slow_reader)
+TU_SETTLED(test_slow_reader_reading)
+TU_SETTLED(test_reset_peer_error)
 
 static const tu_test tests[] = {
     {"many_connections", test_many_connections_settled},

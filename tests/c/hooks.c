@@ -246,42 +246,25 @@ static int fail_handle(ss_request *request, void *user)
 /* Without a handle_error hook one line naming the client goes to stderr. */
 static void default_handle_error(void)
 {
-    char path[200];
     char client[128];
     char expect[256];
     char text[1024];
+    tu_capture capture;
     ss_server *server;
-    int fd, out, saved;
-    ssize_t n;
+    int fd;
     ss_config *config = tu_config(SS_TCP, fail_handle);
     server = tu_server(config, "127.0.0.1:0", NULL);
     ss_config_free(config);
 
-    tu_path(path, sizeof path, "stderr.txt");
-    out = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    CHECK_SYS(out);
-    fflush(stderr);
-    saved = dup(2);
-    CHECK_SYS(saved);
-    CHECK_SYS(dup2(out, 2));
-
+    tu_capture_stderr(&capture);
     fd = client_with_line(server);
     tu_sockname(fd, client, sizeof client);
     CHECK_OK(ss_server_handle_request(server));
+    tu_end_capture(&capture, text, sizeof text);
 
-    fflush(stderr);
-    CHECK_SYS(dup2(saved, 2));
-    close(saved);
     expect_reply(fd, 0);
     close(fd);
     ss_server_free(server);
-
-    CHECK_SYS(lseek(out, 0, SEEK_SET));
-    n = read(out, text, sizeof text - 1);
-    CHECK_SYS(n);
-    text[n] = '\0';
-    close(out);
-    CHECK_SYS(unlink(path));
     snprintf(expect, sizeof expect, "error processing request from %s: handle callback returned -1",
              client);
     CHECK_CONTAINS(text, expect);

@@ -6,16 +6,6 @@
  */
 #include "testutil.h"
 
-#define WAIT_FOR(cond, ms)                                                                         \
-    do {                                                                                           \
-        double wf_until_ = tu_now_ms() + (ms);                                                     \
-        while (!(cond)) {                                                                          \
-            if (tu_now_ms() > wf_until_)                                                           \
-                TU_FAIL("timed out after %d ms waiting for %s", (int)(ms), #cond);                 \
-            tu_sleep_ms(1);                                                                        \
-        }                                                                                          \
-    } while (0)
-
 static int g_errors, g_error_with_request, g_last_status;
 
 static void count_error(ss_request *request, ss_status status, const char *message, void *user)
@@ -46,24 +36,6 @@ static size_t queued(ss_server *server)
     size_t n = 0;
     CHECK_OK(ss_server_queued_requests(server, &n));
     return n;
-}
-
-static void expect_line(int fd, const char *want)
-{
-    char buf[256];
-    tu_recv_line(fd, buf, sizeof buf);
-    CHECK_STREQ(buf, want);
-}
-
-static void expect_eof(int fd, int ms)
-{
-    char c;
-    ssize_t r;
-    if (!tu_readable_within(fd, ms))
-        TU_FAIL("no EOF within %d ms", ms);
-    r = recv(fd, &c, 1, 0);
-    if (r != 0 && !(r < 0 && errno == ECONNRESET))
-        TU_FAIL("expected EOF, recv returned %zd (%c)", r, r > 0 ? c : '?');
 }
 
 /* ----------------------------------------------------------------- echo */
@@ -97,10 +69,7 @@ static void pool_echo(int transport)
         snprintf(addr, sizeof addr, "127.0.0.1:0");
     else
         tu_path(addr, sizeof addr, "srv.sock");
-    server = tu_server(config, addr, NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, sizeof addr);
-    tu_serve_in_thread(&runner, server);
+    server = tu_start_serving(config, addr, NULL, &runner, addr, sizeof addr);
 
     if (stream) {
         /* Two connections served at once by the two workers. */
@@ -112,9 +81,9 @@ static void pool_echo(int transport)
             snprintf(buf, sizeof buf, "b%d\n", i);
             tu_send_str(b, buf);
             snprintf(want, sizeof want, "a%d\n", i);
-            expect_line(a, want);
+            tu_expect_line(a, want);
             snprintf(want, sizeof want, "b%d\n", i);
-            expect_line(b, want);
+            tu_expect_line(b, want);
         }
         /* main + serve_forever + 2 workers */
         CHECK_EQ(tu_thread_count(), 4);
@@ -125,9 +94,9 @@ static void pool_echo(int transport)
             int fd = tu_connect(SOCK_STREAM, addr, NULL);
             snprintf(buf, sizeof buf, "client %d\n", i);
             tu_send_str(fd, buf);
-            expect_line(fd, buf);
+            tu_expect_line(fd, buf);
             shutdown(fd, SHUT_WR);
-            expect_eof(fd, 2000);
+            tu_expect_eof(fd, 2000);
             close(fd);
         }
     } else {
@@ -162,9 +131,7 @@ static void pool_echo(int transport)
         }
     }
     CHECK_EQ(TU_LOAD(&g_errors), 0);
-    CHECK_OK(ss_server_shutdown(server));
-    CHECK_OK(tu_runner_join(&runner, 5000));
-    ss_server_free(server);
+    tu_stop_serving(server, &runner);
 }
 
 static void test_echo_tcp(void)
@@ -215,32 +182,27 @@ static void test_handler_fails(void)
     ss_server *server;
     TU_STORE(&g_errors, 0);
     TU_STORE(&g_error_with_request, 0);
-    server = tu_server(config, "127.0.0.1:0", NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, sizeof addr);
-    tu_serve_in_thread(&runner, server);
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
     for (int i = 0; i < 10; i++) {
         int fd = tu_connect(SOCK_STREAM, addr, NULL);
         if (i % 2 == 0) {
             tu_send_str(fd, "fail\n");
-            expect_line(fd, "failing\n");
+            tu_expect_line(fd, "failing\n");
             WAIT_FOR(TU_LOAD(&g_errors) == i / 2 + 1, 2000);
             CHECK_EQ(TU_LOAD(&g_last_status), SS_ERR_HANDLER);
         } else {
             snprintf(buf, sizeof buf, "request %d\n", i);
             tu_send_str(fd, buf);
-            expect_line(fd, buf);
+            tu_expect_line(fd, buf);
         }
-        expect_eof(fd, 2000);
+        tu_expect_eof(fd, 2000);
         close(fd);
         /* main + serve_forever + the one worker, still there */
         CHECK_EQ(tu_thread_count(), 3);
     }
     CHECK_EQ(TU_LOAD(&g_errors), 5);
     CHECK_EQ(TU_LOAD(&g_error_with_request), 5);
-    CHECK_OK(ss_server_shutdown(server));
-    CHECK_OK(tu_runner_join(&runner, 5000));
-    ss_server_free(server);
+    tu_stop_serving(server, &runner);
 }
 
 /* ----------------------------------------------------------- backpressure */
@@ -322,10 +284,7 @@ static void test_backpressure(void)
     int fds[N];
     int base_fds;
     gate_reset();
-    server = tu_server(config, "127.0.0.1:0", NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, sizeof addr);
-    tu_serve_in_thread(&runner, server);
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
     g_sampled = server;
     TU_STORE(&g_sampling, 1);
     CHECK(pthread_create(&sampler, NULL, sampler_main, NULL) == 0);
@@ -352,8 +311,8 @@ static void test_backpressure(void)
         int accepted = left < 3 ? left : 3;
         TU_STORE(&g_released, k);
         snprintf(want, sizeof want, "done %d\n", k - 1);
-        expect_line(fds[k - 1], want);
-        expect_eof(fds[k - 1], 2000);
+        tu_expect_line(fds[k - 1], want);
+        tu_expect_eof(fds[k - 1], 2000);
         close(fds[k - 1]);
         if (left > 0)
             WAIT_FOR(TU_LOAD(&g_started) == k + 1, 2000);
@@ -371,9 +330,7 @@ static void test_backpressure(void)
     for (int i = 0; i < N; i++)
         CHECK_EQ(g_start_order[i], i);
     CHECK_EQ(TU_LOAD(&g_errors), 0);
-    CHECK_OK(ss_server_shutdown(server));
-    CHECK_OK(tu_runner_join(&runner, 5000));
-    ss_server_free(server);
+    tu_stop_serving(server, &runner);
 }
 
 /* --------------------------------------------------------------- close */
@@ -399,10 +356,7 @@ static void test_close_serves_queued(void)
     int fds[N];
     double t0, took;
     gate_reset();
-    server = tu_server(config, "127.0.0.1:0", NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, sizeof addr);
-    tu_serve_in_thread(&runner, server);
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
     for (int i = 0; i < N; i++) {
         fds[i] = connect_client(addr, i);
         if (i == 0)
@@ -423,8 +377,8 @@ static void test_close_serves_queued(void)
     CHECK_EQ(tu_thread_count(), 1);
     for (int i = 0; i < N; i++) {
         snprintf(want, sizeof want, "done %d\n", i);
-        expect_line(fds[i], want);
-        expect_eof(fds[i], 2000);
+        tu_expect_line(fds[i], want);
+        tu_expect_eof(fds[i], 2000);
         close(fds[i]);
         CHECK_EQ(g_start_order[i], i);
     }
@@ -445,10 +399,7 @@ static void test_close_drops_queued(void)
     double t0;
     CHECK_OK(ss_config_set_block_on_close(config, false));
     gate_reset();
-    server = tu_server(config, "127.0.0.1:0", NULL);
-    ss_config_free(config);
-    tu_server_addr(server, addr, sizeof addr);
-    tu_serve_in_thread(&runner, server);
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
     for (int i = 0; i < N; i++) {
         fds[i] = connect_client(addr, i);
         if (i == 0)
@@ -461,14 +412,14 @@ static void test_close_drops_queued(void)
     CHECK_ST(tu_runner_join(&runner, 2000), SS_ERR_CLOSED);
     CHECK_EQ(queued(server), 0);
     for (int i = 1; i < N; i++) {
-        expect_eof(fds[i], 2000); /* closed unserved */
+        tu_expect_eof(fds[i], 2000); /* closed unserved */
         close(fds[i]);
     }
     CHECK_EQ(TU_LOAD(&g_started), 1);
     /* The running handler is released and answers. */
     TU_STORE(&g_released, 100);
-    expect_line(fds[0], "done 0\n");
-    expect_eof(fds[0], 2000);
+    tu_expect_line(fds[0], "done 0\n");
+    tu_expect_eof(fds[0], 2000);
     close(fds[0]);
     WAIT_FOR(tu_thread_count() == 1, 2000);
     CHECK_EQ(TU_LOAD(&g_started), 1);
@@ -518,31 +469,15 @@ static void test_config(void)
     ss_server_free(server);
 }
 
-/* The library joins its threads before close/serve_forever return, but the
- * kernel may list a joined thread in /proc/self/task a moment longer than
- * that: wait for the count to settle before TU_MAIN checks that none is
- * left (a thread really left running still fails the sub-test). */
-static void threads_settle(void)
-{
-    WAIT_FOR(tu_thread_count() == 1, 2000);
-}
-
-#define SETTLED(fn)                                                                                \
-    static void fn##_settled(void)                                                                 \
-    {                                                                                              \
-        fn();                                                                                      \
-        threads_settle();                                                                          \
-    }
-
-SETTLED(test_echo_tcp)
-SETTLED(test_echo_udp)
-SETTLED(test_echo_unix)
-SETTLED(test_echo_unixdgram)
-SETTLED(test_handler_fails)
-SETTLED(test_backpressure)
-SETTLED(test_close_serves_queued)
-SETTLED(test_close_drops_queued)
-SETTLED(test_config)
+TU_SETTLED(test_echo_tcp)
+TU_SETTLED(test_echo_udp)
+TU_SETTLED(test_echo_unix)
+TU_SETTLED(test_echo_unixdgram)
+TU_SETTLED(test_handler_fails)
+TU_SETTLED(test_backpressure)
+TU_SETTLED(test_close_serves_queued)
+TU_SETTLED(test_close_drops_queued)
+TU_SETTLED(test_config)
 
 static const tu_test tests[] = {
     {"echo_tcp", test_echo_tcp_settled},

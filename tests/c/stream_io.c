@@ -86,6 +86,22 @@ static void finish_client(state *st, const char *expect)
     st->client = -1;
 }
 
+/* Starts handle_request on `runner`'s thread and connects a client, whose
+ * socket it returns: the test then plays the client on this thread. */
+static int start_one_request(ss_server *server, tu_runner *runner)
+{
+    tu_handle_one_in_thread(runner, server);
+    return connect_to(server);
+}
+
+/* Waits for that request to end, then checks all the client `fd` got. */
+static void end_one_request(tu_runner *runner, state *st, int fd, const char *expect)
+{
+    CHECK_ST(tu_runner_join(runner, 5000), SS_OK);
+    st->client = fd;
+    finish_client(st, expect);
+}
+
 /* --------------------------------------------------------------- readline */
 
 static void readline_sequence(ss_request *request, state *st)
@@ -180,16 +196,13 @@ static void read_exact_split(void)
     tu_runner runner;
     int fd;
     ss_server *server = start(stream_config(SS_TCP), "127.0.0.1:0", &st, read_fifteen);
-    tu_handle_one_in_thread(&runner, server);
-    fd = connect_to(server);
+    fd = start_one_request(server, &runner);
     tu_send_str(fd, "01234");
     tu_sleep_ms(30);
     tu_send_str(fd, "56789");
     tu_sleep_ms(30);
     tu_send_str(fd, "ABCDE");
-    CHECK_ST(tu_runner_join(&runner, 5000), SS_OK);
-    st.client = fd;
-    finish_client(&st, "got 15\n");
+    end_one_request(&runner, &st, fd, "got 15\n");
     CHECK_EQ(st.handled, 1);
     CHECK_EQ(st.errors, 0);
     ss_server_free(server);
@@ -269,14 +282,11 @@ static void request_timeout_per_request(void)
     ss_server *server;
     tu_abstract(name, sizeof name, "timeout");
     server = start(stream_config(SS_UNIX_STREAM), name, &st, per_request_timeout);
-    tu_handle_one_in_thread(&runner, server);
-    fd = connect_to(server);
+    fd = start_one_request(server, &runner);
     tu_sleep_ms(500);
     CHECK(!tu_runner_done(&runner));
     tu_send_str(fd, "late\n");
-    CHECK_ST(tu_runner_join(&runner, 5000), SS_OK);
-    st.client = fd;
-    finish_client(&st, "late\n");
+    end_one_request(&runner, &st, fd, "late\n");
     CHECK_EQ(st.errors, 0);
     ss_server_free(server);
 }
@@ -303,14 +313,11 @@ static void readline_timeout_keeps_partial_line(void)
     tu_runner runner;
     int fd;
     ss_server *server = start(stream_config(SS_TCP), "127.0.0.1:0", &st, readline_retry_after_timeout);
-    tu_handle_one_in_thread(&runner, server);
-    fd = connect_to(server);
+    fd = start_one_request(server, &runner);
     tu_send_str(fd, "par");
     tu_sleep_ms(400);
     tu_send_str(fd, "tial\n");
-    CHECK_ST(tu_runner_join(&runner, 5000), SS_OK);
-    st.client = fd;
-    finish_client(&st, "partial\n");
+    end_one_request(&runner, &st, fd, "partial\n");
     CHECK_EQ(st.errors, 0);
     ss_server_free(server);
 }
@@ -337,14 +344,10 @@ static void per_request_timeout_is_per_request(void)
     int i;
     ss_server *server = start(stream_config(SS_TCP), "127.0.0.1:0", &st, timeout_first_only);
     for (i = 0; i < 2; i++) {
-        int fd;
-        tu_handle_one_in_thread(&runner, server);
-        fd = connect_to(server);
+        int fd = start_one_request(server, &runner);
         tu_sleep_ms(300);
         tu_send_str(fd, "late\n");
-        CHECK_ST(tu_runner_join(&runner, 5000), SS_OK);
-        st.client = fd;
-        finish_client(&st, i == 0 ? "" : "late\n");
+        end_one_request(&runner, &st, fd, i == 0 ? "" : "late\n");
     }
     CHECK_EQ(st.handled, 2);
     CHECK_EQ(st.errors, 0);

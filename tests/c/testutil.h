@@ -1,17 +1,21 @@
 /*
  * testutil.h: the small framework shared by the C test programs in tests/c/,
- * which tests/c_api.rs compiles and runs (one sub-test per process).
+ * which tests/c_api.rs and tests/event.rs compile and run (one sub-test per
+ * process); acceptance_util.h builds on it for tests/acceptance.rs.
  *
  * Include it first: it sets the feature-test macro before any system header.
  *
- * - CHECK(expr), CHECK_ST(call, status), CHECK_OK(call), CHECK_STREQ(a, b):
- *   on failure print file:line, the expression, the values and
- *   ss_last_error_message(), then exit the whole process with status 1
- *   (from any thread).
+ * - CHECK(expr), CHECK_ST(call, status), CHECK_OK(call), CHECK_STREQ(a, b),
+ *   TU_FAIL(fmt, ...): on failure print file:line, the expression, the
+ *   values, ss_last_error_message() and errno, then exit the whole process
+ *   with status 1 (from any thread).
+ * - WAIT_FOR(cond, ms): polls until cond holds, fails the test after ms.
  * - TU_MAIN(table): runs the sub-test named by argv[1] ("--list" prints the
  *   names) and checks afterwards that it left no file descriptor and no
- *   thread behind.
- * - The temporary directory for socket files comes from $SS_TEST_TMPDIR.
+ *   thread behind; TU_SETTLED(fn) first lets the thread count settle.
+ * - The temporary directory for socket files comes from $SS_TEST_TMPDIR
+ *   (or the variable named by TU_TMPDIR_ENV, if defined before inclusion).
+ * - Client sockets time out after 5 s (TU_IO_TIMEOUT_MS, likewise).
  * - Every helper is static inline so that unused ones do not warn.
  */
 #ifndef SS_TESTUTIL_H
@@ -43,19 +47,31 @@
 
 #include "socketserver.h"
 
+#ifndef TU_TMPDIR_ENV
+#define TU_TMPDIR_ENV "SS_TEST_TMPDIR"
+#endif
+
+#ifndef TU_IO_TIMEOUT_MS
+#define TU_IO_TIMEOUT_MS 5000
+#endif
+
 /* ---------------------------------------------------------------- failing */
+
+static inline void tu_die(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), noreturn));
 
 static inline void tu_die(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;
+    int saved = errno;
     /* Copied first: formatting must not call into the library. */
     const char *detail = ss_last_error_message();
     fprintf(stderr, "FAIL %s:%d: ", file, line);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n  ss_last_error_message(): \"%s\"\n  errno: %s\n", detail,
-            strerror(errno));
+    fprintf(stderr, "\n  ss_last_error_message(): \"%s\"\n  errno: %d (%s)\n", detail, saved,
+            strerror(saved));
     fflush(NULL);
     _exit(1);
 }
@@ -116,7 +132,9 @@ static inline void tu_die(const char *file, int line, const char *fmt, ...)
 #define TU_LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define TU_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
 #define TU_INC(p) __atomic_add_fetch((p), 1, __ATOMIC_SEQ_CST)
+#define TU_DEC(p) __atomic_sub_fetch((p), 1, __ATOMIC_SEQ_CST)
 
+/* CLOCK_MONOTONIC in milliseconds: comparable across processes. */
 static inline double tu_now_ms(void)
 {
     struct timespec ts;
@@ -131,6 +149,7 @@ static inline double tu_cpu_ms(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+/* Sleeps the whole time, even across signals (async-signal-safe). */
 static inline void tu_sleep_ms(long ms)
 {
     struct timespec ts;
@@ -140,13 +159,24 @@ static inline void tu_sleep_ms(long ms)
     }
 }
 
+/* Waits (polling every millisecond) until `cond` holds; fails after `ms`. */
+#define WAIT_FOR(cond, ms)                                                                         \
+    do {                                                                                           \
+        double wf_until_ = tu_now_ms() + (ms);                                                     \
+        while (!(cond)) {                                                                          \
+            if (tu_now_ms() > wf_until_)                                                           \
+                TU_FAIL("timed out after %d ms waiting for %s", (int)(ms), #cond);                 \
+            tu_sleep_ms(1);                                                                        \
+        }                                                                                          \
+    } while (0)
+
 /* ------------------------------------------------------------ environment */
 
 static inline const char *tu_tmpdir(void)
 {
-    const char *dir = getenv("SS_TEST_TMPDIR");
+    const char *dir = getenv(TU_TMPDIR_ENV);
     if (dir == NULL || dir[0] == '\0')
-        TU_FAIL("SS_TEST_TMPDIR is not set (run these programs through cargo test)");
+        TU_FAIL("%s is not set (run these programs through cargo test)", TU_TMPDIR_ENV);
     return dir;
 }
 
@@ -289,8 +319,8 @@ static inline void tu_set_timeouts(int fd, int ms)
 /* A client socket of `type` connected to the server address `addr`
  * (as ss_server_address() prints it). `bind_to` (optional) is an address to
  * bind the client to first (a path or "@name" for Unix datagram clients).
- * Reads and writes time out after 5 s so that a broken server fails the
- * test instead of hanging it. */
+ * Reads and writes time out after TU_IO_TIMEOUT_MS so that a broken server
+ * fails the test instead of hanging it. */
 static inline int tu_connect(int type, const char *addr, const char *bind_to)
 {
     struct sockaddr_storage ss;
@@ -299,7 +329,7 @@ static inline int tu_connect(int type, const char *addr, const char *bind_to)
     tu_parse_addr(addr, &ss, &len);
     fd = socket(ss.ss_family, type | SOCK_CLOEXEC, 0);
     CHECK_SYS(fd);
-    tu_set_timeouts(fd, 5000);
+    tu_set_timeouts(fd, TU_IO_TIMEOUT_MS);
     if (bind_to != NULL) {
         struct sockaddr_storage me;
         socklen_t mlen;
@@ -314,6 +344,14 @@ static inline int tu_connect(int type, const char *addr, const char *bind_to)
 static inline void tu_server_addr(ss_server *server, char *buf, size_t cap)
 {
     CHECK_OK(ss_server_address(server, buf, cap, NULL));
+}
+
+/* The server's open connections (SS_EVENT). */
+static inline size_t tu_connections(ss_server *server)
+{
+    size_t n = 0;
+    CHECK_OK(ss_server_connections(server, &n));
+    return n;
 }
 
 static inline void tu_send_all(int fd, const void *data, size_t len)
@@ -335,18 +373,25 @@ static inline void tu_send_str(int fd, const char *s)
     tu_send_all(fd, s, strlen(s));
 }
 
+/* One recv() of at most `len` bytes, retried on EINTR; 0 at EOF. Fails the
+ * test on an error (a timeout included), saying that `so_far` bytes came
+ * before. */
+static inline size_t tu_recv_some(int fd, char *buf, size_t len, size_t so_far)
+{
+    for (;;) {
+        ssize_t r = recv(fd, buf, len, 0);
+        if (r >= 0)
+            return (size_t)r;
+        if (errno != EINTR)
+            TU_FAIL("recv failed after %zu bytes", so_far);
+    }
+}
+
 /* Reads until '\n' (kept) or EOF into buf (NUL-terminated); returns the length. */
 static inline size_t tu_recv_line(int fd, char *buf, size_t cap)
 {
     size_t n = 0;
-    while (n + 1 < cap) {
-        ssize_t r = recv(fd, buf + n, 1, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            TU_FAIL("recv failed after %zu bytes", n);
-        if (r == 0)
-            break;
+    while (n + 1 < cap && tu_recv_some(fd, buf + n, 1, n) == 1) {
         n++;
         if (buf[n - 1] == '\n')
             break;
@@ -358,19 +403,12 @@ static inline size_t tu_recv_line(int fd, char *buf, size_t cap)
 /* Reads until EOF into buf (NUL-terminated); returns the length. */
 static inline size_t tu_recv_all(int fd, char *buf, size_t cap)
 {
-    size_t n = 0;
-    for (;;) {
-        ssize_t r;
+    size_t n = 0, r;
+    do {
         CHECK(n + 1 < cap);
-        r = recv(fd, buf + n, cap - 1 - n, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            TU_FAIL("recv failed after %zu bytes", n);
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
+        r = tu_recv_some(fd, buf + n, cap - 1 - n, n);
+        n += r;
+    } while (r > 0);
     buf[n] = '\0';
     return n;
 }
@@ -388,33 +426,102 @@ static inline size_t tu_recv_dgram(int fd, char *buf, size_t cap)
     return (size_t)r;
 }
 
-/* Whether `fd` becomes readable within `ms` milliseconds. */
+/* Whether `fd` becomes readable within `ms` milliseconds (signals do not
+ * extend the wait). */
 static inline int tu_readable_within(int fd, int ms)
 {
     struct pollfd p;
     int r;
+    double deadline = tu_now_ms() + ms;
     p.fd = fd;
     p.events = POLLIN;
-    p.revents = 0;
-    do {
-        r = poll(&p, 1, ms);
-    } while (r < 0 && errno == EINTR);
-    CHECK_SYS(r);
-    return r > 0;
+    for (;;) {
+        int left = (int)(deadline - tu_now_ms());
+        p.revents = 0;
+        r = poll(&p, 1, left < 0 ? 0 : left);
+        if (r < 0 && errno == EINTR)
+            continue;
+        CHECK_SYS(r);
+        return r > 0;
+    }
+}
+
+/* Reads one line (see tu_recv_line) and checks that it is `want`. */
+static inline void tu_expect_line(int fd, const char *want)
+{
+    char buf[2048];
+    tu_recv_line(fd, buf, sizeof buf);
+    CHECK_STREQ(buf, want);
+}
+
+/* The peer closes within `ms`: recv gives 0 (or a reset). */
+static inline void tu_expect_eof(int fd, int ms)
+{
+    char c;
+    ssize_t r;
+    if (!tu_readable_within(fd, ms))
+        TU_FAIL("no EOF within %d ms", ms);
+    r = recv(fd, &c, 1, 0);
+    if (r != 0 && !(r < 0 && errno == ECONNRESET))
+        TU_FAIL("expected EOF, recv returned %zd (%c)", r, r > 0 ? c : '?');
+}
+
+/* ------------------------------------------------------------ stderr */
+
+/* What this process writes to stderr (descriptor 2) between
+ * tu_capture_stderr() and tu_end_capture() goes to a file in the temporary
+ * directory instead. */
+typedef struct tu_capture {
+    char path[256];
+    int file;
+    int saved;
+} tu_capture;
+
+static inline void tu_capture_stderr(tu_capture *c)
+{
+    tu_path(c->path, sizeof c->path, "stderr.txt");
+    c->file = open(c->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CHECK_SYS(c->file);
+    fflush(stderr);
+    c->saved = dup(2);
+    CHECK_SYS(c->saved);
+    CHECK_SYS(dup2(c->file, 2));
+}
+
+/* Restores stderr and gives what was captured (NUL-terminated, at most
+ * cap - 1 bytes); removes the file. */
+static inline void tu_end_capture(tu_capture *c, char *text, size_t cap)
+{
+    ssize_t n;
+    fflush(stderr);
+    CHECK_SYS(dup2(c->saved, 2));
+    close(c->saved);
+    CHECK_SYS(lseek(c->file, 0, SEEK_SET));
+    n = read(c->file, text, cap - 1);
+    CHECK_SYS(n);
+    text[n] = '\0';
+    close(c->file);
+    CHECK_SYS(unlink(c->path));
 }
 
 /* ------------------------------------------------------------ server side */
 
-/* A sync config for `transport` with a 10 ms poll interval (CPython's
+/* A config for `transport` in `mode` with a 10 ms poll interval (CPython's
  * test suite uses poll_interval=0.01) and `handle` set. */
-static inline ss_config *tu_config(int transport, ss_request_fn handle)
+static inline ss_config *tu_config_mode(int transport, int mode, ss_request_fn handle)
 {
     ss_config *config = NULL;
-    CHECK_OK(ss_config_new(transport, SS_SYNC, &config));
+    CHECK_OK(ss_config_new(transport, mode, &config));
     CHECK(config != NULL);
     CHECK_OK(ss_config_set_poll_interval(config, 10));
     CHECK_OK(ss_config_set_handle(config, handle));
     return config;
+}
+
+/* The same in SS_SYNC mode. */
+static inline ss_config *tu_config(int transport, ss_request_fn handle)
+{
+    return tu_config_mode(transport, SS_SYNC, handle);
 }
 
 static inline ss_server *tu_server(const ss_config *config, const char *address, void *user)
@@ -471,7 +578,9 @@ static inline void *tu_runner_main(void *arg)
     return NULL;
 }
 
-static inline void tu_runner_start(tu_runner *r, ss_server *server, int once)
+/* Prepares `r` without starting its thread: for a thread of the caller's
+ * own, which must end by returning tu_runner_main(r). */
+static inline void tu_runner_init(tu_runner *r, ss_server *server, int once)
 {
     pthread_condattr_t attr;
     memset(r, 0, sizeof *r);
@@ -483,6 +592,11 @@ static inline void tu_runner_start(tu_runner *r, ss_server *server, int once)
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&r->cond, &attr);
     pthread_condattr_destroy(&attr);
+}
+
+static inline void tu_runner_start(tu_runner *r, ss_server *server, int once)
+{
+    tu_runner_init(r, server, once);
     if (pthread_create(&r->thread, NULL, tu_runner_main, r) != 0)
         TU_FAIL("pthread_create");
 }
@@ -534,6 +648,28 @@ static inline ss_status tu_runner_join(tu_runner *r, long ms)
     return r->rc;
 }
 
+/* A server for `config` (then freed) at `address` with `user` data, serving
+ * forever on `runner`'s thread; its bound address goes to addr (which may
+ * be `address` itself). */
+static inline ss_server *tu_start_serving(ss_config *config, const char *address, void *user,
+                                          tu_runner *runner, char *addr, size_t cap)
+{
+    ss_server *server = tu_server(config, address, user);
+    ss_config_free(config);
+    tu_server_addr(server, addr, cap);
+    tu_serve_in_thread(runner, server);
+    return server;
+}
+
+/* Shuts the server down, checks that serve_forever returned SS_OK within
+ * 5 s, and frees the server. */
+static inline void tu_stop_serving(ss_server *server, tu_runner *runner)
+{
+    CHECK_OK(ss_server_shutdown(server));
+    CHECK_OK(tu_runner_join(runner, 5000));
+    ss_server_free(server);
+}
+
 /* ---------------------------------------------------------------- main */
 
 typedef struct tu_test {
@@ -541,37 +677,65 @@ typedef struct tu_test {
     void (*fn)(void);
 } tu_test;
 
-static inline int tu_main(int argc, char **argv, const tu_test *tests, size_t count)
+/* The sub-test named by argv[1]. NULL when there is none to run; then
+ * *status is the exit status, 0 after printing the names for "--list", 2
+ * after a message for bad usage or an unknown name. */
+static inline const tu_test *tu_lookup(int argc, char **argv, const tu_test *tests, size_t count,
+                                       int *status)
 {
     size_t i;
+    *status = 2;
     if (argc != 2) {
         fprintf(stderr, "usage: %s SUBTEST | --list\n", argv[0]);
-        return 2;
+        return NULL;
     }
     if (strcmp(argv[1], "--list") == 0) {
         for (i = 0; i < count; i++)
             printf("%s\n", tests[i].name);
-        return 0;
+        *status = 0;
+        return NULL;
     }
-    for (i = 0; i < count; i++) {
-        if (strcmp(argv[1], tests[i].name) == 0) {
-            int fds_before = tu_fd_count();
-            int fds_after;
-            tests[i].fn();
-            fds_after = tu_fd_count();
-            if (fds_after != fds_before)
-                TU_FAIL("sub-test %s leaked file descriptors: %d open before, %d after",
-                        tests[i].name, fds_before, fds_after);
-            if (tu_thread_count() != 1)
-                TU_FAIL("sub-test %s left %d threads running", tests[i].name,
-                        tu_thread_count() - 1);
-            printf("ok %s\n", tests[i].name);
-            return 0;
-        }
-    }
+    for (i = 0; i < count; i++)
+        if (strcmp(argv[1], tests[i].name) == 0)
+            return &tests[i];
     fprintf(stderr, "unknown sub-test %s\n", argv[1]);
-    return 2;
+    return NULL;
 }
+
+static inline int tu_main(int argc, char **argv, const tu_test *tests, size_t count)
+{
+    int status, fds_before, fds_after;
+    const tu_test *test = tu_lookup(argc, argv, tests, count, &status);
+    if (test == NULL)
+        return status;
+    fds_before = tu_fd_count();
+    test->fn();
+    fds_after = tu_fd_count();
+    if (fds_after != fds_before)
+        TU_FAIL("sub-test %s leaked file descriptors: %d open before, %d after", test->name,
+                fds_before, fds_after);
+    if (tu_thread_count() != 1)
+        TU_FAIL("sub-test %s left %d threads running", test->name, tu_thread_count() - 1);
+    printf("ok %s\n", test->name);
+    return 0;
+}
+
+/* The library joins its threads before close/serve_forever return, but the
+ * kernel may list a joined thread in /proc/self/task a moment longer than
+ * that: waits for the count to settle before TU_MAIN checks that none is
+ * left (a thread really left running still fails the sub-test). */
+static inline void tu_threads_settle(void)
+{
+    WAIT_FOR(tu_thread_count() == 1, 2000);
+}
+
+/* Defines fn_settled(): fn(), then tu_threads_settle(). */
+#define TU_SETTLED(fn)                                                                             \
+    static void fn##_settled(void)                                                                 \
+    {                                                                                              \
+        fn();                                                                                      \
+        tu_threads_settle();                                                                       \
+    }
 
 #define TU_MAIN(table)                                                                             \
     int main(int argc, char **argv)                                                                \

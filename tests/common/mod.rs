@@ -5,9 +5,9 @@
 //! and run programs with a hard timeout.
 //!
 //! Use it from a test file with `mod common;`. Not every test binary uses
-//! every helper, hence the `dead_code` allowance.
+//! every helper, hence the `dead_code` and `unused_macros` allowances.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -20,26 +20,45 @@ use std::time::{Duration, Instant};
 /// Default hard timeout for one run of a C program.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The strict flags every C test program is compiled with.
-pub const C_FLAGS: &[&str] = &[
-    "-std=c99",
-    "-Wall",
-    "-Wextra",
-    "-Wpedantic",
-    "-Werror",
-    "-g",
-    "-D_GNU_SOURCE",
-];
+/// `$std` plus the warnings every build here treats as errors, debug
+/// information, and any `$extra` flags.
+macro_rules! strict_flags {
+    ($std:literal $(, $extra:literal)*) => {
+        &[$std, "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-g" $(, $extra)*]
+    };
+}
+
+/// Strict C99 and nothing more: what the header must compile with, and how
+/// the Makefile builds the examples.
+pub const STRICT_C99_FLAGS: &[&str] = strict_flags!("-std=c99");
+
+/// The flags the C test programs are compiled with by default.
+pub const C_FLAGS: &[&str] = strict_flags!("-std=c99", "-D_GNU_SOURCE");
 
 /// The strict flags for C++ test programs (`.cpp` sources).
-pub const CXX_FLAGS: &[&str] = &[
-    "-std=c++11",
-    "-Wall",
-    "-Wextra",
-    "-Wpedantic",
-    "-Werror",
-    "-g",
-];
+pub const CXX_FLAGS: &[&str] = strict_flags!("-std=c++11");
+
+/// `c_tests!(run; prog { subtest, ... } ...)`: one `#[test]` per C
+/// sub-test, in a module per C program (tests/c/<prog>.c), each calling
+/// `run("prog", "subtest")`; plus the table `C_SUBTESTS` of (program,
+/// sub-tests) that a test compares with each program's `--list`.
+macro_rules! c_tests {
+    ($run:path; $($prog:ident { $($sub:ident),* $(,)? })*) => {
+        $(
+            mod $prog {
+                $(
+                    #[test]
+                    fn $sub() {
+                        $run(stringify!($prog), stringify!($sub));
+                    }
+                )*
+            }
+        )*
+        const C_SUBTESTS: &[(&str, &[&str])] = &[$((stringify!($prog), &[$(stringify!($sub)),*])),*];
+    };
+}
+#[allow(unused_imports)] // not every test binary declares C sub-tests
+pub(crate) use c_tests;
 
 /// The crate root (where Cargo.toml is).
 pub fn manifest_dir() -> &'static Path {
@@ -133,16 +152,29 @@ pub fn show(out: &Output) -> String {
     )
 }
 
-/// Compiles and links tests/c/<source> (a `.c` file with [`C_FLAGS`], or a
-/// `.cpp` file with [`CXX_FLAGS`]) against the library, once per test
-/// binary, and returns the executable's path (target/<profile>/ctests/<stem>).
-pub fn compile(source: &str) -> PathBuf {
-    let flags = if source.ends_with(".cpp") {
+/// The default flags for tests/c/<source>: [`CXX_FLAGS`] for a `.cpp`
+/// file, [`C_FLAGS`] otherwise.
+fn default_flags(source: &str) -> &'static [&'static str] {
+    if source.ends_with(".cpp") {
         CXX_FLAGS
     } else {
         C_FLAGS
-    };
-    compile_with(source, flags)
+    }
+}
+
+/// Compiles and links tests/c/<source> with its [`default_flags`] against
+/// the library, once per test binary, and returns the executable's path
+/// (target/<profile>/ctests/<stem>).
+pub fn compile(source: &str) -> PathBuf {
+    compile_with(source, default_flags(source))
+}
+
+/// Compiles c_examples/<name>.c the way the Makefile does
+/// ([`STRICT_C99_FLAGS`]), plus `extra` flags, and returns the program.
+pub fn compile_example(name: &str, extra: &[&str]) -> PathBuf {
+    let flags: Vec<&str> = STRICT_C99_FLAGS.iter().chain(extra).copied().collect();
+    // compile_with() takes paths relative to tests/c/.
+    compile_with(&format!("../../c_examples/{name}.c"), &flags)
 }
 
 /// As [`compile`], with an explicit list of compiler flags (the include
@@ -171,9 +203,8 @@ pub fn compile_with(source: &str, flags: &[&str]) -> PathBuf {
             .and_then(|s| s.to_str())
             .expect("source file name");
         let cxx = source.ends_with(".cpp");
-        let default_flags = if cxx { CXX_FLAGS } else { C_FLAGS };
         // Programs built with other flags get their own name.
-        let exe = if flags == default_flags {
+        let exe = if flags == default_flags(source) {
             setup.out_dir.join(stem)
         } else {
             use std::hash::{Hash, Hasher};
@@ -285,12 +316,30 @@ pub fn run_with_timeout(
     envs: &[(&str, &Path)],
     timeout: Duration,
 ) -> Output {
+    run_with_input(exe, args, envs, None, timeout)
+}
+
+/// As [`run_with_timeout`], with `input` written to the program's stdin,
+/// which is then closed (`None`: stdin is /dev/null). `exe` may also be a
+/// bare command name, looked up in $PATH.
+pub fn run_with_input(
+    exe: &Path,
+    args: &[&str],
+    envs: &[(&str, &Path)],
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Output {
+    use std::io::Write;
     use std::os::unix::process::CommandExt;
     use std::sync::mpsc;
 
     let mut cmd = Command::new(exe);
     cmd.args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -301,6 +350,15 @@ pub fn run_with_timeout(
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
     let pgid = child.id() as i32;
+    // Written on a thread too, so that a program that does not read its
+    // input cannot block this side; closed once written.
+    let writer = input.map(|data| {
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        })
+    });
     // Drained on threads so that a chatty program cannot block on a full
     // pipe. Its children inherit the pipes, so the readers finish only
     // when the last of them is gone.
@@ -347,6 +405,9 @@ pub fn run_with_timeout(
     };
     let stdout = collect(out_rx);
     let stderr = collect(err_rx);
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     match status {
         None => panic!(
@@ -378,7 +439,19 @@ pub fn run_with_timeout(
 /// Fails unless it exits 0, prints the line `ok <subtest>`, and leaves the
 /// directory empty.
 pub fn run_subtest(source: &str, subtest: &str, tmp_env: &str, timeout: Duration) {
-    let exe = compile(source);
+    run_subtest_with(source, default_flags(source), subtest, tmp_env, timeout);
+}
+
+/// As [`run_subtest`], with the program compiled with `flags`
+/// (see [`compile_with`]).
+pub fn run_subtest_with(
+    source: &str,
+    flags: &[&str],
+    subtest: &str,
+    tmp_env: &str,
+    timeout: Duration,
+) {
+    let exe = compile_with(source, flags);
     let tmp = TempDir::new("ctest");
     let out = run_with_timeout(&exe, &[subtest], &[(tmp_env, tmp.path())], timeout);
     assert!(
@@ -402,9 +475,21 @@ pub fn run_subtest(source: &str, subtest: &str, tmp_env: &str, timeout: Duration
     );
 }
 
-/// The sub-test names a C program prints for `--list`, one a line.
+/// The sub-test names a C program prints for `--list`, one a line
+/// (trimmed, blank lines skipped).
 pub fn list_subtests(source: &str) -> Vec<String> {
-    let exe = compile(source);
+    list_subtests_with(source, default_flags(source))
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The lines a C program compiled with `flags` prints for `--list`, exactly
+/// as printed.
+pub fn list_subtests_with(source: &str, flags: &[&str]) -> Vec<String> {
+    let exe = compile_with(source, flags);
     let out = run_with_timeout(&exe, &["--list"], &[], Duration::from_secs(10));
     assert!(
         out.status.success(),
@@ -413,8 +498,6 @@ pub fn list_subtests(source: &str) -> Vec<String> {
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect()
 }
