@@ -6,8 +6,9 @@
 #                      four transports and in every mode, driven by
 #                      build/echo_client)
 #   make test          every test: the C examples must build cleanly, then
-#                      `cargo test --release` (Rust tests and the C tests,
-#                      which build the library themselves)
+#                      scripts/test.sh: `cargo test --release` (Rust tests and
+#                      the C tests, which build the library themselves) and a
+#                      closing "N passed, N failed" line
 #   make check-header  regenerates include/socketserver.h (cargo build) and
 #                      fails if it differs from the committed one
 #   make clean         removes build/ (`make distclean` also runs cargo clean)
@@ -69,7 +70,7 @@ bench: all
 	./scripts/bench.sh
 
 test: all
-	$(CARGO) test --release
+	./scripts/test.sh
 
 check-header:
 	$(CARGO) build --release
