@@ -385,8 +385,8 @@ BIG_CONNS=8
 if wanted d; then
     echo
     echo "(d) for context, large messages: $BIG_SIZE bytes, $BIG_CONNS connections, 2 s, one run each"
-    echo "    (a tail near 40 ms is Nagle's algorithm meeting the client's delayed ACK:"
-    echo "    the server's sockets lack TCP_NODELAY; the reference sets it)"
+    echo "    (a tail near 40 ms would be Nagle's algorithm meeting the client's delayed"
+    echo "    ACK: both servers set TCP_NODELAY to avoid it)"
     run_big "ref_epoll_echo --threads 1" "$REF" --address 127.0.0.1:0 --threads 1
     run_big "echo_server event --threads 1" \
         "$ECHO" --transport tcp --mode event --address 127.0.0.1:0 --threads 1
