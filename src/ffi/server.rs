@@ -44,7 +44,10 @@ pub(crate) fn server_ptr(server: &Arc<Server>) -> *mut ss_server {
 
 /// Creates a server from `config` for `address` ("127.0.0.1:8080",
 /// "[::1]:0", "localhost:0", a Unix socket path, or "@name" for a Linux
-/// abstract Unix name). Unless the config turned bind_and_activate off, it
+/// abstract Unix name), a NUL-terminated UTF-8 string (a path that is not
+/// valid UTF-8 is refused with SS_ERR_INVALID_ARGUMENT). A host name is
+/// resolved with the system resolver; when it has IPv4 and IPv6 addresses
+/// the IPv4 one is used, as Python's TCPServer would. Unless the config turned bind_and_activate off, it
 /// binds and listens before returning.
 ///
 /// Ownership: `config` is only read (copied; free it when you like).
