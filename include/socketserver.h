@@ -35,10 +35,13 @@
  *   SS_THREADING and SS_THREAD_POOL modes the request callbacks (setup,
  *   handle, finish, handle_error for that request) run on the request's
  *   thread; in SS_FORKING mode they run in the request's child process. In
- *   every mode verify_request and the server hooks (service_actions,
- *   handle_timeout, server-level handle_error) run on the serving thread,
- *   as in Python. SS_EVENT callbacks run on the event loop threads. User
- *   data shared by concurrent callbacks needs your own locking.
+ *   every mode verify_request, service_actions and handle_timeout run on
+ *   the serving thread, as in Python. SS_EVENT callbacks run on the event
+ *   loop threads. handle_error with a NULL request (server-level errors:
+ *   a failing accept, a child killed by a signal, an internal error caught
+ *   on a worker, an event connection's failure) may run on any of the
+ *   library's threads: make it thread-safe. User data shared by concurrent
+ *   callbacks needs your own locking.
  *
  * Request life (Python's order): verify_request -> setup -> handle -> finish
  * (finish runs even when handle fails, not when setup fails) -> for a
@@ -223,7 +226,13 @@ typedef enum ss_concurrency {
    * its own epoll, share the listening socket; the thread in
    * serve_forever runs service_actions and stops them on shutdown or
    * close. Callbacks must not block: they run on a loop thread that
-   * serves many connections. handle_request is not available
+   * serves many connections; the library never blocks there either (a
+   * datagram reply that does not fit the socket's buffer is dropped and
+   * reported with SS_ERR_WOULD_BLOCK). When the peer shuts down its
+   * sending side, the connection closes as soon as its queued output is
+   * sent (half-open connections are not kept; input not consumed by then
+   * is dropped): answer from on_data, not later through ss_server_post,
+   * if clients half-close. handle_request is not available
    * (SS_ERR_UNSUPPORTED).
    */
   SS_EVENT = 4,
@@ -553,9 +562,9 @@ enum ss_status ss_config_set_thread_stack_size(struct ss_config *config, size_t 
 enum ss_status ss_config_set_max_children(struct ss_config *config, size_t max_children);
 
 /**
- * Worker threads of SS_THREAD_POOL, or event loops of SS_EVENT; 0 (the
- * default) means one per core. At most 1024. SS_ERR_UNSUPPORTED in other
- * modes.
+ * Worker threads of SS_THREAD_POOL (at most 1024), or event loops of
+ * SS_EVENT (at most 255); 0 (the default) means one per core.
+ * SS_ERR_UNSUPPORTED in other modes.
  */
 enum ss_status ss_config_set_threads(struct ss_config *config, size_t threads);
 
@@ -652,9 +661,10 @@ size_t ss_conn_pending_output(const struct ss_conn *conn);
 bool ss_conn_output_full(const struct ss_conn *conn);
 
 /**
- * The connection's id for ss_server_post() from any thread: it names
- * this connection only, never a later one that reuses its slot (0 for NULL;
- * a live connection may also have id 0).
+ * The connection's id for ss_server_post() from any thread. It names this
+ * connection only: a later connection, in this run of serve_forever or a
+ * later one, gets another id until 2^32 more connections have been
+ * accepted. 0 for NULL (a live connection may also have id 0).
  */
 uint64_t ss_conn_id(const struct ss_conn *conn);
 
@@ -874,7 +884,9 @@ enum ss_status ss_server_serve_forever(struct ss_server *server);
  * (ss_config_set_timeout): when it passes, calls handle_timeout and returns
  * SS_ERR_TIMEOUT. Returns SS_ERR_SHUT_DOWN without handling anything when
  * ss_server_shutdown() is called (or was called before, and not yet
- * consumed), SS_ERR_CLOSED when the server is closed from another thread.
+ * consumed), SS_ERR_CLOSED when the server is closed from another thread,
+ * SS_ERR_IO when taking the request failed (accept or recvfrom, e.g. out
+ * of file descriptors; also reported to handle_error).
  */
 enum ss_status ss_server_handle_request(struct ss_server *server);
 
@@ -886,7 +898,9 @@ enum ss_status ss_server_handle_request(struct ss_server *server);
  * Safe from any thread, from inside a handler or hook of this server
  * (Python deadlocks there), and from a signal handler: it is
  * async-signal-safe (an atomic store and one write(2)). For that reason it
- * never sets the detail message. Returns SS_ERR_NULL_POINTER for NULL.
+ * never sets the detail message. Returns SS_ERR_NULL_POINTER for NULL, and
+ * SS_ERR_WRONG_STATE in a forked request child (SS_FORKING or a fork
+ * hand-off), whose copy of the server cannot stop the parent's loop.
  */
 enum ss_status ss_server_shutdown(struct ss_server *server);
 
@@ -901,7 +915,9 @@ enum ss_status ss_server_shutdown(struct ss_server *server);
  * see ss_config_set_block_on_close(). Closing twice is fine. Thread-safe, but refused
  * with SS_ERR_WRONG_STATE from inside this server's own loop (a handler or
  * hook on the serving thread, or an SS_EVENT callback): call
- * ss_server_shutdown() there instead.
+ * ss_server_shutdown() there instead. Also refused in a forked request
+ * child (SS_FORKING or a fork hand-off), which has a copy of the server,
+ * not the server.
  * The server's memory stays until ss_server_free().
  */
 enum ss_status ss_server_close(struct ss_server *server);
@@ -910,9 +926,13 @@ enum ss_status ss_server_close(struct ss_server *server);
  * Closes the server if needed and releases the caller's reference. NULL is
  * a no-op. The user data's finalizer runs once no request uses the server
  * any more (at once in SS_SYNC mode). Must be called exactly once per
- * server, when no other thread is inside a call on it, and never from the
- * server's own callbacks (that is reported on stderr and ignored, leaking
- * the server, rather than freeing memory still in use).
+ * server, when no other thread is inside a call on it. Where
+ * ss_server_close() is refused (on the serving thread, in an SS_EVENT
+ * callback, in a forked child) this is reported on stderr and ignored,
+ * leaking the server rather than freeing memory still in use. From a
+ * handler thread of SS_THREADING or SS_THREAD_POOL it works: the memory
+ * stays until that request ends, but the pointer must not be used for
+ * new calls afterwards except through ss_request_server().
  */
 void ss_server_free(struct ss_server *server);
 

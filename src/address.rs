@@ -135,6 +135,15 @@ fn split_host_port(text: &str) -> Result<(&str, &str)> {
     Ok((host, port))
 }
 
+/// A peer's address for messages: unnamed Unix clients have none.
+pub fn describe_peer(address: &str) -> &str {
+    if address.is_empty() {
+        "an unnamed Unix socket"
+    } else {
+        address
+    }
+}
+
 fn format_abstract(name: &[u8]) -> String {
     format!("@{}", String::from_utf8_lossy(name))
 }

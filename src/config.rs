@@ -183,11 +183,7 @@ impl Config {
     }
 
     pub fn set_request_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
-        if timeout == Some(Duration::ZERO) {
-            return Err(Error::invalid(
-                "a request timeout of 0 ms would fail every read; use -1 for no timeout",
-            ));
-        }
+        check_request_timeout(timeout)?;
         self.request_timeout = timeout;
         Ok(())
     }
@@ -287,7 +283,8 @@ impl Config {
         Ok(())
     }
 
-    /// Worker threads (pool) or event loops (event); 0 = one per core.
+    /// Worker threads (pool, at most 1024) or event loops (event, at most
+    /// 255); 0 = one per core.
     pub fn set_threads(&mut self, threads: usize) -> Result<()> {
         if !matches!(
             self.concurrency,
@@ -301,19 +298,32 @@ impl Config {
                 ),
             ));
         }
-        if threads > 1024 {
+        // Event loops are numbered in 8 bits of each connection id.
+        let max = self.max_threads_for_mode();
+        if threads > max {
             return Err(Error::invalid(format!(
-                "{threads} threads is more than 1024"
+                "{threads} threads is more than {max} for {} mode",
+                self.concurrency.name()
             )));
         }
         self.threads = threads;
         Ok(())
     }
 
+    fn max_threads_for_mode(&self) -> usize {
+        if self.concurrency == Concurrency::Event {
+            255
+        } else {
+            1024
+        }
+    }
+
     /// The number of pool workers or event loops to start.
     pub(crate) fn threads(&self) -> usize {
         match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(self.max_threads_for_mode()),
             n => n,
         }
     }
@@ -387,6 +397,16 @@ fn check_event_buffer(what: &str, bytes: usize) -> Result<()> {
         return Err(Error::invalid(format!(
             "{what} {bytes} is out of range (1 to {MAX_BUFFER_SIZE})"
         )));
+    }
+    Ok(())
+}
+
+/// A request's read/write timeout: none, or at least 1 ms.
+pub(crate) fn check_request_timeout(timeout: Option<Duration>) -> Result<()> {
+    if timeout == Some(Duration::ZERO) {
+        return Err(Error::invalid(
+            "a request timeout of 0 ms would fail every read; use -1 for no timeout",
+        ));
     }
     Ok(())
 }

@@ -4,10 +4,12 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use crate::address::describe_peer;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Conn;
 use crate::request::Request;
 use crate::server::Server;
+use crate::sys::write_stderr_line;
 
 /// Callbacks that serve requests. Every method but `handle` has Python's
 /// default behaviour. Methods take `&self` because the threading models call
@@ -72,18 +74,15 @@ pub trait Handler: Any + Send + Sync {
 
 /// Python's handle_error in one line on stderr: who, and what went wrong.
 pub fn default_handle_error(request: Option<&Request>, error: &Error) {
-    match request {
-        Some(r) => {
-            let client = r.client_address();
-            let client = if client.is_empty() {
-                "an unnamed Unix socket"
-            } else {
-                client
-            };
-            eprintln!("socketserver: error processing request from {client}: {error}");
-        }
-        None => eprintln!("socketserver: server error: {error}"),
-    }
+    let line = match request {
+        Some(r) => format!(
+            "socketserver: error processing request from {}: {error}",
+            describe_peer(r.client_address())
+        ),
+        None => format!("socketserver: server error: {error}"),
+    };
+    // Not eprintln: its lock may be held forever in a forked child.
+    write_stderr_line(&line);
 }
 
 /// Runs one verified request through the handler, then closes it: Python's

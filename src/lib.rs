@@ -12,7 +12,7 @@ pub mod ffi;
 pub mod handler;
 pub mod request;
 pub mod server;
-mod sys;
+pub(crate) mod sys;
 pub mod transport;
 
 pub use config::{Concurrency, Config, Transport};

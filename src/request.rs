@@ -10,6 +10,7 @@ use std::time::Duration;
 use socket2::{SockAddr, Socket};
 
 use crate::address::format_sockaddr;
+use crate::config::{check_request_timeout, Concurrency};
 use crate::error::{Error, ErrorKind, Result};
 use crate::server::Server;
 use crate::sys::{as_uninit, wait_ready};
@@ -184,11 +185,7 @@ impl Request {
 
     /// Per-operation timeout for the request's reads and writes (None: block).
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
-        if timeout == Some(Duration::ZERO) {
-            return Err(Error::invalid(
-                "a timeout of 0 ms would fail every read; use -1 for none",
-            ));
-        }
+        check_request_timeout(timeout)?;
         self.timeout = timeout;
         Ok(())
     }
@@ -267,8 +264,9 @@ impl Request {
     /// Sends `data` to the client at once: one datagram, or bytes on the stream.
     pub fn reply(&mut self, data: &[u8]) -> Result<()> {
         let timeout = self.timeout;
+        let wait = self.reply_wait();
         match &mut self.io {
-            RequestIo::Datagram(d) => send_datagram(&d.socket, data, &self.client, timeout),
+            RequestIo::Datagram(d) => send_datagram(&d.socket, data, &self.client, wait),
             RequestIo::Stream(s) => {
                 s.flush(timeout)?;
                 s.send_all(data, timeout)
@@ -280,12 +278,21 @@ impl Request {
     /// datagram reply, or flush a stream's buffered output.
     pub(crate) fn complete(&mut self) -> Result<()> {
         let timeout = self.timeout;
+        let wait = self.reply_wait();
         match &mut self.io {
             RequestIo::Datagram(d) => match d.reply.take() {
-                Some(reply) => send_datagram(&d.socket, &reply, &self.client, timeout),
+                Some(reply) => send_datagram(&d.socket, &reply, &self.client, wait),
                 None => Ok(()),
             },
             RequestIo::Stream(s) => s.flush(timeout),
+        }
+    }
+
+    fn reply_wait(&self) -> ReplyWait {
+        if self.server.config().concurrency == Concurrency::Event {
+            ReplyWait::Never
+        } else {
+            ReplyWait::Upto(self.timeout)
         }
     }
 
@@ -309,12 +316,17 @@ impl DatagramIo {
     }
 }
 
-fn send_datagram(
-    socket: &Socket,
-    data: &[u8],
-    to: &SockAddr,
-    timeout: Option<Duration>,
-) -> Result<()> {
+/// How a datagram reply waits when the socket's send buffer is full: up to
+/// the request timeout for blocking handlers; not at all in event mode,
+/// where a loop thread must never block (the reply is dropped and
+/// reported instead).
+#[derive(Clone, Copy)]
+enum ReplyWait {
+    Upto(Option<Duration>),
+    Never,
+}
+
+fn send_datagram(socket: &Socket, data: &[u8], to: &SockAddr, wait: ReplyWait) -> Result<()> {
     if !has_reply_address(to) {
         return Err(Error::new(
             ErrorKind::Address,
@@ -326,9 +338,20 @@ fn send_datagram(
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // The server socket is non-blocking: wait for room, then retry.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                wait_ready(socket.as_raw_fd(), libc::POLLOUT, timeout, "sendto")?
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match wait {
+                ReplyWait::Upto(timeout) => {
+                    wait_ready(socket.as_raw_fd(), libc::POLLOUT, timeout, "sendto")?
+                }
+                ReplyWait::Never => {
+                    return Err(Error::new(
+                        ErrorKind::WouldBlock,
+                        format!(
+                            "sendto {}: the send buffer is full; reply dropped",
+                            format_sockaddr(to)
+                        ),
+                    ))
+                }
+            },
             Err(e) => return Err(Error::io(format!("sendto {}", format_sockaddr(to)), e)),
         }
     }
@@ -466,7 +489,18 @@ impl StreamIo {
         Ok(filled)
     }
 
-    fn send_all(&self, mut data: &[u8], timeout: Option<Duration>) -> Result<()> {
+    fn send_all(&self, data: &[u8], timeout: Option<Duration>) -> Result<()> {
+        self.send_counted(data, timeout, &mut 0)
+    }
+
+    /// Sends all of `data`, adding to `*sent` as bytes go out, so that a
+    /// caller can keep what a timeout or error left unsent.
+    fn send_counted(
+        &self,
+        mut data: &[u8],
+        timeout: Option<Duration>,
+        sent: &mut usize,
+    ) -> Result<()> {
         // MSG_NOSIGNAL: a vanished peer gives EPIPE, never SIGPIPE in the host.
         // With a timeout the send must not block past it, hence MSG_DONTWAIT
         // after poll says there is room.
@@ -481,7 +515,10 @@ impl StreamIo {
                 wait_ready(self.fd(), libc::POLLOUT, timeout, "send")?;
             }
             match self.socket.send_with_flags(data, flags) {
-                Ok(n) => data = &data[n..],
+                Ok(n) => {
+                    data = &data[n..];
+                    *sent += n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && timeout.is_some() => {}
                 Err(e) => return Err(Error::io("send", e)),
@@ -508,10 +545,12 @@ impl StreamIo {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let pending = std::mem::take(&mut self.wbuf);
-        let result = self.send_all(&pending, timeout);
+        let mut pending = std::mem::take(&mut self.wbuf);
+        let mut sent = 0;
+        let result = self.send_counted(&pending, timeout, &mut sent);
+        // After a timeout the unsent rest stays buffered for a retry.
+        pending.drain(..sent);
         self.wbuf = pending;
-        self.wbuf.clear();
         result
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use socket2::{SockAddr, Socket};
 
 use crate::address::{format_sockaddr, ServerAddress};
-use crate::concurrency::Workers;
+use crate::concurrency::{current_worker_is, in_forked_child, WorkerKind, Workers};
 use crate::config::{Concurrency, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::Handler;
@@ -55,6 +55,7 @@ pub struct Server {
     fileno: AtomicI32,
     state: Mutex<State>,
     loop_exited: Condvar,
+    datagram_buffer: Mutex<Vec<u8>>,
 }
 
 /// How long the loop pauses after an accept error that is not transient
@@ -96,6 +97,7 @@ impl Server {
                 serving: None,
             }),
             loop_exited: Condvar::new(),
+            datagram_buffer: Mutex::new(Vec::new()),
         });
         if config.bind_and_activate {
             server.bind()?;
@@ -238,15 +240,18 @@ impl Server {
     /// socket is left unwatched, so connections wait in the backlog.
     fn wait_for_request(&self, socket: Option<&Socket>, deadline: Option<Instant>) -> Result<Wake> {
         loop {
-            let accepting = socket.is_some() && self.workers.has_capacity(self);
-            let turn_deadline = match (accepting, deadline) {
-                (true, _) => deadline,
-                (false, None) => Some(Instant::now() + CAPACITY_RECHECK),
-                (false, Some(d)) => Some(d.min(Instant::now() + CAPACITY_RECHECK)),
+            // At the cap the socket is not watched, and capacity is looked
+            // at again soon; without a socket (event mode's coordinator)
+            // there is nothing to recheck.
+            let capped = socket.is_some() && !self.workers.has_capacity(self);
+            let turn_deadline = match (capped, deadline) {
+                (false, _) => deadline,
+                (true, None) => Some(Instant::now() + CAPACITY_RECHECK),
+                (true, Some(d)) => Some(d.min(Instant::now() + CAPACITY_RECHECK)),
             };
             // poll(2) skips entries with a negative fd.
             let listen_fd = match socket {
-                Some(s) if accepting => s.as_raw_fd(),
+                Some(s) if !capped => s.as_raw_fd(),
                 _ => -1,
             };
             let mut fds = [
@@ -333,11 +338,15 @@ impl Server {
                         ),
                     ));
                 }
-                Wake::Request => {
-                    if self.take_request(&socket)? {
-                        return Ok(());
+                Wake::Request => match self.take_request(&socket) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        // Reported as serve_forever does, and returned.
+                        self.handler.handle_error(None, &e);
+                        return Err(e);
                     }
-                }
+                },
             }
         }
     }
@@ -350,6 +359,7 @@ impl Server {
             match self.wait_for_request(None, Some(deadline))? {
                 Wake::ShutDown => return Ok(()),
                 Wake::Closed => return Err(closed()),
+                // No socket is watched here: only the poll interval passes.
                 Wake::Timeout | Wake::Request => {}
             }
             self.handler.service_actions(self);
@@ -384,20 +394,20 @@ impl Server {
                 None => return Ok(false),
             }
         } else {
-            let mut buf = vec![0u8; self.config.max_datagram_size];
+            // One receive buffer, reused; each request gets an exact copy.
+            let mut buf = self
+                .datagram_buffer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            buf.resize(self.config.max_datagram_size, 0);
             let Some(dgram) = transport::recv_datagram(socket, &mut buf)? else {
                 return Ok(false);
             };
-            buf.truncate(dgram.len);
-            let mut request = Request::datagram(self.clone(), socket.clone(), buf, dgram.sender);
-            if dgram.real_len > dgram.len {
-                let err = Error::new(
-                    ErrorKind::MessageTooLong,
-                    format!(
-                        "datagram of {} bytes exceeds the maximum datagram size of {} bytes; dropped",
-                        dgram.real_len, dgram.len
-                    ),
-                );
+            let data = buf[..dgram.len].to_vec();
+            drop(buf);
+            let too_long = dgram.too_long();
+            let mut request = Request::datagram(self.clone(), socket.clone(), data, dgram.sender);
+            if let Some(err) = too_long {
                 self.handler.handle_error(Some(&mut request), &err);
                 return Ok(true);
             }
@@ -428,7 +438,18 @@ impl Server {
         if st.phase == Phase::Closed {
             return Ok(());
         }
-        if st.serving == Some(thread::current().id()) || crate::event::on_loop_thread() {
+        // A request's child has a copy of the server, not the server: its
+        // loop thread does not exist there, and the socket file is the
+        // parent's.
+        if in_forked_child() {
+            return Err(Error::wrong_state(
+                "close called in a forked request child; the server belongs to the parent process",
+            ));
+        }
+        // Waiting for the loop from inside it would wait for itself.
+        if st.serving == Some(thread::current().id())
+            || current_worker_is(WorkerKind::EventLoop, self)
+        {
             return Err(Error::wrong_state(
                 "close called from inside this server's own loop (a handler, hook or \
                  event callback); call shutdown there and close after serve_forever returns",

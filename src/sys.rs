@@ -123,3 +123,24 @@ impl Waker {
         }
     }
 }
+
+/// Writes one line to stderr with write(2) alone: no lock, so it cannot
+/// deadlock in a forked child whose parent had another thread printing,
+/// and lines from concurrent threads do not interleave.
+pub fn write_stderr_line(text: &str) {
+    let mut line = String::with_capacity(text.len() + 1);
+    line.push_str(text);
+    line.push('\n');
+    let mut rest = line.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: writes from a live buffer of the given length.
+        let n = unsafe { libc::write(libc::STDERR_FILENO, rest.as_ptr().cast(), rest.len()) };
+        if n > 0 {
+            rest = &rest[n as usize..];
+        } else if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        } else {
+            return; // stderr closed or full: nothing better to do
+        }
+    }
+}

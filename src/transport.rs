@@ -10,7 +10,7 @@ use socket2::{SockAddr, Socket, Type};
 
 use crate::address::{format_sockaddr, ServerAddress};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::sys::as_uninit;
 
 /// Creates the server socket, non-blocking and close-on-exec, with the
@@ -137,6 +137,22 @@ pub struct Datagram {
     pub len: usize,
     pub real_len: usize,
     pub sender: SockAddr,
+}
+
+impl Datagram {
+    /// The error for a datagram that did not fit the maximum size: it is
+    /// dropped and reported, never handed on cut short.
+    pub fn too_long(&self) -> Option<Error> {
+        (self.real_len > self.len).then(|| {
+            Error::new(
+                ErrorKind::MessageTooLong,
+                format!(
+                    "datagram of {} bytes exceeds the maximum datagram size of {} bytes; dropped",
+                    self.real_len, self.len
+                ),
+            )
+        })
+    }
 }
 
 /// Receives one datagram into `buf`, or None when nothing is pending.

@@ -9,6 +9,7 @@ mod forking;
 mod pool;
 mod threading;
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use crate::config::{Concurrency, Config};
@@ -23,6 +24,30 @@ use forking::ChildTracker;
 use pool::ThreadPool;
 pub(crate) use threading::report_panic;
 use threading::ThreadTracker;
+
+/// What the current thread is to the library, and for which server: close
+/// must not wait for the thread calling it (that would wait for itself),
+/// but must still wait for the workers of a server it merely touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WorkerKind {
+    None,
+    /// A threading-mode or hand-off thread that close waits for.
+    JoinableThread,
+    PoolWorker,
+    EventLoop,
+}
+
+thread_local! {
+    static CURRENT_WORKER: Cell<(WorkerKind, usize)> = const { Cell::new((WorkerKind::None, 0)) };
+}
+
+pub(crate) fn set_current_worker(kind: WorkerKind, server: &Server) {
+    CURRENT_WORKER.with(|w| w.set((kind, server as *const Server as usize)));
+}
+
+pub(crate) fn current_worker_is(kind: WorkerKind, server: &Server) -> bool {
+    CURRENT_WORKER.with(|w| w.get()) == (kind, server as *const Server as usize)
+}
 
 /// A request whose thread or child could not be started, and why.
 pub(crate) type NotStarted = Box<(Request, Error)>;
@@ -147,12 +172,14 @@ impl Workers {
     /// non-daemon thread; otherwise only reap the children already done.
     pub(crate) fn close(&self, server: &Server, block_on_close: bool) {
         if let Some(pool) = &self.pool {
-            pool.close(block_on_close);
+            pool.close(server, block_on_close);
+        }
+        // Threads before children: a thread still running may yet fork a
+        // hand-off child, which close must then wait for too.
+        if block_on_close {
+            self.threads.wait_idle(server);
         }
         self.children.reap(server, block_on_close);
-        if block_on_close {
-            self.threads.wait_idle();
-        }
     }
 
     /// Live threads and children, for tests and statistics.

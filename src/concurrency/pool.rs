@@ -3,18 +3,18 @@
 //! threading mode. When the queue is full the server stops accepting
 //! (connections wait in the kernel's backlog), so memory stays bounded.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use super::threading::report_panic;
-use super::NotStarted;
+use super::{current_worker_is, set_current_worker, NotStarted, WorkerKind};
 use crate::config::Config;
 use crate::error::Error;
 use crate::handler::run_request;
 use crate::request::Request;
+use crate::server::Server;
 
 struct PoolState {
     queue: VecDeque<Request>,
@@ -41,10 +41,6 @@ pub(crate) struct ThreadPool {
     /// Started on the first request, so a server that never serves costs
     /// no threads.
     workers: Mutex<Vec<JoinHandle<()>>>,
-}
-
-thread_local! {
-    static IN_POOL_WORKER: Cell<bool> = const { Cell::new(false) };
 }
 
 impl ThreadPool {
@@ -110,7 +106,7 @@ impl ThreadPool {
     /// Stops the pool. With `block`, the queued requests are still served
     /// and every worker is joined; without, queued requests are closed
     /// unserved and running ones finish on their own.
-    pub(crate) fn close(&self, block: bool) {
+    pub(crate) fn close(&self, server: &Server, block: bool) {
         let dropped: Vec<Request> = {
             let mut st = self.shared.lock();
             st.stopping = true;
@@ -127,7 +123,7 @@ impl ThreadPool {
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
         // A worker closing its own server cannot join itself; the others
         // still end once the queue is empty.
-        if block && !IN_POOL_WORKER.with(|w| w.get()) {
+        if block && !current_worker_is(WorkerKind::PoolWorker, server) {
             for worker in workers {
                 let _ = worker.join();
             }
@@ -143,7 +139,6 @@ impl Drop for ThreadPool {
 }
 
 fn work(shared: &Shared) {
-    IN_POOL_WORKER.with(|w| w.set(true));
     loop {
         let (request, was_full) = {
             let mut st = shared.lock();
@@ -161,6 +156,7 @@ fn work(shared: &Shared) {
             }
         };
         let server = request.server().clone();
+        set_current_worker(WorkerKind::PoolWorker, &server);
         if was_full {
             // The loop may be paused on a full queue: room again.
             server.wake();

@@ -2,12 +2,12 @@
 //! are detached and only counted, so nothing grows with the number of
 //! requests served (CPython's bpo-37193 leaked a list of finished threads).
 
-use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use super::{current_worker_is, set_current_worker, WorkerKind};
 use crate::config::Config;
-use crate::error::{Error, ErrorKind};
+use crate::error::{panic_message, Error, ErrorKind};
 use crate::request::Request;
 use crate::server::Server;
 
@@ -24,12 +24,6 @@ pub(crate) struct ThreadTracker {
     daemon: bool,
     max_threads: usize,
     stack_size: usize,
-}
-
-thread_local! {
-    /// Set on the library's own handler threads, so that a close called
-    /// from one of them does not wait for itself.
-    static JOINABLE_WORKER: Cell<bool> = const { Cell::new(false) };
 }
 
 fn lock(counts: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
@@ -100,12 +94,15 @@ impl ThreadTracker {
         let slot = Arc::new(Mutex::new(Some(request)));
         let thread_slot = slot.clone();
         let panic_server = server.clone();
+        let thread_server = server.clone();
         let spawned = std::thread::Builder::new()
             .name("ss-handler".into())
             .stack_size(self.stack_size)
             .spawn(move || {
                 let _finished = finished;
-                JOINABLE_WORKER.with(|w| w.set(joinable));
+                if joinable {
+                    set_current_worker(WorkerKind::JoinableThread, &thread_server);
+                }
                 let request = thread_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(request) = request {
                     // A failed request was already reported through handle_error.
@@ -133,9 +130,9 @@ impl ThreadTracker {
         self.max_threads == 0 || lock(&self.counts.0).live < self.max_threads
     }
 
-    /// Waits until no joinable thread but the caller is left.
-    pub(crate) fn wait_idle(&self) {
-        let own = usize::from(JOINABLE_WORKER.with(|w| w.get()));
+    /// Waits until no joinable thread of `server` but the caller is left.
+    pub(crate) fn wait_idle(&self, server: &Server) {
+        let own = usize::from(current_worker_is(WorkerKind::JoinableThread, server));
         let mut c = lock(&self.counts.0);
         while c.joinable > own {
             c = self.counts.1.wait(c).unwrap_or_else(|p| p.into_inner());
@@ -150,11 +147,7 @@ impl ThreadTracker {
 /// A panic on a worker thread is reported through handle_error, never
 /// passed on: the server and its other requests go on.
 pub(crate) fn report_panic(server: &Server, panic: Box<dyn std::any::Any + Send>) {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
+    let what = panic_message(&*panic);
     let error = Error::new(
         ErrorKind::Panic,
         format!("internal error in a handler thread (panic caught): {what}"),

@@ -24,6 +24,8 @@ use socket2::{SockAddr, Socket};
 
 pub use conn::Conn;
 
+use crate::address::describe_peer;
+use crate::concurrency::{set_current_worker, WorkerKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::request::Request;
 use crate::server::Server;
@@ -39,6 +41,7 @@ pub type Job = Box<dyn FnOnce(Option<&mut Conn>) + Send>;
 pub(crate) struct EventShared {
     loops: Mutex<Vec<Arc<LoopShared>>>,
     connections: AtomicUsize,
+    serial: std::sync::atomic::AtomicU32,
     /// Loops that stopped watching the listener at max_connections.
     paused: AtomicUsize,
 }
@@ -47,16 +50,6 @@ struct LoopShared {
     waker: Waker,
     stop: AtomicBool,
     mailbox: Mutex<Vec<(u64, Job)>>,
-}
-
-thread_local! {
-    static ON_LOOP_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether the caller is one of the event loops (whose callbacks must not
-/// wait for the loops to stop: that would wait for themselves).
-pub(crate) fn on_loop_thread() -> bool {
-    ON_LOOP_THREAD.with(|t| t.get())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -76,7 +69,15 @@ impl EventShared {
                     "the server is not serving in event mode (or the id is not a connection's)",
                 )
             })?;
-        lock(&target.mailbox).push((conn_id, job));
+        let mut mailbox = lock(&target.mailbox);
+        // Checked under the mailbox lock: a loop that stopped has emptied
+        // its mailbox for the last time, and a job left there would never
+        // run.
+        if target.stop.load(Ordering::SeqCst) {
+            return Err(Error::wrong_state("the event loop has stopped"));
+        }
+        mailbox.push((conn_id, job));
+        drop(mailbox);
         target.waker.notify();
         Ok(())
     }
@@ -94,8 +95,13 @@ impl EventShared {
     }
 }
 
-/// Connection ids: loop index (8 bits), slot generation (24 bits), slot (32 bits).
+/// Connection ids: loop index (8 bits), a serial number (32 bits) that
+/// the server counts across all loops and runs, and the slot (24 bits).
+/// An id is looked up by slot and compared whole, so a stale id never
+/// reaches a later connection in the same slot.
 const ID_LOOP_SHIFT: u32 = 56;
+const ID_SERIAL_SHIFT: u32 = 24;
+const MAX_SLOTS: usize = 1 << ID_SERIAL_SHIFT;
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_WAKER: u64 = u64::MAX - 1;
 const EVENTS_PER_WAIT: usize = 256;
@@ -114,7 +120,7 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
     let mut loops = Vec::new();
     let mut threads = Vec::new();
     let started = (|| -> Result<()> {
-        for index in 0..server.config().threads().min(255) {
+        for index in 0..server.config().threads() {
             let loop_shared = Arc::new(LoopShared {
                 waker: Waker::new()?,
                 stop: AtomicBool::new(false),
@@ -127,6 +133,8 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
                 loop_shared.clone(),
                 shared.clone(),
             )?;
+            // Listed before it runs, so that an on_open can already post.
+            lock(&shared.loops).push(loop_shared.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("ss-event-{index}"))
                 .stack_size(server.config().thread_stack_size)
@@ -137,7 +145,6 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
         }
         Ok(())
     })();
-    *lock(&shared.loops) = loops.clone();
     let result = started.and_then(|()| server.coordinate_event_loops());
     lock(&shared.loops).clear();
     for l in &loops {
@@ -152,11 +159,6 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
     result
 }
 
-struct Slot {
-    generation: u32,
-    conn: Option<Box<Conn>>,
-}
-
 struct EventLoop {
     index: u8,
     server: Arc<Server>,
@@ -164,7 +166,7 @@ struct EventLoop {
     own: Arc<LoopShared>,
     shared: Arc<EventShared>,
     epoll: OwnedFd,
-    slots: Vec<Slot>,
+    slots: Vec<Option<Box<Conn>>>,
     free: Vec<u32>,
     read_buffer: Box<[u8]>,
     listening: bool,
@@ -240,7 +242,7 @@ impl EventLoop {
     }
 
     fn run(mut self) {
-        ON_LOOP_THREAD.with(|t| t.set(true));
+        set_current_worker(WorkerKind::EventLoop, &self.server);
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
         while !self.own.stop.load(Ordering::SeqCst) {
             let timeout = self.wait_timeout();
@@ -297,20 +299,17 @@ impl EventLoop {
         self.slots.len() - self.free.len()
     }
 
-    fn conn_id(&self, slot: usize) -> u64 {
+    fn new_conn_id(&self, slot: usize) -> u64 {
+        let serial = self.shared.serial.fetch_add(1, Ordering::Relaxed);
         (u64::from(self.index) << ID_LOOP_SHIFT)
-            | (u64::from(self.slots[slot].generation & 0xFF_FFFF) << 32)
+            | (u64::from(serial) << ID_SERIAL_SHIFT)
             | slot as u64
     }
 
     fn conn_by_id(&mut self, id: u64) -> Option<usize> {
-        let slot = (id & 0xFFFF_FFFF) as usize;
-        let generation = ((id >> 32) & 0xFF_FFFF) as u32;
-        let s = self.slots.get(slot)?;
-        (s.conn.is_some()
-            && s.generation & 0xFF_FFFF == generation
-            && (id >> ID_LOOP_SHIFT) as u8 == self.index)
-            .then_some(slot)
+        let slot = (id & (MAX_SLOTS as u64 - 1)) as usize;
+        let conn = self.slots.get(slot)?.as_ref()?;
+        (conn.id() == id).then_some(slot)
     }
 
     fn on_listener(&mut self) {
@@ -443,15 +442,18 @@ impl EventLoop {
     fn add_conn(&mut self, socket: Socket, peer: SockAddr) {
         let slot = match self.free.pop() {
             Some(s) => s as usize,
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    conn: None,
-                });
+            None if self.slots.len() < MAX_SLOTS => {
+                self.slots.push(None);
                 self.slots.len() - 1
             }
+            None => {
+                // 16 million connections on one loop: no slot to give.
+                drop(socket);
+                self.release_connection();
+                return;
+            }
         };
-        let id = self.conn_id(slot);
+        let id = self.new_conn_id(slot);
         let high_water = self.server.config().output_high_water;
         let mut conn = Box::new(Conn::new(socket, &peer, id, high_water, self.tick));
         if let Err(e) = epoll_ctl(
@@ -473,13 +475,13 @@ impl EventLoop {
             report_conn_error(&self.server, &conn, &e);
             conn.broken = true;
         }
-        self.slots[slot].conn = Some(conn);
+        self.slots[slot] = Some(conn);
         self.settle(slot);
     }
 
     fn on_conn_event(&mut self, slot: usize, flags: u32) {
         let server = &self.server;
-        let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.conn.as_deref_mut()) else {
+        let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.as_deref_mut()) else {
             return;
         };
         let readable = flags
@@ -507,7 +509,7 @@ impl EventLoop {
     /// After anything happened to a connection: close it if it is done,
     /// else make epoll watch what it now needs.
     fn settle(&mut self, slot: usize) {
-        let Some(conn) = self.slots[slot].conn.as_deref_mut() else {
+        let Some(conn) = self.slots[slot].as_deref_mut() else {
             return;
         };
         if std::mem::take(&mut conn.sent_since_check) {
@@ -542,16 +544,17 @@ impl EventLoop {
     }
 
     fn close_conn(&mut self, slot: usize) {
-        let Some(mut conn) = self.slots[slot].conn.take() else {
+        let Some(mut conn) = self.slots[slot].take() else {
             return;
         };
         self.server.handler().on_close(&mut conn);
-        // Removed from epoll by this close: the fd is not shared.
+        // Explicitly: a forked child holding a copy of the fd would keep
+        // the registration alive after close, and the loop would spin.
+        let _ = epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, conn.fd(), 0, 0);
         drop(conn);
         // Counted until on_close has run, so that at most max_connections
         // connections are ever between on_open and on_close.
         self.release_connection();
-        self.slots[slot].generation = self.slots[slot].generation.wrapping_add(1);
         self.free.push(slot as u32);
     }
 
@@ -561,7 +564,7 @@ impl EventLoop {
         for (id, job) in jobs {
             match self.conn_by_id(id) {
                 Some(slot) => {
-                    let conn = self.slots[slot].conn.as_deref_mut();
+                    let conn = self.slots[slot].as_deref_mut();
                     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job(conn))) {
                         crate::concurrency::report_panic(&self.server, panic);
                     }
@@ -585,7 +588,6 @@ impl EventLoop {
         self.next_idle_check = self.tick + (timeout_ms / 4).clamp(5, 1000);
         for slot in 0..self.slots.len() {
             let idle = self.slots[slot]
-                .conn
                 .as_ref()
                 .is_some_and(|c| self.tick.saturating_sub(c.last_active) >= timeout_ms);
             if idle {
@@ -607,6 +609,7 @@ impl EventLoop {
                 }
             };
             let data = self.read_buffer[..dgram.len].to_vec();
+            let too_long = dgram.too_long();
             let mut request = Request::datagram(
                 self.server.clone(),
                 self.listener.clone(),
@@ -614,14 +617,7 @@ impl EventLoop {
                 dgram.sender,
             );
             let handler = self.server.handler();
-            if dgram.real_len > dgram.len {
-                let err = Error::new(
-                    ErrorKind::MessageTooLong,
-                    format!(
-                        "datagram of {} bytes exceeds the maximum datagram size of {} bytes; dropped",
-                        dgram.real_len, dgram.len
-                    ),
-                );
+            if let Some(err) = too_long {
                 handler.handle_error(Some(&mut request), &err);
                 continue;
             }
@@ -638,7 +634,11 @@ impl EventLoop {
         for slot in 0..self.slots.len() {
             self.close_conn(slot);
         }
-        for (_, job) in std::mem::take(&mut *lock(&self.own.mailbox)) {
+        // Stop first, then empty the mailbox: post checks the flag under
+        // the same lock, so no job can arrive after this.
+        self.own.stop.store(true, Ordering::SeqCst);
+        let jobs = std::mem::take(&mut *lock(&self.own.mailbox));
+        for (_, job) in jobs {
             let _ = catch_unwind(AssertUnwindSafe(|| job(None)));
         }
         if !self.listening {
@@ -736,14 +736,13 @@ fn consume(server: &Server, conn: &mut Conn, data: &[u8]) -> Result<usize> {
 
 fn report_conn_error(server: &Server, conn: &Conn, error: &Error) {
     let peer = conn.peer_address();
-    let peer = if peer.is_empty() {
-        "an unnamed Unix socket".to_string()
-    } else {
-        peer
-    };
     let error = Error::new(
         error.kind(),
-        format!("connection from {peer}: {}", error.message()),
+        format!(
+            "connection from {}: {}",
+            describe_peer(&peer),
+            error.message()
+        ),
     );
     server.handler().handle_error(None, &error);
 }

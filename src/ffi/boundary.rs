@@ -6,7 +6,7 @@ use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::ss_status;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{panic_message, Error, ErrorKind, Result};
 
 thread_local! {
     /// The calling thread's last failure: its kind (so that a handler that
@@ -67,11 +67,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> ss_status {
 }
 
 fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
-    let what = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string());
+    let what = panic_message(&*payload);
     Error::new(
         ErrorKind::Panic,
         format!("internal error (panic caught): {what}"),
@@ -84,7 +80,11 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<()>) -> ss_status {
     clear_last_error();
     let result = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| Err(panic_error(p)));
     match result {
-        Ok(()) => ss_status::SS_OK,
+        Ok(()) => {
+            // Callbacks run inside this call may have left their own failures.
+            clear_last_error();
+            ss_status::SS_OK
+        }
         Err(e) => {
             set_last_error(&e);
             status_of(e.kind())

@@ -466,9 +466,9 @@ pub unsafe extern "C" fn ss_config_set_max_children(
     unsafe { update(config, |c| c.config.set_max_children(max_children)) }
 }
 
-/// Worker threads of SS_THREAD_POOL, or event loops of SS_EVENT; 0 (the
-/// default) means one per core. At most 1024. SS_ERR_UNSUPPORTED in other
-/// modes.
+/// Worker threads of SS_THREAD_POOL (at most 1024), or event loops of
+/// SS_EVENT (at most 255); 0 (the default) means one per core.
+/// SS_ERR_UNSUPPORTED in other modes.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_threads(
     config: *mut ss_config,

@@ -76,9 +76,10 @@ pub unsafe extern "C" fn ss_conn_output_full(conn: *const ss_conn) -> bool {
     guard_value(false, || Ok(unsafe { conn_ref(conn) }?.output_full()))
 }
 
-/// The connection's id for ss_server_post() from any thread: it names
-/// this connection only, never a later one that reuses its slot (0 for NULL;
-/// a live connection may also have id 0).
+/// The connection's id for ss_server_post() from any thread. It names this
+/// connection only: a later connection, in this run of serve_forever or a
+/// later one, gets another id until 2^32 more connections have been
+/// accepted. 0 for NULL (a live connection may also have id 0).
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_id(conn: *const ss_conn) -> u64 {
     // SAFETY: forwarded contract.

@@ -135,7 +135,13 @@ pub enum ss_concurrency {
     /// its own epoll, share the listening socket; the thread in
     /// serve_forever runs service_actions and stops them on shutdown or
     /// close. Callbacks must not block: they run on a loop thread that
-    /// serves many connections. handle_request is not available
+    /// serves many connections; the library never blocks there either (a
+    /// datagram reply that does not fit the socket's buffer is dropped and
+    /// reported with SS_ERR_WOULD_BLOCK). When the peer shuts down its
+    /// sending side, the connection closes as soon as its queued output is
+    /// sent (half-open connections are not kept; input not consumed by then
+    /// is dropped): answer from on_data, not later through ss_server_post,
+    /// if clients half-close. handle_request is not available
     /// (SS_ERR_UNSUPPORTED).
     SS_EVENT = 4,
 }

@@ -156,7 +156,9 @@ pub unsafe extern "C" fn ss_server_serve_forever(server: *mut ss_server) -> ss_s
 /// (ss_config_set_timeout): when it passes, calls handle_timeout and returns
 /// SS_ERR_TIMEOUT. Returns SS_ERR_SHUT_DOWN without handling anything when
 /// ss_server_shutdown() is called (or was called before, and not yet
-/// consumed), SS_ERR_CLOSED when the server is closed from another thread.
+/// consumed), SS_ERR_CLOSED when the server is closed from another thread,
+/// SS_ERR_IO when taking the request failed (accept or recvfrom, e.g. out
+/// of file descriptors; also reported to handle_error).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_handle_request(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
@@ -170,13 +172,16 @@ pub unsafe extern "C" fn ss_server_handle_request(server: *mut ss_server) -> ss_
 /// Safe from any thread, from inside a handler or hook of this server
 /// (Python deadlocks there), and from a signal handler: it is
 /// async-signal-safe (an atomic store and one write(2)). For that reason it
-/// never sets the detail message. Returns SS_ERR_NULL_POINTER for NULL.
+/// never sets the detail message. Returns SS_ERR_NULL_POINTER for NULL, and
+/// SS_ERR_WRONG_STATE in a forked request child (SS_FORKING or a fork
+/// hand-off), whose copy of the server cannot stop the parent's loop.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status {
     // No panic boundary or detail message on purpose: neither is
     // async-signal-safe, and nothing here can panic.
     // SAFETY: NULL or a live server per the contract.
     match unsafe { server.cast::<Server>().as_ref() } {
+        Some(_) if crate::concurrency::in_forked_child() => ss_status::SS_ERR_WRONG_STATE,
         Some(s) => {
             s.shutdown();
             ss_status::SS_OK
@@ -195,7 +200,9 @@ pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status
 /// see ss_config_set_block_on_close(). Closing twice is fine. Thread-safe, but refused
 /// with SS_ERR_WRONG_STATE from inside this server's own loop (a handler or
 /// hook on the serving thread, or an SS_EVENT callback): call
-/// ss_server_shutdown() there instead.
+/// ss_server_shutdown() there instead. Also refused in a forked request
+/// child (SS_FORKING or a fork hand-off), which has a copy of the server,
+/// not the server.
 /// The server's memory stays until ss_server_free().
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
@@ -206,9 +213,13 @@ pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
 /// Closes the server if needed and releases the caller's reference. NULL is
 /// a no-op. The user data's finalizer runs once no request uses the server
 /// any more (at once in SS_SYNC mode). Must be called exactly once per
-/// server, when no other thread is inside a call on it, and never from the
-/// server's own callbacks (that is reported on stderr and ignored, leaking
-/// the server, rather than freeing memory still in use).
+/// server, when no other thread is inside a call on it. Where
+/// ss_server_close() is refused (on the serving thread, in an SS_EVENT
+/// callback, in a forked child) this is reported on stderr and ignored,
+/// leaking the server rather than freeing memory still in use. From a
+/// handler thread of SS_THREADING or SS_THREAD_POOL it works: the memory
+/// stays until that request ends, but the pointer must not be used for
+/// new calls afterwards except through ss_request_server().
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
     guard_value((), || {
@@ -217,7 +228,7 @@ pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
         }
         // SAFETY: a live server per the contract.
         if let Err(e) = unsafe { server_ref(server) }?.close() {
-            eprintln!("socketserver: ss_server_free ignored: {e}");
+            crate::sys::write_stderr_line(&format!("socketserver: ss_server_free ignored: {e}"));
             return Err(e);
         }
         // SAFETY: gives back the reference ss_server_new handed out; the
