@@ -824,3 +824,34 @@ fn socat_round_trips() {
         );
     }
 }
+
+/// SIGINT/SIGTERM stop echo_server promptly even while a client holds an
+/// idle connection open (the blocking modes poll a stop flag between
+/// reads; a forking child notices its parent is gone). Before that fix the
+/// server waited for the client to leave.
+#[test]
+fn echo_server_stops_with_an_idle_client_connected() {
+    for mode in IMPLEMENTED_MODES {
+        let server = Server::start("echo_server", &echo_args("tcp", mode, "127.0.0.1:0"));
+        let mut idle = tcp_connect(server.port());
+        idle.write_all(b"x").unwrap();
+        let mut byte = [0u8; 1];
+        idle.read_exact(&mut byte).unwrap();
+        let asked = Instant::now();
+        let stderr = server.stop_cleanly(libc::SIGTERM);
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "{mode}: exit took {:?} with an idle client connected",
+            asked.elapsed()
+        );
+        assert!(stderr.is_empty(), "{mode}: unexpected stderr: {stderr}");
+        // Whoever served the idle client (a forked child included) has
+        // gone too: the client reads end-of-file, not a timeout.
+        idle.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let n = idle
+            .read(&mut byte)
+            .unwrap_or_else(|e| panic!("{mode}: no EOF: {e}"));
+        assert_eq!(n, 0, "{mode}: the idle connection is still served");
+        drop(idle);
+    }
+}
