@@ -230,9 +230,9 @@ typedef enum ss_concurrency {
    * datagram reply that does not fit the socket's buffer is dropped and
    * reported with SS_ERR_WOULD_BLOCK). When the peer shuts down its
    * sending side, the connection closes as soon as its queued output is
-   * sent (half-open connections are not kept; input not consumed by then
-   * is dropped): answer from on_data, not later through ss_server_post,
-   * if clients half-close. handle_request is not available
+   * sent (input not consumed by then is dropped), unless an on_eof
+   * callback is set (ss_config_set_on_eof()): then it stays open until
+   * ss_conn_close(). handle_request is not available
    * (SS_ERR_UNSUPPORTED).
    */
   SS_EVENT = 4,
@@ -324,6 +324,16 @@ typedef int (*ss_data_fn)(struct ss_conn *conn, const uint8_t *data, size_t len,
  * stopping). The last call with this conn: free its user data here.
  */
 typedef void (*ss_close_fn)(struct ss_conn *conn, void *user_data);
+
+/**
+ * SS_EVENT on_eof: the peer shut down its sending side (no more on_data
+ * calls). With this callback set the connection then stays open, for
+ * output written now or later (e.g. a result posted with
+ * ss_server_post()), until you call ss_conn_close() (or an error or the
+ * idle timeout closes it). Without it, the connection closes as soon as
+ * its queued output is sent.
+ */
+typedef void (*ss_eof_fn)(struct ss_conn *conn, void *user_data);
 
 /**
  * SS_EVENT on_datagram (datagram transports): one datagram, borrowed for
@@ -593,6 +603,14 @@ enum ss_status ss_config_set_on_data(struct ss_config *config, ss_data_fn on_dat
  * nothing. SS_ERR_UNSUPPORTED in other modes.
  */
 enum ss_status ss_config_set_on_close(struct ss_config *config, ss_close_fn on_close);
+
+/**
+ * SS_EVENT: the on_eof callback (see ss_eof_fn): set it to keep a
+ * connection open after the peer half-closes, until ss_conn_close().
+ * Default (NULL): such a connection closes once its output is sent.
+ * SS_ERR_UNSUPPORTED in other modes.
+ */
+enum ss_status ss_config_set_on_eof(struct ss_config *config, ss_eof_fn on_eof);
 
 /**
  * SS_EVENT, datagram transports: the on_datagram callback (see

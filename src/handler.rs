@@ -58,6 +58,14 @@ pub trait Handler: Any + Send + Sync {
         ))
     }
 
+    /// Event mode: the peer shut down its sending side. Return true to keep
+    /// the connection open until the handler closes it (its input held back
+    /// is not presented again); false (the default) closes it once the
+    /// queued output is sent.
+    fn on_eof(&self, _conn: &mut Conn) -> bool {
+        false
+    }
+
     /// Event mode: the connection is closing (peer closed, error, idle
     /// timeout, close asked for, or server stopping).
     fn on_close(&self, _conn: &mut Conn) {}

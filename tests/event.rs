@@ -72,6 +72,7 @@ mod event_core {
         max_connections_two_loops,
         shutdown_with_connections,
         post,
+        on_eof,
         callback_failures,
         input_limit,
         conn_api,

@@ -44,6 +44,8 @@ pub struct Conn {
     pub(crate) close_requested: bool,
     /// The peer shut down its side (or the socket failed): no more reads.
     pub(crate) read_done: bool,
+    /// The handler took the end of input: stay open until it closes.
+    pub(crate) held_after_eof: bool,
     /// Sending failed: the connection is beyond saving.
     pub(crate) broken: bool,
     /// What epoll watches now, to skip needless epoll_ctl calls.
@@ -73,6 +75,7 @@ impl Conn {
             user_data: 0,
             close_requested: false,
             read_done: false,
+            held_after_eof: false,
             broken: false,
             registered: 0,
             last_active: now,
@@ -207,6 +210,7 @@ impl Conn {
 
     /// Whether the loop should close the connection now.
     pub(crate) fn finished(&self) -> bool {
-        self.broken || ((self.close_requested || self.read_done) && self.pending_output() == 0)
+        let done = self.close_requested || (self.read_done && !self.held_after_eof);
+        self.broken || (done && self.pending_output() == 0)
     }
 }

@@ -656,6 +656,10 @@ fn read_conn(server: &Server, conn: &mut Conn, buffer: &mut [u8], tick: u64) {
         {
             Ok(0) => {
                 conn.read_done = true;
+                // A handler that takes end-of-input keeps the connection
+                // open for its answer (e.g. one computed elsewhere and
+                // posted), until it closes it.
+                conn.held_after_eof = server.handler().on_eof(conn);
                 return;
             }
             Ok(n) => {

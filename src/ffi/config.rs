@@ -4,8 +4,8 @@ use std::ffi::c_int;
 
 use super::boundary::{borrow_mut, guard, guard_value, write_out};
 use super::handler::{
-    ss_close_fn, ss_data_fn, ss_datagram_fn, ss_error_fn, ss_open_fn, ss_request_fn, ss_server_fn,
-    ss_verify_fn, Callbacks,
+    ss_close_fn, ss_data_fn, ss_datagram_fn, ss_eof_fn, ss_error_fn, ss_open_fn, ss_request_fn,
+    ss_server_fn, ss_verify_fn, Callbacks,
 };
 use super::{ss_config, ss_status};
 use crate::config::{timeout_from_ms, Concurrency, Config, Transport};
@@ -548,6 +548,25 @@ pub unsafe extern "C" fn ss_config_set_on_close(
         update(config, |c| {
             require_event(c, "on_close")?;
             c.callbacks.on_close = on_close;
+            Ok(())
+        })
+    }
+}
+
+/// SS_EVENT: the on_eof callback (see ss_eof_fn): set it to keep a
+/// connection open after the peer half-closes, until ss_conn_close().
+/// Default (NULL): such a connection closes once its output is sent.
+/// SS_ERR_UNSUPPORTED in other modes.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_on_eof(
+    config: *mut ss_config,
+    on_eof: ss_eof_fn,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            require_event(c, "on_eof")?;
+            c.callbacks.on_eof = on_eof;
             Ok(())
         })
     }

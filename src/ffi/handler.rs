@@ -64,6 +64,14 @@ pub type ss_data_fn = Option<
 /// stopping). The last call with this conn: free its user data here.
 pub type ss_close_fn = Option<unsafe extern "C" fn(conn: *mut ss_conn, user_data: *mut c_void)>;
 
+/// SS_EVENT on_eof: the peer shut down its sending side (no more on_data
+/// calls). With this callback set the connection then stays open, for
+/// output written now or later (e.g. a result posted with
+/// ss_server_post()), until you call ss_conn_close() (or an error or the
+/// idle timeout closes it). Without it, the connection closes as soon as
+/// its queued output is sent.
+pub type ss_eof_fn = Option<unsafe extern "C" fn(conn: *mut ss_conn, user_data: *mut c_void)>;
+
 /// SS_EVENT on_datagram (datagram transports): one datagram, borrowed for
 /// the call. Reply with ss_request_reply(), or with ss_request_write()
 /// (sent when the callback returns). Return 0, or non-zero to report the
@@ -92,6 +100,7 @@ pub(crate) struct Callbacks {
     pub on_open: ss_open_fn,
     pub on_data: ss_data_fn,
     pub on_close: ss_close_fn,
+    pub on_eof: ss_eof_fn,
     pub on_datagram: ss_datagram_fn,
 }
 
@@ -253,6 +262,15 @@ impl Handler for CHandler {
             ));
         }
         Ok(consumed)
+    }
+
+    fn on_eof(&self, conn: &mut Conn) -> bool {
+        let Some(cb) = self.callbacks.on_eof else {
+            return false;
+        };
+        // SAFETY: a live connection, borrowed for the call.
+        unsafe { cb(conn_ptr(conn), self.user_data) };
+        true
     }
 
     fn on_close(&self, conn: &mut Conn) {

@@ -18,8 +18,8 @@ use std::ffi::{c_char, c_int, CStr};
 pub use config::*;
 pub use conn::*;
 pub use handler::{
-    ss_close_fn, ss_data_fn, ss_datagram_fn, ss_error_fn, ss_free_fn, ss_open_fn, ss_request_fn,
-    ss_server_fn, ss_verify_fn,
+    ss_close_fn, ss_data_fn, ss_datagram_fn, ss_eof_fn, ss_error_fn, ss_free_fn, ss_open_fn,
+    ss_request_fn, ss_server_fn, ss_verify_fn,
 };
 pub use request::*;
 pub use server::*;
@@ -139,9 +139,9 @@ pub enum ss_concurrency {
     /// datagram reply that does not fit the socket's buffer is dropped and
     /// reported with SS_ERR_WOULD_BLOCK). When the peer shuts down its
     /// sending side, the connection closes as soon as its queued output is
-    /// sent (half-open connections are not kept; input not consumed by then
-    /// is dropped): answer from on_data, not later through ss_server_post,
-    /// if clients half-close. handle_request is not available
+    /// sent (input not consumed by then is dropped), unless an on_eof
+    /// callback is set (ss_config_set_on_eof()): then it stays open until
+    /// ss_conn_close(). handle_request is not available
     /// (SS_ERR_UNSUPPORTED).
     SS_EVENT = 4,
 }

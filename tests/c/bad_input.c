@@ -118,6 +118,7 @@ static void null_config(void)
     CHECK_NULL_ARG(ss_config_set_on_open(NULL, ok_open));
     CHECK_NULL_ARG(ss_config_set_on_data(NULL, ok_data));
     CHECK_NULL_ARG(ss_config_set_on_close(NULL, ok_close));
+    CHECK_NULL_ARG(ss_config_set_on_eof(NULL, ok_close));
     CHECK_NULL_ARG(ss_config_set_on_datagram(NULL, ok_datagram));
     CHECK_NULL_ARG(ss_config_set_idle_timeout(NULL, 100));
     CHECK_NULL_ARG(ss_config_set_max_connections(NULL, 4));
@@ -483,6 +484,7 @@ static void setter_values(void)
     CHECK_FAILS(ss_config_set_on_open(tcp, ok_open), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_on_data(tcp, ok_data), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_on_close(tcp, ok_close), SS_ERR_UNSUPPORTED);
+    CHECK_FAILS(ss_config_set_on_eof(tcp, ok_close), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_on_datagram(udp, ok_datagram), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_idle_timeout(tcp, 1000), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_max_connections(tcp, 10), SS_ERR_UNSUPPORTED);

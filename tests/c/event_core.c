@@ -665,6 +665,74 @@ static void *poster_main(void *arg)
     return NULL;
 }
 
+/* With on_eof set, a connection whose peer half-closed stays open for an
+ * answer posted later, until the handler closes it; without it, the
+ * connection closes at once and the late post finds nobody. */
+static void close_job(ss_conn *conn, void *arg)
+{
+    say_job(conn, arg);
+    if (conn != NULL)
+        CHECK_OK(ss_conn_close(conn));
+}
+
+static int g_eofs;
+
+static void note_eof(ss_conn *conn, void *user)
+{
+    (void)user;
+    CHECK_EQ(ss_conn_id(conn), TU_LOAD(&g_conn_id));
+    TU_INC(&g_eofs);
+}
+
+static void half_close_round(int hold)
+{
+    char addr[256];
+    tu_runner runner;
+    ss_config *config = ev_config(SS_TCP, 1);
+    ss_server *server;
+    int fd;
+    CHECK_OK(ss_config_set_on_data(config, line_on_data));
+    if (hold)
+        CHECK_OK(ss_config_set_on_eof(config, note_eof));
+    TU_STORE(&g_null_jobs, 0);
+    TU_STORE(&g_jobs_run, 0);
+    TU_STORE(&g_eofs, 0);
+    TU_STORE(&g_have_conn_id, 0);
+    server = tu_server(config, "127.0.0.1:0", NULL);
+    ss_config_free(config);
+    tu_server_addr(server, addr, sizeof addr);
+    tu_serve_in_thread(&runner, server);
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
+    tu_send_str(fd, "id\n");
+    tu_expect_line(fd, "> id\n");
+    CHECK_SYS(shutdown(fd, SHUT_WR));
+    if (hold) {
+        WAIT_FOR(TU_LOAD(&g_eofs) == 1, 2000);
+        tu_sleep_ms(100);
+        CHECK_EQ(TU_LOAD(&C.closes), 0);
+        CHECK_OK(ss_server_post(server, TU_LOAD(&g_conn_id), close_job, strdup("late\n")));
+        tu_expect_line(fd, "late\n");
+        tu_expect_eof(fd, 2000);
+        CHECK_EQ(TU_LOAD(&g_null_jobs), 0);
+    } else {
+        tu_expect_eof(fd, 2000);
+        WAIT_FOR(TU_LOAD(&C.closes) == 1, 2000);
+        CHECK_OK(ss_server_post(server, TU_LOAD(&g_conn_id), close_job, strdup("late\n")));
+        WAIT_FOR(TU_LOAD(&g_null_jobs) == 1, 2000);
+    }
+    WAIT_FOR(TU_LOAD(&C.closes) == 1, 2000);
+    close(fd);
+    CHECK_OK(ss_server_shutdown(server));
+    CHECK_ST(tu_runner_join(&runner, 5000), SS_OK);
+    ss_server_free(server);
+}
+
+static void test_on_eof(void)
+{
+    half_close_round(1);
+    half_close_round(0);
+}
+
 static void test_post(void)
 {
     char addr[256], want[32];
@@ -1053,6 +1121,7 @@ TU_SETTLED(test_max_connections)
 TU_SETTLED(test_max_connections_two_loops)
 TU_SETTLED(test_shutdown_with_connections)
 TU_SETTLED(test_post)
+TU_SETTLED(test_on_eof)
 TU_SETTLED(test_callback_failures)
 TU_SETTLED(test_input_limit)
 TU_SETTLED(test_conn_api)
@@ -1071,6 +1140,7 @@ static const tu_test tests[] = {
     {"max_connections_two_loops", test_max_connections_two_loops_settled},
     {"shutdown_with_connections", test_shutdown_with_connections_settled},
     {"post", test_post_settled},
+    {"on_eof", test_on_eof_settled},
     {"callback_failures", test_callback_failures_settled},
     {"input_limit", test_input_limit_settled},
     {"conn_api", test_conn_api_settled},
