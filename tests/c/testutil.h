@@ -714,6 +714,10 @@ static inline int tu_main(int argc, char **argv, const tu_test *tests, size_t co
     if (fds_after != fds_before)
         TU_FAIL("sub-test %s leaked file descriptors: %d open before, %d after", test->name,
                 fds_before, fds_after);
+    /* A joined thread can stay listed in /proc/self/task for a moment:
+     * give it up to a second; a thread really left running stays. */
+    for (int waited = 0; tu_thread_count() != 1 && waited < 1000; waited += 10)
+        tu_sleep_ms(10);
     if (tu_thread_count() != 1)
         TU_FAIL("sub-test %s left %d threads running", test->name, tu_thread_count() - 1);
     printf("ok %s\n", test->name);
