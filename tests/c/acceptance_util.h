@@ -76,62 +76,18 @@ static inline int at_wait_thread_count(int want, long ms)
     return n;
 }
 
-/* Child processes of this process, from /proc/<pid>/stat: how many there
- * are, and how many of them are zombies; `exclude` (or -1) is not counted. */
-static inline void at_children(pid_t exclude, int *out_total, int *out_zombies)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    pid_t me = getpid();
-    int total = 0, zombies = 0;
-    if (d == NULL)
-        TU_FAIL("opendir /proc");
-    while ((e = readdir(d)) != NULL) {
-        char path[300], buf[512];
-        const char *close_paren;
-        char state;
-        int ppid;
-        ssize_t n;
-        int fd;
-        if (!isdigit((unsigned char)e->d_name[0]))
-            continue;
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue; /* gone meanwhile */
-        n = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        if (n <= 0)
-            continue;
-        buf[n] = '\0';
-        /* "pid (comm) S ppid ...": comm may hold spaces and parentheses. */
-        close_paren = strrchr(buf, ')');
-        if (close_paren == NULL || sscanf(close_paren + 1, " %c %d", &state, &ppid) != 2)
-            continue;
-        if (ppid != me || atoi(e->d_name) == exclude)
-            continue;
-        total++;
-        if (state == 'Z')
-            zombies++;
-    }
-    closedir(d);
-    if (out_total)
-        *out_total = total;
-    if (out_zombies)
-        *out_zombies = zombies;
-}
 
 static inline int at_zombie_count(pid_t exclude)
 {
     int z;
-    at_children(exclude, NULL, &z);
+    tu_children(exclude, NULL, &z);
     return z;
 }
 
 static inline int at_child_count(pid_t exclude)
 {
     int t;
-    at_children(exclude, &t, NULL);
+    tu_children(exclude, &t, NULL);
     return t;
 }
 
@@ -260,7 +216,7 @@ static inline int at_main(int argc, char **argv, const tu_test *tests, size_t co
     if (left_fds != fds)
         TU_FAIL("%s leaked file descriptors: %d at the start, %d at the end", test->name, fds,
                 left_fds);
-    at_children(-1, &children, &zombies);
+    tu_children(-1, &children, &zombies);
     if (children != 0)
         TU_FAIL("%s left %d child process(es) behind, %d of them zombies", test->name, children,
                 zombies);

@@ -175,7 +175,7 @@ static void settle(ss_server *server, int mode)
         at_live(server, &threads, NULL);
         /* Without a serve_forever loop a forked child is only reaped later
          * (next handle_request or close): wait until it has exited. */
-        at_children(-1, &total, &zombies);
+        tu_children(-1, &total, &zombies);
         if (threads == 0 && (mode != SS_FORKING || total == zombies))
             break;
         if (tu_now_ms() > deadline)

@@ -34,52 +34,11 @@
 
 /* ------------------------------------------------------------- helpers */
 
-/* Child processes of this process (from /proc/<pid>/stat), and how many of
- * them are zombies. */
-static void children_of_this_process(int *out_total, int *out_zombies)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    pid_t me = getpid();
-    int total = 0, zombies = 0;
-    if (d == NULL)
-        TU_FAIL("opendir /proc");
-    while ((e = readdir(d)) != NULL) {
-        char path[300], buf[512];
-        const char *close_paren;
-        char state;
-        int ppid, fd;
-        ssize_t n;
-        if (!isdigit((unsigned char)e->d_name[0]))
-            continue;
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue; /* gone meanwhile */
-        n = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        if (n <= 0)
-            continue;
-        buf[n] = '\0';
-        /* "pid (comm) S ppid ...": comm may hold spaces and parentheses. */
-        close_paren = strrchr(buf, ')');
-        if (close_paren == NULL || sscanf(close_paren + 1, " %c %d", &state, &ppid) != 2)
-            continue;
-        if (ppid != me)
-            continue;
-        total++;
-        if (state == 'Z')
-            zombies++;
-    }
-    closedir(d);
-    *out_total = total;
-    *out_zombies = zombies;
-}
 
 static void check_no_children(void)
 {
     int total, zombies;
-    children_of_this_process(&total, &zombies);
+    tu_children(-1, &total, &zombies);
     if (total != 0)
         TU_FAIL("%d child process(es) left (%d of them zombies)", total, zombies);
 }
@@ -439,7 +398,7 @@ static void test_handoff_zombie(void)
     /* Returned only after the handler thread and the child it forked. */
     CHECK_EQ(live_threads(server), 0);
     CHECK_EQ(live_children(server), 0);
-    children_of_this_process(&total, &zombies);
+    tu_children(-1, &total, &zombies);
     if (total != 0)
         TU_FAIL("close returned with %d child process(es) of the hand-off left (%d zombies)",
                 total, zombies);

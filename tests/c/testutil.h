@@ -26,6 +26,7 @@
 #endif
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -700,6 +701,51 @@ static inline const tu_test *tu_lookup(int argc, char **argv, const tu_test *tes
             return &tests[i];
     fprintf(stderr, "unknown sub-test %s\n", argv[1]);
     return NULL;
+}
+
+/* Child processes of this process, from /proc/<pid>/stat: how many there
+ * are, and how many of them are zombies; `exclude` (or -1) is not counted. */
+static inline void tu_children(pid_t exclude, int *out_total, int *out_zombies)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    pid_t me = getpid();
+    int total = 0, zombies = 0;
+    if (d == NULL)
+        TU_FAIL("opendir /proc");
+    while ((e = readdir(d)) != NULL) {
+        char path[300], buf[512];
+        const char *close_paren;
+        char state;
+        int ppid;
+        ssize_t n;
+        int fd;
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue; /* gone meanwhile */
+        n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        /* "pid (comm) S ppid ...": comm may hold spaces and parentheses. */
+        close_paren = strrchr(buf, ')');
+        if (close_paren == NULL || sscanf(close_paren + 1, " %c %d", &state, &ppid) != 2)
+            continue;
+        if (ppid != me || atoi(e->d_name) == exclude)
+            continue;
+        total++;
+        if (state == 'Z')
+            zombies++;
+    }
+    closedir(d);
+    if (out_total)
+        *out_total = total;
+    if (out_zombies)
+        *out_zombies = zombies;
 }
 
 static inline int tu_main(int argc, char **argv, const tu_test *tests, size_t count)
