@@ -651,6 +651,43 @@ enum ss_status ss_config_set_output_high_water(struct ss_config *config, size_t 
 enum ss_status ss_config_set_input_limit(struct ss_config *config, size_t bytes);
 
 /**
+ * Lingering close of stream connections, in every mode (nginx's
+ * lingering_close): when a connection closes while its client may still be
+ * sending, the library shuts down the write side, then reads and discards
+ * input until the client closes, no input comes for `timeout_ms`, or
+ * `time_ms` have passed in all, and only then closes. Without it, unread
+ * input makes the kernel send a reset that can destroy the response still
+ * in flight. It never delays the next request: blocking modes hand the
+ * socket to a background lingerer, event mode lingers on the loop.
+ * `time_ms` negative turns lingering off; `timeout_ms` must be at least 1.
+ * Defaults: 30000 and 5000 (nginx's). SS_ERR_UNSUPPORTED for datagram
+ * transports; SS_ERR_INVALID_ARGUMENT for `timeout_ms` < 1.
+ */
+enum ss_status ss_config_set_lingering(struct ss_config *config, int64_t time_ms, int64_t timeout_ms);
+
+/**
+ * A bound on each whole request, in milliseconds, in every mode; negative
+ * means none (the default); 0 is refused (SS_ERR_INVALID_ARGUMENT). Where
+ * ss_config_set_request_timeout() bounds each read and write (a client
+ * sending one byte per timeout can hold a worker for ever), this bounds
+ * the sum (nginx's client_header_timeout). Blocking modes: counted from
+ * accept (or from the datagram's arrival); once it has passed, every read
+ * and write of the request fails with SS_ERR_TIMEOUT. SS_EVENT: a
+ * connection that has held unconsumed input (a partial request) for this
+ * long is closed, reported to handle_error as SS_ERR_TIMEOUT.
+ */
+enum ss_status ss_config_set_request_deadline(struct ss_config *config, int64_t deadline_ms);
+
+/**
+ * SS_TCP, every mode: at most `max` open connections from one client IP
+ * address (libmicrohttpd's PER_IP_CONNECTION_LIMIT); a connection over the
+ * limit is accepted and closed at once and reported to handle_error
+ * (SS_ERR_WOULD_BLOCK, with a NULL request). 0 = no limit (the default).
+ * SS_ERR_UNSUPPORTED for other transports.
+ */
+enum ss_status ss_config_set_max_connections_per_ip(struct ss_config *config, size_t max);
+
+/**
  * Queues `len` bytes of `buf` (copied) for the peer and sends what the
  * socket takes at once, without blocking; the rest goes out when the
  * socket is writable. SS_ERR_WOULD_BLOCK (nothing queued) while the

@@ -89,12 +89,29 @@ pub struct Config {
     pub(crate) max_connections: usize,
     pub(crate) output_high_water: usize,
     pub(crate) input_limit: usize,
+    /// Stream transports, every mode: how long a closing connection whose
+    /// client still sends keeps reading and discarding (nginx's
+    /// lingering_time); None = no lingering close (close at once).
+    pub(crate) lingering_time: Option<Duration>,
+    /// Within that, how long to wait for more client input before closing
+    /// (nginx's lingering_timeout).
+    pub(crate) lingering_timeout: Duration,
+    /// Every mode: bound on a whole request (blocking modes: from accept to
+    /// the end of handle; event mode: how long a connection may hold
+    /// unconsumed input, slowloris' partial request). None = no bound.
+    pub(crate) request_deadline: Option<Duration>,
+    /// TCP, every mode: open connections per client IP address (0 = no limit).
+    pub(crate) max_connections_per_ip: usize,
 }
 
 /// Stack of handler threads: glibc's usual pthread default (from `ulimit -s`),
 /// which C handlers are written for, rather than Rust's 2 MiB.
 pub(crate) const DEFAULT_THREAD_STACK: usize = 8 * 1024 * 1024;
 const MIN_THREAD_STACK: usize = 64 * 1024;
+
+/// nginx's defaults for lingering_time and lingering_timeout.
+pub(crate) const DEFAULT_LINGERING_TIME: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_LINGERING_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Config {
     pub fn new(transport: Transport, concurrency: Concurrency) -> Result<Self> {
@@ -124,6 +141,10 @@ impl Config {
             max_connections: 0,
             output_high_water: 1024 * 1024,
             input_limit: 1024 * 1024,
+            lingering_time: Some(DEFAULT_LINGERING_TIME),
+            lingering_timeout: DEFAULT_LINGERING_TIMEOUT,
+            request_deadline: None,
+            max_connections_per_ip: 0,
         })
     }
 
@@ -377,6 +398,55 @@ impl Config {
         Ok(())
     }
 
+    /// Lingering close of stream connections (nginx's lingering_time and
+    /// lingering_timeout): `time` None turns it off; `timeout` must be at
+    /// least 1 ms.
+    pub fn set_lingering(&mut self, time: Option<Duration>, timeout: Duration) -> Result<()> {
+        if !self.transport.is_stream() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "a lingering close does not apply to {} servers",
+                    self.transport.name()
+                ),
+            ));
+        }
+        if timeout.is_zero() {
+            return Err(Error::invalid(
+                "a lingering timeout must be at least 1 ms; turn lingering off with a lingering time of -1",
+            ));
+        }
+        self.lingering_time = time;
+        self.lingering_timeout = timeout;
+        Ok(())
+    }
+
+    /// A bound on each whole request (None: none); 0 is refused.
+    pub fn set_request_deadline(&mut self, deadline: Option<Duration>) -> Result<()> {
+        if deadline == Some(Duration::ZERO) {
+            return Err(Error::invalid(
+                "a request deadline of 0 ms would fail every request; use -1 for none",
+            ));
+        }
+        self.request_deadline = deadline;
+        Ok(())
+    }
+
+    /// TCP: at most this many open connections per client IP (0: no limit).
+    pub fn set_max_connections_per_ip(&mut self, max: usize) -> Result<()> {
+        if self.transport != Transport::Tcp {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "a per-IP connection limit applies to TCP servers, not {} servers",
+                    self.transport.name()
+                ),
+            ));
+        }
+        self.max_connections_per_ip = max;
+        Ok(())
+    }
+
     fn require_mode(&self, mode: Concurrency, what: &str) -> Result<()> {
         if self.concurrency != mode {
             return Err(Error::new(
@@ -488,5 +558,38 @@ mod tests {
         );
         assert!(forking.set_thread_stack_size(0).is_ok());
         assert_eq!(forking.thread_stack_size, DEFAULT_THREAD_STACK);
+    }
+
+    #[test]
+    fn hardening_knobs_check_their_input() {
+        let mut tcp = Config::new(Transport::Tcp, Concurrency::Event).unwrap();
+        assert_eq!(tcp.lingering_time, Some(DEFAULT_LINGERING_TIME));
+        assert_eq!(tcp.lingering_timeout, DEFAULT_LINGERING_TIMEOUT);
+        assert_eq!(
+            tcp.set_lingering(None, Duration::ZERO).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert!(tcp.set_lingering(None, Duration::from_millis(1)).is_ok());
+        assert_eq!(tcp.lingering_time, None);
+        assert_eq!(
+            tcp.set_request_deadline(Some(Duration::ZERO))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert!(tcp.set_request_deadline(None).is_ok());
+        assert!(tcp.set_max_connections_per_ip(4).is_ok());
+        let mut udp = Config::new(Transport::Udp, Concurrency::Sync).unwrap();
+        assert_eq!(
+            udp.set_lingering(None, Duration::from_secs(1))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Unsupported
+        );
+        let mut unix = Config::new(Transport::UnixStream, Concurrency::Sync).unwrap();
+        assert_eq!(
+            unix.set_max_connections_per_ip(1).unwrap_err().kind(),
+            ErrorKind::Unsupported
+        );
     }
 }

@@ -644,3 +644,73 @@ pub unsafe extern "C" fn ss_config_set_input_limit(
     // SAFETY: forwarded contract.
     unsafe { update(config, |c| c.config.set_input_limit(bytes)) }
 }
+
+/// Lingering close of stream connections, in every mode (nginx's
+/// lingering_close): when a connection closes while its client may still be
+/// sending, the library shuts down the write side, then reads and discards
+/// input until the client closes, no input comes for `timeout_ms`, or
+/// `time_ms` have passed in all, and only then closes. Without it, unread
+/// input makes the kernel send a reset that can destroy the response still
+/// in flight. It never delays the next request: blocking modes hand the
+/// socket to a background lingerer, event mode lingers on the loop.
+/// `time_ms` negative turns lingering off; `timeout_ms` must be at least 1.
+/// Defaults: 30000 and 5000 (nginx's). SS_ERR_UNSUPPORTED for datagram
+/// transports; SS_ERR_INVALID_ARGUMENT for `timeout_ms` < 1.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_lingering(
+    config: *mut ss_config,
+    time_ms: i64,
+    timeout_ms: i64,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            let timeout = u64::try_from(timeout_ms)
+                .ok()
+                .filter(|&ms| ms > 0)
+                .map(std::time::Duration::from_millis)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "lingering timeout {timeout_ms} ms is out of range (at least 1 ms)"
+                    ))
+                })?;
+            c.config.set_lingering(timeout_from_ms(time_ms), timeout)
+        })
+    }
+}
+
+/// A bound on each whole request, in milliseconds, in every mode; negative
+/// means none (the default); 0 is refused (SS_ERR_INVALID_ARGUMENT). Where
+/// ss_config_set_request_timeout() bounds each read and write (a client
+/// sending one byte per timeout can hold a worker for ever), this bounds
+/// the sum (nginx's client_header_timeout). Blocking modes: counted from
+/// accept (or from the datagram's arrival); once it has passed, every read
+/// and write of the request fails with SS_ERR_TIMEOUT. SS_EVENT: a
+/// connection that has held unconsumed input (a partial request) for this
+/// long is closed, reported to handle_error as SS_ERR_TIMEOUT.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_request_deadline(
+    config: *mut ss_config,
+    deadline_ms: i64,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            c.config.set_request_deadline(timeout_from_ms(deadline_ms))
+        })
+    }
+}
+
+/// SS_TCP, every mode: at most `max` open connections from one client IP
+/// address (libmicrohttpd's PER_IP_CONNECTION_LIMIT); a connection over the
+/// limit is accepted and closed at once and reported to handle_error
+/// (SS_ERR_WOULD_BLOCK, with a NULL request). 0 = no limit (the default).
+/// SS_ERR_UNSUPPORTED for other transports.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_max_connections_per_ip(
+    config: *mut ss_config,
+    max: usize,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_max_connections_per_ip(max)) }
+}
