@@ -124,6 +124,9 @@ static void null_config(void)
     CHECK_NULL_ARG(ss_config_set_max_connections(NULL, 4));
     CHECK_NULL_ARG(ss_config_set_output_high_water(NULL, 4096));
     CHECK_NULL_ARG(ss_config_set_input_limit(NULL, 4096));
+    CHECK_NULL_ARG(ss_config_set_lingering(NULL, 1000, 100));
+    CHECK_NULL_ARG(ss_config_set_request_deadline(NULL, 1000));
+    CHECK_NULL_ARG(ss_config_set_max_connections_per_ip(NULL, 4));
 }
 
 /* The ss_conn_* functions (SS_EVENT connections) with NULL. */
@@ -491,6 +494,23 @@ static void setter_values(void)
     CHECK_FAILS(ss_config_set_output_high_water(tcp, 4096), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_input_limit(tcp, 4096), SS_ERR_UNSUPPORTED);
     CHECK_OK(ss_config_set_daemon_threads(tcp, true));
+
+    /* Lingering close: stream transports; a timeout of at least 1 ms. */
+    CHECK_FAILS(ss_config_set_lingering(udp, 1000, 100), SS_ERR_UNSUPPORTED);
+    CHECK_FAILS(ss_config_set_lingering(udgram, 1000, 100), SS_ERR_UNSUPPORTED);
+    CHECK_FAILS(ss_config_set_lingering(tcp, 1000, 0), SS_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(ss_config_set_lingering(tcp, 1000, -5), SS_ERR_INVALID_ARGUMENT);
+    CHECK_OK(ss_config_set_lingering(tcp, -1, 1));
+    CHECK_OK(ss_config_set_lingering(ustream, 30000, 5000));
+    /* Request deadline: every transport; 0 refused, negative = none. */
+    CHECK_FAILS(ss_config_set_request_deadline(tcp, 0), SS_ERR_INVALID_ARGUMENT);
+    CHECK_OK(ss_config_set_request_deadline(udp, 1000));
+    CHECK_OK(ss_config_set_request_deadline(tcp, -1));
+    /* Per-IP limit: TCP only. */
+    CHECK_FAILS(ss_config_set_max_connections_per_ip(ustream, 4), SS_ERR_UNSUPPORTED);
+    CHECK_FAILS(ss_config_set_max_connections_per_ip(udp, 4), SS_ERR_UNSUPPORTED);
+    CHECK_OK(ss_config_set_max_connections_per_ip(tcp, 0));
+    CHECK_OK(ss_config_set_max_connections_per_ip(tcp, 4));
     CHECK_OK(ss_config_set_block_on_close(tcp, false));
     /* Thread stack: 64 KiB to 1 GiB, 0 for the default. */
     CHECK_FAILS(ss_config_set_thread_stack_size(tcp, 1), SS_ERR_INVALID_ARGUMENT);
