@@ -459,8 +459,15 @@ fn handoff_slow_then_fast(transport: &str, hand_off: &str) {
         let (transport, address) = (transport.to_string(), address.clone());
         std::thread::spawn(move || handoff_request(&transport, &address, "slow job 1"))
     };
-    // Give the serving thread time to take the slow request first.
-    std::thread::sleep(Duration::from_millis(50));
+    // The fast ones come once the slow one is handed off: its child or
+    // thread exists (seen in /proc, the only sign another process gives).
+    assert!(
+        eventually(Duration::from_secs(5), || match hand_off {
+            "fork" => !children_of(pid).is_empty(),
+            _ => thread_count(pid) > idle_threads,
+        }),
+        "the slow request was not handed off"
+    );
     let mut fast_done = Vec::new();
     for i in 0..3 {
         let (reply, at) = handoff_request(transport, &address, &format!("fast job {i}"));

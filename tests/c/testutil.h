@@ -231,14 +231,10 @@ static inline int tu_thread_count(void)
     return tu_count_dir("/proc/self/task");
 }
 
-/* Whether thread `tid` of this process is inside a wait for events (poll,
- * ppoll, epoll_wait, epoll_pwait: its current system call, from
- * /proc/self/task/<tid>/syscall; "running" while it runs). Once a loop's
- * thread is there, it has finished its previous turn and sees whatever
- * happens next. For tests that must act while a loop waits, or check that
- * a turn did not do something: nothing the library calls marks that
- * moment, so tests poll this (bounded), never sleep for it. */
-static inline int tu_thread_waiting(pid_t tid)
+/* The system call thread `tid` of this process is blocked in (its number,
+ * from /proc/self/task/<tid>/syscall), or -1 while it runs or if it is
+ * gone. */
+static inline long tu_thread_syscall(pid_t tid)
 {
     char path[64], text[64];
     long nr;
@@ -246,10 +242,22 @@ static inline int tu_thread_waiting(pid_t tid)
     snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
     f = fopen(path, "re");
     if (f == NULL)
-        return 0;
+        return -1;
     if (fgets(text, sizeof text, f) == NULL || sscanf(text, "%ld", &nr) != 1)
         nr = -1;
     fclose(f);
+    return nr;
+}
+
+/* Whether thread `tid` of this process is inside a wait for events (poll,
+ * ppoll, epoll_wait, epoll_pwait). Once a loop's thread is there, it has
+ * finished its previous turn and sees whatever happens next. For tests
+ * that must act while a loop waits, or check that a turn did not do
+ * something: nothing the library calls marks that moment, so tests poll
+ * this (bounded), never sleep for it. */
+static inline int tu_thread_waiting(pid_t tid)
+{
+    long nr = tu_thread_syscall(tid);
     return
 #ifdef SYS_poll
         nr == SYS_poll ||
