@@ -28,8 +28,6 @@
 #include "testutil.h"
 
 #include <ctype.h>
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -727,14 +725,6 @@ static int wait_for_bye(ss_request *request, void *user)
     return strcmp(line, "bye\n") == 0 ? 0 : -1;
 }
 
-/* Bytes sent on TCP socket `fd` not yet acknowledged by the peer. */
-static int unacked_bytes(int fd)
-{
-    int n = 0;
-    CHECK_SYS(ioctl(fd, SIOCOUTQ, &n));
-    return n;
-}
-
 static void test_ev_fork_spin(void)
 {
     char addr_e[128], addr_f[128];
@@ -783,7 +773,7 @@ static void test_ev_fork_spin(void)
     /* ...and the data has reached the server's side (acknowledged: none
      * left in the client's send queue), where a stale registration would
      * report it on every epoll_wait. */
-    WAIT_FOR(unacked_bytes(a) == 0, 3000);
+    WAIT_FOR(tu_unacked(a) == 0, 3000);
 
     /* Idle: the whole process uses next to no CPU (measured over 1 s: the
      * sleep is the measurement window). */

@@ -33,6 +33,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -42,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -506,6 +508,16 @@ static inline size_t tu_recv_dgram(int fd, char *buf, size_t cap)
         TU_FAIL("recv failed (no datagram within the timeout?)");
     buf[r] = '\0';
     return (size_t)r;
+}
+
+/* Bytes sent on TCP socket `fd` that the peer has not acknowledged yet:
+ * 0 once everything sent is in the peer's receive queue (what a test
+ * waits for before the peer must find the data there). */
+static inline int tu_unacked(int fd)
+{
+    int n = 0;
+    CHECK_SYS(ioctl(fd, SIOCOUTQ, &n));
+    return n;
 }
 
 /* Whether `fd` becomes readable within `ms` milliseconds (signals do not
