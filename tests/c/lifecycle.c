@@ -322,24 +322,6 @@ static void socket_options(void)
     check_nodelay(true);
 }
 
-/* The state (/proc/net/tcp "st", e.g. 6 for TIME_WAIT) of the IPv4 TCP
- * socket from `local_port` to `remote_port`, or -1 if there is none. */
-static int tcp_state(unsigned local_port, unsigned remote_port)
-{
-    char line[512];
-    int state = -1;
-    FILE *f = fopen("/proc/net/tcp", "re");
-    CHECK(f != NULL);
-    while (state < 0 && fgets(line, sizeof line, f) != NULL) {
-        unsigned lport, rport, st;
-        if (sscanf(line, " %*u: %*x:%x %*x:%x %x", &lport, &rport, &st) == 3 &&
-            lport == local_port && rport == remote_port)
-            state = (int)st;
-    }
-    fclose(f);
-    return state;
-}
-
 /* The server closes connections first, so they linger in TIME_WAIT after
  * the server is gone: rebinding the port needs reuse_address. */
 static void reuse_address_time_wait(void)
@@ -362,11 +344,15 @@ static void reuse_address_time_wait(void)
          * close is acknowledged: seen in /proc, nothing else shows it. */
         struct sockaddr_in mine, server_side;
         socklen_t len = sizeof mine;
+        int state = -1;
         CHECK_SYS(getsockname(fd, (struct sockaddr *)&mine, &len));
         len = sizeof server_side;
         CHECK_SYS(getpeername(fd, (struct sockaddr *)&server_side, &len));
         close(fd);
-        WAIT_FOR(tcp_state(ntohs(server_side.sin_port), ntohs(mine.sin_port)) == 6, 5000);
+        WAIT_FOR(tu_tcp_socket(ntohs(server_side.sin_port), ntohs(mine.sin_port), &state, NULL) ==
+                         0 &&
+                     state == 6,
+                 5000);
     }
     ss_server_free(server);
 

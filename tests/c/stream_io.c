@@ -197,10 +197,12 @@ static void read_exact_split(void)
     int fd;
     ss_server *server = start(stream_config(SS_TCP), "127.0.0.1:0", &st, read_fifteen);
     fd = start_one_request(server, &runner);
+    /* Each part is read by the handler before the next is sent (it has
+     * arrived, and none of it is left unread on the server's side). */
     tu_send_str(fd, "01234");
-    tu_sleep_ms(30);
+    WAIT_FOR(tu_unacked(fd) == 0 && tu_peer_unread(fd) == 0, 5000);
     tu_send_str(fd, "56789");
-    tu_sleep_ms(30);
+    WAIT_FOR(tu_unacked(fd) == 0 && tu_peer_unread(fd) == 0, 5000);
     tu_send_str(fd, "ABCDE");
     end_one_request(&runner, &st, fd, "got 15\n");
     CHECK_EQ(st.handled, 1);
@@ -824,12 +826,15 @@ static void signalled_io(ss_request *request, state *st)
     free(data);
 }
 
+/* Sends SIGUSR1 to `thread` `times` times, each once the previous one was
+ * handled (a signal sent while one is pending would merge with it). */
 static void poke(pthread_t thread, int times)
 {
     int i;
     for (i = 0; i < times; i++) {
+        sig_atomic_t before = usr1_count;
         CHECK(pthread_kill(thread, SIGUSR1) == 0);
-        tu_sleep_ms(20);
+        WAIT_FOR(usr1_count != before, 5000);
     }
 }
 
@@ -860,10 +865,15 @@ static void signals_during_io(void)
     CHECK(!tu_runner_done(&runner));
 
     fd = connect_to(server);
-    tu_sleep_ms(30);
+    /* The handler blocks in its read without a timeout (a system call
+     * other than the loop's poll)... */
+    WAIT_FOR(tu_thread_syscall(TU_LOAD(&runner.tid)) >= 0 &&
+                 !tu_thread_waiting(TU_LOAD(&runner.tid)),
+             5000);
     poke(runner.thread, 3);
     tu_send_str(fd, "0123456789");
-    tu_sleep_ms(30);
+    /* ...then in the one with a timeout, which polls. */
+    WAIT_FOR(tu_thread_waiting(TU_LOAD(&runner.tid)), 5000);
     poke(runner.thread, 3);
     tu_send_str(fd, "again\n");
 
@@ -882,8 +892,7 @@ static void signals_during_io(void)
                 TU_FAIL("byte %zu of the big write is wrong", got + (size_t)k);
         got += (size_t)r;
         if (got >= next_poke) {
-            CHECK(pthread_kill(runner.thread, SIGUSR1) == 0);
-            tu_sleep_ms(2);
+            poke(runner.thread, 1);
             next_poke += 1u << 20;
         }
     }

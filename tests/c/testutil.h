@@ -520,6 +520,50 @@ static inline int tu_unacked(int fd)
     return n;
 }
 
+/* The IPv4 TCP socket of this host from `local_port` to `remote_port`, as
+ * /proc/net/tcp shows it: its state (1 ESTABLISHED, 6 TIME_WAIT, ...) and
+ * the bytes in its receive queue not read yet (either may be NULL).
+ * Returns 0, or -1 if there is none. For waiting on what nothing else
+ * shows: the state of a server's side of a connection, or what it read. */
+static inline int tu_tcp_socket(unsigned local_port, unsigned remote_port, int *state,
+                                long *unread)
+{
+    char line[512];
+    int found = -1;
+    FILE *f = fopen("/proc/net/tcp", "re");
+    if (f == NULL)
+        TU_FAIL("open /proc/net/tcp: %s", strerror(errno));
+    while (found < 0 && fgets(line, sizeof line, f) != NULL) {
+        unsigned lport, rport, st;
+        unsigned long rx;
+        if (sscanf(line, " %*u: %*x:%x %*x:%x %x %*x:%lx", &lport, &rport, &st, &rx) == 4 &&
+            lport == local_port && rport == remote_port) {
+            found = 0;
+            if (state != NULL)
+                *state = (int)st;
+            if (unread != NULL)
+                *unread = (long)rx;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* Bytes that the server's side of connected loopback TCP client `fd` has
+ * received and its process not read yet; -1 if that socket is not found. */
+static inline long tu_peer_unread(int fd)
+{
+    struct sockaddr_in mine, peer;
+    socklen_t len = sizeof mine;
+    long unread = -1;
+    CHECK_SYS(getsockname(fd, (struct sockaddr *)&mine, &len));
+    len = sizeof peer;
+    CHECK_SYS(getpeername(fd, (struct sockaddr *)&peer, &len));
+    if (tu_tcp_socket(ntohs(peer.sin_port), ntohs(mine.sin_port), NULL, &unread) != 0)
+        return -1;
+    return unread;
+}
+
 /* Whether `fd` becomes readable within `ms` milliseconds (signals do not
  * extend the wait). */
 static inline int tu_readable_within(int fd, int ms)
