@@ -12,6 +12,11 @@
 //! - echo_server on every transport and mode: one echo round-trip, a clean
 //!   exit on SIGTERM; a mode not implemented (none today) and bad usage
 //!   exit 2 with a message.
+//! - echo_server under 200 busy clients in every mode: SIGTERM ends the
+//!   server and all its children within 5 s (awaited on a pidfd), with no
+//!   process of its group left and no round trip served after the exit.
+//! - echo_server --help names its timeout choices; --idle-timeout
+//!   disconnects a silent client in every mode; bad option values exit 2.
 //! - socat, when installed, as an independent real client.
 //!
 //! Progress and the measured figures are printed (see them with
