@@ -4,72 +4,149 @@
  *   echo_server --transport tcp|udp|unix|unixdgram
  *               --mode sync|threading|forking|pool|event
  *               --address ADDR [--threads N]
+ *               [--idle-timeout MS] [--request-deadline MS]
+ *   echo_server --help
  *
  * Prints exactly one line "listening on <bound address>" (flushed), then
  * serves: stream transports echo every byte until the client closes,
  * datagram transports send each datagram back to its sender. SIGINT or
- * SIGTERM shut it down cleanly (exit 0). A mode or transport it cannot run:
- * a message on stderr and exit status 2.
+ * SIGTERM shut it down cleanly (exit 0) and promptly in every mode, even
+ * while clients keep it busy: a handler looks at the stop flag after every
+ * message, and at least every STOP_CHECK_MS while it waits; forked children
+ * see their parent's flag too, and the parent waits for them before it
+ * exits. A mode or transport it cannot run, or bad usage: a message on
+ * stderr and exit status 2. --help: the usage on stdout, exit 0.
+ *
+ * Timeouts (see usage()): by default a stream client may stay connected,
+ * silent or not reading its echo, for as long as it likes (the library's
+ * request timeout is off; the handler's own short waits only serve to
+ * notice a shutdown). --idle-timeout bounds each silence, as the library's
+ * request timeout would (SS_EVENT: its idle timeout). --request-deadline
+ * bounds a whole request (ss_config_set_request_deadline): in the blocking
+ * modes a connection is one request, so it bounds the whole connection.
  */
-#define _POSIX_C_SOURCE 200809L
+/* MAP_ANONYMOUS and prctl(): echo_server is Linux-only, like the library. */
+#define _GNU_SOURCE
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "socketserver.h"
 
 static ss_server *volatile g_server;
-static volatile sig_atomic_t g_stopping;
 static pid_t g_server_pid;
 
-/* How often a handler waiting for an idle client looks whether the server
- * is stopping: a client that keeps its connection open must not keep the
- * server from exiting on SIGINT/SIGTERM. */
+/* The stop flag, set by SIGINT/SIGTERM in the server process. It lives in
+ * a MAP_SHARED page so that the children of SS_FORKING, forked after the
+ * mapping, see the parent's store too. A lone flag needs no ordering; the
+ * volatile access makes every look a real load. */
+static volatile sig_atomic_t *g_stop;
+/* A signal sent to one forked child alone stops that child only (and so
+ * does its parent's death: see echo_handle). */
+static volatile sig_atomic_t g_child_stop;
+
+/* Longest a handler waits for its client before it looks at the stop flag
+ * again: a client that keeps its connection open, silent or not reading,
+ * must not keep the server from exiting. */
 #define STOP_CHECK_MS 200
+
+/* Largest read. The write buffer is bigger, so that ss_request_write() of
+ * one chunk only buffers it and ss_request_flush() sends it: a flush that
+ * times out keeps the unsent rest for the next try, which lets a slow
+ * reader take its time while the handler still looks at the stop flag. */
+#define CHUNK 65536
+#define WRITE_BUFFER (2 * CHUNK)
+
+/* --idle-timeout, in milliseconds; -1: none. */
+static long g_idle_ms = -1;
 
 static void on_signal(int signo)
 {
+    int saved_errno = errno;
     (void)signo;
-    g_stopping = 1;
-    /* Async-signal-safe by contract. */
-    if (g_server != NULL)
-        ss_server_shutdown(g_server);
+    if (getpid() != g_server_pid) {
+        g_child_stop = 1;
+    } else {
+        *g_stop = 1;
+        /* Async-signal-safe by contract. */
+        if (g_server != NULL)
+            ss_server_shutdown(g_server);
+    }
+    errno = saved_errno;
 }
 
-/* In a forking child the signal went to the parent only: the child stops
- * once its parent, the server, has gone. */
 static int stopping(void)
 {
-    return g_stopping || (getpid() != g_server_pid && getppid() != g_server_pid);
+    return *g_stop || g_child_stop;
 }
 
-/* Stream: echo until the client closes. Datagram: the read gives the
- * datagram, the write collects the reply that is sent when handle returns. */
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether the client has been silent (or not reading) for --idle-timeout
+ * since `since`. */
+static int idle_too_long(long long since)
+{
+    return g_idle_ms > 0 && now_ms() - since >= g_idle_ms;
+}
+
+/* Stream: echo until the client closes, the server stops, or the client
+ * stays idle past --idle-timeout (returns -1: reported on stderr).
+ * Datagram: the read gives the datagram, the write collects the reply that
+ * is sent when handle returns. */
 static int echo_handle(ss_request *request, void *user_data)
 {
-    char buf[65536];
+    char buf[CHUNK];
+    long wait_ms = g_idle_ms > 0 && g_idle_ms < STOP_CHECK_MS ? g_idle_ms : STOP_CHECK_MS;
     (void)user_data;
-    for (;;) {
+    if (getpid() != g_server_pid) {
+        /* A forked child. Its parent waits for it on a clean stop; should
+         * the parent die otherwise, SIGTERM stops the child too. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != g_server_pid)
+            return 0;
+    }
+    ss_request_set_timeout(request, wait_ms);
+    long long active = g_idle_ms > 0 ? now_ms() : 0;
+    while (!stopping()) {
         size_t n = 0;
-        ss_request_set_timeout(request, STOP_CHECK_MS);
         ss_status st = ss_request_read(request, buf, sizeof buf, &n);
         if (st == SS_ERR_TIMEOUT) {
-            if (stopping())
-                return 0;
+            if (idle_too_long(active))
+                return -1;
             continue;
         }
         if (st != SS_OK)
             return -1;
         if (n == 0)
             return 0;
-        /* A slow reader may take its time: no timeout while writing. */
-        ss_request_set_timeout(request, -1);
         if (ss_request_write(request, buf, n) != SS_OK)
             return -1;
+        if (g_idle_ms > 0)
+            active = now_ms();
+        while ((st = ss_request_flush(request)) == SS_ERR_TIMEOUT) {
+            if (stopping())
+                return 0;
+            if (idle_too_long(active))
+                return -1;
+        }
+        if (st != SS_OK)
+            return -1;
+        if (g_idle_ms > 0)
+            active = now_ms();
     }
+    return 0;
 }
 
 /* Event mode, streams: echo what arrived. When the peer reads too slowly
@@ -95,14 +172,43 @@ static int echo_on_datagram(ss_request *request, const uint8_t *data, size_t len
     return ss_request_reply(request, data, len) == SS_OK ? 0 : -1;
 }
 
+static const char usage_text[] =
+    "usage: echo_server --transport tcp|udp|unix|unixdgram\n"
+    "                   --mode sync|threading|forking|pool|event --address ADDR\n"
+    "                   [--threads N] [--idle-timeout MS] [--request-deadline MS]\n"
+    "  --threads N            worker threads (pool) or event loops (event), 1 to 1024\n"
+    "  --idle-timeout MS      disconnect a stream client that sends nothing, or reads\n"
+    "                         nothing of its echo, for MS milliseconds (event mode:\n"
+    "                         the library's idle timeout). Default: never; the\n"
+    "                         library's request timeout stays off, the handler\n"
+    "                         only waits 200 ms at a time to notice a shutdown\n"
+    "  --request-deadline MS  bound each whole request to MS milliseconds\n"
+    "                         (ss_config_set_request_deadline). In the blocking\n"
+    "                         modes a connection is one request: this bounds the\n"
+    "                         whole connection, a client trickling bytes included;\n"
+    "                         event: a connection whose input stays unconsumed\n"
+    "                         (its echo not read) that long is closed. Default: none\n"
+    "SIGINT or SIGTERM stop it cleanly (exit 0) in every mode, even under load:\n"
+    "handlers and forked children stop after their current message.\n";
+
 static void usage(const char *why)
 {
-    fprintf(stderr,
-            "echo_server: %s\n"
-            "usage: echo_server --transport tcp|udp|unix|unixdgram "
-            "--mode sync|threading|forking|pool|event --address ADDR [--threads N]\n",
-            why);
+    fprintf(stderr, "echo_server: %s\n%s", why, usage_text);
     exit(2);
+}
+
+/* A number of milliseconds, at least 1, for `option`. */
+static long parse_ms(const char *value, const char *option)
+{
+    char *end = NULL;
+    errno = 0;
+    long ms = strtol(value, &end, 10);
+    if (errno != 0 || end == value || *end != '\0' || ms < 1) {
+        fprintf(stderr, "echo_server: %s takes a number of milliseconds, at least 1\n%s", option,
+                usage_text);
+        exit(2);
+    }
+    return ms;
 }
 
 static int lookup(const char *value, const char *const names[], int count)
@@ -119,9 +225,13 @@ int main(int argc, char **argv)
     static const char *const transports[] = {"tcp", "udp", "unix", "unixdgram"};
     static const char *const modes[] = {"sync", "threading", "forking", "pool", "event"};
     const char *transport_arg = NULL, *mode_arg = NULL, *address = NULL;
-    long threads = 0;
+    long threads = 0, deadline_ms = -1;
 
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(usage_text, stdout);
+            return 0;
+        }
         if (i + 1 >= argc)
             usage("missing value after an option");
         if (strcmp(argv[i], "--transport") == 0) {
@@ -135,6 +245,10 @@ int main(int argc, char **argv)
             threads = strtol(argv[++i], &end, 10);
             if (*end != '\0' || threads < 1 || threads > 1024)
                 usage("--threads takes a number from 1 to 1024");
+        } else if (strcmp(argv[i], "--idle-timeout") == 0) {
+            g_idle_ms = parse_ms(argv[++i], "--idle-timeout");
+        } else if (strcmp(argv[i], "--request-deadline") == 0) {
+            deadline_ms = parse_ms(argv[++i], "--request-deadline");
         } else {
             usage("unknown option");
         }
@@ -147,6 +261,7 @@ int main(int argc, char **argv)
         usage("unknown transport");
     if (mode < 0)
         usage("unknown mode");
+    int transport_is_stream = transport == SS_TCP || transport == SS_UNIX_STREAM;
     ss_config *config = NULL;
     ss_status st = ss_config_new(transport, mode, &config);
     if (st != SS_OK) {
@@ -161,6 +276,21 @@ int main(int argc, char **argv)
         ss_config_free(config);
         return 2;
     }
+    /* Event mode bounds idleness itself; the blocking modes' handler does
+     * (it keeps the library's per-read timeout short to notice a stop). */
+    if (g_idle_ms > 0 && mode == SS_EVENT && transport_is_stream &&
+        ss_config_set_idle_timeout(config, g_idle_ms) != SS_OK) {
+        fprintf(stderr, "echo_server: --idle-timeout: %s\n", ss_last_error_message());
+        ss_config_free(config);
+        return 2;
+    }
+    if (deadline_ms > 0 && ss_config_set_request_deadline(config, deadline_ms) != SS_OK) {
+        fprintf(stderr, "echo_server: --request-deadline: %s\n", ss_last_error_message());
+        ss_config_free(config);
+        return 2;
+    }
+    if (transport_is_stream && mode != SS_EVENT)
+        ss_config_set_write_buffer_size(config, WRITE_BUFFER);
     if (mode == SS_EVENT) {
         ss_config_set_on_data(config, echo_on_data);
         ss_config_set_on_datagram(config, echo_on_datagram);
@@ -173,11 +303,18 @@ int main(int argc, char **argv)
      * algorithm and the client's delayed ACK stall large messages ~40 ms. */
     if (transport == SS_TCP)
         ss_config_set_tcp_nodelay(config, true);
-    /* Children notice the server's exit themselves (see stopping()); waiting
-     * for them would wait for their clients. */
-    if (mode == SS_FORKING)
-        ss_config_set_block_on_close(config, false);
+    /* block_on_close stays on (the default): on a stop the server waits
+     * for its handler threads and forked children, which see the stop flag
+     * within one message or STOP_CHECK_MS, so that nothing of it goes on
+     * serving after it exited. */
     g_server_pid = getpid();
+    g_stop = mmap(NULL, sizeof *g_stop, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (g_stop == MAP_FAILED) {
+        perror("echo_server: mmap");
+        ss_config_free(config);
+        return 1;
+    }
+    *g_stop = 0;
 
     ss_server *server = NULL;
     st = ss_server_new(config, address, NULL, NULL, &server);

@@ -16,6 +16,8 @@ use socketserver::{Concurrency, Config, ErrorKind, Handler, Request, Result, Ser
 struct LineEcho {
     log: Mutex<Vec<String>>,
     errors: AtomicUsize,
+    /// Event mode: how many bytes the last on_data call was presented.
+    presented: AtomicUsize,
 }
 
 impl Handler for LineEcho {
@@ -40,6 +42,7 @@ impl Handler for LineEcho {
     }
 
     fn on_data(&self, conn: &mut Conn, data: &[u8]) -> Result<usize> {
+        self.presented.store(data.len(), Ordering::SeqCst);
         // Complete lines only: a partial one waits for more bytes.
         match data.iter().rposition(|&b| b == b'\n') {
             Some(end) => {
@@ -65,6 +68,50 @@ fn config(transport: Transport, mode: Concurrency) -> Config {
 fn serve_in_thread(server: &Arc<Server>) -> thread::JoinHandle<Result<()>> {
     let s = server.clone();
     thread::spawn(move || s.serve_forever())
+}
+
+/// As [`serve_in_thread`], and returns once serve_forever is blocked in its
+/// wait for a request. Nothing the server calls marks that moment (the
+/// hooks run after a wait, not before), so the serving thread's state is
+/// read from /proc: its current system call is poll (bounded wait).
+fn serve_in_thread_until_waiting(server: &Arc<Server>) -> thread::JoinHandle<Result<()>> {
+    let s = server.clone();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let serving = thread::spawn(move || {
+        // SAFETY: gettid(2) has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
+        s.serve_forever()
+    });
+    let tid = tid_rx.recv().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !blocked_in_poll(tid) {
+        assert!(
+            Instant::now() < deadline,
+            "serve_forever never blocked in poll (thread {tid})"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    serving
+}
+
+/// Whether thread `tid` of this process is blocked in poll(2) or ppoll(2)
+/// (/proc/self/task/<tid>/syscall starts with the system call's number).
+fn blocked_in_poll(tid: libc::pid_t) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+        return false;
+    };
+    let Some(nr) = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<libc::c_long>().ok())
+    else {
+        return false;
+    };
+    #[cfg(target_arch = "x86_64")]
+    if nr == libc::SYS_poll {
+        return true;
+    }
+    nr == libc::SYS_ppoll
 }
 
 fn tcp_round_trip(address: &str, message: &[u8]) -> Vec<u8> {
@@ -173,10 +220,11 @@ fn udp_datagrams_are_answered_in_sync_and_event_mode() {
 
 #[test]
 fn event_mode_keeps_partial_input_until_the_line_is_complete() {
+    let echo = Arc::new(LineEcho::default());
     let server = Server::new(
         &config(Transport::Tcp, Concurrency::Event),
         "127.0.0.1:0",
-        Box::new(LineEcho::default()),
+        Box::new(Forward(echo.clone())),
     )
     .unwrap();
     let address = server.address().unwrap();
@@ -185,9 +233,22 @@ fn event_mode_keeps_partial_input_until_the_line_is_complete() {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    for byte in b"one byte at a time\n" {
+    let line = b"one byte at a time\n";
+    for (sent, byte) in line.iter().enumerate().map(|(i, b)| (i + 1, b)) {
         stream.write_all(&[*byte]).unwrap();
-        thread::sleep(Duration::from_millis(2));
+        if sent == line.len() {
+            break;
+        }
+        // Each byte reaches on_data on its own, with the partial line kept
+        // before it (polled: the callback's counter is the only sign).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while echo.presented.load(Ordering::SeqCst) != sent {
+            assert!(
+                Instant::now() < deadline,
+                "on_data never saw the first {sent} bytes together"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
     }
     let mut reply = [0u8; 19];
     stream.read_exact(&mut reply).unwrap();
@@ -204,8 +265,7 @@ fn shutdown_wakes_the_loop_at_once_and_close_stops_it_from_another_thread() {
     let mut c = config(Transport::Tcp, Concurrency::Sync);
     c.set_poll_interval(Duration::from_secs(30)).unwrap();
     let server = Server::new(&c, "127.0.0.1:0", Box::new(LineEcho::default())).unwrap();
-    let serving = serve_in_thread(&server);
-    thread::sleep(Duration::from_millis(50));
+    let serving = serve_in_thread_until_waiting(&server);
     let asked = Instant::now();
     server.shutdown();
     serving.join().unwrap().unwrap();
@@ -214,8 +274,7 @@ fn shutdown_wakes_the_loop_at_once_and_close_stops_it_from_another_thread() {
         "shutdown waited for the poll interval"
     );
 
-    let serving = serve_in_thread(&server);
-    thread::sleep(Duration::from_millis(50));
+    let serving = serve_in_thread_until_waiting(&server);
     server.close().unwrap();
     let err = serving.join().unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed);

@@ -12,6 +12,11 @@
 //! - echo_server on every transport and mode: one echo round-trip, a clean
 //!   exit on SIGTERM; a mode not implemented (none today) and bad usage
 //!   exit 2 with a message.
+//! - echo_server under 200 busy clients in every mode: SIGTERM ends the
+//!   server and all its children within 5 s (awaited on a pidfd), with no
+//!   process of its group left and no round trip served after the exit.
+//! - echo_server --help names its timeout choices; --idle-timeout
+//!   disconnects a silent client in every mode; bad option values exit 2.
 //! - socat, when installed, as an independent real client.
 //!
 //! Progress and the measured figures are printed (see them with
@@ -21,13 +26,18 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use common::{show, TempDir};
 
@@ -66,24 +76,52 @@ fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
     })
 }
 
+/// Waits at most `limit` for `child` to exit and reaps it; None if it is
+/// still running then. Waits on the exit itself: a pidfd becomes readable
+/// when its process exits (waitpid has no timeout of its own).
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits in pid_t");
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
+    // descriptor or -1; `pid` is our child, not reaped yet, so it is the
+    // process we mean.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(
+        fd >= 0,
+        "pidfd_open({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `fd` is the new descriptor pidfd_open returned; nothing else
+    // owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(0) if left.is_zero() => return None,
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => return Some(child.wait().expect("reap a child")),
+            Err(e) => panic!("poll a pidfd: {e}"),
+        }
+    }
+}
+
 /// Waits for `child` at most `limit`; kills it (and panics) if it takes longer.
 fn wait_or_kill(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for a child") {
-            return status;
-        }
-        if start.elapsed() > limit {
+    match wait_exit(child, limit) {
+        Some(status) => status,
+        None => {
             let _ = child.kill();
             let _ = child.wait();
             panic!("{what} did not exit within {limit:?} and was killed");
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// A server process started from one of the C programs. Dropping it kills
-/// the process if it is still running.
+/// A server process started from one of the C programs, in a process group
+/// of its own (its pid is the group id). Dropping it kills whatever of that
+/// group is still running.
 struct Server {
     child: Child,
     pid: i32,
@@ -102,6 +140,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
         let pid = i32::try_from(child.id()).expect("pid fits in pid_t");
@@ -188,6 +227,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Forked children included (a failed test must not leave them).
+        common::kill_group(self.pid);
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -423,8 +464,15 @@ fn handoff_slow_then_fast(transport: &str, hand_off: &str) {
         let (transport, address) = (transport.to_string(), address.clone());
         std::thread::spawn(move || handoff_request(&transport, &address, "slow job 1"))
     };
-    // Give the serving thread time to take the slow request first.
-    std::thread::sleep(Duration::from_millis(50));
+    // The fast ones come once the slow one is handed off: its child or
+    // thread exists (seen in /proc, the only sign another process gives).
+    assert!(
+        eventually(Duration::from_secs(5), || match hand_off {
+            "fork" => !children_of(pid).is_empty(),
+            _ => thread_count(pid) > idle_threads,
+        }),
+        "the slow request was not handed off"
+    );
     let mut fast_done = Vec::new();
     for i in 0..3 {
         let (reply, at) = handoff_request(transport, &address, &format!("fast job {i}"));
@@ -721,10 +769,11 @@ fn assert_refused(args: &[&str], address: Option<&str>, mention: &str) {
     let what = format!("echo_server {}", args.join(" "));
     let out = common::run_with_timeout(&program("echo_server"), args, &[], EXIT_TIMEOUT);
     assert_eq!(out.status.code(), Some(2), "{what}\n{}", show(&out));
+    // The first line says why; the usage text follows.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(mention),
-        "{what}: stderr should mention {mention:?}\n{}",
+        stderr.lines().next().unwrap_or_default().contains(mention),
+        "{what}: stderr's first line should mention {mention:?}\n{}",
         show(&out)
     );
     assert!(
@@ -767,6 +816,62 @@ fn unimplemented_modes_and_bad_usage_exit_2() {
         "unknown transport",
     );
     assert_refused(&["--transport", "tcp", "--mode", "sync"], None, "--address");
+    for option in ["--idle-timeout", "--request-deadline"] {
+        for bad in ["0", "-5", "soon", ""] {
+            let mut args = echo_args("tcp", "sync", "127.0.0.1:0");
+            args.extend([option, bad]);
+            assert_refused(&args, None, option);
+        }
+    }
+}
+
+/// `echo_server --help` prints the usage on stdout and exits 0; it names
+/// the timeout choices and their defaults (issue 7, slow clients: the
+/// request timeout echo_server uses must be visible).
+#[test]
+fn usage_shows_the_timeout_choices() {
+    let out = common::run_with_timeout(&program("echo_server"), &["--help"], &[], EXIT_TIMEOUT);
+    assert_eq!(out.status.code(), Some(0), "--help\n{}", show(&out));
+    let usage = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "--idle-timeout MS",
+        "--request-deadline MS",
+        "Default: never",
+        "Default: none",
+        "request timeout",
+    ] {
+        assert!(
+            usage.contains(expected),
+            "--help should mention {expected:?}\n{}",
+            show(&out)
+        );
+    }
+}
+
+/// --idle-timeout disconnects a silent client in every mode (the blocking
+/// modes count it in the handler across its short stop-flag waits, event
+/// mode uses the library's idle timeout), and the server keeps serving.
+#[test]
+fn idle_timeout_disconnects_a_silent_client() {
+    for mode in IMPLEMENTED_MODES {
+        let mut args = echo_args("tcp", mode, "127.0.0.1:0");
+        args.extend(["--idle-timeout", "300"]);
+        let server = Server::start("echo_server", &args);
+        let mut idle = tcp_connect(server.port());
+        idle.write_all(b"x").unwrap();
+        let mut byte = [0u8; 1];
+        idle.read_exact(&mut byte).unwrap();
+        // The server ends the connection: end-of-file (or a reset), well
+        // before the client's own IO_TIMEOUT.
+        let ended = match idle.read(&mut byte) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        assert!(ended, "{mode}: the silent client was not disconnected");
+        let reply = echo_round_trip("tcp", &server.address, b"still here", &TempDir::new("soak"));
+        assert_eq!(reply, b"still here", "{mode}: served after the timeout");
+        server.stop_cleanly(libc::SIGTERM);
+    }
 }
 
 // ---------------------------------------------------------------- socat
@@ -854,4 +959,202 @@ fn echo_server_stops_with_an_idle_client_connected() {
         assert_eq!(n, 0, "{mode}: the idle connection is still served");
         drop(idle);
     }
+}
+
+// ---------------------------------------------------------------- stop under load
+
+/// Clients that keep echo_server busy while it is asked to stop.
+const LOAD_CLIENTS: usize = 200;
+/// Round trips made (over all clients) before the signal, so that the
+/// server is busy when it comes.
+const LOAD_WARM_UP: u64 = 2_000;
+/// How long echo_server may take to exit once signalled under load (its
+/// forked children included: it waits for them).
+const LOAD_EXIT_BOUND: Duration = Duration::from_secs(5);
+/// How long clients are given, once the server is gone, to see their
+/// connection end; past it they are told to stop.
+const LOAD_CLIENTS_END: Duration = Duration::from_secs(2);
+
+/// What one load client saw, shared with the test.
+struct LoadCounters {
+    connected: AtomicUsize,
+    round_trips: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// One client: connect, then 16-byte echo round trips until the connection
+/// ends or the test says stop. The client that completes the last connect
+/// and the one that completes round trip `LOAD_WARM_UP` tell the test.
+fn load_client(port: u16, id: usize, counters: &LoadCounters, events: &mpsc::Sender<&'static str>) {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, IO_TIMEOUT) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_nodelay(true);
+    if counters.connected.fetch_add(1, Ordering::SeqCst) + 1 == LOAD_CLIENTS {
+        let _ = events.send("connected");
+    }
+    let msg = format!("client {id:>8}\n");
+    let mut echo = [0u8; 16];
+    while !counters.stop.load(Ordering::SeqCst) {
+        if stream.write_all(msg.as_bytes()).is_err() || stream.read_exact(&mut echo).is_err() {
+            return;
+        }
+        assert_eq!(&echo, msg.as_bytes(), "echo to client {id}");
+        if counters.round_trips.fetch_add(1, Ordering::SeqCst) + 1 == LOAD_WARM_UP {
+            let _ = events.send("warm");
+        }
+    }
+}
+
+/// The figures of one stop under load.
+struct LoadStop {
+    mode: &'static str,
+    /// Time from the signal to the server's exit; None: not within the bound.
+    exit_after: Option<Duration>,
+    status: Option<ExitStatus>,
+    /// Whether a process of the server's group was left after its exit.
+    group_left: bool,
+    /// Round trips completed after the signal, and after the exit.
+    after_signal: u64,
+    after_exit: u64,
+    stderr: String,
+}
+
+/// LOAD_CLIENTS clients hammer echo_server --mode `mode`; then SIGTERM. The
+/// server's exit is awaited (bounded); then its process group must be
+/// empty, and the clients' round trips are counted until they all see
+/// their connection end (bounded too).
+fn stop_under_load(mode: &'static str) -> LoadStop {
+    let mut server = Server::start("echo_server", &echo_args("tcp", mode, "127.0.0.1:0"));
+    let (pid, port) = (server.pid, server.port());
+    let counters = Arc::new(LoadCounters {
+        connected: AtomicUsize::new(0),
+        round_trips: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let (events_tx, events) = mpsc::channel();
+    let (done_tx, done) = mpsc::channel();
+    let clients: Vec<JoinHandle<()>> = (0..LOAD_CLIENTS)
+        .map(|id| {
+            let (counters, events, done) = (counters.clone(), events_tx.clone(), done_tx.clone());
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || {
+                    load_client(port, id, &counters, &events);
+                    let _ = done.send(());
+                })
+                .expect("spawn a load client")
+        })
+        .collect();
+    drop((events_tx, done_tx));
+    // Busy: every client connected and LOAD_WARM_UP round trips made (sync
+    // mode serves one client at a time, the others wait connected).
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match events.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(event) => seen.push(event),
+            Err(_) => panic!(
+                "{mode}: not busy after {STARTUP_TIMEOUT:?}: {seen:?}, {} connected, {} round trips",
+                counters.connected.load(Ordering::SeqCst),
+                counters.round_trips.load(Ordering::SeqCst)
+            ),
+        }
+    }
+
+    let at_signal = counters.round_trips.load(Ordering::SeqCst);
+    let signalled = Instant::now();
+    // SAFETY: kill(2) on our own child, not waited for yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill {pid}");
+    let status = wait_exit(&mut server.child, LOAD_EXIT_BOUND);
+    let exit_after = status.map(|_| signalled.elapsed());
+    let at_exit = counters.round_trips.load(Ordering::SeqCst);
+    // The server is reaped: anything alive in its group now is a process
+    // it left behind (a forked child still serving).
+    let group_left = status.is_none() || common::group_alive(pid);
+
+    // Every client sees its connection end once nothing serves it any more.
+    let deadline = Instant::now() + LOAD_CLIENTS_END;
+    let mut ended = 0;
+    while ended < LOAD_CLIENTS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if done.recv_timeout(left).is_err() {
+            break;
+        }
+        ended += 1;
+    }
+    let after_exit = counters.round_trips.load(Ordering::SeqCst) - at_exit;
+    // Whatever is left is stopped now, so that the clients end.
+    counters.stop.store(true, Ordering::SeqCst);
+    common::kill_group(pid);
+    let status = status.or_else(|| {
+        let _ = server.child.kill();
+        server.child.wait().ok()
+    });
+    for client in clients {
+        client.join().expect("a load client panicked");
+    }
+    let stderr = server.take_stderr();
+    let figures = LoadStop {
+        mode,
+        exit_after,
+        status,
+        group_left,
+        after_signal: at_exit - at_signal,
+        after_exit,
+        stderr,
+    };
+    println!(
+        "stop under load, {mode}: exit {:?} after SIGTERM, {} round trips after the signal, \
+         {} after the exit, group left: {}",
+        figures.exit_after, figures.after_signal, figures.after_exit, figures.group_left
+    );
+    figures
+}
+
+/// SIGTERM while LOAD_CLIENTS clients keep echo_server busy, in every mode:
+/// the server and all its children exit within LOAD_EXIT_BOUND, with status
+/// 0 and nothing on stderr; afterwards no process of its group is left and
+/// nothing serves: a client can at most read the one reply that was in
+/// flight when the server exited. Before the fix (issue 7 #14) sync,
+/// threading and pool mode had not exited 5 s after the signal (the stop
+/// flag was looked at only after 200 ms without input), and forking mode's
+/// children went on serving after their parent had exited.
+#[test]
+fn echo_server_stops_promptly_under_load() {
+    let results: Vec<LoadStop> = IMPLEMENTED_MODES
+        .iter()
+        .map(|mode| stop_under_load(mode))
+        .collect();
+    let mut failures = Vec::new();
+    for r in &results {
+        let mode = r.mode;
+        match r.exit_after {
+            None => failures.push(format!(
+                "{mode}: not exited {LOAD_EXIT_BOUND:?} after SIGTERM ({} round trips since)",
+                r.after_signal
+            )),
+            Some(_) if r.status.and_then(|s| s.code()) != Some(0) => {
+                failures.push(format!("{mode}: exit status {:?}", r.status))
+            }
+            Some(_) => {}
+        }
+        if r.exit_after.is_some() && r.group_left {
+            failures.push(format!(
+                "{mode}: processes of its group left after the exit"
+            ));
+        }
+        if r.exit_after.is_some() && r.after_exit > LOAD_CLIENTS as u64 {
+            failures.push(format!(
+                "{mode}: {} round trips served after the server exited",
+                r.after_exit
+            ));
+        }
+        if !r.stderr.is_empty() {
+            failures.push(format!("{mode}: unexpected stderr: {}", r.stderr));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

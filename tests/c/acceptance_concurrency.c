@@ -591,10 +591,13 @@ static void no_growth(int mode, int requests)
         CHECK(at_at_eof(fd));
         CHECK_SYS(close(fd));
         if (i == 0) {
-            /* the level once the server runs */
-            tu_sleep_ms(20);
-            fds_base = tu_fd_count();
+            /* The level once the server runs, taken when the first
+             * request's thread or child is gone. */
+            size_t threads = 1, children = 1;
+            WAIT_FOR((at_live(server, &threads, &children), threads == 0 && children == 0),
+                     5000);
             threads_base = at_wait_thread_count(2, 3000);
+            fds_base = tu_fd_count();
         }
     }
     deadline = tu_now_ms() + 3000;

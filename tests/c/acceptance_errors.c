@@ -339,7 +339,13 @@ static void write_to_gone_client(int mode)
             TU_FAIL("the handler never finished writing");
         tu_sleep_ms(2);
     }
-    tu_sleep_ms(50); /* let a forked child's end be reaped and reported */
+    /* The request's end is reported, and its thread or forked child is
+     * gone (a child is reaped, and a crash would be reported, then). */
+    WAIT_FOR(TU_LOAD(&gs->request_errors) >= 1, 5000);
+    {
+        size_t threads = 1, children = 1;
+        WAIT_FOR((at_live(server, &threads, &children), threads == 0 && children == 0), 5000);
+    }
     at_stop_serving(&serving);
     CHECK_OK(ss_server_close(server));
     ss_server_free(server);

@@ -143,9 +143,9 @@ static void handoff_stream(int mode, int target)
     a = tu_connect(SOCK_STREAM, addr, NULL);
     sent_a = tu_now_ms();
     tu_send_str(a, "slow\nextra\n");
-    /* B connects after A: a synchronous server reaches it only after A's
-     * handler returned. */
-    tu_sleep_ms(20);
+    /* B connects once A's handler has handed A off (a synchronous server
+     * reaches B only after A's handler returned). */
+    WAIT_FOR(TU_LOAD(&sh->second_status) != -1, 5000);
     b = tu_connect(SOCK_STREAM, addr, NULL);
     tu_send_str(b, "fast\n");
     tu_recv_line(b, buf, sizeof buf);
@@ -241,6 +241,7 @@ static void handoff_thread_udp(void)
 
     sh->target = SS_HAND_OFF_THREAD;
     sh->parent_pid = getpid();
+    sh->second_status = -1;
     CHECK_OK(ss_config_set_handle_error(cfg, on_error));
     server = tu_start_serving(cfg, "127.0.0.1:0", sh, &serving, addr, sizeof addr);
 
@@ -248,7 +249,8 @@ static void handoff_thread_udp(void)
     b = tu_connect(SOCK_DGRAM, addr, NULL);
     sent_a = tu_now_ms();
     tu_send_str(a, "slow\nextra\n");
-    tu_sleep_ms(20);
+    /* B's datagram comes once A's has been handed off. */
+    WAIT_FOR(TU_LOAD(&sh->second_status) != -1, 5000);
     tu_send_str(b, "fast\n");
     tu_recv_dgram(b, buf, sizeof buf);
     fast_reply = tu_now_ms();

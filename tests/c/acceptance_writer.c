@@ -82,6 +82,7 @@ static void on_usr1(int sig)
 
 typedef struct writer {
     pthread_t handler_thread;
+    pid_t handler_tid; /* TU_LOAD */
     int handler_ready;
     int sent1;
     char received[64];
@@ -103,6 +104,7 @@ static int writer_handle(ss_request *r, void *ud)
     char *big;
     size_t n = 0;
     w->handler_thread = pthread_self();
+    TU_STORE(&w->handler_tid, (pid_t)syscall(SYS_gettid));
     TU_STORE(&w->handler_ready, 1);
     w->sent1 = (int)ss_request_write(r, WRITE_DATA, strlen(WRITE_DATA));
     /* Delivered without a flush: the client answers only after reading it. */
@@ -117,6 +119,14 @@ static int writer_handle(ss_request *r, void *ud)
     /* Stay alive (and signalled) until the client has everything. */
     w->last_line = (int)ss_request_readline(r, w->bye, sizeof w->bye, &n);
     return 0;
+}
+
+/* Waits until the handler is blocked in a system call (its send, or its
+ * last readline), so that a signal interrupts that call: nothing else
+ * tells that it blocks. */
+static void wait_handler_blocked(writer *w)
+{
+    WAIT_FOR(tu_thread_syscall(TU_LOAD(&w->handler_tid)) >= 0, 10000);
 }
 
 static void signal_handler_thread(writer *w)
@@ -146,15 +156,15 @@ static void *writer_client(void *arg)
         CHECK(r > 0);
         total += (size_t)r;
     }
-    /* The handler is now blocked in send(): interrupt it until a signal
-     * has been handled (Python keeps sending, once a second). */
-    tu_sleep_ms(20);
+    /* The handler blocks in send(): interrupt it until a signal has been
+     * handled (Python keeps sending, once a second). */
     deadline = tu_now_ms() + 10000;
     while (__atomic_load_n(&interruptions, __ATOMIC_SEQ_CST) == 0) {
         if (tu_now_ms() > deadline)
             TU_FAIL("SIGUSR1 was never handled");
+        wait_handler_blocked(w);
         signal_handler_thread(w);
-        tu_sleep_ms(20);
+        WAIT_FOR(__atomic_load_n(&interruptions, __ATOMIC_SEQ_CST) > 0, 10000);
     }
     /* Read the rest, interrupting the sender again every 512 KiB (after a
      * pause that lets the socket buffer fill, so it blocks again). */
@@ -175,15 +185,22 @@ static void *writer_client(void *arg)
         if (r == 0)
             break;
         if (since_signal >= (512u << 10) && !TU_LOAD(&w->sent2_done)) {
+            /* Once the sender blocks again (the socket buffer filled). */
             since_signal = 0;
-            tu_sleep_ms(2);
+            wait_handler_blocked(w);
             signal_handler_thread(w);
         }
     }
     w->received2 = total;
-    /* While the handler waits for the last line, signal it once more. */
-    signal_handler_thread(w);
-    tu_sleep_ms(20);
+    /* While the handler waits for the last line, signal it once more,
+     * and send the line once that signal was handled. */
+    {
+        int handled = __atomic_load_n(&interruptions, __ATOMIC_SEQ_CST);
+        WAIT_FOR(TU_LOAD(&w->sent2_done), 10000);
+        wait_handler_blocked(w);
+        signal_handler_thread(w);
+        WAIT_FOR(__atomic_load_n(&interruptions, __ATOMIC_SEQ_CST) > handled, 10000);
+    }
     tu_send_str(fd, "bye\n");
     CHECK(at_at_eof(fd));
     CHECK_SYS(close(fd));

@@ -47,9 +47,12 @@ static void while_serving(void)
     tu_server_addr(server, addr, sizeof addr);
 
     tu_serve_in_thread(&runner, server);
+    /* close must find the loop waiting for a request. */
+    tu_runner_wait_waiting(&runner, 5000);
+    /* Idle serving costs next to no CPU: measured over a while (the sleep
+     * is the measurement window, not an ordering). */
     cpu0 = tu_cpu_ms();
     tu_sleep_ms(300);
-    /* Idle serving costs next to no CPU. */
     CHECK(tu_cpu_ms() - cpu0 < 150.0);
 
     t0 = tu_now_ms();
@@ -78,7 +81,8 @@ static void while_handle_request(void)
     tu_path(path, sizeof path, "hr.sock");
     server = make_server(SS_UNIX_STREAM, path, &st, 10);
     tu_handle_one_in_thread(&runner, server);
-    tu_sleep_ms(100);
+    /* close must find handle_request waiting for a request. */
+    tu_runner_wait_waiting(&runner, 5000);
     CHECK(!tu_runner_done(&runner));
     CHECK_OK(ss_server_close(server));
     CHECK_ST(tu_runner_join(&runner, 1000), SS_ERR_CLOSED);

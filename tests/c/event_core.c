@@ -313,9 +313,11 @@ static void test_partial_bytes(void)
     int fd = tu_connect(SOCK_STREAM, addr, NULL);
     int one = 1;
     CHECK_SYS(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one));
+    /* Each byte is presented before the next is sent. */
     for (size_t i = 0; i < sizeof text - 1; i++) {
+        int calls = TU_LOAD(&C.data_calls);
         tu_send_all(fd, text + i, 1);
-        tu_sleep_ms(2);
+        WAIT_FOR(TU_LOAD(&C.data_calls) > calls, 5000);
     }
     tu_expect_line(fd, "> hello world\n");
     tu_expect_line(fd, "> second line\n");
@@ -324,8 +326,13 @@ static void test_partial_bytes(void)
     CHECK(TU_LOAD(&C.max_partial) >= 5);
     CHECK(TU_LOAD(&C.data_calls) >= 20);
     /* A line split in two writes far apart. */
-    tu_send_str(fd, "split ");
-    CHECK(!tu_readable_within(fd, 100));
+    {
+        /* Presented (and kept) on its own first; an answer to it would
+         * show in the line expected below. */
+        int calls = TU_LOAD(&C.data_calls);
+        tu_send_str(fd, "split ");
+        WAIT_FOR(TU_LOAD(&C.data_calls) > calls, 5000);
+    }
     tu_send_str(fd, "here\n");
     tu_expect_line(fd, "> split here\n");
     close(fd);
@@ -708,7 +715,9 @@ static void half_close_round(int hold)
     CHECK_SYS(shutdown(fd, SHUT_WR));
     if (hold) {
         WAIT_FOR(TU_LOAD(&g_eofs) == 1, 2000);
-        tu_sleep_ms(100);
+        /* Once the loop waits again, the turn that reported the EOF is
+         * over: had it closed the connection, on_close would have run. */
+        tu_wait_threads_waiting("ss-event-", 5000);
         CHECK_EQ(TU_LOAD(&C.closes), 0);
         CHECK_OK(ss_server_post(server, TU_LOAD(&g_conn_id), close_job, strdup("late\n")));
         tu_expect_line(fd, "late\n");
@@ -875,8 +884,12 @@ static void test_input_limit(void)
     a = tu_connect(SOCK_STREAM, addr, NULL);
     memset(line, 'x', 60);
     line[60] = '\0';
-    tu_send_str(a, line);
-    tu_sleep_ms(20);
+    {
+        /* The newline comes once the first piece was presented alone. */
+        int calls = TU_LOAD(&C.data_calls);
+        tu_send_str(a, line);
+        WAIT_FOR(TU_LOAD(&C.data_calls) > calls, 5000);
+    }
     tu_send_str(a, "\n");
     {
         char want[80];

@@ -339,8 +339,21 @@ static void reuse_address_time_wait(void)
     CHECK_OK(ss_server_handle_request(server));
     CHECK_EQ(tu_recv_line(fd, buf, sizeof buf), 12);
     CHECK_EQ(tu_recv_all(fd, buf, sizeof buf), 0);
-    close(fd);
-    tu_sleep_ms(20);
+    {
+        /* The server's side of the connection reaches TIME_WAIT once our
+         * close is acknowledged: seen in /proc, nothing else shows it. */
+        struct sockaddr_in mine, server_side;
+        socklen_t len = sizeof mine;
+        int state = -1;
+        CHECK_SYS(getsockname(fd, (struct sockaddr *)&mine, &len));
+        len = sizeof server_side;
+        CHECK_SYS(getpeername(fd, (struct sockaddr *)&server_side, &len));
+        close(fd);
+        WAIT_FOR(tu_tcp_socket(ntohs(server_side.sin_port), ntohs(mine.sin_port), &state, NULL) ==
+                         0 &&
+                     state == 6,
+                 5000);
+    }
     ss_server_free(server);
 
     CHECK_ST(ss_server_new(plain, addr, NULL, NULL, &again), SS_ERR_IO);

@@ -288,16 +288,18 @@ static void test_backpressure(void)
     g_sampled = server;
     TU_STORE(&g_sampling, 1);
     CHECK(pthread_create(&sampler, NULL, sampler_main, NULL) == 0);
-    tu_sleep_ms(20);
+    tu_runner_wait_waiting(&runner, 5000);
     base_fds = tu_fd_count();
 
     fds[0] = connect_client(addr, 0);
     WAIT_FOR(TU_LOAD(&g_started) == 1, 2000);
-    for (int i = 1; i < N; i++) {
+    /* The backlog keeps the connect order. */
+    for (int i = 1; i < N; i++)
         fds[i] = connect_client(addr, i);
-        tu_sleep_ms(30);
-    }
-    tu_sleep_ms(300);
+    /* Three accepted; then the loop waits with the queue full (a loop
+     * still watching the listener would find connections and go on). */
+    WAIT_FOR(tu_fd_count() == base_fds + N + 3, 5000);
+    tu_runner_wait_waiting(&runner, 5000);
     /* One running, two queued, three not accepted: this process holds the
      * six client sockets and only three accepted ones. */
     CHECK_EQ(TU_LOAD(&g_started), 1);
@@ -317,7 +319,7 @@ static void test_backpressure(void)
         if (left > 0)
             WAIT_FOR(TU_LOAD(&g_started) == k + 1, 2000);
         WAIT_FOR(tu_fd_count() == base_fds + left + accepted, 2000);
-        tu_sleep_ms(100);
+        tu_runner_wait_waiting(&runner, 5000);
         /* Still only the next one started, and only one more accepted. */
         CHECK_EQ(TU_LOAD(&g_started), left > 0 ? k + 1 : N);
         CHECK_EQ(queued(server), accepted > 0 ? accepted - 1 : 0);
@@ -335,10 +337,16 @@ static void test_backpressure(void)
 
 /* --------------------------------------------------------------- close */
 
-static void *release_later(void *arg)
+static int g_close_returned, g_released_during_close;
+
+/* Releases the handlers once close is under way on the main thread (the
+ * socket closed, the thread blocked in close's wait), and notes whether
+ * close was still waiting then. */
+static void *release_during_close(void *arg)
 {
-    (void)arg;
-    tu_sleep_ms(300);
+    ss_server *server = (ss_server *)arg;
+    WAIT_FOR(ss_server_fileno(server) == -1 && tu_thread_syscall(getpid()) >= 0, 5000);
+    TU_STORE(&g_released_during_close, !TU_LOAD(&g_close_returned));
     TU_STORE(&g_released, 100);
     return NULL;
 }
@@ -354,7 +362,6 @@ static void test_close_serves_queued(void)
     ss_server *server;
     pthread_t releaser;
     int fds[N];
-    double t0, took;
     gate_reset();
     server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
     for (int i = 0; i < N; i++) {
@@ -363,14 +370,15 @@ static void test_close_serves_queued(void)
             WAIT_FOR(TU_LOAD(&g_started) == 1, 2000);
     }
     WAIT_FOR(queued(server) == N - 1, 2000);
-    CHECK(pthread_create(&releaser, NULL, release_later, NULL) == 0);
-    t0 = tu_now_ms();
+    TU_STORE(&g_close_returned, 0);
+    TU_STORE(&g_released_during_close, 0);
+    CHECK(pthread_create(&releaser, NULL, release_during_close, server) == 0);
     CHECK_OK(ss_server_close(server));
-    took = tu_now_ms() - t0;
+    TU_STORE(&g_close_returned, 1);
     pthread_join(releaser, NULL);
     CHECK_ST(tu_runner_join(&runner, 2000), SS_ERR_CLOSED);
     /* close waited for the blocked handler and the queue. */
-    CHECK(took >= 250);
+    CHECK(TU_LOAD(&g_released_during_close));
     CHECK_EQ(TU_LOAD(&g_started), N);
     CHECK_EQ(queued(server), 0);
     /* main only: the worker was joined */

@@ -363,19 +363,30 @@ static void test_ev_stale_id(void)
  * once it ended it stayed a zombie of the host process. */
 
 static int g_handoff_started;
+static long g_handoff_thread; /* the handler thread that forks */
 
 static int handoff_continuation(ss_request *request, void *user)
 {
+    char task[64];
     (void)user;
-    tu_sleep_ms(300); /* the child outlives the thread that forked it */
+    /* The child outlives the thread that forked it: it answers once that
+     * thread has gone from its parent's /proc (nothing else tells a child
+     * that a thread of its parent ended). */
+    snprintf(task, sizeof task, "/proc/%d/task/%ld", (int)getppid(), g_handoff_thread);
+    WAIT_FOR(access(task, F_OK) != 0, 5000);
     return ss_request_write(request, "continued\n", 10) == SS_OK ? 0 : -1;
 }
 
 static int handoff_handle(ss_request *request, void *user)
 {
     (void)user;
+    g_handoff_thread = current_tid();
     TU_STORE(&g_handoff_started, 1);
-    tu_sleep_ms(300); /* close is called meanwhile; the fork comes later */
+    /* The fork comes once close is under way: the socket is closed and
+     * the closing (main) thread is blocked in close's wait. */
+    WAIT_FOR(ss_server_fileno(ss_request_server(request)) == -1 &&
+                 tu_thread_syscall((pid_t)getpid()) >= 0,
+             5000);
     return ss_request_hand_off(request, SS_HAND_OFF_FORK, handoff_continuation) == SS_OK ? 0
                                                                                          : -1;
 }
@@ -421,6 +432,7 @@ static void test_handoff_zombie(void)
 
 static ss_server *g_server_b;
 static int g_b_started, g_b_finished;
+static long g_a_thread; /* A's handler thread, which closes B */
 
 typedef struct xclose_result {
     int done;
@@ -436,7 +448,17 @@ static int b_handle(ss_request *request, void *user)
     (void)request;
     (void)user;
     TU_STORE(&g_b_started, 1);
-    tu_sleep_ms(500);
+    /* Finishes once close(B) is under way in A's handler: B's socket is
+     * closed and A's thread is blocked (in close's wait, unless close
+     * returned early: the bug; then it gives up after a bound, and the
+     * test reports what close did). */
+    {
+        double until = tu_now_ms() + 5000;
+        while (!(ss_server_fileno(g_server_b) == -1 && TU_LOAD(&g_a_thread) != 0 &&
+                 tu_thread_syscall((pid_t)TU_LOAD(&g_a_thread)) >= 0) &&
+               !TU_LOAD(&g_xclose.done) && tu_now_ms() < until)
+            tu_sleep_ms(1);
+    }
     TU_STORE(&g_b_finished, 1);
     return 0;
 }
@@ -446,6 +468,7 @@ static int a_handle(ss_request *request, void *user)
     size_t threads = 99;
     (void)request;
     (void)user;
+    TU_STORE(&g_a_thread, current_tid());
     g_xclose.status = (int)ss_server_close(g_server_b);
     g_xclose.b_finished = TU_LOAD(&g_b_finished);
     if (ss_server_live_workers(g_server_b, &threads, NULL) != SS_OK)
@@ -465,6 +488,7 @@ static void test_xserver_close(void)
     int fa, fb;
 
     memset(&g_xclose, 0, sizeof g_xclose);
+    TU_STORE(&g_a_thread, 0);
     TU_STORE(&g_b_started, 0);
     TU_STORE(&g_b_finished, 0);
     CHECK_OK(ss_config_set_handle_error(config_a, tu_error_fails_test));
@@ -735,18 +759,24 @@ static void test_ev_fork_spin(void)
     /* ...whose server-side fd a forked child now holds a copy of. */
     f = tu_connect(SOCK_STREAM, addr_f, NULL);
     WAIT_FOR(TU_LOAD(g_fork_child_running), 3000);
-    CHECK_EQ(live_children(server_f), 1);
+    /* The child may run before its parent has counted it. */
+    WAIT_FOR(live_children(server_f) == 1, 3000);
 
     /* The event server closes the connection; then data arrives on the
      * description the child keeps open. */
     tu_send_str(a, "x");
     WAIT_FOR(TU_LOAD(&g_spin_closed), 3000);
     WAIT_FOR(tu_connections(server_e) == 0, 3000);
-    tu_sleep_ms(50);
+    /* The loop has finished the turn that closed it... */
+    tu_wait_threads_waiting("ss-event-", 3000);
     tu_send_str(a, "more data");
+    /* ...and the data has reached the server's side (acknowledged: none
+     * left in the client's send queue), where a stale registration would
+     * report it on every epoll_wait. */
+    WAIT_FOR(tu_unacked(a) == 0, 3000);
 
-    /* Idle: the whole process uses next to no CPU. */
-    tu_sleep_ms(50);
+    /* Idle: the whole process uses next to no CPU (measured over 1 s: the
+     * sleep is the measurement window). */
     cpu0 = tu_cpu_ms();
     tu_sleep_ms(1000);
     cpu1 = tu_cpu_ms();

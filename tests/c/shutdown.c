@@ -87,8 +87,9 @@ static void idle_other_thread(void)
     ss_server *server = make_server(&st, echo, 10000, -1);
 
     tu_serve_in_thread(&runner, server);
-    tu_sleep_ms(100);
     exchange(server);
+    /* Shutdown finds the loop waiting (for 10 s) for the next request. */
+    tu_runner_wait_waiting(&runner, 5000);
     t0 = tu_now_ms();
     CHECK_OK(ss_server_shutdown(server));
     CHECK(tu_now_ms() - t0 < 100.0); /* shutdown itself does not wait */
@@ -181,8 +182,9 @@ static void from_signal(int whole_process)
     CHECK_SYS(sigaction(SIGUSR1, &sa, &old));
 
     tu_serve_in_thread(&runner, server);
-    tu_sleep_ms(100);
     exchange(server);
+    /* The signal comes while the loop waits for the next request. */
+    tu_runner_wait_waiting(&runner, 5000);
     if (whole_process)
         CHECK_SYS(kill(getpid(), SIGUSR1));
     else
@@ -271,7 +273,7 @@ static void handle_request_running(void)
     tu_runner runner;
     ss_server *server = make_server(&st, echo, 10, -1);
     tu_handle_one_in_thread(&runner, server);
-    tu_sleep_ms(100);
+    tu_runner_wait_waiting(&runner, 5000);
     CHECK(!tu_runner_done(&runner));
     CHECK_OK(ss_server_shutdown(server));
     CHECK_ST(tu_runner_join(&runner, 2000), SS_ERR_SHUT_DOWN);

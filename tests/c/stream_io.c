@@ -197,10 +197,12 @@ static void read_exact_split(void)
     int fd;
     ss_server *server = start(stream_config(SS_TCP), "127.0.0.1:0", &st, read_fifteen);
     fd = start_one_request(server, &runner);
+    /* Each part is read by the handler before the next is sent (it has
+     * arrived, and none of it is left unread on the server's side). */
     tu_send_str(fd, "01234");
-    tu_sleep_ms(30);
+    WAIT_FOR(tu_unacked(fd) == 0 && tu_peer_unread(fd) == 0, 5000);
     tu_send_str(fd, "56789");
-    tu_sleep_ms(30);
+    WAIT_FOR(tu_unacked(fd) == 0 && tu_peer_unread(fd) == 0, 5000);
     tu_send_str(fd, "ABCDE");
     end_one_request(&runner, &st, fd, "got 15\n");
     CHECK_EQ(st.handled, 1);
@@ -291,6 +293,10 @@ static void request_timeout_per_request(void)
     ss_server_free(server);
 }
 
+/* Set by a handler once its read timed out: the client sends the rest
+ * only then. */
+static int g_timed_out;
+
 /* A readline that times out mid-line keeps the partial line buffered: the
  * retry returns it whole. */
 static void readline_retry_after_timeout(ss_request *request, state *st)
@@ -300,6 +306,7 @@ static void readline_retry_after_timeout(ss_request *request, state *st)
     (void)st;
     CHECK_OK(ss_request_set_timeout(request, 100));
     CHECK_ST(ss_request_readline(request, buf, sizeof buf, &n), SS_ERR_TIMEOUT);
+    TU_STORE(&g_timed_out, 1);
     CHECK_EQ(n, 99);
     CHECK_OK(ss_request_set_timeout(request, 5000));
     CHECK_OK(ss_request_readline(request, buf, sizeof buf, &n));
@@ -314,8 +321,9 @@ static void readline_timeout_keeps_partial_line(void)
     int fd;
     ss_server *server = start(stream_config(SS_TCP), "127.0.0.1:0", &st, readline_retry_after_timeout);
     fd = start_one_request(server, &runner);
+    TU_STORE(&g_timed_out, 0);
     tu_send_str(fd, "par");
-    tu_sleep_ms(400);
+    WAIT_FOR(TU_LOAD(&g_timed_out), 5000);
     tu_send_str(fd, "tial\n");
     end_one_request(&runner, &st, fd, "partial\n");
     CHECK_EQ(st.errors, 0);
@@ -329,6 +337,7 @@ static void timeout_first_only(ss_request *request, state *st)
     if (st->handled == 1) {
         CHECK_OK(ss_request_set_timeout(request, 100));
         CHECK_ST(ss_request_readline(request, buf, sizeof buf, &n), SS_ERR_TIMEOUT);
+        TU_STORE(&g_timed_out, 1);
     } else {
         /* The second request starts with the config's timeout (none). */
         CHECK_OK(ss_request_readline(request, buf, sizeof buf, &n));
@@ -344,8 +353,13 @@ static void per_request_timeout_is_per_request(void)
     int i;
     ss_server *server = start(stream_config(SS_TCP), "127.0.0.1:0", &st, timeout_first_only);
     for (i = 0; i < 2; i++) {
-        int fd = start_one_request(server, &runner);
-        tu_sleep_ms(300);
+        int fd;
+        TU_STORE(&g_timed_out, 0);
+        fd = start_one_request(server, &runner);
+        if (i == 0)
+            WAIT_FOR(TU_LOAD(&g_timed_out), 5000); /* "late" comes after the timeout */
+        else
+            tu_sleep_ms(300); /* silent longer than the first request's timeout: under test */
         tu_send_str(fd, "late\n");
         end_one_request(&runner, &st, fd, i == 0 ? "" : "late\n");
     }
@@ -496,7 +510,11 @@ static void fill_buffer(ss_request *request, state *st)
     /* 10 + 10 > 16: the buffered 10 go out, the new 10 wait. */
     CHECK_OK(ss_request_write(request, "abcdefghij", 10));
     CHECK(tu_readable_within(st->client, 2000));
-    tu_sleep_ms(20);
+    {
+        /* All of the first 10 bytes have arrived (one send: one segment). */
+        int avail = 0;
+        WAIT_FOR(ioctl(st->client, FIONREAD, &avail) == 0 && avail >= 10, 2000);
+    }
     r = recv(st->client, buf, sizeof buf, MSG_DONTWAIT);
     CHECK_EQ(r, 10);
     CHECK(memcmp(buf, "0123456789", 10) == 0);
@@ -542,7 +560,8 @@ static void unbuffered_leaves_socket_data(void)
     server = start(config, "127.0.0.1:0", &st, line_then_raw);
     st.client = connect_to(server);
     tu_send_str(st.client, "line\nrest");
-    tu_sleep_ms(20); /* both parts are in the socket before the handler runs */
+    /* Both parts are in the server's socket before the handler runs. */
+    WAIT_FOR(tu_unacked(st.client) == 0, 2000);
     CHECK_OK(ss_server_handle_request(server));
     finish_client(&st, "");
     CHECK_EQ(st.errors, 0);
@@ -593,10 +612,16 @@ static void write_to_closed_peer(void)
 static void buffer_after_reset(ss_request *request, state *st)
 {
     (void)st;
-    /* The first byte reaches the closed client, which answers with RST. */
+    /* The first byte reaches the closed client, which answers with RST:
+     * awaited as the error it leaves on the socket (POLLERR). */
     CHECK_OK(ss_request_write(request, "a", 1));
     CHECK_OK(ss_request_flush(request));
-    tu_sleep_ms(50);
+    {
+        struct pollfd p;
+        p.fd = ss_request_fileno(request);
+        p.events = 0;
+        WAIT_FOR(poll(&p, 1, 0) == 1 && (p.revents & POLLERR), 2000);
+    }
     CHECK_OK(ss_request_write(request, "b", 1)); /* buffered */
 }
 
@@ -801,12 +826,15 @@ static void signalled_io(ss_request *request, state *st)
     free(data);
 }
 
+/* Sends SIGUSR1 to `thread` `times` times, each once the previous one was
+ * handled (a signal sent while one is pending would merge with it). */
 static void poke(pthread_t thread, int times)
 {
     int i;
     for (i = 0; i < times; i++) {
+        sig_atomic_t before = usr1_count;
         CHECK(pthread_kill(thread, SIGUSR1) == 0);
-        tu_sleep_ms(20);
+        WAIT_FOR(usr1_count != before, 5000);
     }
 }
 
@@ -831,15 +859,21 @@ static void signals_during_io(void)
     usr1_count = 0;
 
     tu_serve_in_thread(&runner, server);
-    tu_sleep_ms(20);
+    /* The signals hit the loop's wait. */
+    tu_runner_wait_waiting(&runner, 5000);
     poke(runner.thread, 5);
     CHECK(!tu_runner_done(&runner));
 
     fd = connect_to(server);
-    tu_sleep_ms(30);
+    /* The handler blocks in its read without a timeout (a system call
+     * other than the loop's poll)... */
+    WAIT_FOR(tu_thread_syscall(TU_LOAD(&runner.tid)) >= 0 &&
+                 !tu_thread_waiting(TU_LOAD(&runner.tid)),
+             5000);
     poke(runner.thread, 3);
     tu_send_str(fd, "0123456789");
-    tu_sleep_ms(30);
+    /* ...then in the one with a timeout, which polls. */
+    WAIT_FOR(tu_thread_waiting(TU_LOAD(&runner.tid)), 5000);
     poke(runner.thread, 3);
     tu_send_str(fd, "again\n");
 
@@ -858,8 +892,7 @@ static void signals_during_io(void)
                 TU_FAIL("byte %zu of the big write is wrong", got + (size_t)k);
         got += (size_t)r;
         if (got >= next_poke) {
-            CHECK(pthread_kill(runner.thread, SIGUSR1) == 0);
-            tu_sleep_ms(2);
+            poke(runner.thread, 1);
             next_poke += 1u << 20;
         }
     }

@@ -10,6 +10,9 @@
  *   values, ss_last_error_message() and errno, then exit the whole process
  *   with status 1 (from any thread).
  * - WAIT_FOR(cond, ms): polls until cond holds, fails the test after ms.
+ *   Tests wait for the event itself (a counter a callback bumps, a state),
+ *   never for a sleep; tu_runner_wait_waiting() / tu_wait_threads_waiting()
+ *   wait until a loop waits for events, when nothing else marks it.
  * - TU_MAIN(table): runs the sub-test named by argv[1] ("--list" prints the
  *   names) and checks afterwards that it left no file descriptor and no
  *   thread behind; TU_SETTLED(fn) first lets the thread count settle.
@@ -30,6 +33,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -39,8 +43,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include <time.h>
@@ -225,6 +231,83 @@ static inline int tu_fd_count(void)
 static inline int tu_thread_count(void)
 {
     return tu_count_dir("/proc/self/task");
+}
+
+/* The system call thread `tid` of this process is blocked in (its number,
+ * from /proc/self/task/<tid>/syscall), or -1 while it runs or if it is
+ * gone. */
+static inline long tu_thread_syscall(pid_t tid)
+{
+    char path[64], text[64];
+    long nr;
+    FILE *f;
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    f = fopen(path, "re");
+    if (f == NULL)
+        return -1;
+    if (fgets(text, sizeof text, f) == NULL || sscanf(text, "%ld", &nr) != 1)
+        nr = -1;
+    fclose(f);
+    return nr;
+}
+
+/* Whether thread `tid` of this process is inside a wait for events (poll,
+ * ppoll, epoll_wait, epoll_pwait). Once a loop's thread is there, it has
+ * finished its previous turn and sees whatever happens next. For tests
+ * that must act while a loop waits, or check that a turn did not do
+ * something: nothing the library calls marks that moment, so tests poll
+ * this (bounded), never sleep for it. */
+static inline int tu_thread_waiting(pid_t tid)
+{
+    long nr = tu_thread_syscall(tid);
+    return
+#ifdef SYS_poll
+        nr == SYS_poll ||
+#endif
+#ifdef SYS_epoll_wait
+        nr == SYS_epoll_wait ||
+#endif
+        nr == SYS_ppoll || nr == SYS_epoll_pwait;
+}
+
+/* Waits (polling every millisecond, as WAIT_FOR) until every thread of this
+ * process named `prefix`... (e.g. "ss-event-", the event loops) is inside
+ * a wait for events (tu_thread_waiting); fails after `ms`, or if there is
+ * no such thread. */
+static inline void tu_wait_threads_waiting(const char *prefix, int ms)
+{
+    double until = tu_now_ms() + ms;
+    for (;;) {
+        int named = 0, waiting = 0;
+        DIR *dir = opendir("/proc/self/task");
+        struct dirent *e;
+        if (dir == NULL)
+            TU_FAIL("opendir /proc/self/task: %s", strerror(errno));
+        while ((e = readdir(dir)) != NULL) {
+            char path[300], comm[32] = "";
+            FILE *f;
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+            f = fopen(path, "re");
+            if (f == NULL)
+                continue;
+            if (fgets(comm, sizeof comm, f) == NULL)
+                comm[0] = '\0';
+            fclose(f);
+            if (strncmp(comm, prefix, strlen(prefix)) != 0)
+                continue;
+            named++;
+            waiting += tu_thread_waiting((pid_t)atoi(e->d_name));
+        }
+        closedir(dir);
+        if (named > 0 && waiting == named)
+            return;
+        if (tu_now_ms() > until)
+            TU_FAIL("after %d ms, %d of %d threads named %s* wait for events", ms, waiting, named,
+                    prefix);
+        tu_sleep_ms(1);
+    }
 }
 
 /* --------------------------------------------------------- socket helpers */
@@ -427,6 +510,60 @@ static inline size_t tu_recv_dgram(int fd, char *buf, size_t cap)
     return (size_t)r;
 }
 
+/* Bytes sent on TCP socket `fd` that the peer has not acknowledged yet:
+ * 0 once everything sent is in the peer's receive queue (what a test
+ * waits for before the peer must find the data there). */
+static inline int tu_unacked(int fd)
+{
+    int n = 0;
+    CHECK_SYS(ioctl(fd, SIOCOUTQ, &n));
+    return n;
+}
+
+/* The IPv4 TCP socket of this host from `local_port` to `remote_port`, as
+ * /proc/net/tcp shows it: its state (1 ESTABLISHED, 6 TIME_WAIT, ...) and
+ * the bytes in its receive queue not read yet (either may be NULL).
+ * Returns 0, or -1 if there is none. For waiting on what nothing else
+ * shows: the state of a server's side of a connection, or what it read. */
+static inline int tu_tcp_socket(unsigned local_port, unsigned remote_port, int *state,
+                                long *unread)
+{
+    char line[512];
+    int found = -1;
+    FILE *f = fopen("/proc/net/tcp", "re");
+    if (f == NULL)
+        TU_FAIL("open /proc/net/tcp: %s", strerror(errno));
+    while (found < 0 && fgets(line, sizeof line, f) != NULL) {
+        unsigned lport, rport, st;
+        unsigned long rx;
+        if (sscanf(line, " %*u: %*x:%x %*x:%x %x %*x:%lx", &lport, &rport, &st, &rx) == 4 &&
+            lport == local_port && rport == remote_port) {
+            found = 0;
+            if (state != NULL)
+                *state = (int)st;
+            if (unread != NULL)
+                *unread = (long)rx;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* Bytes that the server's side of connected loopback TCP client `fd` has
+ * received and its process not read yet; -1 if that socket is not found. */
+static inline long tu_peer_unread(int fd)
+{
+    struct sockaddr_in mine, peer;
+    socklen_t len = sizeof mine;
+    long unread = -1;
+    CHECK_SYS(getsockname(fd, (struct sockaddr *)&mine, &len));
+    len = sizeof peer;
+    CHECK_SYS(getpeername(fd, (struct sockaddr *)&peer, &len));
+    if (tu_tcp_socket(ntohs(peer.sin_port), ntohs(mine.sin_port), NULL, &unread) != 0)
+        return -1;
+    return unread;
+}
+
 /* Whether `fd` becomes readable within `ms` milliseconds (signals do not
  * extend the wait). */
 static inline int tu_readable_within(int fd, int ms)
@@ -558,6 +695,7 @@ static inline int tu_echo_line(ss_request *request, void *user)
 typedef struct tu_runner {
     ss_server *server;
     int once; /* 1: handle_request, 0: serve_forever */
+    pid_t tid; /* the serving thread, once it runs (TU_LOAD) */
     ss_status rc;
     int done;
     char message[512];
@@ -569,7 +707,9 @@ typedef struct tu_runner {
 static inline void *tu_runner_main(void *arg)
 {
     tu_runner *r = (tu_runner *)arg;
-    ss_status rc = r->once ? ss_server_handle_request(r->server) : ss_server_serve_forever(r->server);
+    ss_status rc;
+    TU_STORE(&r->tid, (pid_t)syscall(SYS_gettid));
+    rc = r->once ? ss_server_handle_request(r->server) : ss_server_serve_forever(r->server);
     pthread_mutex_lock(&r->lock);
     r->rc = rc;
     snprintf(r->message, sizeof r->message, "%s", ss_last_error_message());
@@ -620,6 +760,14 @@ static inline int tu_runner_done(tu_runner *r)
     done = r->done;
     pthread_mutex_unlock(&r->lock);
     return done;
+}
+
+/* Waits (bounded, see tu_thread_waiting) until the runner's serve_forever
+ * or handle_request waits for a request (in SS_EVENT: the serving thread's
+ * wait while the loops run). */
+static inline void tu_runner_wait_waiting(tu_runner *r, int ms)
+{
+    WAIT_FOR(TU_LOAD(&r->tid) != 0 && tu_thread_waiting(TU_LOAD(&r->tid)), ms);
 }
 
 /* Waits at most `ms` for the runner to return, joins it and gives its

@@ -291,12 +291,13 @@ impl Drop for TempDir {
 }
 
 /// Whether any process of process group `pgid` is still there.
-fn group_alive(pgid: i32) -> bool {
+pub fn group_alive(pgid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence.
     unsafe { libc::kill(-pgid, 0) == 0 }
 }
 
-fn kill_group(pgid: i32) {
+/// SIGKILLs every process of process group `pgid`.
+pub fn kill_group(pgid: i32) {
     // SAFETY: the group is the one made for the program under test.
     unsafe {
         libc::kill(-pgid, libc::SIGKILL);
