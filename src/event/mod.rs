@@ -6,10 +6,19 @@
 //! The thread that called serve_forever only coordinates: it runs
 //! service_actions and stops the loops on shutdown or close.
 //!
-//! The hot path allocates nothing: one read buffer per loop, bytes handed
-//! to the handler straight from it, replies sent straight from the
+//! The stream hot path allocates nothing: one read buffer per loop, bytes
+//! handed to the handler straight from it, replies sent straight from the
 //! handler's buffer; a connection gets buffers of its own only while it has
-//! unconsumed input or unsent output.
+//! unconsumed input or unsent output. A datagram, received into the same
+//! buffer, becomes a Request that owns a copy of it and of its sender's
+//! text (two small allocations per datagram: the Request API holds its
+//! data by value).
+//!
+//! Closing: a connection is shut down before its descriptor is closed (a
+//! forked child may hold a copy), lingers while its client may still be
+//! sending (see `end_conn`), and every wait on a peer is bounded: timers
+//! are swept a few times per shortest timeout (`expire_idle`), with one
+//! tick field per connection instead of a timer structure.
 
 mod conn;
 
@@ -207,6 +216,10 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
 /// the count, and its posted jobs still run (with no connection), before
 /// the panic goes on to serve() to be reported.
 fn run_guarded(mut event_loop: EventLoop) {
+    event_loop.ids = lock(&event_loop.shared.generations)
+        .get_mut(usize::from(event_loop.index))
+        .map(std::mem::take)
+        .unwrap_or_default();
     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| event_loop.run())) {
         event_loop.draining = true;
         event_loop.close_all();
@@ -309,10 +322,6 @@ impl EventLoop {
         .unwrap_or(1000);
         let timer_interval = (shortest / 4).clamp(5, 1000);
         let timers_active = config.idle_timeout.is_some();
-        let ids = lock(&shared.generations)
-            .get_mut(usize::from(index))
-            .map(std::mem::take)
-            .unwrap_or_default();
         Ok(EventLoop {
             index,
             server,
@@ -322,7 +331,8 @@ impl EventLoop {
             epoll,
             slots: Vec::new(),
             free: Vec::new(),
-            ids,
+            // Taken when the loop runs (a loop that never runs keeps none).
+            ids: SlotIds::default(),
             retired: 0,
             read_buffer: vec![0; read_size].into_boxed_slice(),
             listening: true,
