@@ -232,8 +232,11 @@ typedef enum ss_concurrency {
    * sending side, the connection closes as soon as its queued output is
    * sent (input not consumed by then is dropped), unless an on_eof
    * callback is set (ss_config_set_on_eof()): then it stays open until
-   * ss_conn_close(). handle_request is not available
-   * (SS_ERR_UNSUPPORTED).
+   * ss_conn_close(). A close always shuts the socket down first, so the
+   * peer sees it even while a forked child holds a copy of the socket;
+   * see ss_config_set_lingering() for lingering close and
+   * ss_conn_close() for how long a close may take. handle_request is not
+   * available (SS_ERR_UNSUPPORTED).
    */
   SS_EVENT = 4,
 } ss_concurrency;
@@ -312,16 +315,22 @@ typedef int (*ss_open_fn)(struct ss_conn *conn, void *user_data);
  * yet consumed (borrowed for the call). Store in `*consumed` how many you
  * used (it starts at 0); the rest is presented again, with the next bytes,
  * and at once if you consumed something and room for output remains (so
- * handling one request per call works for pipelined requests). Return 0,
- * or non-zero to close the connection as failed (reported to
+ * handling one request per call works for pipelined requests), and again
+ * after each job posted to the connection has run (so input held back
+ * while waiting for a posted result is not stuck until more arrives).
+ * Return 0, or non-zero to close the connection as failed (reported to
  * handle_error with a NULL request). Must not block.
  */
 typedef int (*ss_data_fn)(struct ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed, void *user_data);
 
 /**
- * SS_EVENT on_close: the connection is going away (peer closed, error,
- * idle timeout, ss_conn_close() after the output was sent, or the server
- * stopping). The last call with this conn: free its user data here.
+ * SS_EVENT on_close: the connection is going away (peer closed or gone,
+ * error, idle timeout, request deadline, ss_conn_close() after the output
+ * was sent or given up, or the server stopping). The last call with this
+ * conn: free its user data here. It runs when the connection leaves your
+ * view: for a lingering close (ss_config_set_lingering()) when lingering
+ * begins, so the socket may still be open, discarding input, for a while
+ * afterwards.
  */
 typedef void (*ss_close_fn)(struct ss_conn *conn, void *user_data);
 
@@ -330,8 +339,9 @@ typedef void (*ss_close_fn)(struct ss_conn *conn, void *user_data);
  * calls). With this callback set the connection then stays open, for
  * output written now or later (e.g. a result posted with
  * ss_server_post()), until you call ss_conn_close() (or an error or the
- * idle timeout closes it). Without it, the connection closes as soon as
- * its queued output is sent.
+ * idle timeout closes it, or the peer goes away entirely: a Unix peer
+ * closes, a TCP peer resets). Without it, the connection closes as soon
+ * as its queued output is sent.
  */
 typedef void (*ss_eof_fn)(struct ss_conn *conn, void *user_data);
 
@@ -659,6 +669,16 @@ enum ss_status ss_config_set_input_limit(struct ss_config *config, size_t bytes)
  * input makes the kernel send a reset that can destroy the response still
  * in flight. It never delays the next request: blocking modes hand the
  * socket to a background lingerer, event mode lingers on the loop.
+ * SS_EVENT details: a connection lingers when it closes by
+ * ss_conn_close() or the idle timeout before the peer ended its input;
+ * one closed for a failure (error, input limit, request deadline, a peer
+ * not reading at close) or by the server stopping closes at once.
+ * on_close runs when lingering begins; a lingering connection no longer
+ * counts in ss_server_connections() or against max_connections, and at
+ * most max_connections (if set) linger per loop at a time (beyond that,
+ * connections close at once). lingering_timeout also bounds how long a
+ * closing connection waits for a peer that takes no output, and how long
+ * serve_forever drains after ss_server_shutdown().
  * `time_ms` negative turns lingering off; `timeout_ms` must be at least 1.
  * Defaults: 30000 and 5000 (nginx's). SS_ERR_UNSUPPORTED for datagram
  * transports; SS_ERR_INVALID_ARGUMENT for `timeout_ms` < 1.
@@ -674,7 +694,10 @@ enum ss_status ss_config_set_lingering(struct ss_config *config, int64_t time_ms
  * accept (or from the datagram's arrival); once it has passed, every read
  * and write of the request fails with SS_ERR_TIMEOUT. SS_EVENT: a
  * connection that has held unconsumed input (a partial request) for this
- * long is closed, reported to handle_error as SS_ERR_TIMEOUT.
+ * long is closed, reported to handle_error as SS_ERR_TIMEOUT; the clock
+ * starts when input goes from empty to non-empty and stops when on_data
+ * has consumed all of it, independently of the idle timeout. Checked a
+ * few times per deadline, so it fires up to a quarter later (at most 1 s).
  */
 enum ss_status ss_config_set_request_deadline(struct ss_config *config, int64_t deadline_ms);
 
@@ -699,7 +722,13 @@ enum ss_status ss_conn_write(struct ss_conn *conn, const void *buf, size_t len);
 
 /**
  * Closes the connection once its queued output has been sent (on_close
- * runs then). No more on_data calls after this.
+ * runs then). No more on_data calls after this. If the peer takes none of
+ * the queued output for lingering_timeout (ss_config_set_lingering(),
+ * default 5 s), the rest is dropped, the connection closes and
+ * handle_error gets SS_ERR_TIMEOUT: a peer that stopped reading cannot
+ * keep it open. Then the connection lingers (see
+ * ss_config_set_lingering()) unless the peer has already ended its
+ * input.
  */
 enum ss_status ss_conn_close(struct ss_conn *conn);
 
@@ -717,9 +746,10 @@ bool ss_conn_output_full(const struct ss_conn *conn);
 
 /**
  * The connection's id for ss_server_post() from any thread. It names this
- * connection only: a later connection, in this run of serve_forever or a
- * later one, gets another id until 2^32 more connections have been
- * accepted. 0 for NULL (a live connection may also have id 0).
+ * connection only: no other connection of this server, in this run of
+ * serve_forever or a later one, ever gets the same id (a lingering
+ * connection no longer answers to it either). 0 for NULL (a live
+ * connection may also have id 0).
  */
 uint64_t ss_conn_id(const struct ss_conn *conn);
 
@@ -949,6 +979,10 @@ enum ss_status ss_server_handle_request(struct ss_server *server);
  * Asks serve_forever (or handle_request) to return, and returns at once;
  * the loop wakes immediately, not after a poll interval. If no loop is
  * running, the next one returns at once. Does not close the socket.
+ * SS_EVENT: serve_forever then stops accepting and reading, closes every
+ * connection (on_close runs; no lingering), giving output still queued
+ * at most lingering_timeout (ss_config_set_lingering(), default 5 s) to be
+ * sent, and returns: within about that bound even if peers do not read.
  *
  * Safe from any thread, from inside a handler or hook of this server
  * (Python deadlocks there), and from a signal handler: it is
@@ -1051,7 +1085,8 @@ enum ss_status ss_server_post(const struct ss_server *server, uint64_t conn_id, 
  * Writes the number of open SS_EVENT connections across all loops to
  * `*out_connections` (0 in other modes): a connection counts from just
  * before it is accepted (before on_open) until after its on_close, so the
- * count never exceeds ss_config_set_max_connections(). Thread-safe.
+ * count never exceeds ss_config_set_max_connections(). A connection in a
+ * lingering close (after its on_close) is not counted. Thread-safe.
  */
 enum ss_status ss_server_connections(const struct ss_server *server, size_t *out_connections);
 

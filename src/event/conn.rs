@@ -54,6 +54,14 @@ pub struct Conn {
     pub(crate) last_active: u64,
     /// Bytes went out since the loop last looked: activity too.
     pub(crate) sent_since_check: bool,
+    /// Closed for the user (on_close has run), write side shut down: the
+    /// loop only reads and discards until the peer closes (lingering close).
+    pub(crate) lingering: bool,
+    /// Loop tick + 1 (0 = none): while serving, when unconsumed input
+    /// appeared (for the request deadline); while lingering, when lingering
+    /// began (for lingering_time). One field for both keeps idle
+    /// connections small.
+    pub(crate) timer_start: u64,
 }
 
 impl Conn {
@@ -80,6 +88,8 @@ impl Conn {
             registered: 0,
             last_active: now,
             sent_since_check: false,
+            lingering: false,
+            timer_start: 0,
         }
     }
 
@@ -206,6 +216,26 @@ impl Conn {
     /// Closes once the queued output has been sent.
     pub fn close(&mut self) {
         self.close_requested = true;
+    }
+
+    /// Shuts down `how` (errors ignored: the peer may be gone already).
+    /// Unlike close, this reaches the peer even while a forked child holds
+    /// a copy of the descriptor.
+    pub(crate) fn shutdown(&self, how: std::net::Shutdown) {
+        let _ = self.socket.shutdown(how);
+    }
+
+    /// Leaves the user's view for a lingering close: drops what is queued
+    /// either way (the output was flushed, or it is given up), sends FIN
+    /// after what the kernel still holds, and from now on only discards.
+    pub(crate) fn start_lingering(&mut self, tick: u64) {
+        self.input = Vec::new();
+        self.output = Vec::new();
+        self.sent = 0;
+        self.shutdown(std::net::Shutdown::Write);
+        self.lingering = true;
+        self.timer_start = tick + 1;
+        self.last_active = tick;
     }
 
     /// Whether the loop should close the connection now.

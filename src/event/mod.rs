@@ -6,10 +6,19 @@
 //! The thread that called serve_forever only coordinates: it runs
 //! service_actions and stops the loops on shutdown or close.
 //!
-//! The hot path allocates nothing: one read buffer per loop, bytes handed
-//! to the handler straight from it, replies sent straight from the
+//! The stream hot path allocates nothing: one read buffer per loop, bytes
+//! handed to the handler straight from it, replies sent straight from the
 //! handler's buffer; a connection gets buffers of its own only while it has
-//! unconsumed input or unsent output.
+//! unconsumed input or unsent output. A datagram, received into the same
+//! buffer, becomes a Request that owns a copy of it and of its sender's
+//! text (two small allocations per datagram: the Request API holds its
+//! data by value).
+//!
+//! Closing: a connection is shut down before its descriptor is closed (a
+//! forked child may hold a copy), lingers while its client may still be
+//! sending (see `end_conn`), and every wait on a peer is bounded: timers
+//! are swept a few times per shortest timeout (`expire_idle`), with one
+//! tick field per connection instead of a timer structure.
 
 mod conn;
 
@@ -41,7 +50,9 @@ pub type Job = Box<dyn FnOnce(Option<&mut Conn>) + Send>;
 pub(crate) struct EventShared {
     loops: Mutex<Vec<Arc<LoopShared>>>,
     connections: AtomicUsize,
-    serial: std::sync::atomic::AtomicU32,
+    /// Each loop index's slot generations, kept from one run of
+    /// serve_forever to the next so that ids never repeat (see SlotIds).
+    generations: Mutex<Vec<SlotIds>>,
     /// Loops that stopped watching the listener at max_connections.
     paused: AtomicUsize,
 }
@@ -95,13 +106,47 @@ impl EventShared {
     }
 }
 
-/// Connection ids: loop index (8 bits), a serial number (32 bits) that
-/// the server counts across all loops and runs, and the slot (24 bits).
-/// An id is looked up by slot and compared whole, so a stale id never
-/// reaches a later connection in the same slot.
+/// Connection ids: loop index (8 bits), the slot's generation (32 bits)
+/// and the slot (24 bits). An id is looked up by slot and compared whole,
+/// so a stale id never reaches a later connection in the same slot.
 const ID_LOOP_SHIFT: u32 = 56;
-const ID_SERIAL_SHIFT: u32 = 24;
-const MAX_SLOTS: usize = 1 << ID_SERIAL_SHIFT;
+const ID_GENERATION_SHIFT: u32 = 24;
+const MAX_SLOTS: usize = 1 << ID_GENERATION_SHIFT;
+
+/// The generation of each slot of one loop: bumped when the slot's
+/// connection closes, so a slot's ids never repeat. A slot whose generation
+/// would wrap is retired for good instead (after 2^32 - 1 connections in
+/// one slot), and the table outlives a run of serve_forever, so an id is
+/// never given twice for the life of the server. 4 bytes per slot.
+#[derive(Default)]
+struct SlotIds {
+    generations: Vec<u32>,
+}
+
+/// Marks a retired slot.
+const RETIRED: u32 = u32::MAX;
+
+impl SlotIds {
+    /// Whether slot `slot` (new to this run's slot table) may be used.
+    fn usable(&mut self, slot: usize) -> bool {
+        if slot >= self.generations.len() {
+            self.generations.resize(slot + 1, 0);
+        }
+        self.generations[slot] != RETIRED
+    }
+
+    fn id(&self, loop_index: u8, slot: usize) -> u64 {
+        (u64::from(loop_index) << ID_LOOP_SHIFT)
+            | (u64::from(self.generations[slot]) << ID_GENERATION_SHIFT)
+            | slot as u64
+    }
+
+    /// The slot's connection closed: whether the slot may be used again.
+    fn release(&mut self, slot: usize) -> bool {
+        self.generations[slot] += 1;
+        self.generations[slot] != RETIRED
+    }
+}
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_WAKER: u64 = u64::MAX - 1;
 const EVENTS_PER_WAIT: usize = 256;
@@ -135,12 +180,14 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
             )?;
             // Listed before it runs, so that an on_open can already post.
             lock(&shared.loops).push(loop_shared.clone());
+            // Recorded before the spawn: if it fails, jobs already posted
+            // to this loop still get their call (below).
+            loops.push(loop_shared);
             let thread = std::thread::Builder::new()
                 .name(format!("ss-event-{index}"))
                 .stack_size(server.config().thread_stack_size)
-                .spawn(move || event_loop.run())
+                .spawn(move || run_guarded(event_loop))
                 .map_err(|e| Error::io("starting an event loop thread", e))?;
-            loops.push(loop_shared);
             threads.push(thread);
         }
         Ok(())
@@ -156,7 +203,28 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
             crate::concurrency::report_panic(server, panic);
         }
     }
+    // A loop that never ran leaves its jobs here: each still gets its call.
+    for l in &loops {
+        for (_, job) in std::mem::take(&mut *lock(&l.mailbox)) {
+            let _ = catch_unwind(AssertUnwindSafe(|| job(None)));
+        }
+    }
     result
+}
+
+/// Runs a loop; if it panics, its connections still get on_close and leave
+/// the count, and its posted jobs still run (with no connection), before
+/// the panic goes on to serve() to be reported.
+fn run_guarded(mut event_loop: EventLoop) {
+    event_loop.ids = lock(&event_loop.shared.generations)
+        .get_mut(usize::from(event_loop.index))
+        .map(std::mem::take)
+        .unwrap_or_default();
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| event_loop.run())) {
+        event_loop.draining = true;
+        event_loop.close_all();
+        std::panic::resume_unwind(panic);
+    }
 }
 
 struct EventLoop {
@@ -168,6 +236,9 @@ struct EventLoop {
     epoll: OwnedFd,
     slots: Vec<Option<Box<Conn>>>,
     free: Vec<u32>,
+    ids: SlotIds,
+    /// Slots retired by `ids`: neither free nor live.
+    retired: usize,
     read_buffer: Box<[u8]>,
     listening: bool,
     /// Tick until which accepting is paused after an accept error.
@@ -175,7 +246,21 @@ struct EventLoop {
     started: Instant,
     /// Milliseconds since `started`, read once per epoll_wait.
     tick: u64,
+    /// When expire_idle next sweeps the connections' timers.
     next_idle_check: u64,
+    /// Some connection has a timer running (idle timeout, request
+    /// deadline, output drain, lingering): the loop must wake to sweep.
+    timers_active: bool,
+    /// Milliseconds between sweeps: a quarter of the shortest timeout.
+    timer_interval: u64,
+    /// Stopping: connections close without lingering, nothing is accepted.
+    draining: bool,
+    /// Connections of this loop in a lingering close.
+    lingering: usize,
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
 }
 
 fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
@@ -223,6 +308,20 @@ impl EventLoop {
         )
         .map_err(|e| Error::io("epoll_ctl", e))?;
         let read_size = READ_BUFFER.max(server.config().max_datagram_size);
+        let config = server.config();
+        let shortest = [
+            config.idle_timeout,
+            config.request_deadline,
+            config.lingering_time,
+            Some(config.lingering_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .map(millis)
+        .min()
+        .unwrap_or(1000);
+        let timer_interval = (shortest / 4).clamp(5, 1000);
+        let timers_active = config.idle_timeout.is_some();
         Ok(EventLoop {
             index,
             server,
@@ -232,16 +331,23 @@ impl EventLoop {
             epoll,
             slots: Vec::new(),
             free: Vec::new(),
+            // Taken when the loop runs (a loop that never runs keeps none).
+            ids: SlotIds::default(),
+            retired: 0,
             read_buffer: vec![0; read_size].into_boxed_slice(),
             listening: true,
             accept_resume_at: None,
             started: Instant::now(),
             tick: 0,
             next_idle_check: 0,
+            timers_active,
+            timer_interval,
+            draining: false,
+            lingering: 0,
         })
     }
 
-    fn run(mut self) {
+    fn run(&mut self) {
         set_current_worker(WorkerKind::EventLoop, &self.server);
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
         while !self.own.stop.load(Ordering::SeqCst) {
@@ -279,12 +385,59 @@ impl EventLoop {
                 self.maybe_resume_accepting();
             }
         }
+        self.drain(&mut events);
         self.close_all();
+    }
+
+    /// After stop: nothing more is accepted or read, every connection is
+    /// asked to close, and output still queued gets until the drain bound
+    /// (lingering_timeout) to go out; close_all then closes what is left.
+    fn drain(&mut self, events: &mut [libc::epoll_event]) {
+        self.pause_accepting();
+        self.draining = true;
+        for slot in 0..self.slots.len() {
+            if let Some(conn) = self.slots[slot].as_deref_mut() {
+                conn.close_requested = true;
+                self.settle(slot);
+            }
+        }
+        let deadline = self.started.elapsed().as_millis() as u64
+            + millis(self.server.config().lingering_timeout);
+        while self.live_conns() > 0 {
+            let now = self.started.elapsed().as_millis() as u64;
+            if now >= deadline {
+                return;
+            }
+            let timeout = (deadline - now).min(i32::MAX as u64) as i32;
+            // SAFETY: `events` is a live buffer of its length.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    timeout,
+                )
+            };
+            if n < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return;
+            }
+            self.tick = self.started.elapsed().as_millis() as u64;
+            for event in &events[..n as usize] {
+                match event.u64 {
+                    TOKEN_LISTENER => {}
+                    TOKEN_WAKER => self.run_mailbox(),
+                    slot => self.on_conn_event(slot as usize, event.events),
+                }
+            }
+        }
     }
 
     fn wait_timeout(&self) -> i32 {
         let mut until: Option<u64> = self.accept_resume_at;
-        if self.server.config().idle_timeout.is_some() && self.live_conns() > 0 {
+        if self.timers_active && self.live_conns() > 0 {
             until = Some(until.map_or(self.next_idle_check, |u| u.min(self.next_idle_check)));
         }
         match until {
@@ -296,20 +449,32 @@ impl EventLoop {
     }
 
     fn live_conns(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.slots.len() - self.free.len() - self.retired
     }
 
-    fn new_conn_id(&self, slot: usize) -> u64 {
-        let serial = self.shared.serial.fetch_add(1, Ordering::Relaxed);
-        (u64::from(self.index) << ID_LOOP_SHIFT)
-            | (u64::from(serial) << ID_SERIAL_SHIFT)
-            | slot as u64
+    /// A free slot for a new connection, or None when all MAX_SLOTS are
+    /// taken.
+    fn take_slot(&mut self) -> Option<usize> {
+        if let Some(slot) = self.free.pop() {
+            return Some(slot as usize);
+        }
+        while self.slots.len() < MAX_SLOTS {
+            let slot = self.slots.len();
+            self.slots.push(None);
+            if self.ids.usable(slot) {
+                return Some(slot);
+            }
+            self.retired += 1;
+        }
+        None
     }
 
+    /// A lingering connection is no longer the user's: posts to it get
+    /// None.
     fn conn_by_id(&mut self, id: u64) -> Option<usize> {
         let slot = (id & (MAX_SLOTS as u64 - 1)) as usize;
         let conn = self.slots.get(slot)?.as_ref()?;
-        (conn.id() == id).then_some(slot)
+        (conn.id() == id && !conn.lingering).then_some(slot)
     }
 
     fn on_listener(&mut self) {
@@ -440,20 +605,13 @@ impl EventLoop {
 
     /// Takes a connection already counted by `reserve_connection`.
     fn add_conn(&mut self, socket: Socket, peer: SockAddr) {
-        let slot = match self.free.pop() {
-            Some(s) => s as usize,
-            None if self.slots.len() < MAX_SLOTS => {
-                self.slots.push(None);
-                self.slots.len() - 1
-            }
-            None => {
-                // 16 million connections on one loop: no slot to give.
-                drop(socket);
-                self.release_connection();
-                return;
-            }
+        let Some(slot) = self.take_slot() else {
+            // 16 million connections on one loop: no slot to give.
+            drop(socket);
+            self.release_connection();
+            return;
         };
-        let id = self.new_conn_id(slot);
+        let id = self.ids.id(self.index, slot);
         let high_water = self.server.config().output_high_water;
         let mut conn = Box::new(Conn::new(socket, &peer, id, high_water, self.tick));
         if let Err(e) = epoll_ctl(
@@ -484,6 +642,19 @@ impl EventLoop {
         let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.as_deref_mut()) else {
             return;
         };
+        if conn.lingering {
+            if discard_input(conn, &mut self.read_buffer, self.tick) {
+                self.close_conn(slot);
+            }
+            return;
+        }
+        // Once the input has ended, HUP or ERR means the peer is gone (a
+        // Unix peer closed, a TCP peer reset): nothing can be delivered any
+        // more. Without this, a connection held by on_eof watches no
+        // events, and epoll reports HUP/ERR on every wait: a busy loop.
+        if conn.read_done && flags & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+            conn.broken = true;
+        }
         let readable = flags
             & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32
             != 0;
@@ -516,7 +687,20 @@ impl EventLoop {
             conn.last_active = self.tick;
         }
         if conn.finished() {
-            return self.close_conn(slot);
+            return self.end_conn(slot);
+        }
+        if self.server.config().request_deadline.is_some() {
+            // The deadline runs while a partial request is held.
+            if conn.input.is_empty() {
+                conn.timer_start = 0;
+            } else if conn.timer_start == 0 {
+                conn.timer_start = self.tick + 1;
+                self.timers_active = true;
+            }
+        }
+        if conn.close_requested && conn.pending_output() > 0 {
+            // The output drain is bounded (see expire_idle).
+            self.timers_active = true;
         }
         let mut want = 0;
         if !conn.read_done && !conn.output_full() && !conn.close_requested {
@@ -543,19 +727,87 @@ impl EventLoop {
         }
     }
 
+    /// Ends a connection that is done. While the client may still be
+    /// sending (its input has not ended) and lingering is on, the
+    /// connection leaves the user's view (on_close runs now), its write
+    /// side is shut down and it lingers: the loop reads and discards until
+    /// the peer closes, lingering_timeout passes without input or
+    /// lingering_time in all. Closing at once instead would make the
+    /// kernel answer unread input with a reset that destroys the response
+    /// still in flight. A failed connection (`broken`: socket error, handler
+    /// error, input limit, request deadline, drain timeout) and every
+    /// connection while the loop stops close at once.
+    ///
+    /// A lingering connection has left the user's view: it no longer counts
+    /// in ss_server_connections or against max_connections (else peers that
+    /// keep sending could hold the server at its limit); instead at most
+    /// max_connections (if set) linger per loop, beyond that they close at
+    /// once.
+    fn end_conn(&mut self, slot: usize) {
+        let max = self.server.config().max_connections;
+        let Some(conn) = self.slots[slot].as_deref_mut() else {
+            return;
+        };
+        let linger = self.server.config().lingering_time.is_some()
+            && (max == 0 || self.lingering < max)
+            && !self.draining
+            && !conn.broken
+            && !conn.read_done
+            && !conn.lingering;
+        if !linger {
+            return self.close_conn(slot);
+        }
+        self.server.handler().on_close(conn);
+        conn.start_lingering(self.tick);
+        self.lingering += 1;
+        self.release_connection();
+        self.timers_active = true;
+        let Some(conn) = self.slots[slot].as_deref_mut() else {
+            return;
+        };
+        if conn.registered != READ_EVENTS {
+            if epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_MOD,
+                conn.fd(),
+                READ_EVENTS,
+                slot as u64,
+            )
+            .is_err()
+            {
+                return self.close_conn(slot);
+            }
+            conn.registered = READ_EVENTS;
+        }
+    }
+
+    /// Closes now: on_close (unless it ran when lingering began), then
+    /// shutdown before close, so that the peer sees the end even while a
+    /// forked child holds a copy of the descriptor.
     fn close_conn(&mut self, slot: usize) {
         let Some(mut conn) = self.slots[slot].take() else {
             return;
         };
-        self.server.handler().on_close(&mut conn);
+        if !conn.lingering {
+            self.server.handler().on_close(&mut conn);
+        }
+        conn.shutdown(std::net::Shutdown::Both);
         // Explicitly: a forked child holding a copy of the fd would keep
         // the registration alive after close, and the loop would spin.
         let _ = epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, conn.fd(), 0, 0);
-        drop(conn);
         // Counted until on_close has run, so that at most max_connections
         // connections are ever between on_open and on_close.
-        self.release_connection();
-        self.free.push(slot as u32);
+        if conn.lingering {
+            self.lingering -= 1;
+        } else {
+            self.release_connection();
+        }
+        drop(conn);
+        if self.ids.release(slot) {
+            self.free.push(slot as u32);
+        } else {
+            self.retired += 1;
+        }
     }
 
     fn run_mailbox(&mut self) {
@@ -568,6 +820,18 @@ impl EventLoop {
                     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job(conn))) {
                         crate::concurrency::report_panic(&self.server, panic);
                     }
+                    // The job may be what the handler waited for (its
+                    // answer written, state changed): input it held back
+                    // gets another turn now, not only when more arrives.
+                    if let Some(conn) = self.slots[slot].as_deref_mut() {
+                        if !conn.input.is_empty()
+                            && !conn.output_full()
+                            && !conn.close_requested
+                            && !conn.broken
+                        {
+                            feed_input(&self.server, conn, &[]);
+                        }
+                    }
                     self.settle(slot);
                 }
                 None => {
@@ -577,21 +841,75 @@ impl EventLoop {
         }
     }
 
+    /// Sweeps the connections' timers, a few times per shortest timeout
+    /// (no per-connection timer structure: one tick field each): the idle
+    /// timeout, the request deadline (a partial request held too long),
+    /// the output drain of a closing connection whose peer takes nothing
+    /// for lingering_timeout, and lingering.
     fn expire_idle(&mut self) {
-        let Some(timeout) = self.server.config().idle_timeout else {
-            return;
-        };
-        if self.tick < self.next_idle_check {
+        if !self.timers_active || self.tick < self.next_idle_check {
             return;
         }
-        let timeout_ms = timeout.as_millis() as u64;
-        self.next_idle_check = self.tick + (timeout_ms / 4).clamp(5, 1000);
+        self.next_idle_check = self.tick + self.timer_interval;
+        let config = self.server.config();
+        let idle = config.idle_timeout.map(millis);
+        let deadline = config.request_deadline.map(millis);
+        let lingering_time = config.lingering_time.map_or(0, millis);
+        let lingering_timeout = millis(config.lingering_timeout);
+        // Set again below by any connection still timed (and by end_conn).
+        self.timers_active = idle.is_some();
+        let now = self.tick;
         for slot in 0..self.slots.len() {
-            let idle = self.slots[slot]
-                .as_ref()
-                .is_some_and(|c| self.tick.saturating_sub(c.last_active) >= timeout_ms);
-            if idle {
-                self.close_conn(slot);
+            let Some(conn) = self.slots[slot].as_deref_mut() else {
+                continue;
+            };
+            let quiet = now.saturating_sub(conn.last_active);
+            if conn.lingering {
+                let lingered = (now + 1).saturating_sub(conn.timer_start);
+                if quiet >= lingering_timeout || lingered >= lingering_time {
+                    self.close_conn(slot);
+                } else {
+                    self.timers_active = true;
+                }
+                continue;
+            }
+            if conn.close_requested && conn.pending_output() > 0 {
+                if quiet >= lingering_timeout {
+                    let error = Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "the peer took no output for {lingering_timeout} ms: \
+                             {} queued bytes dropped at close",
+                            conn.pending_output()
+                        ),
+                    );
+                    report_conn_error(&self.server, conn, &error);
+                    conn.broken = true;
+                    self.close_conn(slot);
+                } else {
+                    self.timers_active = true;
+                }
+                continue;
+            }
+            if let Some(deadline) = deadline.filter(|_| conn.timer_start > 0) {
+                if (now + 1).saturating_sub(conn.timer_start) >= deadline {
+                    let error = Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "request not complete after {deadline} ms \
+                             ({} bytes received and not consumed)",
+                            conn.input.len()
+                        ),
+                    );
+                    report_conn_error(&self.server, conn, &error);
+                    conn.broken = true;
+                    self.close_conn(slot);
+                    continue;
+                }
+                self.timers_active = true;
+            }
+            if idle.is_some_and(|idle| quiet >= idle) {
+                self.end_conn(slot);
             }
         }
     }
@@ -631,6 +949,8 @@ impl EventLoop {
     }
 
     fn close_all(&mut self) {
+        // Closing for good now: what lingers or drains is cut short.
+        self.draining = true;
         for slot in 0..self.slots.len() {
             self.close_conn(slot);
         }
@@ -644,7 +964,34 @@ impl EventLoop {
         if !self.listening {
             self.shared.paused.fetch_sub(1, Ordering::SeqCst);
         }
+        // Kept for the next run of serve_forever, so that its ids differ.
+        let mut generations = lock(&self.shared.generations);
+        let index = usize::from(self.index);
+        if generations.len() <= index {
+            generations.resize_with(index + 1, SlotIds::default);
+        }
+        generations[index] = std::mem::take(&mut self.ids);
     }
+}
+
+/// Lingering: reads and discards what the peer sends. True when the
+/// connection should close now (the peer closed, or the socket failed).
+fn discard_input(conn: &mut Conn, buffer: &mut [u8], tick: u64) -> bool {
+    // A bounded number of reads per readiness report: a peer that keeps
+    // sending cannot starve the other connections (epoll reports it again).
+    for _ in 0..16 {
+        match conn
+            .socket()
+            .recv_with_flags(crate::sys::as_uninit(buffer), libc::MSG_DONTWAIT)
+        {
+            Ok(0) => return true,
+            Ok(_) => conn.last_active = tick,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+    false
 }
 
 /// Reads what the socket has and hands it to the handler.
@@ -749,4 +1096,33 @@ fn report_conn_error(server: &Server, conn: &Conn, error: &Error) {
         ),
     );
     server.handler().handle_error(None, &error);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids of one slot differ from one connection to the next, a slot
+    /// whose generation would wrap is retired instead of reused, and the
+    /// retirement is kept (the table outlives a run of serve_forever).
+    #[test]
+    fn slot_ids_never_repeat() {
+        let mut ids = SlotIds::default();
+        assert!(ids.usable(3));
+        let first = ids.id(2, 3);
+        assert_eq!(first >> ID_LOOP_SHIFT, 2);
+        assert_eq!(first & (MAX_SLOTS as u64 - 1), 3);
+        assert!(ids.release(3));
+        assert_ne!(ids.id(2, 3), first);
+
+        // The last generation before the wrap: its connection may open,
+        // but the slot is not given again.
+        ids.generations[3] = RETIRED - 1;
+        let last = ids.id(2, 3);
+        assert!(!ids.release(3));
+        assert!(!ids.usable(3));
+        assert_ne!(last, first);
+        // Other slots are unaffected.
+        assert!(ids.usable(4));
+    }
 }

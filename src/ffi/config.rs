@@ -653,6 +653,16 @@ pub unsafe extern "C" fn ss_config_set_input_limit(
 /// input makes the kernel send a reset that can destroy the response still
 /// in flight. It never delays the next request: blocking modes hand the
 /// socket to a background lingerer, event mode lingers on the loop.
+/// SS_EVENT details: a connection lingers when it closes by
+/// ss_conn_close() or the idle timeout before the peer ended its input;
+/// one closed for a failure (error, input limit, request deadline, a peer
+/// not reading at close) or by the server stopping closes at once.
+/// on_close runs when lingering begins; a lingering connection no longer
+/// counts in ss_server_connections() or against max_connections, and at
+/// most max_connections (if set) linger per loop at a time (beyond that,
+/// connections close at once). lingering_timeout also bounds how long a
+/// closing connection waits for a peer that takes no output, and how long
+/// serve_forever drains after ss_server_shutdown().
 /// `time_ms` negative turns lingering off; `timeout_ms` must be at least 1.
 /// Defaults: 30000 and 5000 (nginx's). SS_ERR_UNSUPPORTED for datagram
 /// transports; SS_ERR_INVALID_ARGUMENT for `timeout_ms` < 1.
@@ -687,7 +697,10 @@ pub unsafe extern "C" fn ss_config_set_lingering(
 /// accept (or from the datagram's arrival); once it has passed, every read
 /// and write of the request fails with SS_ERR_TIMEOUT. SS_EVENT: a
 /// connection that has held unconsumed input (a partial request) for this
-/// long is closed, reported to handle_error as SS_ERR_TIMEOUT.
+/// long is closed, reported to handle_error as SS_ERR_TIMEOUT; the clock
+/// starts when input goes from empty to non-empty and stops when on_data
+/// has consumed all of it, independently of the idle timeout. Checked a
+/// few times per deadline, so it fires up to a quarter later (at most 1 s).
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_request_deadline(
     config: *mut ss_config,

@@ -50,7 +50,13 @@ pub unsafe extern "C" fn ss_conn_write(
 }
 
 /// Closes the connection once its queued output has been sent (on_close
-/// runs then). No more on_data calls after this.
+/// runs then). No more on_data calls after this. If the peer takes none of
+/// the queued output for lingering_timeout (ss_config_set_lingering(),
+/// default 5 s), the rest is dropped, the connection closes and
+/// handle_error gets SS_ERR_TIMEOUT: a peer that stopped reading cannot
+/// keep it open. Then the connection lingers (see
+/// ss_config_set_lingering()) unless the peer has already ended its
+/// input.
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_close(conn: *mut ss_conn) -> ss_status {
     guard(|| {
@@ -77,9 +83,10 @@ pub unsafe extern "C" fn ss_conn_output_full(conn: *const ss_conn) -> bool {
 }
 
 /// The connection's id for ss_server_post() from any thread. It names this
-/// connection only: a later connection, in this run of serve_forever or a
-/// later one, gets another id until 2^32 more connections have been
-/// accepted. 0 for NULL (a live connection may also have id 0).
+/// connection only: no other connection of this server, in this run of
+/// serve_forever or a later one, ever gets the same id (a lingering
+/// connection no longer answers to it either). 0 for NULL (a live
+/// connection may also have id 0).
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_id(conn: *const ss_conn) -> u64 {
     // SAFETY: forwarded contract.

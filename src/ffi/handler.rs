@@ -46,8 +46,10 @@ pub type ss_open_fn =
 /// yet consumed (borrowed for the call). Store in `*consumed` how many you
 /// used (it starts at 0); the rest is presented again, with the next bytes,
 /// and at once if you consumed something and room for output remains (so
-/// handling one request per call works for pipelined requests). Return 0,
-/// or non-zero to close the connection as failed (reported to
+/// handling one request per call works for pipelined requests), and again
+/// after each job posted to the connection has run (so input held back
+/// while waiting for a posted result is not stuck until more arrives).
+/// Return 0, or non-zero to close the connection as failed (reported to
 /// handle_error with a NULL request). Must not block.
 pub type ss_data_fn = Option<
     unsafe extern "C" fn(
@@ -59,17 +61,22 @@ pub type ss_data_fn = Option<
     ) -> c_int,
 >;
 
-/// SS_EVENT on_close: the connection is going away (peer closed, error,
-/// idle timeout, ss_conn_close() after the output was sent, or the server
-/// stopping). The last call with this conn: free its user data here.
+/// SS_EVENT on_close: the connection is going away (peer closed or gone,
+/// error, idle timeout, request deadline, ss_conn_close() after the output
+/// was sent or given up, or the server stopping). The last call with this
+/// conn: free its user data here. It runs when the connection leaves your
+/// view: for a lingering close (ss_config_set_lingering()) when lingering
+/// begins, so the socket may still be open, discarding input, for a while
+/// afterwards.
 pub type ss_close_fn = Option<unsafe extern "C" fn(conn: *mut ss_conn, user_data: *mut c_void)>;
 
 /// SS_EVENT on_eof: the peer shut down its sending side (no more on_data
 /// calls). With this callback set the connection then stays open, for
 /// output written now or later (e.g. a result posted with
 /// ss_server_post()), until you call ss_conn_close() (or an error or the
-/// idle timeout closes it). Without it, the connection closes as soon as
-/// its queued output is sent.
+/// idle timeout closes it, or the peer goes away entirely: a Unix peer
+/// closes, a TCP peer resets). Without it, the connection closes as soon
+/// as its queued output is sent.
 pub type ss_eof_fn = Option<unsafe extern "C" fn(conn: *mut ss_conn, user_data: *mut c_void)>;
 
 /// SS_EVENT on_datagram (datagram transports): one datagram, borrowed for

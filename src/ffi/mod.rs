@@ -141,8 +141,11 @@ pub enum ss_concurrency {
     /// sending side, the connection closes as soon as its queued output is
     /// sent (input not consumed by then is dropped), unless an on_eof
     /// callback is set (ss_config_set_on_eof()): then it stays open until
-    /// ss_conn_close(). handle_request is not available
-    /// (SS_ERR_UNSUPPORTED).
+    /// ss_conn_close(). A close always shuts the socket down first, so the
+    /// peer sees it even while a forked child holds a copy of the socket;
+    /// see ss_config_set_lingering() for lingering close and
+    /// ss_conn_close() for how long a close may take. handle_request is not
+    /// available (SS_ERR_UNSUPPORTED).
     SS_EVENT = 4,
 }
 

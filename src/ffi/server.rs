@@ -168,6 +168,10 @@ pub unsafe extern "C" fn ss_server_handle_request(server: *mut ss_server) -> ss_
 /// Asks serve_forever (or handle_request) to return, and returns at once;
 /// the loop wakes immediately, not after a poll interval. If no loop is
 /// running, the next one returns at once. Does not close the socket.
+/// SS_EVENT: serve_forever then stops accepting and reading, closes every
+/// connection (on_close runs; no lingering), giving output still queued
+/// at most lingering_timeout (ss_config_set_lingering(), default 5 s) to be
+/// sent, and returns: within about that bound even if peers do not read.
 ///
 /// Safe from any thread, from inside a handler or hook of this server
 /// (Python deadlocks there), and from a signal handler: it is
@@ -387,7 +391,8 @@ pub unsafe extern "C" fn ss_server_post(
 /// Writes the number of open SS_EVENT connections across all loops to
 /// `*out_connections` (0 in other modes): a connection counts from just
 /// before it is accepted (before on_open) until after its on_close, so the
-/// count never exceeds ss_config_set_max_connections(). Thread-safe.
+/// count never exceeds ss_config_set_max_connections(). A connection in a
+/// lingering close (after its on_close) is not counted. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_connections(
     server: *const ss_server,

@@ -1,0 +1,182 @@
+//! Regression tests for the life cycle of event-mode connections (issue
+//! 7): one C sub-test per defect in tests/c/hardening_evconn.c, each run in
+//! its own process with a hard timeout and a fresh temporary directory
+//! ($SS_TEST_TMPDIR). The C side checks that a sub-test left no descriptor,
+//! thread or child process behind; this side checks that it left no file in
+//! its directory and no process running in its process group.
+//!
+//! - eof_hup: a connection held by on_eof whose peer closes or resets ends
+//!   (on_close once, count drops) and the loop does not spin.
+//! - held_input: held input is presented again after a posted job ran.
+//! - fork_eof: close reaches the peer while a forked child holds the fd.
+//! - linger: a large response then close with unread client input arrives
+//!   whole (lingering close).
+//! - drain: a closing connection whose peer never reads ends after
+//!   lingering_timeout; serve_forever returns promptly after shutdown.
+//! - deadline: the request deadline closes a dribbling client only.
+//!
+//! See each sub-test's comment in the C file for the old behaviour.
+//!
+//! And one Rust test, `a_panicked_loop_releases_its_connections_and_jobs`:
+//! a Rust handler can panic on a loop thread (a C callback cannot), which
+//! used to lose that loop's connections (no on_close, still counted) and
+//! its posted jobs.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::DEFAULT_TIMEOUT;
+use socketserver::event::Conn;
+use socketserver::{Concurrency, Config, Handler, Request, Result, Server, Transport};
+
+/// Runs sub-test `subtest` of tests/c/<prog>.c.
+fn run(prog: &str, subtest: &str) {
+    common::run_subtest(
+        &format!("{prog}.c"),
+        subtest,
+        "SS_TEST_TMPDIR",
+        DEFAULT_TIMEOUT,
+    );
+}
+
+// One #[test] per C sub-test, and the table that `every_c_subtest_is_run`
+// compares with the program's `--list`.
+common::c_tests! {
+    super::run;
+    hardening_evconn {
+        eof_hup,
+        held_input,
+        fork_eof,
+        linger,
+        drain,
+        deadline,
+    }
+}
+
+/// Every sub-test the C program lists is run by a #[test] above, and the
+/// other way round, so that a new C sub-test cannot be forgotten.
+#[test]
+fn every_c_subtest_is_run() {
+    for (prog, subs) in C_SUBTESTS {
+        let listed: BTreeSet<String> = common::list_subtests(&format!("{prog}.c"))
+            .into_iter()
+            .collect();
+        let run: BTreeSet<String> = subs.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            listed, run,
+            "{prog}.c --list differs from the sub-tests run by tests/hardening_evconn.rs"
+        );
+    }
+}
+
+#[derive(Default)]
+struct Panicky {
+    server: OnceLock<Arc<Server>>,
+    opens: AtomicUsize,
+    closes: AtomicUsize,
+    quiet_conn: AtomicU64,
+    /// on_data calls for the quiet connection (its id may be 0).
+    quiet_data: AtomicUsize,
+    jobs_without_conn: Arc<AtomicUsize>,
+}
+
+impl Handler for Panicky {
+    fn handle(&self, _request: &mut Request) -> Result<()> {
+        unreachable!("event mode")
+    }
+
+    fn on_open(&self, _conn: &mut Conn) -> Result<()> {
+        self.opens.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn on_data(&self, conn: &mut Conn, data: &[u8]) -> Result<usize> {
+        if data == b"panic" {
+            // A job waiting in the mailbox when the loop dies.
+            let count = self.jobs_without_conn.clone();
+            let job = Box::new(move |conn: Option<&mut Conn>| {
+                if conn.is_none() {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            let server = self.server.get().expect("server set");
+            server
+                .post(self.quiet_conn.load(Ordering::SeqCst), job)
+                .expect("post");
+            panic!("a bug in the handler");
+        }
+        self.quiet_conn.store(conn.id(), Ordering::SeqCst);
+        self.quiet_data.fetch_add(1, Ordering::SeqCst);
+        Ok(data.len())
+    }
+
+    fn on_close(&self, _conn: &mut Conn) {
+        self.closes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_panicked_loop_releases_its_connections_and_jobs() {
+    let mut config = Config::new(Transport::Tcp, Concurrency::Event).unwrap();
+    config.set_threads(1).unwrap();
+    config.set_poll_interval(Duration::from_millis(50)).unwrap();
+    let handler = Arc::new(Panicky::default());
+    struct Shared(Arc<Panicky>);
+    impl Handler for Shared {
+        fn handle(&self, r: &mut Request) -> Result<()> {
+            self.0.handle(r)
+        }
+        fn on_open(&self, c: &mut Conn) -> Result<()> {
+            self.0.on_open(c)
+        }
+        fn on_data(&self, c: &mut Conn, d: &[u8]) -> Result<usize> {
+            self.0.on_data(c, d)
+        }
+        fn on_close(&self, c: &mut Conn) {
+            self.0.on_close(c)
+        }
+        fn handle_error(&self, _r: Option<&mut Request>, _e: &socketserver::Error) {}
+    }
+    let server = Server::new(&config, "127.0.0.1:0", Box::new(Shared(handler.clone()))).unwrap();
+    handler.server.set(server.clone()).ok().unwrap();
+    let serving = {
+        let server = server.clone();
+        std::thread::spawn(move || server.serve_forever())
+    };
+    let addr = format!("127.0.0.1:{}", server.port().unwrap());
+    let mut quiet = TcpStream::connect(&addr).unwrap();
+    quiet.write_all(b"hello").unwrap();
+    wait_until("the quiet connection's data", || {
+        handler.quiet_data.load(Ordering::SeqCst) == 1
+    });
+    let mut bad = TcpStream::connect(&addr).unwrap();
+    bad.write_all(b"panic").unwrap();
+
+    wait_until("on_close for both connections of the panicked loop", || {
+        handler.closes.load(Ordering::SeqCst) == 2
+    });
+    wait_until("the count to drop", || server.connections() == 0);
+    wait_until("the posted job to run without its connection", || {
+        handler.jobs_without_conn.load(Ordering::SeqCst) == 1
+    });
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+    assert_eq!(handler.closes.load(Ordering::SeqCst), 2);
+    server.close().unwrap();
+    drop((quiet, bad));
+}
