@@ -8,11 +8,15 @@
 //! - a shutdown asked for while no loop runs is kept, and the next
 //!   serve_forever or handle_request consumes it and returns at once;
 //! - close from another thread stops a running loop and waits for it, so
-//!   nothing polls a closed descriptor.
+//!   nothing polls a closed descriptor; it is single-flight: concurrent
+//!   callers never both wait for each other's threads;
+//! - in a forked request child, the calls that would take a lock another
+//!   parent thread may have held at fork time are refused before locking,
+//!   and the address is readable without a lock (set once, at bind).
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -35,13 +39,21 @@ enum Phase {
     Closed,
 }
 
+/// How far close has got: only one caller does the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseProgress {
+    NotStarted,
+    Running,
+    Done,
+}
+
 struct State {
     phase: Phase,
     socket: Option<Arc<Socket>>,
-    bound: Option<SockAddr>,
     unix_file: Option<UnixFile>,
     /// The thread inside serve_forever or handle_request, if any.
     serving: Option<ThreadId>,
+    close: CloseProgress,
 }
 
 pub struct Server {
@@ -55,6 +67,11 @@ pub struct Server {
     fileno: AtomicI32,
     state: Mutex<State>,
     loop_exited: Condvar,
+    /// Signalled when close's work is done, for concurrent closers.
+    close_done: Condvar,
+    /// The bound address: written once by bind, then read without a lock
+    /// (a forked child may read it whatever the parent's threads held).
+    bound: OnceLock<SockAddr>,
     datagram_buffer: Mutex<Vec<u8>>,
 }
 
@@ -92,11 +109,13 @@ impl Server {
             state: Mutex::new(State {
                 phase: Phase::Created,
                 socket: Some(Arc::new(socket)),
-                bound: None,
                 unix_file: None,
                 serving: None,
+                close: CloseProgress::NotStarted,
             }),
             loop_exited: Condvar::new(),
+            close_done: Condvar::new(),
+            bound: OnceLock::new(),
             datagram_buffer: Mutex::new(Vec::new()),
         });
         if config.bind_and_activate {
@@ -124,14 +143,18 @@ impl Server {
         self.waker.notify();
     }
 
-    /// Requests waiting in the thread pool's queue.
-    pub fn queued_requests(&self) -> usize {
-        self.workers.queued()
+    /// Requests waiting in the thread pool's queue. Refused in a forked
+    /// child (the queue's lock may have been held at fork time).
+    pub fn queued_requests(&self) -> Result<usize> {
+        refuse_in_forked_child("queued_requests")?;
+        Ok(self.workers.queued())
     }
 
-    /// Handler threads and child processes still running.
-    pub fn live_workers(&self) -> (usize, usize) {
-        self.workers.live()
+    /// Handler threads and child processes still running. Refused in a
+    /// forked child, as queued_requests.
+    pub fn live_workers(&self) -> Result<(usize, usize)> {
+        refuse_in_forked_child("live_workers")?;
+        Ok(self.workers.live())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -140,9 +163,33 @@ impl Server {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The state lock for a public call: refused, before locking, in a
+    /// forked child, where another parent thread may have held it at fork
+    /// time and nothing would ever release it.
+    fn lock_for(&self, what: &str) -> Result<MutexGuard<'_, State>> {
+        refuse_in_forked_child(what)?;
+        Ok(self.lock())
+    }
+
+    /// Right after fork, in the child: closes the child's copies of what
+    /// belongs to the serving parent, so that the parent's close really
+    /// frees the port while the child still runs. A datagram request
+    /// replies through the server socket, so that one stays open there.
+    pub(crate) fn release_in_forked_child(&self) {
+        if self.config.transport.is_stream() {
+            let fd = self.fileno.swap(-1, Ordering::SeqCst);
+            if fd >= 0 {
+                // The Socket in State still names this number, but is never
+                // dropped in the child (it leaves with `_exit`).
+                crate::sys::close_raw(fd);
+            }
+        }
+        self.waker.close_in_forked_child();
+    }
+
     /// Python's server_bind: binds and records the real address.
     pub fn bind(&self) -> Result<()> {
-        let mut st = self.lock();
+        let mut st = self.lock_for("bind")?;
         match st.phase {
             Phase::Created => {}
             Phase::Closed => return Err(closed()),
@@ -150,7 +197,8 @@ impl Server {
         }
         let socket = st.socket.clone().ok_or_else(closed)?;
         let (bound, file) = transport::bind(&socket, &self.address)?;
-        st.bound = Some(bound);
+        // Phase::Created is left once, under the lock: set only here.
+        let _ = self.bound.set(bound);
         st.unix_file = file;
         st.phase = Phase::Bound;
         Ok(())
@@ -158,7 +206,7 @@ impl Server {
 
     /// Python's server_activate: listen for stream transports.
     pub fn activate(&self) -> Result<()> {
-        let mut st = self.lock();
+        let mut st = self.lock_for("activate")?;
         match st.phase {
             Phase::Bound => {}
             Phase::Created => {
@@ -178,12 +226,11 @@ impl Server {
         self.fileno.load(Ordering::SeqCst)
     }
 
-    /// The bound address as a string, port 0 resolved.
+    /// The bound address as a string, port 0 resolved. Takes no lock.
     pub fn address(&self) -> Result<String> {
-        let st = self.lock();
-        match &st.bound {
+        match self.bound.get() {
             Some(a) => Ok(format_sockaddr(a)),
-            None if st.phase == Phase::Closed => Err(closed()),
+            None if self.fileno() < 0 => Err(closed()),
             None => Err(Error::wrong_state("the server is not bound yet")),
         }
     }
@@ -195,9 +242,8 @@ impl Server {
                 "Unix sockets have no port",
             ));
         }
-        let st = self.lock();
-        st.bound
-            .as_ref()
+        self.bound
+            .get()
             .and_then(|a| a.as_socket())
             .map(|a| a.port())
             .ok_or_else(|| Error::wrong_state("the server is not bound yet"))
@@ -215,7 +261,7 @@ impl Server {
     }
 
     fn enter_loop(&self) -> Result<(Arc<Socket>, LoopGuard<'_>)> {
-        let mut st = self.lock();
+        let mut st = self.lock_for("serving")?;
         match st.phase {
             Phase::Active => {}
             Phase::Closed => return Err(closed()),
@@ -377,6 +423,7 @@ impl Server {
                 "posting to a connection needs event mode",
             ));
         }
+        refuse_in_forked_child("post")?;
         self.workers.events().post(conn_id, job)
     }
 
@@ -430,21 +477,29 @@ impl Server {
 
     /// Python's server_close: stops a loop running in another thread, waits
     /// for it, closes the socket and removes the Unix socket file it made.
-    /// Idempotent. Refused on the serving thread itself (from a handler or
-    /// hook) and on event loop threads, where waiting for the loop would
-    /// deadlock.
+    /// Idempotent and single-flight: the first caller does the work; a
+    /// concurrent caller waits until that is done, except one of this
+    /// server's own handler threads or pool workers, which returns at once
+    /// (the first caller may be waiting for that very thread). Refused on
+    /// the serving thread itself (from a handler or hook), on event loop
+    /// threads, where waiting for the loop would deadlock, and in a forked
+    /// child (before taking any lock).
     pub fn close(&self) -> Result<()> {
-        let mut st = self.lock();
-        if st.phase == Phase::Closed {
-            return Ok(());
-        }
-        // A request's child has a copy of the server, not the server: its
-        // loop thread does not exist there, and the socket file is the
-        // parent's.
-        if in_forked_child() {
-            return Err(Error::wrong_state(
-                "close called in a forked request child; the server belongs to the parent process",
-            ));
+        let mut st = self.lock_for("close")?;
+        match st.close {
+            CloseProgress::Done => return Ok(()),
+            CloseProgress::Running => {
+                if current_worker_is(WorkerKind::JoinableThread, self)
+                    || current_worker_is(WorkerKind::PoolWorker, self)
+                {
+                    return Ok(());
+                }
+                while st.close != CloseProgress::Done {
+                    st = self.close_done.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                return Ok(());
+            }
+            CloseProgress::NotStarted => {}
         }
         // Waiting for the loop from inside it would wait for itself.
         if st.serving == Some(thread::current().id())
@@ -455,8 +510,13 @@ impl Server {
                  event callback); call shutdown there and close after serve_forever returns",
             ));
         }
+        st.close = CloseProgress::Running;
+        drop(st);
+        // Marks close done and wakes concurrent closers, even on a panic.
+        let _done = CloseDone { server: self };
         self.closing.store(true, Ordering::SeqCst);
         self.waker.notify();
+        let mut st = self.lock();
         while st.serving.is_some() {
             st = self.loop_exited.wait(st).unwrap_or_else(|p| p.into_inner());
         }
@@ -486,11 +546,34 @@ struct LoopGuard<'a> {
     server: &'a Server,
 }
 
+/// Ends a close in progress: concurrent closers may return.
+struct CloseDone<'a> {
+    server: &'a Server,
+}
+
+impl Drop for CloseDone<'_> {
+    fn drop(&mut self) {
+        self.server.lock().close = CloseProgress::Done;
+        self.server.close_done.notify_all();
+    }
+}
+
 impl Drop for LoopGuard<'_> {
     fn drop(&mut self) {
         self.server.lock().serving = None;
         self.server.loop_exited.notify_all();
     }
+}
+
+/// What a forked request child may not do: it has a copy of the server,
+/// whose locks another parent thread may have held at fork time.
+fn refuse_in_forked_child(what: &str) -> Result<()> {
+    if in_forked_child() {
+        return Err(Error::wrong_state(format!(
+            "{what} called in a forked request child; the server belongs to the parent process"
+        )));
+    }
+    Ok(())
 }
 
 fn closed() -> Error {

@@ -310,7 +310,7 @@ pub unsafe extern "C" fn ss_server_live_workers(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let (threads, children) = unsafe { server_ref(server) }?.live_workers();
+        let (threads, children) = unsafe { server_ref(server) }?.live_workers()?;
         // SAFETY: each is NULL or writable per the contract.
         unsafe {
             if !out_threads.is_null() {
@@ -333,7 +333,7 @@ pub unsafe extern "C" fn ss_server_queued_requests(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let queued = unsafe { server_ref(server) }?.queued_requests();
+        let queued = unsafe { server_ref(server) }?.queued_requests()?;
         // SAFETY: writable per the contract.
         unsafe { write_out(out_queued, "out_queued", queued) }
     })
