@@ -486,22 +486,11 @@ impl Server {
     /// child (before taking any lock).
     pub fn close(&self) -> Result<()> {
         let mut st = self.lock_for("close")?;
-        match st.close {
-            CloseProgress::Done => return Ok(()),
-            CloseProgress::Running => {
-                if current_worker_is(WorkerKind::JoinableThread, self)
-                    || current_worker_is(WorkerKind::PoolWorker, self)
-                {
-                    return Ok(());
-                }
-                while st.close != CloseProgress::Done {
-                    st = self.close_done.wait(st).unwrap_or_else(|p| p.into_inner());
-                }
-                return Ok(());
-            }
-            CloseProgress::NotStarted => {}
+        if st.close == CloseProgress::Done {
+            return Ok(());
         }
-        // Waiting for the loop from inside it would wait for itself.
+        // Waiting for the loop from inside it would wait for itself (and so
+        // would waiting for a close that waits for this loop).
         if st.serving == Some(thread::current().id())
             || current_worker_is(WorkerKind::EventLoop, self)
         {
@@ -509,6 +498,18 @@ impl Server {
                 "close called from inside this server's own loop (a handler, hook or \
                  event callback); call shutdown there and close after serve_forever returns",
             ));
+        }
+        if st.close == CloseProgress::Running {
+            // The close under way may be waiting for this very thread.
+            if current_worker_is(WorkerKind::JoinableThread, self)
+                || current_worker_is(WorkerKind::PoolWorker, self)
+            {
+                return Ok(());
+            }
+            while st.close != CloseProgress::Done {
+                st = self.close_done.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            return Ok(());
         }
         st.close = CloseProgress::Running;
         drop(st);

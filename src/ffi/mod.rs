@@ -117,6 +117,26 @@ pub enum ss_concurrency {
     /// your own), nor start threads that must outlive the request; plain
     /// request I/O, malloc, and async-signal-safe calls are fine. Writes to
     /// shared state stay in the child (Python's note: use threads for that).
+    ///
+    /// What a request child (here, or of a fork hand-off in any mode) may
+    /// call: the ss_request_* functions on its request, ss_server_address(),
+    /// ss_server_port(), ss_server_fileno(), ss_server_user_data(),
+    /// ss_server_connections(), ss_last_error_message(), ss_status_str()
+    /// and ss_version(). Every other ss_server_* call is refused there with
+    /// SS_ERR_WRONG_STATE before it takes any lock, so none can hang on a
+    /// lock another parent thread held at fork time (ss_server_free() is
+    /// reported on stderr and ignored). Right after fork the child closes
+    /// its copy of this server's listening socket (stream transports; a
+    /// datagram child replies through the server socket, so it keeps it;
+    /// ss_server_fileno() then gives -1) and of the loop's wake-up eventfd,
+    /// so that ss_server_close() in the parent frees the port while children
+    /// still run. Descriptors of other servers in the process are not
+    /// closed in the child. Children are counted against
+    /// ss_config_set_max_children() and reaped through a pidfd, so a child
+    /// that the host reaped itself and whose pid the host reused is not
+    /// waited for (only a reuse within microseconds of the fork, before the
+    /// pidfd is open, could still be mistaken; kernels before Linux 5.3 have
+    /// no pidfd, and reaping falls back to the pid).
     SS_FORKING = 2,
     /// A fixed pool of worker threads (ss_config_set_threads(), default one
     /// per core) running the same blocking callbacks as SS_THREADING, fed by

@@ -171,10 +171,18 @@ pub unsafe extern "C" fn ss_server_handle_request(server: *mut ss_server) -> ss_
 ///
 /// Safe from any thread, from inside a handler or hook of this server
 /// (Python deadlocks there), and from a signal handler: it is
-/// async-signal-safe (an atomic store and one write(2)). For that reason it
-/// never sets the detail message. Returns SS_ERR_NULL_POINTER for NULL, and
-/// SS_ERR_WRONG_STATE in a forked request child (SS_FORKING or a fork
-/// hand-off), whose copy of the server cannot stop the parent's loop.
+/// async-signal-safe (an atomic store and one write(2)), and leaves `errno`
+/// as it found it. For that reason it never sets the detail message.
+/// Returns SS_ERR_NULL_POINTER for NULL, and SS_ERR_WRONG_STATE in a forked
+/// request child (SS_FORKING or a fork hand-off), whose copy of the server
+/// cannot stop the parent's loop.
+///
+/// Not safe against a concurrent or earlier ss_server_free() (the memory is
+/// gone): a signal handler should read the server from a global that you
+/// set to NULL before ss_server_free() (NULL is refused harmlessly), and the
+/// signal must be handled on the thread that frees the server (block it in
+/// every other thread, e.g. with pthread_sigmask() before creating
+/// threads), so that the handler cannot be running meanwhile.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status {
     // No panic boundary or detail message on purpose: neither is
@@ -196,13 +204,22 @@ pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status
 /// (only if the path still holds that same socket; anything else at the path
 /// is left alone). Afterwards ss_server_fileno() returns -1 and serving
 /// returns SS_ERR_CLOSED. Then, with block_on_close (the default), waits
-/// for handler threads (not daemon ones) and child processes still running;
-/// see ss_config_set_block_on_close(). Closing twice is fine. Thread-safe, but refused
-/// with SS_ERR_WRONG_STATE from inside this server's own loop (a handler or
-/// hook on the serving thread, or an SS_EVENT callback): call
-/// ss_server_shutdown() there instead. Also refused in a forked request
-/// child (SS_FORKING or a fork hand-off), which has a copy of the server,
-/// not the server.
+/// for handler threads (not daemon ones), the other pool workers and child
+/// processes still running; see ss_config_set_block_on_close().
+///
+/// Closing twice is fine, and close is single-flight: the first caller
+/// does the work. A call while that close runs waits until it has finished
+/// and then returns SS_OK, except when it comes from one of this server's
+/// own handler threads (SS_THREADING, hand-off threads) or pool workers:
+/// that call returns SS_OK at once, without waiting, because the first
+/// close may be waiting for that very thread; the close is then still in
+/// progress. Later calls return SS_OK at once.
+///
+/// Thread-safe, but refused with SS_ERR_WRONG_STATE from inside this
+/// server's own loop (a handler or hook on the serving thread, or an
+/// SS_EVENT callback): call ss_server_shutdown() there instead. Also refused,
+/// before taking any lock, in a forked request child (SS_FORKING or a fork
+/// hand-off), which has a copy of the server, not the server.
 /// The server's memory stays until ss_server_free().
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
@@ -212,8 +229,17 @@ pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
 
 /// Closes the server if needed and releases the caller's reference. NULL is
 /// a no-op. The user data's finalizer runs once no request uses the server
-/// any more (at once in SS_SYNC mode). Must be called exactly once per
-/// server, when no other thread is inside a call on it. Where
+/// any more: when close waited for every request (block_on_close, no daemon
+/// threads), it has run exactly once, on this thread, by the time this
+/// returns; requests left running (daemon threads, block_on_close off, a
+/// free from a handler thread) run it when the last of them ends.
+///
+/// Must be called exactly once per server, when no other thread is inside a
+/// call on it or may still start one: the memory is released here, and a
+/// later call through the same pointer (e.g. ss_server_post() from a worker
+/// thread, ss_server_shutdown() from a signal handler) is undefined
+/// behaviour. Join or stop such threads first, and clear the pointer a
+/// signal handler reads before freeing (see ss_server_shutdown()). Where
 /// ss_server_close() is refused (on the serving thread, in an SS_EVENT
 /// callback, in a forked child) this is reported on stderr and ignored,
 /// leaking the server rather than freeing memory still in use. From a
@@ -239,8 +265,9 @@ pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
 }
 
 /// The server socket's file descriptor (Python's fileno), for use with your
-/// own poll loop or setsockopt; -1 once closed or for NULL. The server owns
-/// it: do not close it. Thread-safe.
+/// own poll loop or setsockopt; -1 once closed or for NULL (and in a forked
+/// request child of a stream server, which closes its copy). The server
+/// owns it: do not close it. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_fileno(server: *const ss_server) -> c_int {
     // SAFETY: forwarded contract.
@@ -253,7 +280,8 @@ pub unsafe extern "C" fn ss_server_fileno(server: *const ss_server) -> c_int {
 /// into `*out_len` (optional). If `cap` is too small, nothing is copied,
 /// `*out_len` still receives the length needed, and SS_ERR_BUFFER_TOO_SMALL
 /// is returned (pass NULL, 0 to ask for the length). SS_ERR_WRONG_STATE
-/// before bind. Thread-safe.
+/// before bind. Thread-safe; takes no lock (the address is fixed at bind),
+/// so it also works in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_address(
     server: *const ss_server,
@@ -270,7 +298,8 @@ pub unsafe extern "C" fn ss_server_address(
 }
 
 /// Writes the bound port (port 0 resolved) to `*out_port`. SS_ERR_UNSUPPORTED
-/// for Unix transports, SS_ERR_WRONG_STATE before bind. Thread-safe.
+/// for Unix transports, SS_ERR_WRONG_STATE before bind. Thread-safe; takes
+/// no lock, so it also works in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_port(server: *const ss_server, out_port: *mut u16) -> ss_status {
     guard(|| {
@@ -301,7 +330,8 @@ pub(crate) fn user_data_of(server: &Server) -> *mut c_void {
 /// Writes how many handler threads (SS_THREADING and hand-off threads) and
 /// child processes (SS_FORKING and hand-off children, not yet reaped) are
 /// live; either out-pointer may be NULL. Python's active_children, for
-/// monitoring and tests. Thread-safe.
+/// monitoring and tests. Thread-safe. SS_ERR_WRONG_STATE in a forked request
+/// child (the counts' locks may have been held at fork time).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_live_workers(
     server: *const ss_server,
@@ -325,7 +355,8 @@ pub unsafe extern "C" fn ss_server_live_workers(
 }
 
 /// Writes how many accepted requests wait in the SS_THREAD_POOL queue for a
-/// free worker (0 in other modes). Thread-safe.
+/// free worker (0 in other modes). Thread-safe. SS_ERR_WRONG_STATE in a
+/// forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_queued_requests(
     server: *const ss_server,
@@ -356,10 +387,11 @@ unsafe impl Send for PostedJob {}
 /// `conn_id` (from ss_conn_id()), soon, with the connection — e.g. to write
 /// a result computed on another thread — or with `conn` NULL if the
 /// connection closed first. This is how other threads wake a connection.
-/// Thread-safe (from any thread, and from callbacks). Returns
-/// SS_ERR_WRONG_STATE when the server is not serving (the job is then
-/// never called and `arg` stays the caller's), SS_ERR_UNSUPPORTED in other
-/// modes.
+/// Thread-safe (from any thread, and from callbacks), but not against a
+/// concurrent ss_server_free(): stop the threads that post before freeing.
+/// Returns SS_ERR_WRONG_STATE when the server is not serving (the job is
+/// then never called and `arg` stays the caller's), SS_ERR_UNSUPPORTED in
+/// other modes.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_post(
     server: *const ss_server,
