@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use socket2::{SockAddr, Socket};
 
 use crate::address::{format_sockaddr, ServerAddress};
-use crate::concurrency::{current_worker_is, in_forked_child, WorkerKind, Workers};
+use crate::concurrency::{current_worker_is, in_forked_child, ChildCloses, WorkerKind, Workers};
 use crate::config::{Concurrency, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::Handler;
@@ -49,6 +49,9 @@ enum CloseProgress {
 
 struct State {
     phase: Phase,
+    /// The socket's entry among the descriptors request children close:
+    /// declared before `socket`, so that it is dropped first.
+    socket_in_children: Option<ChildCloses>,
     socket: Option<Arc<Socket>>,
     unix_file: Option<UnixFile>,
     /// The thread inside serve_forever or handle_request, if any.
@@ -61,6 +64,11 @@ pub struct Server {
     address: ServerAddress,
     handler: Box<dyn Handler>,
     workers: Workers,
+    /// As `socket_in_children`, for the waker (dropped before it).
+    waker_in_children: ChildCloses,
+    /// Whether the socket got a place among the descriptors children
+    /// close (readable without the state lock).
+    socket_registered: bool,
     waker: Waker,
     shutdown_requested: AtomicBool,
     closing: AtomicBool,
@@ -97,17 +105,22 @@ impl Server {
     pub fn new(config: &Config, address: &str, handler: Box<dyn Handler>) -> Result<Arc<Server>> {
         let parsed = ServerAddress::parse(address, config.transport.is_unix())?;
         let socket = transport::create_socket(config, &parsed)?;
+        let waker = Waker::new()?;
+        let socket_in_children = ChildCloses::register(socket.as_raw_fd());
         let server = Arc::new(Server {
             config: config.clone(),
             address: parsed,
             handler,
             workers: Workers::new(config),
-            waker: Waker::new()?,
+            waker_in_children: ChildCloses::register(waker.fd()),
+            waker,
+            socket_registered: socket_in_children.is_registered(),
             shutdown_requested: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             fileno: AtomicI32::new(socket.as_raw_fd()),
             state: Mutex::new(State {
                 phase: Phase::Created,
+                socket_in_children: Some(socket_in_children),
                 socket: Some(Arc::new(socket)),
                 unix_file: None,
                 serving: None,
@@ -173,18 +186,23 @@ impl Server {
 
     /// Right after fork, in the child: closes the child's copies of what
     /// belongs to the serving parent, so that the parent's close really
-    /// frees the port while the child still runs. A datagram request
+    /// frees the port while the child still runs (the registered ones are
+    /// closed with every other server's by the caller). A datagram request
     /// replies through the server socket, so that one stays open there.
     pub(crate) fn release_in_forked_child(&self) {
+        // Read without the state lock, which another parent thread may
+        // have held at fork time.
         if self.config.transport.is_stream() {
             let fd = self.fileno.swap(-1, Ordering::SeqCst);
-            if fd >= 0 {
+            if fd >= 0 && !self.socket_registered {
                 // The Socket in State still names this number, but is never
                 // dropped in the child (it leaves with `_exit`).
                 crate::sys::close_raw(fd);
             }
         }
-        self.waker.close_in_forked_child();
+        if !self.waker_in_children.is_registered() {
+            self.waker.close_in_forked_child();
+        }
     }
 
     /// Python's server_bind: binds and records the real address.
@@ -522,6 +540,8 @@ impl Server {
             st = self.loop_exited.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.phase = Phase::Closed;
+        // Out of the children's table before the descriptor can close.
+        st.socket_in_children = None;
         st.socket = None;
         self.fileno.store(-1, Ordering::SeqCst);
         if let Some(file) = st.unix_file.take() {

@@ -4,7 +4,6 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -89,19 +88,13 @@ pub fn wait_ready(
 #[derive(Debug)]
 pub struct Waker {
     fd: EventFd,
-    /// Set in a forked child once its copy of the descriptor is closed:
-    /// the number may then belong to something else of the child's.
-    closed_in_child: AtomicBool,
 }
 
 impl Waker {
     pub fn new() -> Result<Self> {
         let fd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|e| Error::io("eventfd", e.into()))?;
-        Ok(Waker {
-            fd,
-            closed_in_child: AtomicBool::new(false),
-        })
+        Ok(Waker { fd })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -109,7 +102,9 @@ impl Waker {
     }
 
     pub fn notify(&self) {
-        if self.closed_in_child.load(Ordering::Relaxed) {
+        // A forked request child closes its copies of the loops' eventfds
+        // (the loops are the parent's): the number may be reused there.
+        if crate::concurrency::in_forked_child() {
             return;
         }
         let saved = Errno::last_raw();
@@ -127,13 +122,11 @@ impl Waker {
     }
 
     /// In a forked child: closes the child's copy of the eventfd, which
-    /// belongs to the parent's loop, and makes `notify` a no-op. The
+    /// belongs to the parent's loop (`notify` does nothing in a child). The
     /// `EventFd` itself is never dropped there (the child leaves with
     /// `_exit`), so the number is not closed twice.
     pub fn close_in_forked_child(&self) {
-        if !self.closed_in_child.swap(true, Ordering::Relaxed) {
-            close_raw(self.fd());
-        }
+        close_raw(self.fd());
     }
 }
 

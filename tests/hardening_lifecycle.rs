@@ -8,9 +8,9 @@
 //!
 //! - close_race: two handler threads closing at once both return (close
 //!   is single-flight).
-//! - child_listener: a forked request child closes the listening socket:
-//!   after close a connect is refused and the port can be bound again
-//!   while the child runs.
+//! - child_listener: a forked request child closes the listening sockets
+//!   and eventfds of the process's servers: after close a connect is
+//!   refused and the port can be bound again while the child runs.
 //! - child_getters: calls a forked child makes answer (or are refused)
 //!   without hanging on a lock another parent thread held at fork time.
 //! - handoff_cap: max_children bounds fork hand-offs in SS_THREADING.

@@ -18,9 +18,9 @@
 //! mode: a slot is reserved before fork, so racing handler threads cannot
 //! overshoot it.
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use nix::errno::Errno;
@@ -39,6 +39,59 @@ static IN_FORKED_CHILD: AtomicBool = AtomicBool::new(false);
 
 pub(crate) fn in_forked_child() -> bool {
     IN_FORKED_CHILD.load(Ordering::Relaxed)
+}
+
+/// How many descriptors of live servers (listening sockets, loop eventfds)
+/// a request child can close for the whole process; more are left open in
+/// children (the child's own server's are closed anyway).
+const INHERITED_SLOTS: usize = 64;
+
+/// Descriptors that belong to the parent's servers, which a request child
+/// closes right after fork: a lock-free table, since a child may not take
+/// locks. A slot is cleared before its descriptor is closed, so the table
+/// never names a closed (or reused) number at fork time.
+static INHERITED: [AtomicI32; INHERITED_SLOTS] = [const { AtomicI32::new(-1) }; INHERITED_SLOTS];
+
+/// A descriptor's place in the table; dropping it (before the descriptor
+/// is closed) takes it out.
+#[derive(Debug)]
+pub(crate) struct ChildCloses {
+    slot: Option<usize>,
+}
+
+impl ChildCloses {
+    /// Registers `fd` to be closed in every request child (if a slot is
+    /// free).
+    pub(crate) fn register(fd: RawFd) -> Self {
+        let slot = INHERITED.iter().position(|s| {
+            s.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        });
+        ChildCloses { slot }
+    }
+
+    pub(crate) fn is_registered(&self) -> bool {
+        self.slot.is_some()
+    }
+}
+
+impl Drop for ChildCloses {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            INHERITED[slot].store(-1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// In a request child: closes every registered descriptor but `keep` (a
+/// datagram server's socket, which its request replies through).
+fn close_inherited(keep: RawFd) {
+    for slot in &INHERITED {
+        let fd = slot.swap(-1, Ordering::SeqCst);
+        if fd >= 0 && fd != keep {
+            crate::sys::close_raw(fd);
+        }
+    }
 }
 
 /// One child of ours, until reaped.
@@ -124,9 +177,10 @@ impl ChildTracker {
             Ok(ForkResult::Child) => {
                 IN_FORKED_CHILD.store(true, Ordering::Relaxed);
                 let server = request.server().clone();
-                // The listening socket and the loop's eventfd are the
-                // parent's: the port must close when the parent closes it.
+                // The listening sockets and the loops' eventfds are the
+                // parent's: a port must close when the parent closes it.
                 server.release_in_forked_child();
+                close_inherited(server.fileno());
                 let status = match catch_unwind(AssertUnwindSafe(|| work(request))) {
                     Ok(Ok(())) => 0,
                     // Already reported through handle_error, in this child.

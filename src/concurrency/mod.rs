@@ -19,8 +19,8 @@ use crate::handler::{finish_request, run_request};
 use crate::request::{HandOff, HandOffTarget, Request};
 use crate::server::Server;
 
-pub(crate) use forking::in_forked_child;
 use forking::ChildTracker;
+pub(crate) use forking::{in_forked_child, ChildCloses};
 use pool::ThreadPool;
 pub(crate) use threading::report_panic;
 use threading::ThreadTracker;

@@ -5,9 +5,9 @@
  *
  * - close_race: two handler threads close the server at once; both return
  *   (it deadlocked: each handler waited in wait_idle for the other).
- * - child_listener: a forked request child does not keep the listening
- *   socket: after close, a connect is refused and the port can be bound
- *   again while the child still runs.
+ * - child_listener: a forked request child keeps no listening socket or
+ *   eventfd of the process's servers: after close, a connect is refused
+ *   and the port can be bound again while the child still runs.
  * - child_getters: children call address, port, live_workers,
  *   queued_requests, post and close while a parent thread hammers the
  *   server's state lock; no child hangs.
@@ -188,30 +188,74 @@ static int connect_errno(const char *addr)
     return err;
 }
 
+/* How many descriptors of process `pid` are eventfds, and how many are the
+ * same open socket as this process's `fd_a` or `fd_b`. */
+static void count_fds_of(pid_t pid, int fd_a, int fd_b, int *eventfds, int *listeners)
+{
+    char dir[64];
+    DIR *d;
+    struct dirent *e;
+    struct stat a, b;
+    CHECK_SYS(fstat(fd_a, &a));
+    CHECK_SYS(fstat(fd_b, &b));
+    *eventfds = *listeners = 0;
+    snprintf(dir, sizeof dir, "/proc/%ld/fd", (long)pid);
+    d = opendir(dir);
+    CHECK(d != NULL);
+    while ((e = readdir(d)) != NULL) {
+        char path[400], target[128];
+        struct stat st;
+        ssize_t n;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        n = readlink(path, target, sizeof target - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        if (strcmp(target, "anon_inode:[eventfd]") == 0)
+            (*eventfds)++;
+        else if (stat(path, &st) == 0 && ((st.st_dev == a.st_dev && st.st_ino == a.st_ino) ||
+                                          (st.st_dev == b.st_dev && st.st_ino == b.st_ino)))
+            (*listeners)++;
+    }
+    closedir(d);
+}
+
 static void child_listener(void)
 {
     tu_runner runner;
-    char addr[128], line[64];
+    char addr[128], other_addr[128], line[64];
     ss_config *config = tcp_config(SS_FORKING, report_pid_then_echo);
-    ss_server *server, *again = NULL;
+    ss_server *server, *other, *again = NULL;
     pid_t child;
-    int status, conn;
+    int status, conn, eventfds, listeners;
     CHECK_OK(ss_config_set_block_on_close(config, false));
     CHECK_OK(ss_config_set_reuse_address(config, true));
     server = tu_server(config, "127.0.0.1:0", NULL);
+    /* Another server of the process, which the child must not keep either. */
+    other = tu_server(config, "127.0.0.1:0", NULL);
     tu_server_addr(server, addr, sizeof addr);
+    tu_server_addr(other, other_addr, sizeof other_addr);
     tu_serve_in_thread(&runner, server);
     conn = tu_connect(SOCK_STREAM, addr, NULL);
     tu_recv_line(conn, line, sizeof line);
     child = (pid_t)atol(line);
     CHECK(child > 0);
+    /* The child has its connection and nothing of the servers': old
+     * behaviour, both listeners and both eventfds. */
+    count_fds_of(child, ss_server_fileno(server), ss_server_fileno(other), &eventfds, &listeners);
+    CHECK_EQ(eventfds, 0);
+    CHECK_EQ(listeners, 0);
     CHECK_OK(ss_server_close(server));
     CHECK_ST(tu_runner_join(&runner, 5000), SS_ERR_CLOSED);
+    ss_server_free(other);
     /* The child is still in its handler. Old behaviour: its copy of the
      * listening socket still accepted connections, and the port could not
      * be bound again. */
     CHECK_EQ(connect_errno(addr), ECONNREFUSED);
+    CHECK_EQ(connect_errno(other_addr), ECONNREFUSED);
     CHECK_OK(ss_server_new(config, addr, NULL, NULL, &again));
+    ss_server_free(again);
+    CHECK_OK(ss_server_new(config, other_addr, NULL, NULL, &again));
     ss_server_free(again);
     ss_config_free(config);
     /* Now let the child finish; the host reaps it (close did not wait). */
