@@ -213,12 +213,14 @@ typedef enum ss_concurrency {
    * SS_ERR_WRONG_STATE before it takes any lock, so none can hang on a
    * lock another parent thread held at fork time (ss_server_free() is
    * reported on stderr and ignored). Right after fork the child closes
-   * its copy of this server's listening socket (stream transports; a
-   * datagram child replies through the server socket, so it keeps it;
-   * ss_server_fileno() then gives -1) and of the loop's wake-up eventfd,
-   * so that ss_server_close() in the parent frees the port while children
-   * still run. Descriptors of other servers in the process are not
-   * closed in the child. Children are counted against
+   * its copies of the listening sockets and wake-up eventfds of the
+   * process's servers (of its own server in any case, of the others as
+   * long as fewer than 32 servers are alive), so that ss_server_close()
+   * in the parent frees a port while children still run. A datagram
+   * child keeps its own server's socket, which its reply goes through;
+   * a stream child's ss_server_fileno() gives -1. Event loops' epoll
+   * descriptors and other requests' connections stay open in the child
+   * until it exits. Children are counted against
    * ss_config_set_max_children() and reaped through a pidfd, so a child
    * that the host reaped itself and whose pid the host reused is not
    * waited for (only a reuse within microseconds of the fork, before the
