@@ -28,6 +28,7 @@
  */
 #include "testutil.h"
 
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -564,7 +565,8 @@ static int quick_child(ss_request *request, void *user)
 }
 
 /* Forks a host child that waits for a byte on `release` and exits 7, with
- * pid `want` if the kernel lets us pick it (ns_last_pid); returns its pid. */
+ * pid `want` (set through ns_last_pid, in the private pid namespace that
+ * pid_reuse runs in); returns its pid. */
 static pid_t fork_host_child(pid_t want, int release)
 {
     int attempt;
@@ -574,8 +576,7 @@ static pid_t fork_host_child(pid_t want, int release)
         char text[32];
         int n = snprintf(text, sizeof text, "%ld", (long)want - 1);
         if (f < 0 || write(f, text, (size_t)n) != n)
-            TU_FAIL("pid_reuse needs to write /proc/sys/kernel/ns_last_pid (root in the pid "
-                    "namespace) to reuse a pid");
+            TU_FAIL("cannot write /proc/sys/kernel/ns_last_pid in the test's pid namespace");
         close(f);
         pid = fork();
         CHECK_SYS(pid);
@@ -606,7 +607,7 @@ static void *close_on_thread(void *arg)
     return &status;
 }
 
-static void pid_reuse(void)
+static void pid_reuse_scenario(void)
 {
     tu_runner runner;
     char addr[128], line[64];
@@ -653,6 +654,30 @@ static void pid_reuse(void)
     close(pipefd[0]);
     close(pipefd[1]);
     ss_server_free(server);
+    /* No child left (/proc shows the outer namespace's pids, so ask
+     * waitpid). */
+    CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);
+}
+
+/* The scenario runs as pid 1 of a pid namespace of its own, where pids are
+ * handed out predictably and only this test uses them: as root, or in a
+ * user namespace of its own (unprivileged user namespaces enabled). */
+static void pid_reuse(void)
+{
+    pid_t scenario;
+    int status;
+    if (unshare(CLONE_NEWPID) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWPID) != 0)
+        TU_FAIL("pid_reuse needs a private pid namespace: run as root or enable unprivileged "
+                "user namespaces (sysctl kernel.unprivileged_userns_clone=1)");
+    scenario = fork();
+    CHECK_SYS(scenario);
+    if (scenario == 0) {
+        pid_reuse_scenario();
+        _exit(0);
+    }
+    CHECK(waitpid(scenario, &status, 0) == scenario);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        TU_FAIL("the pid_reuse scenario failed (status %#x; its message is above)", status);
     check_no_children();
 }
 
