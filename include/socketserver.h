@@ -987,12 +987,14 @@ enum ss_status ss_server_handle_request(struct ss_server *server);
  * request child (SS_FORKING or a fork hand-off), whose copy of the server
  * cannot stop the parent's loop.
  *
- * Not safe against a concurrent or earlier ss_server_free() (the memory is
- * gone): a signal handler should read the server from a global that you
- * set to NULL before ss_server_free() (NULL is refused harmlessly), and the
- * signal must be handled on the thread that frees the server (block it in
- * every other thread, e.g. with pthread_sigmask() before creating
- * threads), so that the handler cannot be running meanwhile.
+ * A call racing ss_server_free() on another thread, or made after it (a
+ * signal handler holding a stale pointer), returns SS_ERR_CLOSED without
+ * touching freed memory: the library keeps a lock-free table of live
+ * handles, and free waits for the calls already inside. The one case it
+ * cannot tell apart: once ss_server_new() has returned a new server at the
+ * same address, a stale pointer reaches that server. So still clear the
+ * pointer a signal handler reads (set it to NULL before
+ * ss_server_free(); NULL is refused harmlessly).
  */
 enum ss_status ss_server_shutdown(struct ss_server *server);
 
@@ -1031,12 +1033,12 @@ enum ss_status ss_server_close(struct ss_server *server);
  * returns; requests left running (daemon threads, block_on_close off, a
  * free from a handler thread) run it when the last of them ends.
  *
- * Must be called exactly once per server, when no other thread is inside a
- * call on it or may still start one: the memory is released here, and a
- * later call through the same pointer (e.g. ss_server_post() from a worker
- * thread, ss_server_shutdown() from a signal handler) is undefined
- * behaviour. Join or stop such threads first, and clear the pointer a
- * signal handler reads before freeing (see ss_server_shutdown()). Where
+ * Must be called exactly once per server. Only ss_server_shutdown() and
+ * ss_server_post() may race it or come after it: they return
+ * SS_ERR_CLOSED (free waits for those already inside; see
+ * ss_server_shutdown() for the one limit). Every other call must have
+ * returned before free starts and must not follow it: the memory is
+ * released here. Where
  * ss_server_close() is refused (on the serving thread, in an SS_EVENT
  * callback, in a forked child) this is reported on stderr and ignored,
  * leaking the server rather than freeing memory still in use. From a
@@ -1100,11 +1102,12 @@ enum ss_status ss_server_queued_requests(const struct ss_server *server, size_t 
  * `conn_id` (from ss_conn_id()), soon, with the connection — e.g. to write
  * a result computed on another thread — or with `conn` NULL if the
  * connection closed first. This is how other threads wake a connection.
- * Thread-safe (from any thread, and from callbacks), but not against a
- * concurrent ss_server_free(): stop the threads that post before freeing.
- * Returns SS_ERR_WRONG_STATE when the server is not serving (the job is
- * then never called and `arg` stays the caller's), SS_ERR_UNSUPPORTED in
- * other modes.
+ * Thread-safe (from any thread, and from callbacks). A post racing
+ * ss_server_free(), or after it, returns SS_ERR_CLOSED (with the limit
+ * given at ss_server_shutdown()). Returns SS_ERR_WRONG_STATE when the
+ * server is not serving or in a forked request child (the job is then
+ * never called and `arg` stays the caller's), SS_ERR_UNSUPPORTED in other
+ * modes.
  */
 enum ss_status ss_server_post(const struct ss_server *server, uint64_t conn_id, ss_post_fn job, void *arg);
 

@@ -21,6 +21,8 @@
 //!   the pid of a library child the host had reaped.
 //! - shutdown_errno: shutdown from a signal handler and a handler thread
 //!   works and leaves errno alone.
+//! - free_race: post and shutdown racing free, or after it, return
+//!   SS_ERR_CLOSED (200 server lifecycles).
 //!
 //! See each sub-test's comment in the C file for the old behaviour.
 
@@ -53,6 +55,7 @@ common::c_tests! {
         pool_close_join,
         pid_reuse,
         shutdown_errno,
+        free_race,
     }
 }
 

@@ -22,6 +22,9 @@
  * - shutdown_errno: ss_server_shutdown() from a signal handler and from a
  *   handler thread stops the loop, and leaves errno alone (it was clobbered
  *   when the eventfd write failed).
+ * - free_race: ss_server_post() and ss_server_shutdown() racing
+ *   ss_server_free() on another thread, or called after it, are refused
+ *   with SS_ERR_CLOSED instead of reading freed memory.
  *
  * Besides TU_MAIN's checks (no descriptor or thread left), every sub-test
  * checks that it left no child process behind.
@@ -770,6 +773,70 @@ static void shutdown_errno(void)
 
 TU_SETTLED(shutdown_errno)
 
+/* ------------------------------------------------------- 9. free_race */
+
+static ss_server *volatile g_race_server;
+static int g_race_freed;   /* set once ss_server_free() has returned */
+static int g_race_calls;   /* calls made by the racer */
+static int g_race_bad;     /* a call after free that was not refused */
+
+static int ignore_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed, void *user)
+{
+    (void)conn;
+    (void)data;
+    (void)user;
+    *consumed = len;
+    return 0;
+}
+
+/* Calls post and shutdown on the server until it has seen enough of them
+ * refused after free. */
+static void *race_free(void *arg)
+{
+    int after_free = 0;
+    (void)arg;
+    while (after_free < 40) {
+        int freed = TU_LOAD(&g_race_freed);
+        int st_post = ss_server_post(g_race_server, 1, ignore_job, NULL);
+        int st_shutdown = ss_server_shutdown(g_race_server);
+        TU_INC(&g_race_calls);
+        if (!freed)
+            continue;
+        after_free++;
+        if (st_post != SS_ERR_CLOSED || st_shutdown != SS_ERR_CLOSED)
+            TU_STORE(&g_race_bad, st_post * 100 + st_shutdown);
+    }
+    return NULL;
+}
+
+static void free_race(void)
+{
+    int i;
+    for (i = 0; i < 200; i++) {
+        ss_config *config = NULL;
+        pthread_t racer;
+        CHECK_OK(ss_config_new(SS_TCP, SS_EVENT, &config));
+        CHECK_OK(ss_config_set_on_data(config, ignore_data));
+        CHECK_OK(ss_config_set_threads(config, 1));
+        g_race_server = tu_server(config, "127.0.0.1:0", NULL);
+        ss_config_free(config);
+        TU_STORE(&g_race_freed, 0);
+        TU_STORE(&g_race_calls, 0);
+        CHECK(pthread_create(&racer, NULL, race_free, NULL) == 0);
+        /* Free while the racer is inside its calls, then let it call on. */
+        WAIT_FOR(TU_LOAD(&g_race_calls) >= 3, 5000);
+        ss_server_free(g_race_server);
+        TU_STORE(&g_race_freed, 1);
+        pthread_join(racer, NULL);
+        /* Old behaviour: the calls after free read freed memory and
+         * answered as if the server were there (post SS_ERR_WRONG_STATE,
+         * shutdown SS_OK), or crashed. */
+        if (TU_LOAD(&g_race_bad) != 0)
+            TU_FAIL("iteration %d: post/shutdown after free returned %d/%d, not SS_ERR_CLOSED", i,
+                    g_race_bad / 100, g_race_bad % 100);
+    }
+}
+
 static const tu_test tests[] = {
     {"close_race", close_race},
     {"child_listener", child_listener},
@@ -779,6 +846,7 @@ static const tu_test tests[] = {
     {"pool_close_join", pool_close_join_settled},
     {"pid_reuse", pid_reuse},
     {"shutdown_errno", shutdown_errno_settled},
+    {"free_race", free_race},
 };
 
 TU_MAIN(tests)
