@@ -214,8 +214,10 @@ impl ChildTracker {
         self.slots.load(Ordering::SeqCst) < self.max_children
     }
 
+    /// Children not yet reaped, counted from before fork: a child that
+    /// already runs is always counted.
     pub(crate) fn live(&self) -> usize {
-        self.children().len()
+        self.slots.load(Ordering::SeqCst)
     }
 
     /// Reaps finished children (all of them, waiting, when `block`), and
