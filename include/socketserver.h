@@ -224,8 +224,8 @@ typedef enum ss_concurrency {
    * ss_config_set_max_children() and reaped through a pidfd, so a child
    * that the host reaped itself and whose pid the host reused is not
    * waited for (only a reuse within microseconds of the fork, before the
-   * pidfd is open, could still be mistaken; kernels before Linux 5.3 have
-   * no pidfd, and reaping falls back to the pid).
+   * pidfd is open, could still be mistaken; before Linux 5.4, reaping
+   * falls back to the pid).
    */
   SS_FORKING = 2,
   /**

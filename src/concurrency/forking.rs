@@ -12,7 +12,8 @@
 //! the pidfd is opened just after fork, so a child reaped by the host and
 //! its pid reused within those few microseconds (the whole pid space would
 //! have to wrap meanwhile) is still mistaken; and on a kernel without
-//! pidfd_open (before Linux 5.3) reaping falls back to the pid.
+//! pidfd_open or waitid(P_PIDFD) (before Linux 5.4) reaping falls back to
+//! the pid.
 //!
 //! max_children bounds these children and fork hand-offs together, in every
 //! mode: a slot is reserved before fork, so racing handler threads cannot
@@ -233,10 +234,15 @@ impl ChildTracker {
                 WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG
             };
             loop {
+                let by_pid = || waitpid(child.pid, Some(flags - WaitPidFlag::WEXITED));
                 let waited = match &child.pidfd {
-                    Some(fd) => waitid(Id::PIDFd(fd.as_fd()), flags),
+                    Some(fd) => match waitid(Id::PIDFd(fd.as_fd()), flags) {
+                        // Linux 5.3 has pidfd_open but not P_PIDFD.
+                        Err(Errno::EINVAL) => by_pid(),
+                        other => other,
+                    },
                     // waitpid takes no WEXITED (it is implied).
-                    None => waitpid(child.pid, Some(flags - WaitPidFlag::WEXITED)),
+                    None => by_pid(),
                 };
                 match waited {
                     Ok(WaitStatus::StillAlive) => return true,
