@@ -209,9 +209,10 @@ typedef enum ss_concurrency {
    * call: the ss_request_* functions on its request, ss_server_address(),
    * ss_server_port(), ss_server_fileno(), ss_server_user_data(),
    * ss_server_connections(), ss_last_error_message(), ss_status_str()
-   * and ss_version(). Every other ss_server_* call is refused there with
-   * SS_ERR_WRONG_STATE before it takes any lock, so none can hang on a
-   * lock another parent thread held at fork time (ss_server_free() is
+   * and ss_version(). Every other call on that server is refused there
+   * before it takes any lock (SS_ERR_WRONG_STATE, or SS_ERR_UNSUPPORTED
+   * where the mode rules it out first), so none can hang on a lock
+   * another parent thread held at fork time (ss_server_free() is
    * reported on stderr and ignored). Right after fork the child closes
    * its copies of the listening sockets and wake-up eventfds of the
    * process's servers (of its own server in any case, of the others as
