@@ -204,6 +204,29 @@ typedef enum ss_concurrency {
    * your own), nor start threads that must outlive the request; plain
    * request I/O, malloc, and async-signal-safe calls are fine. Writes to
    * shared state stay in the child (Python's note: use threads for that).
+   *
+   * What a request child (here, or of a fork hand-off in any mode) may
+   * call: the ss_request_* functions on its request, ss_server_address(),
+   * ss_server_port(), ss_server_fileno(), ss_server_user_data(),
+   * ss_server_connections(), ss_last_error_message(), ss_status_str()
+   * and ss_version(). Every other call on that server is refused there
+   * before it takes any lock (SS_ERR_WRONG_STATE, or SS_ERR_UNSUPPORTED
+   * where the mode rules it out first), so none can hang on a lock
+   * another parent thread held at fork time (ss_server_free() is
+   * reported on stderr and ignored). Right after fork the child closes
+   * its copies of the listening sockets and wake-up eventfds of the
+   * process's servers (of its own server in any case, of the others as
+   * long as fewer than 32 servers are alive), so that ss_server_close()
+   * in the parent frees a port while children still run. A datagram
+   * child keeps its own server's socket, which its reply goes through;
+   * a stream child's ss_server_fileno() gives -1. Event loops' epoll
+   * descriptors and other requests' connections stay open in the child
+   * until it exits. Children are counted against
+   * ss_config_set_max_children() and reaped through a pidfd, so a child
+   * that the host reaped itself and whose pid the host reused is not
+   * waited for (only a reuse within microseconds of the fork, before the
+   * pidfd is open, could still be mistaken; before Linux 5.4, reaping
+   * falls back to the pid).
    */
   SS_FORKING = 2,
   /**
@@ -574,10 +597,15 @@ enum ss_status ss_config_set_max_threads(struct ss_config *config, size_t max_th
 enum ss_status ss_config_set_thread_stack_size(struct ss_config *config, size_t size);
 
 /**
- * SS_FORKING only (Python's max_children): while this many children run,
- * the server stops accepting until one exits. At least 1; default 40.
- * Unlike Python, handle_request honours it too. SS_ERR_UNSUPPORTED in
- * other modes.
+ * Python's max_children: at most this many child processes of this
+ * server at once, SS_FORKING children and fork hand-offs
+ * (ss_request_hand_off() with SS_HAND_OFF_FORK) together, in every mode
+ * but SS_EVENT (SS_ERR_UNSUPPORTED there). While that many run, the
+ * server stops accepting until one exits (unlike Python, handle_request
+ * honours it too). A fork hand-off that still finds no room (other handler
+ * threads of SS_THREADING or SS_THREAD_POOL took it meanwhile) is refused:
+ * handle_error gets SS_ERR_WRONG_STATE ("max_children ... reached") and the
+ * connection is closed; finish is not called. At least 1; default 40.
  */
 enum ss_status ss_config_set_max_children(struct ss_config *config, size_t max_children);
 
@@ -889,7 +917,9 @@ void *ss_request_user_data(const struct ss_request *request);
  * so it continues there). If handle returns non-zero the hand-off is
  * dropped and the request ends as usual. Hand-off threads count as
  * handler threads for daemon_threads and block_on_close; hand-off children
- * are reaped like SS_FORKING children. Errors: SS_ERR_WRONG_STATE outside
+ * are reaped like SS_FORKING children and count against max_children
+ * (ss_config_set_max_children(); at the cap the hand-off is refused and
+ * reported to handle_error). Errors: SS_ERR_WRONG_STATE outside
  * handle or when called twice, SS_ERR_INVALID_ARGUMENT for a bad target,
  * SS_ERR_NULL_POINTER.
  */
@@ -986,10 +1016,20 @@ enum ss_status ss_server_handle_request(struct ss_server *server);
  *
  * Safe from any thread, from inside a handler or hook of this server
  * (Python deadlocks there), and from a signal handler: it is
- * async-signal-safe (an atomic store and one write(2)). For that reason it
- * never sets the detail message. Returns SS_ERR_NULL_POINTER for NULL, and
- * SS_ERR_WRONG_STATE in a forked request child (SS_FORKING or a fork
- * hand-off), whose copy of the server cannot stop the parent's loop.
+ * async-signal-safe (an atomic store and one write(2)), and leaves `errno`
+ * as it found it. For that reason it never sets the detail message.
+ * Returns SS_ERR_NULL_POINTER for NULL, and SS_ERR_WRONG_STATE in a forked
+ * request child (SS_FORKING or a fork hand-off), whose copy of the server
+ * cannot stop the parent's loop.
+ *
+ * A call racing ss_server_free() on another thread, or made after it (a
+ * signal handler holding a stale pointer), returns SS_ERR_CLOSED without
+ * touching freed memory: the library keeps a lock-free table of live
+ * handles, and free waits for the calls already inside. The one case it
+ * cannot tell apart: once ss_server_new() has returned a new server at the
+ * same address, a stale pointer reaches that server. So still clear the
+ * pointer a signal handler reads (set it to NULL before
+ * ss_server_free(); NULL is refused harmlessly).
  */
 enum ss_status ss_server_shutdown(struct ss_server *server);
 
@@ -1000,13 +1040,22 @@ enum ss_status ss_server_shutdown(struct ss_server *server);
  * (only if the path still holds that same socket; anything else at the path
  * is left alone). Afterwards ss_server_fileno() returns -1 and serving
  * returns SS_ERR_CLOSED. Then, with block_on_close (the default), waits
- * for handler threads (not daemon ones) and child processes still running;
- * see ss_config_set_block_on_close(). Closing twice is fine. Thread-safe, but refused
- * with SS_ERR_WRONG_STATE from inside this server's own loop (a handler or
- * hook on the serving thread, or an SS_EVENT callback): call
- * ss_server_shutdown() there instead. Also refused in a forked request
- * child (SS_FORKING or a fork hand-off), which has a copy of the server,
- * not the server.
+ * for handler threads (not daemon ones), the other pool workers and child
+ * processes still running; see ss_config_set_block_on_close().
+ *
+ * Closing twice is fine, and close is single-flight: the first caller
+ * does the work. A call while that close runs waits until it has finished
+ * and then returns SS_OK, except when it comes from one of this server's
+ * own handler threads (SS_THREADING, hand-off threads) or pool workers:
+ * that call returns SS_OK at once, without waiting, because the first
+ * close may be waiting for that very thread; the close is then still in
+ * progress. Later calls return SS_OK at once.
+ *
+ * Thread-safe, but refused with SS_ERR_WRONG_STATE from inside this
+ * server's own loop (a handler or hook on the serving thread, or an
+ * SS_EVENT callback): call ss_server_shutdown() there instead. Also refused,
+ * before taking any lock, in a forked request child (SS_FORKING or a fork
+ * hand-off), which has a copy of the server, not the server.
  * The server's memory stays until ss_server_free().
  */
 enum ss_status ss_server_close(struct ss_server *server);
@@ -1014,8 +1063,17 @@ enum ss_status ss_server_close(struct ss_server *server);
 /**
  * Closes the server if needed and releases the caller's reference. NULL is
  * a no-op. The user data's finalizer runs once no request uses the server
- * any more (at once in SS_SYNC mode). Must be called exactly once per
- * server, when no other thread is inside a call on it. Where
+ * any more: when close waited for every request (block_on_close, no daemon
+ * threads), it has run exactly once, on this thread, by the time this
+ * returns; requests left running (daemon threads, block_on_close off, a
+ * free from a handler thread) run it when the last of them ends.
+ *
+ * Must be called exactly once per server. Only ss_server_shutdown() and
+ * ss_server_post() may race it or come after it: they return
+ * SS_ERR_CLOSED (free waits for those already inside; see
+ * ss_server_shutdown() for the one limit). Every other call must have
+ * returned before free starts and must not follow it: the memory is
+ * released here. Where
  * ss_server_close() is refused (on the serving thread, in an SS_EVENT
  * callback, in a forked child) this is reported on stderr and ignored,
  * leaking the server rather than freeing memory still in use. From a
@@ -1027,8 +1085,9 @@ void ss_server_free(struct ss_server *server);
 
 /**
  * The server socket's file descriptor (Python's fileno), for use with your
- * own poll loop or setsockopt; -1 once closed or for NULL. The server owns
- * it: do not close it. Thread-safe.
+ * own poll loop or setsockopt; -1 once closed or for NULL (and in a forked
+ * request child of a stream server, which closes its copy). The server
+ * owns it: do not close it. Thread-safe.
  */
 int ss_server_fileno(const struct ss_server *server);
 
@@ -1039,13 +1098,15 @@ int ss_server_fileno(const struct ss_server *server);
  * into `*out_len` (optional). If `cap` is too small, nothing is copied,
  * `*out_len` still receives the length needed, and SS_ERR_BUFFER_TOO_SMALL
  * is returned (pass NULL, 0 to ask for the length). SS_ERR_WRONG_STATE
- * before bind. Thread-safe.
+ * before bind. Thread-safe; takes no lock (the address is fixed at bind),
+ * so it also works in a forked request child.
  */
 enum ss_status ss_server_address(const struct ss_server *server, char *buf, size_t cap, size_t *out_len);
 
 /**
  * Writes the bound port (port 0 resolved) to `*out_port`. SS_ERR_UNSUPPORTED
- * for Unix transports, SS_ERR_WRONG_STATE before bind. Thread-safe.
+ * for Unix transports, SS_ERR_WRONG_STATE before bind. Thread-safe; takes
+ * no lock, so it also works in a forked request child.
  */
 enum ss_status ss_server_port(const struct ss_server *server, uint16_t *out_port);
 
@@ -1059,13 +1120,15 @@ void *ss_server_user_data(const struct ss_server *server);
  * Writes how many handler threads (SS_THREADING and hand-off threads) and
  * child processes (SS_FORKING and hand-off children, not yet reaped) are
  * live; either out-pointer may be NULL. Python's active_children, for
- * monitoring and tests. Thread-safe.
+ * monitoring and tests. Thread-safe. SS_ERR_WRONG_STATE in a forked request
+ * child (the counts' locks may have been held at fork time).
  */
 enum ss_status ss_server_live_workers(const struct ss_server *server, size_t *out_threads, size_t *out_children);
 
 /**
  * Writes how many accepted requests wait in the SS_THREAD_POOL queue for a
- * free worker (0 in other modes). Thread-safe.
+ * free worker (0 in other modes). Thread-safe. SS_ERR_WRONG_STATE in a
+ * forked request child.
  */
 enum ss_status ss_server_queued_requests(const struct ss_server *server, size_t *out_queued);
 
@@ -1074,8 +1137,10 @@ enum ss_status ss_server_queued_requests(const struct ss_server *server, size_t 
  * `conn_id` (from ss_conn_id()), soon, with the connection — e.g. to write
  * a result computed on another thread — or with `conn` NULL if the
  * connection closed first. This is how other threads wake a connection.
- * Thread-safe (from any thread, and from callbacks). Returns
- * SS_ERR_WRONG_STATE when the server is not serving (the job is then
+ * Thread-safe (from any thread, and from callbacks). A post racing
+ * ss_server_free(), or after it, returns SS_ERR_CLOSED (with the limit
+ * given at ss_server_shutdown()). Returns SS_ERR_WRONG_STATE when the
+ * server is not serving or in a forked request child (the job is then
  * never called and `arg` stays the caller's), SS_ERR_UNSUPPORTED in other
  * modes.
  */

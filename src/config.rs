@@ -294,9 +294,16 @@ impl Config {
         Ok(())
     }
 
-    /// Python's ForkingMixIn.max_children (default 40).
+    /// Python's ForkingMixIn.max_children (default 40): bounds forking
+    /// mode's children and fork hand-offs in every mode but event mode,
+    /// which has no requests to hand off.
     pub fn set_max_children(&mut self, max: usize) -> Result<()> {
-        self.require_mode(Concurrency::Forking, "max_children")?;
+        if self.concurrency == Concurrency::Event {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "max_children does not apply to event mode (it has no fork hand-offs)",
+            ));
+        }
         if max == 0 {
             return Err(Error::invalid("max_children must be at least 1"));
         }
@@ -537,8 +544,11 @@ mod tests {
     #[test]
     fn mix_in_knobs_belong_to_their_mode() {
         let mut sync = Config::new(Transport::Tcp, Concurrency::Sync).unwrap();
+        // max_children also bounds fork hand-offs, so every blocking mode has it.
+        assert!(sync.set_max_children(3).is_ok());
+        let mut event = Config::new(Transport::Tcp, Concurrency::Event).unwrap();
         assert_eq!(
-            sync.set_max_children(3).unwrap_err().kind(),
+            event.set_max_children(3).unwrap_err().kind(),
             ErrorKind::Unsupported
         );
         assert_eq!(

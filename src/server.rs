@@ -8,18 +8,22 @@
 //! - a shutdown asked for while no loop runs is kept, and the next
 //!   serve_forever or handle_request consumes it and returns at once;
 //! - close from another thread stops a running loop and waits for it, so
-//!   nothing polls a closed descriptor.
+//!   nothing polls a closed descriptor; it is single-flight: concurrent
+//!   callers never both wait for each other's threads;
+//! - in a forked request child, the calls that would take a lock another
+//!   parent thread may have held at fork time are refused before locking,
+//!   and the address is readable without a lock (set once, at bind).
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use socket2::{SockAddr, Socket};
 
 use crate::address::{format_sockaddr, ServerAddress};
-use crate::concurrency::{current_worker_is, in_forked_child, WorkerKind, Workers};
+use crate::concurrency::{current_worker_is, in_forked_child, ChildCloses, WorkerKind, Workers};
 use crate::config::{Concurrency, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::Handler;
@@ -35,13 +39,24 @@ enum Phase {
     Closed,
 }
 
+/// How far close has got: only one caller does the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseProgress {
+    NotStarted,
+    Running,
+    Done,
+}
+
 struct State {
     phase: Phase,
+    /// The socket's entry among the descriptors request children close:
+    /// declared before `socket`, so that it is dropped first.
+    socket_in_children: Option<ChildCloses>,
     socket: Option<Arc<Socket>>,
-    bound: Option<SockAddr>,
     unix_file: Option<UnixFile>,
     /// The thread inside serve_forever or handle_request, if any.
     serving: Option<ThreadId>,
+    close: CloseProgress,
 }
 
 pub struct Server {
@@ -49,12 +64,22 @@ pub struct Server {
     address: ServerAddress,
     handler: Box<dyn Handler>,
     workers: Workers,
+    /// As `socket_in_children`, for the waker (dropped before it).
+    waker_in_children: ChildCloses,
+    /// Whether the socket got a place among the descriptors children
+    /// close (readable without the state lock).
+    socket_registered: bool,
     waker: Waker,
     shutdown_requested: AtomicBool,
     closing: AtomicBool,
     fileno: AtomicI32,
     state: Mutex<State>,
     loop_exited: Condvar,
+    /// Signalled when close's work is done, for concurrent closers.
+    close_done: Condvar,
+    /// The bound address: written once by bind, then read without a lock
+    /// (a forked child may read it whatever the parent's threads held).
+    bound: OnceLock<SockAddr>,
     datagram_buffer: Mutex<Vec<u8>>,
 }
 
@@ -80,23 +105,30 @@ impl Server {
     pub fn new(config: &Config, address: &str, handler: Box<dyn Handler>) -> Result<Arc<Server>> {
         let parsed = ServerAddress::parse(address, config.transport.is_unix())?;
         let socket = transport::create_socket(config, &parsed)?;
+        let waker = Waker::new()?;
+        let socket_in_children = ChildCloses::register(socket.as_raw_fd());
         let server = Arc::new(Server {
             config: config.clone(),
             address: parsed,
             handler,
             workers: Workers::new(config),
-            waker: Waker::new()?,
+            waker_in_children: ChildCloses::register(waker.fd()),
+            waker,
+            socket_registered: socket_in_children.is_registered(),
             shutdown_requested: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             fileno: AtomicI32::new(socket.as_raw_fd()),
             state: Mutex::new(State {
                 phase: Phase::Created,
+                socket_in_children: Some(socket_in_children),
                 socket: Some(Arc::new(socket)),
-                bound: None,
                 unix_file: None,
                 serving: None,
+                close: CloseProgress::NotStarted,
             }),
             loop_exited: Condvar::new(),
+            close_done: Condvar::new(),
+            bound: OnceLock::new(),
             datagram_buffer: Mutex::new(Vec::new()),
         });
         if config.bind_and_activate {
@@ -124,14 +156,18 @@ impl Server {
         self.waker.notify();
     }
 
-    /// Requests waiting in the thread pool's queue.
-    pub fn queued_requests(&self) -> usize {
-        self.workers.queued()
+    /// Requests waiting in the thread pool's queue. Refused in a forked
+    /// child (the queue's lock may have been held at fork time).
+    pub fn queued_requests(&self) -> Result<usize> {
+        refuse_in_forked_child("queued_requests")?;
+        Ok(self.workers.queued())
     }
 
-    /// Handler threads and child processes still running.
-    pub fn live_workers(&self) -> (usize, usize) {
-        self.workers.live()
+    /// Handler threads and child processes still running. Refused in a
+    /// forked child, as queued_requests.
+    pub fn live_workers(&self) -> Result<(usize, usize)> {
+        refuse_in_forked_child("live_workers")?;
+        Ok(self.workers.live())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -140,9 +176,38 @@ impl Server {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The state lock for a public call: refused, before locking, in a
+    /// forked child, where another parent thread may have held it at fork
+    /// time and nothing would ever release it.
+    fn lock_for(&self, what: &str) -> Result<MutexGuard<'_, State>> {
+        refuse_in_forked_child(what)?;
+        Ok(self.lock())
+    }
+
+    /// Right after fork, in the child: closes the child's copies of what
+    /// belongs to the serving parent, so that the parent's close really
+    /// frees the port while the child still runs (the registered ones are
+    /// closed with every other server's by the caller). A datagram request
+    /// replies through the server socket, so that one stays open there.
+    pub(crate) fn release_in_forked_child(&self) {
+        // Read without the state lock, which another parent thread may
+        // have held at fork time.
+        if self.config.transport.is_stream() {
+            let fd = self.fileno.swap(-1, Ordering::SeqCst);
+            if fd >= 0 && !self.socket_registered {
+                // The Socket in State still names this number, but is never
+                // dropped in the child (it leaves with `_exit`).
+                crate::sys::close_raw(fd);
+            }
+        }
+        if !self.waker_in_children.is_registered() {
+            self.waker.close_in_forked_child();
+        }
+    }
+
     /// Python's server_bind: binds and records the real address.
     pub fn bind(&self) -> Result<()> {
-        let mut st = self.lock();
+        let mut st = self.lock_for("bind")?;
         match st.phase {
             Phase::Created => {}
             Phase::Closed => return Err(closed()),
@@ -150,7 +215,8 @@ impl Server {
         }
         let socket = st.socket.clone().ok_or_else(closed)?;
         let (bound, file) = transport::bind(&socket, &self.address)?;
-        st.bound = Some(bound);
+        // Phase::Created is left once, under the lock: set only here.
+        let _ = self.bound.set(bound);
         st.unix_file = file;
         st.phase = Phase::Bound;
         Ok(())
@@ -158,7 +224,7 @@ impl Server {
 
     /// Python's server_activate: listen for stream transports.
     pub fn activate(&self) -> Result<()> {
-        let mut st = self.lock();
+        let mut st = self.lock_for("activate")?;
         match st.phase {
             Phase::Bound => {}
             Phase::Created => {
@@ -178,12 +244,11 @@ impl Server {
         self.fileno.load(Ordering::SeqCst)
     }
 
-    /// The bound address as a string, port 0 resolved.
+    /// The bound address as a string, port 0 resolved. Takes no lock.
     pub fn address(&self) -> Result<String> {
-        let st = self.lock();
-        match &st.bound {
+        match self.bound.get() {
             Some(a) => Ok(format_sockaddr(a)),
-            None if st.phase == Phase::Closed => Err(closed()),
+            None if self.fileno() < 0 => Err(closed()),
             None => Err(Error::wrong_state("the server is not bound yet")),
         }
     }
@@ -195,9 +260,8 @@ impl Server {
                 "Unix sockets have no port",
             ));
         }
-        let st = self.lock();
-        st.bound
-            .as_ref()
+        self.bound
+            .get()
             .and_then(|a| a.as_socket())
             .map(|a| a.port())
             .ok_or_else(|| Error::wrong_state("the server is not bound yet"))
@@ -215,7 +279,7 @@ impl Server {
     }
 
     fn enter_loop(&self) -> Result<(Arc<Socket>, LoopGuard<'_>)> {
-        let mut st = self.lock();
+        let mut st = self.lock_for("serving")?;
         match st.phase {
             Phase::Active => {}
             Phase::Closed => return Err(closed()),
@@ -377,6 +441,7 @@ impl Server {
                 "posting to a connection needs event mode",
             ));
         }
+        refuse_in_forked_child("post")?;
         self.workers.events().post(conn_id, job)
     }
 
@@ -430,23 +495,20 @@ impl Server {
 
     /// Python's server_close: stops a loop running in another thread, waits
     /// for it, closes the socket and removes the Unix socket file it made.
-    /// Idempotent. Refused on the serving thread itself (from a handler or
-    /// hook) and on event loop threads, where waiting for the loop would
-    /// deadlock.
+    /// Idempotent and single-flight: the first caller does the work; a
+    /// concurrent caller waits until that is done, except one of this
+    /// server's own handler threads or pool workers, which returns at once
+    /// (the first caller may be waiting for that very thread). Refused on
+    /// the serving thread itself (from a handler or hook), on event loop
+    /// threads, where waiting for the loop would deadlock, and in a forked
+    /// child (before taking any lock).
     pub fn close(&self) -> Result<()> {
-        let mut st = self.lock();
-        if st.phase == Phase::Closed {
+        let mut st = self.lock_for("close")?;
+        if st.close == CloseProgress::Done {
             return Ok(());
         }
-        // A request's child has a copy of the server, not the server: its
-        // loop thread does not exist there, and the socket file is the
-        // parent's.
-        if in_forked_child() {
-            return Err(Error::wrong_state(
-                "close called in a forked request child; the server belongs to the parent process",
-            ));
-        }
-        // Waiting for the loop from inside it would wait for itself.
+        // Waiting for the loop from inside it would wait for itself (and so
+        // would waiting for a close that waits for this loop).
         if st.serving == Some(thread::current().id())
             || current_worker_is(WorkerKind::EventLoop, self)
         {
@@ -455,12 +517,31 @@ impl Server {
                  event callback); call shutdown there and close after serve_forever returns",
             ));
         }
+        if st.close == CloseProgress::Running {
+            // The close under way may be waiting for this very thread.
+            if current_worker_is(WorkerKind::JoinableThread, self)
+                || current_worker_is(WorkerKind::PoolWorker, self)
+            {
+                return Ok(());
+            }
+            while st.close != CloseProgress::Done {
+                st = self.close_done.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            return Ok(());
+        }
+        st.close = CloseProgress::Running;
+        drop(st);
+        // Marks close done and wakes concurrent closers, even on a panic.
+        let _done = CloseDone { server: self };
         self.closing.store(true, Ordering::SeqCst);
         self.waker.notify();
+        let mut st = self.lock();
         while st.serving.is_some() {
             st = self.loop_exited.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.phase = Phase::Closed;
+        // Out of the children's table before the descriptor can close.
+        st.socket_in_children = None;
         st.socket = None;
         self.fileno.store(-1, Ordering::SeqCst);
         if let Some(file) = st.unix_file.take() {
@@ -486,11 +567,34 @@ struct LoopGuard<'a> {
     server: &'a Server,
 }
 
+/// Ends a close in progress: concurrent closers may return.
+struct CloseDone<'a> {
+    server: &'a Server,
+}
+
+impl Drop for CloseDone<'_> {
+    fn drop(&mut self) {
+        self.server.lock().close = CloseProgress::Done;
+        self.server.close_done.notify_all();
+    }
+}
+
 impl Drop for LoopGuard<'_> {
     fn drop(&mut self) {
         self.server.lock().serving = None;
         self.server.loop_exited.notify_all();
     }
+}
+
+/// What a forked request child may not do: it has a copy of the server,
+/// whose locks another parent thread may have held at fork time.
+fn refuse_in_forked_child(what: &str) -> Result<()> {
+    if in_forked_child() {
+        return Err(Error::wrong_state(format!(
+            "{what} called in a forked request child; the server belongs to the parent process"
+        )));
+    }
+    Ok(())
 }
 
 fn closed() -> Error {

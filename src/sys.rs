@@ -3,8 +3,11 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -80,23 +83,18 @@ pub fn wait_ready(
 }
 
 /// An eventfd that wakes a loop blocked in poll. `notify` is async-signal-safe:
-/// it is a single write(2) and touches no lock and no allocator.
+/// it is a single write(2), touches no lock and no allocator, and leaves
+/// `errno` as it found it (a signal handler's caller may be reading it).
 #[derive(Debug)]
 pub struct Waker {
-    fd: OwnedFd,
+    fd: EventFd,
 }
 
 impl Waker {
     pub fn new() -> Result<Self> {
-        // SAFETY: eventfd has no pointer arguments; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(Error::last_os("eventfd"));
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        Ok(Waker {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| Error::io("eventfd", e.into()))?;
+        Ok(Waker { fd })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -104,24 +102,40 @@ impl Waker {
     }
 
     pub fn notify(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live local. The result is ignored on
-        // purpose: EAGAIN means the counter is already non-zero (the loop
-        // will wake anyway), and nothing else can fail for an open eventfd.
-        unsafe {
-            libc::write(self.fd(), (&one as *const u64).cast(), 8);
+        // A forked request child closes its copies of the loops' eventfds
+        // (the loops are the parent's): the number may be reused there.
+        if crate::concurrency::in_forked_child() {
+            return;
         }
+        let saved = Errno::last_raw();
+        // The result is ignored on purpose: EAGAIN means the counter is
+        // already non-zero (the loop will wake anyway), and nothing else
+        // can fail for an open eventfd.
+        let _ = self.fd.write(1);
+        Errno::set_raw(saved);
     }
 
     /// Resets the counter so the next poll blocks again.
     pub fn drain(&self) {
-        let mut value: u64 = 0;
-        // SAFETY: reads 8 bytes into a live local; EAGAIN (already drained)
-        // is harmless.
-        unsafe {
-            libc::read(self.fd(), (&mut value as *mut u64).cast(), 8);
-        }
+        // EAGAIN (already drained) is harmless.
+        let _ = self.fd.read();
     }
+
+    /// In a forked child: closes the child's copy of the eventfd, which
+    /// belongs to the parent's loop (`notify` does nothing in a child). The
+    /// `EventFd` itself is never dropped there (the child leaves with
+    /// `_exit`), so the number is not closed twice.
+    pub fn close_in_forked_child(&self) {
+        close_raw(self.fd());
+    }
+}
+
+/// Closes a descriptor number whose owner will never be dropped (in a
+/// forked child that leaves with `_exit`); errors are of no use there.
+pub fn close_raw(fd: RawFd) {
+    // SAFETY: the caller's owner of `fd` is never dropped, so the number
+    // is not closed twice, and nothing else of the library uses it after.
+    drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
 }
 
 /// Writes one line to stderr with write(2) alone: no lock, so it cannot

@@ -156,7 +156,7 @@ fn every_stream_mode_echoes_a_line_over_tcp() {
         serving.join().unwrap().unwrap();
         server.close().unwrap();
         assert_eq!(server.fileno(), -1);
-        assert_eq!(server.live_workers(), (0, 0), "{mode:?}");
+        assert_eq!(server.live_workers().unwrap(), (0, 0), "{mode:?}");
         if matches!(
             mode,
             Concurrency::Sync | Concurrency::Threading | Concurrency::ThreadPool

@@ -1,12 +1,32 @@
 //! Forking mode (Python's ForkingMixIn): a child process per request. The
 //! child runs the request and leaves with `_exit` (0 on success, 1 after a
 //! handler error, 2 after a caught panic); the parent closes its copy of the
-//! connection at once and reaps its own children by pid, never with
-//! waitpid(-1), so children the host program forked itself are left alone.
+//! connection at once and reaps its own children, never with waitpid(-1),
+//! so children the host program forked itself are left alone.
+//!
+//! Each child is reaped through a pidfd opened right after fork, not by
+//! pid: if the host reaps our child itself (a SIGCHLD handler calling
+//! waitpid(-1)) and the kernel gives the pid to a new child of the host,
+//! waiting by pid would wait for, and reap, the host's child. A pidfd keeps
+//! naming our (gone) child, and waitid on it reports ECHILD. What remains:
+//! the pidfd is opened just after fork, so a child reaped by the host and
+//! its pid reused within those few microseconds (the whole pid space would
+//! have to wrap meanwhile) is still mistaken; and on a kernel without
+//! pidfd_open or waitid(P_PIDFD) (before Linux 5.4) reaping falls back to
+//! the pid.
+//!
+//! max_children bounds these children and fork hand-offs together, in every
+//! mode: a slot is reserved before fork, so racing handler threads cannot
+//! overshoot it.
 
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
@@ -22,98 +42,223 @@ pub(crate) fn in_forked_child() -> bool {
     IN_FORKED_CHILD.load(Ordering::Relaxed)
 }
 
+/// How many descriptors of live servers (listening sockets, loop eventfds)
+/// a request child can close for the whole process; more are left open in
+/// children (the child's own server's are closed anyway).
+const INHERITED_SLOTS: usize = 64;
+
+/// Descriptors that belong to the parent's servers, which a request child
+/// closes right after fork: a lock-free table, since a child may not take
+/// locks. A slot is cleared before its descriptor is closed, so the table
+/// never names a closed (or reused) number at fork time.
+static INHERITED: [AtomicI32; INHERITED_SLOTS] = [const { AtomicI32::new(-1) }; INHERITED_SLOTS];
+
+/// A descriptor's place in the table; dropping it (before the descriptor
+/// is closed) takes it out.
+#[derive(Debug)]
+pub(crate) struct ChildCloses {
+    slot: Option<usize>,
+}
+
+impl ChildCloses {
+    /// Registers `fd` to be closed in every request child (if a slot is
+    /// free).
+    pub(crate) fn register(fd: RawFd) -> Self {
+        let slot = INHERITED.iter().position(|s| {
+            s.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        });
+        ChildCloses { slot }
+    }
+
+    pub(crate) fn is_registered(&self) -> bool {
+        self.slot.is_some()
+    }
+}
+
+impl Drop for ChildCloses {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            INHERITED[slot].store(-1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// In a request child: closes every registered descriptor but `keep` (a
+/// datagram server's socket, which its request replies through).
+fn close_inherited(keep: RawFd) {
+    for slot in &INHERITED {
+        let fd = slot.swap(-1, Ordering::SeqCst);
+        if fd >= 0 && fd != keep {
+            crate::sys::close_raw(fd);
+        }
+    }
+}
+
+/// One child of ours, until reaped.
+struct Child {
+    pid: Pid,
+    /// None when pidfd_open is not available: reaped by pid then.
+    pidfd: Option<OwnedFd>,
+}
+
 pub(crate) struct ChildTracker {
-    pids: Mutex<Vec<libc::pid_t>>,
+    children: Mutex<Vec<Child>>,
+    /// Children not yet reaped plus forks under way: what max_children
+    /// bounds.
+    slots: AtomicUsize,
     max_children: usize,
+}
+
+/// A pidfd for our child `pid`, just forked.
+fn open_pidfd(pid: Pid) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; no memory is passed. (Neither nix nor libc wraps it.)
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 impl ChildTracker {
     pub(crate) fn new(config: &Config) -> Self {
         ChildTracker {
-            pids: Mutex::new(Vec::new()),
+            children: Mutex::new(Vec::new()),
+            slots: AtomicUsize::new(0),
             max_children: config.max_children,
         }
     }
 
-    fn pids(&self) -> MutexGuard<'_, Vec<libc::pid_t>> {
-        // A list of pids cannot be left half-updated by a panic.
-        self.pids.lock().unwrap_or_else(|p| p.into_inner())
+    fn children(&self) -> MutexGuard<'_, Vec<Child>> {
+        // A list of children cannot be left half-updated by a panic.
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn release_slot(&self) {
+        self.slots.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Runs `work(request)` in a new child process. The parent's copy of the
     /// request is dropped, which closes its fd without shutting the
-    /// connection down (the child does that). On failure the request comes
-    /// back with the error.
+    /// connection down (the child does that). On failure (fork failed, or
+    /// max_children children already run) the request comes back with the
+    /// error.
     pub(crate) fn fork(
         &self,
         request: Request,
         work: impl FnOnce(Request) -> Result<(), Error> + Send + 'static,
     ) -> Result<(), super::NotStarted> {
-        // SAFETY: fork has no memory-safety preconditions. In the child only
-        // this thread exists; it runs the request and leaves with `_exit`,
-        // never returning into code that might wait for the other threads'
-        // locks held at fork time (what remains unsafe is documented for C
-        // handlers in the header).
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(Box::new((request, Error::last_os("fork"))));
+        let reserved = self
+            .slots
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max_children).then_some(n + 1)
+            });
+        if reserved.is_err() {
+            let error = Error::wrong_state(format!(
+                "max_children ({}) child processes already run: the fork was refused",
+                self.max_children
+            ));
+            return Err(Box::new((request, error)));
         }
-        if pid == 0 {
-            IN_FORKED_CHILD.store(true, Ordering::Relaxed);
-            let server = request.server().clone();
-            let status = match catch_unwind(AssertUnwindSafe(|| work(request))) {
-                Ok(Ok(())) => 0,
-                // Already reported through handle_error, in this child.
-                Ok(Err(_)) => 1,
-                Err(panic) => {
-                    report_panic(&server, panic);
-                    2
+        // SAFETY: in the child only this thread exists, and locks other
+        // parent threads held at fork time stay held for ever. The child
+        // therefore runs only the request and leaves with `_exit`, never
+        // returning into code that waits for such a lock; the server calls
+        // a child may make refuse before locking (in_forked_child), the
+        // address is read without a lock, and error lines are written with
+        // write(2) alone. What remains unsafe is C handler code's own use of
+        // locks, documented in the header at SS_FORKING.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => {
+                self.release_slot();
+                Err(Box::new((request, Error::io("fork", e.into()))))
+            }
+            Ok(ForkResult::Child) => {
+                IN_FORKED_CHILD.store(true, Ordering::Relaxed);
+                let server = request.server().clone();
+                // The listening sockets and the loops' eventfds are the
+                // parent's: a port must close when the parent closes it.
+                server.release_in_forked_child();
+                close_inherited(server.fileno());
+                let status = match catch_unwind(AssertUnwindSafe(|| work(request))) {
+                    Ok(Ok(())) => 0,
+                    // Already reported through handle_error, in this child.
+                    Ok(Err(_)) => 1,
+                    Err(panic) => {
+                        report_panic(&server, panic);
+                        2
+                    }
+                };
+                // SAFETY: `_exit` ends the child without running atexit
+                // handlers or flushing stdio buffers inherited from the
+                // parent (Python's os._exit), so nothing of the parent's runs
+                // twice.
+                unsafe { libc::_exit(status) }
+            }
+            Ok(ForkResult::Parent { child }) => {
+                let pidfd = open_pidfd(child);
+                if pidfd.is_none() && Errno::last() == Errno::ESRCH {
+                    // Already exited and reaped by someone else: gone.
+                    self.release_slot();
+                } else {
+                    self.children().push(Child { pid: child, pidfd });
                 }
-            };
-            // SAFETY: `_exit` ends the child without running atexit handlers
-            // or flushing stdio buffers inherited from the parent (Python's
-            // os._exit), so nothing of the parent's runs twice.
-            unsafe { libc::_exit(status) }
+                drop(request);
+                Ok(())
+            }
         }
-        self.pids().push(pid);
-        drop(request);
-        Ok(())
     }
 
     pub(crate) fn has_capacity(&self) -> bool {
-        self.pids().len() < self.max_children
+        self.slots.load(Ordering::SeqCst) < self.max_children
     }
 
+    /// Children not yet reaped, counted from before fork: a child that
+    /// already runs is always counted.
     pub(crate) fn live(&self) -> usize {
-        self.pids().len()
+        self.slots.load(Ordering::SeqCst)
     }
 
     /// Reaps finished children (all of them, waiting, when `block`), and
     /// reports a child that a signal killed through handle_error.
     pub(crate) fn reap(&self, server: &Server, block: bool) {
-        let mut pids = self.pids();
+        let mut children = self.children();
         let mut crashed = Vec::new();
-        pids.retain(|&pid| {
-            let mut status = 0;
+        let before = children.len();
+        children.retain(|child| {
+            let flags = if block {
+                WaitPidFlag::WEXITED
+            } else {
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG
+            };
             loop {
-                let flags = if block { 0 } else { libc::WNOHANG };
-                // SAFETY: waits for one of our own children; `status` is a
-                // live local.
-                let r = unsafe { libc::waitpid(pid, &mut status, flags) };
-                if r == 0 {
-                    return true; // still running
+                let by_pid = || waitpid(child.pid, Some(flags - WaitPidFlag::WEXITED));
+                let waited = match &child.pidfd {
+                    Some(fd) => match waitid(Id::PIDFd(fd.as_fd()), flags) {
+                        // Linux 5.3 has pidfd_open but not P_PIDFD.
+                        Err(Errno::EINVAL) => by_pid(),
+                        other => other,
+                    },
+                    // waitpid takes no WEXITED (it is implied).
+                    None => by_pid(),
+                };
+                match waited {
+                    Ok(WaitStatus::StillAlive) => return true,
+                    Err(Errno::EINTR) => continue,
+                    Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                        crashed.push((pid, signal as i32));
+                        return false;
+                    }
+                    // Reaped, or ECHILD: someone else reaped it; gone.
+                    _ => return false,
                 }
-                if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                // Reaped (or ECHILD: someone else reaped it; either way gone).
-                if r == pid && libc::WIFSIGNALED(status) {
-                    crashed.push((pid, libc::WTERMSIG(status)));
-                }
-                return false;
             }
         });
-        drop(pids);
+        let reaped = before - children.len();
+        drop(children);
+        self.slots.fetch_sub(reaped, Ordering::SeqCst);
         for (pid, signal) in crashed {
             let error = Error::new(
                 ErrorKind::Handler,

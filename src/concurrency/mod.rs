@@ -19,8 +19,8 @@ use crate::handler::{finish_request, run_request};
 use crate::request::{HandOff, HandOffTarget, Request};
 use crate::server::Server;
 
-pub(crate) use forking::in_forked_child;
 use forking::ChildTracker;
+pub(crate) use forking::{in_forked_child, ChildCloses};
 use pool::ThreadPool;
 pub(crate) use threading::report_panic;
 use threading::ThreadTracker;
@@ -148,15 +148,18 @@ impl Workers {
         }
     }
 
-    /// Whether the loop may take another request now (the thread cap and
-    /// max_children); when false the loop stops accepting for a moment.
+    /// Whether the loop may take another request now (the thread cap, the
+    /// pool's queue and max_children); when false the loop stops accepting
+    /// for a moment.
     pub(crate) fn has_capacity(&self, server: &Server) -> bool {
+        // max_children counts fork hand-offs in every mode: at the cap the
+        // loop stops accepting, as in forking mode.
+        self.children.reap(server, false);
+        if !self.children.has_capacity() {
+            return false;
+        }
         match self.mode {
             Concurrency::Threading => self.threads.has_capacity(),
-            Concurrency::Forking => {
-                self.children.reap(server, false);
-                self.children.has_capacity()
-            }
             Concurrency::ThreadPool => self.pool.as_ref().is_none_or(|p| p.has_capacity()),
             _ => true,
         }

@@ -121,11 +121,16 @@ impl ThreadPool {
         }
         self.shared.work_ready.notify_all();
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
-        // A worker closing its own server cannot join itself; the others
-        // still end once the queue is empty.
-        if block && !current_worker_is(WorkerKind::PoolWorker, server) {
+        if block {
+            // A worker closing its own server cannot join itself (its
+            // handle is dropped: it ends on its own once it returns to the
+            // empty, stopping queue); it still joins every other worker.
+            let me = std::thread::current().id();
+            let own = current_worker_is(WorkerKind::PoolWorker, server);
             for worker in workers {
-                let _ = worker.join();
+                if !(own && worker.thread().id() == me) {
+                    let _ = worker.join();
+                }
             }
         }
     }

@@ -32,11 +32,15 @@ fn lock(counts: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
     counts.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Decrements the counts when a handler thread ends, however it ends.
+/// Decrements the counts when a handler thread ends, however it ends. It
+/// holds the thread's last reference to the server and drops it under the
+/// counts lock, before close can see the count go down: so when close and
+/// free return, no handler thread still holds the server (and the user
+/// data's finalizer has run in free, not later on this thread).
 struct Finished {
     counts: Arc<(Mutex<Counts>, Condvar)>,
     joinable: bool,
-    server: Arc<Server>,
+    server: Option<Arc<Server>>,
     capped: bool,
 }
 
@@ -48,12 +52,18 @@ impl Drop for Finished {
             if self.joinable {
                 c.joinable -= 1;
             }
+            if let Some(server) = self.server.take() {
+                if self.capped {
+                    // The loop may be paused at the cap: let it accept
+                    // again now (it looks at the counts after this lock).
+                    server.wake();
+                }
+                // For a daemon thread (not waited for) this may be the
+                // last reference: the server is then freed here.
+                drop(server);
+            }
         }
         self.counts.1.notify_all();
-        if self.capped {
-            // The loop may be paused at the cap: let it accept again now.
-            self.server.wake();
-        }
     }
 }
 
@@ -86,30 +96,37 @@ impl ThreadTracker {
         let finished = Finished {
             counts: self.counts.clone(),
             joinable,
-            server: server.clone(),
+            server: Some(server.clone()),
             capped: self.max_threads > 0,
         };
         // The request travels through a slot so that it can be given back
         // if the thread cannot be started.
         let slot = Arc::new(Mutex::new(Some(request)));
         let thread_slot = slot.clone();
-        let panic_server = server.clone();
-        let thread_server = server.clone();
         let spawned = std::thread::Builder::new()
             .name("ss-handler".into())
             .stack_size(self.stack_size)
             .spawn(move || {
-                let _finished = finished;
-                if joinable {
-                    set_current_worker(WorkerKind::JoinableThread, &thread_server);
-                }
-                let request = thread_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if let Some(request) = request {
-                    // A failed request was already reported through handle_error.
-                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| work(request))) {
-                        report_panic(&panic_server, panic);
+                let finished = finished;
+                // Everything else that refers to the server (the request,
+                // `work`'s captures) is used and dropped in this block, so
+                // that `finished` holds the thread's last reference.
+                {
+                    let (thread_slot, work) = (thread_slot, work);
+                    let server = finished.server.as_ref().expect("set until drop");
+                    if joinable {
+                        set_current_worker(WorkerKind::JoinableThread, server);
+                    }
+                    let request = thread_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    drop(thread_slot);
+                    if let Some(request) = request {
+                        // A failed request was already reported through handle_error.
+                        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| work(request))) {
+                            report_panic(server, panic);
+                        }
                     }
                 }
+                drop(finished);
             });
         match spawned {
             Ok(_) => Ok(()),

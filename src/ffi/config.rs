@@ -453,10 +453,15 @@ pub unsafe extern "C" fn ss_config_set_thread_stack_size(
     unsafe { update(config, |c| c.config.set_thread_stack_size(size)) }
 }
 
-/// SS_FORKING only (Python's max_children): while this many children run,
-/// the server stops accepting until one exits. At least 1; default 40.
-/// Unlike Python, handle_request honours it too. SS_ERR_UNSUPPORTED in
-/// other modes.
+/// Python's max_children: at most this many child processes of this
+/// server at once, SS_FORKING children and fork hand-offs
+/// (ss_request_hand_off() with SS_HAND_OFF_FORK) together, in every mode
+/// but SS_EVENT (SS_ERR_UNSUPPORTED there). While that many run, the
+/// server stops accepting until one exits (unlike Python, handle_request
+/// honours it too). A fork hand-off that still finds no room (other handler
+/// threads of SS_THREADING or SS_THREAD_POOL took it meanwhile) is refused:
+/// handle_error gets SS_ERR_WRONG_STATE ("max_children ... reached") and the
+/// connection is closed; finish is not called. At least 1; default 40.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_max_children(
     config: *mut ss_config,

@@ -117,6 +117,29 @@ pub enum ss_concurrency {
     /// your own), nor start threads that must outlive the request; plain
     /// request I/O, malloc, and async-signal-safe calls are fine. Writes to
     /// shared state stay in the child (Python's note: use threads for that).
+    ///
+    /// What a request child (here, or of a fork hand-off in any mode) may
+    /// call: the ss_request_* functions on its request, ss_server_address(),
+    /// ss_server_port(), ss_server_fileno(), ss_server_user_data(),
+    /// ss_server_connections(), ss_last_error_message(), ss_status_str()
+    /// and ss_version(). Every other call on that server is refused there
+    /// before it takes any lock (SS_ERR_WRONG_STATE, or SS_ERR_UNSUPPORTED
+    /// where the mode rules it out first), so none can hang on a lock
+    /// another parent thread held at fork time (ss_server_free() is
+    /// reported on stderr and ignored). Right after fork the child closes
+    /// its copies of the listening sockets and wake-up eventfds of the
+    /// process's servers (of its own server in any case, of the others as
+    /// long as fewer than 32 servers are alive), so that ss_server_close()
+    /// in the parent frees a port while children still run. A datagram
+    /// child keeps its own server's socket, which its reply goes through;
+    /// a stream child's ss_server_fileno() gives -1. Event loops' epoll
+    /// descriptors and other requests' connections stay open in the child
+    /// until it exits. Children are counted against
+    /// ss_config_set_max_children() and reaped through a pidfd, so a child
+    /// that the host reaped itself and whose pid the host reused is not
+    /// waited for (only a reuse within microseconds of the fork, before the
+    /// pidfd is open, could still be mistaken; before Linux 5.4, reaping
+    /// falls back to the pid).
     SS_FORKING = 2,
     /// A fixed pool of worker threads (ss_config_set_threads(), default one
     /// per core) running the same blocking callbacks as SS_THREADING, fed by

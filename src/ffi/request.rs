@@ -324,7 +324,9 @@ unsafe impl Send for CContinuation {}
 /// so it continues there). If handle returns non-zero the hand-off is
 /// dropped and the request ends as usual. Hand-off threads count as
 /// handler threads for daemon_threads and block_on_close; hand-off children
-/// are reaped like SS_FORKING children. Errors: SS_ERR_WRONG_STATE outside
+/// are reaped like SS_FORKING children and count against max_children
+/// (ss_config_set_max_children(); at the cap the hand-off is refused and
+/// reported to handle_error). Errors: SS_ERR_WRONG_STATE outside
 /// handle or when called twice, SS_ERR_INVALID_ARGUMENT for a bad target,
 /// SS_ERR_NULL_POINTER.
 #[no_mangle]

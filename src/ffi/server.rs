@@ -1,6 +1,8 @@
 //! `ss_server_*`: creating, running, stopping and freeing a server.
 
 use std::ffi::{c_char, c_int, c_void};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::boundary::{borrow, copy_text_out, guard, guard_value, null, str_arg, write_out};
@@ -40,6 +42,125 @@ unsafe fn server_arc(server: *const ss_server) -> Result<Arc<Server>> {
 
 pub(crate) fn server_ptr(server: &Arc<Server>) -> *mut ss_server {
     Arc::as_ptr(server) as *mut ss_server
+}
+
+/// The handles not yet freed, so that ss_server_shutdown() and
+/// ss_server_post() racing ss_server_free() on another thread (or coming
+/// from a signal handler after it) find out without touching freed memory.
+/// Lock-free, for shutdown's async-signal-safety: a chain of chunks of
+/// slots that are never freed (a few bytes per server alive at once; they
+/// stay reachable from the static head). A slot holds a handle's address
+/// and how many of those calls are inside it; free empties the slot, then
+/// waits for the calls already inside. A caller counts itself in, then
+/// checks that the slot still holds its handle (both SeqCst: either the
+/// caller sees the slot emptied, or free sees the caller's count).
+mod live {
+    use super::*;
+
+    const SLOTS: usize = 64;
+
+    struct Slot {
+        handle: AtomicUsize,
+        calls: AtomicUsize,
+    }
+
+    pub(super) struct Chunk {
+        slots: [Slot; SLOTS],
+        next: AtomicPtr<Chunk>,
+    }
+
+    impl Chunk {
+        const fn new() -> Chunk {
+            Chunk {
+                slots: [const {
+                    Slot {
+                        handle: AtomicUsize::new(0),
+                        calls: AtomicUsize::new(0),
+                    }
+                }; SLOTS],
+                next: AtomicPtr::new(ptr::null_mut()),
+            }
+        }
+    }
+
+    static FIRST: Chunk = Chunk::new();
+
+    fn chunks() -> impl Iterator<Item = &'static Chunk> {
+        std::iter::successors(Some(&FIRST), |c| {
+            // SAFETY: chunks are leaked when linked, so live for ever.
+            unsafe { c.next.load(Ordering::Acquire).as_ref() }
+        })
+    }
+
+    fn find(handle: usize) -> Option<&'static Slot> {
+        chunks()
+            .flat_map(|c| c.slots.iter())
+            .find(|s| s.handle.load(Ordering::SeqCst) == handle)
+    }
+
+    /// Registers a new handle.
+    pub(super) fn insert(handle: usize) {
+        let mut chunk = &FIRST;
+        loop {
+            if chunk.slots.iter().any(|s| {
+                s.handle
+                    .compare_exchange(0, handle, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            }) {
+                return;
+            }
+            let mut next = chunk.next.load(Ordering::Acquire);
+            if next.is_null() {
+                let fresh = Box::into_raw(Box::new(Chunk::new()));
+                match chunk.next.compare_exchange(
+                    ptr::null_mut(),
+                    fresh,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => next = fresh,
+                    Err(linked) => {
+                        // SAFETY: `fresh` was never published.
+                        drop(unsafe { Box::from_raw(fresh) });
+                        next = linked;
+                    }
+                }
+            }
+            // SAFETY: linked chunks are never freed.
+            chunk = unsafe { &*next };
+        }
+    }
+
+    /// Unregisters a handle about to be freed, and waits until no call
+    /// that found it is still inside.
+    pub(super) fn remove(handle: usize) {
+        if let Some(slot) = find(handle) {
+            // Only free removes, once per handle: the slot is still ours.
+            slot.handle.store(0, Ordering::SeqCst);
+            while slot.calls.load(Ordering::SeqCst) != 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// A call inside a live handle; leaves on drop.
+    pub(super) struct Entered(&'static Slot);
+
+    impl Drop for Entered {
+        fn drop(&mut self) {
+            self.0.calls.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Enters `handle` if it is still live (not freed, or being freed).
+    /// Async-signal-safe: atomics only.
+    pub(super) fn enter(handle: usize) -> Option<Entered> {
+        let slot = find(handle)?;
+        slot.calls.fetch_add(1, Ordering::SeqCst);
+        let entered = Entered(slot);
+        // Freed (and maybe the slot reused) between find and the count.
+        (slot.handle.load(Ordering::SeqCst) == handle).then_some(entered)
+    }
 }
 
 /// Creates a server from `config` for `address` ("127.0.0.1:8080",
@@ -84,14 +205,10 @@ pub unsafe extern "C" fn ss_server_new(
         check_callbacks(boxed)?;
         handler.set_callbacks(boxed.callbacks);
         let server = Server::new(&boxed.config, address, Box::new(handler))?;
+        let handle = Arc::into_raw(server) as *mut ss_server;
+        live::insert(handle as usize);
         // SAFETY: checked non-NULL; writable per the contract.
-        unsafe {
-            write_out(
-                out_server,
-                "out_server",
-                Arc::into_raw(server) as *mut ss_server,
-            )
-        }
+        unsafe { write_out(out_server, "out_server", handle) }
     })
 }
 
@@ -175,23 +292,37 @@ pub unsafe extern "C" fn ss_server_handle_request(server: *mut ss_server) -> ss_
 ///
 /// Safe from any thread, from inside a handler or hook of this server
 /// (Python deadlocks there), and from a signal handler: it is
-/// async-signal-safe (an atomic store and one write(2)). For that reason it
-/// never sets the detail message. Returns SS_ERR_NULL_POINTER for NULL, and
-/// SS_ERR_WRONG_STATE in a forked request child (SS_FORKING or a fork
-/// hand-off), whose copy of the server cannot stop the parent's loop.
+/// async-signal-safe (an atomic store and one write(2)), and leaves `errno`
+/// as it found it. For that reason it never sets the detail message.
+/// Returns SS_ERR_NULL_POINTER for NULL, and SS_ERR_WRONG_STATE in a forked
+/// request child (SS_FORKING or a fork hand-off), whose copy of the server
+/// cannot stop the parent's loop.
+///
+/// A call racing ss_server_free() on another thread, or made after it (a
+/// signal handler holding a stale pointer), returns SS_ERR_CLOSED without
+/// touching freed memory: the library keeps a lock-free table of live
+/// handles, and free waits for the calls already inside. The one case it
+/// cannot tell apart: once ss_server_new() has returned a new server at the
+/// same address, a stale pointer reaches that server. So still clear the
+/// pointer a signal handler reads (set it to NULL before
+/// ss_server_free(); NULL is refused harmlessly).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status {
     // No panic boundary or detail message on purpose: neither is
     // async-signal-safe, and nothing here can panic.
-    // SAFETY: NULL or a live server per the contract.
-    match unsafe { server.cast::<Server>().as_ref() } {
-        Some(_) if crate::concurrency::in_forked_child() => ss_status::SS_ERR_WRONG_STATE,
-        Some(s) => {
-            s.shutdown();
-            ss_status::SS_OK
-        }
-        None => ss_status::SS_ERR_NULL_POINTER,
+    if server.is_null() {
+        return ss_status::SS_ERR_NULL_POINTER;
     }
+    if crate::concurrency::in_forked_child() {
+        return ss_status::SS_ERR_WRONG_STATE;
+    }
+    let Some(_inside) = live::enter(server as usize) else {
+        return ss_status::SS_ERR_CLOSED;
+    };
+    // SAFETY: a registered handle, which free cannot release while
+    // `_inside` counts this call.
+    unsafe { &*server.cast::<Server>() }.shutdown();
+    ss_status::SS_OK
 }
 
 /// Closes the server (Python's server_close): stops a serve_forever or
@@ -200,13 +331,22 @@ pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status
 /// (only if the path still holds that same socket; anything else at the path
 /// is left alone). Afterwards ss_server_fileno() returns -1 and serving
 /// returns SS_ERR_CLOSED. Then, with block_on_close (the default), waits
-/// for handler threads (not daemon ones) and child processes still running;
-/// see ss_config_set_block_on_close(). Closing twice is fine. Thread-safe, but refused
-/// with SS_ERR_WRONG_STATE from inside this server's own loop (a handler or
-/// hook on the serving thread, or an SS_EVENT callback): call
-/// ss_server_shutdown() there instead. Also refused in a forked request
-/// child (SS_FORKING or a fork hand-off), which has a copy of the server,
-/// not the server.
+/// for handler threads (not daemon ones), the other pool workers and child
+/// processes still running; see ss_config_set_block_on_close().
+///
+/// Closing twice is fine, and close is single-flight: the first caller
+/// does the work. A call while that close runs waits until it has finished
+/// and then returns SS_OK, except when it comes from one of this server's
+/// own handler threads (SS_THREADING, hand-off threads) or pool workers:
+/// that call returns SS_OK at once, without waiting, because the first
+/// close may be waiting for that very thread; the close is then still in
+/// progress. Later calls return SS_OK at once.
+///
+/// Thread-safe, but refused with SS_ERR_WRONG_STATE from inside this
+/// server's own loop (a handler or hook on the serving thread, or an
+/// SS_EVENT callback): call ss_server_shutdown() there instead. Also refused,
+/// before taking any lock, in a forked request child (SS_FORKING or a fork
+/// hand-off), which has a copy of the server, not the server.
 /// The server's memory stays until ss_server_free().
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
@@ -216,8 +356,17 @@ pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
 
 /// Closes the server if needed and releases the caller's reference. NULL is
 /// a no-op. The user data's finalizer runs once no request uses the server
-/// any more (at once in SS_SYNC mode). Must be called exactly once per
-/// server, when no other thread is inside a call on it. Where
+/// any more: when close waited for every request (block_on_close, no daemon
+/// threads), it has run exactly once, on this thread, by the time this
+/// returns; requests left running (daemon threads, block_on_close off, a
+/// free from a handler thread) run it when the last of them ends.
+///
+/// Must be called exactly once per server. Only ss_server_shutdown() and
+/// ss_server_post() may race it or come after it: they return
+/// SS_ERR_CLOSED (free waits for those already inside; see
+/// ss_server_shutdown() for the one limit). Every other call must have
+/// returned before free starts and must not follow it: the memory is
+/// released here. Where
 /// ss_server_close() is refused (on the serving thread, in an SS_EVENT
 /// callback, in a forked child) this is reported on stderr and ignored,
 /// leaking the server rather than freeing memory still in use. From a
@@ -235,6 +384,9 @@ pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
             crate::sys::write_stderr_line(&format!("socketserver: ss_server_free ignored: {e}"));
             return Err(e);
         }
+        // From here on shutdown and post refuse the handle; those already
+        // inside finish first.
+        live::remove(server as usize);
         // SAFETY: gives back the reference ss_server_new handed out; the
         // contract says this happens once.
         drop(unsafe { Arc::from_raw(server.cast::<Server>()) });
@@ -243,8 +395,9 @@ pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
 }
 
 /// The server socket's file descriptor (Python's fileno), for use with your
-/// own poll loop or setsockopt; -1 once closed or for NULL. The server owns
-/// it: do not close it. Thread-safe.
+/// own poll loop or setsockopt; -1 once closed or for NULL (and in a forked
+/// request child of a stream server, which closes its copy). The server
+/// owns it: do not close it. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_fileno(server: *const ss_server) -> c_int {
     // SAFETY: forwarded contract.
@@ -257,7 +410,8 @@ pub unsafe extern "C" fn ss_server_fileno(server: *const ss_server) -> c_int {
 /// into `*out_len` (optional). If `cap` is too small, nothing is copied,
 /// `*out_len` still receives the length needed, and SS_ERR_BUFFER_TOO_SMALL
 /// is returned (pass NULL, 0 to ask for the length). SS_ERR_WRONG_STATE
-/// before bind. Thread-safe.
+/// before bind. Thread-safe; takes no lock (the address is fixed at bind),
+/// so it also works in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_address(
     server: *const ss_server,
@@ -274,7 +428,8 @@ pub unsafe extern "C" fn ss_server_address(
 }
 
 /// Writes the bound port (port 0 resolved) to `*out_port`. SS_ERR_UNSUPPORTED
-/// for Unix transports, SS_ERR_WRONG_STATE before bind. Thread-safe.
+/// for Unix transports, SS_ERR_WRONG_STATE before bind. Thread-safe; takes
+/// no lock, so it also works in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_port(server: *const ss_server, out_port: *mut u16) -> ss_status {
     guard(|| {
@@ -305,7 +460,8 @@ pub(crate) fn user_data_of(server: &Server) -> *mut c_void {
 /// Writes how many handler threads (SS_THREADING and hand-off threads) and
 /// child processes (SS_FORKING and hand-off children, not yet reaped) are
 /// live; either out-pointer may be NULL. Python's active_children, for
-/// monitoring and tests. Thread-safe.
+/// monitoring and tests. Thread-safe. SS_ERR_WRONG_STATE in a forked request
+/// child (the counts' locks may have been held at fork time).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_live_workers(
     server: *const ss_server,
@@ -314,7 +470,7 @@ pub unsafe extern "C" fn ss_server_live_workers(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let (threads, children) = unsafe { server_ref(server) }?.live_workers();
+        let (threads, children) = unsafe { server_ref(server) }?.live_workers()?;
         // SAFETY: each is NULL or writable per the contract.
         unsafe {
             if !out_threads.is_null() {
@@ -329,7 +485,8 @@ pub unsafe extern "C" fn ss_server_live_workers(
 }
 
 /// Writes how many accepted requests wait in the SS_THREAD_POOL queue for a
-/// free worker (0 in other modes). Thread-safe.
+/// free worker (0 in other modes). Thread-safe. SS_ERR_WRONG_STATE in a
+/// forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_queued_requests(
     server: *const ss_server,
@@ -337,7 +494,7 @@ pub unsafe extern "C" fn ss_server_queued_requests(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let queued = unsafe { server_ref(server) }?.queued_requests();
+        let queued = unsafe { server_ref(server) }?.queued_requests()?;
         // SAFETY: writable per the contract.
         unsafe { write_out(out_queued, "out_queued", queued) }
     })
@@ -360,8 +517,10 @@ unsafe impl Send for PostedJob {}
 /// `conn_id` (from ss_conn_id()), soon, with the connection — e.g. to write
 /// a result computed on another thread — or with `conn` NULL if the
 /// connection closed first. This is how other threads wake a connection.
-/// Thread-safe (from any thread, and from callbacks). Returns
-/// SS_ERR_WRONG_STATE when the server is not serving (the job is then
+/// Thread-safe (from any thread, and from callbacks). A post racing
+/// ss_server_free(), or after it, returns SS_ERR_CLOSED (with the limit
+/// given at ss_server_shutdown()). Returns SS_ERR_WRONG_STATE when the
+/// server is not serving or in a forked request child (the job is then
 /// never called and `arg` stays the caller's), SS_ERR_UNSUPPORTED in other
 /// modes.
 #[no_mangle]
@@ -372,7 +531,17 @@ pub unsafe extern "C" fn ss_server_post(
     arg: *mut c_void,
 ) -> ss_status {
     guard(|| {
-        // SAFETY: forwarded contract.
+        if server.is_null() {
+            return Err(null("server"));
+        }
+        let _inside = live::enter(server as usize).ok_or_else(|| {
+            Error::new(
+                crate::error::ErrorKind::Closed,
+                "the server was freed (or is being freed)",
+            )
+        })?;
+        // SAFETY: a registered handle, which free cannot release while
+        // `_inside` counts this call.
         let server = unsafe { server_ref(server) }?;
         let job = job.ok_or_else(|| null("job"))?;
         let posted = PostedJob { job, arg };

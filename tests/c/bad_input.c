@@ -481,7 +481,7 @@ static void setter_values(void)
 
     /* Options of other concurrency modes do not apply to SS_SYNC. */
     CHECK_FAILS(ss_config_set_max_threads(tcp, 4), SS_ERR_UNSUPPORTED);
-    CHECK_FAILS(ss_config_set_max_children(tcp, 4), SS_ERR_UNSUPPORTED);
+    CHECK_OK(ss_config_set_max_children(tcp, 4)); /* it bounds fork hand-offs too */
     CHECK_FAILS(ss_config_set_threads(tcp, 4), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_queue_size(tcp, 4), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_on_open(tcp, ok_open), SS_ERR_UNSUPPORTED);

@@ -450,7 +450,7 @@ static void test_config(void)
     CHECK_OK(ss_config_set_threads(config, 1024));
     CHECK_OK(ss_config_set_threads(config, 0));
     CHECK_ST(ss_config_set_max_threads(config, 2), SS_ERR_UNSUPPORTED);
-    CHECK_ST(ss_config_set_max_children(config, 2), SS_ERR_UNSUPPORTED);
+    CHECK_OK(ss_config_set_max_children(config, 2)); /* bounds fork hand-offs */
     CHECK_ST(ss_config_set_queue_size(NULL, 2), SS_ERR_NULL_POINTER);
     /* No handle: refused. */
     CHECK_ST(ss_server_new(config, "127.0.0.1:0", NULL, NULL, &server), SS_ERR_INVALID_ARGUMENT);

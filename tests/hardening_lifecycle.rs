@@ -1,0 +1,76 @@
+//! Regression tests for the server life cycle (issue 7: close, free,
+//! forking and threads): one C sub-test per defect in
+//! tests/c/hardening_lifecycle.c, each run in its own process with a hard
+//! timeout and a fresh temporary directory ($SS_TEST_TMPDIR). The C side
+//! checks that a sub-test left no descriptor, thread or child process
+//! behind; this side checks that it left no file in its directory and no
+//! process running in its process group.
+//!
+//! - close_race: two handler threads closing at once both return (close
+//!   is single-flight).
+//! - child_listener: a forked request child closes the listening sockets
+//!   and eventfds of the process's servers: after close a connect is
+//!   refused and the port can be bound again while the child runs.
+//! - child_getters: calls a forked child makes answer (or are refused)
+//!   without hanging on a lock another parent thread held at fork time.
+//! - handoff_cap: max_children bounds fork hand-offs in SS_THREADING.
+//! - finalizer_once: after close + free the user-data finalizer has run
+//!   exactly once (2000 server lifecycles).
+//! - pool_close_join: close from a pool worker joins the other workers.
+//! - pid_reuse: close neither waits for nor reaps a host child that reused
+//!   the pid of a library child the host had reaped.
+//! - shutdown_errno: shutdown from a signal handler and a handler thread
+//!   works and leaves errno alone.
+//! - free_race: post and shutdown racing free, or after it, return
+//!   SS_ERR_CLOSED (200 server lifecycles).
+//!
+//! See each sub-test's comment in the C file for the old behaviour.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::DEFAULT_TIMEOUT;
+
+/// Runs sub-test `subtest` of tests/c/<prog>.c.
+fn run(prog: &str, subtest: &str) {
+    common::run_subtest(
+        &format!("{prog}.c"),
+        subtest,
+        "SS_TEST_TMPDIR",
+        DEFAULT_TIMEOUT,
+    );
+}
+
+// One #[test] per C sub-test, and the table that `every_c_subtest_is_run`
+// compares with the program's `--list`.
+common::c_tests! {
+    super::run;
+    hardening_lifecycle {
+        close_race,
+        child_listener,
+        child_getters,
+        handoff_cap,
+        finalizer_once,
+        pool_close_join,
+        pid_reuse,
+        shutdown_errno,
+        free_race,
+    }
+}
+
+/// Every sub-test the C program lists is run by a #[test] above, and the
+/// other way round, so that a new C sub-test cannot be forgotten.
+#[test]
+fn every_c_subtest_is_run() {
+    for (prog, subs) in C_SUBTESTS {
+        let listed: BTreeSet<String> = common::list_subtests(&format!("{prog}.c"))
+            .into_iter()
+            .collect();
+        let run: BTreeSet<String> = subs.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            listed, run,
+            "{prog}.c --list differs from the sub-tests run by tests/hardening_lifecycle.rs"
+        );
+    }
+}
