@@ -23,6 +23,7 @@ use crate::concurrency::{current_worker_is, in_forked_child, WorkerKind, Workers
 use crate::config::{Concurrency, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::Handler;
+use crate::linger::Lingerer;
 use crate::request::Request;
 use crate::sys::{poll_until, pollfd, Waker};
 use crate::transport::{self, UnixFile};
@@ -56,6 +57,7 @@ pub struct Server {
     state: Mutex<State>,
     loop_exited: Condvar,
     datagram_buffer: Mutex<Vec<u8>>,
+    lingerer: Lingerer,
 }
 
 /// How long the loop pauses after an accept error that is not transient
@@ -98,6 +100,7 @@ impl Server {
             }),
             loop_exited: Condvar::new(),
             datagram_buffer: Mutex::new(Vec::new()),
+            lingerer: Lingerer::new(config.lingering_time, config.lingering_timeout),
         });
         if config.bind_and_activate {
             server.bind()?;
@@ -116,6 +119,11 @@ impl Server {
 
     pub(crate) fn workers(&self) -> &Workers {
         &self.workers
+    }
+
+    /// Closes request connections, lingering when needed (crate::linger).
+    pub(crate) fn lingerer(&self) -> &Lingerer {
+        &self.lingerer
     }
 
     /// Wakes the loop so it looks at its state again (a spurious wake is
@@ -468,6 +476,9 @@ impl Server {
         }
         drop(st);
         self.workers.close(self, self.config.block_on_close);
+        // Connections still lingering are closed now: nothing of the
+        // server (thread, descriptors) outlives close.
+        self.lingerer.stop();
         Ok(())
     }
 }
