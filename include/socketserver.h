@@ -280,6 +280,17 @@ typedef struct ss_server ss_server;
  * A request callback (setup, handle, finish). Return 0 on success; any
  * other value makes the server call handle_error (status SS_ERR_HANDLER)
  * and close the request. `request` is borrowed for the call only.
+ *
+ * Every callback (this and every other ss_*_fn) must return normally:
+ * report failure through its return value, never by unwinding or
+ * jumping out. A C++ callback must catch every exception itself (wrap its
+ * body in `try { ... } catch (...) { return -1; }`): an exception that
+ * leaves a callback makes the library abort the process ("Rust cannot
+ * catch foreign exceptions"), it is never passed on to the caller of
+ * ss_server_serve_forever() or any other function. longjmp() or
+ * siglongjmp() out of a callback, and pthread_exit() or thread
+ * cancellation inside one, are undefined behaviour: they skip the
+ * library's clean-up (locks, descriptors, the request's close).
  */
 typedef int (*ss_request_fn)(struct ss_request *request, void *user_data);
 
@@ -490,7 +501,8 @@ enum ss_status ss_config_set_poll_interval(struct ss_config *config, int64_t int
 
 /**
  * The handle callback (Python's RequestHandler.handle): required before
- * ss_server_new(). NULL clears it.
+ * ss_server_new(). NULL clears it. Callbacks must return normally (no C++
+ * exception, longjmp or thread exit out of them): see ss_request_fn.
  */
 enum ss_status ss_config_set_handle(struct ss_config *config, ss_request_fn handle);
 
@@ -662,6 +674,15 @@ enum ss_status ss_config_set_input_limit(struct ss_config *config, size_t bytes)
  * `time_ms` negative turns lingering off; `timeout_ms` must be at least 1.
  * Defaults: 30000 and 5000 (nginx's). SS_ERR_UNSUPPORTED for datagram
  * transports; SS_ERR_INVALID_ARGUMENT for `timeout_ms` < 1.
+ *
+ * Blocking modes: a connection lingers only when input is left unread
+ * (in the request's read buffer or the socket); a clean request/response
+ * closes at once. One lingerer thread per server, started by the first
+ * lingering close, handles at most 256 connections at a time (a close
+ * beyond that is immediate). A forked request child (SS_FORKING, fork
+ * hand-offs) lingers itself before it exits, and counts against
+ * max_children meanwhile. ss_server_close() ends every lingering close at
+ * once (closes the sockets) and joins the thread.
  */
 enum ss_status ss_config_set_lingering(struct ss_config *config, int64_t time_ms, int64_t timeout_ms);
 

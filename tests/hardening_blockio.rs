@@ -32,6 +32,9 @@
 //! - line_server_deadline: line_server --request-deadline cuts a trickling
 //!   client, and the four clients queued behind it are served.
 //! - line_server_usage: the usage text shows --request-deadline.
+//! - cxx_exception_aborts: a C++ exception thrown out of a callback aborts
+//!   the process with the library's message (tests/c/hardening_blockio_cxx.cpp),
+//!   after the callback's destructors ran; it never reaches the caller.
 //!
 //! See each sub-test's comment in the C file for the old behaviour.
 
@@ -216,4 +219,24 @@ fn line_server_usage() {
         Duration::from_secs(10),
     );
     assert_eq!(bad.status.code(), Some(2), "{}", common::show(&bad));
+}
+
+#[test]
+fn cxx_exception_aborts() {
+    use std::os::unix::process::ExitStatusExt;
+    let exe = common::compile("hardening_blockio_cxx.cpp");
+    let out = common::run_with_timeout(&exe, &[], &[], Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "expected an abort\n{}",
+        common::show(&out)
+    );
+    assert!(
+        stderr.contains("destructor in the callback ran")
+            && stderr.contains("Rust cannot catch foreign exceptions"),
+        "{}",
+        common::show(&out)
+    );
 }
