@@ -304,19 +304,13 @@ impl Request {
     /// What the server does once the handler is done: send the collected
     /// datagram reply, or flush a stream's buffered output.
     pub(crate) fn complete(&mut self) -> Result<()> {
-        match &mut self.io {
-            RequestIo::Datagram(d) => match d.reply.take() {
-                Some(reply) => {
-                    let limits = self.limits("reply")?;
-                    let wait = self.reply_wait(limits);
-                    let RequestIo::Datagram(d) = &self.io else {
-                        unreachable!("matched as a datagram above")
-                    };
-                    send_datagram(&d.socket, &reply, &self.client, wait)
-                }
-                None => Ok(()),
-            },
-            RequestIo::Stream(_) => self.flush(),
+        let reply = match &mut self.io {
+            RequestIo::Datagram(d) => d.reply.take(),
+            RequestIo::Stream(_) => return self.flush(),
+        };
+        match reply {
+            Some(reply) => self.reply(&reply),
+            None => Ok(()),
         }
     }
 

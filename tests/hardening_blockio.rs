@@ -6,7 +6,7 @@
 //! behind, this side that it left no file and no process. Plus
 //! c_examples/line_server driven as a user would.
 //!
-//! - linger_sync, linger_threading: a handler writes 8 MiB and returns
+//! - linger_sync, linger_threading, linger_forking: a handler writes 8 MiB and returns
 //!   while the client has sent input nobody read and reads slowly: the
 //!   client gets every byte and a clean end of stream (no ECONNRESET), and
 //!   the next client is served at once meanwhile.
@@ -65,6 +65,7 @@ common::c_tests! {
     hardening_blockio {
         linger_sync,
         linger_threading,
+        linger_forking,
         linger_clean,
         linger_close,
         dgram_flood_sync,

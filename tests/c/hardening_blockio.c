@@ -7,7 +7,7 @@
 #include "testutil.h"
 
 #include <stdint.h>
-#include <sys/resource.h>
+#include <sys/mman.h>
 
 /* ------------------------------------------------------- lingering close */
 
@@ -21,6 +21,7 @@ static char big_chunk[BIG_CHUNK];
 typedef struct big_state {
     int handler_done; /* the handler wrote everything and returned */
     int errors;
+    int handler_pid; /* the process the handler ran in */
 } big_state;
 
 /* "BIG\n": writes BIG_BYTES with a small send buffer, then returns without
@@ -40,6 +41,7 @@ static int big_handle(ss_request *request, void *user)
     for (size_t sent = 0; sent < BIG_BYTES; sent += BIG_CHUNK)
         if (ss_request_write(request, big_chunk, BIG_CHUNK) != SS_OK)
             return -1;
+    TU_STORE(&st->handler_pid, (int)getpid());
     TU_STORE(&st->handler_done, 1);
     return 0;
 }
@@ -81,7 +83,8 @@ static size_t start_big(int fd, big_state *st)
     tu_send_str(fd, "more input that nobody reads\n");
     while (!TU_LOAD(&st->handler_done)) {
         size_t n = tu_recv_some(fd, buf, sizeof buf, got);
-        CHECK(n > 0);
+        if (n == 0)
+            break; /* all read before the flag was seen: finish_big checks */
         got += n;
     }
     return got;
@@ -113,10 +116,40 @@ static size_t live_children(ss_server *server)
     return children;
 }
 
+/* Whether request child `pid` is past its close: gone (exited, a zombie)
+ * or asleep in poll(2), which is where it lingers. */
+static int child_closed(int pid)
+{
+    char path[64], text[128];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 1;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    const char *paren = n > 0 ? (text[n] = '\0', strrchr(text, ')')) : NULL;
+    if (paren == NULL || paren[2] == 'Z')
+        return 1;
+    snprintf(path, sizeof path, "/proc/%d/wchan", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 1;
+    n = read(fd, text, sizeof text - 1);
+    close(fd);
+    text[n > 0 ? n : 0] = '\0';
+    return strstr(text, "poll") != NULL;
+}
+
 static void linger_test(int mode)
 {
     tu_runner runner;
-    big_state st = {0, 0};
+    /* Shared with SS_FORKING's request children. */
+    big_state *shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE,
+                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(shared != MAP_FAILED);
+    memset(shared, 0, sizeof *shared);
+    big_state *stp = shared;
+#define st (*stp)
     char addr[128];
     memset(big_chunk, 'x', sizeof big_chunk);
     ss_config *config = tu_config_mode(SS_TCP, mode, big_handle);
@@ -129,6 +162,8 @@ static void linger_test(int mode)
         /* The handler thread is gone only after the request's close. */
         WAIT_FOR(live_threads(server) == 0, 5000);
     }
+    if (mode == SS_FORKING)
+        WAIT_FOR(child_closed(TU_LOAD(&st.handler_pid)), 5000);
     /* In SS_SYNC the next client is served only after the first request
      * was closed: it must be served at once, while the first client still
      * has most of its response to read. */
@@ -137,10 +172,15 @@ static void linger_test(int mode)
     tu_expect_line(second, "next\n");
     close(second);
 
-    finish_big(first, got, mode == SS_SYNC ? "sync" : "threading");
+    finish_big(first, got,
+               mode == SS_SYNC        ? "sync"
+               : mode == SS_THREADING ? "threading"
+                                      : "forking");
     close(first);
     tu_stop_serving(server, &runner);
     CHECK_EQ(TU_LOAD(&st.errors), 0);
+#undef st
+    CHECK_SYS(munmap(shared, sizeof *shared));
 }
 
 /* Old: the close after the handler reset the connection (unread input in
@@ -154,6 +194,12 @@ static void linger_sync(void)
 static void linger_threading(void)
 {
     linger_test(SS_THREADING);
+}
+
+/* The request child lingers itself before it exits. */
+static void linger_forking(void)
+{
+    linger_test(SS_FORKING);
 }
 
 /* A clean request/response (no input left unread) closes at once: no
@@ -180,7 +226,7 @@ static void linger_clean(void)
 static void linger_close(void)
 {
     tu_runner runner;
-    big_state st = {0, 0};
+    big_state st = {0, 0, 0};
     char addr[128];
     memset(big_chunk, 'x', sizeof big_chunk);
     ss_config *config = tu_config(SS_TCP, big_handle);
@@ -649,6 +695,7 @@ static void huge_len(void)
 static const tu_test tests[] = {
     {"linger_sync", linger_sync},
     {"linger_threading", linger_threading},
+    {"linger_forking", linger_forking},
     {"linger_clean", linger_clean},
     {"linger_close", linger_close},
     {"dgram_flood_sync", dgram_flood_sync},
