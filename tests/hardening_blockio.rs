@@ -24,7 +24,10 @@
 //! - deadline_timeout_still: the per-operation timeout still cuts a silent
 //!   client when a deadline is set.
 //! - timed_recv_steal: a timed read never blocks past its timeout when
-//!   another reader takes the data poll announced.
+//!   another reader takes the data poll announced (a race: it guards the
+//!   behaviour, it could not be made to fail on the old code for sure).
+//! - timed_recv_oob: nor when poll announces an out-of-band byte that recv
+//!   does not return (a Unix stream client's MSG_OOB).
 //! - readline_nul: ss_request_readline leaves a C string in the buffer
 //!   when it fails.
 //! - huge_len: buffer lengths above PTRDIFF_MAX are refused
@@ -77,6 +80,7 @@ common::c_tests! {
         deadline_pool,
         deadline_timeout_still,
         timed_recv_steal,
+        timed_recv_oob,
         readline_nul,
         huge_len,
     }

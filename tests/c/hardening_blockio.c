@@ -604,6 +604,42 @@ static void timed_recv_steal(void)
     ss_server_free(server);
 }
 
+static int oob_handle(ss_request *request, void *user)
+{
+    int *status = user;
+    char c;
+    size_t n = 0;
+    CHECK_OK(ss_request_set_timeout(request, 200));
+    TU_STORE(status, (int)ss_request_read(request, &c, 1, &n));
+    return 0;
+}
+
+/* A Unix stream client sends one out-of-band byte: poll(2) reports the
+ * socket readable, and a recv without MSG_OOB finds nothing to read.
+ * Old: the timed read then blocked in recv, past its 200 ms timeout, for
+ * as long as the client stayed ("no EOF within 5000 ms"). Now it fails
+ * with SS_ERR_TIMEOUT in time. */
+static void timed_recv_oob(void)
+{
+    tu_runner runner;
+    int status = -1;
+    char path[200], addr[256];
+    tu_path(path, sizeof path, "oob");
+    ss_config *config = tu_config(SS_UNIX_STREAM, oob_handle);
+    ss_server *server = tu_server(config, path, &status);
+    ss_config_free(config);
+    tu_server_addr(server, addr, sizeof addr);
+    tu_handle_one_in_thread(&runner, server);
+    int fd = tu_connect(SOCK_STREAM, addr, NULL);
+    if (send(fd, "!", 1, MSG_OOB) != 1)
+        TU_FAIL("send MSG_OOB on a Unix stream socket (CONFIG_AF_UNIX_OOB)");
+    tu_expect_eof(fd, 5000);
+    close(fd);
+    CHECK_OK(tu_runner_join(&runner, 5000));
+    CHECK_ST(TU_LOAD(&status), SS_ERR_TIMEOUT);
+    ss_server_free(server);
+}
+
 typedef struct nul_state {
     int checked;
 } nul_state;
@@ -707,6 +743,7 @@ static const tu_test tests[] = {
     {"deadline_pool", deadline_pool},
     {"deadline_timeout_still", deadline_timeout_still},
     {"timed_recv_steal", timed_recv_steal},
+    {"timed_recv_oob", timed_recv_oob},
     {"readline_nul", readline_nul},
     {"huge_len", huge_len},
 };
