@@ -2,7 +2,7 @@
  * line_server: a small line-based service that shows every handler hook.
  *
  *   line_server [--transport tcp|unix] [--address ADDR] [--deny PREFIX]
- *               [--idle-timeout MS]
+ *               [--idle-timeout MS] [--request-deadline MS]
  *
  * Defaults: tcp on 127.0.0.1:0 (any free port). A unix transport needs
  * --address (a socket path, or @name for a Linux abstract socket). Prints
@@ -32,13 +32,19 @@
  *   service_actions counts the serve loop's turns (idle and busy)
  *   request timeout --idle-timeout MS: a client silent for MS milliseconds
  *                   is told "BYE" and disconnected (reported to handle_error)
+ *   request deadline --request-deadline MS: a client is disconnected MS
+ *                   milliseconds after it was accepted, however busy it
+ *                   is. The idle timeout alone does not bound a client that
+ *                   sends a byte now and then; in SS_SYNC such a client
+ *                   keeps everyone else waiting, so set both on a server
+ *                   open to clients you do not trust. Default: none.
  *   free_user_data  prints the statistics on stderr when the server is freed
  *
  * The server runs in SS_SYNC mode: one client at a time, every callback on
  * the main thread, so the statistics need no lock. While a client is
  * connected the server serves only that client; a shutdown signal takes
- * effect when that client's request ends (QUIT, end-of-file, or the idle
- * timeout), as in Python.
+ * effect when that client's request ends (QUIT, end-of-file, the idle
+ * timeout or the request deadline), as in Python.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -179,7 +185,8 @@ static int handle(ss_request *request, void *user_data)
 static int finish(ss_request *request, void *user_data)
 {
     (void)user_data;
-    /* Best effort: the client may be gone already, which is no error. */
+    /* Best effort: the client may be gone already, which is no error (and
+     * after the request deadline the write fails at once). */
     (void)send_text(request, "BYE\n");
     return 0;
 }
@@ -219,7 +226,12 @@ static void usage(const char *why)
     fprintf(stderr,
             "line_server: %s\n"
             "usage: line_server [--transport tcp|unix] [--address ADDR] [--deny PREFIX] "
-            "[--idle-timeout MS]\n",
+            "[--idle-timeout MS]\n"
+            "                   [--request-deadline MS]\n"
+            "  --idle-timeout MS      disconnect a client silent for MS ms (default: never)\n"
+            "  --request-deadline MS  disconnect a client MS ms after it connected, busy or\n"
+            "                         not (default: never; the idle timeout alone lets a\n"
+            "                         client that trickles bytes hold the server)\n",
             why);
     exit(2);
 }
@@ -237,7 +249,7 @@ static void check(ss_status st, const char *what)
 int main(int argc, char **argv)
 {
     const char *transport_arg = "tcp", *address = NULL, *deny = NULL;
-    long idle_ms = -1;
+    long idle_ms = -1, deadline_ms = -1;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
@@ -256,6 +268,12 @@ int main(int argc, char **argv)
             idle_ms = strtol(argv[++i], &end, 10);
             if (errno != 0 || end == argv[i] || *end != '\0' || idle_ms < 1)
                 usage("--idle-timeout takes a number of milliseconds, at least 1");
+        } else if (strcmp(argv[i], "--request-deadline") == 0) {
+            char *end = NULL;
+            errno = 0;
+            deadline_ms = strtol(argv[++i], &end, 10);
+            if (errno != 0 || end == argv[i] || *end != '\0' || deadline_ms < 1)
+                usage("--request-deadline takes a number of milliseconds, at least 1");
         } else {
             usage("unknown option");
         }
@@ -283,6 +301,8 @@ int main(int argc, char **argv)
     check(ss_config_set_service_actions(config, service_actions), "set_service_actions");
     if (idle_ms > 0)
         check(ss_config_set_request_timeout(config, idle_ms), "set_request_timeout");
+    if (deadline_ms > 0)
+        check(ss_config_set_request_deadline(config, deadline_ms), "set_request_deadline");
     if (transport == SS_TCP)
         check(ss_config_set_reuse_address(config, true), "set_reuse_address");
 

@@ -306,6 +306,17 @@ typedef struct ss_server ss_server;
  * A request callback (setup, handle, finish). Return 0 on success; any
  * other value makes the server call handle_error (status SS_ERR_HANDLER)
  * and close the request. `request` is borrowed for the call only.
+ *
+ * Every callback (this and every other ss_*_fn) must return normally:
+ * report failure through its return value, never by unwinding or
+ * jumping out. A C++ callback must catch every exception itself (wrap its
+ * body in `try { ... } catch (...) { return -1; }`): an exception that
+ * leaves a callback makes the library abort the process ("Rust cannot
+ * catch foreign exceptions"), it is never passed on to the caller of
+ * ss_server_serve_forever() or any other function. longjmp() or
+ * siglongjmp() out of a callback, and pthread_exit() or thread
+ * cancellation inside one, are undefined behaviour: they skip the
+ * library's clean-up (locks, descriptors, the request's close).
  */
 typedef int (*ss_request_fn)(struct ss_request *request, void *user_data);
 
@@ -523,7 +534,8 @@ enum ss_status ss_config_set_poll_interval(struct ss_config *config, int64_t int
 
 /**
  * The handle callback (Python's RequestHandler.handle): required before
- * ss_server_new(). NULL clears it.
+ * ss_server_new(). NULL clears it. Callbacks must return normally (no C++
+ * exception, longjmp or thread exit out of them): see ss_request_fn.
  */
 enum ss_status ss_config_set_handle(struct ss_config *config, ss_request_fn handle);
 
@@ -710,6 +722,15 @@ enum ss_status ss_config_set_input_limit(struct ss_config *config, size_t bytes)
  * `time_ms` negative turns lingering off; `timeout_ms` must be at least 1.
  * Defaults: 30000 and 5000 (nginx's). SS_ERR_UNSUPPORTED for datagram
  * transports; SS_ERR_INVALID_ARGUMENT for `timeout_ms` < 1.
+ *
+ * Blocking modes: a connection lingers only when input is left unread
+ * (in the request's read buffer or the socket); a clean request/response
+ * closes at once. One lingerer thread per server, started by the first
+ * lingering close, handles at most 256 connections at a time (a close
+ * beyond that is immediate). A forked request child (SS_FORKING, fork
+ * hand-offs) lingers itself before it exits, and counts against
+ * max_children meanwhile. ss_server_close() ends every lingering close at
+ * once (closes the sockets) and joins the thread.
  */
 enum ss_status ss_config_set_lingering(struct ss_config *config, int64_t time_ms, int64_t timeout_ms);
 
@@ -744,7 +765,8 @@ enum ss_status ss_config_set_max_connections_per_ip(struct ss_config *config, si
  * socket is writable. SS_ERR_WOULD_BLOCK (nothing queued) while the
  * pending output is at the high-water mark (ss_config_set_output_high_water);
  * SS_ERR_CLOSED after ss_conn_close(); SS_ERR_IO when the peer has gone
- * (the connection then closes; never SIGPIPE).
+ * (the connection then closes; never SIGPIPE); SS_ERR_INVALID_ARGUMENT for
+ * `len` above PTRDIFF_MAX.
  */
 enum ss_status ss_conn_write(struct ss_conn *conn, const void *buf, size_t len);
 
@@ -809,9 +831,30 @@ enum ss_status ss_conn_peer_address(const struct ss_conn *conn, char *buf, size_
  * Reads up to `len` bytes into `buf` and stores the count in `*out_read`:
  * 0 means the client closed the connection (or the datagram is used up).
  * Stream reads are buffered (ss_config_set_read_buffer_size) and block
- * until at least one byte arrives or the request timeout passes
- * (SS_ERR_TIMEOUT). A datagram request reads from the received datagram
- * (Python's `rfile = BytesIO(packet)`). `*out_read` is written only on success.
+ * until at least one byte arrives or a time limit passes (SS_ERR_TIMEOUT).
+ * A datagram request reads from the received datagram (Python's
+ * `rfile = BytesIO(packet)`). `*out_read` is written only on success.
+ *
+ * Time limits of every ss_request_* read and write, in the blocking modes:
+ * - the request timeout (ss_config_set_request_timeout(),
+ *   ss_request_set_timeout()) bounds each wait: a call fails with
+ *   SS_ERR_TIMEOUT when no byte could be read or sent for that long. It
+ *   bounds silence only: a client that sends one byte per timeout keeps
+ *   its request (and, in SS_SYNC, SS_FORKING's child or an SS_THREAD_POOL
+ *   worker, the thread serving it) for as long as it likes.
+ * - the request deadline (ss_config_set_request_deadline()) bounds the
+ *   whole request, counted from accept (or the datagram's arrival, and
+ *   including time queued for a pool worker): each wait ends at the
+ *   earlier of the timeout and the deadline, and once the deadline has
+ *   passed every read and write of the request fails at once with
+ *   SS_ERR_TIMEOUT (the message says which limit it was). Use it to bound
+ *   how long one slow client can hold a worker.
+ *
+ * Without either, reads and writes block as long as the client makes
+ * them. A read or write never blocks past its limit, even when another
+ * thread reads the same socket.
+ *
+ * SS_ERR_INVALID_ARGUMENT for `len` above PTRDIFF_MAX.
  */
 enum ss_status ss_request_read(struct ss_request *request, void *buf, size_t len, size_t *out_read);
 
@@ -829,7 +872,9 @@ enum ss_status ss_request_read_exact(struct ss_request *request, void *buf, size
  * (without the NUL) goes to `*out_len` (optional): 0 at end of data; a
  * count of `cap - 1` without a trailing '\n' means the line was longer
  * and the rest is still to be read. Data after the line stays buffered for
- * the next read. SS_ERR_INVALID_ARGUMENT if `cap` is 0.
+ * the next read. On any failure `buf` holds "" (when `cap` > 0 and `buf` is
+ * not NULL), so it is always a C string. SS_ERR_INVALID_ARGUMENT if `cap`
+ * is 0 or above PTRDIFF_MAX.
  */
 enum ss_status ss_request_readline(struct ss_request *request, char *buf, size_t cap, size_t *out_len);
 
@@ -837,10 +882,17 @@ enum ss_status ss_request_readline(struct ss_request *request, char *buf, size_t
  * Writes all `len` bytes. A stream request sends them before returning
  * (unless a write buffer is configured, then they may wait for
  * ss_request_flush() or the end of the handler); SS_ERR_IO if the client
- * has gone (never SIGPIPE). A datagram request collects them: one reply
- * datagram with everything written goes to the client when the handler
- * finishes (Python's wfile), even if handle failed. Nothing is sent if
- * the handler never writes.
+ * has gone (never SIGPIPE); SS_ERR_TIMEOUT as for ss_request_read(). A
+ * datagram request collects them: one reply datagram with everything
+ * written goes to the client when the handler finishes (Python's wfile),
+ * even if handle failed. Nothing is sent if the handler never writes.
+ * In the blocking modes, a datagram reply that finds the client's queue
+ * (or the socket's send buffer) full is retried for at most 50 ms (less if
+ * the request timeout or deadline ends sooner), then dropped and reported
+ * to handle_error as SS_ERR_WOULD_BLOCK; further replies to a client whose
+ * queue stayed full are dropped at once until one gets through, so a
+ * client that floods requests without reading the answers never stalls
+ * the server. SS_EVENT drops at once. Applies to ss_request_reply() too.
  */
 enum ss_status ss_request_write(struct ss_request *request, const void *buf, size_t len);
 
@@ -859,7 +911,8 @@ enum ss_status ss_request_reply(struct ss_request *request, const void *buf, siz
 
 /**
  * Sets this request's read/write timeout in milliseconds (negative: none),
- * overriding ss_config_set_request_timeout(). 0 is refused
+ * overriding ss_config_set_request_timeout() (see ss_request_read() for
+ * what it bounds); the request deadline still applies. 0 is refused
  * (SS_ERR_INVALID_ARGUMENT).
  */
 enum ss_status ss_request_set_timeout(struct ss_request *request, int64_t timeout_ms);

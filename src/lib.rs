@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod ffi;
 pub mod handler;
+mod linger;
 #[allow(dead_code)] // TEMP: wired into the accept paths by the hardening work
 mod peer_limit;
 pub mod request;

@@ -3,18 +3,29 @@
 //! datagram reply sent when the handler finishes.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
-use std::time::Duration;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use nix::poll::PollFlags;
 use socket2::{SockAddr, Socket};
 
 use crate::address::format_sockaddr;
+use crate::concurrency::in_forked_child;
 use crate::config::{check_request_timeout, Concurrency};
 use crate::error::{Error, ErrorKind, Result};
 use crate::server::Server;
 use crate::sys::{as_uninit, wait_ready};
 use crate::transport::has_reply_address;
+
+/// Longest a blocking-mode datagram reply waits for room before it is
+/// dropped and reported (SS_ERR_WOULD_BLOCK); shorter if the request
+/// timeout or deadline ends sooner. A Unix datagram client that does not
+/// read its replies fills its queue, and poll(2) cannot tell when it has
+/// room again (it reports an unconnected AF_UNIX socket writable while
+/// sendto() fails with EAGAIN), so the wait is a bounded retry.
+pub const DATAGRAM_REPLY_WAIT: Duration = Duration::from_millis(50);
 
 /// One request: a stream connection or one datagram, with its client.
 pub struct Request {
@@ -22,6 +33,9 @@ pub struct Request {
     client: SockAddr,
     client_text: String,
     timeout: Option<Duration>,
+    /// The whole request's deadline (config.request_deadline from accept or
+    /// arrival) and its length, for the message; blocking modes only.
+    deadline: Option<(Instant, Duration)>,
     io: RequestIo,
     in_handle: bool,
     hand_off: Option<HandOff>,
@@ -100,12 +114,20 @@ impl Request {
     }
 
     fn new(server: Arc<Server>, client: SockAddr, io: RequestIo) -> Self {
-        let timeout = server.config().request_timeout;
+        let config = server.config();
+        let timeout = config.request_timeout;
+        // Event mode bounds its connections itself; its datagram requests
+        // never wait.
+        let deadline = config
+            .request_deadline
+            .filter(|_| config.concurrency != Concurrency::Event)
+            .map(|d| (Instant::now() + d, d));
         Request {
             client_text: format_sockaddr(&client),
             server,
             client,
             timeout,
+            deadline,
             io,
             in_handle: false,
             hand_off: None,
@@ -192,15 +214,15 @@ impl Request {
 
     /// Reads up to `buf.len()` bytes; 0 means end of stream (or of the datagram).
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let limits = self.limits("read")?;
         if buf.is_empty() {
             return Ok(0);
         }
-        let timeout = self.timeout;
         match &mut self.io {
             RequestIo::Datagram(d) => {
                 Ok(d.take(buf.len(), |src| buf[..src.len()].copy_from_slice(src)))
             }
-            RequestIo::Stream(s) => s.read(buf, timeout),
+            RequestIo::Stream(s) => s.read(buf, limits),
         }
     }
 
@@ -224,7 +246,7 @@ impl Request {
     /// Reads one line, newline included, but at most `limit` bytes (Python's
     /// `readline(limit)`). Returns the number of bytes put in `buf`; 0 at end.
     pub fn readline(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let timeout = self.timeout;
+        let limits = self.limits("readline")?;
         match &mut self.io {
             RequestIo::Datagram(d) => {
                 let rest = &d.data[d.pos..];
@@ -235,41 +257,46 @@ impl Request {
                     .map_or(limit, |i| i + 1);
                 Ok(d.take(n, |src| buf[..n].copy_from_slice(src)))
             }
-            RequestIo::Stream(s) => s.readline(buf, timeout),
+            RequestIo::Stream(s) => s.readline(buf, limits),
         }
     }
 
     /// Writes all of `data` (a stream sends it unless a write buffer is set;
     /// a datagram request collects it for the reply).
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        let timeout = self.timeout;
+        let limits = self.limits("write")?;
         match &mut self.io {
             RequestIo::Datagram(d) => {
                 d.reply.get_or_insert_with(Vec::new).extend_from_slice(data);
                 Ok(())
             }
-            RequestIo::Stream(s) => s.write(data, timeout),
+            RequestIo::Stream(s) => s.write(data, limits),
         }
     }
 
-    /// Sends buffered output (a no-op for datagrams, which reply on finish).
+    /// Sends buffered output (a no-op for datagrams, which reply on finish,
+    /// and when nothing is buffered).
     pub fn flush(&mut self) -> Result<()> {
-        let timeout = self.timeout;
+        match &self.io {
+            RequestIo::Stream(s) if !s.wbuf.is_empty() => {}
+            _ => return Ok(()),
+        }
+        let limits = self.limits("flush")?;
         match &mut self.io {
             RequestIo::Datagram(_) => Ok(()),
-            RequestIo::Stream(s) => s.flush(timeout),
+            RequestIo::Stream(s) => s.flush(limits),
         }
     }
 
     /// Sends `data` to the client at once: one datagram, or bytes on the stream.
     pub fn reply(&mut self, data: &[u8]) -> Result<()> {
-        let timeout = self.timeout;
-        let wait = self.reply_wait();
+        let limits = self.limits("reply")?;
+        let wait = self.reply_wait(limits);
         match &mut self.io {
             RequestIo::Datagram(d) => send_datagram(&d.socket, data, &self.client, wait),
             RequestIo::Stream(s) => {
-                s.flush(timeout)?;
-                s.send_all(data, timeout)
+                s.flush(limits)?;
+                s.send_all(data, limits)
             }
         }
     }
@@ -277,33 +304,128 @@ impl Request {
     /// What the server does once the handler is done: send the collected
     /// datagram reply, or flush a stream's buffered output.
     pub(crate) fn complete(&mut self) -> Result<()> {
-        let timeout = self.timeout;
-        let wait = self.reply_wait();
-        match &mut self.io {
-            RequestIo::Datagram(d) => match d.reply.take() {
-                Some(reply) => send_datagram(&d.socket, &reply, &self.client, wait),
-                None => Ok(()),
-            },
-            RequestIo::Stream(s) => s.flush(timeout),
+        let reply = match &mut self.io {
+            RequestIo::Datagram(d) => d.reply.take(),
+            RequestIo::Stream(_) => return self.flush(),
+        };
+        match reply {
+            Some(reply) => self.reply(&reply),
+            None => Ok(()),
         }
     }
 
-    fn reply_wait(&self) -> ReplyWait {
+    /// The limits of the next operation: its per-operation timeout, and the
+    /// request's deadline, which must not have passed yet.
+    fn limits(&self, what: &str) -> Result<Limits> {
+        let limits = Limits {
+            timeout: self.timeout,
+            deadline: self.deadline,
+        };
+        if let Some((at, length)) = self.deadline {
+            if Instant::now() >= at {
+                return Err(deadline_passed(what, length));
+            }
+        }
+        Ok(limits)
+    }
+
+    fn reply_wait(&self, limits: Limits) -> ReplyWait {
         if self.server.config().concurrency == Concurrency::Event {
             ReplyWait::Never
         } else {
-            ReplyWait::Upto(self.timeout)
+            ReplyWait::Upto(limits)
         }
     }
 
     /// Python's shutdown_request: SHUT_WR then close for a stream (errors
-    /// such as ENOTCONN ignored); nothing for a datagram, whose socket is the
-    /// server's.
+    /// such as ENOTCONN ignored), lingering first if the client may still
+    /// be sending (see crate::linger); nothing for a datagram, whose socket
+    /// is the server's.
     pub(crate) fn shutdown(self) {
         if let RequestIo::Stream(s) = self.io {
-            let _ = s.socket.shutdown(std::net::Shutdown::Write);
+            let unread = s.rpos != s.rend;
+            self.server.lingerer().close(s.socket, unread);
         }
     }
+}
+
+/// The bounds on one operation's waits: `timeout` without progress (a
+/// byte sent or received), and the request's absolute deadline.
+#[derive(Clone, Copy)]
+struct Limits {
+    timeout: Option<Duration>,
+    deadline: Option<(Instant, Duration)>,
+}
+
+/// When a wait that starts now must end, and why.
+#[derive(Clone, Copy)]
+struct WaitEnd {
+    at: Option<Instant>,
+    /// The length of the per-operation timeout, or of the deadline when
+    /// that ends the wait first.
+    by_deadline: bool,
+    length: Duration,
+}
+
+impl Limits {
+    /// No bound at all: plain blocking calls.
+    fn unbounded(&self) -> bool {
+        self.timeout.is_none() && self.deadline.is_none()
+    }
+
+    /// The end of a wait starting now: min(now + timeout, deadline).
+    fn wait_end(&self) -> WaitEnd {
+        let op = self.timeout.map(|t| (Instant::now() + t, t));
+        match (op, self.deadline) {
+            (Some((at, t)), Some((d, _))) if at <= d => WaitEnd {
+                at: Some(at),
+                by_deadline: false,
+                length: t,
+            },
+            (_, Some((d, length))) => WaitEnd {
+                at: Some(d),
+                by_deadline: true,
+                length,
+            },
+            (op, None) => WaitEnd {
+                at: op.map(|(at, _)| at),
+                by_deadline: false,
+                length: op.map_or(Duration::ZERO, |(_, t)| t),
+            },
+        }
+    }
+}
+
+impl WaitEnd {
+    fn error(&self, what: &str) -> Error {
+        if self.by_deadline {
+            deadline_passed(what, self.length)
+        } else {
+            Error::new(
+                ErrorKind::Timeout,
+                format!("{what}: timed out after {} ms", self.length.as_millis()),
+            )
+        }
+    }
+
+    /// Waits for `events` on `fd` until this end; SS_ERR_TIMEOUT after it.
+    fn wait(&self, fd: &Socket, events: PollFlags, what: &str) -> Result<()> {
+        match wait_ready(fd.as_fd(), events, self.at) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.error(what)),
+            Err(e) => Err(Error::io(what, e)),
+        }
+    }
+}
+
+fn deadline_passed(what: &str, length: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!(
+            "{what}: the request deadline of {} ms has passed",
+            length.as_millis()
+        ),
+    )
 }
 
 impl DatagramIo {
@@ -316,14 +438,62 @@ impl DatagramIo {
     }
 }
 
-/// How a datagram reply waits when the socket's send buffer is full: up to
-/// the request timeout for blocking handlers; not at all in event mode,
-/// where a loop thread must never block (the reply is dropped and
-/// reported instead).
+/// How a datagram reply waits when the socket's send buffer (or a Unix
+/// client's queue) is full: a bounded retry for blocking handlers (at most
+/// DATAGRAM_REPLY_WAIT, less if the request's limits end sooner); not at
+/// all in event mode, where a loop thread must never block. Either way the
+/// reply is then dropped and reported.
 #[derive(Clone, Copy)]
 enum ReplyWait {
-    Upto(Option<Duration>),
+    Upto(Limits),
     Never,
+}
+
+/// Clients whose last reply was dropped for a full queue: a further reply
+/// to one of them is tried once and dropped at once, without waiting, until
+/// one gets through, so that a client flooding requests it never reads the
+/// answers to costs one bounded wait, not one per request. Few entries: the
+/// oldest is forgotten first.
+static STALLED_PEERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Entries in STALLED_PEERS, so that a reply that got through looks at
+/// the list only when there is something to clear.
+static STALLED_COUNT: AtomicUsize = AtomicUsize::new(0);
+const MAX_STALLED_PEERS: usize = 64;
+
+fn peer_key(to: &SockAddr) -> Vec<u8> {
+    // SAFETY: `as_ptr` points at the address's own storage, valid for
+    // `len` bytes.
+    unsafe { std::slice::from_raw_parts(to.as_ptr().cast::<u8>(), to.len() as usize) }.to_vec()
+}
+
+/// Records (`stalled`) or clears a peer's stalled mark; says whether it was
+/// marked. Only try_lock: never blocks, so it cannot deadlock in a forked
+/// child whose parent held the lock at fork time (a busy lock just means
+/// no memory this time).
+fn stalled_mark(to: &SockAddr, stalled: Option<bool>) -> bool {
+    if in_forked_child() {
+        // A child's memory dies with it: do not bother.
+        return false;
+    }
+    let Ok(mut peers) = STALLED_PEERS.try_lock() else {
+        return false;
+    };
+    let key = peer_key(to);
+    let found = peers.iter().position(|p| *p == key);
+    match (stalled, found) {
+        (Some(true), None) => {
+            if peers.len() >= MAX_STALLED_PEERS {
+                peers.remove(0);
+            }
+            peers.push(key);
+        }
+        (Some(false), Some(i)) => {
+            peers.remove(i);
+        }
+        _ => {}
+    }
+    STALLED_COUNT.store(peers.len(), Ordering::Relaxed);
+    found.is_some()
 }
 
 fn send_datagram(socket: &Socket, data: &[u8], to: &SockAddr, wait: ReplyWait) -> Result<()> {
@@ -333,46 +503,72 @@ fn send_datagram(socket: &Socket, data: &[u8], to: &SockAddr, wait: ReplyWait) -
             "cannot reply: the sender has no address (an unbound Unix datagram socket)",
         ));
     }
+    let dropped = |why: &str| {
+        Error::new(
+            ErrorKind::WouldBlock,
+            format!("sendto {}: {why}; reply dropped", format_sockaddr(to)),
+        )
+    };
+    // Computed once: retries never extend the wait.
+    let mut give_up: Option<Instant> = None;
+    let mut pause = Duration::from_millis(1);
     loop {
-        match socket.send_to_with_flags(data, to, libc::MSG_NOSIGNAL) {
-            Ok(_) => return Ok(()),
+        match socket.send_to_with_flags(data, to, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) {
+            Ok(_) => {
+                if STALLED_COUNT.load(Ordering::Relaxed) > 0 {
+                    stalled_mark(to, Some(false));
+                }
+                return Ok(());
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // The server socket is non-blocking: wait for room, then retry.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match wait {
-                ReplyWait::Upto(timeout) => {
-                    wait_ready(socket.as_raw_fd(), libc::POLLOUT, timeout, "sendto")?
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let ReplyWait::Upto(limits) = wait else {
+                    return Err(dropped("the send buffer is full"));
+                };
+                let end = *give_up.get_or_insert_with(|| {
+                    let now = Instant::now();
+                    let bound = now + DATAGRAM_REPLY_WAIT;
+                    if stalled_mark(to, None) {
+                        now // known to be full: no wait
+                    } else {
+                        limits.wait_end().at.map_or(bound, |at| at.min(bound))
+                    }
+                });
+                let now = Instant::now();
+                if now >= end {
+                    stalled_mark(to, Some(true));
+                    return Err(dropped("the client's queue (or the send buffer) is full"));
                 }
-                ReplyWait::Never => {
-                    return Err(Error::new(
-                        ErrorKind::WouldBlock,
-                        format!(
-                            "sendto {}: the send buffer is full; reply dropped",
-                            format_sockaddr(to)
-                        ),
-                    ))
-                }
-            },
+                // poll(POLLOUT) cannot be trusted here (see
+                // DATAGRAM_REPLY_WAIT): pause, doubling up to 8 ms.
+                std::thread::sleep(pause.min(end - now));
+                pause = (pause * 2).min(Duration::from_millis(8));
+            }
             Err(e) => return Err(Error::io(format!("sendto {}", format_sockaddr(to)), e)),
         }
     }
 }
 
 impl StreamIo {
-    fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
-
-    /// One recv into `buf`, after waiting for data if a timeout is set.
-    fn recv(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+    /// One recv into `buf`. With a timeout or deadline, the socket is read
+    /// with MSG_DONTWAIT and waited for when empty, so that the call never
+    /// blocks past its limit, even when poll said readable and another
+    /// reader took the data first.
+    fn recv(&self, buf: &mut [u8], limits: Limits) -> Result<usize> {
+        let bounded = !limits.unbounded();
+        let flags = if bounded { libc::MSG_DONTWAIT } else { 0 };
+        // Until some bytes come: computed once, so that a wake-up with
+        // nothing to read does not extend the wait.
+        let mut end = None;
         loop {
-            if timeout.is_some() {
-                wait_ready(self.fd(), libc::POLLIN, timeout, "recv")?;
-            }
-            match self.socket.recv(as_uninit(buf)) {
+            match self.socket.recv_with_flags(as_uninit(buf), flags) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A vanished peer reads as end of stream, as Python's rfile does.
                 Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(0),
+                Err(e) if bounded && e.kind() == io::ErrorKind::WouldBlock => end
+                    .get_or_insert_with(|| limits.wait_end())
+                    .wait(&self.socket, PollFlags::POLLIN, "recv")?,
                 Err(e) => return Err(Error::io("recv", e)),
             }
         }
@@ -391,10 +587,10 @@ impl StreamIo {
     }
 
     /// Refills the empty read buffer; returns the bytes now buffered (0 = EOF).
-    fn fill(&mut self, timeout: Option<Duration>) -> Result<usize> {
+    fn fill(&mut self, limits: Limits) -> Result<usize> {
         debug_assert_eq!(self.rpos, self.rend);
         let mut rbuf = std::mem::take(&mut self.rbuf);
-        let n = self.recv(&mut rbuf, timeout);
+        let n = self.recv(&mut rbuf, limits);
         self.rbuf = rbuf;
         let n = n?;
         self.rpos = 0;
@@ -402,13 +598,13 @@ impl StreamIo {
         Ok(n)
     }
 
-    fn read(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+    fn read(&mut self, buf: &mut [u8], limits: Limits) -> Result<usize> {
         if self.rpos == self.rend {
             // Large reads and unbuffered mode bypass the buffer.
             if buf.len() >= self.rbuf.len() {
-                return self.recv(buf, timeout);
+                return self.recv(buf, limits);
             }
-            if self.fill(timeout)? == 0 {
+            if self.fill(limits)? == 0 {
                 return Ok(0);
             }
         }
@@ -423,9 +619,9 @@ impl StreamIo {
     /// nothing and the call can be retried; only a line longer than the
     /// read buffer is handed over in parts (and unbuffered mode reads byte
     /// by byte, so bytes read before an error are lost there).
-    fn readline(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+    fn readline(&mut self, buf: &mut [u8], limits: Limits) -> Result<usize> {
         if self.rbuf.is_empty() {
-            return self.readline_unbuffered(buf, timeout);
+            return self.readline_unbuffered(buf, limits);
         }
         let mut filled = 0;
         loop {
@@ -458,7 +654,7 @@ impl StreamIo {
                 self.rpos = 0;
             }
             let mut rbuf = std::mem::take(&mut self.rbuf);
-            let got = self.recv(&mut rbuf[self.rend..], timeout);
+            let got = self.recv(&mut rbuf[self.rend..], limits);
             self.rbuf = rbuf;
             match got? {
                 0 => {
@@ -474,11 +670,11 @@ impl StreamIo {
         }
     }
 
-    fn readline_unbuffered(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+    fn readline_unbuffered(&mut self, buf: &mut [u8], limits: Limits) -> Result<usize> {
         let mut filled = 0;
         while filled < buf.len() {
             // One byte at a time, so nothing past the line is consumed.
-            if self.recv(&mut buf[filled..filled + 1], timeout)? == 0 {
+            if self.recv(&mut buf[filled..filled + 1], limits)? == 0 {
                 break;
             }
             filled += 1;
@@ -489,65 +685,58 @@ impl StreamIo {
         Ok(filled)
     }
 
-    fn send_all(&self, data: &[u8], timeout: Option<Duration>) -> Result<()> {
-        self.send_counted(data, timeout, &mut 0)
+    fn send_all(&self, data: &[u8], limits: Limits) -> Result<()> {
+        self.send_counted(data, limits, &mut 0)
     }
 
     /// Sends all of `data`, adding to `*sent` as bytes go out, so that a
     /// caller can keep what a timeout or error left unsent.
-    fn send_counted(
-        &self,
-        mut data: &[u8],
-        timeout: Option<Duration>,
-        sent: &mut usize,
-    ) -> Result<()> {
+    fn send_counted(&self, mut data: &[u8], limits: Limits, sent: &mut usize) -> Result<()> {
         // MSG_NOSIGNAL: a vanished peer gives EPIPE, never SIGPIPE in the host.
-        // With a timeout the send must not block past it, hence MSG_DONTWAIT
-        // after poll says there is room.
-        let flags = libc::MSG_NOSIGNAL
-            | if timeout.is_some() {
-                libc::MSG_DONTWAIT
-            } else {
-                0
-            };
+        // With a timeout or deadline the send must not block past it, hence
+        // MSG_DONTWAIT, and a wait for room when the buffer is full.
+        let bounded = !limits.unbounded();
+        let flags = libc::MSG_NOSIGNAL | if bounded { libc::MSG_DONTWAIT } else { 0 };
+        // The timeout counts from the last progress, the deadline stays.
+        let mut end = None;
         while !data.is_empty() {
-            if timeout.is_some() {
-                wait_ready(self.fd(), libc::POLLOUT, timeout, "send")?;
-            }
             match self.socket.send_with_flags(data, flags) {
                 Ok(n) => {
                     data = &data[n..];
                     *sent += n;
+                    end = None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && timeout.is_some() => {}
+                Err(e) if bounded && e.kind() == io::ErrorKind::WouldBlock => end
+                    .get_or_insert_with(|| limits.wait_end())
+                    .wait(&self.socket, PollFlags::POLLOUT, "send")?,
                 Err(e) => return Err(Error::io("send", e)),
             }
         }
         Ok(())
     }
 
-    fn write(&mut self, data: &[u8], timeout: Option<Duration>) -> Result<()> {
+    fn write(&mut self, data: &[u8], limits: Limits) -> Result<()> {
         if self.wcap == 0 {
-            return self.send_all(data, timeout);
+            return self.send_all(data, limits);
         }
         if self.wbuf.len() + data.len() > self.wcap {
-            self.flush(timeout)?;
+            self.flush(limits)?;
         }
         if data.len() >= self.wcap {
-            return self.send_all(data, timeout);
+            return self.send_all(data, limits);
         }
         self.wbuf.extend_from_slice(data);
         Ok(())
     }
 
-    fn flush(&mut self, timeout: Option<Duration>) -> Result<()> {
+    fn flush(&mut self, limits: Limits) -> Result<()> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
         let mut pending = std::mem::take(&mut self.wbuf);
         let mut sent = 0;
-        let result = self.send_counted(&pending, timeout, &mut sent);
+        let result = self.send_counted(&pending, limits, &mut sent);
         // After a timeout the unsent rest stays buffered for a retry.
         pending.drain(..sent);
         self.wbuf = pending;

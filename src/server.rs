@@ -27,6 +27,7 @@ use crate::concurrency::{current_worker_is, in_forked_child, ChildCloses, Worker
 use crate::config::{Concurrency, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::Handler;
+use crate::linger::Lingerer;
 use crate::request::Request;
 use crate::sys::{poll_until, pollfd, Waker};
 use crate::transport::{self, UnixFile};
@@ -81,6 +82,7 @@ pub struct Server {
     /// (a forked child may read it whatever the parent's threads held).
     bound: OnceLock<SockAddr>,
     datagram_buffer: Mutex<Vec<u8>>,
+    lingerer: Lingerer,
 }
 
 /// How long the loop pauses after an accept error that is not transient
@@ -130,6 +132,7 @@ impl Server {
             close_done: Condvar::new(),
             bound: OnceLock::new(),
             datagram_buffer: Mutex::new(Vec::new()),
+            lingerer: Lingerer::new(config.lingering_time, config.lingering_timeout),
         });
         if config.bind_and_activate {
             server.bind()?;
@@ -148,6 +151,11 @@ impl Server {
 
     pub(crate) fn workers(&self) -> &Workers {
         &self.workers
+    }
+
+    /// Closes request connections, lingering when needed (crate::linger).
+    pub(crate) fn lingerer(&self) -> &Lingerer {
+        &self.lingerer
     }
 
     /// Wakes the loop so it looks at its state again (a spurious wake is
@@ -549,6 +557,9 @@ impl Server {
         }
         drop(st);
         self.workers.close(self, self.config.block_on_close);
+        // Connections still lingering are closed now: nothing of the
+        // server (thread, descriptors) outlives close.
+        self.lingerer.stop();
         Ok(())
     }
 }

@@ -3,13 +3,14 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::time::{Duration, Instant};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::time::Instant;
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// Views an initialised byte buffer as the `MaybeUninit` slice socket2 reads into.
 pub fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
@@ -18,38 +19,56 @@ pub fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
 }
 
-/// Milliseconds for poll(2): -1 for no deadline, rounded up so that a wait
-/// never ends before its deadline.
-fn poll_ms(deadline: Option<Instant>) -> i32 {
+/// poll(2)'s timeout for `deadline`: none for no deadline, rounded up to
+/// whole milliseconds so that a wait never ends before its deadline.
+fn poll_timeout(deadline: Option<Instant>) -> PollTimeout {
     match deadline {
-        None => -1,
+        None => PollTimeout::NONE,
         Some(d) => {
             let left = d.saturating_duration_since(Instant::now());
             let ms = left.as_micros().div_ceil(1000);
-            ms.min(i32::MAX as u128) as i32
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
         }
     }
 }
 
 /// poll(2) over `fds` until one is ready or `deadline` passes; retries EINTR
 /// with the time that is left. Returns the number of ready entries (0 = timed out).
-pub fn poll_until(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize> {
+pub fn poll_fds_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<usize> {
     loop {
-        for fd in fds.iter_mut() {
-            fd.revents = 0;
-        }
-        let ms = poll_ms(deadline);
-        // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd for
-        // the duration of the call, and its length is passed with it.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match nix::poll::poll(fds, poll_timeout(deadline)) {
+            Ok(n) => return Ok(usize::try_from(n).unwrap_or(0)),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// [`poll_fds_until`] for raw `pollfd` entries, as the server loop builds
+/// them: an entry with a negative fd is skipped (its `revents` stays 0), as
+/// poll(2) itself does.
+pub fn poll_until(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize> {
+    let mut polled: Vec<PollFd<'_>> = fds
+        .iter()
+        .filter(|p| p.fd >= 0)
+        .map(|p| {
+            // SAFETY: the caller keeps every fd in `fds` open for the call,
+            // as poll(2) itself requires; the borrow ends with this function.
+            let fd = unsafe { BorrowedFd::borrow_raw(p.fd) };
+            PollFd::new(fd, PollFlags::from_bits_truncate(p.events))
+        })
+        .collect();
+    let n = poll_fds_until(&mut polled, deadline)?;
+    let mut ready = polled.iter();
+    for p in fds.iter_mut() {
+        p.revents = 0;
+        if p.fd >= 0 {
+            if let Some(q) = ready.next() {
+                p.revents = q.revents().map_or(0, |r| r.bits());
+            }
+        }
+    }
+    Ok(n)
 }
 
 pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
@@ -60,26 +79,16 @@ pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     }
 }
 
-/// Waits until `fd` is ready for `events` or `timeout` passes (None = no limit).
+/// Waits until `fd` is ready for `events` or `deadline` passes (None = no
+/// limit). Returns false when the deadline passed first. The deadline is
+/// the caller's, computed once, so that retries never extend the wait.
 pub fn wait_ready(
-    fd: RawFd,
-    events: libc::c_short,
-    timeout: Option<Duration>,
-    what: &str,
-) -> Result<()> {
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let mut fds = [pollfd(fd, events)];
-    match poll_until(&mut fds, deadline) {
-        Ok(0) => Err(Error::new(
-            ErrorKind::Timeout,
-            format!(
-                "{what}: timed out after {} ms",
-                timeout.unwrap_or_default().as_millis()
-            ),
-        )),
-        Ok(_) => Ok(()),
-        Err(e) => Err(Error::io(what, e)),
-    }
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    let mut fds = [PollFd::new(fd, events)];
+    Ok(poll_fds_until(&mut fds, deadline)? > 0)
 }
 
 /// An eventfd that wakes a loop blocked in poll. `notify` is async-signal-safe:

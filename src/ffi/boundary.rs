@@ -106,6 +106,17 @@ pub(crate) fn guard_value<T>(fallback: T, body: impl FnOnce() -> Result<T>) -> T
     }
 }
 
+/// Refuses a C buffer length above isize::MAX, which no object can have
+/// (a Rust slice of it would be undefined behaviour): SS_ERR_INVALID_ARGUMENT.
+pub(crate) fn check_len(len: usize, name: &str) -> Result<()> {
+    if isize::try_from(len).is_err() {
+        return Err(Error::invalid(format!(
+            "{name} of {len} bytes is larger than any object (isize::MAX)"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn null(name: &str) -> Error {
     Error::new(ErrorKind::NullPointer, format!("{name} is NULL"))
 }

@@ -279,7 +279,8 @@ pub unsafe extern "C" fn ss_config_set_poll_interval(
 }
 
 /// The handle callback (Python's RequestHandler.handle): required before
-/// ss_server_new(). NULL clears it.
+/// ss_server_new(). NULL clears it. Callbacks must return normally (no C++
+/// exception, longjmp or thread exit out of them): see ss_request_fn.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_handle(
     config: *mut ss_config,
@@ -671,6 +672,15 @@ pub unsafe extern "C" fn ss_config_set_input_limit(
 /// `time_ms` negative turns lingering off; `timeout_ms` must be at least 1.
 /// Defaults: 30000 and 5000 (nginx's). SS_ERR_UNSUPPORTED for datagram
 /// transports; SS_ERR_INVALID_ARGUMENT for `timeout_ms` < 1.
+///
+/// Blocking modes: a connection lingers only when input is left unread
+/// (in the request's read buffer or the socket); a clean request/response
+/// closes at once. One lingerer thread per server, started by the first
+/// lingering close, handles at most 256 connections at a time (a close
+/// beyond that is immediate). A forked request child (SS_FORKING, fork
+/// hand-offs) lingers itself before it exits, and counts against
+/// max_children meanwhile. ss_server_close() ends every lingering close at
+/// once (closes the sockets) and joins the thread.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_lingering(
     config: *mut ss_config,

@@ -4,7 +4,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
-use super::boundary::{borrow, borrow_mut, copy_text_out, guard, guard_value, null};
+use super::boundary::{borrow, borrow_mut, check_len, copy_text_out, guard, guard_value, null};
 use super::{ss_conn, ss_status};
 use crate::error::Result;
 use crate::event::Conn;
@@ -28,7 +28,8 @@ unsafe fn conn_ref<'a>(conn: *const ss_conn) -> Result<&'a Conn> {
 /// socket is writable. SS_ERR_WOULD_BLOCK (nothing queued) while the
 /// pending output is at the high-water mark (ss_config_set_output_high_water);
 /// SS_ERR_CLOSED after ss_conn_close(); SS_ERR_IO when the peer has gone
-/// (the connection then closes; never SIGPIPE).
+/// (the connection then closes; never SIGPIPE); SS_ERR_INVALID_ARGUMENT for
+/// `len` above PTRDIFF_MAX.
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_write(
     conn: *mut ss_conn,
@@ -44,7 +45,9 @@ pub unsafe extern "C" fn ss_conn_write(
         if buf.is_null() {
             return Err(null("buf"));
         }
-        // SAFETY: readable for `len` bytes per the contract.
+        check_len(len, "len")?;
+        // SAFETY: readable for `len` bytes per the contract, and `len` is
+        // at most isize::MAX.
         conn.write(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) })
     })
 }

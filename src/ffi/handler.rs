@@ -10,22 +10,38 @@ use crate::handler::{default_handle_error, Handler};
 use crate::request::Request;
 use crate::server::Server;
 
+// Every callback type is "C-unwind": a C++ exception thrown through a
+// callback is then defined behaviour on the Rust side (it unwinds to the
+// nearest catch_unwind, which aborts the process), where through a "C"
+// function pointer it would be undefined. The C declaration is the same.
+
 /// A request callback (setup, handle, finish). Return 0 on success; any
 /// other value makes the server call handle_error (status SS_ERR_HANDLER)
 /// and close the request. `request` is borrowed for the call only.
+///
+/// Every callback (this and every other ss_*_fn) must return normally:
+/// report failure through its return value, never by unwinding or
+/// jumping out. A C++ callback must catch every exception itself (wrap its
+/// body in `try { ... } catch (...) { return -1; }`): an exception that
+/// leaves a callback makes the library abort the process ("Rust cannot
+/// catch foreign exceptions"), it is never passed on to the caller of
+/// ss_server_serve_forever() or any other function. longjmp() or
+/// siglongjmp() out of a callback, and pthread_exit() or thread
+/// cancellation inside one, are undefined behaviour: they skip the
+/// library's clean-up (locks, descriptors, the request's close).
 pub type ss_request_fn =
-    Option<unsafe extern "C" fn(request: *mut ss_request, user_data: *mut c_void) -> c_int>;
+    Option<unsafe extern "C-unwind" fn(request: *mut ss_request, user_data: *mut c_void) -> c_int>;
 
 /// verify_request: return true to handle the request, false to close it
 /// unhandled (setup, handle and finish are then not called).
 pub type ss_verify_fn =
-    Option<unsafe extern "C" fn(request: *mut ss_request, user_data: *mut c_void) -> bool>;
+    Option<unsafe extern "C-unwind" fn(request: *mut ss_request, user_data: *mut c_void) -> bool>;
 
 /// handle_error: called once for each failed request with the status and a
 /// detail message (both borrowed for the call), or with `request` NULL for a
 /// server-level error such as a failing accept. The server keeps serving.
 pub type ss_error_fn = Option<
-    unsafe extern "C" fn(
+    unsafe extern "C-unwind" fn(
         request: *mut ss_request,
         status: ss_status,
         message: *const std::ffi::c_char,
@@ -35,12 +51,12 @@ pub type ss_error_fn = Option<
 
 /// A server hook (handle_timeout, service_actions); `server` is borrowed.
 pub type ss_server_fn =
-    Option<unsafe extern "C" fn(server: *mut ss_server, user_data: *mut c_void)>;
+    Option<unsafe extern "C-unwind" fn(server: *mut ss_server, user_data: *mut c_void)>;
 
 /// SS_EVENT on_open: a new connection. Return 0 to keep it; non-zero
 /// closes it (on_close still runs).
 pub type ss_open_fn =
-    Option<unsafe extern "C" fn(conn: *mut ss_conn, user_data: *mut c_void) -> c_int>;
+    Option<unsafe extern "C-unwind" fn(conn: *mut ss_conn, user_data: *mut c_void) -> c_int>;
 
 /// SS_EVENT on_data: `data`/`len` are all bytes received on `conn` and not
 /// yet consumed (borrowed for the call). Store in `*consumed` how many you
@@ -52,7 +68,7 @@ pub type ss_open_fn =
 /// Return 0, or non-zero to close the connection as failed (reported to
 /// handle_error with a NULL request). Must not block.
 pub type ss_data_fn = Option<
-    unsafe extern "C" fn(
+    unsafe extern "C-unwind" fn(
         conn: *mut ss_conn,
         data: *const u8,
         len: usize,
@@ -68,7 +84,8 @@ pub type ss_data_fn = Option<
 /// view: for a lingering close (ss_config_set_lingering()) when lingering
 /// begins, so the socket may still be open, discarding input, for a while
 /// afterwards.
-pub type ss_close_fn = Option<unsafe extern "C" fn(conn: *mut ss_conn, user_data: *mut c_void)>;
+pub type ss_close_fn =
+    Option<unsafe extern "C-unwind" fn(conn: *mut ss_conn, user_data: *mut c_void)>;
 
 /// SS_EVENT on_eof: the peer shut down its sending side (no more on_data
 /// calls). With this callback set the connection then stays open, for
@@ -77,14 +94,15 @@ pub type ss_close_fn = Option<unsafe extern "C" fn(conn: *mut ss_conn, user_data
 /// idle timeout closes it, or the peer goes away entirely: a Unix peer
 /// closes, a TCP peer resets). Without it, the connection closes as soon
 /// as its queued output is sent.
-pub type ss_eof_fn = Option<unsafe extern "C" fn(conn: *mut ss_conn, user_data: *mut c_void)>;
+pub type ss_eof_fn =
+    Option<unsafe extern "C-unwind" fn(conn: *mut ss_conn, user_data: *mut c_void)>;
 
 /// SS_EVENT on_datagram (datagram transports): one datagram, borrowed for
 /// the call. Reply with ss_request_reply(), or with ss_request_write()
 /// (sent when the callback returns). Return 0, or non-zero to report the
 /// request to handle_error. Must not block.
 pub type ss_datagram_fn = Option<
-    unsafe extern "C" fn(
+    unsafe extern "C-unwind" fn(
         request: *mut ss_request,
         data: *const u8,
         len: usize,
@@ -93,7 +111,7 @@ pub type ss_datagram_fn = Option<
 >;
 
 /// Releases the server's user data; called exactly once.
-pub type ss_free_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
+pub type ss_free_fn = Option<unsafe extern "C-unwind" fn(user_data: *mut c_void)>;
 
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Callbacks {

@@ -1,10 +1,16 @@
 //! `ss_request_*`: what a handler can do with its request. Every function
 //! here must be called from the callback that received the request (or, in
 //! later models, the thread it was handed to): a request is not thread-safe.
+//!
+//! Time limits (documented on ss_request_read, which reaches the header):
+//! the request timeout bounds each wait, the request deadline the whole
+//! request.
 
 use std::ffi::{c_char, c_int, c_void};
 
-use super::boundary::{borrow, borrow_mut, copy_text_out, guard, guard_value, null, write_out};
+use super::boundary::{
+    borrow, borrow_mut, check_len, copy_text_out, guard, guard_value, null, write_out,
+};
 use super::handler::{call_request_fn, ss_request_fn};
 use super::server::{server_ptr, user_data_of};
 use super::{ss_request, ss_server, ss_status};
@@ -37,7 +43,9 @@ unsafe fn out_bytes<'a>(buf: *mut c_void, len: usize) -> Result<&'a mut [u8]> {
     if buf.is_null() {
         return Err(null("buf"));
     }
-    // SAFETY: non-NULL and writable for `len` bytes per the contract.
+    check_len(len, "buffer")?;
+    // SAFETY: non-NULL and writable for `len` (<= isize::MAX) bytes per the
+    // contract.
     Ok(unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) })
 }
 
@@ -50,16 +58,39 @@ unsafe fn in_bytes<'a>(buf: *const c_void, len: usize) -> Result<&'a [u8]> {
     if buf.is_null() {
         return Err(null("buf"));
     }
-    // SAFETY: non-NULL and readable for `len` bytes per the contract.
+    check_len(len, "buffer")?;
+    // SAFETY: non-NULL and readable for `len` (<= isize::MAX) bytes per the
+    // contract.
     Ok(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) })
 }
 
 /// Reads up to `len` bytes into `buf` and stores the count in `*out_read`:
 /// 0 means the client closed the connection (or the datagram is used up).
 /// Stream reads are buffered (ss_config_set_read_buffer_size) and block
-/// until at least one byte arrives or the request timeout passes
-/// (SS_ERR_TIMEOUT). A datagram request reads from the received datagram
-/// (Python's `rfile = BytesIO(packet)`). `*out_read` is written only on success.
+/// until at least one byte arrives or a time limit passes (SS_ERR_TIMEOUT).
+/// A datagram request reads from the received datagram (Python's
+/// `rfile = BytesIO(packet)`). `*out_read` is written only on success.
+///
+/// Time limits of every ss_request_* read and write, in the blocking modes:
+/// - the request timeout (ss_config_set_request_timeout(),
+///   ss_request_set_timeout()) bounds each wait: a call fails with
+///   SS_ERR_TIMEOUT when no byte could be read or sent for that long. It
+///   bounds silence only: a client that sends one byte per timeout keeps
+///   its request (and, in SS_SYNC, SS_FORKING's child or an SS_THREAD_POOL
+///   worker, the thread serving it) for as long as it likes.
+/// - the request deadline (ss_config_set_request_deadline()) bounds the
+///   whole request, counted from accept (or the datagram's arrival, and
+///   including time queued for a pool worker): each wait ends at the
+///   earlier of the timeout and the deadline, and once the deadline has
+///   passed every read and write of the request fails at once with
+///   SS_ERR_TIMEOUT (the message says which limit it was). Use it to bound
+///   how long one slow client can hold a worker.
+///
+/// Without either, reads and writes block as long as the client makes
+/// them. A read or write never blocks past its limit, even when another
+/// thread reads the same socket.
+///
+/// SS_ERR_INVALID_ARGUMENT for `len` above PTRDIFF_MAX.
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_read(
     request: *mut ss_request,
@@ -103,7 +134,9 @@ pub unsafe extern "C" fn ss_request_read_exact(
 /// (without the NUL) goes to `*out_len` (optional): 0 at end of data; a
 /// count of `cap - 1` without a trailing '\n' means the line was longer
 /// and the rest is still to be read. Data after the line stays buffered for
-/// the next read. SS_ERR_INVALID_ARGUMENT if `cap` is 0.
+/// the next read. On any failure `buf` holds "" (when `cap` > 0 and `buf` is
+/// not NULL), so it is always a C string. SS_ERR_INVALID_ARGUMENT if `cap`
+/// is 0 or above PTRDIFF_MAX.
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_readline(
     request: *mut ss_request,
@@ -111,6 +144,11 @@ pub unsafe extern "C" fn ss_request_readline(
     cap: usize,
     out_len: *mut usize,
 ) -> ss_status {
+    // A C string whatever happens below, even before any check.
+    if cap > 0 && !buf.is_null() {
+        // SAFETY: `buf` is writable for `cap` > 0 bytes per the contract.
+        unsafe { buf.write(0) };
+    }
     guard(|| {
         // SAFETY: forwarded contracts.
         let req = unsafe { request_mut(request) }?;
@@ -119,7 +157,14 @@ pub unsafe extern "C" fn ss_request_readline(
         }
         // SAFETY: forwarded contract; cap > 0 so buf is checked for NULL.
         let bytes = unsafe { out_bytes(buf.cast(), cap) }?;
-        let n = req.readline(&mut bytes[..cap - 1])?;
+        let n = match req.readline(&mut bytes[..cap - 1]) {
+            Ok(n) => n,
+            Err(e) => {
+                // Bytes of a long line may have been copied: cut them off.
+                bytes[0] = 0;
+                return Err(e);
+            }
+        };
         bytes[n] = 0;
         if !out_len.is_null() {
             // SAFETY: non-NULL and writable per the contract.
@@ -132,10 +177,17 @@ pub unsafe extern "C" fn ss_request_readline(
 /// Writes all `len` bytes. A stream request sends them before returning
 /// (unless a write buffer is configured, then they may wait for
 /// ss_request_flush() or the end of the handler); SS_ERR_IO if the client
-/// has gone (never SIGPIPE). A datagram request collects them: one reply
-/// datagram with everything written goes to the client when the handler
-/// finishes (Python's wfile), even if handle failed. Nothing is sent if
-/// the handler never writes.
+/// has gone (never SIGPIPE); SS_ERR_TIMEOUT as for ss_request_read(). A
+/// datagram request collects them: one reply datagram with everything
+/// written goes to the client when the handler finishes (Python's wfile),
+/// even if handle failed. Nothing is sent if the handler never writes.
+/// In the blocking modes, a datagram reply that finds the client's queue
+/// (or the socket's send buffer) full is retried for at most 50 ms (less if
+/// the request timeout or deadline ends sooner), then dropped and reported
+/// to handle_error as SS_ERR_WOULD_BLOCK; further replies to a client whose
+/// queue stayed full are dropped at once until one gets through, so a
+/// client that floods requests without reading the answers never stalls
+/// the server. SS_EVENT drops at once. Applies to ss_request_reply() too.
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_write(
     request: *mut ss_request,
@@ -176,7 +228,8 @@ pub unsafe extern "C" fn ss_request_reply(
 }
 
 /// Sets this request's read/write timeout in milliseconds (negative: none),
-/// overriding ss_config_set_request_timeout(). 0 is refused
+/// overriding ss_config_set_request_timeout() (see ss_request_read() for
+/// what it bounds); the request deadline still applies. 0 is refused
 /// (SS_ERR_INVALID_ARGUMENT).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_set_timeout(

@@ -503,10 +503,10 @@ pub unsafe extern "C" fn ss_server_queued_requests(
 /// A job posted with ss_server_post(): runs on the connection's loop
 /// thread with the connection, or with `conn` NULL if it closed first (or
 /// the server stopped), so that `arg` can always be released.
-pub type ss_post_fn = Option<unsafe extern "C" fn(conn: *mut ss_conn, arg: *mut c_void)>;
+pub type ss_post_fn = Option<unsafe extern "C-unwind" fn(conn: *mut ss_conn, arg: *mut c_void)>;
 
 struct PostedJob {
-    job: unsafe extern "C" fn(conn: *mut ss_conn, arg: *mut c_void),
+    job: unsafe extern "C-unwind" fn(conn: *mut ss_conn, arg: *mut c_void),
     arg: *mut c_void,
 }
 
