@@ -67,6 +67,12 @@
 
 
 /**
+ * Lines a second the default handle_error prints, for the whole process:
+ * a flooding client must not turn into unbounded log output.
+ */
+#define DEFAULT_ERROR_LINES_PER_SECOND 20
+
+/**
  * Result of every function that can fail. `SS_OK` is 0; the numbers are
  * fixed and a retired number is never reused. After a failure,
  * `ss_last_error_message()` gives the details.
@@ -515,7 +521,19 @@ enum ss_status ss_config_set_verify_request(struct ss_config *config, ss_verify_
 /**
  * The handle_error hook. Default (NULL): one line on stderr naming the
  * client and the error, e.g. "socketserver: error processing request from
- * 127.0.0.1:50312: handle callback returned -1".
+ * 127.0.0.1:50312: handle callback returned -1". The default prints at
+ * most 20 lines a second for the whole process (a flooding client must not
+ * flood the log); the next line printed after a pause then says how many
+ * were suppressed ("socketserver: N similar error messages suppressed").
+ * Its write to stderr never raises SIGPIPE, even when stderr is a pipe or
+ * socket whose reader is gone. A callback (setup, handle, finish, on_open,
+ * on_data, on_datagram) that returns non-zero right after a library call
+ * failed is reported with that call's status and text: "handle callback
+ * returned -1 (last error: ...)". Server-level events that can repeat
+ * quickly (accept failing for lack of descriptors, connections over
+ * ss_config_set_max_connections_per_ip()) reach handle_error at most once
+ * a second each, with the number of events since the last report; a
+ * custom hook gets those, and every failed request, without a limit.
  */
 enum ss_status ss_config_set_handle_error(struct ss_config *config, ss_error_fn handle_error);
 

@@ -344,7 +344,19 @@ pub unsafe extern "C" fn ss_config_set_verify_request(
 
 /// The handle_error hook. Default (NULL): one line on stderr naming the
 /// client and the error, e.g. "socketserver: error processing request from
-/// 127.0.0.1:50312: handle callback returned -1".
+/// 127.0.0.1:50312: handle callback returned -1". The default prints at
+/// most 20 lines a second for the whole process (a flooding client must not
+/// flood the log); the next line printed after a pause then says how many
+/// were suppressed ("socketserver: N similar error messages suppressed").
+/// Its write to stderr never raises SIGPIPE, even when stderr is a pipe or
+/// socket whose reader is gone. A callback (setup, handle, finish, on_open,
+/// on_data, on_datagram) that returns non-zero right after a library call
+/// failed is reported with that call's status and text: "handle callback
+/// returned -1 (last error: ...)". Server-level events that can repeat
+/// quickly (accept failing for lack of descriptors, connections over
+/// ss_config_set_max_connections_per_ip()) reach handle_error at most once
+/// a second each, with the number of events since the last report; a
+/// custom hook gets those, and every failed request, without a limit.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_handle_error(
     config: *mut ss_config,
