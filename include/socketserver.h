@@ -592,7 +592,11 @@ enum ss_status ss_config_set_max_children(struct ss_config *config, size_t max_c
 /**
  * Worker threads of SS_THREAD_POOL (at most 1024), or event loops of
  * SS_EVENT (at most 255); 0 (the default) means one per core.
- * SS_ERR_UNSUPPORTED in other modes.
+ * SS_ERR_UNSUPPORTED in other modes. SS_EVENT spreads connections evenly
+ * over its loops: whichever loop accepts a connection, it goes to the next
+ * loop in turn (round robin), for TCP and Unix sockets, however the
+ * clients connect (one at a time or in bursts); on_open and every later
+ * callback of a connection run on that loop.
  */
 enum ss_status ss_config_set_threads(struct ss_config *config, size_t threads);
 
@@ -946,6 +950,19 @@ enum ss_status ss_server_activate(struct ss_server *server);
  * request (Python's behaviour). Errors: SS_ERR_WRONG_STATE (not activated,
  * or another serve_forever/handle_request is running on this server),
  * SS_ERR_CLOSED, SS_ERR_IO (poll failed).
+ *
+ * Out of file descriptors (accept failing with EMFILE or ENFILE), in every
+ * mode: the server keeps one spare descriptor (on /dev/null, close-on-exec,
+ * for each stream server) and uses it to accept and close at once the
+ * connections pending then, so that their clients see the connection
+ * closed instead of waiting, and pauses accepting for 100 ms (as after any
+ * accept error that is not transient) instead of spinning on a listener
+ * that stays readable. It keeps its listener and serves normally again as
+ * soon as descriptors are free. This is reported to handle_error (status
+ * SS_ERR_IO, NULL request) at most once a second, with a count of the
+ * failures since the last report. Connections refused by
+ * ss_config_set_max_connections_per_ip() do not count as requests: they
+ * do not make ss_server_handle_request() return.
  */
 enum ss_status ss_server_serve_forever(struct ss_server *server);
 

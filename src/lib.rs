@@ -10,7 +10,6 @@ pub mod error;
 pub mod event;
 pub mod ffi;
 pub mod handler;
-#[allow(dead_code)] // TEMP: wired into the accept paths by the hardening work
 mod peer_limit;
 pub mod request;
 pub mod server;

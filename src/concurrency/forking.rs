@@ -10,10 +10,16 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
+use crate::peer_limit::PeerPermit;
 use crate::request::Request;
 use crate::server::Server;
 
 use super::threading::report_panic;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A list cannot be left half-updated by a panic.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// True in a child forked by this library (set right after fork).
 static IN_FORKED_CHILD: AtomicBool = AtomicBool::new(false);
@@ -25,6 +31,9 @@ pub(crate) fn in_forked_child() -> bool {
 pub(crate) struct ChildTracker {
     pids: Mutex<Vec<libc::pid_t>>,
     max_children: usize,
+    /// Per-IP places of the children's connections, freed when the child
+    /// is reaped: the parent's copy of the request is gone at fork.
+    permits: Mutex<Vec<(libc::pid_t, PeerPermit)>>,
 }
 
 impl ChildTracker {
@@ -32,6 +41,7 @@ impl ChildTracker {
         ChildTracker {
             pids: Mutex::new(Vec::new()),
             max_children: config.max_children,
+            permits: Mutex::new(Vec::new()),
         }
     }
 
@@ -46,9 +56,11 @@ impl ChildTracker {
     /// back with the error.
     pub(crate) fn fork(
         &self,
-        request: Request,
+        mut request: Request,
         work: impl FnOnce(Request) -> Result<(), Error> + Send + 'static,
     ) -> Result<(), super::NotStarted> {
+        // Taken before fork: the child never drops it (it leaves by _exit).
+        let permit = request.take_peer_permit();
         // SAFETY: fork has no memory-safety preconditions. In the child only
         // this thread exists; it runs the request and leaves with `_exit`,
         // never returning into code that might wait for the other threads'
@@ -76,6 +88,9 @@ impl ChildTracker {
             unsafe { libc::_exit(status) }
         }
         self.pids().push(pid);
+        if let Some(permit) = permit {
+            lock(&self.permits).push((pid, permit));
+        }
         drop(request);
         Ok(())
     }
@@ -113,6 +128,7 @@ impl ChildTracker {
                 return false;
             }
         });
+        lock(&self.permits).retain(|(pid, _)| pids.contains(pid));
         drop(pids);
         for (pid, signal) in crashed {
             let error = Error::new(

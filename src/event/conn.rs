@@ -54,6 +54,9 @@ pub struct Conn {
     pub(crate) last_active: u64,
     /// Bytes went out since the loop last looked: activity too.
     pub(crate) sent_since_check: bool,
+    /// The place in the per-IP limit, freed with the connection; boxed so
+    /// that a server without a limit pays one pointer per connection.
+    pub(crate) peer_permit: Option<Box<crate::peer_limit::PeerPermit>>,
 }
 
 impl Conn {
@@ -80,6 +83,7 @@ impl Conn {
             registered: 0,
             last_active: now,
             sent_since_check: false,
+            peer_permit: None,
         }
     }
 

@@ -480,7 +480,11 @@ pub unsafe extern "C" fn ss_config_set_max_children(
 
 /// Worker threads of SS_THREAD_POOL (at most 1024), or event loops of
 /// SS_EVENT (at most 255); 0 (the default) means one per core.
-/// SS_ERR_UNSUPPORTED in other modes.
+/// SS_ERR_UNSUPPORTED in other modes. SS_EVENT spreads connections evenly
+/// over its loops: whichever loop accepts a connection, it goes to the next
+/// loop in turn (round robin), for TCP and Unix sockets, however the
+/// clients connect (one at a time or in bursts); on_open and every later
+/// callback of a connection run on that loop.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_threads(
     config: *mut ss_config,

@@ -72,6 +72,15 @@ static int ev_echo(ss_conn *conn, const uint8_t *data, size_t len, size_t *consu
     return 0;
 }
 
+/* Ends a client connection for the server even though SS_FORKING's
+ * request children (forked from this test process) hold copies of the
+ * client descriptors opened before them. */
+static void hang_up(int fd)
+{
+    shutdown(fd, SHUT_RDWR);
+    close(fd);
+}
+
 /* A stream config for `mode` whose handler echoes lines until EOF. */
 static ss_config *echo_config(int transport, int mode)
 {
@@ -258,7 +267,7 @@ static void emfile_server(int mode, int ctl)
     tu_runner runner;
     struct rlimit rl;
     double cpu0, wall0;
-    int n = 0, fd, errors;
+    int n = 0, i, fd, errors;
     long report[3];
     char cmd;
     CHECK_SYS(getrlimit(RLIMIT_NOFILE, &rl));
@@ -268,6 +277,21 @@ static void emfile_server(int mode, int ctl)
     if (mode == SS_EVENT)
         CHECK_OK(ss_config_set_threads(config, 2));
     server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
+    /* Serving before the table is filled: event mode creates its loops'
+     * descriptors in serve_forever (round robin: these reach every loop). */
+    n = tu_fd_count();
+    for (i = 0; i < 4; i++) {
+        fd = tu_connect(SOCK_STREAM, addr, NULL);
+        CHECK(echoed(fd, "up\n"));
+        hang_up(fd);
+    }
+    /* ...and the server has closed its side of them (event mode: the
+     * loops were still being created when n was counted). */
+    if (mode == SS_EVENT)
+        WAIT_FOR(tu_connections(server) == 0, 3000);
+    else
+        WAIT_FOR(tu_fd_count() == n, 3000);
+    n = 0;
     ctl_write(ctl, addr, sizeof addr);
     while ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0 && n < 1024)
         fds[n++] = fd;
@@ -383,6 +407,7 @@ static int connect_from(const char *addr, const char *from)
     return tu_connect(SOCK_STREAM, addr, from);
 }
 
+
 static void per_ip(int mode)
 {
     char addr[128];
@@ -403,7 +428,7 @@ static void per_ip(int mode)
     d = connect_from(addr, "127.0.0.2:0");
     CHECK(echoed(d, "d\n"));
     CHECK(echoed(a, "a2\n"));
-    close(a);
+    hang_up(a);
     /* The place comes free once the server has closed a's request (in
      * SS_FORKING once its child is reaped): until then a new connection
      * is refused, after that it is served. */
@@ -411,17 +436,17 @@ static void per_ip(int mode)
         e = connect_from(addr, "127.0.0.1:0");
         if (echoed(e, "e\n"))
             break;
-        close(e);
+        hang_up(e);
         e = -1;
         tu_sleep_ms(20);
     }
     if (e < 0)
         TU_FAIL("no new connection from 127.0.0.1 served after one of two closed");
     CHECK(echoed(b, "b2\n"));
-    close(b);
-    close(c);
-    close(d);
-    close(e);
+    hang_up(b);
+    hang_up(c);
+    hang_up(d);
+    hang_up(e);
     tu_stop_serving(server, &runner);
     check_no_children();
 }
