@@ -152,7 +152,10 @@ fn is_transient_accept_error(err: &io::Error) -> bool {
     )
 }
 
-/// accept4(2), close-on-exec, non-blocking or not.
+/// accept4(2), close-on-exec, non-blocking or not (the accepted socket
+/// never inherits the listener's O_NONBLOCK on Linux). libc: socket2's
+/// accept cannot ask for SOCK_NONBLOCK, and nix's accept4 gives no peer
+/// address.
 fn accept4(listener: &Socket, nonblocking: bool) -> io::Result<(Socket, SockAddr)> {
     let flags = libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
     let fd = listener.as_raw_fd();

@@ -148,6 +148,10 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
     let mut loops = Vec::new();
     let mut threads = Vec::new();
     let started = (|| -> Result<()> {
+        // Every loop is created and listed before any runs: round robin
+        // hands connections to all of them from the first accept on, and
+        // an on_open can already post.
+        let mut created = Vec::new();
         for index in 0..server.config().threads() {
             let loop_shared = Arc::new(LoopShared {
                 waker: Waker::new()?,
@@ -155,21 +159,22 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
                 mailbox: Mutex::new(Vec::new()),
                 incoming: Mutex::new(Vec::new()),
             });
-            let event_loop = EventLoop::new(
+            created.push(EventLoop::new(
                 index as u8,
                 server.clone(),
                 listener.clone(),
                 loop_shared.clone(),
                 shared.clone(),
-            )?;
-            // Listed before it runs, so that an on_open can already post.
-            lock(&shared.loops).push(loop_shared.clone());
+            )?);
+            loops.push(loop_shared);
+        }
+        lock(&shared.loops).extend(loops.iter().cloned());
+        for (index, event_loop) in created.into_iter().enumerate() {
             let thread = std::thread::Builder::new()
                 .name(format!("ss-event-{index}"))
                 .stack_size(server.config().thread_stack_size)
                 .spawn(move || event_loop.run())
                 .map_err(|e| Error::io("starting an event loop thread", e))?;
-            loops.push(loop_shared);
             threads.push(thread);
         }
         Ok(())
@@ -183,6 +188,13 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
     for thread in threads {
         if let Err(panic) = thread.join() {
             crate::concurrency::report_panic(server, panic);
+        }
+    }
+    // Connections handed to a loop whose thread never started.
+    for l in &loops {
+        for conn in std::mem::take(&mut *lock(&l.incoming)) {
+            drop(conn);
+            shared.connections.fetch_sub(1, Ordering::SeqCst);
         }
     }
     result
