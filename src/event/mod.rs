@@ -206,6 +206,9 @@ struct EventLoop {
     listener: Arc<Socket>,
     own: Arc<LoopShared>,
     shared: Arc<EventShared>,
+    /// Every loop of this run, self included, in index order: the round
+    /// robin's targets (taken when the loop starts, after all are listed).
+    peers: Vec<Arc<LoopShared>>,
     epoll: OwnedFd,
     slots: Vec<Option<Box<Conn>>>,
     free: Vec<u32>,
@@ -270,6 +273,7 @@ impl EventLoop {
             listener,
             own,
             shared,
+            peers: Vec::new(),
             epoll,
             slots: Vec::new(),
             free: Vec::new(),
@@ -284,6 +288,7 @@ impl EventLoop {
 
     fn run(mut self) {
         set_current_worker(WorkerKind::EventLoop, &self.server);
+        self.peers = lock(&self.shared.loops).clone();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
         while !self.own.stop.load(Ordering::SeqCst) {
             let timeout = self.wait_timeout();
@@ -467,15 +472,13 @@ impl EventLoop {
             peer,
             permit,
         };
-        let target = {
-            let loops = lock(&self.shared.loops);
-            let n = loops.len().max(1);
-            let index = self.shared.next_loop.fetch_add(1, Ordering::Relaxed) % n;
-            loops
-                .get(index)
-                .filter(|_| index != self.index as usize)
-                .cloned()
-        };
+        let n = self.peers.len().max(1);
+        let index = self.shared.next_loop.fetch_add(1, Ordering::Relaxed) % n;
+        let target = self
+            .peers
+            .get(index)
+            .filter(|_| index != self.index as usize)
+            .cloned();
         let Some(target) = target else {
             return self.add_conn(incoming);
         };
