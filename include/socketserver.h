@@ -704,7 +704,10 @@ enum ss_status ss_config_set_request_deadline(struct ss_config *config, int64_t 
  * SS_TCP, every mode: at most `max` open connections from one client IP
  * address (libmicrohttpd's PER_IP_CONNECTION_LIMIT); a connection over the
  * limit is accepted and closed at once and reported to handle_error
- * (SS_ERR_WOULD_BLOCK, with a NULL request). 0 = no limit (the default).
+ * (SS_ERR_WOULD_BLOCK, with a NULL request; at most once a second, with a
+ * count of those closed since the last report). A connection holds its
+ * place until its request is closed (SS_EVENT: until on_close; SS_FORKING:
+ * until its child has exited and been reaped). 0 = no limit (the default).
  * SS_ERR_UNSUPPORTED for other transports.
  */
 enum ss_status ss_config_set_max_connections_per_ip(struct ss_config *config, size_t max);

@@ -720,7 +720,10 @@ pub unsafe extern "C" fn ss_config_set_request_deadline(
 /// SS_TCP, every mode: at most `max` open connections from one client IP
 /// address (libmicrohttpd's PER_IP_CONNECTION_LIMIT); a connection over the
 /// limit is accepted and closed at once and reported to handle_error
-/// (SS_ERR_WOULD_BLOCK, with a NULL request). 0 = no limit (the default).
+/// (SS_ERR_WOULD_BLOCK, with a NULL request; at most once a second, with a
+/// count of those closed since the last report). A connection holds its
+/// place until its request is closed (SS_EVENT: until on_close; SS_FORKING:
+/// until its child has exited and been reaped). 0 = no limit (the default).
 /// SS_ERR_UNSUPPORTED for other transports.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_max_connections_per_ip(
