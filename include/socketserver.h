@@ -67,6 +67,12 @@
 
 
 /**
+ * Lines a second the default handle_error prints, for the whole process:
+ * a flooding client must not turn into unbounded log output.
+ */
+#define DEFAULT_ERROR_LINES_PER_SECOND 20
+
+/**
  * Result of every function that can fail. `SS_OK` is 0; the numbers are
  * fixed and a retired number is never reused. After a failure,
  * `ss_last_error_message()` gives the details.
@@ -560,7 +566,19 @@ enum ss_status ss_config_set_verify_request(struct ss_config *config, ss_verify_
 /**
  * The handle_error hook. Default (NULL): one line on stderr naming the
  * client and the error, e.g. "socketserver: error processing request from
- * 127.0.0.1:50312: handle callback returned -1".
+ * 127.0.0.1:50312: handle callback returned -1". The default prints at
+ * most 20 lines a second for the whole process (a flooding client must not
+ * flood the log); the next line printed after a pause then says how many
+ * were suppressed ("socketserver: N similar error messages suppressed").
+ * Its write to stderr never raises SIGPIPE, even when stderr is a pipe or
+ * socket whose reader is gone. A callback (setup, handle, finish, on_open,
+ * on_data, on_datagram) that returns non-zero right after a library call
+ * failed is reported with that call's status and text: "handle callback
+ * returned -1 (last error: ...)". Server-level events that can repeat
+ * quickly (accept failing for lack of descriptors, connections over
+ * ss_config_set_max_connections_per_ip()) reach handle_error at most once
+ * a second each, with the number of events since the last report; a
+ * custom hook gets those, and every failed request, without a limit.
  */
 enum ss_status ss_config_set_handle_error(struct ss_config *config, ss_error_fn handle_error);
 
@@ -624,7 +642,11 @@ enum ss_status ss_config_set_max_children(struct ss_config *config, size_t max_c
 /**
  * Worker threads of SS_THREAD_POOL (at most 1024), or event loops of
  * SS_EVENT (at most 255); 0 (the default) means one per core.
- * SS_ERR_UNSUPPORTED in other modes.
+ * SS_ERR_UNSUPPORTED in other modes. SS_EVENT spreads connections evenly
+ * over its loops: whichever loop accepts a connection, it goes to the next
+ * loop in turn (round robin), for TCP and Unix sockets, however the
+ * clients connect (one at a time or in bursts); on_open and every later
+ * callback of a connection run on that loop.
  */
 enum ss_status ss_config_set_threads(struct ss_config *config, size_t threads);
 
@@ -754,7 +776,10 @@ enum ss_status ss_config_set_request_deadline(struct ss_config *config, int64_t 
  * SS_TCP, every mode: at most `max` open connections from one client IP
  * address (libmicrohttpd's PER_IP_CONNECTION_LIMIT); a connection over the
  * limit is accepted and closed at once and reported to handle_error
- * (SS_ERR_WOULD_BLOCK, with a NULL request). 0 = no limit (the default).
+ * (SS_ERR_WOULD_BLOCK, with a NULL request; at most once a second, with a
+ * count of those closed since the last report). A connection holds its
+ * place until its request is closed (SS_EVENT: until on_close; SS_FORKING:
+ * until its child has exited and been reaped). 0 = no limit (the default).
  * SS_ERR_UNSUPPORTED for other transports.
  */
 enum ss_status ss_config_set_max_connections_per_ip(struct ss_config *config, size_t max);
@@ -1041,6 +1066,19 @@ enum ss_status ss_server_activate(struct ss_server *server);
  * request (Python's behaviour). Errors: SS_ERR_WRONG_STATE (not activated,
  * or another serve_forever/handle_request is running on this server),
  * SS_ERR_CLOSED, SS_ERR_IO (poll failed).
+ *
+ * Out of file descriptors (accept failing with EMFILE or ENFILE), in every
+ * mode: the server keeps one spare descriptor (on /dev/null, close-on-exec,
+ * for each stream server) and uses it to accept and close at once the
+ * connections pending then, so that their clients see the connection
+ * closed instead of waiting, and pauses accepting for 100 ms (as after any
+ * accept error that is not transient) instead of spinning on a listener
+ * that stays readable. It keeps its listener and serves normally again as
+ * soon as descriptors are free. This is reported to handle_error (status
+ * SS_ERR_IO, NULL request) at most once a second, with a count of the
+ * failures since the last report. Connections refused by
+ * ss_config_set_max_connections_per_ip() do not count as requests: they
+ * do not make ss_server_handle_request() return.
  */
 enum ss_status ss_server_serve_forever(struct ss_server *server);
 

@@ -9,7 +9,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::Conn;
 use crate::request::Request;
 use crate::server::Server;
-use crate::sys::write_stderr_line;
+use crate::sys::{write_stderr_line, RateLimiter};
 
 /// Callbacks that serve requests. Every method but `handle` has Python's
 /// default behaviour. Methods take `&self` because the threading models call
@@ -80,8 +80,25 @@ pub trait Handler: Any + Send + Sync {
     }
 }
 
+/// Lines a second the default handle_error prints, for the whole process:
+/// a flooding client must not turn into unbounded log output.
+pub const DEFAULT_ERROR_LINES_PER_SECOND: u32 = 20;
+
+static DEFAULT_ERROR_LINES: RateLimiter = RateLimiter::new(DEFAULT_ERROR_LINES_PER_SECOND);
+
 /// Python's handle_error in one line on stderr: who, and what went wrong.
+/// At most DEFAULT_ERROR_LINES_PER_SECOND lines a second; the next line
+/// printed after that is preceded by one that counts those suppressed.
 pub fn default_handle_error(request: Option<&Request>, error: &Error) {
+    let Some(suppressed) = DEFAULT_ERROR_LINES.admit() else {
+        return;
+    };
+    if suppressed > 0 {
+        write_stderr_line(&format!(
+            "socketserver: {suppressed} similar error messages suppressed \
+             (at most {DEFAULT_ERROR_LINES_PER_SECOND} a second are printed)"
+        ));
+    }
     let line = match request {
         Some(r) => format!(
             "socketserver: error processing request from {}: {error}",

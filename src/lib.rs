@@ -11,7 +11,6 @@ pub mod event;
 pub mod ffi;
 pub mod handler;
 mod linger;
-#[allow(dead_code)] // TEMP: wired into the accept paths by the hardening work
 mod peer_limit;
 pub mod request;
 pub mod server;

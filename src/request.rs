@@ -15,6 +15,7 @@ use crate::address::format_sockaddr;
 use crate::concurrency::in_forked_child;
 use crate::config::{check_request_timeout, Concurrency};
 use crate::error::{Error, ErrorKind, Result};
+use crate::peer_limit::PeerPermit;
 use crate::server::Server;
 use crate::sys::{as_uninit, wait_ready};
 use crate::transport::has_reply_address;
@@ -41,6 +42,8 @@ pub struct Request {
     hand_off: Option<HandOff>,
     /// The handler's own per-request value (a C pointer), opaque here.
     data: usize,
+    /// This connection's place in the per-IP limit, freed with the request.
+    peer_permit: Option<PeerPermit>,
 }
 
 /// Where a handed-off request continues.
@@ -132,7 +135,17 @@ impl Request {
             in_handle: false,
             hand_off: None,
             data: 0,
+            peer_permit: None,
         }
+    }
+
+    pub(crate) fn set_peer_permit(&mut self, permit: Option<PeerPermit>) {
+        self.peer_permit = permit;
+    }
+
+    /// For SS_FORKING: the parent keeps the permit until the child ends.
+    pub(crate) fn take_peer_permit(&mut self) -> Option<PeerPermit> {
+        self.peer_permit.take()
     }
 
     /// The handler's own value for this request, set by `set_data`.

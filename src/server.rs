@@ -30,7 +30,7 @@ use crate::handler::Handler;
 use crate::linger::Lingerer;
 use crate::request::Request;
 use crate::sys::{poll_until, pollfd, Waker};
-use crate::transport::{self, UnixFile};
+use crate::transport::{self, Accepted, UnixFile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -83,11 +83,8 @@ pub struct Server {
     bound: OnceLock<SockAddr>,
     datagram_buffer: Mutex<Vec<u8>>,
     lingerer: Lingerer,
+    acceptor: transport::Acceptor,
 }
-
-/// How long the loop pauses after an accept error that is not transient
-/// (EMFILE, ENOBUFS, ...), so that it does not spin while reporting it.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// While the thread cap or max_children is reached the loop does not
 /// accept; it looks again this often (a finishing thread also wakes it).
@@ -133,6 +130,7 @@ impl Server {
             bound: OnceLock::new(),
             datagram_buffer: Mutex::new(Vec::new()),
             lingerer: Lingerer::new(config.lingering_time, config.lingering_timeout),
+            acceptor: transport::Acceptor::new(config),
         });
         if config.bind_and_activate {
             server.bind()?;
@@ -156,6 +154,11 @@ impl Server {
     /// Closes request connections, lingering when needed (crate::linger).
     pub(crate) fn lingerer(&self) -> &Lingerer {
         &self.lingerer
+    }
+
+    /// Accepting, shared by the serve loop and the event loops.
+    pub(crate) fn acceptor(&self) -> &transport::Acceptor {
+        &self.acceptor
     }
 
     /// Wakes the loop so it looks at its state again (a spurious wake is
@@ -462,9 +465,23 @@ impl Server {
     /// there was nothing to take after all (another process took it).
     fn take_request(self: &Arc<Self>, socket: &Arc<Socket>) -> Result<bool> {
         let mut request = if self.config.transport.is_stream() {
-            match transport::accept(socket, &self.config)? {
-                Some((conn, peer)) => Request::stream(self.clone(), conn, peer),
-                None => return Ok(false),
+            match self
+                .acceptor
+                .accept(socket, &self.config, &*self.handler, false)
+            {
+                Accepted::Conn(conn, peer, permit) => {
+                    let mut request = Request::stream(self.clone(), conn, peer);
+                    // Held until the request is closed (in SS_FORKING,
+                    // until its child is reaped).
+                    request.set_peer_permit(permit);
+                    request
+                }
+                Accepted::Nothing | Accepted::Again => return Ok(false),
+                Accepted::Pause => {
+                    // Already reported, at most once a second.
+                    self.pause_after_error();
+                    return Ok(false);
+                }
             }
         } else {
             // One receive buffer, reused; each request gets an exact copy.
@@ -498,7 +515,10 @@ impl Server {
 
     fn pause_after_error(&self) {
         let mut fds = [pollfd(self.waker.fd(), libc::POLLIN)];
-        let _ = poll_until(&mut fds, Some(Instant::now() + ACCEPT_ERROR_PAUSE));
+        let _ = poll_until(
+            &mut fds,
+            Some(Instant::now() + transport::ACCEPT_ERROR_PAUSE),
+        );
     }
 
     /// Python's server_close: stops a loop running in another thread, waits

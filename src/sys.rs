@@ -4,11 +4,13 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 
 use crate::error::{Error, Result};
 
@@ -149,21 +151,139 @@ pub fn close_raw(fd: RawFd) {
 
 /// Writes one line to stderr with write(2) alone: no lock, so it cannot
 /// deadlock in a forked child whose parent had another thread printing,
-/// and lines from concurrent threads do not interleave.
+/// and lines from concurrent threads do not interleave. A stderr that is a
+/// pipe or socket whose reader is gone must not raise SIGPIPE in the host:
+/// SIGPIPE is blocked on this thread for the write and one it raised is
+/// consumed (what libcurl and rustls do; MSG_NOSIGNAL exists for sockets
+/// only, not for pipes).
 pub fn write_stderr_line(text: &str) {
     let mut line = String::with_capacity(text.len() + 1);
     line.push_str(text);
     line.push('\n');
+    let quiet = SigpipeBlocked::new();
     let mut rest = line.as_bytes();
     while !rest.is_empty() {
         // SAFETY: writes from a live buffer of the given length.
         let n = unsafe { libc::write(libc::STDERR_FILENO, rest.as_ptr().cast(), rest.len()) };
         if n > 0 {
             rest = &rest[n as usize..];
-        } else if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
             continue;
-        } else {
-            return; // stderr closed or full: nothing better to do
+        }
+        let err = io::Error::last_os_error();
+        if n < 0 && err.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if err.raw_os_error() == Some(libc::EPIPE) {
+            quiet.consume_raised();
+        }
+        return; // stderr closed or full: nothing better to do
+    }
+}
+
+/// SIGPIPE blocked on the calling thread while this lives; the previous
+/// mask comes back on drop.
+struct SigpipeBlocked {
+    old: SigSet,
+    /// A SIGPIPE already pending before is the host's, never consumed.
+    was_pending: bool,
+}
+
+impl SigpipeBlocked {
+    fn new() -> Self {
+        let mut pending = MaybeUninit::<libc::sigset_t>::zeroed();
+        // SAFETY: sigpending fills the live sigset_t it is given (nix has
+        // no wrapper); zeroed is a valid empty set if it fails.
+        let was_pending = unsafe {
+            libc::sigpending(pending.as_mut_ptr()) == 0
+                && libc::sigismember(pending.as_ptr(), libc::SIGPIPE) == 1
+        };
+        let mut old = SigSet::empty();
+        let _ = pthread_sigmask(
+            SigmaskHow::SIG_BLOCK,
+            Some(&SigSet::from(Signal::SIGPIPE)),
+            Some(&mut old),
+        );
+        SigpipeBlocked { old, was_pending }
+    }
+
+    /// Takes the SIGPIPE the write just raised, so that it is not
+    /// delivered when the mask is restored.
+    fn consume_raised(&self) {
+        if self.was_pending {
+            return;
+        }
+        let set = SigSet::from(Signal::SIGPIPE);
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: sigtimedwait with a zero timeout only polls the pending
+        // set; the set and timeout are live locals, and no siginfo is
+        // asked for (nix has no wrapper).
+        unsafe {
+            libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &zero);
         }
     }
+}
+
+impl Drop for SigpipeBlocked {
+    fn drop(&mut self) {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
+    }
+}
+
+/// At most `per_second` events admitted per second, counted without a
+/// lock (so it is safe in a forked child and from any thread); the ones
+/// over the budget are counted, and the first admitted event of a later
+/// second learns how many were suppressed, to say so.
+pub(crate) struct RateLimiter {
+    per_second: u32,
+    window: AtomicU64,
+    used: AtomicU32,
+    suppressed: AtomicU64,
+}
+
+impl RateLimiter {
+    pub(crate) const fn new(per_second: u32) -> Self {
+        RateLimiter {
+            per_second,
+            window: AtomicU64::new(u64::MAX),
+            used: AtomicU32::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Some(n) if this event may be reported, n being how many were
+    /// suppressed since the last report; None if it is over the budget.
+    pub(crate) fn admit(&self) -> Option<u64> {
+        let now = monotonic_seconds();
+        let window = self.window.load(Ordering::Acquire);
+        let mut carried = 0;
+        if now != window
+            && self
+                .window
+                .compare_exchange(window, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.used.store(0, Ordering::Release);
+            carried = self.suppressed.swap(0, Ordering::AcqRel);
+        }
+        if self.used.fetch_add(1, Ordering::AcqRel) < self.per_second {
+            Some(carried)
+        } else {
+            self.suppressed.fetch_add(carried + 1, Ordering::AcqRel);
+            None
+        }
+    }
+}
+
+fn monotonic_seconds() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: fills a live timespec; CLOCK_MONOTONIC cannot fail (nix's
+    // clock_gettime needs its "time" feature, which is not enabled).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64
 }

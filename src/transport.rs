@@ -3,15 +3,21 @@
 //! calls that take the next request off the socket.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use socket2::{SockAddr, Socket, Type};
 
 use crate::address::{format_sockaddr, ServerAddress};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys::as_uninit;
+use crate::handler::Handler;
+use crate::peer_limit::{PeerLimit, PeerPermit};
+use crate::sys::{as_uninit, RateLimiter};
 
 /// Creates the server socket, non-blocking and close-on-exec, with the
 /// options that must be set before bind.
@@ -102,32 +108,238 @@ pub fn activate(socket: &Socket, config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Errors after which the loop simply waits for the next connection:
-/// nothing was pending any more, or the peer gave up before accept.
+/// How long accepting pauses after an accept error that is not transient
+/// (out of descriptors, ENOBUFS, ...), in every mode, so that a listener
+/// that stays readable is not polled in a busy loop.
+pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Pending connections closed per accept failure for lack of descriptors;
+/// more wait for the next turn, after the pause.
+const SHED_PER_FAILURE: usize = 64;
+
+/// What one accept attempt gave.
+pub(crate) enum Accepted {
+    /// A connection, with its place in the per-IP limit if there is one.
+    Conn(Socket, SockAddr, Option<PeerPermit>),
+    /// Nothing is pending: wait for the listener to be readable again.
+    Nothing,
+    /// Nothing usable this time (the peer gave up before accept, or the
+    /// connection was over the per-IP limit and closed): try again now.
+    Again,
+    /// Accepting failed and was reported: pause ACCEPT_ERROR_PAUSE.
+    Pause,
+}
+
+/// Errors after which accept is simply tried again: the peer gave up
+/// before accept, or a network error that accept(2) passes on from the
+/// new connection (its man page says to treat them like EAGAIN).
 fn is_transient_accept_error(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
-        Some(libc::EAGAIN | libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM)
+        Some(
+            libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
     )
 }
 
-/// Accepts one connection (blocking mode, close-on-exec), or None when
-/// nothing is pending.
-pub fn accept(listener: &Socket, config: &Config) -> Result<Option<(Socket, SockAddr)>> {
-    match listener.accept() {
-        Ok((conn, peer)) => {
-            // Linux does not pass O_NONBLOCK on to accepted sockets, but say
-            // so explicitly: handlers expect blocking reads.
-            conn.set_nonblocking(false)
-                .map_err(|e| Error::io("fcntl O_NONBLOCK", e))?;
-            if config.tcp_nodelay {
-                conn.set_tcp_nodelay(true)
-                    .map_err(|e| Error::io("setsockopt TCP_NODELAY", e))?;
+/// accept4(2), close-on-exec, non-blocking or not (the accepted socket
+/// never inherits the listener's O_NONBLOCK on Linux). libc: socket2's
+/// accept cannot ask for SOCK_NONBLOCK, and nix's accept4 gives no peer
+/// address.
+fn accept4(listener: &Socket, nonblocking: bool) -> io::Result<(Socket, SockAddr)> {
+    let flags = libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    let fd = listener.as_raw_fd();
+    // SAFETY: try_init hands accept4 a zeroed address buffer and its
+    // length, and builds the SockAddr from what the kernel wrote.
+    let (fd, peer) = unsafe {
+        SockAddr::try_init(|storage, len| {
+            let fd = libc::accept4(fd, storage.cast(), len, flags);
+            if fd < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(fd)
             }
-            Ok(Some((conn, peer)))
+        })
+    }?;
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok((unsafe { Socket::from_raw_fd(fd) }, peer))
+}
+
+fn open_spare() -> Option<OwnedFd> {
+    std::fs::File::options()
+        .read(true)
+        .open("/dev/null")
+        .ok()
+        .map(OwnedFd::from)
+}
+
+/// Accepting for every mode, blocking and event: the descriptor kept spare
+/// for running out of descriptors, the per-IP limit, and the rate limits
+/// that keep their reports from flooding handle_error.
+///
+/// Out of descriptors (EMFILE/ENFILE) the pending connection can be
+/// neither accepted nor refused, and the listener stays readable: polling
+/// it would spin, waiting would leave the client hanging. So, as libuv's
+/// `uv__emfile_trick`: close the spare, accept and close what is pending
+/// (its clients see the connection closed at once), reopen the spare, and
+/// pause accepting briefly.
+pub(crate) struct Acceptor {
+    /// Accepts hold it shared; using the spare holds it exclusively, so
+    /// that another loop's accept cannot take the descriptor it frees.
+    spare: RwLock<Option<OwnedFd>>,
+    /// The spare could not be reopened (another thread took the freed
+    /// descriptor): tried again after the next successful accept.
+    spare_missing: AtomicBool,
+    peer_limit: Option<Arc<PeerLimit>>,
+    max_per_ip: usize,
+    failure_reports: RateLimiter,
+    over_limit_reports: RateLimiter,
+}
+
+impl Acceptor {
+    pub(crate) fn new(config: &Config) -> Self {
+        let stream = config.transport.is_stream();
+        Acceptor {
+            spare: RwLock::new(if stream { open_spare() } else { None }),
+            spare_missing: AtomicBool::new(false),
+            peer_limit: PeerLimit::new(config.max_connections_per_ip),
+            max_per_ip: config.max_connections_per_ip,
+            failure_reports: RateLimiter::new(1),
+            over_limit_reports: RateLimiter::new(1),
         }
-        Err(e) if is_transient_accept_error(&e) => Ok(None),
-        Err(e) => Err(Error::io("accept", e)),
+    }
+
+    /// Accepts one connection: blocking (for a handler thread) or not (for
+    /// an event loop), with TCP_NODELAY if configured. Failures are
+    /// reported to `handler` here, at most once a second each.
+    pub(crate) fn accept(
+        &self,
+        listener: &Socket,
+        config: &Config,
+        handler: &dyn Handler,
+        nonblocking: bool,
+    ) -> Accepted {
+        let accepted = {
+            let _shared = self.spare.read().unwrap_or_else(|p| p.into_inner());
+            accept4(listener, nonblocking)
+        };
+        let (conn, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accepted::Nothing,
+            Err(e) if is_transient_accept_error(&e) => return Accepted::Again,
+            Err(e) => {
+                let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                let what = if out_of_fds {
+                    let shed = self.shed_pending(listener);
+                    format!(
+                        "accept: {e}; closed {shed} pending connection(s) with the spare \
+                         descriptor, accepting again in {} ms",
+                        ACCEPT_ERROR_PAUSE.as_millis()
+                    )
+                } else {
+                    format!(
+                        "accept: {e}; accepting again in {} ms",
+                        ACCEPT_ERROR_PAUSE.as_millis()
+                    )
+                };
+                report_limited(
+                    handler,
+                    &self.failure_reports,
+                    Error::new(ErrorKind::Io, what),
+                );
+                return Accepted::Pause;
+            }
+        };
+        if self.spare_missing.load(Ordering::Relaxed) {
+            self.reopen_spare();
+        }
+        let permit = match &self.peer_limit {
+            None => None,
+            Some(limit) => match limit.acquire(&peer) {
+                Ok(permit) => permit,
+                Err(ip) => {
+                    drop(conn); // closed at once: the client sees EOF
+                    let error = Error::new(
+                        ErrorKind::WouldBlock,
+                        format!(
+                            "connection from {ip} closed: {} connections from that address \
+                             are open (max_connections_per_ip)",
+                            self.max_per_ip
+                        ),
+                    );
+                    report_limited(handler, &self.over_limit_reports, error);
+                    return Accepted::Again;
+                }
+            },
+        };
+        if config.tcp_nodelay {
+            if let Err(e) = conn.set_tcp_nodelay(true) {
+                handler.handle_error(None, &Error::io("setsockopt TCP_NODELAY", e));
+                return Accepted::Again;
+            }
+        }
+        Accepted::Conn(conn, peer, permit)
+    }
+
+    /// Frees the spare descriptor, accepts and closes what is pending,
+    /// takes the spare again; how many connections were closed.
+    fn shed_pending(&self, listener: &Socket) -> usize {
+        let mut spare = self.spare.write().unwrap_or_else(|p| p.into_inner());
+        *spare = None;
+        let mut shed = 0;
+        while shed < SHED_PER_FAILURE {
+            match accept4(listener, true) {
+                Ok(conn) => {
+                    drop(conn);
+                    shed += 1;
+                }
+                Err(e) if is_transient_accept_error(&e) => continue,
+                Err(_) => break,
+            }
+        }
+        // Another thread (a handler opening a file) may have taken the
+        // freed descriptor: then the spare is taken again later.
+        *spare = open_spare();
+        self.spare_missing.store(spare.is_none(), Ordering::Relaxed);
+        shed
+    }
+
+    fn reopen_spare(&self) {
+        if let Ok(mut spare) = self.spare.try_write() {
+            if spare.is_none() {
+                *spare = open_spare();
+            }
+            self.spare_missing.store(spare.is_none(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reports `error` to handle_error unless its kind was reported less than
+/// a second ago; says how many were left out since.
+fn report_limited(handler: &dyn Handler, limit: &RateLimiter, error: Error) {
+    if let Some(suppressed) = limit.admit() {
+        let error = if suppressed > 0 {
+            Error::new(
+                error.kind(),
+                format!(
+                    "{} (and {suppressed} more like this since the last report)",
+                    error.message()
+                ),
+            )
+        } else {
+            error
+        };
+        handler.handle_error(None, &error);
     }
 }
 

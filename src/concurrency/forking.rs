@@ -30,6 +30,7 @@ use nix::unistd::{ForkResult, Pid};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
+use crate::peer_limit::PeerPermit;
 use crate::request::Request;
 use crate::server::Server;
 
@@ -100,6 +101,9 @@ struct Child {
     pid: Pid,
     /// None when pidfd_open is not available: reaped by pid then.
     pidfd: Option<OwnedFd>,
+    /// The connection's place in the per-IP limit: the parent keeps it
+    /// until the child is reaped, since the child serves the connection.
+    _peer_permit: Option<PeerPermit>,
 }
 
 pub(crate) struct ChildTracker {
@@ -162,6 +166,9 @@ impl ChildTracker {
             ));
             return Err(Box::new((request, error)));
         }
+        // Taken before fork: the child never drops it (it leaves by _exit).
+        let mut request = request;
+        let peer_permit = request.take_peer_permit();
         // SAFETY: in the child only this thread exists, and locks other
         // parent threads held at fork time stay held for ever. The child
         // therefore runs only the request and leaves with `_exit`, never
@@ -203,7 +210,11 @@ impl ChildTracker {
                     // Already exited and reaped by someone else: gone.
                     self.release_slot();
                 } else {
-                    self.children().push(Child { pid: child, pidfd });
+                    self.children().push(Child {
+                        pid: child,
+                        pidfd,
+                        _peer_permit: peer_permit,
+                    });
                 }
                 drop(request);
                 Ok(())

@@ -62,6 +62,9 @@ pub struct Conn {
     /// began (for lingering_time). One field for both keeps idle
     /// connections small.
     pub(crate) timer_start: u64,
+    /// The place in the per-IP limit, freed with the connection; boxed so
+    /// that a server without a limit pays one pointer per connection.
+    pub(crate) peer_permit: Option<Box<crate::peer_limit::PeerPermit>>,
 }
 
 impl Conn {
@@ -90,6 +93,7 @@ impl Conn {
             sent_since_check: false,
             lingering: false,
             timer_start: 0,
+            peer_permit: None,
         }
     }
 

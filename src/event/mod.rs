@@ -1,10 +1,28 @@
 //! Event mode: the model Python's docs describe but do not ship — "an
 //! explicit table of partially finished requests", driven by epoll — on
 //! several cores. Each loop thread has its own epoll and its own
-//! connections; all of them watch the one listening socket with
-//! EPOLLEXCLUSIVE, so the kernel hands each new connection to one loop.
-//! The thread that called serve_forever only coordinates: it runs
-//! service_actions and stops the loops on shutdown or close.
+//! connections. The thread that called serve_forever only coordinates: it
+//! runs service_actions and stops the loops on shutdown or close.
+//!
+//! Balancing: every loop watches the one listening socket with
+//! EPOLLEXCLUSIVE, and whichever loop the kernel wakes accepts; it hands
+//! each connection to the next loop in turn (round robin through that
+//! loop's `incoming` queue and eventfd), so every loop gets its share
+//! whoever accepted. Measured with 200 connections, sequential (one at a
+//! time, each kept open) and burst (all at once), per loop:
+//! - before, the waking loop kept all it accepted (batch of 64): 200/0 and
+//!   200/0 over 2 loops, 200/0/0/0 and 196/4/0/0 over 4 (TCP; Unix alike):
+//!   the kernel wakes the same idle loop again and again;
+//! - the same with an accept batch of 1: 200/0, 200/0, 1/199/0/0,
+//!   195/3/2/0 (TCP), unix burst 130/14/56/0: a smaller batch does not help
+//!   sequential connects at all;
+//! - one SO_REUSEPORT listener per loop (measured outside the library):
+//!   113/87 and 79/121 over 2, 45/54/48/53 over 4: only as even as the hash
+//!   of the client's port, not available for Unix sockets, and a listener
+//!   closing between serve_forever runs drops the connections queued on it;
+//! - round robin: 100/100 and 50/50/50/50 for both patterns, TCP and Unix,
+//!   at the cost of one eventfd wake-up per connection handed over (an
+//!   accepting loop keeps its own turns without one).
 //!
 //! The stream hot path allocates nothing: one read buffer per loop, bytes
 //! handed to the handler straight from it, replies sent straight from the
@@ -36,10 +54,11 @@ pub use conn::Conn;
 use crate::address::describe_peer;
 use crate::concurrency::{set_current_worker, WorkerKind};
 use crate::error::{Error, ErrorKind, Result};
+use crate::peer_limit::PeerPermit;
 use crate::request::Request;
 use crate::server::Server;
 use crate::sys::Waker;
-use crate::transport;
+use crate::transport::{self, Accepted};
 
 /// Work posted to a connection from another thread; it gets `None` if the
 /// connection is gone by the time its loop runs it.
@@ -55,12 +74,23 @@ pub(crate) struct EventShared {
     generations: Mutex<Vec<SlotIds>>,
     /// Loops that stopped watching the listener at max_connections.
     paused: AtomicUsize,
+    /// Round robin: accepted connections handed out so far.
+    next_loop: AtomicUsize,
 }
 
 struct LoopShared {
     waker: Waker,
     stop: AtomicBool,
     mailbox: Mutex<Vec<(u64, Job)>>,
+    /// Connections another loop accepted for this one.
+    incoming: Mutex<Vec<Incoming>>,
+}
+
+/// An accepted connection on its way to the loop that will own it.
+struct Incoming {
+    socket: Socket,
+    peer: SockAddr,
+    permit: Option<PeerPermit>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -154,8 +184,6 @@ const EVENTS_PER_WAIT: usize = 256;
 /// not starve its own connections during a burst.
 const ACCEPT_BATCH: usize = 64;
 const READ_BUFFER: usize = 64 * 1024;
-/// After an accept error such as EMFILE the loop stops accepting this long.
-const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
 
 /// serve_forever in event mode: starts the loops, runs service_actions on
 /// the calling thread until shutdown or close, then stops and joins them
@@ -165,24 +193,28 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
     let mut loops = Vec::new();
     let mut threads = Vec::new();
     let started = (|| -> Result<()> {
+        // Every loop is created and listed before any runs: round robin
+        // hands connections to all of them from the first accept on, and
+        // an on_open can already post.
+        let mut created = Vec::new();
         for index in 0..server.config().threads() {
             let loop_shared = Arc::new(LoopShared {
                 waker: Waker::new()?,
                 stop: AtomicBool::new(false),
                 mailbox: Mutex::new(Vec::new()),
+                incoming: Mutex::new(Vec::new()),
             });
-            let event_loop = EventLoop::new(
+            created.push(EventLoop::new(
                 index as u8,
                 server.clone(),
                 listener.clone(),
                 loop_shared.clone(),
                 shared.clone(),
-            )?;
-            // Listed before it runs, so that an on_open can already post.
-            lock(&shared.loops).push(loop_shared.clone());
-            // Recorded before the spawn: if it fails, jobs already posted
-            // to this loop still get their call (below).
+            )?);
             loops.push(loop_shared);
+        }
+        lock(&shared.loops).extend(loops.iter().cloned());
+        for (index, event_loop) in created.into_iter().enumerate() {
             let thread = std::thread::Builder::new()
                 .name(format!("ss-event-{index}"))
                 .stack_size(server.config().thread_stack_size)
@@ -203,10 +235,15 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
             crate::concurrency::report_panic(server, panic);
         }
     }
-    // A loop that never ran leaves its jobs here: each still gets its call.
+    // A loop that never ran leaves its jobs here: each still gets its call,
+    // and connections handed to it leave the count.
     for l in &loops {
         for (_, job) in std::mem::take(&mut *lock(&l.mailbox)) {
             let _ = catch_unwind(AssertUnwindSafe(|| job(None)));
+        }
+        for conn in std::mem::take(&mut *lock(&l.incoming)) {
+            drop(conn);
+            shared.connections.fetch_sub(1, Ordering::SeqCst);
         }
     }
     result
@@ -233,6 +270,9 @@ struct EventLoop {
     listener: Arc<Socket>,
     own: Arc<LoopShared>,
     shared: Arc<EventShared>,
+    /// Every loop of this run, self included, in index order: the round
+    /// robin's targets (taken when the loop starts, after all are listed).
+    peers: Vec<Arc<LoopShared>>,
     epoll: OwnedFd,
     slots: Vec<Option<Box<Conn>>>,
     free: Vec<u32>,
@@ -328,6 +368,7 @@ impl EventLoop {
             listener,
             own,
             shared,
+            peers: Vec::new(),
             epoll,
             slots: Vec::new(),
             free: Vec::new(),
@@ -349,6 +390,7 @@ impl EventLoop {
 
     fn run(&mut self) {
         set_current_worker(WorkerKind::EventLoop, &self.server);
+        self.peers = lock(&self.shared.loops).clone();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
         while !self.own.stop.load(Ordering::SeqCst) {
             let timeout = self.wait_timeout();
@@ -376,7 +418,10 @@ impl EventLoop {
                 let (token, flags) = (event.u64, event.events);
                 match token {
                     TOKEN_LISTENER => self.on_listener(),
-                    TOKEN_WAKER => self.run_mailbox(),
+                    TOKEN_WAKER => {
+                        self.run_mailbox();
+                        self.take_incoming();
+                    }
                     slot => self.on_conn_event(slot as usize, flags),
                 }
             }
@@ -554,57 +599,77 @@ impl EventLoop {
                 self.pause_accepting();
                 return;
             }
-            let listener = self.listener.as_raw_fd();
-            // SAFETY: try_init hands accept4 a zeroed address buffer and its
-            // length, and builds the SockAddr from what the kernel wrote.
-            let accepted = unsafe {
-                SockAddr::try_init(|storage, len| {
-                    let fd = libc::accept4(
-                        listener,
-                        storage.cast(),
-                        len,
-                        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                    );
-                    if fd < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(fd)
-                    }
-                })
-            };
-            let (fd, peer) = match accepted {
-                Ok(done) => done,
-                Err(err) => {
+            let server = &self.server;
+            let accepted =
+                server
+                    .acceptor()
+                    .accept(&self.listener, server.config(), server.handler(), true);
+            match accepted {
+                Accepted::Conn(socket, peer, permit) => self.dispatch(socket, peer, permit),
+                Accepted::Nothing => {
                     self.release_connection();
-                    match err.raw_os_error() {
-                        Some(libc::EAGAIN) => return,
-                        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => {
-                            continue
-                        }
-                        _ => {
-                            // EMFILE and the like: report, and stop accepting
-                            // for a moment instead of spinning on the listener.
-                            self.server
-                                .handler()
-                                .handle_error(None, &Error::io("accept", err));
-                            self.pause_accepting();
-                            self.accept_resume_at = Some(self.tick + ACCEPT_ERROR_PAUSE_MS);
-                            return;
-                        }
-                    }
+                    return;
                 }
-            };
-            // SAFETY: a fresh descriptor nothing else owns.
-            let socket = unsafe { Socket::from_raw_fd(fd) };
-            if self.server.config().tcp_nodelay {
-                let _ = socket.set_tcp_nodelay(true);
+                Accepted::Again => self.release_connection(),
+                Accepted::Pause => {
+                    // Reported already; stop accepting for a moment
+                    // instead of spinning on the listener.
+                    self.release_connection();
+                    self.pause_accepting();
+                    self.accept_resume_at =
+                        Some(self.tick + transport::ACCEPT_ERROR_PAUSE.as_millis() as u64);
+                    return;
+                }
             }
-            self.add_conn(socket, peer);
+        }
+    }
+
+    /// Hands an accepted connection to the next loop in turn (round robin
+    /// over all loops, whichever loop accepted it): see the module doc for
+    /// why, with the figures.
+    fn dispatch(&mut self, socket: Socket, peer: SockAddr, permit: Option<PeerPermit>) {
+        let incoming = Incoming {
+            socket,
+            peer,
+            permit,
+        };
+        let n = self.peers.len().max(1);
+        let index = self.shared.next_loop.fetch_add(1, Ordering::Relaxed) % n;
+        let target = self
+            .peers
+            .get(index)
+            .filter(|_| index != self.index as usize)
+            .cloned();
+        let Some(target) = target else {
+            return self.add_conn(incoming);
+        };
+        let mut queue = lock(&target.incoming);
+        // Checked under the queue lock, as post does: a loop that stopped
+        // has emptied its queue for the last time.
+        if target.stop.load(Ordering::SeqCst) {
+            drop(queue);
+            return self.add_conn(incoming);
+        }
+        queue.push(incoming);
+        drop(queue);
+        target.waker.notify();
+    }
+
+    /// Takes the connections other loops handed to this one.
+    fn take_incoming(&mut self) {
+        let incoming = std::mem::take(&mut *lock(&self.own.incoming));
+        for conn in incoming {
+            self.add_conn(conn);
         }
     }
 
     /// Takes a connection already counted by `reserve_connection`.
-    fn add_conn(&mut self, socket: Socket, peer: SockAddr) {
+    fn add_conn(&mut self, incoming: Incoming) {
+        let Incoming {
+            socket,
+            peer,
+            permit,
+        } = incoming;
         let Some(slot) = self.take_slot() else {
             // 16 million connections on one loop: no slot to give.
             drop(socket);
@@ -614,6 +679,7 @@ impl EventLoop {
         let id = self.ids.id(self.index, slot);
         let high_water = self.server.config().output_high_water;
         let mut conn = Box::new(Conn::new(socket, &peer, id, high_water, self.tick));
+        conn.peer_permit = permit.map(Box::new);
         if let Err(e) = epoll_ctl(
             self.epoll.as_raw_fd(),
             libc::EPOLL_CTL_ADD,
@@ -960,6 +1026,11 @@ impl EventLoop {
         let jobs = std::mem::take(&mut *lock(&self.own.mailbox));
         for (_, job) in jobs {
             let _ = catch_unwind(AssertUnwindSafe(|| job(None)));
+        }
+        // Handed over but never opened: closed without on_close.
+        for conn in std::mem::take(&mut *lock(&self.own.incoming)) {
+            drop(conn);
+            self.release_connection();
         }
         if !self.listening {
             self.shared.paused.fetch_sub(1, Ordering::SeqCst);

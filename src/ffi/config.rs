@@ -345,7 +345,19 @@ pub unsafe extern "C" fn ss_config_set_verify_request(
 
 /// The handle_error hook. Default (NULL): one line on stderr naming the
 /// client and the error, e.g. "socketserver: error processing request from
-/// 127.0.0.1:50312: handle callback returned -1".
+/// 127.0.0.1:50312: handle callback returned -1". The default prints at
+/// most 20 lines a second for the whole process (a flooding client must not
+/// flood the log); the next line printed after a pause then says how many
+/// were suppressed ("socketserver: N similar error messages suppressed").
+/// Its write to stderr never raises SIGPIPE, even when stderr is a pipe or
+/// socket whose reader is gone. A callback (setup, handle, finish, on_open,
+/// on_data, on_datagram) that returns non-zero right after a library call
+/// failed is reported with that call's status and text: "handle callback
+/// returned -1 (last error: ...)". Server-level events that can repeat
+/// quickly (accept failing for lack of descriptors, connections over
+/// ss_config_set_max_connections_per_ip()) reach handle_error at most once
+/// a second each, with the number of events since the last report; a
+/// custom hook gets those, and every failed request, without a limit.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_handle_error(
     config: *mut ss_config,
@@ -474,7 +486,11 @@ pub unsafe extern "C" fn ss_config_set_max_children(
 
 /// Worker threads of SS_THREAD_POOL (at most 1024), or event loops of
 /// SS_EVENT (at most 255); 0 (the default) means one per core.
-/// SS_ERR_UNSUPPORTED in other modes.
+/// SS_ERR_UNSUPPORTED in other modes. SS_EVENT spreads connections evenly
+/// over its loops: whichever loop accepts a connection, it goes to the next
+/// loop in turn (round robin), for TCP and Unix sockets, however the
+/// clients connect (one at a time or in bursts); on_open and every later
+/// callback of a connection run on that loop.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_threads(
     config: *mut ss_config,
@@ -732,7 +748,10 @@ pub unsafe extern "C" fn ss_config_set_request_deadline(
 /// SS_TCP, every mode: at most `max` open connections from one client IP
 /// address (libmicrohttpd's PER_IP_CONNECTION_LIMIT); a connection over the
 /// limit is accepted and closed at once and reported to handle_error
-/// (SS_ERR_WOULD_BLOCK, with a NULL request). 0 = no limit (the default).
+/// (SS_ERR_WOULD_BLOCK, with a NULL request; at most once a second, with a
+/// count of those closed since the last report). A connection holds its
+/// place until its request is closed (SS_EVENT: until on_close; SS_FORKING:
+/// until its child has exited and been reaped). 0 = no limit (the default).
 /// SS_ERR_UNSUPPORTED for other transports.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_max_connections_per_ip(

@@ -187,9 +187,15 @@ pub(crate) fn call_request_fn(
     if rc == 0 {
         return Ok(());
     }
-    // If a library call failed just before, that is the real cause: report
-    // its status (e.g. SS_ERR_TIMEOUT) and say so.
-    Err(match last_error().filter(|(_, text)| !text.is_empty()) {
+    Err(callback_failed(stage, rc))
+}
+
+/// The error for a callback that returned `rc` != 0. If a library call
+/// failed just before on this thread, that is the real cause: report its
+/// status (e.g. SS_ERR_TIMEOUT) and say so. The caller cleared the last
+/// error before the call.
+fn callback_failed(stage: &str, rc: c_int) -> Error {
+    match last_error().filter(|(_, text)| !text.is_empty()) {
         Some((kind, text)) => Error::new(
             kind,
             format!("{stage} callback returned {rc} (last error: {text})"),
@@ -198,7 +204,7 @@ pub(crate) fn call_request_fn(
             ErrorKind::Handler,
             format!("{stage} callback returned {rc}"),
         ),
-    })
+    }
 }
 
 pub(crate) fn request_ptr(request: &mut Request) -> *mut ss_request {
@@ -255,13 +261,11 @@ impl Handler for CHandler {
         let Some(cb) = self.callbacks.on_open else {
             return Ok(());
         };
+        clear_last_error();
         // SAFETY: a live connection, borrowed for the call.
         match unsafe { cb(conn_ptr(conn), self.user_data) } {
             0 => Ok(()),
-            rc => Err(Error::new(
-                ErrorKind::Handler,
-                format!("on_open callback returned {rc}"),
-            )),
+            rc => Err(callback_failed("on_open", rc)),
         }
     }
 
@@ -270,6 +274,7 @@ impl Handler for CHandler {
             return Err(Error::new(ErrorKind::Unsupported, "no on_data callback"));
         };
         let mut consumed = 0usize;
+        clear_last_error();
         // SAFETY: connection, data and `consumed` are live for the call.
         let rc = unsafe {
             cb(
@@ -281,10 +286,7 @@ impl Handler for CHandler {
             )
         };
         if rc != 0 {
-            return Err(Error::new(
-                ErrorKind::Handler,
-                format!("on_data callback returned {rc}"),
-            ));
+            return Err(callback_failed("on_data", rc));
         }
         Ok(consumed)
     }
@@ -315,13 +317,11 @@ impl Handler for CHandler {
         let (data, len) = request
             .datagram_data()
             .map_or((std::ptr::null(), 0), |d| (d.as_ptr(), d.len()));
+        clear_last_error();
         // SAFETY: the request and its datagram are live for the call.
         match unsafe { cb(request_ptr(request), data, len, self.user_data) } {
             0 => Ok(()),
-            rc => Err(Error::new(
-                ErrorKind::Handler,
-                format!("on_datagram callback returned {rc}"),
-            )),
+            rc => Err(callback_failed("on_datagram", rc)),
         }
     }
 }

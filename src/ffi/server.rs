@@ -260,6 +260,19 @@ pub unsafe extern "C" fn ss_server_activate(server: *mut ss_server) -> ss_status
 /// request (Python's behaviour). Errors: SS_ERR_WRONG_STATE (not activated,
 /// or another serve_forever/handle_request is running on this server),
 /// SS_ERR_CLOSED, SS_ERR_IO (poll failed).
+///
+/// Out of file descriptors (accept failing with EMFILE or ENFILE), in every
+/// mode: the server keeps one spare descriptor (on /dev/null, close-on-exec,
+/// for each stream server) and uses it to accept and close at once the
+/// connections pending then, so that their clients see the connection
+/// closed instead of waiting, and pauses accepting for 100 ms (as after any
+/// accept error that is not transient) instead of spinning on a listener
+/// that stays readable. It keeps its listener and serves normally again as
+/// soon as descriptors are free. This is reported to handle_error (status
+/// SS_ERR_IO, NULL request) at most once a second, with a count of the
+/// failures since the last report. Connections refused by
+/// ss_config_set_max_connections_per_ip() do not count as requests: they
+/// do not make ss_server_handle_request() return.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_serve_forever(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.

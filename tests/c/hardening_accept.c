@@ -1,0 +1,706 @@
+/*
+ * hardening_accept.c: accepting connections under real traffic, and error
+ * reporting (tests/hardening_accept.rs runs one sub-test per process).
+ * Each sub-test says what the library used to do; each fails if that
+ * behaviour comes back.
+ *
+ * - balance_tcp, balance_unix: event mode spreads connections over its
+ *   loops, for sequential and for burst connects, with 2 and 4 loops.
+ * - emfile_sync, emfile_threading, emfile_forking, emfile_pool,
+ *   emfile_event: out of descriptors, the server closes pending
+ *   connections at once, does not spin, keeps its listener and serves
+ *   again once descriptors are free.
+ * - per_ip_sync, per_ip_threading, per_ip_forking, per_ip_pool,
+ *   per_ip_event: max_connections_per_ip closes a connection over the
+ *   limit at once, serves other addresses, and frees the place when a
+ *   connection ends.
+ * - log_flood: the default handle_error is rate-limited.
+ * - ev_error_cause: a failing on_open, on_data or on_datagram is reported
+ *   with the library error that caused it.
+ * - stderr_sigpipe: the default handle_error writing to a closed pipe does
+ *   not kill the host with SIGPIPE.
+ *
+ * Besides TU_MAIN's checks (no descriptor or thread left), sub-tests that
+ * fork check that they left no child process behind.
+ */
+#include "testutil.h"
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+/* ------------------------------------------------------------- helpers */
+
+static void check_no_children(void)
+{
+    int total, zombies;
+    tu_children(-1, &total, &zombies);
+    if (total != 0)
+        TU_FAIL("%d child process(es) left (%d of them zombies)", total, zombies);
+}
+
+/* Stream handle: echo lines until the client closes. */
+static int echo_until_eof(ss_request *request, void *user)
+{
+    char line[256];
+    size_t n = 0;
+    (void)user;
+    for (;;) {
+        if (ss_request_readline(request, line, sizeof line, &n) != SS_OK)
+            return -1;
+        if (n == 0)
+            return 0;
+        if (ss_request_write(request, line, n) != SS_OK)
+            return -1;
+    }
+}
+
+/* SS_SYNC: the request continues on a hand-off thread, so that the loop
+ * goes on accepting while earlier connections stay open. */
+static int hand_off_echo(ss_request *request, void *user)
+{
+    (void)user;
+    return ss_request_hand_off(request, SS_HAND_OFF_THREAD, echo_until_eof) == SS_OK ? 0 : -1;
+}
+
+/* SS_EVENT: echo everything. */
+static int ev_echo(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed, void *user)
+{
+    (void)user;
+    if (ss_conn_write(conn, data, len) != SS_OK)
+        return -1;
+    *consumed = len;
+    return 0;
+}
+
+/* Ends a client connection for the server even though SS_FORKING's
+ * request children (forked from this test process) hold copies of the
+ * client descriptors opened before them. */
+static void hang_up(int fd)
+{
+    shutdown(fd, SHUT_RDWR);
+    close(fd);
+}
+
+/* A stream config for `mode` whose handler echoes lines until EOF. */
+static ss_config *echo_config(int transport, int mode)
+{
+    ss_config *config = tu_config_mode(transport, mode,
+                                       mode == SS_SYNC ? hand_off_echo : echo_until_eof);
+    if (mode == SS_EVENT)
+        CHECK_OK(ss_config_set_on_data(config, ev_echo));
+    if (mode == SS_THREAD_POOL)
+        CHECK_OK(ss_config_set_threads(config, 8));
+    CHECK_OK(ss_config_set_backlog(config, 256));
+    return config;
+}
+
+/* Sends one line and gives 1 if it came back, 0 if the connection ended
+ * instead. */
+static int echoed(int fd, const char *line)
+{
+    char buf[64];
+    ssize_t n;
+    if (send(fd, line, strlen(line), MSG_NOSIGNAL) < 0)
+        return 0;
+    n = recv(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    CHECK_STREQ(buf, line);
+    return 1;
+}
+
+/* ------------------------------------------------- 1. balance_tcp/unix */
+
+/* Old behaviour: every loop watched the listener with EPOLLEXCLUSIVE and
+ * accepted up to 64 connections per wake-up, and the kernel wakes the same
+ * waiting loop again and again: 194/6 connections over 2 loops and
+ * 197/3/0/0 over 4, for sequential and burst connects alike. */
+
+#define BALANCE_CONNS 200
+#define MAX_LOOPS 4
+
+static pthread_mutex_t g_bal_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t g_bal_thread[MAX_LOOPS + 1];
+static int g_bal_count[MAX_LOOPS + 1];
+static int g_bal_threads;
+static int g_bal_opened;
+
+static int bal_open(ss_conn *conn, void *user)
+{
+    pthread_t me = pthread_self();
+    int i;
+    (void)conn;
+    (void)user;
+    pthread_mutex_lock(&g_bal_lock);
+    for (i = 0; i < g_bal_threads; i++)
+        if (pthread_equal(g_bal_thread[i], me))
+            break;
+    if (i == g_bal_threads && g_bal_threads <= MAX_LOOPS)
+        g_bal_thread[g_bal_threads++] = me;
+    if (i <= MAX_LOOPS)
+        g_bal_count[i]++;
+    g_bal_opened++;
+    pthread_mutex_unlock(&g_bal_lock);
+    return 0;
+}
+
+static int bal_opened(void)
+{
+    int n;
+    pthread_mutex_lock(&g_bal_lock);
+    n = g_bal_opened;
+    pthread_mutex_unlock(&g_bal_lock);
+    return n;
+}
+
+static void balance_run(int transport, const char *address, int loops, int burst)
+{
+    char addr[256];
+    ss_config *config = tu_config_mode(transport, SS_EVENT, NULL);
+    ss_server *server;
+    tu_runner runner;
+    static int fds[BALANCE_CONNS];
+    int i, fair = (BALANCE_CONNS / loops) * 6 / 10;
+    CHECK_OK(ss_config_set_threads(config, (size_t)loops));
+    CHECK_OK(ss_config_set_on_open(config, bal_open));
+    CHECK_OK(ss_config_set_on_data(config, ev_echo));
+    CHECK_OK(ss_config_set_backlog(config, 512));
+    CHECK_OK(ss_config_set_handle_error(config, tu_error_fails_test));
+    memset(g_bal_count, 0, sizeof g_bal_count);
+    g_bal_threads = 0;
+    g_bal_opened = 0;
+    server = tu_start_serving(config, address, NULL, &runner, addr, sizeof addr);
+    for (i = 0; i < BALANCE_CONNS; i++) {
+        fds[i] = tu_connect(SOCK_STREAM, addr, NULL);
+        if (!burst)
+            WAIT_FOR(bal_opened() == i + 1, 5000);
+    }
+    WAIT_FOR(bal_opened() == BALANCE_CONNS, 10000);
+    for (i = 0; i < BALANCE_CONNS; i++)
+        close(fds[i]);
+    WAIT_FOR(tu_connections(server) == 0, 5000);
+    tu_stop_serving(server, &runner);
+    printf("%s %d loops, %s:", transport == SS_TCP ? "tcp" : "unix", loops,
+           burst ? "burst" : "sequential");
+    for (i = 0; i < g_bal_threads; i++)
+        printf(" %d", g_bal_count[i]);
+    printf("\n");
+    if (g_bal_threads != loops)
+        TU_FAIL("%d of %d loops got connections (%s)", g_bal_threads, loops,
+                burst ? "burst" : "sequential");
+    for (i = 0; i < loops; i++)
+        if (g_bal_count[i] < fair)
+            TU_FAIL("loop %d got %d of %d connections over %d loops (%s), fewer than %d", i,
+                    g_bal_count[i], BALANCE_CONNS, loops, burst ? "burst" : "sequential", fair);
+}
+
+static void balance(int transport)
+{
+    char path[200];
+    int loops, burst;
+    for (loops = 2; loops <= 4; loops += 2)
+        for (burst = 0; burst <= 1; burst++) {
+            if (transport == SS_TCP) {
+                balance_run(SS_TCP, "127.0.0.1:0", loops, burst);
+            } else {
+                tu_path(path, sizeof path, "bal.sock");
+                balance_run(SS_UNIX_STREAM, path, loops, burst);
+            }
+        }
+}
+
+static void test_balance_tcp(void)
+{
+    balance(SS_TCP);
+}
+
+static void test_balance_unix(void)
+{
+    balance(SS_UNIX_STREAM);
+}
+
+/* ------------------------------------------------------- 2. emfile_* */
+
+/* Old behaviour: when accept failed with EMFILE the loop reported it and
+ * paused 100 ms, again and again; the pending connection was neither
+ * accepted nor refused, so its client hung until descriptors came free
+ * (libuv's test "emfile" checks that the client is closed instead). */
+
+static int g_accept_errors;
+
+static void count_server_errors(ss_request *request, ss_status status, const char *message,
+                                void *user)
+{
+    (void)status;
+    (void)message;
+    (void)user;
+    if (request == NULL)
+        TU_INC(&g_accept_errors);
+}
+
+static void ctl_write(int fd, const void *buf, size_t len)
+{
+    if (write(fd, buf, len) != (ssize_t)len)
+        TU_FAIL("control write");
+}
+
+static void ctl_read(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, (char *)buf + got, len - got);
+        if (n <= 0)
+            TU_FAIL("control read: %zd", n);
+        got += (size_t)n;
+    }
+}
+
+/* The server process: a low descriptor limit, a server, then every
+ * descriptor taken until the parent says to free them. */
+static void emfile_server(int mode, int ctl)
+{
+    static int fds[1024];
+    char addr[128];
+    ss_config *config = echo_config(SS_TCP, mode);
+    ss_server *server;
+    tu_runner runner;
+    struct rlimit rl;
+    double cpu0, wall0;
+    int n = 0, i, fd, errors;
+    long report[3];
+    char cmd;
+    CHECK_SYS(getrlimit(RLIMIT_NOFILE, &rl));
+    rl.rlim_cur = 64;
+    CHECK_SYS(setrlimit(RLIMIT_NOFILE, &rl));
+    CHECK_OK(ss_config_set_handle_error(config, count_server_errors));
+    if (mode == SS_EVENT)
+        CHECK_OK(ss_config_set_threads(config, 2));
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
+    /* Serving before the table is filled: event mode creates its loops'
+     * descriptors in serve_forever (round robin: these reach every loop). */
+    n = tu_fd_count();
+    for (i = 0; i < 4; i++) {
+        fd = tu_connect(SOCK_STREAM, addr, NULL);
+        CHECK(echoed(fd, "up\n"));
+        hang_up(fd);
+    }
+    /* ...and the server has closed its side of them (event mode: the
+     * loops were still being created when n was counted). */
+    if (mode == SS_EVENT)
+        WAIT_FOR(tu_connections(server) == 0, 3000);
+    else
+        WAIT_FOR(tu_fd_count() == n, 3000);
+    n = 0;
+    ctl_write(ctl, addr, sizeof addr);
+    while ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0 && n < 1024)
+        fds[n++] = fd;
+    if (errno != EMFILE)
+        TU_FAIL("filling the descriptor table stopped with errno %d, not EMFILE", errno);
+    cpu0 = tu_cpu_ms();
+    wall0 = tu_now_ms();
+    ctl_write(ctl, "F", 1);
+    ctl_read(ctl, &cmd, 1); /* the parent's clients are done */
+    report[0] = (long)(tu_cpu_ms() - cpu0);
+    report[1] = (long)(tu_now_ms() - wall0);
+    errors = TU_LOAD(&g_accept_errors);
+    report[2] = errors;
+    while (n > 0)
+        close(fds[--n]);
+    ctl_write(ctl, report, sizeof report);
+    ctl_read(ctl, &cmd, 1); /* served again */
+    tu_stop_serving(server, &runner);
+    _exit(0);
+}
+
+static void emfile(int mode)
+{
+    char addr[128];
+    int ctl[2], status, i, fd;
+    long report[3];
+    pid_t pid;
+    CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl));
+    pid = fork();
+    CHECK_SYS(pid);
+    if (pid == 0) {
+        close(ctl[0]);
+        emfile_server(mode, ctl[1]);
+    }
+    close(ctl[1]);
+    tu_set_timeouts(ctl[0], 20000);
+    ctl_read(ctl[0], addr, sizeof addr);
+    ctl_read(ctl[0], &(char){0}, 1);
+    /* Out of descriptors: each client is closed at once, not left hanging. */
+    for (i = 0; i < 5; i++) {
+        fd = tu_connect(SOCK_STREAM, addr, NULL);
+        tu_expect_eof(fd, 3000);
+        close(fd);
+    }
+    /* A window to see whether the server spins while a client waits. */
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
+    tu_expect_eof(fd, 3000);
+    tu_sleep_ms(500);
+    close(fd);
+    ctl_write(ctl[0], "C", 1);
+    ctl_read(ctl[0], report, sizeof report);
+    printf("out of fds: %ld ms CPU in %ld ms, %ld reports\n", report[0], report[1], report[2]);
+    if (report[0] * 4 > report[1])
+        TU_FAIL("server used %ld ms of CPU in %ld ms out of descriptors", report[0], report[1]);
+    if (report[2] < 1 || report[2] > 4)
+        TU_FAIL("%ld reports of the accept failures (want 1 to 4: reported, not flooded)",
+                report[2]);
+    /* Descriptors free again: the same listener serves. */
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
+    CHECK(echoed(fd, "again\n"));
+    close(fd);
+    ctl_write(ctl[0], "S", 1);
+    CHECK_SYS(waitpid(pid, &status, 0));
+    close(ctl[0]);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        TU_FAIL("server process ended with status %#x", status);
+    check_no_children();
+}
+
+static void test_emfile_sync(void)
+{
+    emfile(SS_SYNC);
+}
+
+static void test_emfile_threading(void)
+{
+    emfile(SS_THREADING);
+}
+
+static void test_emfile_forking(void)
+{
+    emfile(SS_FORKING);
+}
+
+static void test_emfile_pool(void)
+{
+    emfile(SS_THREAD_POOL);
+}
+
+static void test_emfile_event(void)
+{
+    emfile(SS_EVENT);
+}
+
+/* ------------------------------------------------------- 3. per_ip_* */
+
+/* Old behaviour: max_connections_per_ip was accepted by the config and
+ * ignored: a third connection from the same address was served. */
+
+static int g_limited;
+
+static void count_limited(ss_request *request, ss_status status, const char *message, void *user)
+{
+    (void)user;
+    if (request == NULL && status == SS_ERR_WOULD_BLOCK)
+        TU_INC(&g_limited);
+    else if (request == NULL)
+        TU_FAIL("unexpected server error: %s: %s", ss_status_str(status), message);
+}
+
+static int connect_from(const char *addr, const char *from)
+{
+    return tu_connect(SOCK_STREAM, addr, from);
+}
+
+
+static void per_ip(int mode)
+{
+    char addr[128];
+    ss_config *config = echo_config(SS_TCP, mode);
+    ss_server *server;
+    tu_runner runner;
+    int a, b, c, d, e = -1, tries;
+    CHECK_OK(ss_config_set_max_connections_per_ip(config, 2));
+    CHECK_OK(ss_config_set_handle_error(config, count_limited));
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
+    a = connect_from(addr, "127.0.0.1:0");
+    CHECK(echoed(a, "a\n"));
+    b = connect_from(addr, "127.0.0.1:0");
+    CHECK(echoed(b, "b\n"));
+    c = connect_from(addr, "127.0.0.1:0");
+    tu_expect_eof(c, 3000);
+    WAIT_FOR(TU_LOAD(&g_limited) >= 1, 3000);
+    d = connect_from(addr, "127.0.0.2:0");
+    CHECK(echoed(d, "d\n"));
+    CHECK(echoed(a, "a2\n"));
+    hang_up(a);
+    /* The place comes free once the server has closed a's request (in
+     * SS_FORKING once its child is reaped): until then a new connection
+     * is refused, after that it is served. */
+    for (tries = 0; tries < 250; tries++) {
+        e = connect_from(addr, "127.0.0.1:0");
+        if (echoed(e, "e\n"))
+            break;
+        hang_up(e);
+        e = -1;
+        tu_sleep_ms(20);
+    }
+    if (e < 0)
+        TU_FAIL("no new connection from 127.0.0.1 served after one of two closed");
+    CHECK(echoed(b, "b2\n"));
+    hang_up(b);
+    hang_up(c);
+    hang_up(d);
+    hang_up(e);
+    tu_stop_serving(server, &runner);
+    check_no_children();
+}
+
+static void test_per_ip_sync(void)
+{
+    per_ip(SS_SYNC);
+}
+
+static void test_per_ip_threading(void)
+{
+    per_ip(SS_THREADING);
+}
+
+static void test_per_ip_forking(void)
+{
+    per_ip(SS_FORKING);
+}
+
+static void test_per_ip_pool(void)
+{
+    per_ip(SS_THREAD_POOL);
+}
+
+static void test_per_ip_event(void)
+{
+    per_ip(SS_EVENT);
+}
+
+TU_SETTLED(test_per_ip_sync)
+TU_SETTLED(test_per_ip_threading)
+
+/* ------------------------------------------------------- 4. log_flood */
+
+/* Old behaviour: one stderr line per failed datagram, without limit:
+ * 46,237 lines (4.85 MB) in 2 s from one flooding client in event mode. */
+
+#define FLOOD_DGRAMS 3000
+
+static int g_dgrams;
+
+static int failing_datagram(ss_request *request, const uint8_t *data, size_t len, void *user)
+{
+    (void)request;
+    (void)data;
+    (void)len;
+    (void)user;
+    TU_INC(&g_dgrams);
+    return -1;
+}
+
+static int count_lines(const char *text, const char *with)
+{
+    int n = 0;
+    const char *line = text;
+    while (*line) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        char buf[512];
+        snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf ? len : sizeof buf - 1), line);
+        if (strstr(buf, with) != NULL)
+            n++;
+        line += len + (end ? 1 : 0);
+    }
+    return n;
+}
+
+static void test_log_flood(void)
+{
+    static char text[1 << 20];
+    char path[200], addr[256];
+    ss_config *config = tu_config_mode(SS_UNIX_DATAGRAM, SS_EVENT, NULL);
+    ss_server *server;
+    tu_runner runner;
+    tu_capture capture;
+    double start, seconds;
+    int fd, i, lines, errors;
+    CHECK_OK(ss_config_set_threads(config, 1));
+    CHECK_OK(ss_config_set_on_datagram(config, failing_datagram));
+    tu_path(path, sizeof path, "flood.sock");
+    tu_capture_stderr(&capture);
+    server = tu_start_serving(config, path, NULL, &runner, addr, sizeof addr);
+    fd = tu_connect(SOCK_DGRAM, addr, NULL);
+    start = tu_now_ms();
+    for (i = 0; i < FLOOD_DGRAMS; i++)
+        tu_send_all(fd, "x", 1);
+    WAIT_FOR(TU_LOAD(&g_dgrams) == FLOOD_DGRAMS, 10000);
+    seconds = (tu_now_ms() - start) / 1000.0;
+    close(fd);
+    tu_stop_serving(server, &runner);
+    tu_end_capture(&capture, text, sizeof text);
+    errors = count_lines(text, "error processing request");
+    lines = count_lines(text, "");
+    printf("%d datagrams failed in %.2f s: %d error lines, %d lines in all\n", FLOOD_DGRAMS,
+           seconds, errors, lines);
+    CHECK(errors >= 1);
+    /* At most 20 a second, plus one "suppressed" line a second. */
+    if (lines > (int)(21 * (seconds + 2)))
+        TU_FAIL("%d stderr lines for %d failed datagrams in %.2f s", lines, FLOOD_DGRAMS, seconds);
+}
+
+/* ---------------------------------------------------- 5. ev_error_cause */
+
+/* Old behaviour: "on_data callback returned -1", without the failed
+ * library call that made the callback give up; the blocking modes say
+ * "(last error: ...)". */
+
+static char g_cause[3][512];
+static int g_causes;
+
+static void record_cause(ss_request *request, ss_status status, const char *message, void *user)
+{
+    int i = TU_LOAD(&g_causes);
+    (void)request;
+    (void)status;
+    (void)user;
+    if (i < 3) {
+        snprintf(g_cause[i], sizeof g_cause[i], "%s", message);
+        TU_STORE(&g_causes, i + 1);
+    }
+}
+
+static int open_fails(ss_conn *conn, void *user)
+{
+    (void)user;
+    return ss_conn_write(conn, NULL, 1) == SS_OK ? 0 : -1;
+}
+
+static int data_fails(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed, void *user)
+{
+    (void)data;
+    (void)len;
+    (void)consumed;
+    (void)user;
+    return ss_conn_write(conn, NULL, 1) == SS_OK ? 0 : -1;
+}
+
+static int datagram_fails(ss_request *request, const uint8_t *data, size_t len, void *user)
+{
+    (void)data;
+    (void)len;
+    (void)user;
+    return ss_request_reply(request, NULL, 1) == SS_OK ? 0 : -1;
+}
+
+static void ev_cause_stream(ss_open_fn on_open, const char *stage)
+{
+    char addr[128];
+    ss_config *config = tu_config_mode(SS_TCP, SS_EVENT, NULL);
+    ss_server *server;
+    tu_runner runner;
+    int fd;
+    CHECK_OK(ss_config_set_threads(config, 1));
+    CHECK_OK(ss_config_set_handle_error(config, record_cause));
+    CHECK_OK(ss_config_set_on_data(config, data_fails));
+    if (on_open)
+        CHECK_OK(ss_config_set_on_open(config, on_open));
+    TU_STORE(&g_causes, 0);
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
+    tu_send_str(fd, "x");
+    tu_expect_eof(fd, 3000);
+    close(fd);
+    WAIT_FOR(TU_LOAD(&g_causes) >= 1, 3000);
+    tu_stop_serving(server, &runner);
+    printf("%s\n", g_cause[0]);
+    CHECK_CONTAINS(g_cause[0], stage);
+    CHECK_CONTAINS(g_cause[0], "last error:");
+}
+
+static void test_ev_error_cause(void)
+{
+    char addr[128];
+    ss_config *config;
+    ss_server *server;
+    tu_runner runner;
+    int fd;
+    ev_cause_stream(open_fails, "on_open callback returned -1");
+    ev_cause_stream(NULL, "on_data callback returned -1");
+    config = tu_config_mode(SS_UDP, SS_EVENT, NULL);
+    CHECK_OK(ss_config_set_threads(config, 1));
+    CHECK_OK(ss_config_set_handle_error(config, record_cause));
+    CHECK_OK(ss_config_set_on_datagram(config, datagram_fails));
+    TU_STORE(&g_causes, 0);
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
+    fd = tu_connect(SOCK_DGRAM, addr, NULL);
+    tu_send_str(fd, "x");
+    WAIT_FOR(TU_LOAD(&g_causes) >= 1, 3000);
+    close(fd);
+    tu_stop_serving(server, &runner);
+    printf("%s\n", g_cause[0]);
+    CHECK_CONTAINS(g_cause[0], "on_datagram callback returned -1");
+    CHECK_CONTAINS(g_cause[0], "last error:");
+}
+
+/* ---------------------------------------------------- 6. stderr_sigpipe */
+
+/* Old behaviour: the default handle_error wrote to stderr with a plain
+ * write(2); with stderr a pipe whose reader is gone, that raised SIGPIPE
+ * and killed the host program. */
+
+static int g_handled;
+
+static int fail_request(ss_request *request, void *user)
+{
+    (void)request;
+    (void)user;
+    TU_INC(&g_handled);
+    return -1;
+}
+
+static void test_stderr_sigpipe(void)
+{
+    char addr[128];
+    ss_config *config = tu_config(SS_TCP, fail_request);
+    ss_server *server;
+    tu_runner runner;
+    int p[2], saved, fd, i;
+    signal(SIGPIPE, SIG_DFL);
+    CHECK_SYS(pipe2(p, O_CLOEXEC));
+    close(p[0]);
+    saved = dup(2);
+    CHECK_SYS(saved);
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
+    CHECK_SYS(dup2(p[1], 2));
+    /* SS_SYNC: request i + 1 is handled only after request i's error
+     * was written. */
+    for (i = 0; i < 3; i++) {
+        fd = tu_connect(SOCK_STREAM, addr, NULL);
+        WAIT_FOR(TU_LOAD(&g_handled) == i + 1, 3000);
+        close(fd);
+    }
+    CHECK_SYS(dup2(saved, 2));
+    close(saved);
+    close(p[1]);
+    tu_stop_serving(server, &runner);
+}
+
+static const tu_test tests[] = {
+    {"balance_tcp", test_balance_tcp},
+    {"balance_unix", test_balance_unix},
+    {"emfile_sync", test_emfile_sync},
+    {"emfile_threading", test_emfile_threading},
+    {"emfile_forking", test_emfile_forking},
+    {"emfile_pool", test_emfile_pool},
+    {"emfile_event", test_emfile_event},
+    {"per_ip_sync", test_per_ip_sync_settled},
+    {"per_ip_threading", test_per_ip_threading_settled},
+    {"per_ip_forking", test_per_ip_forking},
+    {"per_ip_pool", test_per_ip_pool},
+    {"per_ip_event", test_per_ip_event},
+    {"log_flood", test_log_flood},
+    {"ev_error_cause", test_ev_error_cause},
+    {"stderr_sigpipe", test_stderr_sigpipe},
+};
+
+TU_MAIN(tests)
