@@ -12,6 +12,10 @@
 //! Bounded: a fixed number of connections, each with socket timeouts, and
 //! a time cap (FUZZ_TIME) after which the fuzzers stop early. Seeded: the
 //! seed is printed; $SS_FUZZ_SEED replays a run.
+//!
+//! `make valgrind` and `make sanitize` reuse it: $SS_FUZZ_WRAPPER is a
+//! command line put in front of each server (e.g. `valgrind ...`), and
+//! $SS_FUZZ_CONNECTIONS lowers the connection count for a slow server.
 
 mod common;
 
@@ -29,7 +33,8 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use socket2::SockRef;
 
-/// Hostile connections per server, spread over FUZZ_THREADS threads.
+/// Hostile connections per server, spread over FUZZ_THREADS threads
+/// ($SS_FUZZ_CONNECTIONS overrides).
 const FUZZ_CONNECTIONS: u64 = 2000;
 const FUZZ_THREADS: u64 = 4;
 /// The fuzzers stop early once this much time has passed.
@@ -58,11 +63,24 @@ impl Rng {
     }
 }
 
-fn seed() -> u64 {
-    std::env::var("SS_FUZZ_SEED")
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20261201)
+        .unwrap_or(default)
+}
+
+fn seed() -> u64 {
+    env_u64("SS_FUZZ_SEED", 20261201)
+}
+
+/// $SS_FUZZ_WRAPPER split on whitespace: the command that runs the server.
+fn wrapper() -> Vec<String> {
+    std::env::var("SS_FUZZ_WRAPPER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 /// A server process in a process group of its own; killed with its group
@@ -79,14 +97,23 @@ impl Server {
     fn start(program: &str, args: &[&str]) -> Server {
         let exe: PathBuf = common::compile_example(program, &["-O2"]);
         let what = format!("{program} {}", args.join(" "));
-        let mut child = Command::new(&exe)
+        let wrap = wrapper();
+        let mut cmd = match wrap.split_first() {
+            Some((tool, tool_args)) => {
+                let mut c = Command::new(tool);
+                c.args(tool_args).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+            .unwrap_or_else(|e| panic!("cannot run {} (wrapper {wrap:?}): {e}", exe.display()));
         let pgid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in pid_t"));
         let mut err = child.stderr.take().expect("stderr");
         let stderr = Some(std::thread::spawn(move || {
@@ -365,12 +392,13 @@ fn fuzz_server(program: &str, args: &[&str], protocol: Protocol) {
             Ok(())
         })
     };
+    let per_thread = env_u64("SS_FUZZ_CONNECTIONS", FUZZ_CONNECTIONS) / FUZZ_THREADS;
     let fuzzers: Vec<JoinHandle<u64>> = (0..FUZZ_THREADS)
         .map(|t| {
             std::thread::spawn(move || {
                 let mut rng = Rng(seed.wrapping_add(t + 1).wrapping_mul(0x9e3779b97f4a7c15) | 1);
                 let mut n = 0;
-                while n < FUZZ_CONNECTIONS / FUZZ_THREADS && start.elapsed() < FUZZ_TIME {
+                while n < per_thread && start.elapsed() < FUZZ_TIME {
                     fuzz_once(addr, protocol, &mut rng);
                     n += 1;
                 }
