@@ -15,6 +15,8 @@
 #            is replaced by the run's own log path prefix
 #   PROG     program names (tests/c/PROG.c)
 #
+# $LINK_FLAGS, when set, replaces CFLAGS at link time (with $LINKER, default
+# $CC): for a sanitizer runtime other than the compiler's own.
 # $SKIP: "PROG.SUBTEST ..." not to run (say why where you set it).
 # Prints one line per failure and a summary; exit status 1 if any sub-test
 # failed (its output is in OUTDIR/logs/PROG.SUBTEST.*).
@@ -33,9 +35,12 @@ command -v "$CC" >/dev/null 2>&1 || { echo "$NAME: the C compiler '$CC' is not i
 mkdir -p "$OUTDIR/logs"
 rm -f "$OUTDIR"/logs/*
 
+LINK_FLAGS=${LINK_FLAGS-$EXTRA_CFLAGS}
 for prog in "$@"; do
-    # shellcheck disable=SC2086 # EXTRA_CFLAGS is a list of flags
-    "$CC" "${FLAGS[@]}" $EXTRA_CFLAGS -Iinclude -Itests/c "tests/c/$prog.c" -o "$OUTDIR/$prog" \
+    # shellcheck disable=SC2086 # the flags are lists of flags
+    "$CC" "${FLAGS[@]}" $EXTRA_CFLAGS -Iinclude -Itests/c -c "tests/c/$prog.c" -o "$OUTDIR/$prog.o"
+    # shellcheck disable=SC2086
+    "${LINKER:-$CC}" -g "$OUTDIR/$prog.o" -o "$OUTDIR/$prog" $LINK_FLAGS \
         -L"$LIBDIR" -lsocketserver -Wl,-rpath,"$(cd "$LIBDIR" && pwd)" -lpthread
 done
 

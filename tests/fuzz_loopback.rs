@@ -14,8 +14,11 @@
 //! seed is printed; $SS_FUZZ_SEED replays a run.
 //!
 //! `make valgrind` and `make sanitize` reuse it: $SS_FUZZ_WRAPPER is a
-//! command line put in front of each server (e.g. `valgrind ...`), and
-//! $SS_FUZZ_CONNECTIONS lowers the connection count for a slow server.
+//! command line put in front of each server (e.g. `valgrind ...`),
+//! $SS_FUZZ_PROGRAM_DIR a directory holding the example programs to run
+//! instead of compiling them (e.g. built with -fsanitize=thread against a
+//! sanitized library), and $SS_FUZZ_CONNECTIONS lowers the connection
+//! count for a slow server.
 
 mod common;
 
@@ -95,7 +98,10 @@ struct Server {
 
 impl Server {
     fn start(program: &str, args: &[&str]) -> Server {
-        let exe: PathBuf = common::compile_example(program, &["-O2"]);
+        let exe: PathBuf = match std::env::var_os("SS_FUZZ_PROGRAM_DIR") {
+            Some(dir) => PathBuf::from(dir).join(program),
+            None => common::compile_example(program, &["-O2"]),
+        };
         let what = format!("{program} {}", args.join(" "));
         let wrap = wrapper();
         let mut cmd = match wrap.split_first() {
