@@ -112,6 +112,11 @@ impl Server {
             }
             None => Command::new(&exe),
         };
+        if std::env::var_os("SS_FUZZ_PROGRAM_DIR").is_some() {
+            // Prebuilt programs bring their own library (e.g. a sanitized
+            // one): not the one cargo's LD_LIBRARY_PATH points to.
+            cmd.env_remove("LD_LIBRARY_PATH");
+        }
         let mut child = cmd
             .args(args)
             .stdin(Stdio::null())
