@@ -13,6 +13,14 @@
 #                      fails if it differs from the committed one
 #   make clean         removes build/ (`make distclean` also runs cargo clean)
 #
+#   make valgrind      builds, then runs scripts/valgrind.sh (~3 min): every C
+#                      test program and the examples under traffic in valgrind
+#                      memcheck (no memory error, 0 bytes definitely lost)
+#   make sanitize      builds the library with AddressSanitizer and with
+#                      ThreadSanitizer (nightly Rust via rustup) into
+#                      target/sanitize/, then runs scripts/sanitize.sh: the C
+#                      tests and the examples under traffic with each
+#
 #   make bench         builds, then runs scripts/bench.sh (~1.5 min): event mode
 #                      vs a plain-C epoll echo server (ratios), KiB per idle
 #                      connection, wrk against http_hello
@@ -35,7 +43,7 @@ LDLIBS += -lsocketserver -lpthread
 
 EXAMPLES := $(patsubst c_examples/%.c,build/%,$(wildcard c_examples/*.c))
 
-.PHONY: all lib examples demo test bench check-header clean distclean
+.PHONY: all lib examples demo test bench valgrind sanitize check-header clean distclean
 
 # Cargo decides itself whether the library is up to date; the examples are
 # then built by a second make, which sees the library's and the header's
@@ -68,6 +76,13 @@ demo: all
 
 bench: all
 	./scripts/bench.sh
+
+valgrind: all
+	./scripts/valgrind.sh
+
+# Builds its own libraries (nightly, -Zsanitizer) into target/sanitize/.
+sanitize: all
+	./scripts/sanitize.sh
 
 test: all
 	./scripts/test.sh

@@ -215,7 +215,8 @@ pub fn compile_with(source: &str, flags: &[&str]) -> PathBuf {
         // Built under a unique name and renamed, so that concurrent test
         // runs never execute a half-written file.
         let tmp = exe.with_extension(format!("tmp{}", std::process::id()));
-        let mut cmd = Command::new(if cxx { "c++" } else { "cc" });
+        let compiler = if cxx { "c++" } else { "cc" };
+        let mut cmd = Command::new(compiler);
         cmd.args(flags)
             .arg("-I")
             .arg(manifest_dir().join("include"))
@@ -231,7 +232,7 @@ pub fn compile_with(source: &str, flags: &[&str]) -> PathBuf {
             .arg("-lpthread");
         let out = cmd
             .output()
-            .map_err(|e| format!("cannot run the compiler: {e}"))?;
+            .map_err(|e| format!("cannot run the compiler `{compiler}` (is it installed?): {e}"))?;
         if !out.status.success() {
             let _ = std::fs::remove_file(&tmp);
             return Err(format!(

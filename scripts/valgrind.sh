@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# make valgrind: memcheck over the C test programs and the examples under
+# traffic. Fails on any invalid read or write (or other memcheck error) in
+# any process, and on any byte definitely lost in a program that exits
+# normally; suppressions in scripts/valgrind.supp (each says why).
+#
+# 1. Every sub-test of every tests/c/*.c program (scripts/ctests_under.sh),
+#    two at a time, 300 s each at most, logs in build/valgrind/logs/.
+# 2. tests/fuzz_loopback.rs with each example server run under valgrind
+#    (fewer hostile connections), logs in build/valgrind/examples/.
+#
+# Forked children: a child inherits only the forking thread, so memory that
+# the parent's other threads referenced (their stacks, thread-locals) is
+# unreachable there and memcheck calls it "definitely lost" when the child
+# exits. That is the fork, not a leak: in a forked child only memcheck's
+# errors count (invalid access, uninitialised values, bad frees), not leaks.
+#
+# Builds nothing: run it through `make valgrind`, which builds first.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v valgrind >/dev/null 2>&1; then
+    echo "valgrind: valgrind is not installed (apt-get install valgrind)" >&2
+    exit 1
+fi
+OUT=build/valgrind
+SUPP=scripts/valgrind.supp
+VG=(valgrind --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite
+    --num-callers=40 --suppressions="$SUPP")
+start=$SECONDS
+
+# check_logs DIR: every valgrind log in DIR (NAME.vg.PID); a log whose
+# parent process also has a log there is a forked child's.
+check_logs() {
+    local dir=$1 bad=0 f pid ppid
+    declare -A pids=()
+    for f in "$dir"/*.vg.*; do
+        [[ -e $f ]] || continue
+        pids[${f##*.}]=1
+    done
+    for f in "$dir"/*.vg.*; do
+        [[ -e $f ]] || continue
+        ppid=$(sed -n 's/^==[0-9]*== Parent PID: \([0-9]*\)$/\1/p' "$f")
+        if [[ -n $ppid && -n ${pids[$ppid]:-} ]]; then
+            # A forked child: errors, not leaks.
+            if grep -qE '== (Invalid (read|write|free)|Mismatched free|Conditional jump or move depends on uninitialised|Use of uninitialised|Syscall param|Source and destination overlap|Argument .* of function .* has a fishy)' "$f"; then
+                echo "valgrind: memory error in a forked child: $f" >&2
+                bad=1
+            fi
+        elif ! grep -q '== ERROR SUMMARY: 0 errors' "$f"; then
+            if grep -q '== ERROR SUMMARY:' "$f"; then
+                echo "valgrind: errors (or definite leaks) in $f" >&2
+            else
+                # Killed or exec'd before the summary: nothing was checked.
+                echo "valgrind: no error summary (the process did not exit normally): $f" >&2
+            fi
+            bad=1
+        fi
+    done
+    return $bad
+}
+
+status=0
+# hooks.accept_error orders events with a 450 ms sleep (issue 7, "No
+# timing-based ordering"); valgrind's slowdown breaks that order. Run it
+# again here once it waits for the event itself.
+SKIP="hooks.accept_error" scripts/ctests_under.sh valgrind target/release "$OUT" 300 "" \
+    "${VG[*]} --log-file=%LOG%.vg.%p" \
+    $(cd tests/c && ls -- *.c | sed 's/\.c$//') || status=1
+check_logs "$OUT/logs" || status=1
+echo "valgrind: C tests done at $((SECONDS - start)) s"
+
+rm -rf "$OUT/examples"
+mkdir -p "$OUT/examples"
+SS_FUZZ_WRAPPER="${VG[*]} --log-file=$PWD/$OUT/examples/server.vg.%p" SS_FUZZ_CONNECTIONS=200 \
+    cargo test --release --test fuzz_loopback -- --test-threads=2 || status=1
+check_logs "$OUT/examples" || status=1
+n=$(find "$OUT/examples" -name 'server.vg.*' | wc -l)
+((n > 0)) || { echo "valgrind: no example server ran under valgrind" >&2; status=1; }
+echo "valgrind: $n example server processes checked"
+
+if ((status == 0)); then
+    echo "valgrind: clean (no memory error, 0 bytes definitely lost) in $((SECONDS - start)) s"
+else
+    echo "valgrind: FAILED (logs in $OUT/) after $((SECONDS - start)) s" >&2
+fi
+exit $status
