@@ -393,7 +393,7 @@ fn documented(c: &Config, call: &Call) -> Option<bool> {
         Call::RequestTimeout(t) | Call::RequestDeadline(t) => t != Some(Duration::ZERO),
         Call::MaxThreads(_) => mode == Concurrency::Threading,
         Call::ThreadStackSize(n) => n == 0 || (64 * 1024..=1 << 30).contains(&n),
-        Call::MaxChildren(n) => mode == Concurrency::Forking && n >= 1,
+        Call::MaxChildren(n) => mode != Concurrency::Event && n >= 1,
         Call::Threads(n) => match mode {
             Concurrency::ThreadPool => n <= 1024,
             Concurrency::Event => n <= 255,
