@@ -61,10 +61,19 @@ check_logs() {
 }
 
 status=0
-# hooks.accept_error orders events with a 450 ms sleep (issue 7, "No
-# timing-based ordering"); valgrind's slowdown breaks that order. Run it
-# again here once it waits for the event itself.
-SKIP="hooks.accept_error" scripts/ctests_under.sh valgrind target/release "$OUT" 300 "" \
+# Not run under valgrind, each for a reason valgrind itself causes:
+# - hooks.accept_error counts reports over a 450 ms window, and
+#   acceptance_handoff.handoff_thread_from_forking needs a fast request to
+#   overtake a slow one by a margin: both measure time, which valgrind's
+#   20-50x slowdown distorts.
+# - hardening_blockio.dgram_flood_forking needs the server to drain a flood
+#   about as fast as a client sends it.
+# - hardening_lifecycle.pid_reuse tests reaping through a pidfd, and
+#   valgrind 3.19 does not implement pidfd_open ("unhandled syscall: 434"):
+#   the library then falls back to reaping by pid, whose limit that test
+#   demonstrates.
+SKIP="hooks.accept_error acceptance_handoff.handoff_thread_from_forking hardening_blockio.dgram_flood_forking hardening_lifecycle.pid_reuse" \
+    scripts/ctests_under.sh valgrind target/release "$OUT" 300 "" \
     "${VG[*]} --log-file=%LOG%.vg.%p" \
     $(cd tests/c && ls -- *.c | sed 's/\.c$//') || status=1
 check_logs "$OUT/logs" || status=1

@@ -261,7 +261,7 @@ static void ctl_read(int fd, void *buf, size_t len)
 static void emfile_server(int mode, int ctl)
 {
     static int fds[1024];
-    char addr[128];
+    char addr[128] = ""; /* all of it is sent to the parent */
     ss_config *config = echo_config(SS_TCP, mode);
     ss_server *server;
     tu_runner runner;
