@@ -121,23 +121,38 @@ pub(crate) fn null(name: &str) -> Error {
     Error::new(ErrorKind::NullPointer, format!("{name} is NULL"))
 }
 
-/// Borrows `*ptr` after a NULL check.
+/// An opaque C handle type (`ss_server`, `ss_config`, ...) and the Rust
+/// object its pointers point to, so that one pair of functions turns every
+/// handle into a reference.
 ///
 /// # Safety
-/// A non-NULL `ptr` must point to a live `T` for the returned lifetime.
-pub(crate) unsafe fn borrow<'a, T>(ptr: *const T, name: &str) -> Result<&'a T> {
-    // SAFETY: non-NULL is checked; liveness is the caller's contract.
-    unsafe { ptr.as_ref() }.ok_or_else(|| null(name))
+/// Every non-NULL `*const Self` the library hands to C must be a pointer to
+/// a `Self::Target` (the handle types are zero-sized markers).
+pub(crate) unsafe trait Handle {
+    type Target;
+    /// The argument's name in the detail message: "server is NULL".
+    const NAME: &'static str;
 }
 
-/// Mutably borrows `*ptr` after a NULL check.
+/// Borrows the object behind a C handle after a NULL check.
 ///
 /// # Safety
-/// A non-NULL `ptr` must point to a live `T` that nothing else accesses for
-/// the returned lifetime.
-pub(crate) unsafe fn borrow_mut<'a, T>(ptr: *mut T, name: &str) -> Result<&'a mut T> {
-    // SAFETY: as for `borrow`, plus exclusivity from the caller.
-    unsafe { ptr.as_mut() }.ok_or_else(|| null(name))
+/// A non-NULL `handle` must be one the library made and still live for the
+/// returned lifetime.
+pub(crate) unsafe fn handle_ref<'a, H: Handle>(handle: *const H) -> Result<&'a H::Target> {
+    // SAFETY: handles point to their Target (the trait's contract); non-NULL
+    // is checked; liveness is the caller's contract.
+    unsafe { handle.cast::<H::Target>().as_ref() }.ok_or_else(|| null(H::NAME))
+}
+
+/// Mutably borrows the object behind a C handle after a NULL check.
+///
+/// # Safety
+/// As for `handle_ref`, and nothing else may access the object for the
+/// returned lifetime.
+pub(crate) unsafe fn handle_mut<'a, H: Handle>(handle: *mut H) -> Result<&'a mut H::Target> {
+    // SAFETY: as for `handle_ref`, plus exclusivity from the caller.
+    unsafe { handle.cast::<H::Target>().as_mut() }.ok_or_else(|| null(H::NAME))
 }
 
 /// Reads a NUL-terminated UTF-8 string argument.

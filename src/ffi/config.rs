@@ -2,7 +2,7 @@
 
 use std::ffi::c_int;
 
-use super::boundary::{borrow_mut, guard, guard_value, write_out};
+use super::boundary::{guard, guard_value, handle_mut, write_out};
 use super::handler::{
     ss_close_fn, ss_data_fn, ss_datagram_fn, ss_eof_fn, ss_error_fn, ss_open_fn, ss_request_fn,
     ss_server_fn, ss_verify_fn, Callbacks,
@@ -46,23 +46,16 @@ fn concurrency_from(value: c_int) -> Result<Concurrency> {
     })
 }
 
-/// # Safety
-/// `config` is NULL or a live ss_config used by this thread only.
-unsafe fn config_mut<'a>(config: *mut ss_config) -> Result<&'a mut ConfigBox> {
-    // SAFETY: forwarded contract; ss_config pointers are ConfigBox pointers.
-    unsafe { borrow_mut(config.cast::<ConfigBox>(), "config") }
-}
-
 /// Applies `change` to a config: the shape of every setter.
 ///
 /// # Safety
-/// As for `config_mut`.
+/// `config` is NULL or a live ss_config used by this thread only.
 unsafe fn update(
     config: *mut ss_config,
     change: impl FnOnce(&mut ConfigBox) -> Result<()>,
 ) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| change(unsafe { config_mut(config) }?))
+    guard(|| change(unsafe { handle_mut(config) }?))
 }
 
 /// Creates a configuration with every default (listed at each setter) for

@@ -4,24 +4,8 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
-use super::boundary::{borrow, borrow_mut, check_len, copy_text_out, guard, guard_value, null};
+use super::boundary::{check_len, copy_text_out, guard, guard_value, handle_mut, handle_ref, null};
 use super::{ss_conn, ss_status};
-use crate::error::Result;
-use crate::event::Conn;
-
-/// # Safety
-/// `conn` is NULL or the live connection passed to the running callback.
-unsafe fn conn_mut<'a>(conn: *mut ss_conn) -> Result<&'a mut Conn> {
-    // SAFETY: ss_conn pointers are Conn pointers; liveness per contract.
-    unsafe { borrow_mut(conn.cast::<Conn>(), "conn") }
-}
-
-/// # Safety
-/// As for `conn_mut`.
-unsafe fn conn_ref<'a>(conn: *const ss_conn) -> Result<&'a Conn> {
-    // SAFETY: as above.
-    unsafe { borrow(conn.cast::<Conn>(), "conn") }
-}
 
 /// Queues `len` bytes of `buf` (copied) for the peer and sends what the
 /// socket takes at once, without blocking; the rest goes out when the
@@ -38,7 +22,7 @@ pub unsafe extern "C" fn ss_conn_write(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let conn = unsafe { conn_mut(conn) }?;
+        let conn = unsafe { handle_mut(conn) }?;
         if len == 0 {
             return Ok(());
         }
@@ -64,7 +48,7 @@ pub unsafe extern "C" fn ss_conn_write(
 pub unsafe extern "C" fn ss_conn_close(conn: *mut ss_conn) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        unsafe { conn_mut(conn) }?.close();
+        unsafe { handle_mut(conn) }?.close();
         Ok(())
     })
 }
@@ -73,7 +57,7 @@ pub unsafe extern "C" fn ss_conn_close(conn: *mut ss_conn) -> ss_status {
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_pending_output(conn: *const ss_conn) -> usize {
     // SAFETY: forwarded contract.
-    guard_value(0, || Ok(unsafe { conn_ref(conn) }?.pending_output()))
+    guard_value(0, || Ok(unsafe { handle_ref(conn) }?.pending_output()))
 }
 
 /// True while the pending output is at the high-water mark (writes are
@@ -82,7 +66,7 @@ pub unsafe extern "C" fn ss_conn_pending_output(conn: *const ss_conn) -> usize {
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_output_full(conn: *const ss_conn) -> bool {
     // SAFETY: forwarded contract.
-    guard_value(false, || Ok(unsafe { conn_ref(conn) }?.output_full()))
+    guard_value(false, || Ok(unsafe { handle_ref(conn) }?.output_full()))
 }
 
 /// The connection's id for ss_server_post() from any thread. It names this
@@ -93,7 +77,7 @@ pub unsafe extern "C" fn ss_conn_output_full(conn: *const ss_conn) -> bool {
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_id(conn: *const ss_conn) -> u64 {
     // SAFETY: forwarded contract.
-    guard_value(0, || Ok(unsafe { conn_ref(conn) }?.id()))
+    guard_value(0, || Ok(unsafe { handle_ref(conn) }?.id()))
 }
 
 /// Sets the connection's own user pointer (initially NULL). The library
@@ -105,7 +89,7 @@ pub unsafe extern "C" fn ss_conn_set_user_data(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        unsafe { conn_mut(conn) }?.set_user_data(user_data as usize);
+        unsafe { handle_mut(conn) }?.set_user_data(user_data as usize);
         Ok(())
     })
 }
@@ -116,7 +100,7 @@ pub unsafe extern "C" fn ss_conn_set_user_data(
 pub unsafe extern "C" fn ss_conn_user_data(conn: *const ss_conn) -> *mut c_void {
     // SAFETY: forwarded contract.
     guard_value(std::ptr::null_mut(), || {
-        Ok(unsafe { conn_ref(conn) }?.user_data() as *mut c_void)
+        Ok(unsafe { handle_ref(conn) }?.user_data() as *mut c_void)
     })
 }
 
@@ -125,7 +109,7 @@ pub unsafe extern "C" fn ss_conn_user_data(conn: *const ss_conn) -> *mut c_void 
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_fileno(conn: *const ss_conn) -> c_int {
     // SAFETY: forwarded contract.
-    guard_value(-1, || Ok(unsafe { conn_ref(conn) }?.fd()))
+    guard_value(-1, || Ok(unsafe { handle_ref(conn) }?.fd()))
 }
 
 /// Copies the peer's address as a string into `buf`, with the same buffer
@@ -139,7 +123,7 @@ pub unsafe extern "C" fn ss_conn_peer_address(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let text = unsafe { conn_ref(conn) }?.peer_address();
+        let text = unsafe { handle_ref(conn) }?.peer_address();
         // SAFETY: buffer contract as documented.
         unsafe { copy_text_out(&text, buf, cap, out_len) }
     })

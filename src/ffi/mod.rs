@@ -206,6 +206,31 @@ pub struct ss_conn {
     _private: [u8; 0],
 }
 
+// What each handle points to (boundary::handle_ref/handle_mut).
+// SAFETY: ss_config pointers come from Box::into_raw of a ConfigBox
+// (ss_config_new), ss_server pointers from Arc::into_raw of a Server
+// (ss_server_new), and ss_request/ss_conn pointers are casts of the
+// Request/Conn a callback is given (handler.rs).
+unsafe impl boundary::Handle for ss_config {
+    type Target = config::ConfigBox;
+    const NAME: &'static str = "config";
+}
+// SAFETY: see above.
+unsafe impl boundary::Handle for ss_server {
+    type Target = crate::server::Server;
+    const NAME: &'static str = "server";
+}
+// SAFETY: see above.
+unsafe impl boundary::Handle for ss_request {
+    type Target = crate::request::Request;
+    const NAME: &'static str = "request";
+}
+// SAFETY: see above.
+unsafe impl boundary::Handle for ss_conn {
+    type Target = crate::event::Conn;
+    const NAME: &'static str = "conn";
+}
+
 /// The library's version, "MAJOR.MINOR.PATCH" (static; never free it).
 /// Compare with SS_VERSION_STRING to detect a header/library mismatch.
 /// Thread-safe.

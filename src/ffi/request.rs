@@ -9,7 +9,7 @@
 use std::ffi::{c_char, c_int, c_void};
 
 use super::boundary::{
-    borrow, borrow_mut, check_len, copy_text_out, guard, guard_value, null, write_out,
+    check_len, copy_text_out, guard, guard_value, handle_mut, handle_ref, null, write_out,
 };
 use super::handler::{call_request_fn, ss_request_fn};
 use super::server::{server_ptr, user_data_of};
@@ -17,20 +17,6 @@ use super::{ss_request, ss_server, ss_status};
 use crate::config::timeout_from_ms;
 use crate::error::{Error, ErrorKind, Result};
 use crate::request::{HandOffTarget, Request};
-
-/// # Safety
-/// `request` is NULL or the live request passed to the running callback.
-unsafe fn request_mut<'a>(request: *mut ss_request) -> Result<&'a mut Request> {
-    // SAFETY: ss_request pointers are Request pointers; liveness per contract.
-    unsafe { borrow_mut(request.cast::<Request>(), "request") }
-}
-
-/// # Safety
-/// As for `request_mut`.
-unsafe fn request_ref<'a>(request: *const ss_request) -> Result<&'a Request> {
-    // SAFETY: as above.
-    unsafe { borrow(request.cast::<Request>(), "request") }
-}
 
 /// A caller's byte buffer; NULL is allowed only with length 0.
 ///
@@ -100,7 +86,7 @@ pub unsafe extern "C" fn ss_request_read(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_mut(request) }?;
+        let req = unsafe { handle_mut(request) }?;
         if out_read.is_null() {
             return Err(null("out_read"));
         }
@@ -121,7 +107,7 @@ pub unsafe extern "C" fn ss_request_read_exact(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_mut(request) }?;
+        let req = unsafe { handle_mut(request) }?;
         // SAFETY: forwarded contract.
         req.read_exact(unsafe { out_bytes(buf, len) }?)
     })
@@ -151,7 +137,7 @@ pub unsafe extern "C" fn ss_request_readline(
     }
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_mut(request) }?;
+        let req = unsafe { handle_mut(request) }?;
         if cap == 0 {
             return Err(Error::invalid("cap must be at least 1 (room for the NUL)"));
         }
@@ -196,7 +182,7 @@ pub unsafe extern "C" fn ss_request_write(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_mut(request) }?;
+        let req = unsafe { handle_mut(request) }?;
         // SAFETY: forwarded contract.
         req.write(unsafe { in_bytes(buf, len) }?)
     })
@@ -206,7 +192,7 @@ pub unsafe extern "C" fn ss_request_write(
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_flush(request: *mut ss_request) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { request_mut(request) }?.flush())
+    guard(|| unsafe { handle_mut(request) }?.flush())
 }
 
 /// Sends `len` bytes to the client at once: for a datagram request one
@@ -221,7 +207,7 @@ pub unsafe extern "C" fn ss_request_reply(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_mut(request) }?;
+        let req = unsafe { handle_mut(request) }?;
         // SAFETY: forwarded contract.
         req.reply(unsafe { in_bytes(buf, len) }?)
     })
@@ -237,7 +223,7 @@ pub unsafe extern "C" fn ss_request_set_timeout(
     timeout_ms: i64,
 ) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { request_mut(request) }?.set_timeout(timeout_from_ms(timeout_ms)))
+    guard(|| unsafe { handle_mut(request) }?.set_timeout(timeout_from_ms(timeout_ms)))
 }
 
 /// Copies the client's address as a string ("127.0.0.1:50312", "[::1]:50312",
@@ -252,7 +238,7 @@ pub unsafe extern "C" fn ss_request_client_address(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_ref(request) }?;
+        let req = unsafe { handle_ref(request) }?;
         // SAFETY: buffer contract as documented.
         unsafe { copy_text_out(req.client_address(), buf, cap, out_len) }
     })
@@ -270,7 +256,7 @@ pub unsafe extern "C" fn ss_request_client_sockaddr(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_ref(request) }?;
+        let req = unsafe { handle_ref(request) }?;
         if inout_len.is_null() {
             return Err(null("inout_len"));
         }
@@ -307,7 +293,7 @@ pub unsafe extern "C" fn ss_request_datagram(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_ref(request) }?;
+        let req = unsafe { handle_ref(request) }?;
         if out_data.is_null() || out_len.is_null() {
             return Err(null(if out_data.is_null() {
                 "out_data"
@@ -333,7 +319,7 @@ pub unsafe extern "C" fn ss_request_datagram(
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_fileno(request: *const ss_request) -> c_int {
     // SAFETY: forwarded contract.
-    guard_value(-1, || Ok(unsafe { request_ref(request) }?.fileno()))
+    guard_value(-1, || Ok(unsafe { handle_ref(request) }?.fileno()))
 }
 
 /// The server this request came to (borrowed), or NULL for NULL.
@@ -341,7 +327,7 @@ pub unsafe extern "C" fn ss_request_fileno(request: *const ss_request) -> c_int 
 pub unsafe extern "C" fn ss_request_server(request: *const ss_request) -> *mut ss_server {
     guard_value(std::ptr::null_mut(), || {
         // SAFETY: forwarded contract.
-        Ok(server_ptr(unsafe { request_ref(request) }?.server()))
+        Ok(server_ptr(unsafe { handle_ref(request) }?.server()))
     })
 }
 
@@ -351,7 +337,7 @@ pub unsafe extern "C" fn ss_request_server(request: *const ss_request) -> *mut s
 pub unsafe extern "C" fn ss_request_user_data(request: *const ss_request) -> *mut c_void {
     guard_value(std::ptr::null_mut(), || {
         // SAFETY: forwarded contract.
-        Ok(user_data_of(unsafe { request_ref(request) }?.server()))
+        Ok(user_data_of(unsafe { handle_ref(request) }?.server()))
     })
 }
 
@@ -390,7 +376,7 @@ pub unsafe extern "C" fn ss_request_hand_off(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let req = unsafe { request_mut(request) }?;
+        let req = unsafe { handle_mut(request) }?;
         let target = match target {
             0 => HandOffTarget::Thread,
             1 => HandOffTarget::Fork,
@@ -428,7 +414,7 @@ pub unsafe extern "C" fn ss_request_set_data(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        unsafe { request_mut(request) }?.set_data(data as usize);
+        unsafe { handle_mut(request) }?.set_data(data as usize);
         Ok(())
     })
 }
@@ -438,6 +424,6 @@ pub unsafe extern "C" fn ss_request_set_data(
 pub unsafe extern "C" fn ss_request_data(request: *const ss_request) -> *mut c_void {
     // SAFETY: forwarded contract.
     guard_value(std::ptr::null_mut(), || {
-        Ok(unsafe { request_ref(request) }?.data() as *mut c_void)
+        Ok(unsafe { handle_ref(request) }?.data() as *mut c_void)
     })
 }

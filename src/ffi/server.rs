@@ -5,7 +5,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::boundary::{borrow, copy_text_out, guard, guard_value, null, str_arg, write_out};
+use super::boundary::{copy_text_out, guard, guard_value, handle_ref, null, str_arg, write_out};
 use super::config::ConfigBox;
 use super::handler::{ss_free_fn, CHandler};
 use super::{ss_config, ss_conn, ss_server, ss_status};
@@ -13,20 +13,11 @@ use crate::config::Concurrency;
 use crate::error::{Error, Result};
 use crate::server::Server;
 
-/// Borrows the server behind a handle.
+/// A counted reference to the server behind a handle, for calls that need
+/// to hand the server on (to requests and the threads serving them).
 ///
 /// # Safety
 /// `server` is NULL or a pointer from ss_server_new() not yet freed.
-pub(crate) unsafe fn server_ref<'a>(server: *const ss_server) -> Result<&'a Server> {
-    // SAFETY: ss_server pointers are `Arc::into_raw` of a Server.
-    unsafe { borrow(server.cast::<Server>(), "server") }
-}
-
-/// A counted reference to the server behind a handle, for calls that need
-/// to hand the server on (to requests, and to threads in later models).
-///
-/// # Safety
-/// As for `server_ref`.
 unsafe fn server_arc(server: *const ss_server) -> Result<Arc<Server>> {
     if server.is_null() {
         return Err(null("server"));
@@ -196,7 +187,7 @@ pub unsafe extern "C" fn ss_server_new(
         // Taken first, so that every error path below releases user_data.
         let mut handler = CHandler::new(user_data, free_user_data);
         // SAFETY: a live ss_config, read only.
-        let boxed = unsafe { borrow(config.cast::<ConfigBox>(), "config") }?;
+        let boxed = unsafe { handle_ref(config) }?;
         // SAFETY: NUL-terminated string per the contract.
         let address = unsafe { str_arg(address, "address") }?;
         if out_server.is_null() {
@@ -240,7 +231,7 @@ fn check_callbacks(boxed: &ConfigBox) -> Result<()> {
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_bind(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { server_ref(server) }?.bind())
+    guard(|| unsafe { handle_ref(server) }?.bind())
 }
 
 /// Starts listening, for stream transports (Python's server_activate); a
@@ -250,7 +241,7 @@ pub unsafe extern "C" fn ss_server_bind(server: *mut ss_server) -> ss_status {
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_activate(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { server_ref(server) }?.activate())
+    guard(|| unsafe { handle_ref(server) }?.activate())
 }
 
 /// Handles requests until ss_server_shutdown() (then returns SS_OK) or
@@ -364,7 +355,7 @@ pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { server_ref(server) }?.close())
+    guard(|| unsafe { handle_ref(server) }?.close())
 }
 
 /// Closes the server if needed and releases the caller's reference. NULL is
@@ -393,7 +384,7 @@ pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
             return Ok(());
         }
         // SAFETY: a live server per the contract.
-        if let Err(e) = unsafe { server_ref(server) }?.close() {
+        if let Err(e) = unsafe { handle_ref(server) }?.close() {
             crate::sys::write_stderr_line(&format!("socketserver: ss_server_free ignored: {e}"));
             return Err(e);
         }
@@ -414,7 +405,7 @@ pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_fileno(server: *const ss_server) -> c_int {
     // SAFETY: forwarded contract.
-    guard_value(-1, || Ok(unsafe { server_ref(server) }?.fileno()))
+    guard_value(-1, || Ok(unsafe { handle_ref(server) }?.fileno()))
 }
 
 /// Copies the bound address as a string ("127.0.0.1:40123" with the real
@@ -434,7 +425,7 @@ pub unsafe extern "C" fn ss_server_address(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let text = unsafe { server_ref(server) }?.address()?;
+        let text = unsafe { handle_ref(server) }?.address()?;
         // SAFETY: buffer contract as documented.
         unsafe { copy_text_out(&text, buf, cap, out_len) }
     })
@@ -447,7 +438,7 @@ pub unsafe extern "C" fn ss_server_address(
 pub unsafe extern "C" fn ss_server_port(server: *const ss_server, out_port: *mut u16) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let port = unsafe { server_ref(server) }?.port()?;
+        let port = unsafe { handle_ref(server) }?.port()?;
         // SAFETY: writable per the contract.
         unsafe { write_out(out_port, "out_port", port) }
     })
@@ -459,7 +450,7 @@ pub unsafe extern "C" fn ss_server_port(server: *const ss_server, out_port: *mut
 pub unsafe extern "C" fn ss_server_user_data(server: *const ss_server) -> *mut c_void {
     guard_value(std::ptr::null_mut(), || {
         // SAFETY: forwarded contract.
-        Ok(user_data_of(unsafe { server_ref(server) }?))
+        Ok(user_data_of(unsafe { handle_ref(server) }?))
     })
 }
 
@@ -483,7 +474,7 @@ pub unsafe extern "C" fn ss_server_live_workers(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let (threads, children) = unsafe { server_ref(server) }?.live_workers()?;
+        let (threads, children) = unsafe { handle_ref(server) }?.live_workers()?;
         // SAFETY: each is NULL or writable per the contract.
         unsafe {
             if !out_threads.is_null() {
@@ -507,7 +498,7 @@ pub unsafe extern "C" fn ss_server_queued_requests(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let queued = unsafe { server_ref(server) }?.queued_requests()?;
+        let queued = unsafe { handle_ref(server) }?.queued_requests()?;
         // SAFETY: writable per the contract.
         unsafe { write_out(out_queued, "out_queued", queued) }
     })
@@ -555,7 +546,7 @@ pub unsafe extern "C" fn ss_server_post(
         })?;
         // SAFETY: a registered handle, which free cannot release while
         // `_inside` counts this call.
-        let server = unsafe { server_ref(server) }?;
+        let server = unsafe { handle_ref(server) }?;
         let job = job.ok_or_else(|| null("job"))?;
         let posted = PostedJob { job, arg };
         server.post(
@@ -582,7 +573,7 @@ pub unsafe extern "C" fn ss_server_connections(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let n = unsafe { server_ref(server) }?.connections();
+        let n = unsafe { handle_ref(server) }?.connections();
         // SAFETY: writable per the contract.
         unsafe { write_out(out_connections, "out_connections", n) }
     })
