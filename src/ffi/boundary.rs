@@ -46,25 +46,37 @@ pub(crate) fn last_error() -> Option<(ErrorKind, String)> {
         .flatten()
 }
 
-pub(crate) fn status_of(kind: ErrorKind) -> ss_status {
-    match kind {
-        ErrorKind::NullPointer => ss_status::SS_ERR_NULL_POINTER,
-        ErrorKind::InvalidArgument => ss_status::SS_ERR_INVALID_ARGUMENT,
-        ErrorKind::Address => ss_status::SS_ERR_ADDRESS,
-        ErrorKind::Io => ss_status::SS_ERR_IO,
-        ErrorKind::Timeout => ss_status::SS_ERR_TIMEOUT,
-        ErrorKind::Closed => ss_status::SS_ERR_CLOSED,
-        ErrorKind::WrongState => ss_status::SS_ERR_WRONG_STATE,
-        ErrorKind::Unsupported => ss_status::SS_ERR_UNSUPPORTED,
-        ErrorKind::Panic => ss_status::SS_ERR_PANIC,
-        ErrorKind::Eof => ss_status::SS_ERR_EOF,
-        ErrorKind::MessageTooLong => ss_status::SS_ERR_MESSAGE_TOO_LONG,
-        ErrorKind::BufferTooSmall => ss_status::SS_ERR_BUFFER_TOO_SMALL,
-        ErrorKind::Handler => ss_status::SS_ERR_HANDLER,
-        ErrorKind::ShutDown => ss_status::SS_ERR_SHUT_DOWN,
-        ErrorKind::WouldBlock => ss_status::SS_ERR_WOULD_BLOCK,
-    }
+/// Generates the C side of `crate::error::status_table`: the status of
+/// each kind and the static texts. The `ss_status` enum is written out in
+/// mod.rs for cbindgen; the exhaustive match and the asserts below make
+/// the build fail if it lacks a row's status, has a status without a row,
+/// or numbers one differently.
+macro_rules! ffi_statuses {
+    ($($kind:ident => $status:ident = $number:literal, $text:literal;)*) => {
+        $(const _: () = assert!(ss_status::$status as i32 == $number);)*
+
+        pub(crate) fn status_of(kind: ErrorKind) -> ss_status {
+            match kind {
+                $(ErrorKind::$kind => ss_status::$status,)*
+            }
+        }
+
+        /// Every status, in numeric order.
+        pub(crate) const ALL_STATUSES: &[ss_status] =
+            &[ss_status::SS_OK, $(ss_status::$status,)*];
+
+        /// "NAME: text", static and NUL-terminated.
+        pub(crate) fn status_text(status: ss_status) -> &'static CStr {
+            let text: &'static str = match status {
+                ss_status::SS_OK => "SS_OK: success\0",
+                $(ss_status::$status => concat!(stringify!($status), ": ", $text, "\0"),)*
+            };
+            // The literals above end in their only NUL.
+            CStr::from_bytes_with_nul(text.as_bytes()).unwrap_or(c"unknown status")
+        }
+    };
 }
+crate::error::status_table!(ffi_statuses);
 
 fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
     let what = panic_message(&*payload);
