@@ -65,6 +65,13 @@
 #define SS_VERSION_MINOR 1
 #define SS_VERSION_PATCH 0
 
+/** Marks a deprecated function: GCC and Clang warn where it is called. */
+#if defined(__GNUC__) || defined(__clang__)
+#define SS_DEPRECATED(note) __attribute__((deprecated(note)))
+#else
+#define SS_DEPRECATED(note)
+#endif
+
 
 /**
  * Lines a second the default handle_error prints, for the whole process:
@@ -829,16 +836,29 @@ bool ss_conn_output_full(const struct ss_conn *conn);
 uint64_t ss_conn_id(const struct ss_conn *conn);
 
 /**
- * Sets the connection's own user pointer (initially NULL). The library
- * never dereferences or frees it: free it in on_close.
+ * Sets the connection's own pointer (initially NULL), e.g. per-connection
+ * state allocated in on_open. The library never dereferences or frees it:
+ * free it in on_close. Not the server's user data, which every callback
+ * receives as its last argument.
  */
-enum ss_status ss_conn_set_user_data(struct ss_conn *conn, void *user_data);
+enum ss_status ss_conn_set_data(struct ss_conn *conn, void *data);
 
 /**
- * The connection's own user pointer (see ss_conn_set_user_data); NULL for
- * NULL.
+ * The connection's own pointer (see ss_conn_set_data()); NULL for NULL.
  */
-void *ss_conn_user_data(const struct ss_conn *conn);
+void *ss_conn_data(const struct ss_conn *conn);
+
+/**
+ * Deprecated alias of ss_conn_set_data(), which does the same: it sets
+ * the connection's own pointer, not the server's user data. Removed in 0.2.
+ */
+SS_DEPRECATED("use ss_conn_set_data(); removed in 0.2") enum ss_status ss_conn_set_user_data(struct ss_conn *conn, void *user_data);
+
+/**
+ * Deprecated alias of ss_conn_data(), which returns the same pointer: the
+ * connection's own, not the server's user data. Removed in 0.2.
+ */
+SS_DEPRECATED("use ss_conn_data(); removed in 0.2") void *ss_conn_user_data(const struct ss_conn *conn);
 
 /**
  * The connection's fd (owned by the library: do not close it, do not
@@ -978,10 +998,18 @@ int ss_request_fileno(const struct ss_request *request);
 struct ss_server *ss_request_server(const struct ss_request *request);
 
 /**
- * The server's user data (as given to ss_server_new()), or NULL for NULL.
- * For a pointer of this request's own, see ss_request_set_data().
+ * The server's user data (as given to ss_server_new(), the same pointer
+ * as ss_server_user_data(ss_request_server(request))), or NULL for NULL.
+ * For a pointer of this request's own, see ss_request_data().
  */
-void *ss_request_user_data(const struct ss_request *request);
+void *ss_request_server_user_data(const struct ss_request *request);
+
+/**
+ * Deprecated alias of ss_request_server_user_data(), which returns the
+ * same pointer: the server's user data, not the request's own pointer
+ * (that is ss_request_data()). Removed in 0.2.
+ */
+SS_DEPRECATED("use ss_request_server_user_data(); removed in 0.2") void *ss_request_user_data(const struct ss_request *request);
 
 /**
  * From inside the handle callback: once handle returns 0, run the rest of

@@ -215,6 +215,52 @@ fn header_compiles_alone_as_c99() {
     assert_compiles(cmd, "a unit including the header twice");
 }
 
+/// The 0.1 names kept as deprecated aliases make the compiler warn, naming
+/// the function to use instead; the new names compile cleanly.
+#[test]
+fn deprecated_aliases_warn() {
+    let tmp = TempDir::new("ctest");
+    let compile = |name: &str, body: &str| {
+        let unit = tmp.path().join(name);
+        std::fs::write(
+            &unit,
+            format!(
+                "#include \"socketserver.h\"\n\
+                 void *use(struct ss_request *r, struct ss_conn *c);\n\
+                 void *use(struct ss_request *r, struct ss_conn *c) {{ {body} }}\n"
+            ),
+        )
+        .expect("write the unit");
+        Command::new("cc")
+            .args(STRICT_C99_FLAGS)
+            .arg("-I")
+            .arg(manifest_dir().join("include"))
+            .args(["-fsyntax-only"])
+            .arg(&unit)
+            .output()
+            .expect("run cc")
+    };
+    for (old, new) in [
+        ("ss_request_user_data(r)", "ss_request_server_user_data()"),
+        ("ss_conn_user_data(c)", "ss_conn_data()"),
+        ("ss_conn_set_user_data(c, r) ? c : 0", "ss_conn_set_data()"),
+    ] {
+        let out = compile("old.c", &format!("(void)r; (void)c; return {old};"));
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains("deprecated") && text.contains(new),
+            "{old}: expected a deprecation error naming {new}\n{}",
+            show(&out)
+        );
+    }
+    let out = compile(
+        "new.c",
+        "(void)ss_conn_set_data(c, r); (void)ss_conn_data(c); \
+         return ss_request_server_user_data(r);",
+    );
+    assert!(out.status.success(), "new names\n{}", show(&out));
+}
+
 /// A C++ program includes the header (extern "C" guards), links against the
 /// library and calls into it.
 #[test]
@@ -235,6 +281,8 @@ fn header_matches_exported_symbols() {
         .lines()
         .filter(|l| !l.starts_with(' ') && !l.starts_with('*') && !l.starts_with("typedef"))
         .filter_map(|l| {
+            // A deprecated alias starts with SS_DEPRECATED("note").
+            let l = l.split_once("\") ").map_or(l, |(_, decl)| decl);
             let open = l.find('(')?;
             let name = l[..open].rsplit([' ', '*']).next()?;
             name.starts_with("ss_").then(|| name.to_string())

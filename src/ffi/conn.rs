@@ -80,28 +80,47 @@ pub unsafe extern "C" fn ss_conn_id(conn: *const ss_conn) -> u64 {
     guard_value(0, || Ok(unsafe { handle_ref(conn) }?.id()))
 }
 
-/// Sets the connection's own user pointer (initially NULL). The library
-/// never dereferences or frees it: free it in on_close.
+/// Sets the connection's own pointer (initially NULL), e.g. per-connection
+/// state allocated in on_open. The library never dereferences or frees it:
+/// free it in on_close. Not the server's user data, which every callback
+/// receives as its last argument.
 #[no_mangle]
-pub unsafe extern "C" fn ss_conn_set_user_data(
-    conn: *mut ss_conn,
-    user_data: *mut c_void,
-) -> ss_status {
+pub unsafe extern "C" fn ss_conn_set_data(conn: *mut ss_conn, data: *mut c_void) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        unsafe { handle_mut(conn) }?.set_user_data(user_data as usize);
+        unsafe { handle_mut(conn) }?.set_user_data(data as usize);
         Ok(())
     })
 }
 
-/// The connection's own user pointer (see ss_conn_set_user_data); NULL for
-/// NULL.
+/// The connection's own pointer (see ss_conn_set_data()); NULL for NULL.
 #[no_mangle]
-pub unsafe extern "C" fn ss_conn_user_data(conn: *const ss_conn) -> *mut c_void {
+pub unsafe extern "C" fn ss_conn_data(conn: *const ss_conn) -> *mut c_void {
     // SAFETY: forwarded contract.
     guard_value(std::ptr::null_mut(), || {
         Ok(unsafe { handle_ref(conn) }?.user_data() as *mut c_void)
     })
+}
+
+/// Deprecated alias of ss_conn_set_data(), which does the same: it sets
+/// the connection's own pointer, not the server's user data. Removed in 0.2.
+#[no_mangle]
+#[deprecated(note = "use ss_conn_set_data(); removed in 0.2")]
+pub unsafe extern "C" fn ss_conn_set_user_data(
+    conn: *mut ss_conn,
+    user_data: *mut c_void,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { ss_conn_set_data(conn, user_data) }
+}
+
+/// Deprecated alias of ss_conn_data(), which returns the same pointer: the
+/// connection's own, not the server's user data. Removed in 0.2.
+#[no_mangle]
+#[deprecated(note = "use ss_conn_data(); removed in 0.2")]
+pub unsafe extern "C" fn ss_conn_user_data(conn: *const ss_conn) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    unsafe { ss_conn_data(conn) }
 }
 
 /// The connection's fd (owned by the library: do not close it, do not

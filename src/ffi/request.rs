@@ -331,14 +331,25 @@ pub unsafe extern "C" fn ss_request_server(request: *const ss_request) -> *mut s
     })
 }
 
-/// The server's user data (as given to ss_server_new()), or NULL for NULL.
-/// For a pointer of this request's own, see ss_request_set_data().
+/// The server's user data (as given to ss_server_new(), the same pointer
+/// as ss_server_user_data(ss_request_server(request))), or NULL for NULL.
+/// For a pointer of this request's own, see ss_request_data().
 #[no_mangle]
-pub unsafe extern "C" fn ss_request_user_data(request: *const ss_request) -> *mut c_void {
+pub unsafe extern "C" fn ss_request_server_user_data(request: *const ss_request) -> *mut c_void {
     guard_value(std::ptr::null_mut(), || {
         // SAFETY: forwarded contract.
         Ok(user_data_of(unsafe { handle_ref(request) }?.server()))
     })
+}
+
+/// Deprecated alias of ss_request_server_user_data(), which returns the
+/// same pointer: the server's user data, not the request's own pointer
+/// (that is ss_request_data()). Removed in 0.2.
+#[no_mangle]
+#[deprecated(note = "use ss_request_server_user_data(); removed in 0.2")]
+pub unsafe extern "C" fn ss_request_user_data(request: *const ss_request) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    unsafe { ss_request_server_user_data(request) }
 }
 
 /// A C continuation and its user pointer, moved to the thread or child.
