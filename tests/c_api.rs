@@ -215,6 +215,51 @@ fn header_compiles_alone_as_c99() {
     assert_compiles(cmd, "a unit including the header twice");
 }
 
+/// Every function the header declares ends its documentation with a
+/// "Thread:" line (where it may be called), and the header speaks to its
+/// users: no wording that only makes sense inside this repository.
+#[test]
+fn header_states_each_functions_thread_rule() {
+    let header = std::fs::read_to_string(manifest_dir().join("include/socketserver.h"))
+        .expect("read the header");
+    let lines: Vec<&str> = header.lines().collect();
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let decl = l.split_once("\") ").map_or(*l, |(_, decl)| decl);
+        let is_function = !l.starts_with([' ', '*', '/', '#'])
+            && !l.starts_with("typedef")
+            && decl.find('(').is_some_and(|open| {
+                decl[..open]
+                    .rsplit([' ', '*'])
+                    .next()
+                    .is_some_and(|name| name.starts_with("ss_"))
+            });
+        if !is_function {
+            continue;
+        }
+        checked += 1;
+        // The doc comment right above: from its "/**" down to this line.
+        let start = lines[..i].iter().rposition(|d| d.starts_with("/**"));
+        let doc = start.map_or(&[][..], |s| &lines[s..i]);
+        if !doc.iter().any(|d| d.starts_with(" * Thread: ")) {
+            missing.push(decl.to_string());
+        }
+    }
+    assert!(checked > 40, "too few declarations found: {checked}");
+    assert!(missing.is_empty(), "no \"Thread:\" line: {missing:#?}");
+    let lower = header.to_lowercase();
+    for word in [
+        "the seed",
+        "later model",
+        "allocates nothing",
+        "issue ",
+        "helper",
+    ] {
+        assert!(!lower.contains(word), "the header says {word:?}");
+    }
+}
+
 /// The 0.1 names kept as deprecated aliases make the compiler warn, naming
 /// the function to use instead; the new names compile cleanly.
 #[test]

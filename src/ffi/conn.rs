@@ -1,6 +1,8 @@
 //! `ss_conn_*`: what SS_EVENT callbacks can do with their connection. Every
 //! function must be called on the connection's loop thread, inside a
-//! callback that received it (on_open, on_data, on_close, a posted job).
+//! callback that received it (on_open, on_data, on_eof, on_close, a posted
+//! job); each function's "Thread:" line says so in the header, where these
+//! module docs do not reach.
 
 use std::ffi::{c_char, c_int, c_void};
 
@@ -14,6 +16,8 @@ use super::{ss_conn, ss_status};
 /// SS_ERR_CLOSED after ss_conn_close(); SS_ERR_IO when the peer has gone
 /// (the connection then closes; never SIGPIPE); SS_ERR_INVALID_ARGUMENT for
 /// `len` above PTRDIFF_MAX.
+///
+/// Thread: the connection's loop thread, in a callback or job given this conn.
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_write(
     conn: *mut ss_conn,
@@ -44,6 +48,8 @@ pub unsafe extern "C" fn ss_conn_write(
 /// keep it open. Then the connection lingers (see
 /// ss_config_set_lingering()) unless the peer has already ended its
 /// input.
+///
+/// Thread: the connection's loop thread, in a callback or job given this conn.
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_close(conn: *mut ss_conn) -> ss_status {
     guard(|| {
@@ -54,6 +60,8 @@ pub unsafe extern "C" fn ss_conn_close(conn: *mut ss_conn) -> ss_status {
 }
 
 /// Bytes queued and not yet sent; 0 for NULL.
+///
+/// Thread: the connection's loop thread, in a callback or job given this conn.
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_pending_output(conn: *const ss_conn) -> usize {
     // SAFETY: forwarded contract.
@@ -63,6 +71,8 @@ pub unsafe extern "C" fn ss_conn_pending_output(conn: *const ss_conn) -> usize {
 /// True while the pending output is at the high-water mark (writes are
 /// refused and the connection is not read until the peer catches up).
 /// False for NULL.
+///
+/// Thread: the connection's loop thread, in a callback or job given this conn.
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_output_full(conn: *const ss_conn) -> bool {
     // SAFETY: forwarded contract.
@@ -74,6 +84,8 @@ pub unsafe extern "C" fn ss_conn_output_full(conn: *const ss_conn) -> bool {
 /// serve_forever or a later one, ever gets the same id (a lingering
 /// connection no longer answers to it either). 0 for NULL (a live
 /// connection may also have id 0).
+///
+/// Thread: the connection's loop thread, in a callback or job given this conn.
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_id(conn: *const ss_conn) -> u64 {
     // SAFETY: forwarded contract.
@@ -84,6 +96,8 @@ pub unsafe extern "C" fn ss_conn_id(conn: *const ss_conn) -> u64 {
 /// state allocated in on_open. The library never dereferences or frees it:
 /// free it in on_close. Not the server's user data, which every callback
 /// receives as its last argument.
+///
+/// Thread: the connection's loop thread, in a callback or job given this conn.
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_set_data(conn: *mut ss_conn, data: *mut c_void) -> ss_status {
     guard(|| {
@@ -94,6 +108,8 @@ pub unsafe extern "C" fn ss_conn_set_data(conn: *mut ss_conn, data: *mut c_void)
 }
 
 /// The connection's own pointer (see ss_conn_set_data()); NULL for NULL.
+///
+/// Thread: the connection's loop thread, in a callback or job given this conn.
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_data(conn: *const ss_conn) -> *mut c_void {
     // SAFETY: forwarded contract.
@@ -104,6 +120,8 @@ pub unsafe extern "C" fn ss_conn_data(conn: *const ss_conn) -> *mut c_void {
 
 /// Deprecated alias of ss_conn_set_data(), which does the same: it sets
 /// the connection's own pointer, not the server's user data. Removed in 0.2.
+///
+/// Thread: the connection's loop thread, in a callback or job given this conn.
 #[no_mangle]
 #[deprecated(note = "use ss_conn_set_data(); removed in 0.2")]
 pub unsafe extern "C" fn ss_conn_set_user_data(
@@ -116,6 +134,8 @@ pub unsafe extern "C" fn ss_conn_set_user_data(
 
 /// Deprecated alias of ss_conn_data(), which returns the same pointer: the
 /// connection's own, not the server's user data. Removed in 0.2.
+///
+/// Thread: the connection's loop thread, in a callback or job given this conn.
 #[no_mangle]
 #[deprecated(note = "use ss_conn_data(); removed in 0.2")]
 pub unsafe extern "C" fn ss_conn_user_data(conn: *const ss_conn) -> *mut c_void {
@@ -125,6 +145,8 @@ pub unsafe extern "C" fn ss_conn_user_data(conn: *const ss_conn) -> *mut c_void 
 
 /// The connection's fd (owned by the library: do not close it, do not
 /// read from it); -1 for NULL.
+///
+/// Thread: the connection's loop thread, in a callback or job given this conn.
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_fileno(conn: *const ss_conn) -> c_int {
     // SAFETY: forwarded contract.
@@ -133,6 +155,8 @@ pub unsafe extern "C" fn ss_conn_fileno(conn: *const ss_conn) -> c_int {
 
 /// Copies the peer's address as a string into `buf`, with the same buffer
 /// rules as ss_server_address().
+///
+/// Thread: the connection's loop thread, in a callback or job given this conn.
 #[no_mangle]
 pub unsafe extern "C" fn ss_conn_peer_address(
     conn: *const ss_conn,

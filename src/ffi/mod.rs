@@ -236,7 +236,8 @@ unsafe impl boundary::Handle for ss_conn {
 
 /// The library's version, "MAJOR.MINOR.PATCH" (static; never free it).
 /// Compare with SS_VERSION_STRING to detect a header/library mismatch.
-/// Thread-safe.
+///
+/// Thread: any thread; async-signal-safe.
 #[no_mangle]
 pub extern "C" fn ss_version() -> *const c_char {
     // The header's SS_VERSION_* macros come from the same Cargo.toml field (build.rs).
@@ -246,7 +247,8 @@ pub extern "C" fn ss_version() -> *const c_char {
 
 /// A static, human-readable name for a status code ("SS_ERR_TIMEOUT: timed
 /// out"); never NULL, never to be freed. Unknown values give "unknown status".
-/// Thread-safe; async-signal-safe.
+///
+/// Thread: any thread; async-signal-safe.
 #[no_mangle]
 pub extern "C" fn ss_status_str(status: c_int) -> *const c_char {
     boundary::ALL_STATUSES
@@ -260,8 +262,9 @@ pub extern "C" fn ss_status_str(status: c_int) -> *const c_char {
 /// "bind 127.0.0.1:80: Permission denied (os error 13)"; "" when that call
 /// succeeded. Never NULL. Owned by the library and valid until this thread's
 /// next call that returns an ss_status (functions returning no status, such
-/// as the _free functions, leave it alone unless they fail). Thread-safe:
-/// each thread has its own message.
+/// as the _free functions, leave it alone unless they fail).
+///
+/// Thread: any thread; each thread reads its own message.
 #[no_mangle]
 pub extern "C" fn ss_last_error_message() -> *const c_char {
     boundary::last_error_ptr()

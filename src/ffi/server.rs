@@ -169,12 +169,14 @@ mod live {
 /// still uses it, or before this function returns if it fails. On success
 /// `*out_server` receives a server that the caller frees with
 /// ss_server_free(); on failure it is not written and nothing is leaked
-/// (the socket is closed). Thread-safe.
+/// (the socket is closed).
 ///
 /// Errors: SS_ERR_NULL_POINTER, SS_ERR_INVALID_ARGUMENT (no handle
 /// callback), SS_ERR_ADDRESS (unparsable or unresolvable address), SS_ERR_IO
 /// (socket, bind or listen failed; e.g. "bind 127.0.0.1:80: Permission
 /// denied (os error 13)").
+///
+/// Thread: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_new(
     config: *const ss_config,
@@ -226,8 +228,8 @@ fn check_callbacks(boxed: &ConfigBox) -> Result<()> {
 /// Binds the socket to the address given to ss_server_new() (Python's
 /// server_bind), only when the config turned bind_and_activate off.
 /// Errors: SS_ERR_WRONG_STATE (already bound), SS_ERR_CLOSED, SS_ERR_IO.
-/// Not thread-safe with other calls on the same server except shutdown,
-/// close, fileno and address.
+///
+/// Thread: any one thread at a time for this server (see Thread safety).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_bind(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
@@ -238,6 +240,8 @@ pub unsafe extern "C" fn ss_server_bind(server: *mut ss_server) -> ss_status {
 /// datagram server only records that it is ready. Call after
 /// ss_server_bind(). Errors: SS_ERR_WRONG_STATE (not bound yet, or already
 /// active), SS_ERR_CLOSED, SS_ERR_IO.
+///
+/// Thread: any one thread at a time for this server (see Thread safety).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_activate(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
@@ -264,6 +268,8 @@ pub unsafe extern "C" fn ss_server_activate(server: *mut ss_server) -> ss_status
 /// failures since the last report. Connections refused by
 /// ss_config_set_max_connections_per_ip() do not count as requests: they
 /// do not make ss_server_handle_request() return.
+///
+/// Thread: any one thread at a time for this server (see Thread safety).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_serve_forever(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
@@ -280,6 +286,8 @@ pub unsafe extern "C" fn ss_server_serve_forever(server: *mut ss_server) -> ss_s
 /// consumed), SS_ERR_CLOSED when the server is closed from another thread,
 /// SS_ERR_IO when taking the request failed (accept or recvfrom, e.g. out
 /// of file descriptors; also reported to handle_error).
+///
+/// Thread: any one thread at a time for this server (see Thread safety).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_handle_request(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
@@ -310,6 +318,9 @@ pub unsafe extern "C" fn ss_server_handle_request(server: *mut ss_server) -> ss_
 /// same address, a stale pointer reaches that server. So still clear the
 /// pointer a signal handler reads (set it to NULL before
 /// ss_server_free(); NULL is refused harmlessly).
+///
+/// Thread: any thread, any callback, or a signal handler
+/// (async-signal-safe).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status {
     // No panic boundary or detail message on purpose: neither is
@@ -346,12 +357,14 @@ pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status
 /// close may be waiting for that very thread; the close is then still in
 /// progress. Later calls return SS_OK at once.
 ///
-/// Thread-safe, but refused with SS_ERR_WRONG_STATE from inside this
-/// server's own loop (a handler or hook on the serving thread, or an
-/// SS_EVENT callback): call ss_server_shutdown() there instead. Also refused,
-/// before taking any lock, in a forked request child (SS_FORKING or a fork
-/// hand-off), which has a copy of the server, not the server.
+/// Refused with SS_ERR_WRONG_STATE from inside this server's own loop (a
+/// handler or hook on the serving thread, or an SS_EVENT callback): call
+/// ss_server_shutdown() there instead. Also refused, before taking any
+/// lock, in a forked request child (SS_FORKING or a fork hand-off), which
+/// has a copy of the server, not the server.
 /// The server's memory stays until ss_server_free().
+///
+/// Thread: any thread except this server's own loop (see above).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
@@ -377,6 +390,9 @@ pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
 /// handler thread of SS_THREADING or SS_THREAD_POOL it works: the memory
 /// stays until that request ends, but the pointer must not be used for
 /// new calls afterwards except through ss_request_server().
+///
+/// Thread: any thread except this server's own loop; once, after every other
+/// call on this server (but shutdown and post) has returned.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
     guard_value((), || {
@@ -401,7 +417,9 @@ pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
 /// The server socket's file descriptor (Python's fileno), for use with your
 /// own poll loop or setsockopt; -1 once closed or for NULL (and in a forked
 /// request child of a stream server, which closes its copy). The server
-/// owns it: do not close it. Thread-safe.
+/// owns it: do not close it.
+///
+/// Thread: any thread; also in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_fileno(server: *const ss_server) -> c_int {
     // SAFETY: forwarded contract.
@@ -414,8 +432,9 @@ pub unsafe extern "C" fn ss_server_fileno(server: *const ss_server) -> c_int {
 /// into `*out_len` (optional). If `cap` is too small, nothing is copied,
 /// `*out_len` still receives the length needed, and SS_ERR_BUFFER_TOO_SMALL
 /// is returned (pass NULL, 0 to ask for the length). SS_ERR_WRONG_STATE
-/// before bind. Thread-safe; takes no lock (the address is fixed at bind),
-/// so it also works in a forked request child.
+/// before bind. Takes no lock: the address is fixed at bind.
+///
+/// Thread: any thread; also in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_address(
     server: *const ss_server,
@@ -432,8 +451,9 @@ pub unsafe extern "C" fn ss_server_address(
 }
 
 /// Writes the bound port (port 0 resolved) to `*out_port`. SS_ERR_UNSUPPORTED
-/// for Unix transports, SS_ERR_WRONG_STATE before bind. Thread-safe; takes
-/// no lock, so it also works in a forked request child.
+/// for Unix transports, SS_ERR_WRONG_STATE before bind. Takes no lock.
+///
+/// Thread: any thread; also in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_port(server: *const ss_server, out_port: *mut u16) -> ss_status {
     guard(|| {
@@ -445,7 +465,8 @@ pub unsafe extern "C" fn ss_server_port(server: *const ss_server, out_port: *mut
 }
 
 /// The user data given to ss_server_new() (borrowed), or NULL for NULL.
-/// Thread-safe.
+///
+/// Thread: any thread; also in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_user_data(server: *const ss_server) -> *mut c_void {
     guard_value(std::ptr::null_mut(), || {
@@ -464,8 +485,10 @@ pub(crate) fn user_data_of(server: &Server) -> *mut c_void {
 /// Writes how many handler threads (SS_THREADING and hand-off threads) and
 /// child processes (SS_FORKING and hand-off children, not yet reaped) are
 /// live; either out-pointer may be NULL. Python's active_children, for
-/// monitoring and tests. Thread-safe. SS_ERR_WRONG_STATE in a forked request
-/// child (the counts' locks may have been held at fork time).
+/// monitoring. SS_ERR_WRONG_STATE in a forked request child (the counts'
+/// locks may have been held at fork time).
+///
+/// Thread: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_live_workers(
     server: *const ss_server,
@@ -489,8 +512,10 @@ pub unsafe extern "C" fn ss_server_live_workers(
 }
 
 /// Writes how many accepted requests wait in the SS_THREAD_POOL queue for a
-/// free worker (0 in other modes). Thread-safe. SS_ERR_WRONG_STATE in a
-/// forked request child.
+/// free worker (0 in other modes). SS_ERR_WRONG_STATE in a forked request
+/// child.
+///
+/// Thread: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_queued_requests(
     server: *const ss_server,
@@ -521,12 +546,14 @@ unsafe impl Send for PostedJob {}
 /// `conn_id` (from ss_conn_id()), soon, with the connection — e.g. to write
 /// a result computed on another thread — or with `conn` NULL if the
 /// connection closed first. This is how other threads wake a connection.
-/// Thread-safe (from any thread, and from callbacks). A post racing
+/// Also from callbacks. A post racing
 /// ss_server_free(), or after it, returns SS_ERR_CLOSED (with the limit
 /// given at ss_server_shutdown()). Returns SS_ERR_WRONG_STATE when the
 /// server is not serving or in a forked request child (the job is then
 /// never called and `arg` stays the caller's), SS_ERR_UNSUPPORTED in other
 /// modes.
+///
+/// Thread: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_post(
     server: *const ss_server,
@@ -565,7 +592,9 @@ pub unsafe extern "C" fn ss_server_post(
 /// `*out_connections` (0 in other modes): a connection counts from just
 /// before it is accepted (before on_open) until after its on_close, so the
 /// count never exceeds ss_config_set_max_connections(). A connection in a
-/// lingering close (after its on_close) is not counted. Thread-safe.
+/// lingering close (after its on_close) is not counted.
+///
+/// Thread: any thread; also in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_connections(
     server: *const ss_server,
