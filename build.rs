@@ -22,6 +22,16 @@ fn main() {
         version("_MINOR"),
         version("_PATCH"),
     );
+    // Marks the deprecated aliases (cbindgen.toml [fn] deprecated_with_note),
+    // so that callers get a compiler warning naming the new function.
+    let deprecated_macro =
+        "\n/** Marks a deprecated function: GCC and Clang warn where it is called. */\n\
+         #if defined(__GNUC__) || defined(__clang__)\n\
+         #define SS_DEPRECATED(note) __attribute__((deprecated(note)))\n\
+         #else\n\
+         #define SS_DEPRECATED(note)\n\
+         #endif\n";
+    let version_macros = version_macros + deprecated_macro;
     let bindings = cbindgen::Builder::new()
         .with_crate(&crate_dir)
         .with_config(config)

@@ -4,25 +4,46 @@
 use std::fmt;
 use std::io;
 
-/// What went wrong, independent of the message text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    NullPointer,
-    InvalidArgument,
-    Address,
-    Io,
-    Timeout,
-    Closed,
-    WrongState,
-    Unsupported,
-    Panic,
-    Eof,
-    MessageTooLong,
-    BufferTooSmall,
-    Handler,
-    ShutDown,
-    WouldBlock,
+/// The one list of failure kinds. Each row: the core's kind, the C status
+/// it becomes (name and number, fixed in the ABI: a retired number is never
+/// reused) and the text `ss_status_str()` gives after the name. `ErrorKind`
+/// and src/ffi's mapping and texts are generated from it; src/ffi checks
+/// its `ss_status` enum (written out there for cbindgen) against it at
+/// compile time. `SS_OK` (0) is not a failure and has no row.
+macro_rules! status_table {
+    ($then:ident) => {
+        $then! {
+            NullPointer => SS_ERR_NULL_POINTER = 1, "a required pointer was NULL";
+            InvalidArgument => SS_ERR_INVALID_ARGUMENT = 2, "invalid argument";
+            Address => SS_ERR_ADDRESS = 3, "bad or unusable address";
+            Io => SS_ERR_IO = 4, "system call failed";
+            Timeout => SS_ERR_TIMEOUT = 5, "timed out";
+            Closed => SS_ERR_CLOSED = 6, "server is closed";
+            WrongState => SS_ERR_WRONG_STATE = 7, "call not allowed in this state";
+            Unsupported => SS_ERR_UNSUPPORTED = 8, "not supported";
+            Panic => SS_ERR_PANIC = 9, "internal error caught";
+            Eof => SS_ERR_EOF = 10, "end of data";
+            MessageTooLong => SS_ERR_MESSAGE_TOO_LONG = 11, "datagram too long";
+            BufferTooSmall => SS_ERR_BUFFER_TOO_SMALL = 12, "buffer too small";
+            Handler => SS_ERR_HANDLER = 13, "handler callback failed";
+            ShutDown => SS_ERR_SHUT_DOWN = 14, "shutdown was requested";
+            WouldBlock => SS_ERR_WOULD_BLOCK = 15, "output is at its high-water mark";
+        }
+    };
 }
+pub(crate) use status_table;
+
+macro_rules! define_error_kind {
+    ($($kind:ident => $status:ident = $number:literal, $text:literal;)*) => {
+        /// What went wrong, independent of the message text (one per row of
+        /// `status_table`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorKind {
+            $($kind,)*
+        }
+    };
+}
+status_table!(define_error_kind);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {

@@ -215,6 +215,97 @@ fn header_compiles_alone_as_c99() {
     assert_compiles(cmd, "a unit including the header twice");
 }
 
+/// Every function the header declares ends its documentation with a
+/// "Thread:" line (where it may be called), and the header speaks to its
+/// users: no wording that only makes sense inside this repository.
+#[test]
+fn header_states_each_functions_thread_rule() {
+    let header = std::fs::read_to_string(manifest_dir().join("include/socketserver.h"))
+        .expect("read the header");
+    let lines: Vec<&str> = header.lines().collect();
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let decl = l.split_once("\") ").map_or(*l, |(_, decl)| decl);
+        let is_function = !l.starts_with([' ', '*', '/', '#'])
+            && !l.starts_with("typedef")
+            && decl.find('(').is_some_and(|open| {
+                decl[..open]
+                    .rsplit([' ', '*'])
+                    .next()
+                    .is_some_and(|name| name.starts_with("ss_"))
+            });
+        if !is_function {
+            continue;
+        }
+        checked += 1;
+        // The doc comment right above: from its "/**" down to this line.
+        let start = lines[..i].iter().rposition(|d| d.starts_with("/**"));
+        let doc = start.map_or(&[][..], |s| &lines[s..i]);
+        if !doc.iter().any(|d| d.starts_with(" * Thread: ")) {
+            missing.push(decl.to_string());
+        }
+    }
+    assert!(checked > 40, "too few declarations found: {checked}");
+    assert!(missing.is_empty(), "no \"Thread:\" line: {missing:#?}");
+    let lower = header.to_lowercase();
+    for word in [
+        "the seed",
+        "later model",
+        "allocates nothing",
+        "issue ",
+        "helper",
+    ] {
+        assert!(!lower.contains(word), "the header says {word:?}");
+    }
+}
+
+/// The 0.1 names kept as deprecated aliases make the compiler warn, naming
+/// the function to use instead; the new names compile cleanly.
+#[test]
+fn deprecated_aliases_warn() {
+    let tmp = TempDir::new("ctest");
+    let compile = |name: &str, body: &str| {
+        let unit = tmp.path().join(name);
+        std::fs::write(
+            &unit,
+            format!(
+                "#include \"socketserver.h\"\n\
+                 void *use(struct ss_request *r, struct ss_conn *c);\n\
+                 void *use(struct ss_request *r, struct ss_conn *c) {{ {body} }}\n"
+            ),
+        )
+        .expect("write the unit");
+        Command::new("cc")
+            .args(STRICT_C99_FLAGS)
+            .arg("-I")
+            .arg(manifest_dir().join("include"))
+            .args(["-fsyntax-only"])
+            .arg(&unit)
+            .output()
+            .expect("run cc")
+    };
+    for (old, new) in [
+        ("ss_request_user_data(r)", "ss_request_server_user_data()"),
+        ("ss_conn_user_data(c)", "ss_conn_data()"),
+        ("ss_conn_set_user_data(c, r) ? c : 0", "ss_conn_set_data()"),
+    ] {
+        let out = compile("old.c", &format!("(void)r; (void)c; return {old};"));
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains("deprecated") && text.contains(new),
+            "{old}: expected a deprecation error naming {new}\n{}",
+            show(&out)
+        );
+    }
+    let out = compile(
+        "new.c",
+        "(void)ss_conn_set_data(c, r); (void)ss_conn_data(c); \
+         return ss_request_server_user_data(r);",
+    );
+    assert!(out.status.success(), "new names\n{}", show(&out));
+}
+
 /// A C++ program includes the header (extern "C" guards), links against the
 /// library and calls into it.
 #[test]
@@ -235,6 +326,8 @@ fn header_matches_exported_symbols() {
         .lines()
         .filter(|l| !l.starts_with(' ') && !l.starts_with('*') && !l.starts_with("typedef"))
         .filter_map(|l| {
+            // A deprecated alias starts with SS_DEPRECATED("note").
+            let l = l.split_once("\") ").map_or(l, |(_, decl)| decl);
             let open = l.find('(')?;
             let name = l[..open].rsplit([' ', '*']).next()?;
             name.starts_with("ss_").then(|| name.to_string())

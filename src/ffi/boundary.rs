@@ -46,25 +46,37 @@ pub(crate) fn last_error() -> Option<(ErrorKind, String)> {
         .flatten()
 }
 
-pub(crate) fn status_of(kind: ErrorKind) -> ss_status {
-    match kind {
-        ErrorKind::NullPointer => ss_status::SS_ERR_NULL_POINTER,
-        ErrorKind::InvalidArgument => ss_status::SS_ERR_INVALID_ARGUMENT,
-        ErrorKind::Address => ss_status::SS_ERR_ADDRESS,
-        ErrorKind::Io => ss_status::SS_ERR_IO,
-        ErrorKind::Timeout => ss_status::SS_ERR_TIMEOUT,
-        ErrorKind::Closed => ss_status::SS_ERR_CLOSED,
-        ErrorKind::WrongState => ss_status::SS_ERR_WRONG_STATE,
-        ErrorKind::Unsupported => ss_status::SS_ERR_UNSUPPORTED,
-        ErrorKind::Panic => ss_status::SS_ERR_PANIC,
-        ErrorKind::Eof => ss_status::SS_ERR_EOF,
-        ErrorKind::MessageTooLong => ss_status::SS_ERR_MESSAGE_TOO_LONG,
-        ErrorKind::BufferTooSmall => ss_status::SS_ERR_BUFFER_TOO_SMALL,
-        ErrorKind::Handler => ss_status::SS_ERR_HANDLER,
-        ErrorKind::ShutDown => ss_status::SS_ERR_SHUT_DOWN,
-        ErrorKind::WouldBlock => ss_status::SS_ERR_WOULD_BLOCK,
-    }
+/// Generates the C side of `crate::error::status_table`: the status of
+/// each kind and the static texts. The `ss_status` enum is written out in
+/// mod.rs for cbindgen; the exhaustive match and the asserts below make
+/// the build fail if it lacks a row's status, has a status without a row,
+/// or numbers one differently.
+macro_rules! ffi_statuses {
+    ($($kind:ident => $status:ident = $number:literal, $text:literal;)*) => {
+        $(const _: () = assert!(ss_status::$status as i32 == $number);)*
+
+        pub(crate) fn status_of(kind: ErrorKind) -> ss_status {
+            match kind {
+                $(ErrorKind::$kind => ss_status::$status,)*
+            }
+        }
+
+        /// Every status, in numeric order.
+        pub(crate) const ALL_STATUSES: &[ss_status] =
+            &[ss_status::SS_OK, $(ss_status::$status,)*];
+
+        /// "NAME: text", static and NUL-terminated.
+        pub(crate) fn status_text(status: ss_status) -> &'static CStr {
+            let text: &'static str = match status {
+                ss_status::SS_OK => "SS_OK: success\0",
+                $(ss_status::$status => concat!(stringify!($status), ": ", $text, "\0"),)*
+            };
+            // The literals above end in their only NUL.
+            CStr::from_bytes_with_nul(text.as_bytes()).unwrap_or(c"unknown status")
+        }
+    };
 }
+crate::error::status_table!(ffi_statuses);
 
 fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
     let what = panic_message(&*payload);
@@ -121,23 +133,38 @@ pub(crate) fn null(name: &str) -> Error {
     Error::new(ErrorKind::NullPointer, format!("{name} is NULL"))
 }
 
-/// Borrows `*ptr` after a NULL check.
+/// An opaque C handle type (`ss_server`, `ss_config`, ...) and the Rust
+/// object its pointers point to, so that one pair of functions turns every
+/// handle into a reference.
 ///
 /// # Safety
-/// A non-NULL `ptr` must point to a live `T` for the returned lifetime.
-pub(crate) unsafe fn borrow<'a, T>(ptr: *const T, name: &str) -> Result<&'a T> {
-    // SAFETY: non-NULL is checked; liveness is the caller's contract.
-    unsafe { ptr.as_ref() }.ok_or_else(|| null(name))
+/// Every non-NULL `*const Self` the library hands to C must be a pointer to
+/// a `Self::Target` (the handle types are zero-sized markers).
+pub(crate) unsafe trait Handle {
+    type Target;
+    /// The argument's name in the detail message: "server is NULL".
+    const NAME: &'static str;
 }
 
-/// Mutably borrows `*ptr` after a NULL check.
+/// Borrows the object behind a C handle after a NULL check.
 ///
 /// # Safety
-/// A non-NULL `ptr` must point to a live `T` that nothing else accesses for
-/// the returned lifetime.
-pub(crate) unsafe fn borrow_mut<'a, T>(ptr: *mut T, name: &str) -> Result<&'a mut T> {
-    // SAFETY: as for `borrow`, plus exclusivity from the caller.
-    unsafe { ptr.as_mut() }.ok_or_else(|| null(name))
+/// A non-NULL `handle` must be one the library made and still live for the
+/// returned lifetime.
+pub(crate) unsafe fn handle_ref<'a, H: Handle>(handle: *const H) -> Result<&'a H::Target> {
+    // SAFETY: handles point to their Target (the trait's contract); non-NULL
+    // is checked; liveness is the caller's contract.
+    unsafe { handle.cast::<H::Target>().as_ref() }.ok_or_else(|| null(H::NAME))
+}
+
+/// Mutably borrows the object behind a C handle after a NULL check.
+///
+/// # Safety
+/// As for `handle_ref`, and nothing else may access the object for the
+/// returned lifetime.
+pub(crate) unsafe fn handle_mut<'a, H: Handle>(handle: *mut H) -> Result<&'a mut H::Target> {
+    // SAFETY: as for `handle_ref`, plus exclusivity from the caller.
+    unsafe { handle.cast::<H::Target>().as_mut() }.ok_or_else(|| null(H::NAME))
 }
 
 /// Reads a NUL-terminated UTF-8 string argument.

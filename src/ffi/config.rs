@@ -2,7 +2,7 @@
 
 use std::ffi::c_int;
 
-use super::boundary::{borrow_mut, guard, guard_value, write_out};
+use super::boundary::{guard, guard_value, handle_mut, write_out};
 use super::handler::{
     ss_close_fn, ss_data_fn, ss_datagram_fn, ss_eof_fn, ss_error_fn, ss_open_fn, ss_request_fn,
     ss_server_fn, ss_verify_fn, Callbacks,
@@ -46,32 +46,25 @@ fn concurrency_from(value: c_int) -> Result<Concurrency> {
     })
 }
 
-/// # Safety
-/// `config` is NULL or a live ss_config used by this thread only.
-unsafe fn config_mut<'a>(config: *mut ss_config) -> Result<&'a mut ConfigBox> {
-    // SAFETY: forwarded contract; ss_config pointers are ConfigBox pointers.
-    unsafe { borrow_mut(config.cast::<ConfigBox>(), "config") }
-}
-
 /// Applies `change` to a config: the shape of every setter.
 ///
 /// # Safety
-/// As for `config_mut`.
+/// `config` is NULL or a live ss_config used by this thread only.
 unsafe fn update(
     config: *mut ss_config,
     change: impl FnOnce(&mut ConfigBox) -> Result<()>,
 ) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| change(unsafe { config_mut(config) }?))
+    guard(|| change(unsafe { handle_mut(config) }?))
 }
 
 /// Creates a configuration with every default (listed at each setter) for
 /// `transport` (an ss_transport value) and `concurrency` (an ss_concurrency
 /// value). On success `*out_config` receives a new config that the caller
 /// owns and frees with ss_config_free(); on failure it is not written.
-/// Errors: SS_ERR_NULL_POINTER, SS_ERR_INVALID_ARGUMENT (value out of range),
-/// SS_ERR_UNSUPPORTED (a concurrency model this version does not implement).
-/// Thread-safe.
+/// Errors: SS_ERR_NULL_POINTER, SS_ERR_INVALID_ARGUMENT (value out of range).
+///
+/// Thread: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_new(
     transport: c_int,
@@ -100,6 +93,8 @@ pub unsafe extern "C" fn ss_config_new(
 
 /// Frees a config made by ss_config_new(). NULL is a no-op. Servers already
 /// made from it keep their own copy. Must not be called twice on a pointer.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_free(config: *mut ss_config) {
     guard_value((), || {
@@ -113,7 +108,8 @@ pub unsafe extern "C" fn ss_config_free(config: *mut ss_config) {
 
 /// SO_REUSEADDR before bind. Default: false (as Python). Servers that are
 /// restarted often want true, to rebind while old connections are in TIME_WAIT.
-/// Not thread-safe for one config (applies to every ss_config_set_* call).
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_reuse_address(
     config: *mut ss_config,
@@ -129,6 +125,8 @@ pub unsafe extern "C" fn ss_config_set_reuse_address(
 }
 
 /// SO_REUSEPORT before bind (Python 3.11's allow_reuse_port). Default: false.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_reuse_port(config: *mut ss_config, on: bool) -> ss_status {
     // SAFETY: forwarded contract.
@@ -143,6 +141,8 @@ pub unsafe extern "C" fn ss_config_set_reuse_port(config: *mut ss_config, on: bo
 /// listen() backlog for stream transports, 1 to INT_MAX. Default: SOMAXCONN
 /// (Python 3.15's default; Python up to 3.14 used 5, which drops bursts).
 /// SS_ERR_UNSUPPORTED for datagram transports.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_backlog(config: *mut ss_config, backlog: i64) -> ss_status {
     // SAFETY: forwarded contract.
@@ -152,6 +152,8 @@ pub unsafe extern "C" fn ss_config_set_backlog(config: *mut ss_config, backlog: 
 /// IPV6_V6ONLY for an IPv6 address: true serves IPv6 only, false also
 /// accepts IPv4 on `[::]`. Default: the system's setting (Linux: false), as
 /// Python. Ignored for IPv4 addresses; SS_ERR_UNSUPPORTED for Unix transports.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_ipv6_only(config: *mut ss_config, on: bool) -> ss_status {
     // SAFETY: forwarded contract.
@@ -162,6 +164,8 @@ pub unsafe extern "C" fn ss_config_set_ipv6_only(config: *mut ss_config, on: boo
 /// With false (Python's bind_and_activate=False) call ss_server_bind() and
 /// ss_server_activate() yourself, e.g. to set socket options on
 /// ss_server_fileno() first.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_bind_and_activate(
     config: *mut ss_config,
@@ -180,6 +184,8 @@ pub unsafe extern "C" fn ss_config_set_bind_and_activate(
 /// handle_timeout and returning SS_ERR_TIMEOUT, in milliseconds; negative
 /// means wait for ever; 0 means only take a request already waiting.
 /// Default: -1 (Python's timeout=None). serve_forever ignores it, as Python.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_timeout(
     config: *mut ss_config,
@@ -199,6 +205,8 @@ pub unsafe extern "C" fn ss_config_set_timeout(
 /// A read or write that waits longer fails with SS_ERR_TIMEOUT. 0 is
 /// refused (SS_ERR_INVALID_ARGUMENT). Default: -1. Handlers can change it
 /// per request with ss_request_set_timeout().
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_request_timeout(
     config: *mut ss_config,
@@ -215,6 +223,8 @@ pub unsafe extern "C" fn ss_config_set_request_timeout(
 /// TCP_NODELAY on accepted connections (Python's disable_nagle_algorithm).
 /// Default: false. SS_ERR_UNSUPPORTED for other transports (Python fails
 /// later, inside every request, instead).
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_tcp_nodelay(config: *mut ss_config, on: bool) -> ss_status {
     // SAFETY: forwarded contract.
@@ -224,6 +234,8 @@ pub unsafe extern "C" fn ss_config_set_tcp_nodelay(config: *mut ss_config, on: b
 /// Read buffer of a stream request, in bytes (Python's rbufsize); 0 reads
 /// unbuffered (readline then reads one byte at a time). Default: 8192.
 /// At most 64 MiB.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_read_buffer_size(
     config: *mut ss_config,
@@ -237,6 +249,8 @@ pub unsafe extern "C" fn ss_config_set_read_buffer_size(
 /// 0, unbuffered: every ss_request_write() sends at once. With a buffer,
 /// output goes out when it is full, on ss_request_flush(), and when the
 /// handler finishes. At most 64 MiB.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_write_buffer_size(
     config: *mut ss_config,
@@ -250,6 +264,8 @@ pub unsafe extern "C" fn ss_config_set_write_buffer_size(
 /// max_packet_size). Default: 8192. Unlike Python, which silently cuts a
 /// longer datagram, a longer one is dropped and reported to handle_error
 /// with SS_ERR_MESSAGE_TOO_LONG. SS_ERR_UNSUPPORTED for stream transports.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_max_datagram_size(
     config: *mut ss_config,
@@ -262,6 +278,8 @@ pub unsafe extern "C" fn ss_config_set_max_datagram_size(
 /// How often serve_forever calls service_actions when idle, in milliseconds
 /// (Python's poll_interval), at least 1. Default: 500. Unlike Python, it
 /// does not delay shutdown, which wakes the loop at once.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_poll_interval(
     config: *mut ss_config,
@@ -281,6 +299,8 @@ pub unsafe extern "C" fn ss_config_set_poll_interval(
 /// The handle callback (Python's RequestHandler.handle): required before
 /// ss_server_new(). NULL clears it. Callbacks must return normally (no C++
 /// exception, longjmp or thread exit out of them): see ss_request_fn.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_handle(
     config: *mut ss_config,
@@ -297,6 +317,8 @@ pub unsafe extern "C" fn ss_config_set_handle(
 
 /// The setup callback, run before handle. If it fails, neither handle nor
 /// finish runs. Default (NULL): nothing.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_setup(
     config: *mut ss_config,
@@ -313,6 +335,8 @@ pub unsafe extern "C" fn ss_config_set_setup(
 
 /// The finish callback, run after handle even when handle failed (as
 /// Python's try/finally). Default (NULL): nothing.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_finish(
     config: *mut ss_config,
@@ -329,6 +353,8 @@ pub unsafe extern "C" fn ss_config_set_finish(
 
 /// The verify_request hook, run before setup; false closes the request
 /// unhandled. Default (NULL): accept every request.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_verify_request(
     config: *mut ss_config,
@@ -358,6 +384,8 @@ pub unsafe extern "C" fn ss_config_set_verify_request(
 /// ss_config_set_max_connections_per_ip()) reach handle_error at most once
 /// a second each, with the number of events since the last report; a
 /// custom hook gets those, and every failed request, without a limit.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_handle_error(
     config: *mut ss_config,
@@ -374,6 +402,8 @@ pub unsafe extern "C" fn ss_config_set_handle_error(
 
 /// The handle_timeout hook, called by ss_server_handle_request() when its
 /// timeout passes with no request. Default (NULL): nothing.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_handle_timeout(
     config: *mut ss_config,
@@ -391,6 +421,8 @@ pub unsafe extern "C" fn ss_config_set_handle_timeout(
 /// The service_actions hook, called by serve_forever once per loop turn:
 /// after each request, and every poll interval when idle. Default (NULL):
 /// nothing.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_service_actions(
     config: *mut ss_config,
@@ -408,6 +440,8 @@ pub unsafe extern "C" fn ss_config_set_service_actions(
 /// Python's ThreadingMixIn.daemon_threads: when true, ss_server_close() does
 /// not wait for handler threads (and hand-off threads) still running.
 /// Default: false. (A C process ends all its threads at exit either way.)
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_daemon_threads(
     config: *mut ss_config,
@@ -426,6 +460,8 @@ pub unsafe extern "C" fn ss_config_set_daemon_threads(
 /// non-daemon handler thread and every child process to finish (called
 /// from a handler thread it waits for all but that thread); when false it
 /// returns at once, reaping only children already done. Default: true.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_block_on_close(
     config: *mut ss_config,
@@ -444,6 +480,8 @@ pub unsafe extern "C" fn ss_config_set_block_on_close(
 /// that many run, the server stops accepting (connections wait in the
 /// backlog) instead of failing. 0 = no cap (Python's behaviour, the
 /// default). SS_ERR_UNSUPPORTED in other modes.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_max_threads(
     config: *mut ss_config,
@@ -457,6 +495,8 @@ pub unsafe extern "C" fn ss_config_set_max_threads(
 /// hand-off threads), 64 KiB to 1 GiB; 0 restores the default, 8 MiB
 /// (the usual pthread default, which C code expects; it is virtual memory,
 /// only touched pages cost).
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_thread_stack_size(
     config: *mut ss_config,
@@ -475,6 +515,8 @@ pub unsafe extern "C" fn ss_config_set_thread_stack_size(
 /// threads of SS_THREADING or SS_THREAD_POOL took it meanwhile) is refused:
 /// handle_error gets SS_ERR_WRONG_STATE ("max_children ... reached") and the
 /// connection is closed; finish is not called. At least 1; default 40.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_max_children(
     config: *mut ss_config,
@@ -491,6 +533,8 @@ pub unsafe extern "C" fn ss_config_set_max_children(
 /// loop in turn (round robin), for TCP and Unix sockets, however the
 /// clients connect (one at a time or in bursts); on_open and every later
 /// callback of a connection run on that loop.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_threads(
     config: *mut ss_config,
@@ -504,6 +548,8 @@ pub unsafe extern "C" fn ss_config_set_threads(
 /// worker, 1 to 1048576; default 128. While the queue is full the server
 /// stops accepting (connections wait in the listen backlog), so memory
 /// stays bounded. SS_ERR_UNSUPPORTED in other modes.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_queue_size(
     config: *mut ss_config,
@@ -526,6 +572,8 @@ fn require_event(c: &ConfigBox, what: &str) -> Result<()> {
 
 /// SS_EVENT: the on_open callback (see ss_open_fn). Default (NULL): accept.
 /// SS_ERR_UNSUPPORTED in other modes.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_on_open(
     config: *mut ss_config,
@@ -543,6 +591,8 @@ pub unsafe extern "C" fn ss_config_set_on_open(
 
 /// SS_EVENT, stream transports: the on_data callback (see ss_data_fn),
 /// required before ss_server_new(). SS_ERR_UNSUPPORTED in other modes.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_on_data(
     config: *mut ss_config,
@@ -560,6 +610,8 @@ pub unsafe extern "C" fn ss_config_set_on_data(
 
 /// SS_EVENT: the on_close callback (see ss_close_fn). Default (NULL):
 /// nothing. SS_ERR_UNSUPPORTED in other modes.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_on_close(
     config: *mut ss_config,
@@ -579,6 +631,8 @@ pub unsafe extern "C" fn ss_config_set_on_close(
 /// connection open after the peer half-closes, until ss_conn_close().
 /// Default (NULL): such a connection closes once its output is sent.
 /// SS_ERR_UNSUPPORTED in other modes.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_on_eof(
     config: *mut ss_config,
@@ -597,6 +651,8 @@ pub unsafe extern "C" fn ss_config_set_on_eof(
 /// SS_EVENT, datagram transports: the on_datagram callback (see
 /// ss_datagram_fn), required before ss_server_new(). SS_ERR_UNSUPPORTED in
 /// other modes.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_on_datagram(
     config: *mut ss_config,
@@ -615,6 +671,8 @@ pub unsafe extern "C" fn ss_config_set_on_datagram(
 /// SS_EVENT: close a connection that has neither received nor sent
 /// anything for this many milliseconds (on_close runs); negative = never
 /// (the default); 0 is refused. SS_ERR_UNSUPPORTED in other modes.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_idle_timeout(
     config: *mut ss_config,
@@ -631,6 +689,8 @@ pub unsafe extern "C" fn ss_config_set_idle_timeout(
 /// SS_EVENT: at most this many open connections across all loops; at the
 /// limit the loops stop accepting (clients wait in the backlog) until one
 /// closes. 0 = no limit (the default). SS_ERR_UNSUPPORTED in other modes.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_max_connections(
     config: *mut ss_config,
@@ -645,6 +705,8 @@ pub unsafe extern "C" fn ss_config_set_max_connections(
 /// not read until the peer catches up, so a slow reader cannot make memory
 /// grow without bound. 1 byte to 64 MiB; default 1 MiB. SS_ERR_UNSUPPORTED
 /// in other modes.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_output_high_water(
     config: *mut ss_config,
@@ -658,6 +720,8 @@ pub unsafe extern "C" fn ss_config_set_output_high_water(
 /// the connection is closed as failed (SS_ERR_MESSAGE_TOO_LONG to
 /// handle_error): bounds a request that never completes. 1 byte to 64 MiB;
 /// default 1 MiB. SS_ERR_UNSUPPORTED in other modes.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_input_limit(
     config: *mut ss_config,
@@ -697,6 +761,8 @@ pub unsafe extern "C" fn ss_config_set_input_limit(
 /// hand-offs) lingers itself before it exits, and counts against
 /// max_children meanwhile. ss_server_close() ends every lingering close at
 /// once (closes the sockets) and joins the thread.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_lingering(
     config: *mut ss_config,
@@ -732,6 +798,8 @@ pub unsafe extern "C" fn ss_config_set_lingering(
 /// starts when input goes from empty to non-empty and stops when on_data
 /// has consumed all of it, independently of the idle timeout. Checked a
 /// few times per deadline, so it fires up to a quarter later (at most 1 s).
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_request_deadline(
     config: *mut ss_config,
@@ -753,6 +821,8 @@ pub unsafe extern "C" fn ss_config_set_request_deadline(
 /// place until its request is closed (SS_EVENT: until on_close; SS_FORKING:
 /// until its child has exited and been reaped). 0 = no limit (the default).
 /// SS_ERR_UNSUPPORTED for other transports.
+///
+/// Thread: any thread; one thread at a time per config.
 #[no_mangle]
 pub unsafe extern "C" fn ss_config_set_max_connections_per_ip(
     config: *mut ss_config,

@@ -13,7 +13,7 @@ mod handler;
 mod request;
 mod server;
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int};
 
 pub use config::*;
 pub use conn::*;
@@ -24,6 +24,9 @@ pub use handler::{
 pub use request::*;
 pub use server::*;
 
+// Written out because cbindgen reads no macros; the list is
+// crate::error::status_table, and boundary.rs fails the build if this enum
+// differs from it.
 /// Result of every function that can fail. `SS_OK` is 0; the numbers are
 /// fixed and a retired number is never reused. After a failure,
 /// `ss_last_error_message()` gives the details.
@@ -206,9 +209,35 @@ pub struct ss_conn {
     _private: [u8; 0],
 }
 
+// What each handle points to (boundary::handle_ref/handle_mut).
+// SAFETY: ss_config pointers come from Box::into_raw of a ConfigBox
+// (ss_config_new), ss_server pointers from Arc::into_raw of a Server
+// (ss_server_new), and ss_request/ss_conn pointers are casts of the
+// Request/Conn a callback is given (handler.rs).
+unsafe impl boundary::Handle for ss_config {
+    type Target = config::ConfigBox;
+    const NAME: &'static str = "config";
+}
+// SAFETY: see above.
+unsafe impl boundary::Handle for ss_server {
+    type Target = crate::server::Server;
+    const NAME: &'static str = "server";
+}
+// SAFETY: see above.
+unsafe impl boundary::Handle for ss_request {
+    type Target = crate::request::Request;
+    const NAME: &'static str = "request";
+}
+// SAFETY: see above.
+unsafe impl boundary::Handle for ss_conn {
+    type Target = crate::event::Conn;
+    const NAME: &'static str = "conn";
+}
+
 /// The library's version, "MAJOR.MINOR.PATCH" (static; never free it).
 /// Compare with SS_VERSION_STRING to detect a header/library mismatch.
-/// Thread-safe.
+///
+/// Thread: any thread; async-signal-safe.
 #[no_mangle]
 pub extern "C" fn ss_version() -> *const c_char {
     // The header's SS_VERSION_* macros come from the same Cargo.toml field (build.rs).
@@ -218,37 +247,24 @@ pub extern "C" fn ss_version() -> *const c_char {
 
 /// A static, human-readable name for a status code ("SS_ERR_TIMEOUT: timed
 /// out"); never NULL, never to be freed. Unknown values give "unknown status".
-/// Thread-safe; async-signal-safe.
+///
+/// Thread: any thread; async-signal-safe.
 #[no_mangle]
 pub extern "C" fn ss_status_str(status: c_int) -> *const c_char {
-    let text: &CStr = match status {
-        0 => c"SS_OK: success",
-        1 => c"SS_ERR_NULL_POINTER: a required pointer was NULL",
-        2 => c"SS_ERR_INVALID_ARGUMENT: invalid argument",
-        3 => c"SS_ERR_ADDRESS: bad or unusable address",
-        4 => c"SS_ERR_IO: system call failed",
-        5 => c"SS_ERR_TIMEOUT: timed out",
-        6 => c"SS_ERR_CLOSED: server is closed",
-        7 => c"SS_ERR_WRONG_STATE: call not allowed in this state",
-        8 => c"SS_ERR_UNSUPPORTED: not supported",
-        9 => c"SS_ERR_PANIC: internal error caught",
-        10 => c"SS_ERR_EOF: end of data",
-        11 => c"SS_ERR_MESSAGE_TOO_LONG: datagram too long",
-        12 => c"SS_ERR_BUFFER_TOO_SMALL: buffer too small",
-        13 => c"SS_ERR_HANDLER: handler callback failed",
-        14 => c"SS_ERR_SHUT_DOWN: shutdown was requested",
-        15 => c"SS_ERR_WOULD_BLOCK: output is at its high-water mark",
-        _ => c"unknown status",
-    };
-    text.as_ptr()
+    boundary::ALL_STATUSES
+        .iter()
+        .find(|s| **s as c_int == status)
+        .map_or(c"unknown status", |s| boundary::status_text(*s))
+        .as_ptr()
 }
 
 /// The detail message of the calling thread's last failed call, e.g.
 /// "bind 127.0.0.1:80: Permission denied (os error 13)"; "" when that call
 /// succeeded. Never NULL. Owned by the library and valid until this thread's
 /// next call that returns an ss_status (functions returning no status, such
-/// as the _free functions, leave it alone unless they fail). Thread-safe:
-/// each thread has its own message.
+/// as the _free functions, leave it alone unless they fail).
+///
+/// Thread: any thread; each thread reads its own message.
 #[no_mangle]
 pub extern "C" fn ss_last_error_message() -> *const c_char {
     boundary::last_error_ptr()
@@ -257,6 +273,7 @@ pub extern "C" fn ss_last_error_message() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CStr;
 
     #[test]
     fn version_matches_cargo_and_header() {
@@ -278,16 +295,27 @@ mod tests {
 
     #[test]
     fn every_status_has_its_own_text() {
-        let texts: Vec<_> = (0..=15)
+        let statuses = boundary::ALL_STATUSES;
+        for (i, s) in statuses.iter().enumerate() {
+            assert_eq!(
+                *s as usize, i,
+                "statuses are numbered 0, 1, 2, ... in order"
+            );
+        }
+        let texts: Vec<_> = statuses
+            .iter()
             // SAFETY: static NUL-terminated strings.
-            .map(|s| unsafe { CStr::from_ptr(ss_status_str(s)) }.to_owned())
+            .map(|s| unsafe { CStr::from_ptr(ss_status_str(*s as c_int)) }.to_owned())
             .collect();
-        for (i, t) in texts.iter().enumerate() {
-            assert_ne!(t.to_str().unwrap(), "unknown status", "status {i}");
+        for (s, t) in statuses.iter().zip(&texts) {
+            assert!(
+                t.to_str().unwrap().starts_with(&format!("{s:?}: ")),
+                "{s:?}: {t:?}"
+            );
             assert!(texts.iter().filter(|o| *o == t).count() == 1);
         }
         // SAFETY: as above.
-        let unknown = unsafe { CStr::from_ptr(ss_status_str(99)) };
+        let unknown = unsafe { CStr::from_ptr(ss_status_str(statuses.len() as c_int)) };
         assert_eq!(unknown.to_str().unwrap(), "unknown status");
     }
 }

@@ -1,15 +1,15 @@
-//! `ss_request_*`: what a handler can do with its request. Every function
-//! here must be called from the callback that received the request (or, in
-//! later models, the thread it was handed to): a request is not thread-safe.
+//! `ss_request_*`: what a handler can do with its request. A request is not
+//! thread-safe: each function's "Thread:" line (which reaches the header,
+//! where these module docs do not) says it belongs to the callback that
+//! received it, or to the hand-off continuation that took it over.
 //!
-//! Time limits (documented on ss_request_read, which reaches the header):
-//! the request timeout bounds each wait, the request deadline the whole
-//! request.
+//! Time limits are documented on ss_request_read: the request timeout
+//! bounds each wait, the request deadline the whole request.
 
 use std::ffi::{c_char, c_int, c_void};
 
 use super::boundary::{
-    borrow, borrow_mut, check_len, copy_text_out, guard, guard_value, null, write_out,
+    check_len, copy_text_out, guard, guard_value, handle_mut, handle_ref, null, write_out,
 };
 use super::handler::{call_request_fn, ss_request_fn};
 use super::server::{server_ptr, user_data_of};
@@ -17,20 +17,6 @@ use super::{ss_request, ss_server, ss_status};
 use crate::config::timeout_from_ms;
 use crate::error::{Error, ErrorKind, Result};
 use crate::request::{HandOffTarget, Request};
-
-/// # Safety
-/// `request` is NULL or the live request passed to the running callback.
-unsafe fn request_mut<'a>(request: *mut ss_request) -> Result<&'a mut Request> {
-    // SAFETY: ss_request pointers are Request pointers; liveness per contract.
-    unsafe { borrow_mut(request.cast::<Request>(), "request") }
-}
-
-/// # Safety
-/// As for `request_mut`.
-unsafe fn request_ref<'a>(request: *const ss_request) -> Result<&'a Request> {
-    // SAFETY: as above.
-    unsafe { borrow(request.cast::<Request>(), "request") }
-}
 
 /// A caller's byte buffer; NULL is allowed only with length 0.
 ///
@@ -91,6 +77,8 @@ unsafe fn in_bytes<'a>(buf: *const c_void, len: usize) -> Result<&'a [u8]> {
 /// thread reads the same socket.
 ///
 /// SS_ERR_INVALID_ARGUMENT for `len` above PTRDIFF_MAX.
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_read(
     request: *mut ss_request,
@@ -100,7 +88,7 @@ pub unsafe extern "C" fn ss_request_read(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_mut(request) }?;
+        let req = unsafe { handle_mut(request) }?;
         if out_read.is_null() {
             return Err(null("out_read"));
         }
@@ -113,6 +101,8 @@ pub unsafe extern "C" fn ss_request_read(
 
 /// Reads exactly `len` bytes into `buf`. SS_ERR_EOF if the data ends first
 /// (what was read is then lost), SS_ERR_TIMEOUT per read as for ss_request_read.
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_read_exact(
     request: *mut ss_request,
@@ -121,7 +111,7 @@ pub unsafe extern "C" fn ss_request_read_exact(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_mut(request) }?;
+        let req = unsafe { handle_mut(request) }?;
         // SAFETY: forwarded contract.
         req.read_exact(unsafe { out_bytes(buf, len) }?)
     })
@@ -137,6 +127,8 @@ pub unsafe extern "C" fn ss_request_read_exact(
 /// the next read. On any failure `buf` holds "" (when `cap` > 0 and `buf` is
 /// not NULL), so it is always a C string. SS_ERR_INVALID_ARGUMENT if `cap`
 /// is 0 or above PTRDIFF_MAX.
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_readline(
     request: *mut ss_request,
@@ -151,7 +143,7 @@ pub unsafe extern "C" fn ss_request_readline(
     }
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_mut(request) }?;
+        let req = unsafe { handle_mut(request) }?;
         if cap == 0 {
             return Err(Error::invalid("cap must be at least 1 (room for the NUL)"));
         }
@@ -188,6 +180,8 @@ pub unsafe extern "C" fn ss_request_readline(
 /// queue stayed full are dropped at once until one gets through, so a
 /// client that floods requests without reading the answers never stalls
 /// the server. SS_EVENT drops at once. Applies to ss_request_reply() too.
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_write(
     request: *mut ss_request,
@@ -196,23 +190,27 @@ pub unsafe extern "C" fn ss_request_write(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_mut(request) }?;
+        let req = unsafe { handle_mut(request) }?;
         // SAFETY: forwarded contract.
         req.write(unsafe { in_bytes(buf, len) }?)
     })
 }
 
 /// Sends a stream request's buffered output now. No-op for datagrams.
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_flush(request: *mut ss_request) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { request_mut(request) }?.flush())
+    guard(|| unsafe { handle_mut(request) }?.flush())
 }
 
 /// Sends `len` bytes to the client at once: for a datagram request one
 /// datagram, apart from the reply collected by ss_request_write(); for a
 /// stream, flushes then sends. SS_ERR_ADDRESS when the sender of a Unix
 /// datagram has no address to reply to (an unbound client socket).
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_reply(
     request: *mut ss_request,
@@ -221,7 +219,7 @@ pub unsafe extern "C" fn ss_request_reply(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_mut(request) }?;
+        let req = unsafe { handle_mut(request) }?;
         // SAFETY: forwarded contract.
         req.reply(unsafe { in_bytes(buf, len) }?)
     })
@@ -231,18 +229,22 @@ pub unsafe extern "C" fn ss_request_reply(
 /// overriding ss_config_set_request_timeout() (see ss_request_read() for
 /// what it bounds); the request deadline still applies. 0 is refused
 /// (SS_ERR_INVALID_ARGUMENT).
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_set_timeout(
     request: *mut ss_request,
     timeout_ms: i64,
 ) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { request_mut(request) }?.set_timeout(timeout_from_ms(timeout_ms)))
+    guard(|| unsafe { handle_mut(request) }?.set_timeout(timeout_from_ms(timeout_ms)))
 }
 
 /// Copies the client's address as a string ("127.0.0.1:50312", "[::1]:50312",
 /// a socket path, "@name", or "" for an unnamed Unix socket) into `buf`, with
 /// the same buffer rules as ss_server_address().
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_client_address(
     request: *const ss_request,
@@ -252,7 +254,7 @@ pub unsafe extern "C" fn ss_request_client_address(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_ref(request) }?;
+        let req = unsafe { handle_ref(request) }?;
         // SAFETY: buffer contract as documented.
         unsafe { copy_text_out(req.client_address(), buf, cap, out_len) }
     })
@@ -262,6 +264,8 @@ pub unsafe extern "C" fn ss_request_client_address(
 /// at most `*inout_len` bytes, and sets `*inout_len` to its full length, as
 /// getpeername() does; a `struct sockaddr_storage` always fits. A length of
 /// 0 means the client has no address (unbound Unix datagram sender).
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_client_sockaddr(
     request: *const ss_request,
@@ -270,7 +274,7 @@ pub unsafe extern "C" fn ss_request_client_sockaddr(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_ref(request) }?;
+        let req = unsafe { handle_ref(request) }?;
         if inout_len.is_null() {
             return Err(null("inout_len"));
         }
@@ -299,6 +303,8 @@ pub unsafe extern "C" fn ss_request_client_sockaddr(
 /// (borrowed until the callback returns) and `*out_len` is its size. Reading
 /// it this way does not consume it for ss_request_read. SS_ERR_UNSUPPORTED
 /// for stream requests.
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_datagram(
     request: *const ss_request,
@@ -307,7 +313,7 @@ pub unsafe extern "C" fn ss_request_datagram(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contracts.
-        let req = unsafe { request_ref(request) }?;
+        let req = unsafe { handle_ref(request) }?;
         if out_data.is_null() || out_len.is_null() {
             return Err(null(if out_data.is_null() {
                 "out_data"
@@ -330,29 +336,48 @@ pub unsafe extern "C" fn ss_request_datagram(
 /// The request's file descriptor: the connection for a stream request, the
 /// server socket for a datagram request; -1 for NULL. Owned by the library:
 /// do not close it.
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_fileno(request: *const ss_request) -> c_int {
     // SAFETY: forwarded contract.
-    guard_value(-1, || Ok(unsafe { request_ref(request) }?.fileno()))
+    guard_value(-1, || Ok(unsafe { handle_ref(request) }?.fileno()))
 }
 
 /// The server this request came to (borrowed), or NULL for NULL.
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_server(request: *const ss_request) -> *mut ss_server {
     guard_value(std::ptr::null_mut(), || {
         // SAFETY: forwarded contract.
-        Ok(server_ptr(unsafe { request_ref(request) }?.server()))
+        Ok(server_ptr(unsafe { handle_ref(request) }?.server()))
     })
 }
 
-/// The server's user data (as given to ss_server_new()), or NULL for NULL.
-/// For a pointer of this request's own, see ss_request_set_data().
+/// The server's user data (as given to ss_server_new(), the same pointer
+/// as ss_server_user_data(ss_request_server(request))), or NULL for NULL.
+/// For a pointer of this request's own, see ss_request_data().
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
-pub unsafe extern "C" fn ss_request_user_data(request: *const ss_request) -> *mut c_void {
+pub unsafe extern "C" fn ss_request_server_user_data(request: *const ss_request) -> *mut c_void {
     guard_value(std::ptr::null_mut(), || {
         // SAFETY: forwarded contract.
-        Ok(user_data_of(unsafe { request_ref(request) }?.server()))
+        Ok(user_data_of(unsafe { handle_ref(request) }?.server()))
     })
+}
+
+/// Deprecated alias of ss_request_server_user_data(), which returns the
+/// same pointer: the server's user data, not the request's own pointer
+/// (that is ss_request_data()). Removed in 0.2.
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
+#[no_mangle]
+#[deprecated(note = "use ss_request_server_user_data(); removed in 0.2")]
+pub unsafe extern "C" fn ss_request_user_data(request: *const ss_request) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    unsafe { ss_request_server_user_data(request) }
 }
 
 /// A C continuation and its user pointer, moved to the thread or child.
@@ -371,10 +396,11 @@ unsafe impl Send for CContinuation {}
 /// (`target` = SS_HAND_OFF_THREAD) or in a forked child (SS_HAND_OFF_FORK),
 /// followed there by finish, the datagram reply, handle_error if anything
 /// failed, and the close; the server goes on to the next request at once.
-/// This is the seed's "process part of a request synchronously, but finish
-/// processing in a forked child depending on the request data", and works
-/// in every mode (in SS_FORKING the request already has its own process,
-/// so it continues there). If handle returns non-zero the hand-off is
+/// This is what Python's socketserver documentation suggests doing by hand
+/// ("process part of a request synchronously, but to finish processing in
+/// a forked child depending on the request data"); it works in every mode
+/// (in SS_FORKING the request already has its own process, so it
+/// continues there). If handle returns non-zero the hand-off is
 /// dropped and the request ends as usual. Hand-off threads count as
 /// handler threads for daemon_threads and block_on_close; hand-off children
 /// are reaped like SS_FORKING children and count against max_children
@@ -382,6 +408,8 @@ unsafe impl Send for CContinuation {}
 /// reported to handle_error). Errors: SS_ERR_WRONG_STATE outside
 /// handle or when called twice, SS_ERR_INVALID_ARGUMENT for a bad target,
 /// SS_ERR_NULL_POINTER.
+///
+/// Thread: inside the handle callback that received this request.
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_hand_off(
     request: *mut ss_request,
@@ -390,7 +418,7 @@ pub unsafe extern "C" fn ss_request_hand_off(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let req = unsafe { request_mut(request) }?;
+        let req = unsafe { handle_mut(request) }?;
         let target = match target {
             0 => HandOffTarget::Thread,
             1 => HandOffTarget::Fork,
@@ -421,6 +449,8 @@ pub unsafe extern "C" fn ss_request_hand_off(
 /// in setup and freed in finish; it follows the request to its thread,
 /// child or hand-off continuation. The library never dereferences or frees
 /// it.
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_set_data(
     request: *mut ss_request,
@@ -428,16 +458,18 @@ pub unsafe extern "C" fn ss_request_set_data(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        unsafe { request_mut(request) }?.set_data(data as usize);
+        unsafe { handle_mut(request) }?.set_data(data as usize);
         Ok(())
     })
 }
 
 /// This request's own pointer (see ss_request_set_data()); NULL for NULL.
+///
+/// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_data(request: *const ss_request) -> *mut c_void {
     // SAFETY: forwarded contract.
     guard_value(std::ptr::null_mut(), || {
-        Ok(unsafe { request_ref(request) }?.data() as *mut c_void)
+        Ok(unsafe { handle_ref(request) }?.data() as *mut c_void)
     })
 }

@@ -5,7 +5,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::boundary::{borrow, copy_text_out, guard, guard_value, null, str_arg, write_out};
+use super::boundary::{copy_text_out, guard, guard_value, handle_ref, null, str_arg, write_out};
 use super::config::ConfigBox;
 use super::handler::{ss_free_fn, CHandler};
 use super::{ss_config, ss_conn, ss_server, ss_status};
@@ -13,20 +13,11 @@ use crate::config::Concurrency;
 use crate::error::{Error, Result};
 use crate::server::Server;
 
-/// Borrows the server behind a handle.
+/// A counted reference to the server behind a handle, for calls that need
+/// to hand the server on (to requests and the threads serving them).
 ///
 /// # Safety
 /// `server` is NULL or a pointer from ss_server_new() not yet freed.
-pub(crate) unsafe fn server_ref<'a>(server: *const ss_server) -> Result<&'a Server> {
-    // SAFETY: ss_server pointers are `Arc::into_raw` of a Server.
-    unsafe { borrow(server.cast::<Server>(), "server") }
-}
-
-/// A counted reference to the server behind a handle, for calls that need
-/// to hand the server on (to requests, and to threads in later models).
-///
-/// # Safety
-/// As for `server_ref`.
 unsafe fn server_arc(server: *const ss_server) -> Result<Arc<Server>> {
     if server.is_null() {
         return Err(null("server"));
@@ -178,12 +169,14 @@ mod live {
 /// still uses it, or before this function returns if it fails. On success
 /// `*out_server` receives a server that the caller frees with
 /// ss_server_free(); on failure it is not written and nothing is leaked
-/// (the socket is closed). Thread-safe.
+/// (the socket is closed).
 ///
 /// Errors: SS_ERR_NULL_POINTER, SS_ERR_INVALID_ARGUMENT (no handle
 /// callback), SS_ERR_ADDRESS (unparsable or unresolvable address), SS_ERR_IO
 /// (socket, bind or listen failed; e.g. "bind 127.0.0.1:80: Permission
 /// denied (os error 13)").
+///
+/// Thread: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_new(
     config: *const ss_config,
@@ -196,7 +189,7 @@ pub unsafe extern "C" fn ss_server_new(
         // Taken first, so that every error path below releases user_data.
         let mut handler = CHandler::new(user_data, free_user_data);
         // SAFETY: a live ss_config, read only.
-        let boxed = unsafe { borrow(config.cast::<ConfigBox>(), "config") }?;
+        let boxed = unsafe { handle_ref(config) }?;
         // SAFETY: NUL-terminated string per the contract.
         let address = unsafe { str_arg(address, "address") }?;
         if out_server.is_null() {
@@ -235,22 +228,24 @@ fn check_callbacks(boxed: &ConfigBox) -> Result<()> {
 /// Binds the socket to the address given to ss_server_new() (Python's
 /// server_bind), only when the config turned bind_and_activate off.
 /// Errors: SS_ERR_WRONG_STATE (already bound), SS_ERR_CLOSED, SS_ERR_IO.
-/// Not thread-safe with other calls on the same server except shutdown,
-/// close, fileno and address.
+///
+/// Thread: any one thread at a time for this server (see Thread safety).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_bind(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { server_ref(server) }?.bind())
+    guard(|| unsafe { handle_ref(server) }?.bind())
 }
 
 /// Starts listening, for stream transports (Python's server_activate); a
 /// datagram server only records that it is ready. Call after
 /// ss_server_bind(). Errors: SS_ERR_WRONG_STATE (not bound yet, or already
 /// active), SS_ERR_CLOSED, SS_ERR_IO.
+///
+/// Thread: any one thread at a time for this server (see Thread safety).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_activate(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { server_ref(server) }?.activate())
+    guard(|| unsafe { handle_ref(server) }?.activate())
 }
 
 /// Handles requests until ss_server_shutdown() (then returns SS_OK) or
@@ -273,6 +268,8 @@ pub unsafe extern "C" fn ss_server_activate(server: *mut ss_server) -> ss_status
 /// failures since the last report. Connections refused by
 /// ss_config_set_max_connections_per_ip() do not count as requests: they
 /// do not make ss_server_handle_request() return.
+///
+/// Thread: any one thread at a time for this server (see Thread safety).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_serve_forever(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
@@ -289,6 +286,8 @@ pub unsafe extern "C" fn ss_server_serve_forever(server: *mut ss_server) -> ss_s
 /// consumed), SS_ERR_CLOSED when the server is closed from another thread,
 /// SS_ERR_IO when taking the request failed (accept or recvfrom, e.g. out
 /// of file descriptors; also reported to handle_error).
+///
+/// Thread: any one thread at a time for this server (see Thread safety).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_handle_request(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
@@ -319,6 +318,9 @@ pub unsafe extern "C" fn ss_server_handle_request(server: *mut ss_server) -> ss_
 /// same address, a stale pointer reaches that server. So still clear the
 /// pointer a signal handler reads (set it to NULL before
 /// ss_server_free(); NULL is refused harmlessly).
+///
+/// Thread: any thread, any callback, or a signal handler
+/// (async-signal-safe).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status {
     // No panic boundary or detail message on purpose: neither is
@@ -355,16 +357,18 @@ pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status
 /// close may be waiting for that very thread; the close is then still in
 /// progress. Later calls return SS_OK at once.
 ///
-/// Thread-safe, but refused with SS_ERR_WRONG_STATE from inside this
-/// server's own loop (a handler or hook on the serving thread, or an
-/// SS_EVENT callback): call ss_server_shutdown() there instead. Also refused,
-/// before taking any lock, in a forked request child (SS_FORKING or a fork
-/// hand-off), which has a copy of the server, not the server.
+/// Refused with SS_ERR_WRONG_STATE from inside this server's own loop (a
+/// handler or hook on the serving thread, or an SS_EVENT callback): call
+/// ss_server_shutdown() there instead. Also refused, before taking any
+/// lock, in a forked request child (SS_FORKING or a fork hand-off), which
+/// has a copy of the server, not the server.
 /// The server's memory stays until ss_server_free().
+///
+/// Thread: any thread except this server's own loop (see above).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { server_ref(server) }?.close())
+    guard(|| unsafe { handle_ref(server) }?.close())
 }
 
 /// Closes the server if needed and releases the caller's reference. NULL is
@@ -386,6 +390,9 @@ pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
 /// handler thread of SS_THREADING or SS_THREAD_POOL it works: the memory
 /// stays until that request ends, but the pointer must not be used for
 /// new calls afterwards except through ss_request_server().
+///
+/// Thread: any thread except this server's own loop; once, after every other
+/// call on this server (but shutdown and post) has returned.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
     guard_value((), || {
@@ -393,7 +400,7 @@ pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
             return Ok(());
         }
         // SAFETY: a live server per the contract.
-        if let Err(e) = unsafe { server_ref(server) }?.close() {
+        if let Err(e) = unsafe { handle_ref(server) }?.close() {
             crate::sys::write_stderr_line(&format!("socketserver: ss_server_free ignored: {e}"));
             return Err(e);
         }
@@ -410,11 +417,13 @@ pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
 /// The server socket's file descriptor (Python's fileno), for use with your
 /// own poll loop or setsockopt; -1 once closed or for NULL (and in a forked
 /// request child of a stream server, which closes its copy). The server
-/// owns it: do not close it. Thread-safe.
+/// owns it: do not close it.
+///
+/// Thread: any thread; also in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_fileno(server: *const ss_server) -> c_int {
     // SAFETY: forwarded contract.
-    guard_value(-1, || Ok(unsafe { server_ref(server) }?.fileno()))
+    guard_value(-1, || Ok(unsafe { handle_ref(server) }?.fileno()))
 }
 
 /// Copies the bound address as a string ("127.0.0.1:40123" with the real
@@ -423,8 +432,9 @@ pub unsafe extern "C" fn ss_server_fileno(server: *const ss_server) -> c_int {
 /// into `*out_len` (optional). If `cap` is too small, nothing is copied,
 /// `*out_len` still receives the length needed, and SS_ERR_BUFFER_TOO_SMALL
 /// is returned (pass NULL, 0 to ask for the length). SS_ERR_WRONG_STATE
-/// before bind. Thread-safe; takes no lock (the address is fixed at bind),
-/// so it also works in a forked request child.
+/// before bind. Takes no lock: the address is fixed at bind.
+///
+/// Thread: any thread; also in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_address(
     server: *const ss_server,
@@ -434,32 +444,34 @@ pub unsafe extern "C" fn ss_server_address(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let text = unsafe { server_ref(server) }?.address()?;
+        let text = unsafe { handle_ref(server) }?.address()?;
         // SAFETY: buffer contract as documented.
         unsafe { copy_text_out(&text, buf, cap, out_len) }
     })
 }
 
 /// Writes the bound port (port 0 resolved) to `*out_port`. SS_ERR_UNSUPPORTED
-/// for Unix transports, SS_ERR_WRONG_STATE before bind. Thread-safe; takes
-/// no lock, so it also works in a forked request child.
+/// for Unix transports, SS_ERR_WRONG_STATE before bind. Takes no lock.
+///
+/// Thread: any thread; also in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_port(server: *const ss_server, out_port: *mut u16) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let port = unsafe { server_ref(server) }?.port()?;
+        let port = unsafe { handle_ref(server) }?.port()?;
         // SAFETY: writable per the contract.
         unsafe { write_out(out_port, "out_port", port) }
     })
 }
 
 /// The user data given to ss_server_new() (borrowed), or NULL for NULL.
-/// Thread-safe.
+///
+/// Thread: any thread; also in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_user_data(server: *const ss_server) -> *mut c_void {
     guard_value(std::ptr::null_mut(), || {
         // SAFETY: forwarded contract.
-        Ok(user_data_of(unsafe { server_ref(server) }?))
+        Ok(user_data_of(unsafe { handle_ref(server) }?))
     })
 }
 
@@ -473,8 +485,10 @@ pub(crate) fn user_data_of(server: &Server) -> *mut c_void {
 /// Writes how many handler threads (SS_THREADING and hand-off threads) and
 /// child processes (SS_FORKING and hand-off children, not yet reaped) are
 /// live; either out-pointer may be NULL. Python's active_children, for
-/// monitoring and tests. Thread-safe. SS_ERR_WRONG_STATE in a forked request
-/// child (the counts' locks may have been held at fork time).
+/// monitoring. SS_ERR_WRONG_STATE in a forked request child (the counts'
+/// locks may have been held at fork time).
+///
+/// Thread: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_live_workers(
     server: *const ss_server,
@@ -483,7 +497,7 @@ pub unsafe extern "C" fn ss_server_live_workers(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let (threads, children) = unsafe { server_ref(server) }?.live_workers()?;
+        let (threads, children) = unsafe { handle_ref(server) }?.live_workers()?;
         // SAFETY: each is NULL or writable per the contract.
         unsafe {
             if !out_threads.is_null() {
@@ -498,8 +512,10 @@ pub unsafe extern "C" fn ss_server_live_workers(
 }
 
 /// Writes how many accepted requests wait in the SS_THREAD_POOL queue for a
-/// free worker (0 in other modes). Thread-safe. SS_ERR_WRONG_STATE in a
-/// forked request child.
+/// free worker (0 in other modes). SS_ERR_WRONG_STATE in a forked request
+/// child.
+///
+/// Thread: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_queued_requests(
     server: *const ss_server,
@@ -507,7 +523,7 @@ pub unsafe extern "C" fn ss_server_queued_requests(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let queued = unsafe { server_ref(server) }?.queued_requests()?;
+        let queued = unsafe { handle_ref(server) }?.queued_requests()?;
         // SAFETY: writable per the contract.
         unsafe { write_out(out_queued, "out_queued", queued) }
     })
@@ -530,12 +546,14 @@ unsafe impl Send for PostedJob {}
 /// `conn_id` (from ss_conn_id()), soon, with the connection — e.g. to write
 /// a result computed on another thread — or with `conn` NULL if the
 /// connection closed first. This is how other threads wake a connection.
-/// Thread-safe (from any thread, and from callbacks). A post racing
+/// Also from callbacks. A post racing
 /// ss_server_free(), or after it, returns SS_ERR_CLOSED (with the limit
 /// given at ss_server_shutdown()). Returns SS_ERR_WRONG_STATE when the
 /// server is not serving or in a forked request child (the job is then
 /// never called and `arg` stays the caller's), SS_ERR_UNSUPPORTED in other
 /// modes.
+///
+/// Thread: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_post(
     server: *const ss_server,
@@ -555,7 +573,7 @@ pub unsafe extern "C" fn ss_server_post(
         })?;
         // SAFETY: a registered handle, which free cannot release while
         // `_inside` counts this call.
-        let server = unsafe { server_ref(server) }?;
+        let server = unsafe { handle_ref(server) }?;
         let job = job.ok_or_else(|| null("job"))?;
         let posted = PostedJob { job, arg };
         server.post(
@@ -574,7 +592,9 @@ pub unsafe extern "C" fn ss_server_post(
 /// `*out_connections` (0 in other modes): a connection counts from just
 /// before it is accepted (before on_open) until after its on_close, so the
 /// count never exceeds ss_config_set_max_connections(). A connection in a
-/// lingering close (after its on_close) is not counted. Thread-safe.
+/// lingering close (after its on_close) is not counted.
+///
+/// Thread: any thread; also in a forked request child.
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_connections(
     server: *const ss_server,
@@ -582,7 +602,7 @@ pub unsafe extern "C" fn ss_server_connections(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let n = unsafe { server_ref(server) }?.connections();
+        let n = unsafe { handle_ref(server) }?.connections();
         // SAFETY: writable per the contract.
         unsafe { write_out(out_connections, "out_connections", n) }
     })

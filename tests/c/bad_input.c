@@ -11,6 +11,10 @@
 
 #include <limits.h>
 
+/* The deprecated aliases (ss_request_user_data, ss_conn_user_data,
+ * ss_conn_set_user_data) are called on purpose: they must keep working. */
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
 /* A failure with a detail message. */
 #define CHECK_FAILS(call, want)                                                                    \
     do {                                                                                           \
@@ -136,11 +140,13 @@ static void null_conn(void)
     size_t n = 0;
     CHECK_NULL_ARG(ss_conn_write(NULL, "x", 1));
     CHECK_NULL_ARG(ss_conn_close(NULL));
+    CHECK_NULL_ARG(ss_conn_set_data(NULL, buf));
     CHECK_NULL_ARG(ss_conn_set_user_data(NULL, buf));
     CHECK_NULL_ARG(ss_conn_peer_address(NULL, buf, sizeof buf, &n));
     CHECK_EQ(ss_conn_pending_output(NULL), 0);
     CHECK(!ss_conn_output_full(NULL));
     CHECK_EQ(ss_conn_id(NULL), 0);
+    CHECK(ss_conn_data(NULL) == NULL);
     CHECK(ss_conn_user_data(NULL) == NULL);
     CHECK_EQ(ss_conn_fileno(NULL), -1);
 }
@@ -219,6 +225,8 @@ static void null_request(void)
     CHECK_EQ(ss_request_fileno(NULL), -1);
     CHECK(ss_last_error_message()[0] != '\0');
     CHECK(ss_request_server(NULL) == NULL);
+    CHECK(ss_last_error_message()[0] != '\0');
+    CHECK(ss_request_server_user_data(NULL) == NULL);
     CHECK(ss_last_error_message()[0] != '\0');
     CHECK(ss_request_user_data(NULL) == NULL);
     CHECK(ss_last_error_message()[0] != '\0');

@@ -351,7 +351,7 @@ static int inspect(ss_request *request, void *user)
     check_whole(request);
 
     CHECK_EQ(ss_request_fileno(request), ss_server_fileno(ss_request_server(request)));
-    CHECK(ss_request_user_data(request) == st);
+    CHECK(ss_request_server_user_data(request) == st);
     tu_sockname(st->client, expect, sizeof expect);
     CHECK_OK(ss_request_client_address(request, line, sizeof line, NULL));
     CHECK_STREQ(line, expect);

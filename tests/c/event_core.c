@@ -935,9 +935,9 @@ static int api_on_open(ss_conn *conn, void *user)
     CHECK(state != NULL);
     state->magic = 0x5eed;
     state->lines = 0;
-    CHECK(ss_conn_user_data(conn) == NULL);
-    CHECK_OK(ss_conn_set_user_data(conn, state));
-    CHECK(ss_conn_user_data(conn) == state);
+    CHECK(ss_conn_data(conn) == NULL);
+    CHECK_OK(ss_conn_set_data(conn, state));
+    CHECK(ss_conn_data(conn) == state);
     CHECK(ss_conn_fileno(conn) >= 0);
     CHECK_SYS(getsockname(ss_conn_fileno(conn), (struct sockaddr *)&ss, &sl));
     CHECK_EQ(ss_conn_pending_output(conn), 0);
@@ -956,7 +956,7 @@ static int api_on_open(ss_conn *conn, void *user)
 static int api_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed,
                        void *user)
 {
-    conn_state *state = ss_conn_user_data(conn);
+    conn_state *state = ss_conn_data(conn);
     (void)user;
     CHECK(state != NULL && state->magic == 0x5eed);
     CHECK(consumed != NULL && *consumed == 0);
@@ -974,7 +974,7 @@ static int api_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *c
 
 static void api_on_close(ss_conn *conn, void *user)
 {
-    conn_state *state = ss_conn_user_data(conn);
+    conn_state *state = ss_conn_data(conn);
     (void)user;
     CHECK(state != NULL && state->magic == 0x5eed);
     state->magic = 0;
@@ -997,8 +997,8 @@ static void test_conn_api(void)
     CHECK_EQ(ss_conn_pending_output(NULL), 0);
     CHECK(!ss_conn_output_full(NULL));
     CHECK_EQ(ss_conn_id(NULL), 0);
-    CHECK_ST(ss_conn_set_user_data(NULL, buf), SS_ERR_NULL_POINTER);
-    CHECK(ss_conn_user_data(NULL) == NULL);
+    CHECK_ST(ss_conn_set_data(NULL, buf), SS_ERR_NULL_POINTER);
+    CHECK(ss_conn_data(NULL) == NULL);
     CHECK_EQ(ss_conn_fileno(NULL), -1);
     CHECK_ST(ss_conn_peer_address(NULL, buf, sizeof buf, NULL), SS_ERR_NULL_POINTER);
 

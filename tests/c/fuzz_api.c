@@ -27,6 +27,10 @@
 
 #include <limits.h>
 
+/* The deprecated aliases (ss_request_user_data, ss_conn_user_data,
+ * ss_conn_set_user_data) are called on purpose: they must keep working. */
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
 /* ---------------------------------------------------------------- checks */
 
 /* Counted from handler threads too: atomically. */
@@ -39,10 +43,9 @@ static ss_status check_status(ss_status st, const char *what, int line)
     const char *name = ss_status_str((int)st);
     const char *msg = ss_last_error_message();
     TU_INC(&g_calls);
-    if ((int)st < SS_OK || (int)st > SS_ERR_WOULD_BLOCK)
+    /* The library's own table says which numbers are statuses. */
+    if (name == NULL || strcmp(name, "unknown status") == 0)
         TU_FAIL("line %d: %s returned %d, not an ss_status", line, what, (int)st);
-    if (name == NULL || name[0] == '\0')
-        TU_FAIL("line %d: ss_status_str(%d) is empty", line, (int)st);
     if (msg == NULL || strlen(msg) > 65536)
         TU_FAIL("line %d: ss_last_error_message() after %s is not a sane string", line, what);
     if (st == SS_ERR_PANIC)
@@ -328,6 +331,8 @@ static void null_args(void)
     CHECK_EQ(ss_conn_pending_output(NULL), (size_t)0);
     CHECK(!ss_conn_output_full(NULL));
     CHECK_EQ(ss_conn_id(NULL), (uint64_t)0);
+    ST_IS(ss_conn_set_data(NULL, buf), SS_ERR_NULL_POINTER);
+    CHECK(ss_conn_data(NULL) == NULL);
     ST_IS(ss_conn_set_user_data(NULL, buf), SS_ERR_NULL_POINTER);
     CHECK(ss_conn_user_data(NULL) == NULL);
     CHECK_EQ(ss_conn_fileno(NULL), -1);
@@ -347,6 +352,7 @@ static void null_args(void)
     ST_IS(ss_request_datagram(NULL, &data, &n), SS_ERR_NULL_POINTER);
     CHECK_EQ(ss_request_fileno(NULL), -1);
     CHECK(ss_request_server(NULL) == NULL);
+    CHECK(ss_request_server_user_data(NULL) == NULL);
     CHECK(ss_request_user_data(NULL) == NULL);
     ST_IS(ss_request_hand_off(NULL, SS_HAND_OFF_THREAD, cb_request), SS_ERR_NULL_POINTER);
     ST_IS(ss_request_set_data(NULL, buf), SS_ERR_NULL_POINTER);
@@ -608,7 +614,8 @@ static void hostile_on_request(ss_request *r, int datagram)
         ST_NOT_OK(ss_request_datagram(r, &data, &n));
     CHECK(ss_request_fileno(r) >= 0);
     CHECK(ss_request_server(r) != NULL);
-    (void)ss_request_user_data(r);
+    CHECK(ss_request_server_user_data(r) == ss_server_user_data(ss_request_server(r)));
+    CHECK(ss_request_user_data(r) == ss_request_server_user_data(r));
     ST_IS(ss_request_set_data(r, buf), SS_OK);
     CHECK(ss_request_data(r) == buf);
     ST_IS(ss_request_set_data(r, NULL), SS_OK);
@@ -718,9 +725,11 @@ static void hostile_on_conn(ss_conn *c)
     CHECK(ss_conn_fileno(c) >= 0);
     (void)ss_conn_pending_output(c);
     (void)ss_conn_output_full(c);
-    ST_IS(ss_conn_set_user_data(c, buf), SS_OK);
+    ST_IS(ss_conn_set_data(c, buf), SS_OK);
+    CHECK(ss_conn_data(c) == buf);
     CHECK(ss_conn_user_data(c) == buf);
     ST_IS(ss_conn_set_user_data(c, NULL), SS_OK);
+    CHECK(ss_conn_data(c) == NULL);
 }
 
 static uint64_t g_conn_id;

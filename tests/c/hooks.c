@@ -40,7 +40,7 @@ static void logit(rec *r, const char *what)
 
 static void check_request(ss_request *request, rec *r)
 {
-    if (ss_request_user_data(request) != r)
+    if (ss_request_server_user_data(request) != r)
         r->wrong_pointer = 1;
     if (r->server != NULL && ss_request_server(request) != r->server)
         r->wrong_pointer = 1;

@@ -759,13 +759,13 @@ static void accessors(ss_request *request, state *st)
     CHECK_STREQ(peer, mine);
 
     CHECK(ss_request_server(request) == st->server);
-    CHECK(ss_request_user_data(request) == st);
+    CHECK(ss_request_server_user_data(request) == st);
     CHECK(ss_server_user_data(ss_request_server(request)) == st);
     /* The request's own pointer starts NULL and is separate from the server's. */
     CHECK(ss_request_data(request) == NULL);
     CHECK_OK(ss_request_set_data(request, &slen));
     CHECK(ss_request_data(request) == &slen);
-    CHECK(ss_request_user_data(request) == st);
+    CHECK(ss_request_server_user_data(request) == st);
     CHECK_OK(ss_request_set_data(request, NULL));
     CHECK_ST(ss_request_datagram(request, &data, &len), SS_ERR_UNSUPPORTED);
     CHECK(data == NULL);

@@ -23,7 +23,7 @@ static int echo(ss_request *request, void *user)
 {
     ud *u = (ud *)user;
     u->handled++;
-    if (ss_request_user_data(request) != user ||
+    if (ss_request_server_user_data(request) != user ||
         ss_server_user_data(ss_request_server(request)) != user)
         u->wrong = 1;
     return tu_echo_line(request, user);
