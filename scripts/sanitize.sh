@@ -45,15 +45,11 @@ SKIP_address="acceptance_errors.forking_crash_segv event_load.slow_reader_readin
 #   acceptance_misc.threads_reaped: count the
 #   process's threads exactly; TSan adds a background thread (the shared
 #   end-of-test checks allow it, TU_RUNTIME_THREADS in testutil.h).
-# - shutdown_while_handlers_run, free_while_daemon_handler_runs: the tests
-#   themselves share plain doubles ordered by __atomic_thread_fence, which
-#   TSan does not model (reported as races in the test code).
 SKIP_thread="event_load.slow_reader_reading acceptance_errors.forking_crash_segv
     pool_core.echo_tcp pool_core.echo_unix pool_core.close_drops_queued
     pool_core.close_serves_queued pool_core.handler_fails event_core.echo_tcp
     event_core.echo_udp event_core.echo_unix event_core.echo_unixdgram
-    acceptance_concurrency.shutdown_while_handlers_run
-    acceptance_concurrency.free_while_daemon_handler_runs acceptance_misc.threads_reaped"
+    acceptance_misc.threads_reaped"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=0}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1}
