@@ -133,7 +133,7 @@ impl Server {
             cmd.env_remove("LD_LIBRARY_PATH");
         }
         if let Some(limit) = nofile {
-            let hard = nix_rlimit_nofile_hard();
+            let hard = nofile_hard_limit();
             // SAFETY: the closure runs in the forked child before exec and
             // only calls setrlimit, which is async-signal-safe.
             unsafe {
@@ -552,7 +552,7 @@ fn http_threading() {
 
 /// RLIMIT_NOFILE's hard limit of this process (kept for the server: only
 /// its soft limit is lowered).
-fn nix_rlimit_nofile_hard() -> u64 {
+fn nofile_hard_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
