@@ -45,12 +45,15 @@ static pid_t g_server_pid;
 
 /* The stop flag, set by SIGINT/SIGTERM in the server process. It lives in
  * a MAP_SHARED page so that the children of SS_FORKING, forked after the
- * mapping, see the parent's store too. A lone flag needs no ordering; the
- * volatile access makes every look a real load. */
-static volatile sig_atomic_t *g_stop;
+ * mapping, see the parent's store too. The handler threads read it while
+ * the signal handler (on whichever thread) writes it: a relaxed atomic
+ * access (lock-free, so async-signal-safe) rather than a volatile one,
+ * which C leaves a data race between threads. A lone flag needs no
+ * ordering. */
+static int *g_stop;
 /* A signal sent to one forked child alone stops that child only (and so
  * does its parent's death: see echo_handle). */
-static volatile sig_atomic_t g_child_stop;
+static int g_child_stop;
 
 /* Longest a handler waits for its client before it looks at the stop flag
  * again: a client that keeps its connection open, silent or not reading,
@@ -72,9 +75,9 @@ static void on_signal(int signo)
     int saved_errno = errno;
     (void)signo;
     if (getpid() != g_server_pid) {
-        g_child_stop = 1;
+        __atomic_store_n(&g_child_stop, 1, __ATOMIC_RELAXED);
     } else {
-        *g_stop = 1;
+        __atomic_store_n(g_stop, 1, __ATOMIC_RELAXED);
         /* Async-signal-safe by contract. */
         if (g_server != NULL)
             ss_server_shutdown(g_server);
@@ -84,7 +87,8 @@ static void on_signal(int signo)
 
 static int stopping(void)
 {
-    return *g_stop || g_child_stop;
+    return __atomic_load_n(g_stop, __ATOMIC_RELAXED) ||
+           __atomic_load_n(&g_child_stop, __ATOMIC_RELAXED);
 }
 
 static long long now_ms(void)
@@ -314,7 +318,7 @@ int main(int argc, char **argv)
         ss_config_free(config);
         return 1;
     }
-    *g_stop = 0;
+    __atomic_store_n(g_stop, 0, __ATOMIC_RELAXED);
 
     ss_server *server = NULL;
     st = ss_server_new(config, address, NULL, NULL, &server);

@@ -39,21 +39,24 @@ export CC
 #   that real crashes are reported).
 # - slow_reader_reading: measures the resident memory, which ASan's
 #   quarantine and shadow memory inflate.
-SKIP_address="acceptance_errors.forking_crash_segv event_load.slow_reader_reading"
+# - hardening_lifecycle.child_getters: forks while another thread keeps
+#   allocating; gcc 12's libasan does not lock its allocator around fork,
+#   so a child forked while that thread held the allocator's lock hangs in
+#   its first malloc (seen in gdb: asan_malloc -> Mutex::Lock, from
+#   ss_server_post in the child). glibc's malloc is fork-safe: not a
+#   library defect.
+SKIP_address="acceptance_errors.forking_crash_segv event_load.slow_reader_reading
+    hardening_lifecycle.child_getters"
 # TSan, besides the same memory measurement and the same deliberate crash:
 # - pool_core/event_core echo_*, close_*, handler_fails and
 #   acceptance_misc.threads_reaped: count the
 #   process's threads exactly; TSan adds a background thread (the shared
 #   end-of-test checks allow it, TU_RUNTIME_THREADS in testutil.h).
-# - shutdown_while_handlers_run, free_while_daemon_handler_runs: the tests
-#   themselves share plain doubles ordered by __atomic_thread_fence, which
-#   TSan does not model (reported as races in the test code).
 SKIP_thread="event_load.slow_reader_reading acceptance_errors.forking_crash_segv
     pool_core.echo_tcp pool_core.echo_unix pool_core.close_drops_queued
     pool_core.close_serves_queued pool_core.handler_fails event_core.echo_tcp
     event_core.echo_udp event_core.echo_unix event_core.echo_unixdgram
-    acceptance_concurrency.shutdown_while_handlers_run
-    acceptance_concurrency.free_while_daemon_handler_runs acceptance_misc.threads_reaped"
+    acceptance_misc.threads_reaped"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=0}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1}

@@ -13,6 +13,15 @@
 //! a time cap (FUZZ_TIME) after which the fuzzers stop early. Seeded: the
 //! seed is printed; $SS_FUZZ_SEED replays a run.
 //!
+//! survive_*: echo_server in every mode, TCP, with the options a user
+//! facing hostile clients gives it (--idle-timeout, --request-deadline),
+//! keeps giving a well-behaved client correct echoes within GOOD_BOUND
+//! while dribblers (a byte every 100-300 ms), non-readers (send, never
+//! read) and the fuzzers above press it at once; and, with RLIMIT_NOFILE
+//! 64 and its defaults, out of descriptors it does not spin (CPU time from
+//! /proc), keeps its listener and serves again once the hostile clients
+//! close.
+//!
 //! `make valgrind` and `make sanitize` reuse it: $SS_FUZZ_WRAPPER is a
 //! command line put in front of each server (e.g. `valgrind ...`),
 //! $SS_FUZZ_PROGRAM_DIR a directory holding the example programs to run
@@ -98,6 +107,12 @@ struct Server {
 
 impl Server {
     fn start(program: &str, args: &[&str]) -> Server {
+        Server::start_with_nofile(program, args, None)
+    }
+
+    /// Like `start`, with RLIMIT_NOFILE's soft limit set to `nofile` in
+    /// the server (and its wrapper, if any) before it runs.
+    fn start_with_nofile(program: &str, args: &[&str], nofile: Option<u64>) -> Server {
         let exe: PathBuf = match std::env::var_os("SS_FUZZ_PROGRAM_DIR") {
             Some(dir) => PathBuf::from(dir).join(program),
             None => common::compile_example(program, &["-O2"]),
@@ -116,6 +131,23 @@ impl Server {
             // Prebuilt programs bring their own library (e.g. a sanitized
             // one): not the one cargo's LD_LIBRARY_PATH points to.
             cmd.env_remove("LD_LIBRARY_PATH");
+        }
+        if let Some(limit) = nofile {
+            let hard = nofile_hard_limit();
+            // SAFETY: the closure runs in the forked child before exec and
+            // only calls setrlimit, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd
             .args(args)
@@ -516,4 +548,445 @@ fn http_event() {
 #[test]
 fn http_threading() {
     http("threading");
+}
+
+/// RLIMIT_NOFILE's hard limit of this process (kept for the server: only
+/// its soft limit is lowered).
+fn nofile_hard_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the rlimit we pass, nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    assert_eq!(rc, 0, "getrlimit: {}", std::io::Error::last_os_error());
+    lim.rlim_max
+}
+
+// ---------------------------------------------------------------------
+// Survival: echo_server in every mode, with the options a user facing
+// hostile clients gives it, keeps serving well-behaved clients while slow
+// clients (dribblers and non-readers), the fuzzers above (garbage, resets,
+// half-closes) and fd exhaustion press it.
+// ---------------------------------------------------------------------
+
+/// echo_server's options against slow clients: a silence (or a client not
+/// reading its echo) of --idle-timeout ends the connection, and
+/// --request-deadline bounds a whole connection in the blocking modes (a
+/// dribbler is never idle) and an output that stays full in event mode.
+const SURVIVE_IDLE_MS: u64 = 500;
+const SURVIVE_DEADLINE_MS: u64 = 1000;
+/// Hostile slow clients of each kind, each reconnecting once cut off.
+const DRIBBLERS: usize = 3;
+const NON_READERS: usize = 3;
+/// How long the hostile clients press the server.
+const SURVIVE_WINDOW: Duration = Duration::from_secs(4);
+/// Longest a well-behaved exchange may take while hostile clients press:
+/// a sync server serves one connection at a time, so a good client may
+/// wait behind every hostile one (each cut off at the latest after the
+/// deadline), plus slack for a loaded machine. A starvation bound, not a
+/// speed measure.
+const GOOD_BOUND: Duration =
+    Duration::from_millis((DRIBBLERS + NON_READERS + 2) as u64 * SURVIVE_DEADLINE_MS + 2000);
+
+fn survive_args(mode: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--transport",
+        "tcp",
+        "--mode",
+        mode,
+        "--address",
+        "127.0.0.1:0",
+        "--idle-timeout",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(SURVIVE_IDLE_MS.to_string());
+    args.push("--request-deadline".into());
+    args.push(SURVIVE_DEADLINE_MS.to_string());
+    match mode {
+        "pool" => args.extend(["--threads".into(), "8".into()]),
+        "event" => args.extend(["--threads".into(), "2".into()]),
+        _ => {}
+    }
+    args
+}
+
+/// A slowloris client: one byte every 100-300 ms, never the end of a
+/// message; reconnects whenever the server ends the connection. Returns
+/// how many connections the server cut off.
+fn dribbler(addr: SocketAddr, stop: &AtomicBool, rng: &mut Rng) -> u64 {
+    let mut cut = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(mut s) = connect(addr) else {
+            continue;
+        };
+        let mut buf = [0u8; 256];
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return cut;
+            }
+            if s.write_all(b"x").is_err() {
+                cut += 1;
+                break;
+            }
+            // The pause between bytes is a read: an EOF or reset from the
+            // server ends it at once.
+            let pause = Duration::from_millis(100 + rng.below(201));
+            s.set_read_timeout(Some(pause)).ok();
+            let until = Instant::now() + pause;
+            let ended = loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(_) if Instant::now() < until => continue,
+                    Ok(_) => break false,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break false
+                    }
+                    Err(_) => break true,
+                }
+            };
+            if ended {
+                cut += 1;
+                break;
+            }
+        }
+    }
+    cut
+}
+
+/// A client that sends a lot and never reads its echo, so that the
+/// server's output to it fills. It cannot see the server give up (the FIN
+/// waits behind the unread echo): it writes until the window ends or the
+/// connection is reset, then connects again. Returns how many connections
+/// it opened.
+fn non_reader(addr: SocketAddr, stop: &AtomicBool) -> u64 {
+    let chunk = vec![b'y'; 64 * 1024];
+    let mut opened = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(mut s) = connect(addr) else {
+            continue;
+        };
+        opened += 1;
+        s.set_write_timeout(Some(Duration::from_millis(100))).ok();
+        while !stop.load(Ordering::SeqCst) {
+            match s.write(&chunk) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    opened
+}
+
+/// Slow clients and the fuzzers at once against `mode`; a well-behaved
+/// client must get every echo right and within GOOD_BOUND meanwhile.
+fn survive_slow_clients(mode: &str) {
+    let args = survive_args(mode);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let seed = seed();
+    let mut server = Server::start("echo_server", &argv);
+    let addr = server.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut hostile: Vec<JoinHandle<(&'static str, u64)>> = Vec::new();
+    for i in 0..DRIBBLERS {
+        let stop = stop.clone();
+        hostile.push(std::thread::spawn(move || {
+            let mut rng = Rng(seed.wrapping_add(100 + i as u64) | 1);
+            ("dribbler", dribbler(addr, &stop, &mut rng))
+        }));
+    }
+    for _ in 0..NON_READERS {
+        let stop = stop.clone();
+        hostile.push(std::thread::spawn(move || {
+            ("non-reader", non_reader(addr, &stop))
+        }));
+    }
+    {
+        let stop = stop.clone();
+        hostile.push(std::thread::spawn(move || {
+            let mut rng = Rng(seed.wrapping_mul(0x9e3779b97f4a7c15) | 1);
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                fuzz_once(addr, Protocol::Echo, &mut rng);
+                n += 1;
+            }
+            ("fuzz", n)
+        }));
+    }
+    let start = Instant::now();
+    let mut rng = Rng(seed ^ 0x600d);
+    let mut good = 0u64;
+    let mut slowest = Duration::ZERO;
+    let mut failure = None;
+    while start.elapsed() < SURVIVE_WINDOW {
+        let t = Instant::now();
+        let result = Protocol::Echo.check(addr, &mut rng);
+        let took = t.elapsed();
+        slowest = slowest.max(took);
+        match result {
+            Err(e) => {
+                failure = Some(format!("exchange {}: {e} after {took:?}", good + 1));
+                break;
+            }
+            Ok(()) if took > GOOD_BOUND => {
+                failure = Some(format!(
+                    "exchange {} took {took:?}, over the bound {GOOD_BOUND:?}",
+                    good + 1
+                ));
+                break;
+            }
+            Ok(()) => good += 1,
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut counts = std::collections::BTreeMap::new();
+    for h in hostile {
+        let (kind, n) = h.join().expect("hostile client");
+        *counts.entry(kind).or_insert(0) += n;
+    }
+    let alive = server.alive();
+    if failure.is_none() && !alive {
+        failure = Some("the server died".into());
+    }
+    if let Some(e) = failure {
+        let err = server.kill_and_stderr();
+        panic!(
+            "{} (seed {seed}): {e}; hostile: {counts:?}\n--- stderr ---\n{err}",
+            server.what
+        );
+    }
+    println!(
+        "{}: {good} good exchanges in {SURVIVE_WINDOW:?}, slowest {slowest:?}; \
+         hostile (dribbler connections cut, non-reader connections, fuzz connections): {counts:?}",
+        server.what
+    );
+    assert!(good > 0, "{}: no good exchange", server.what);
+    // A dribbler is never idle: in the blocking modes only the deadline
+    // cuts it off (event mode echoes each byte at once and lets it be).
+    if mode != "event" {
+        assert!(
+            counts.get("dribbler").copied().unwrap_or(0) > 0,
+            "{}: no dribbler was cut off (--request-deadline)",
+            server.what
+        );
+    }
+    server.stop();
+}
+
+#[test]
+fn survive_slow_clients_sync() {
+    survive_slow_clients("sync");
+}
+
+#[test]
+fn survive_slow_clients_threading() {
+    survive_slow_clients("threading");
+}
+
+#[test]
+fn survive_slow_clients_forking() {
+    survive_slow_clients("forking");
+}
+
+#[test]
+fn survive_slow_clients_pool() {
+    survive_slow_clients("pool");
+}
+
+#[test]
+fn survive_slow_clients_event() {
+    survive_slow_clients("event");
+}
+
+/// The server's descriptor limit in the fd-exhaustion tests.
+const LOW_NOFILE: u64 = 64;
+/// Hostile connections opened against it: enough to exhaust it.
+const EXHAUST_CONNECTIONS: usize = 3 * LOW_NOFILE as usize;
+/// Out of descriptors, the server is watched this long...
+const EXHAUST_WINDOW: Duration = Duration::from_secs(1);
+/// ...and may use at most this much CPU meanwhile (a spin uses it all).
+const EXHAUST_MAX_CPU: Duration = Duration::from_millis(250);
+
+/// User plus system CPU time of process `pid` so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces): state is
+    // field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 1..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Whether a TCP socket listens on `port` (IPv4, /proc/net/tcp state 0A).
+fn listening(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let local = format!(":{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A"
+    })
+}
+
+/// fd exhaustion: echo_server with RLIMIT_NOFILE 64 and its default
+/// options (no timeout: hostile connections stay as long as they like)
+/// gets connections until it runs out. It must not spin, must keep its
+/// listener, and must serve a new client once the hostile ones close.
+fn survive_fd_exhaustion(mode: &str) {
+    let mut args = vec![
+        "--transport",
+        "tcp",
+        "--mode",
+        mode,
+        "--address",
+        "127.0.0.1:0",
+    ];
+    match mode {
+        "pool" => args.extend(["--threads", "8"]),
+        "event" => args.extend(["--threads", "2"]),
+        _ => {}
+    }
+    let mut server = Server::start_with_nofile("echo_server", &args, Some(LOW_NOFILE));
+    let addr = server.addr;
+    let pid = server.child.id();
+    let mut rng = Rng(seed());
+    if let Err(e) = Protocol::Echo.check(addr, &mut rng) {
+        let err = server.kill_and_stderr();
+        panic!(
+            "{}: first exchange: {e}\n--- stderr ---\n{err}",
+            server.what
+        );
+    }
+    let idle_fds = open_fds(pid);
+    let mut hostile = Vec::new();
+    let mut refused = 0;
+    for _ in 0..EXHAUST_CONNECTIONS {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => hostile.push(s),
+            Err(_) => refused += 1,
+        }
+    }
+    // Out of descriptors, a server that accepts them all (not sync, which
+    // serves one connection at a time, nor forking, whose connections live
+    // in its children) sheds the pending ones: wait for it to get there.
+    let all_in_process = matches!(mode, "threading" | "pool" | "event");
+    let exhausted = !all_in_process || {
+        let start = Instant::now();
+        loop {
+            if open_fds(pid) as u64 >= LOW_NOFILE - 1 {
+                break true;
+            }
+            if start.elapsed() > STARTUP_TIMEOUT {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let full_fds = open_fds(pid);
+    // Meanwhile new clients keep knocking: each must be served or closed
+    // or left waiting in the backlog, never make the server spin.
+    let knock_stop = Arc::new(AtomicBool::new(false));
+    let knocker = {
+        let stop = knock_stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                    s.set_read_timeout(Some(Duration::from_millis(100))).ok();
+                    let _ = s.write_all(b"knock");
+                    let mut buf = [0u8; 16];
+                    let _ = s.read(&mut buf);
+                }
+                n += 1;
+            }
+            n
+        })
+    };
+    let cpu_before = cpu_time(pid);
+    let window_start = Instant::now();
+    while window_start.elapsed() < EXHAUST_WINDOW {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cpu = cpu_time(pid).saturating_sub(cpu_before);
+    knock_stop.store(true, Ordering::SeqCst);
+    let knocks = knocker.join().expect("knocker");
+    let still_listening = listening(addr.port());
+    let alive = server.alive();
+    drop(hostile);
+    let mut served_after = Ok(());
+    for _ in 0..3 {
+        served_after = served_after.and_then(|()| Protocol::Echo.check(addr, &mut rng));
+    }
+    println!(
+        "{}: RLIMIT_NOFILE {LOW_NOFILE}: {idle_fds} fds idle, {full_fds} with hostile \
+         connections ({refused} of {EXHAUST_CONNECTIONS} connects failed); CPU {cpu:?} in \
+         {EXHAUST_WINDOW:?} while {knocks} more clients knocked; listening: {still_listening}",
+        server.what
+    );
+    let failure = if !alive {
+        Some("the server died".to_string())
+    } else if !exhausted {
+        Some(format!("never ran out of descriptors ({full_fds} open)"))
+    } else if cpu > EXHAUST_MAX_CPU {
+        Some(format!(
+            "used {cpu:?} of CPU in {EXHAUST_WINDOW:?} out of descriptors (spinning)"
+        ))
+    } else if !still_listening {
+        Some("dropped its listener".to_string())
+    } else if let Err(e) = served_after {
+        Some(format!("after the hostile clients closed: {e}"))
+    } else {
+        None
+    };
+    if let Some(e) = failure {
+        let err = server.kill_and_stderr();
+        panic!("{}: {e}\n--- stderr ---\n{err}", server.what);
+    }
+    server.stop();
+}
+
+#[test]
+fn survive_fd_exhaustion_sync() {
+    survive_fd_exhaustion("sync");
+}
+
+#[test]
+fn survive_fd_exhaustion_threading() {
+    survive_fd_exhaustion("threading");
+}
+
+#[test]
+fn survive_fd_exhaustion_forking() {
+    survive_fd_exhaustion("forking");
+}
+
+#[test]
+fn survive_fd_exhaustion_pool() {
+    survive_fd_exhaustion("pool");
+}
+
+#[test]
+fn survive_fd_exhaustion_event() {
+    survive_fd_exhaustion("event");
 }

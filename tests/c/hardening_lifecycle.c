@@ -662,23 +662,39 @@ static void pid_reuse_scenario(void)
     CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);
 }
 
+/* Exit status of pid_reuse's namespace process that cannot unshare. */
+#define NO_PID_NAMESPACE 3
+
 /* The scenario runs as pid 1 of a pid namespace of its own, where pids are
  * handed out predictably and only this test uses them: as root, or in a
- * user namespace of its own (unprivileged user namespaces enabled). */
+ * user namespace of its own (unprivileged user namespaces enabled). A
+ * forked process of its own unshares, not the test's: once pid 1 of the
+ * namespace exits no process can be forked into it, and the test process
+ * must still fork at exit (LeakSanitizer's checker does). */
 static void pid_reuse(void)
 {
-    pid_t scenario;
+    pid_t ns, scenario;
     int status;
-    if (unshare(CLONE_NEWPID) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWPID) != 0)
+    ns = fork();
+    CHECK_SYS(ns);
+    if (ns == 0) {
+        if (unshare(CLONE_NEWPID) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWPID) != 0)
+            _exit(NO_PID_NAMESPACE);
+        scenario = fork();
+        if (scenario < 0)
+            _exit(1);
+        if (scenario == 0) {
+            pid_reuse_scenario();
+            _exit(0);
+        }
+        if (waitpid(scenario, &status, 0) != scenario)
+            _exit(1);
+        _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+    }
+    CHECK(waitpid(ns, &status, 0) == ns);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == NO_PID_NAMESPACE)
         TU_FAIL("pid_reuse needs a private pid namespace: run as root or enable unprivileged "
                 "user namespaces (sysctl kernel.unprivileged_userns_clone=1)");
-    scenario = fork();
-    CHECK_SYS(scenario);
-    if (scenario == 0) {
-        pid_reuse_scenario();
-        _exit(0);
-    }
-    CHECK(waitpid(scenario, &status, 0) == scenario);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         TU_FAIL("the pid_reuse scenario failed (status %#x; its message is above)", status);
     check_no_children();
