@@ -75,7 +75,7 @@ status=0
 # - hardening_lifecycle.child_getters calls into the library from forked
 #   children while other threads of the parent allocate: valgrind's
 #   allocator (like gcc 12's libasan, see scripts/sanitize.sh) is not
-#   fork-safe, where glibc's malloc is, and the child hangs in it.
+#   fork-safe, where glibc's malloc is: a child can hang in it.
 SKIP="hooks.accept_error acceptance_handoff.handoff_thread_from_forking hardening_blockio.dgram_flood_forking hardening_lifecycle.pid_reuse hardening_lifecycle.child_getters" \
     scripts/ctests_under.sh valgrind target/release "$OUT" 300 "" \
     "${VG[*]} --log-file=%LOG%.vg.%p" \
