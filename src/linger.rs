@@ -248,10 +248,7 @@ fn run(shared: &Shared) {
         let deadline = lingering.iter().map(Lingering::deadline).min();
         let ready: Vec<bool> = {
             let mut fds = Vec::with_capacity(lingering.len() + 1);
-            // SAFETY: the waker's eventfd lives in `shared`, which outlives
-            // this borrow (it ends with this block).
-            let waker_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(shared.waker.fd()) };
-            fds.push(PollFd::new(waker_fd, PollFlags::POLLIN));
+            fds.push(PollFd::new(shared.waker.as_fd(), PollFlags::POLLIN));
             for l in &lingering {
                 fds.push(PollFd::new(l.socket.as_fd(), PollFlags::POLLIN));
             }

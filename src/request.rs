@@ -467,17 +467,11 @@ enum ReplyWait {
 /// one gets through, so that a client flooding requests it never reads the
 /// answers to costs one bounded wait, not one per request. Few entries: the
 /// oldest is forgotten first.
-static STALLED_PEERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+static STALLED_PEERS: Mutex<Vec<SockAddr>> = Mutex::new(Vec::new());
 /// Entries in STALLED_PEERS, so that a reply that got through looks at
 /// the list only when there is something to clear.
 static STALLED_COUNT: AtomicUsize = AtomicUsize::new(0);
 const MAX_STALLED_PEERS: usize = 64;
-
-fn peer_key(to: &SockAddr) -> Vec<u8> {
-    // SAFETY: `as_ptr` points at the address's own storage, valid for
-    // `len` bytes.
-    unsafe { std::slice::from_raw_parts(to.as_ptr().cast::<u8>(), to.len() as usize) }.to_vec()
-}
 
 /// Records (`stalled`) or clears a peer's stalled mark; says whether it was
 /// marked. Only try_lock: never blocks, so it cannot deadlock in a forked
@@ -491,14 +485,13 @@ fn stalled_mark(to: &SockAddr, stalled: Option<bool>) -> bool {
     let Ok(mut peers) = STALLED_PEERS.try_lock() else {
         return false;
     };
-    let key = peer_key(to);
-    let found = peers.iter().position(|p| *p == key);
+    let found = peers.iter().position(|p| p == to);
     match (stalled, found) {
         (Some(true), None) => {
             if peers.len() >= MAX_STALLED_PEERS {
                 peers.remove(0);
             }
-            peers.push(key);
+            peers.push(to.clone());
         }
         (Some(false), Some(i)) => {
             peers.remove(i);

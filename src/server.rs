@@ -14,12 +14,13 @@
 //!   parent thread may have held at fork time are refused before locking,
 //!   and the address is readable without a lock (set once, at bind).
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags};
 use socket2::{SockAddr, Socket};
 
 use crate::address::{format_sockaddr, ServerAddress};
@@ -29,7 +30,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::handler::Handler;
 use crate::linger::Lingerer;
 use crate::request::Request;
-use crate::sys::{poll_until, pollfd, Waker};
+use crate::sys::{poll_fds_until, Waker};
 use crate::transport::{self, Accepted, UnixFile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,17 +325,16 @@ impl Server {
                 (true, None) => Some(Instant::now() + CAPACITY_RECHECK),
                 (true, Some(d)) => Some(d.min(Instant::now() + CAPACITY_RECHECK)),
             };
-            // poll(2) skips entries with a negative fd.
-            let listen_fd = match socket {
-                Some(s) if !capped => s.as_raw_fd(),
-                _ => -1,
-            };
-            let mut fds = [
-                pollfd(listen_fd, libc::POLLIN),
-                pollfd(self.waker.fd(), libc::POLLIN),
-            ];
-            poll_until(&mut fds, turn_deadline).map_err(|e| Error::io("poll", e))?;
-            if fds[1].revents != 0 {
+            let mut fds = vec![PollFd::new(self.waker.as_fd(), PollFlags::POLLIN)];
+            if let Some(s) = socket.filter(|_| !capped) {
+                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+            }
+            poll_fds_until(&mut fds, turn_deadline).map_err(|e| Error::io("poll", e))?;
+            let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+            let woken = ready(&fds[0]);
+            let request = fds.get(1).is_some_and(ready);
+            drop(fds);
+            if woken {
                 self.waker.drain();
             }
             // Checked before accepting (bpo-35017): no request is taken
@@ -345,7 +345,7 @@ impl Server {
             if self.closing.load(Ordering::SeqCst) {
                 return Ok(Wake::Closed);
             }
-            if fds[0].revents != 0 {
+            if request {
                 return Ok(Wake::Request);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -514,8 +514,8 @@ impl Server {
     }
 
     fn pause_after_error(&self) {
-        let mut fds = [pollfd(self.waker.fd(), libc::POLLIN)];
-        let _ = poll_until(
+        let mut fds = [PollFd::new(self.waker.as_fd(), PollFlags::POLLIN)];
+        let _ = poll_fds_until(
             &mut fds,
             Some(Instant::now() + transport::ACCEPT_ERROR_PAUSE),
         );

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -46,41 +46,6 @@ pub fn poll_fds_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::
     }
 }
 
-/// [`poll_fds_until`] for raw `pollfd` entries, as the server loop builds
-/// them: an entry with a negative fd is skipped (its `revents` stays 0), as
-/// poll(2) itself does.
-pub fn poll_until(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize> {
-    let mut polled: Vec<PollFd<'_>> = fds
-        .iter()
-        .filter(|p| p.fd >= 0)
-        .map(|p| {
-            // SAFETY: the caller keeps every fd in `fds` open for the call,
-            // as poll(2) itself requires; the borrow ends with this function.
-            let fd = unsafe { BorrowedFd::borrow_raw(p.fd) };
-            PollFd::new(fd, PollFlags::from_bits_truncate(p.events))
-        })
-        .collect();
-    let n = poll_fds_until(&mut polled, deadline)?;
-    let mut ready = polled.iter();
-    for p in fds.iter_mut() {
-        p.revents = 0;
-        if p.fd >= 0 {
-            if let Some(q) = ready.next() {
-                p.revents = q.revents().map_or(0, |r| r.bits());
-            }
-        }
-    }
-    Ok(n)
-}
-
-pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    }
-}
-
 /// Waits until `fd` is ready for `events` or `deadline` passes (None = no
 /// limit). Returns false when the deadline passed first. The deadline is
 /// the caller's, computed once, so that retries never extend the wait.
@@ -110,6 +75,10 @@ impl Waker {
 
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     pub fn notify(&self) {
@@ -163,20 +132,17 @@ pub fn write_stderr_line(text: &str) {
     let quiet = SigpipeBlocked::new();
     let mut rest = line.as_bytes();
     while !rest.is_empty() {
-        // SAFETY: writes from a live buffer of the given length.
-        let n = unsafe { libc::write(libc::STDERR_FILENO, rest.as_ptr().cast(), rest.len()) };
-        if n > 0 {
-            rest = &rest[n as usize..];
-            continue;
+        // The raw descriptor 2, not std's Stderr (its lock and buffer).
+        match nix::unistd::write(io::stderr().as_fd(), rest) {
+            Ok(n) if n > 0 => rest = &rest[n..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EPIPE) => {
+                quiet.consume_raised();
+                return;
+            }
+            // stderr closed or full: nothing better to do.
+            _ => return,
         }
-        let err = io::Error::last_os_error();
-        if n < 0 && err.kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        if err.raw_os_error() == Some(libc::EPIPE) {
-            quiet.consume_raised();
-        }
-        return; // stderr closed or full: nothing better to do
     }
 }
 
@@ -278,12 +244,6 @@ impl RateLimiter {
 }
 
 fn monotonic_seconds() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: fills a live timespec; CLOCK_MONOTONIC cannot fail (nix's
-    // clock_gettime needs its "time" feature, which is not enabled).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64
+    // CLOCK_MONOTONIC cannot fail; 0 would only merge two seconds' budgets.
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| t.tv_sec() as u64)
 }

@@ -41,12 +41,14 @@
 mod conn;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use nix::errno::Errno;
+use nix::poll::PollTimeout;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use socket2::{SockAddr, Socket};
 
 pub use conn::Conn;
@@ -273,7 +275,7 @@ struct EventLoop {
     /// Every loop of this run, self included, in index order: the round
     /// robin's targets (taken when the loop starts, after all are listed).
     peers: Vec<Arc<LoopShared>>,
-    epoll: OwnedFd,
+    epoll: Epoll,
     slots: Vec<Option<Box<Conn>>>,
     free: Vec<u32>,
     ids: SlotIds,
@@ -303,18 +305,16 @@ fn millis(d: std::time::Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
 
-fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-    let mut event = libc::epoll_event { events, u64: token };
-    // SAFETY: `event` is a live local; the kernel copies it.
-    if unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+const READ_EVENTS: EpollFlags = EpollFlags::EPOLLIN.union(EpollFlags::EPOLLRDHUP);
+const WRITE_EVENTS: EpollFlags = EpollFlags::EPOLLOUT;
+const LISTEN_EVENTS: EpollFlags = EpollFlags::EPOLLIN.union(EpollFlags::EPOLLEXCLUSIVE);
 
-const READ_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
-const WRITE_EVENTS: u32 = libc::EPOLLOUT as u32;
-const LISTEN_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32;
+/// epoll_wait's timeout: none, or `ms` milliseconds (capped).
+fn epoll_timeout(ms: Option<u64>) -> PollTimeout {
+    ms.map_or(PollTimeout::NONE, |ms| {
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+    })
+}
 
 impl EventLoop {
     fn new(
@@ -324,29 +324,17 @@ impl EventLoop {
         own: Arc<LoopShared>,
         shared: Arc<EventShared>,
     ) -> Result<Self> {
-        // SAFETY: no pointer arguments; the result is checked.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(Error::last_os("epoll_create1"));
-        }
-        // SAFETY: a fresh descriptor nothing else owns.
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-        epoll_ctl(
-            epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            own.waker.fd(),
-            libc::EPOLLIN as u32,
-            TOKEN_WAKER,
-        )
-        .map_err(|e| Error::io("epoll_ctl", e))?;
-        epoll_ctl(
-            epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            listener.as_raw_fd(),
-            LISTEN_EVENTS,
-            TOKEN_LISTENER,
-        )
-        .map_err(|e| Error::io("epoll_ctl", e))?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .map_err(|e| Error::io("epoll_create1", e.into()))?;
+        epoll
+            .add(
+                own.waker.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WAKER),
+            )
+            .map_err(|e| Error::io("epoll_ctl", e.into()))?;
+        epoll
+            .add(&*listener, EpollEvent::new(LISTEN_EVENTS, TOKEN_LISTENER))
+            .map_err(|e| Error::io("epoll_ctl", e.into()))?;
         let read_size = READ_BUFFER.max(server.config().max_datagram_size);
         let config = server.config();
         let shortest = [
@@ -391,31 +379,21 @@ impl EventLoop {
     fn run(&mut self) {
         set_current_worker(WorkerKind::EventLoop, &self.server);
         self.peers = lock(&self.shared.loops).clone();
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
+        let mut events = vec![EpollEvent::empty(); EVENTS_PER_WAIT];
         while !self.own.stop.load(Ordering::SeqCst) {
-            let timeout = self.wait_timeout();
-            // SAFETY: `events` is a live buffer of EVENTS_PER_WAIT entries.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    EVENTS_PER_WAIT as i32,
-                    timeout,
-                )
-            };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            let n = match self.epoll.wait(&mut events, self.wait_timeout()) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    self.server
+                        .handler()
+                        .handle_error(None, &Error::io("epoll_wait", e.into()));
+                    break;
                 }
-                self.server
-                    .handler()
-                    .handle_error(None, &Error::io("epoll_wait", err));
-                break;
-            }
+            };
             self.tick = self.started.elapsed().as_millis() as u64;
-            for event in &events[..n as usize] {
-                let (token, flags) = (event.u64, event.events);
+            for event in &events[..n] {
+                let (token, flags) = (event.data(), event.events());
                 match token {
                     TOKEN_LISTENER => self.on_listener(),
                     TOKEN_WAKER => {
@@ -437,7 +415,7 @@ impl EventLoop {
     /// After stop: nothing more is accepted or read, every connection is
     /// asked to close, and output still queued gets until the drain bound
     /// (lingering_timeout) to go out; close_all then closes what is left.
-    fn drain(&mut self, events: &mut [libc::epoll_event]) {
+    fn drain(&mut self, events: &mut [EpollEvent]) {
         self.pause_accepting();
         self.draining = true;
         for slot in 0..self.slots.len() {
@@ -453,44 +431,28 @@ impl EventLoop {
             if now >= deadline {
                 return;
             }
-            let timeout = (deadline - now).min(i32::MAX as u64) as i32;
-            // SAFETY: `events` is a live buffer of its length.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    timeout,
-                )
+            let n = match self.epoll.wait(events, epoll_timeout(Some(deadline - now))) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return,
             };
-            if n < 0 {
-                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return;
-            }
             self.tick = self.started.elapsed().as_millis() as u64;
-            for event in &events[..n as usize] {
-                match event.u64 {
+            for event in &events[..n] {
+                match event.data() {
                     TOKEN_LISTENER => {}
                     TOKEN_WAKER => self.run_mailbox(),
-                    slot => self.on_conn_event(slot as usize, event.events),
+                    slot => self.on_conn_event(slot as usize, event.events()),
                 }
             }
         }
     }
 
-    fn wait_timeout(&self) -> i32 {
+    fn wait_timeout(&self) -> PollTimeout {
         let mut until: Option<u64> = self.accept_resume_at;
         if self.timers_active && self.live_conns() > 0 {
             until = Some(until.map_or(self.next_idle_check, |u| u.min(self.next_idle_check)));
         }
-        match until {
-            None => -1,
-            Some(t) => t
-                .saturating_sub(self.started.elapsed().as_millis() as u64)
-                .min(i32::MAX as u64) as i32,
-        }
+        epoll_timeout(until.map(|t| t.saturating_sub(self.started.elapsed().as_millis() as u64)))
     }
 
     fn live_conns(&self) -> usize {
@@ -540,13 +502,7 @@ impl EventLoop {
 
     fn pause_accepting(&mut self) {
         if self.listening {
-            let _ = epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                self.listener.as_raw_fd(),
-                0,
-                0,
-            );
+            let _ = self.epoll.delete(&*self.listener);
             self.listening = false;
             self.shared.paused.fetch_add(1, Ordering::SeqCst);
         }
@@ -562,14 +518,13 @@ impl EventLoop {
         if self.at_max_connections() {
             return;
         }
-        if epoll_ctl(
-            self.epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            self.listener.as_raw_fd(),
-            LISTEN_EVENTS,
-            TOKEN_LISTENER,
-        )
-        .is_ok()
+        if self
+            .epoll
+            .add(
+                &*self.listener,
+                EpollEvent::new(LISTEN_EVENTS, TOKEN_LISTENER),
+            )
+            .is_ok()
         {
             self.listening = true;
             self.shared.paused.fetch_sub(1, Ordering::SeqCst);
@@ -680,16 +635,13 @@ impl EventLoop {
         let high_water = self.server.config().output_high_water;
         let mut conn = Box::new(Conn::new(socket, &peer, id, high_water, self.tick));
         conn.peer_permit = permit.map(Box::new);
-        if let Err(e) = epoll_ctl(
-            self.epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            conn.fd(),
-            READ_EVENTS,
-            slot as u64,
-        ) {
+        if let Err(e) = self
+            .epoll
+            .add(conn.socket(), EpollEvent::new(READ_EVENTS, slot as u64))
+        {
             self.server
                 .handler()
-                .handle_error(None, &Error::io("epoll_ctl", e));
+                .handle_error(None, &Error::io("epoll_ctl", e.into()));
             self.free.push(slot as u32);
             self.release_connection();
             return;
@@ -703,7 +655,7 @@ impl EventLoop {
         self.settle(slot);
     }
 
-    fn on_conn_event(&mut self, slot: usize, flags: u32) {
+    fn on_conn_event(&mut self, slot: usize, flags: EpollFlags) {
         let server = &self.server;
         let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.as_deref_mut()) else {
             return;
@@ -718,16 +670,19 @@ impl EventLoop {
         // Unix peer closed, a TCP peer reset): nothing can be delivered any
         // more. Without this, a connection held by on_eof watches no
         // events, and epoll reports HUP/ERR on every wait: a busy loop.
-        if conn.read_done && flags & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+        if conn.read_done && flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
             conn.broken = true;
         }
-        let readable = flags
-            & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32
-            != 0;
+        let readable = flags.intersects(
+            EpollFlags::EPOLLIN
+                | EpollFlags::EPOLLRDHUP
+                | EpollFlags::EPOLLHUP
+                | EpollFlags::EPOLLERR,
+        );
         if readable && !conn.read_done && !conn.output_full() && !conn.close_requested {
             read_conn(server, conn, &mut self.read_buffer, self.tick);
         }
-        if flags & (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0
+        if flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
             && conn.pending_output() > 0
         {
             if let Err(e) = conn.flush() {
@@ -768,7 +723,7 @@ impl EventLoop {
             // The output drain is bounded (see expire_idle).
             self.timers_active = true;
         }
-        let mut want = 0;
+        let mut want = EpollFlags::empty();
         if !conn.read_done && !conn.output_full() && !conn.close_requested {
             want |= READ_EVENTS;
         }
@@ -776,14 +731,10 @@ impl EventLoop {
             want |= WRITE_EVENTS;
         }
         if want != conn.registered {
-            if epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_MOD,
-                conn.fd(),
-                want,
-                slot as u64,
-            )
-            .is_ok()
+            if self
+                .epoll
+                .modify(conn.socket(), &mut EpollEvent::new(want, slot as u64))
+                .is_ok()
             {
                 conn.registered = want;
             } else {
@@ -832,14 +783,13 @@ impl EventLoop {
             return;
         };
         if conn.registered != READ_EVENTS {
-            if epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_MOD,
-                conn.fd(),
-                READ_EVENTS,
-                slot as u64,
-            )
-            .is_err()
+            if self
+                .epoll
+                .modify(
+                    conn.socket(),
+                    &mut EpollEvent::new(READ_EVENTS, slot as u64),
+                )
+                .is_err()
             {
                 return self.close_conn(slot);
             }
@@ -860,7 +810,7 @@ impl EventLoop {
         conn.shutdown(std::net::Shutdown::Both);
         // Explicitly: a forked child holding a copy of the fd would keep
         // the registration alive after close, and the loop would spin.
-        let _ = epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, conn.fd(), 0, 0);
+        let _ = self.epoll.delete(conn.socket());
         // Counted until on_close has run, so that at most max_connections
         // connections are ever between on_open and on_close.
         if conn.lingering {
