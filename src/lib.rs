@@ -14,6 +14,7 @@ mod linger;
 mod peer_limit;
 pub mod request;
 pub mod server;
+mod sync;
 pub(crate) mod sys;
 pub mod transport;
 

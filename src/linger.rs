@@ -16,7 +16,7 @@
 
 use std::net::Shutdown;
 use std::os::fd::AsFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use nix::poll::{PollFd, PollFlags};
 use socket2::Socket;
 
 use crate::concurrency::in_forked_child;
+use crate::sync::lock;
 use crate::sys::{as_uninit, poll_fds_until, wait_ready, Waker};
 
 /// At most this many connections linger per server; a close beyond that is
@@ -35,12 +36,6 @@ pub(crate) const MAX_LINGERING: usize = 256;
 const DISCARD_READS_PER_TURN: usize = 4;
 
 const DISCARD_CHUNK: usize = 16 * 1024;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each update below is a single push, take or assignment: a panic
-    // cannot leave the state half-changed, so poisoning is ignored.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// One socket being closed lingeringly; dropping it closes the socket.
 struct Lingering {

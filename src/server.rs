@@ -183,9 +183,7 @@ impl Server {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave State inconsistent
-        // (every update is a single assignment), so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// The state lock for a public call: refused, before locking, in a
@@ -485,10 +483,7 @@ impl Server {
             }
         } else {
             // One receive buffer, reused; each request gets an exact copy.
-            let mut buf = self
-                .datagram_buffer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut buf = crate::sync::lock(&self.datagram_buffer);
             buf.resize(self.config.max_datagram_size, 0);
             let Some(dgram) = transport::recv_datagram(socket, &mut buf)? else {
                 return Ok(false);
@@ -553,7 +548,7 @@ impl Server {
                 return Ok(());
             }
             while st.close != CloseProgress::Done {
-                st = self.close_done.wait(st).unwrap_or_else(|p| p.into_inner());
+                st = crate::sync::wait(&self.close_done, st);
             }
             return Ok(());
         }
@@ -565,7 +560,7 @@ impl Server {
         self.waker.notify();
         let mut st = self.lock();
         while st.serving.is_some() {
-            st = self.loop_exited.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = crate::sync::wait(&self.loop_exited, st);
         }
         st.phase = Phase::Closed;
         // Out of the children's table before the descriptor can close.
@@ -586,7 +581,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        let st = crate::sync::get_mut(&mut self.state);
         if let Some(file) = st.unix_file.take() {
             file.remove();
         }

@@ -214,7 +214,7 @@ impl Acceptor {
         nonblocking: bool,
     ) -> Accepted {
         let accepted = {
-            let _shared = self.spare.read().unwrap_or_else(|p| p.into_inner());
+            let _shared = crate::sync::read(&self.spare);
             accept4(listener, nonblocking)
         };
         let (conn, peer) = match accepted {
@@ -278,7 +278,7 @@ impl Acceptor {
     /// Frees the spare descriptor, accepts and closes what is pending,
     /// takes the spare again; how many connections were closed.
     fn shed_pending(&self, listener: &Socket) -> usize {
-        let mut spare = self.spare.write().unwrap_or_else(|p| p.into_inner());
+        let mut spare = crate::sync::write(&self.spare);
         *spare = None;
         let mut shed = 0;
         while shed < SHED_PER_FAILURE {

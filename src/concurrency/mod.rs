@@ -22,7 +22,6 @@ use crate::server::Server;
 use forking::ChildTracker;
 pub(crate) use forking::{in_forked_child, ChildCloses};
 use pool::ThreadPool;
-pub(crate) use threading::report_panic;
 use threading::ThreadTracker;
 
 /// What the current thread is to the library, and for which server: close

@@ -42,8 +42,10 @@ mod conn;
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::sync::{catch_reported, lock, report_panic};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -93,12 +95,6 @@ struct Incoming {
     socket: Socket,
     peer: SockAddr,
     permit: Option<PeerPermit>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a push, a take or a clone: a panic
-    // cannot leave the data half-updated.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl EventShared {
@@ -234,14 +230,14 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
     }
     for thread in threads {
         if let Err(panic) = thread.join() {
-            crate::concurrency::report_panic(server, panic);
+            report_panic(server.handler(), panic);
         }
     }
     // A loop that never ran leaves its jobs here: each still gets its call,
     // and connections handed to it leave the count.
     for l in &loops {
         for (_, job) in std::mem::take(&mut *lock(&l.mailbox)) {
-            let _ = catch_unwind(AssertUnwindSafe(|| job(None)));
+            catch_reported(server.handler(), || job(None));
         }
         for conn in std::mem::take(&mut *lock(&l.incoming)) {
             drop(conn);
@@ -833,9 +829,7 @@ impl EventLoop {
             match self.conn_by_id(id) {
                 Some(slot) => {
                     let conn = self.slots[slot].as_deref_mut();
-                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job(conn))) {
-                        crate::concurrency::report_panic(&self.server, panic);
-                    }
+                    catch_reported(self.server.handler(), || job(conn));
                     // The job may be what the handler waited for (its
                     // answer written, state changed): input it held back
                     // gets another turn now, not only when more arrives.
@@ -851,7 +845,7 @@ impl EventLoop {
                     self.settle(slot);
                 }
                 None => {
-                    let _ = catch_unwind(AssertUnwindSafe(|| job(None)));
+                    catch_reported(self.server.handler(), || job(None));
                 }
             }
         }
@@ -975,7 +969,7 @@ impl EventLoop {
         self.own.stop.store(true, Ordering::SeqCst);
         let jobs = std::mem::take(&mut *lock(&self.own.mailbox));
         for (_, job) in jobs {
-            let _ = catch_unwind(AssertUnwindSafe(|| job(None)));
+            catch_reported(self.server.handler(), || job(None));
         }
         // Handed over but never opened: closed without on_close.
         for conn in std::mem::take(&mut *lock(&self.own.incoming)) {
