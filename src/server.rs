@@ -29,7 +29,7 @@ use crate::config::{Concurrency, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::Handler;
 use crate::linger::Lingerer;
-use crate::request::Request;
+use crate::request::{Received, Request};
 use crate::sys::{poll_fds_until, Waker};
 use crate::transport::{self, Accepted, UnixFile};
 
@@ -484,19 +484,11 @@ impl Server {
         } else {
             // One receive buffer, reused; each request gets an exact copy.
             let mut buf = crate::sync::lock(&self.datagram_buffer);
-            buf.resize(self.config.max_datagram_size, 0);
-            let Some(dgram) = transport::recv_datagram(socket, &mut buf)? else {
-                return Ok(false);
-            };
-            let data = buf[..dgram.len].to_vec();
-            drop(buf);
-            let too_long = dgram.too_long();
-            let mut request = Request::datagram(self.clone(), socket.clone(), data, dgram.sender);
-            if let Some(err) = too_long {
-                self.handler.handle_error(Some(&mut request), &err);
-                return Ok(true);
+            match Request::receive_datagram(self, socket, &mut buf, false)? {
+                Received::Nothing => return Ok(false),
+                Received::Dropped => return Ok(true),
+                Received::Request(request) => request,
             }
-            request
         };
         // As Python's _handle_request_noblock: verified on the serving
         // thread, before the concurrency model gets the request.

@@ -27,10 +27,12 @@
 //! The stream hot path allocates nothing: one read buffer per loop, bytes
 //! handed to the handler straight from it, replies sent straight from the
 //! handler's buffer; a connection gets buffers of its own only while it has
-//! unconsumed input or unsent output. A datagram, received into the same
-//! buffer, becomes a Request that owns a copy of it and of its sender's
-//! text (two small allocations per datagram: the Request API holds its
-//! data by value).
+//! unconsumed input or unsent output. A datagram is received into the
+//! loop's datagram buffer, which is lent to its Request and taken back
+//! after on_datagram: no copy. What still allocates per datagram, only if
+//! the handler asks for it: the sender's text (formatted on the first
+//! client_address call) and the collected reply of `write` calls (`reply`
+//! sends at once, from the handler's buffer).
 //!
 //! Closing: a connection is shut down before its descriptor is closed (a
 //! forked child may hold a copy), lingers while its client may still be
@@ -59,7 +61,7 @@ use crate::address::describe_peer;
 use crate::concurrency::{set_current_worker, WorkerKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::peer_limit::PeerPermit;
-use crate::request::Request;
+use crate::request::{Received, Request};
 use crate::server::Server;
 use crate::sys::Waker;
 use crate::transport::{self, Accepted};
@@ -278,6 +280,8 @@ struct EventLoop {
     /// Slots retired by `ids`: neither free nor live.
     retired: usize,
     read_buffer: Box<[u8]>,
+    /// Datagram transports: lent to each datagram's request in turn.
+    datagram_buffer: Vec<u8>,
     listening: bool,
     /// Tick until which accepting is paused after an accept error.
     accept_resume_at: Option<u64>,
@@ -331,7 +335,12 @@ impl EventLoop {
         epoll
             .add(&*listener, EpollEvent::new(LISTEN_EVENTS, TOKEN_LISTENER))
             .map_err(|e| Error::io("epoll_ctl", e.into()))?;
-        let read_size = READ_BUFFER.max(server.config().max_datagram_size);
+        // Stream transports read into it; datagrams have their own buffer.
+        let read_size = if server.config().transport.is_stream() {
+            READ_BUFFER
+        } else {
+            0
+        };
         let config = server.config();
         let shortest = [
             config.idle_timeout,
@@ -360,6 +369,7 @@ impl EventLoop {
             ids: SlotIds::default(),
             retired: 0,
             read_buffer: vec![0; read_size].into_boxed_slice(),
+            datagram_buffer: Vec::new(),
             listening: true,
             accept_resume_at: None,
             started: Instant::now(),
@@ -926,35 +936,30 @@ impl EventLoop {
 
     fn receive_datagrams(&mut self) {
         for _ in 0..ACCEPT_BATCH {
-            let max = self.server.config().max_datagram_size;
-            let dgram = match transport::recv_datagram(&self.listener, &mut self.read_buffer[..max])
-            {
-                Ok(Some(d)) => d,
-                Ok(None) => return,
+            let received = Request::receive_datagram(
+                &self.server,
+                &self.listener,
+                &mut self.datagram_buffer,
+                true,
+            );
+            let mut request = match received {
+                Ok(Received::Request(request)) => request,
+                Ok(Received::Dropped) => continue,
+                Ok(Received::Nothing) => return,
                 Err(e) => {
                     self.server.handler().handle_error(None, &e);
                     return;
                 }
             };
-            let data = self.read_buffer[..dgram.len].to_vec();
-            let too_long = dgram.too_long();
-            let mut request = Request::datagram(
-                self.server.clone(),
-                self.listener.clone(),
-                data,
-                dgram.sender,
-            );
             let handler = self.server.handler();
-            if let Some(err) = too_long {
-                handler.handle_error(Some(&mut request), &err);
-                continue;
-            }
             let result = handler
                 .on_datagram(&mut request)
                 .and_then(|()| request.complete());
             if let Err(e) = result {
                 handler.handle_error(Some(&mut request), &e);
             }
+            // The buffer comes back for the next datagram.
+            self.datagram_buffer = request.take_datagram_buffer();
         }
     }
 
