@@ -25,7 +25,7 @@ use socket2::{SockAddr, Socket};
 
 use crate::address::{format_sockaddr, ServerAddress};
 use crate::concurrency::{current_worker_is, in_forked_child, ChildCloses, WorkerKind, Workers};
-use crate::config::{Concurrency, Config};
+use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::Handler;
 use crate::linger::Lingerer;
@@ -360,8 +360,10 @@ impl Server {
         if self.take_shutdown() {
             return Ok(());
         }
-        if self.config.concurrency == Concurrency::Event {
-            return crate::event::serve(self, &socket);
+        // The model drives the loop: event mode runs its own loops; the
+        // blocking modes share the accept loop below.
+        if let Some(events) = self.workers.events() {
+            return crate::event::serve(self, events, &socket);
         }
         loop {
             let deadline = Instant::now() + self.config.poll_interval;
@@ -385,7 +387,7 @@ impl Server {
     /// configured timeout. Returns `Timeout` (after calling handle_timeout)
     /// when none came, `ShutDown` when shutdown was asked for.
     pub fn handle_request(self: &Arc<Self>) -> Result<()> {
-        if self.config.concurrency == Concurrency::Event {
+        if self.workers.events().is_some() {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 "handle_request does not apply to event mode: use serve_forever",
@@ -444,19 +446,19 @@ impl Server {
     /// `conn_id`, with the connection, or with None if it has closed by
     /// then. Fails, without running `job`, when the loops are not running.
     pub fn post(&self, conn_id: u64, job: crate::event::Job) -> Result<()> {
-        if self.config.concurrency != Concurrency::Event {
+        let Some(events) = self.workers.events() else {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 "posting to a connection needs event mode",
             ));
-        }
+        };
         refuse_in_forked_child("post")?;
-        self.workers.events().post(conn_id, job)
+        events.post(conn_id, job)
     }
 
     /// Event mode: open connections across all loops.
     pub fn connections(&self) -> usize {
-        self.workers.events().connections()
+        self.workers.events().map_or(0, |e| e.connections())
     }
 
     /// Takes one request off the socket and dispatches it. Ok(false) when

@@ -188,8 +188,12 @@ const READ_BUFFER: usize = 64 * 1024;
 /// serve_forever in event mode: starts the loops, runs service_actions on
 /// the calling thread until shutdown or close, then stops and joins them
 /// (closing every connection, with on_close).
-pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> {
-    let shared = server.workers().events();
+pub(crate) fn serve(
+    server: &Arc<Server>,
+    shared: &Arc<EventShared>,
+    listener: &Arc<Socket>,
+) -> Result<()> {
+    let shared = shared.clone();
     let mut loops = Vec::new();
     let mut threads = Vec::new();
     let started = (|| -> Result<()> {
