@@ -20,6 +20,6 @@ pub mod transport;
 
 pub use config::{Concurrency, Config, Transport};
 pub use error::{Error, ErrorKind, Result};
-pub use handler::Handler;
+pub use handler::{EventHandler, Handler};
 pub use request::Request;
 pub use server::Server;

@@ -25,9 +25,9 @@ use socket2::{SockAddr, Socket};
 
 use crate::address::{format_sockaddr, ServerAddress};
 use crate::concurrency::{current_worker_is, in_forked_child, ChildCloses, WorkerKind, Workers};
-use crate::config::Config;
+use crate::config::{Concurrency, Config};
 use crate::error::{Error, ErrorKind, Result};
-use crate::handler::Handler;
+use crate::handler::{EventHandler, Handler};
 use crate::linger::Lingerer;
 use crate::request::{Received, Request};
 use crate::sys::{poll_fds_until, Waker};
@@ -103,6 +103,11 @@ impl Server {
     /// Creates the server socket and, unless the config says otherwise,
     /// binds and activates it. On failure everything created is released.
     pub fn new(config: &Config, address: &str, handler: Box<dyn Handler>) -> Result<Arc<Server>> {
+        if config.concurrency == Concurrency::Event && handler.event_handler().is_none() {
+            return Err(Error::invalid(
+                "event mode needs a handler with event callbacks (Handler::event_handler)",
+            ));
+        }
         let parsed = ServerAddress::parse(address, config.transport.is_unix())?;
         let socket = transport::create_socket(config, &parsed)?;
         let waker = Waker::new()?;
@@ -146,6 +151,15 @@ impl Server {
 
     pub fn handler(&self) -> &dyn Handler {
         &*self.handler
+    }
+
+    /// The event callbacks; Server::new made sure an event-mode server has
+    /// them, and only event mode calls this.
+    pub(crate) fn event_handler(&self) -> &dyn EventHandler {
+        match self.handler.event_handler() {
+            Some(events) => events,
+            None => &NoEventHandler,
+        }
     }
 
     pub(crate) fn workers(&self) -> &Workers {
@@ -627,3 +641,10 @@ fn shut_down() -> Error {
         "returned because shutdown was requested",
     )
 }
+
+/// What `event_handler` gives for a handler without event callbacks
+/// (unreachable: Server::new refuses such a handler in event mode): the
+/// defaults, which refuse data.
+struct NoEventHandler;
+
+impl EventHandler for NoEventHandler {}

@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 
 use common::DEFAULT_TIMEOUT;
 use socketserver::event::Conn;
-use socketserver::{Concurrency, Config, Handler, Request, Result, Server, Transport};
+use socketserver::{
+    Concurrency, Config, EventHandler, Handler, Request, Result, Server, Transport,
+};
 
 /// Runs sub-test `subtest` of tests/c/<prog>.c.
 fn run(prog: &str, subtest: &str) {
@@ -92,6 +94,12 @@ impl Handler for Panicky {
         unreachable!("event mode")
     }
 
+    fn event_handler(&self) -> Option<&dyn EventHandler> {
+        Some(self)
+    }
+}
+
+impl EventHandler for Panicky {
     fn on_open(&self, _conn: &mut Conn) -> Result<()> {
         self.opens.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -141,6 +149,14 @@ fn a_panicked_loop_releases_its_connections_and_jobs() {
         fn handle(&self, r: &mut Request) -> Result<()> {
             self.0.handle(r)
         }
+        fn handle_error(&self, _r: Option<&mut Request>, _e: &socketserver::Error) {}
+
+        fn event_handler(&self) -> Option<&dyn EventHandler> {
+            Some(self)
+        }
+    }
+
+    impl EventHandler for Shared {
         fn on_open(&self, c: &mut Conn) -> Result<()> {
             self.0.on_open(c)
         }
@@ -150,7 +166,6 @@ fn a_panicked_loop_releases_its_connections_and_jobs() {
         fn on_close(&self, c: &mut Conn) {
             self.0.on_close(c)
         }
-        fn handle_error(&self, _r: Option<&mut Request>, _e: &socketserver::Error) {}
     }
     let server = Server::new(&config, "127.0.0.1:0", Box::new(Shared(handler.clone()))).unwrap();
     handler.server.set(server.clone()).ok().unwrap();

@@ -657,7 +657,7 @@ impl EventLoop {
             return;
         }
         conn.registered = READ_EVENTS;
-        if let Err(e) = self.server.handler().on_open(&mut conn) {
+        if let Err(e) = self.server.event_handler().on_open(&mut conn) {
             report_conn_error(&self.server, &conn, &e);
             conn.broken = true;
         }
@@ -784,7 +784,7 @@ impl EventLoop {
         if !linger {
             return self.close_conn(slot);
         }
-        self.server.handler().on_close(conn);
+        self.server.event_handler().on_close(conn);
         conn.start_lingering(self.tick);
         self.lingering += 1;
         self.release_connection();
@@ -815,7 +815,7 @@ impl EventLoop {
             return;
         };
         if !conn.lingering {
-            self.server.handler().on_close(&mut conn);
+            self.server.event_handler().on_close(&mut conn);
         }
         conn.shutdown(std::net::Shutdown::Both);
         // Explicitly: a forked child holding a copy of the fd would keep
@@ -955,12 +955,13 @@ impl EventLoop {
                     return;
                 }
             };
-            let handler = self.server.handler();
-            let result = handler
+            let result = self
+                .server
+                .event_handler()
                 .on_datagram(&mut request)
                 .and_then(|()| request.complete());
             if let Err(e) = result {
-                handler.handle_error(Some(&mut request), &e);
+                self.server.handler().handle_error(Some(&mut request), &e);
             }
             // The buffer comes back for the next datagram.
             self.datagram_buffer = request.take_datagram_buffer();
@@ -1030,7 +1031,7 @@ fn read_conn(server: &Server, conn: &mut Conn, buffer: &mut [u8], tick: u64) {
                 // A handler that takes end-of-input keeps the connection
                 // open for its answer (e.g. one computed elsewhere and
                 // posted), until it closes it.
-                conn.held_after_eof = server.handler().on_eof(conn);
+                conn.held_after_eof = server.event_handler().on_eof(conn);
                 return;
             }
             Ok(n) => {
@@ -1094,7 +1095,7 @@ fn feed_input(server: &Server, conn: &mut Conn, fresh: &[u8]) {
 fn consume(server: &Server, conn: &mut Conn, data: &[u8]) -> Result<usize> {
     let mut used = 0;
     while used < data.len() && !conn.close_requested && !conn.broken && !conn.output_full() {
-        let n = server.handler().on_data(conn, &data[used..])?;
+        let n = server.event_handler().on_data(conn, &data[used..])?;
         if n > data.len() - used {
             return Err(Error::invalid(format!(
                 "on_data reported {n} bytes consumed of the {} it was given",
