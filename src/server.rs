@@ -456,23 +456,10 @@ impl Server {
         }
     }
 
-    /// Event mode: runs `job` on the loop thread that owns connection
-    /// `conn_id`, with the connection, or with None if it has closed by
-    /// then. Fails, without running `job`, when the loops are not running.
-    pub fn post(&self, conn_id: u64, job: crate::event::Job) -> Result<()> {
-        let Some(events) = self.workers.events() else {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "posting to a connection needs event mode",
-            ));
-        };
-        refuse_in_forked_child("post")?;
-        events.post(conn_id, job)
-    }
-
-    /// Event mode: open connections across all loops.
-    pub fn connections(&self) -> usize {
-        self.workers.events().map_or(0, |e| e.connections())
+    /// Event mode: its loops (post a job to a connection, count open
+    /// connections); None in the blocking modes.
+    pub fn event_loops(&self) -> Option<&crate::event::EventLoops> {
+        self.workers.events().map(|e| &**e)
     }
 
     /// Takes one request off the socket and dispatches it. Ok(false) when

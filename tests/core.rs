@@ -272,7 +272,7 @@ fn event_mode_keeps_partial_input_until_the_line_is_complete() {
     server.shutdown();
     serving.join().unwrap().unwrap();
     server.close().unwrap();
-    assert_eq!(server.connections(), 0);
+    assert_eq!(server.event_loops().unwrap().connections(), 0);
 }
 
 #[test]

@@ -116,6 +116,8 @@ impl EventHandler for Panicky {
             });
             let server = self.server.get().expect("server set");
             server
+                .event_loops()
+                .expect("event mode")
                 .post(self.quiet_conn.load(Ordering::SeqCst), job)
                 .expect("post");
             panic!("a bug in the handler");
@@ -185,7 +187,9 @@ fn a_panicked_loop_releases_its_connections_and_jobs() {
     wait_until("on_close for both connections of the panicked loop", || {
         handler.closes.load(Ordering::SeqCst) == 2
     });
-    wait_until("the count to drop", || server.connections() == 0);
+    wait_until("the count to drop", || {
+        server.event_loops().unwrap().connections() == 0
+    });
     wait_until("the posted job to run without its connection", || {
         handler.jobs_without_conn.load(Ordering::SeqCst) == 1
     });

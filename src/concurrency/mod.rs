@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::config::{Concurrency, Config};
 use crate::error::Error;
-use crate::event::EventShared;
+use crate::event::EventLoops;
 use crate::handler::{finish_request, run_request};
 use crate::request::{HandOff, HandOffTarget, Request};
 use crate::server::Server;
@@ -63,7 +63,7 @@ pub(crate) enum Workers {
     /// Event mode: requests never leave a loop, so no thread or child is
     /// tracked; this is the loops' shared state (connection count,
     /// mailboxes).
-    Event(Arc<EventShared>),
+    Event(Arc<EventLoops>),
 }
 
 /// Where a blocking mode runs a request. Every blocking mode has the
@@ -100,7 +100,7 @@ impl Workers {
     }
 
     /// The event loops' shared state, in event mode.
-    pub(crate) fn events(&self) -> Option<&Arc<EventShared>> {
+    pub(crate) fn events(&self) -> Option<&Arc<EventLoops>> {
         match self {
             Workers::Event(shared) => Some(shared),
             Workers::Blocking(_) => None,

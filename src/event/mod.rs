@@ -70,9 +70,11 @@ use crate::transport::{self, Accepted};
 /// connection is gone by the time its loop runs it.
 pub type Job = Box<dyn FnOnce(Option<&mut Conn>) + Send>;
 
-/// What all loops of one server share.
+/// An event-mode server's loops, as its users see them (through
+/// `Server::event_loops`): post jobs to a connection, count connections.
+/// Also what all loops of the server share.
 #[derive(Default)]
-pub(crate) struct EventShared {
+pub struct EventLoops {
     loops: Mutex<Vec<Arc<LoopShared>>>,
     connections: AtomicUsize,
     /// Each loop index's slot generations, kept from one run of
@@ -99,9 +101,16 @@ struct Incoming {
     permit: Option<PeerPermit>,
 }
 
-impl EventShared {
-    /// Queues `job` for the loop that owns connection `conn_id`.
-    pub(crate) fn post(&self, conn_id: u64, job: Job) -> Result<()> {
+impl EventLoops {
+    /// Runs `job` on the loop thread that owns connection `conn_id`, with
+    /// the connection, or with None if it has closed by then. Fails,
+    /// without running `job`, when the loops are not running.
+    pub fn post(&self, conn_id: u64, job: Job) -> Result<()> {
+        if crate::concurrency::in_forked_child() {
+            return Err(Error::wrong_state(
+                "post called in a forked request child; the server belongs to the parent process",
+            ));
+        }
         let loops = lock(&self.loops);
         let target = loops
             .get((conn_id >> ID_LOOP_SHIFT) as usize)
@@ -131,7 +140,8 @@ impl EventShared {
         }
     }
 
-    pub(crate) fn connections(&self) -> usize {
+    /// Open connections across all loops.
+    pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
 }
@@ -190,7 +200,7 @@ const READ_BUFFER: usize = 64 * 1024;
 /// (closing every connection, with on_close).
 pub(crate) fn serve(
     server: &Arc<Server>,
-    shared: &Arc<EventShared>,
+    shared: &Arc<EventLoops>,
     listener: &Arc<Socket>,
 ) -> Result<()> {
     let shared = shared.clone();
@@ -273,7 +283,7 @@ struct EventLoop {
     server: Arc<Server>,
     listener: Arc<Socket>,
     own: Arc<LoopShared>,
-    shared: Arc<EventShared>,
+    shared: Arc<EventLoops>,
     /// Every loop of this run, self included, in index order: the round
     /// robin's targets (taken when the loop starts, after all are listed).
     peers: Vec<Arc<LoopShared>>,
@@ -326,7 +336,7 @@ impl EventLoop {
         server: Arc<Server>,
         listener: Arc<Socket>,
         own: Arc<LoopShared>,
-        shared: Arc<EventShared>,
+        shared: Arc<EventLoops>,
     ) -> Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(|e| Error::io("epoll_create1", e.into()))?;

@@ -558,7 +558,13 @@ pub unsafe extern "C" fn ss_server_post(
         let server = unsafe { server_ref(server) }?;
         let job = job.ok_or_else(|| null("job"))?;
         let posted = PostedJob { job, arg };
-        server.post(
+        let loops = server.event_loops().ok_or_else(|| {
+            Error::new(
+                crate::error::ErrorKind::Unsupported,
+                "posting to a connection needs event mode",
+            )
+        })?;
+        loops.post(
             conn_id,
             Box::new(move |conn: Option<&mut crate::event::Conn>| {
                 let posted = posted;
@@ -582,7 +588,9 @@ pub unsafe extern "C" fn ss_server_connections(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let n = unsafe { server_ref(server) }?.connections();
+        let n = unsafe { server_ref(server) }?
+            .event_loops()
+            .map_or(0, |e| e.connections());
         // SAFETY: writable per the contract.
         unsafe { write_out(out_connections, "out_connections", n) }
     })
