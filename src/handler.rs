@@ -4,10 +4,11 @@
 //! blocking-mode request runs through them.
 
 use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::address::describe_peer;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{panic_message, Error, ErrorKind, Result};
 use crate::event::Conn;
 use crate::request::Request;
 use crate::server::Server;
@@ -165,4 +166,24 @@ pub(crate) fn finish_request(
     }
     request.shutdown();
     result
+}
+
+/// A panic on a worker thread, a loop or a forked child is reported
+/// through handle_error, never passed on: the server and its other
+/// requests go on.
+pub(crate) fn report_panic(handler: &dyn Handler, panic: Box<dyn std::any::Any + Send>) {
+    let what = panic_message(&*panic);
+    let error = Error::new(
+        ErrorKind::Panic,
+        format!("internal error in a handler thread (panic caught): {what}"),
+    );
+    handler.handle_error(None, &error);
+}
+
+/// Runs `f`; a panic is caught and reported (see [`report_panic`]).
+/// None if it panicked.
+pub(crate) fn catch_reported<R>(handler: &dyn Handler, f: impl FnOnce() -> R) -> Option<R> {
+    catch_unwind(AssertUnwindSafe(f))
+        .map_err(|panic| report_panic(handler, panic))
+        .ok()
 }

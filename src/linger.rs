@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags};
 use socket2::Socket;
 
-use crate::concurrency::in_forked_child;
 use crate::sync::lock;
+use crate::sys::in_forked_child;
 use crate::sys::{as_uninit, poll_fds_until, wait_ready, Waker};
 
 /// At most this many connections linger per server; a close beyond that is

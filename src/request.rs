@@ -12,11 +12,11 @@ use nix::poll::PollFlags;
 use socket2::{SockAddr, Socket};
 
 use crate::address::format_sockaddr;
-use crate::concurrency::in_forked_child;
 use crate::config::{check_request_timeout, Concurrency};
 use crate::error::{Error, ErrorKind, Result};
 use crate::peer_limit::PeerPermit;
 use crate::server::Server;
+use crate::sys::in_forked_child;
 use crate::sys::{as_uninit, wait_ready};
 use crate::transport::{self, has_reply_address};
 

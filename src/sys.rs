@@ -4,7 +4,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -13,6 +13,19 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 
 use crate::error::{Error, Result};
+
+/// True in a child forked by this library (set right after fork): process
+/// state that the lowest layers (the waker, lingering, error lines) look at.
+static IN_FORKED_CHILD: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn in_forked_child() -> bool {
+    IN_FORKED_CHILD.load(Ordering::Relaxed)
+}
+
+/// Called in the child right after fork.
+pub(crate) fn mark_forked_child() {
+    IN_FORKED_CHILD.store(true, Ordering::Relaxed);
+}
 
 /// Views an initialised byte buffer as the `MaybeUninit` slice socket2 reads into.
 pub fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
@@ -84,7 +97,7 @@ impl Waker {
     pub fn notify(&self) {
         // A forked request child closes its copies of the loops' eventfds
         // (the loops are the parent's): the number may be reused there.
-        if crate::concurrency::in_forked_child() {
+        if in_forked_child() {
             return;
         }
         let saved = Errno::last_raw();

@@ -20,7 +20,7 @@
 //! overshoot it.
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use nix::errno::Errno;
@@ -33,14 +33,7 @@ use crate::peer_limit::PeerPermit;
 use crate::request::Request;
 use crate::server::Server;
 
-use crate::sync::catch_reported;
-
-/// True in a child forked by this library (set right after fork).
-static IN_FORKED_CHILD: AtomicBool = AtomicBool::new(false);
-
-pub(crate) fn in_forked_child() -> bool {
-    IN_FORKED_CHILD.load(Ordering::Relaxed)
-}
+use crate::handler::catch_reported;
 
 /// How many descriptors of live servers (listening sockets, loop eventfds)
 /// a request child can close for the whole process; more are left open in
@@ -181,7 +174,7 @@ impl ChildTracker {
                 Err(Box::new((request, Error::io("fork", e.into()))))
             }
             Ok(ForkResult::Child) => {
-                IN_FORKED_CHILD.store(true, Ordering::Relaxed);
+                crate::sys::mark_forked_child();
                 let server = request.server().clone();
                 // The listening sockets and the loops' eventfds are the
                 // parent's: a port must close when the parent closes it.

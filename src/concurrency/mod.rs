@@ -22,8 +22,9 @@ use crate::handler::{finish_request, run_request};
 use crate::request::{HandOff, HandOffTarget, Request};
 use crate::server::Server;
 
+pub(crate) use crate::sys::in_forked_child;
+pub(crate) use forking::ChildCloses;
 use forking::ChildTracker;
-pub(crate) use forking::{in_forked_child, ChildCloses};
 use pool::ThreadPool;
 use threading::ThreadTracker;
 

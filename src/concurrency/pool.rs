@@ -10,10 +10,10 @@ use std::thread::JoinHandle;
 use super::{current_worker_is, set_current_worker, NotStarted, WorkerKind};
 use crate::config::Config;
 use crate::error::Error;
+use crate::handler::catch_reported;
 use crate::handler::run_request;
 use crate::request::Request;
 use crate::server::Server;
-use crate::sync::catch_reported;
 
 struct PoolState {
     queue: VecDeque<Request>,

@@ -2,7 +2,8 @@
 //! are detached and only counted, so nothing grows with the number of
 //! requests served (CPython's bpo-37193 leaked a list of finished threads).
 
-use crate::sync::{catch_reported, lock};
+use crate::handler::catch_reported;
+use crate::sync::lock;
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::{current_worker_is, set_current_worker, WorkerKind};

@@ -45,7 +45,8 @@ mod conn;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::sync::{catch_reported, lock, report_panic};
+use crate::handler::{catch_reported, report_panic};
+use crate::sync::lock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -106,7 +107,7 @@ impl EventLoops {
     /// the connection, or with None if it has closed by then. Fails,
     /// without running `job`, when the loops are not running.
     pub fn post(&self, conn_id: u64, job: Job) -> Result<()> {
-        if crate::concurrency::in_forked_child() {
+        if crate::sys::in_forked_child() {
             return Err(Error::wrong_state(
                 "post called in a forked request child; the server belongs to the parent process",
             ));
