@@ -326,7 +326,7 @@ pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status
     if server.is_null() {
         return ss_status::SS_ERR_NULL_POINTER;
     }
-    if crate::concurrency::in_forked_child() {
+    if crate::sys::in_forked_child() {
         return ss_status::SS_ERR_WRONG_STATE;
     }
     let Some(_inside) = live::enter(server as usize) else {
