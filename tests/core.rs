@@ -431,3 +431,38 @@ fn event_mode_needs_a_handler_with_event_callbacks() {
     .expect("refused");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
 }
+
+/// A job posted to a connection that is gone runs with None; if it
+/// panics, the panic is reported through handle_error like any other
+/// caught panic (it used to be dropped silently).
+#[test]
+fn a_panicking_job_for_a_gone_connection_is_reported() {
+    let handler = Arc::new(LineEcho::default());
+    let mut c = config(Transport::Tcp, Concurrency::Event);
+    c.set_threads(1).unwrap();
+    let server = Server::new(&c, "127.0.0.1:0", Box::new(Forward(handler.clone()))).unwrap();
+    let serving = serve_in_thread(&server);
+    let loops = server.event_loops().unwrap();
+    // No connection ever opened: id 0 names no live connection. Posting
+    // fails until the loops are running.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let job = Box::new(|conn: Option<&mut Conn>| {
+            assert!(conn.is_none());
+            panic!("a bug in a posted job");
+        });
+        if loops.post(0, job).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < until, "the loops never started");
+        thread::sleep(Duration::from_millis(2));
+    }
+    while handler.errors.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < until, "the job's panic was not reported");
+        thread::sleep(Duration::from_millis(2));
+    }
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+    server.close().unwrap();
+    assert_eq!(handler.errors.load(Ordering::SeqCst), 1);
+}
