@@ -1,19 +1,24 @@
-//! The request handler interface (Python's BaseRequestHandler plus the
-//! server hooks), and the fixed order in which a request runs through it.
+//! The handler interfaces: `Handler` (Python's BaseRequestHandler plus the
+//! server hooks every mode calls) and `EventHandler` (event mode's
+//! connection and datagram callbacks), and the fixed order in which a
+//! blocking-mode request runs through them.
 
 use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::address::describe_peer;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{panic_message, Error, ErrorKind, Result};
 use crate::event::Conn;
 use crate::request::Request;
 use crate::server::Server;
 use crate::sys::{write_stderr_line, RateLimiter};
 
-/// Callbacks that serve requests. Every method but `handle` has Python's
-/// default behaviour. Methods take `&self` because the threading models call
-/// them from several threads at once.
+/// Callbacks that serve requests in the blocking modes, and the server
+/// hooks (handle_error, handle_timeout, service_actions) that every mode
+/// calls. Every method but `handle` has Python's default behaviour. Methods
+/// take `&self` because the threading models call them from several
+/// threads at once.
 pub trait Handler: Any + Send + Sync {
     /// Python's verify_request: false closes the request unhandled.
     fn verify_request(&self, _request: &mut Request) -> bool {
@@ -43,12 +48,22 @@ pub trait Handler: Any + Send + Sync {
     /// Called once per serve_forever loop turn.
     fn service_actions(&self, _server: &Server) {}
 
-    /// Event mode: a new connection. An error closes it at once.
+    /// The event callbacks, for a handler that serves event mode (it
+    /// returns `Some(self)`); a server in event mode needs them.
+    fn event_handler(&self) -> Option<&dyn EventHandler> {
+        None
+    }
+}
+
+/// Event mode's callbacks, called on the loop thread that owns the
+/// connection; errors and panics still go to the `Handler`'s handle_error.
+pub trait EventHandler: Send + Sync {
+    /// A new connection. An error closes it at once.
     fn on_open(&self, _conn: &mut Conn) -> Result<()> {
         Ok(())
     }
 
-    /// Event mode: bytes received and not yet consumed on `conn`. Returns
+    /// Bytes received and not yet consumed on `conn`. Returns
     /// how many were consumed; the rest is presented again, with whatever
     /// arrives next. Must not block. An error closes the connection.
     fn on_data(&self, _conn: &mut Conn, _data: &[u8]) -> Result<usize> {
@@ -58,19 +73,20 @@ pub trait Handler: Any + Send + Sync {
         ))
     }
 
-    /// Event mode: the peer shut down its sending side. Return true to keep
-    /// the connection open until the handler closes it (its input held back
-    /// is not presented again); false (the default) closes it once the
-    /// queued output is sent.
+    /// The peer shut down its sending side. Return true to keep the
+    /// connection open until the handler closes it; input held back is
+    /// presented to on_data again after each job posted to the connection
+    /// has run (the job may be what it waited for). False (the default)
+    /// closes it once the queued output is sent.
     fn on_eof(&self, _conn: &mut Conn) -> bool {
         false
     }
 
-    /// Event mode: the connection is closing (peer closed, error, idle
+    /// The connection is closing (peer closed, error, idle
     /// timeout, close asked for, or server stopping).
     fn on_close(&self, _conn: &mut Conn) {}
 
-    /// Event mode, datagram transports: one datagram. What the handler
+    /// Datagram transports: one datagram. What the handler
     /// writes to the request is sent back when it returns.
     fn on_datagram(&self, _request: &mut Request) -> Result<()> {
         Err(Error::new(
@@ -150,4 +166,24 @@ pub(crate) fn finish_request(
     }
     request.shutdown();
     result
+}
+
+/// A panic on a worker thread, a loop or a forked child is reported
+/// through handle_error, never passed on: the server and its other
+/// requests go on.
+pub(crate) fn report_panic(handler: &dyn Handler, panic: Box<dyn std::any::Any + Send>) {
+    let what = panic_message(&*panic);
+    let error = Error::new(
+        ErrorKind::Panic,
+        format!("internal error in a handler thread (panic caught): {what}"),
+    );
+    handler.handle_error(None, &error);
+}
+
+/// Runs `f`; a panic is caught and reported (see [`report_panic`]).
+/// None if it panicked.
+pub(crate) fn catch_reported<R>(handler: &dyn Handler, f: impl FnOnce() -> R) -> Option<R> {
+    catch_unwind(AssertUnwindSafe(f))
+        .map_err(|panic| report_panic(handler, panic))
+        .ok()
 }

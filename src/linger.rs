@@ -16,14 +16,15 @@
 
 use std::net::Shutdown;
 use std::os::fd::AsFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags};
 use socket2::Socket;
 
-use crate::concurrency::in_forked_child;
+use crate::sync::lock;
+use crate::sys::in_forked_child;
 use crate::sys::{as_uninit, poll_fds_until, wait_ready, Waker};
 
 /// At most this many connections linger per server; a close beyond that is
@@ -35,12 +36,6 @@ pub(crate) const MAX_LINGERING: usize = 256;
 const DISCARD_READS_PER_TURN: usize = 4;
 
 const DISCARD_CHUNK: usize = 16 * 1024;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each update below is a single push, take or assignment: a panic
-    // cannot leave the state half-changed, so poisoning is ignored.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// One socket being closed lingeringly; dropping it closes the socket.
 struct Lingering {
@@ -248,10 +243,7 @@ fn run(shared: &Shared) {
         let deadline = lingering.iter().map(Lingering::deadline).min();
         let ready: Vec<bool> = {
             let mut fds = Vec::with_capacity(lingering.len() + 1);
-            // SAFETY: the waker's eventfd lives in `shared`, which outlives
-            // this borrow (it ends with this block).
-            let waker_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(shared.waker.fd()) };
-            fds.push(PollFd::new(waker_fd, PollFlags::POLLIN));
+            fds.push(PollFd::new(shared.waker.as_fd(), PollFlags::POLLIN));
             for l in &lingering {
                 fds.push(PollFd::new(l.socket.as_fd(), PollFlags::POLLIN));
             }

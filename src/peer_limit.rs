@@ -36,9 +36,7 @@ impl PeerLimit {
     }
 
     fn open(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
-        // Each update is one insert or one arithmetic step: a panic while
-        // holding the lock cannot leave the map inconsistent.
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.open)
     }
 
     /// A permit for a connection from `peer`: Ok(None) for a peer without an

@@ -5,20 +5,20 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 use socket2::{SockAddr, Socket};
 
 use crate::address::format_sockaddr;
-use crate::concurrency::in_forked_child;
 use crate::config::{check_request_timeout, Concurrency};
 use crate::error::{Error, ErrorKind, Result};
 use crate::peer_limit::PeerPermit;
 use crate::server::Server;
+use crate::sys::in_forked_child;
 use crate::sys::{as_uninit, wait_ready};
-use crate::transport::has_reply_address;
+use crate::transport::{self, has_reply_address};
 
 /// Longest a blocking-mode datagram reply waits for room before it is
 /// dropped and reported (SS_ERR_WOULD_BLOCK); shorter if the request
@@ -32,7 +32,8 @@ pub const DATAGRAM_REPLY_WAIT: Duration = Duration::from_millis(50);
 pub struct Request {
     server: Arc<Server>,
     client: SockAddr,
-    client_text: String,
+    /// Formatted when first asked for: most datagram handlers never do.
+    client_text: OnceLock<String>,
     timeout: Option<Duration>,
     /// The whole request's deadline (config.request_deadline from accept or
     /// arrival) and its length, for the message; blocking modes only.
@@ -44,6 +45,18 @@ pub struct Request {
     data: usize,
     /// This connection's place in the per-IP limit, freed with the request.
     peer_permit: Option<PeerPermit>,
+}
+
+/// What one datagram receive gave (see [`Request::receive_datagram`]).
+/// Not boxed: it is returned once and unpacked at once, and a box would be
+/// an allocation per datagram.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Received {
+    /// Nothing was pending.
+    Nothing,
+    /// A datagram too long for max_datagram_size: reported and dropped.
+    Dropped,
+    Request(Request),
 }
 
 /// Where a handed-off request continues.
@@ -80,7 +93,10 @@ struct StreamIo {
 struct DatagramIo {
     /// The server's socket, shared: replies go out through it.
     socket: Arc<Socket>,
+    /// The datagram is `data[..len]`: an event loop lends its whole
+    /// receive buffer, which it takes back after the handler ran.
     data: Vec<u8>,
+    len: usize,
     pos: usize,
     /// Collected writes (Python's wfile); sent when the handler finishes if
     /// the handler wrote anything.
@@ -101,19 +117,54 @@ impl Request {
         Request::new(server, client, RequestIo::Stream(io))
     }
 
-    pub(crate) fn datagram(
-        server: Arc<Server>,
-        socket: Arc<Socket>,
-        data: Vec<u8>,
-        client: SockAddr,
-    ) -> Self {
+    /// Receives one datagram from `socket` as a request: the one datagram
+    /// receive path of every mode. `buf` is the caller's reusable receive
+    /// buffer. `lend`: the request borrows `buf` itself (an event loop,
+    /// which runs the handler at once and takes it back with
+    /// [`Request::take_datagram_buffer`]); else it gets an exact copy (a
+    /// blocking mode's request may go to another thread). A datagram over
+    /// max_datagram_size is reported to handle_error and dropped.
+    pub(crate) fn receive_datagram(
+        server: &Arc<Server>,
+        socket: &Arc<Socket>,
+        buf: &mut Vec<u8>,
+        lend: bool,
+    ) -> Result<Received> {
+        // Grows once; later resizes only set the length back.
+        buf.resize(server.config().max_datagram_size, 0);
+        let Some(dgram) = transport::recv_datagram(socket, buf)? else {
+            return Ok(Received::Nothing);
+        };
+        let data = if lend {
+            std::mem::take(buf)
+        } else {
+            buf[..dgram.len].to_vec()
+        };
+        let too_long = dgram.too_long();
         let io = DatagramIo {
-            socket,
+            socket: socket.clone(),
             data,
+            len: dgram.len,
             pos: 0,
             reply: None,
         };
-        Request::new(server, client, RequestIo::Datagram(io))
+        let mut request = Request::new(server.clone(), dgram.sender, RequestIo::Datagram(io));
+        if let Some(err) = too_long {
+            server.handler().handle_error(Some(&mut request), &err);
+            if lend {
+                *buf = request.take_datagram_buffer();
+            }
+            return Ok(Received::Dropped);
+        }
+        Ok(Received::Request(request))
+    }
+
+    /// The receive buffer a datagram request was lent (empty for others).
+    pub(crate) fn take_datagram_buffer(&mut self) -> Vec<u8> {
+        match &mut self.io {
+            RequestIo::Datagram(d) => std::mem::take(&mut d.data),
+            RequestIo::Stream(_) => Vec::new(),
+        }
     }
 
     fn new(server: Arc<Server>, client: SockAddr, io: RequestIo) -> Self {
@@ -126,7 +177,7 @@ impl Request {
             .filter(|_| config.concurrency != Concurrency::Event)
             .map(|d| (Instant::now() + d, d));
         Request {
-            client_text: format_sockaddr(&client),
+            client_text: OnceLock::new(),
             server,
             client,
             timeout,
@@ -191,7 +242,8 @@ impl Request {
     }
 
     pub fn client_address(&self) -> &str {
-        &self.client_text
+        self.client_text
+            .get_or_init(|| format_sockaddr(&self.client))
     }
 
     pub fn client_sockaddr(&self) -> &SockAddr {
@@ -213,7 +265,7 @@ impl Request {
     /// The received datagram, whole; None for a stream request.
     pub fn datagram_data(&self) -> Option<&[u8]> {
         match &self.io {
-            RequestIo::Datagram(d) => Some(&d.data),
+            RequestIo::Datagram(d) => Some(&d.data[..d.len]),
             RequestIo::Stream(_) => None,
         }
     }
@@ -262,7 +314,7 @@ impl Request {
         let limits = self.limits("readline")?;
         match &mut self.io {
             RequestIo::Datagram(d) => {
-                let rest = &d.data[d.pos..];
+                let rest = &d.data[d.pos..d.len];
                 let limit = buf.len().min(rest.len());
                 let n = rest[..limit]
                     .iter()
@@ -444,7 +496,7 @@ fn deadline_passed(what: &str, length: Duration) -> Error {
 impl DatagramIo {
     /// Consumes up to `n` unread bytes, handing them to `copy`.
     fn take(&mut self, n: usize, copy: impl FnOnce(&[u8])) -> usize {
-        let n = n.min(self.data.len() - self.pos);
+        let n = n.min(self.len - self.pos);
         copy(&self.data[self.pos..self.pos + n]);
         self.pos += n;
         n
@@ -467,17 +519,11 @@ enum ReplyWait {
 /// one gets through, so that a client flooding requests it never reads the
 /// answers to costs one bounded wait, not one per request. Few entries: the
 /// oldest is forgotten first.
-static STALLED_PEERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+static STALLED_PEERS: Mutex<Vec<SockAddr>> = Mutex::new(Vec::new());
 /// Entries in STALLED_PEERS, so that a reply that got through looks at
 /// the list only when there is something to clear.
 static STALLED_COUNT: AtomicUsize = AtomicUsize::new(0);
 const MAX_STALLED_PEERS: usize = 64;
-
-fn peer_key(to: &SockAddr) -> Vec<u8> {
-    // SAFETY: `as_ptr` points at the address's own storage, valid for
-    // `len` bytes.
-    unsafe { std::slice::from_raw_parts(to.as_ptr().cast::<u8>(), to.len() as usize) }.to_vec()
-}
 
 /// Records (`stalled`) or clears a peer's stalled mark; says whether it was
 /// marked. Only try_lock: never blocks, so it cannot deadlock in a forked
@@ -491,14 +537,13 @@ fn stalled_mark(to: &SockAddr, stalled: Option<bool>) -> bool {
     let Ok(mut peers) = STALLED_PEERS.try_lock() else {
         return false;
     };
-    let key = peer_key(to);
-    let found = peers.iter().position(|p| *p == key);
+    let found = peers.iter().position(|p| p == to);
     match (stalled, found) {
         (Some(true), None) => {
             if peers.len() >= MAX_STALLED_PEERS {
                 peers.remove(0);
             }
-            peers.push(key);
+            peers.push(to.clone());
         }
         (Some(false), Some(i)) => {
             peers.remove(i);

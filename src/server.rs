@@ -14,22 +14,23 @@
 //!   parent thread may have held at fork time are refused before locking,
 //!   and the address is readable without a lock (set once, at bind).
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags};
 use socket2::{SockAddr, Socket};
 
 use crate::address::{format_sockaddr, ServerAddress};
 use crate::concurrency::{current_worker_is, in_forked_child, ChildCloses, WorkerKind, Workers};
 use crate::config::{Concurrency, Config};
 use crate::error::{Error, ErrorKind, Result};
-use crate::handler::Handler;
+use crate::handler::{EventHandler, Handler};
 use crate::linger::Lingerer;
-use crate::request::Request;
-use crate::sys::{poll_until, pollfd, Waker};
+use crate::request::{Received, Request};
+use crate::sys::{poll_fds_until, Waker};
 use crate::transport::{self, Accepted, UnixFile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,11 @@ impl Server {
     /// Creates the server socket and, unless the config says otherwise,
     /// binds and activates it. On failure everything created is released.
     pub fn new(config: &Config, address: &str, handler: Box<dyn Handler>) -> Result<Arc<Server>> {
+        if config.concurrency == Concurrency::Event && handler.event_handler().is_none() {
+            return Err(Error::invalid(
+                "event mode needs a handler with event callbacks (Handler::event_handler)",
+            ));
+        }
         let parsed = ServerAddress::parse(address, config.transport.is_unix())?;
         let socket = transport::create_socket(config, &parsed)?;
         let waker = Waker::new()?;
@@ -147,6 +153,15 @@ impl Server {
         &*self.handler
     }
 
+    /// The event callbacks; Server::new made sure an event-mode server has
+    /// them, and only event mode calls this.
+    pub(crate) fn event_handler(&self) -> &dyn EventHandler {
+        match self.handler.event_handler() {
+            Some(events) => events,
+            None => &NoEventHandler,
+        }
+    }
+
     pub(crate) fn workers(&self) -> &Workers {
         &self.workers
     }
@@ -182,9 +197,7 @@ impl Server {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave State inconsistent
-        // (every update is a single assignment), so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// The state lock for a public call: refused, before locking, in a
@@ -324,17 +337,16 @@ impl Server {
                 (true, None) => Some(Instant::now() + CAPACITY_RECHECK),
                 (true, Some(d)) => Some(d.min(Instant::now() + CAPACITY_RECHECK)),
             };
-            // poll(2) skips entries with a negative fd.
-            let listen_fd = match socket {
-                Some(s) if !capped => s.as_raw_fd(),
-                _ => -1,
-            };
-            let mut fds = [
-                pollfd(listen_fd, libc::POLLIN),
-                pollfd(self.waker.fd(), libc::POLLIN),
-            ];
-            poll_until(&mut fds, turn_deadline).map_err(|e| Error::io("poll", e))?;
-            if fds[1].revents != 0 {
+            let mut fds = vec![PollFd::new(self.waker.as_fd(), PollFlags::POLLIN)];
+            if let Some(s) = socket.filter(|_| !capped) {
+                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+            }
+            poll_fds_until(&mut fds, turn_deadline).map_err(|e| Error::io("poll", e))?;
+            let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+            let woken = ready(&fds[0]);
+            let request = fds.get(1).is_some_and(ready);
+            drop(fds);
+            if woken {
                 self.waker.drain();
             }
             // Checked before accepting (bpo-35017): no request is taken
@@ -345,7 +357,7 @@ impl Server {
             if self.closing.load(Ordering::SeqCst) {
                 return Ok(Wake::Closed);
             }
-            if fds[0].revents != 0 {
+            if request {
                 return Ok(Wake::Request);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -362,8 +374,10 @@ impl Server {
         if self.take_shutdown() {
             return Ok(());
         }
-        if self.config.concurrency == Concurrency::Event {
-            return crate::event::serve(self, &socket);
+        // The model drives the loop: event mode runs its own loops; the
+        // blocking modes share the accept loop below.
+        if let Some(events) = self.workers.events() {
+            return crate::event::serve(self, events, &socket);
         }
         loop {
             let deadline = Instant::now() + self.config.poll_interval;
@@ -387,7 +401,7 @@ impl Server {
     /// configured timeout. Returns `Timeout` (after calling handle_timeout)
     /// when none came, `ShutDown` when shutdown was asked for.
     pub fn handle_request(self: &Arc<Self>) -> Result<()> {
-        if self.config.concurrency == Concurrency::Event {
+        if self.workers.events().is_some() {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 "handle_request does not apply to event mode: use serve_forever",
@@ -442,23 +456,10 @@ impl Server {
         }
     }
 
-    /// Event mode: runs `job` on the loop thread that owns connection
-    /// `conn_id`, with the connection, or with None if it has closed by
-    /// then. Fails, without running `job`, when the loops are not running.
-    pub fn post(&self, conn_id: u64, job: crate::event::Job) -> Result<()> {
-        if self.config.concurrency != Concurrency::Event {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "posting to a connection needs event mode",
-            ));
-        }
-        refuse_in_forked_child("post")?;
-        self.workers.events().post(conn_id, job)
-    }
-
-    /// Event mode: open connections across all loops.
-    pub fn connections(&self) -> usize {
-        self.workers.events().connections()
+    /// Event mode: its loops (post a job to a connection, count open
+    /// connections); None in the blocking modes.
+    pub fn event_loops(&self) -> Option<&crate::event::EventLoops> {
+        self.workers.events().map(|e| &**e)
     }
 
     /// Takes one request off the socket and dispatches it. Ok(false) when
@@ -485,23 +486,12 @@ impl Server {
             }
         } else {
             // One receive buffer, reused; each request gets an exact copy.
-            let mut buf = self
-                .datagram_buffer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            buf.resize(self.config.max_datagram_size, 0);
-            let Some(dgram) = transport::recv_datagram(socket, &mut buf)? else {
-                return Ok(false);
-            };
-            let data = buf[..dgram.len].to_vec();
-            drop(buf);
-            let too_long = dgram.too_long();
-            let mut request = Request::datagram(self.clone(), socket.clone(), data, dgram.sender);
-            if let Some(err) = too_long {
-                self.handler.handle_error(Some(&mut request), &err);
-                return Ok(true);
+            let mut buf = crate::sync::lock(&self.datagram_buffer);
+            match Request::receive_datagram(self, socket, &mut buf, false)? {
+                Received::Nothing => return Ok(false),
+                Received::Dropped => return Ok(true),
+                Received::Request(request) => request,
             }
-            request
         };
         // As Python's _handle_request_noblock: verified on the serving
         // thread, before the concurrency model gets the request.
@@ -514,8 +504,8 @@ impl Server {
     }
 
     fn pause_after_error(&self) {
-        let mut fds = [pollfd(self.waker.fd(), libc::POLLIN)];
-        let _ = poll_until(
+        let mut fds = [PollFd::new(self.waker.as_fd(), PollFlags::POLLIN)];
+        let _ = poll_fds_until(
             &mut fds,
             Some(Instant::now() + transport::ACCEPT_ERROR_PAUSE),
         );
@@ -553,7 +543,7 @@ impl Server {
                 return Ok(());
             }
             while st.close != CloseProgress::Done {
-                st = self.close_done.wait(st).unwrap_or_else(|p| p.into_inner());
+                st = crate::sync::wait(&self.close_done, st);
             }
             return Ok(());
         }
@@ -565,7 +555,7 @@ impl Server {
         self.waker.notify();
         let mut st = self.lock();
         while st.serving.is_some() {
-            st = self.loop_exited.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = crate::sync::wait(&self.loop_exited, st);
         }
         st.phase = Phase::Closed;
         // Out of the children's table before the descriptor can close.
@@ -586,7 +576,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        let st = crate::sync::get_mut(&mut self.state);
         if let Some(file) = st.unix_file.take() {
             file.remove();
         }
@@ -638,3 +628,10 @@ fn shut_down() -> Error {
         "returned because shutdown was requested",
     )
 }
+
+/// What `event_handler` gives for a handler without event callbacks
+/// (unreachable: Server::new refuses such a handler in event mode): the
+/// defaults, which refuse data.
+struct NoEventHandler;
+
+impl EventHandler for NoEventHandler {}

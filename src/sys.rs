@@ -3,8 +3,8 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -13,6 +13,19 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 
 use crate::error::{Error, Result};
+
+/// True in a child forked by this library (set right after fork): process
+/// state that the lowest layers (the waker, lingering, error lines) look at.
+static IN_FORKED_CHILD: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn in_forked_child() -> bool {
+    IN_FORKED_CHILD.load(Ordering::Relaxed)
+}
+
+/// Called in the child right after fork.
+pub(crate) fn mark_forked_child() {
+    IN_FORKED_CHILD.store(true, Ordering::Relaxed);
+}
 
 /// Views an initialised byte buffer as the `MaybeUninit` slice socket2 reads into.
 pub fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
@@ -43,41 +56,6 @@ pub fn poll_fds_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }
-    }
-}
-
-/// [`poll_fds_until`] for raw `pollfd` entries, as the server loop builds
-/// them: an entry with a negative fd is skipped (its `revents` stays 0), as
-/// poll(2) itself does.
-pub fn poll_until(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize> {
-    let mut polled: Vec<PollFd<'_>> = fds
-        .iter()
-        .filter(|p| p.fd >= 0)
-        .map(|p| {
-            // SAFETY: the caller keeps every fd in `fds` open for the call,
-            // as poll(2) itself requires; the borrow ends with this function.
-            let fd = unsafe { BorrowedFd::borrow_raw(p.fd) };
-            PollFd::new(fd, PollFlags::from_bits_truncate(p.events))
-        })
-        .collect();
-    let n = poll_fds_until(&mut polled, deadline)?;
-    let mut ready = polled.iter();
-    for p in fds.iter_mut() {
-        p.revents = 0;
-        if p.fd >= 0 {
-            if let Some(q) = ready.next() {
-                p.revents = q.revents().map_or(0, |r| r.bits());
-            }
-        }
-    }
-    Ok(n)
-}
-
-pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
     }
 }
 
@@ -112,10 +90,14 @@ impl Waker {
         self.fd.as_raw_fd()
     }
 
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     pub fn notify(&self) {
         // A forked request child closes its copies of the loops' eventfds
         // (the loops are the parent's): the number may be reused there.
-        if crate::concurrency::in_forked_child() {
+        if in_forked_child() {
             return;
         }
         let saved = Errno::last_raw();
@@ -163,20 +145,17 @@ pub fn write_stderr_line(text: &str) {
     let quiet = SigpipeBlocked::new();
     let mut rest = line.as_bytes();
     while !rest.is_empty() {
-        // SAFETY: writes from a live buffer of the given length.
-        let n = unsafe { libc::write(libc::STDERR_FILENO, rest.as_ptr().cast(), rest.len()) };
-        if n > 0 {
-            rest = &rest[n as usize..];
-            continue;
+        // The raw descriptor 2, not std's Stderr (its lock and buffer).
+        match nix::unistd::write(io::stderr().as_fd(), rest) {
+            Ok(n) if n > 0 => rest = &rest[n..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EPIPE) => {
+                quiet.consume_raised();
+                return;
+            }
+            // stderr closed or full: nothing better to do.
+            _ => return,
         }
-        let err = io::Error::last_os_error();
-        if n < 0 && err.kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        if err.raw_os_error() == Some(libc::EPIPE) {
-            quiet.consume_raised();
-        }
-        return; // stderr closed or full: nothing better to do
     }
 }
 
@@ -278,12 +257,6 @@ impl RateLimiter {
 }
 
 fn monotonic_seconds() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: fills a live timespec; CLOCK_MONOTONIC cannot fail (nix's
-    // clock_gettime needs its "time" feature, which is not enabled).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64
+    // CLOCK_MONOTONIC cannot fail; 0 would only merge two seconds' budgets.
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| t.tv_sec() as u64)
 }

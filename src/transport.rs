@@ -3,7 +3,7 @@
 //! calls that take the next request off the socket.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,26 +153,10 @@ fn is_transient_accept_error(err: &io::Error) -> bool {
 }
 
 /// accept4(2), close-on-exec, non-blocking or not (the accepted socket
-/// never inherits the listener's O_NONBLOCK on Linux). libc: socket2's
-/// accept cannot ask for SOCK_NONBLOCK, and nix's accept4 gives no peer
-/// address.
+/// never inherits the listener's O_NONBLOCK on Linux): one call, where
+/// socket2's plain accept would need a second (fcntl) for O_NONBLOCK.
 fn accept4(listener: &Socket, nonblocking: bool) -> io::Result<(Socket, SockAddr)> {
-    let flags = libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
-    let fd = listener.as_raw_fd();
-    // SAFETY: try_init hands accept4 a zeroed address buffer and its
-    // length, and builds the SockAddr from what the kernel wrote.
-    let (fd, peer) = unsafe {
-        SockAddr::try_init(|storage, len| {
-            let fd = libc::accept4(fd, storage.cast(), len, flags);
-            if fd < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(fd)
-            }
-        })
-    }?;
-    // SAFETY: a fresh descriptor nothing else owns.
-    Ok((unsafe { Socket::from_raw_fd(fd) }, peer))
+    listener.accept4(libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 })
 }
 
 fn open_spare() -> Option<OwnedFd> {
@@ -230,7 +214,7 @@ impl Acceptor {
         nonblocking: bool,
     ) -> Accepted {
         let accepted = {
-            let _shared = self.spare.read().unwrap_or_else(|p| p.into_inner());
+            let _shared = crate::sync::read(&self.spare);
             accept4(listener, nonblocking)
         };
         let (conn, peer) = match accepted {
@@ -294,7 +278,7 @@ impl Acceptor {
     /// Frees the spare descriptor, accepts and closes what is pending,
     /// takes the spare again; how many connections were closed.
     fn shed_pending(&self, listener: &Socket) -> usize {
-        let mut spare = self.spare.write().unwrap_or_else(|p| p.into_inner());
+        let mut spare = crate::sync::write(&self.spare);
         *spare = None;
         let mut shed = 0;
         while shed < SHED_PER_FAILURE {

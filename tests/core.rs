@@ -9,7 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use socketserver::event::Conn;
-use socketserver::{Concurrency, Config, ErrorKind, Handler, Request, Result, Server, Transport};
+use socketserver::{
+    Concurrency, Config, ErrorKind, EventHandler, Handler, Request, Result, Server, Transport,
+};
 
 /// Echoes one line per request and records what the server did.
 #[derive(Default)]
@@ -41,6 +43,12 @@ impl Handler for LineEcho {
         self.errors.fetch_add(1, Ordering::SeqCst);
     }
 
+    fn event_handler(&self) -> Option<&dyn EventHandler> {
+        Some(self)
+    }
+}
+
+impl EventHandler for LineEcho {
     fn on_data(&self, conn: &mut Conn, data: &[u8]) -> Result<usize> {
         self.presented.store(data.len(), Ordering::SeqCst);
         // Complete lines only: a partial one waits for more bytes.
@@ -185,6 +193,13 @@ impl Handler for Forward {
     fn handle_error(&self, r: Option<&mut Request>, e: &socketserver::Error) {
         self.0.handle_error(r, e)
     }
+
+    fn event_handler(&self) -> Option<&dyn EventHandler> {
+        Some(self)
+    }
+}
+
+impl EventHandler for Forward {
     fn on_data(&self, c: &mut Conn, d: &[u8]) -> Result<usize> {
         self.0.on_data(c, d)
     }
@@ -257,7 +272,7 @@ fn event_mode_keeps_partial_input_until_the_line_is_complete() {
     server.shutdown();
     serving.join().unwrap().unwrap();
     server.close().unwrap();
-    assert_eq!(server.connections(), 0);
+    assert_eq!(server.event_loops().unwrap().connections(), 0);
 }
 
 #[test]
@@ -363,6 +378,12 @@ impl Handler for CloseFromCallback {
         Ok(())
     }
 
+    fn event_handler(&self) -> Option<&dyn EventHandler> {
+        Some(self)
+    }
+}
+
+impl EventHandler for CloseFromCallback {
     fn on_data(&self, conn: &mut Conn, data: &[u8]) -> Result<usize> {
         let server = self.0.server.lock().unwrap().clone().unwrap();
         let kind = server.close().err().map(|e| e.kind());
@@ -389,4 +410,59 @@ fn close_from_an_event_callback_is_refused_instead_of_deadlocking() {
     serving.join().unwrap().unwrap();
     server.close().unwrap();
     handler.server.lock().unwrap().take();
+}
+
+/// A blocking-only handler (no event callbacks) is refused for event mode
+/// when the server is made, not at the first connection.
+#[test]
+fn event_mode_needs_a_handler_with_event_callbacks() {
+    struct BlockingOnly;
+    impl Handler for BlockingOnly {
+        fn handle(&self, _request: &mut Request) -> Result<()> {
+            Ok(())
+        }
+    }
+    let err = Server::new(
+        &config(Transport::Tcp, Concurrency::Event),
+        "127.0.0.1:0",
+        Box::new(BlockingOnly),
+    )
+    .err()
+    .expect("refused");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+}
+
+/// A job posted to a connection that is gone runs with None; if it
+/// panics, the panic is reported through handle_error like any other
+/// caught panic (it used to be dropped silently).
+#[test]
+fn a_panicking_job_for_a_gone_connection_is_reported() {
+    let handler = Arc::new(LineEcho::default());
+    let mut c = config(Transport::Tcp, Concurrency::Event);
+    c.set_threads(1).unwrap();
+    let server = Server::new(&c, "127.0.0.1:0", Box::new(Forward(handler.clone()))).unwrap();
+    let serving = serve_in_thread(&server);
+    let loops = server.event_loops().unwrap();
+    // No connection ever opened: id 0 names no live connection. Posting
+    // fails until the loops are running.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let job = Box::new(|conn: Option<&mut Conn>| {
+            assert!(conn.is_none());
+            panic!("a bug in a posted job");
+        });
+        if loops.post(0, job).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < until, "the loops never started");
+        thread::sleep(Duration::from_millis(2));
+    }
+    while handler.errors.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < until, "the job's panic was not reported");
+        thread::sleep(Duration::from_millis(2));
+    }
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+    server.close().unwrap();
+    assert_eq!(handler.errors.load(Ordering::SeqCst), 1);
 }

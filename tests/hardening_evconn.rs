@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 
 use common::DEFAULT_TIMEOUT;
 use socketserver::event::Conn;
-use socketserver::{Concurrency, Config, Handler, Request, Result, Server, Transport};
+use socketserver::{
+    Concurrency, Config, EventHandler, Handler, Request, Result, Server, Transport,
+};
 
 /// Runs sub-test `subtest` of tests/c/<prog>.c.
 fn run(prog: &str, subtest: &str) {
@@ -92,6 +94,12 @@ impl Handler for Panicky {
         unreachable!("event mode")
     }
 
+    fn event_handler(&self) -> Option<&dyn EventHandler> {
+        Some(self)
+    }
+}
+
+impl EventHandler for Panicky {
     fn on_open(&self, _conn: &mut Conn) -> Result<()> {
         self.opens.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -108,6 +116,8 @@ impl Handler for Panicky {
             });
             let server = self.server.get().expect("server set");
             server
+                .event_loops()
+                .expect("event mode")
                 .post(self.quiet_conn.load(Ordering::SeqCst), job)
                 .expect("post");
             panic!("a bug in the handler");
@@ -141,6 +151,14 @@ fn a_panicked_loop_releases_its_connections_and_jobs() {
         fn handle(&self, r: &mut Request) -> Result<()> {
             self.0.handle(r)
         }
+        fn handle_error(&self, _r: Option<&mut Request>, _e: &socketserver::Error) {}
+
+        fn event_handler(&self) -> Option<&dyn EventHandler> {
+            Some(self)
+        }
+    }
+
+    impl EventHandler for Shared {
         fn on_open(&self, c: &mut Conn) -> Result<()> {
             self.0.on_open(c)
         }
@@ -150,7 +168,6 @@ fn a_panicked_loop_releases_its_connections_and_jobs() {
         fn on_close(&self, c: &mut Conn) {
             self.0.on_close(c)
         }
-        fn handle_error(&self, _r: Option<&mut Request>, _e: &socketserver::Error) {}
     }
     let server = Server::new(&config, "127.0.0.1:0", Box::new(Shared(handler.clone()))).unwrap();
     handler.server.set(server.clone()).ok().unwrap();
@@ -170,7 +187,9 @@ fn a_panicked_loop_releases_its_connections_and_jobs() {
     wait_until("on_close for both connections of the panicked loop", || {
         handler.closes.load(Ordering::SeqCst) == 2
     });
-    wait_until("the count to drop", || server.connections() == 0);
+    wait_until("the count to drop", || {
+        server.event_loops().unwrap().connections() == 0
+    });
     wait_until("the posted job to run without its connection", || {
         handler.jobs_without_conn.load(Ordering::SeqCst) == 1
     });

@@ -20,8 +20,7 @@
 //! overshoot it.
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use nix::errno::Errno;
@@ -34,14 +33,7 @@ use crate::peer_limit::PeerPermit;
 use crate::request::Request;
 use crate::server::Server;
 
-use super::threading::report_panic;
-
-/// True in a child forked by this library (set right after fork).
-static IN_FORKED_CHILD: AtomicBool = AtomicBool::new(false);
-
-pub(crate) fn in_forked_child() -> bool {
-    IN_FORKED_CHILD.load(Ordering::Relaxed)
-}
+use crate::handler::catch_reported;
 
 /// How many descriptors of live servers (listening sockets, loop eventfds)
 /// a request child can close for the whole process; more are left open in
@@ -136,8 +128,7 @@ impl ChildTracker {
     }
 
     fn children(&self) -> MutexGuard<'_, Vec<Child>> {
-        // A list of children cannot be left half-updated by a panic.
-        self.children.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.children)
     }
 
     fn release_slot(&self) {
@@ -183,20 +174,18 @@ impl ChildTracker {
                 Err(Box::new((request, Error::io("fork", e.into()))))
             }
             Ok(ForkResult::Child) => {
-                IN_FORKED_CHILD.store(true, Ordering::Relaxed);
+                crate::sys::mark_forked_child();
                 let server = request.server().clone();
                 // The listening sockets and the loops' eventfds are the
                 // parent's: a port must close when the parent closes it.
                 server.release_in_forked_child();
                 close_inherited(server.fileno());
-                let status = match catch_unwind(AssertUnwindSafe(|| work(request))) {
-                    Ok(Ok(())) => 0,
+                let status = match catch_reported(server.handler(), || work(request)) {
+                    Some(Ok(())) => 0,
                     // Already reported through handle_error, in this child.
-                    Ok(Err(_)) => 1,
-                    Err(panic) => {
-                        report_panic(&server, panic);
-                        2
-                    }
+                    Some(Err(_)) => 1,
+                    // The panic was reported, in this child.
+                    None => 2,
                 };
                 // SAFETY: `_exit` ends the child without running atexit
                 // handlers or flushing stdio buffers inherited from the

@@ -1,9 +1,12 @@
 //! Concurrency models (Python's mix-ins): where an accepted request runs.
-//! The server loop is the same for every model; `Workers` decides whether a
-//! request runs inline (sync), on a new thread (threading) or in a forked
-//! child (forking), and tracks those threads and children so that close can
-//! wait for them and no zombie is left behind. Hand-offs from a handler use
-//! the same trackers in every mode.
+//! `Workers` is the model a server was built for, and holds only what it
+//! needs. The blocking modes share one accept loop; their `Model` decides
+//! whether a request runs inline (sync), on a new thread (threading), in a
+//! forked child (forking) or on a pool worker, and the trackers follow
+//! those threads and children so that close can wait for them and no
+//! zombie is left behind (hand-offs from a handler use the same trackers in
+//! every blocking mode). Event mode is the `Event` variant: the loops of
+//! `crate::event`, which need no tracker.
 
 mod forking;
 mod pool;
@@ -14,15 +17,15 @@ use std::sync::Arc;
 
 use crate::config::{Concurrency, Config};
 use crate::error::Error;
-use crate::event::EventShared;
+use crate::event::EventLoops;
 use crate::handler::{finish_request, run_request};
 use crate::request::{HandOff, HandOffTarget, Request};
 use crate::server::Server;
 
+pub(crate) use crate::sys::in_forked_child;
+pub(crate) use forking::ChildCloses;
 use forking::ChildTracker;
-pub(crate) use forking::{in_forked_child, ChildCloses};
 use pool::ThreadPool;
-pub(crate) use threading::report_panic;
 use threading::ThreadTracker;
 
 /// What the current thread is to the library, and for which server: close
@@ -52,58 +55,86 @@ pub(crate) fn current_worker_is(kind: WorkerKind, server: &Server) -> bool {
 /// A request whose thread or child could not be started, and why.
 pub(crate) type NotStarted = Box<(Request, Error)>;
 
-pub(crate) struct Workers {
-    mode: Concurrency,
+/// The concurrency model a server was built for, holding only what that
+/// model needs: the server loop drives it (see `Server::serve_forever`).
+pub(crate) enum Workers {
+    /// The blocking modes: one accept loop, and the request runs where the
+    /// model says.
+    Blocking(Blocking),
+    /// Event mode: requests never leave a loop, so no thread or child is
+    /// tracked; this is the loops' shared state (connection count,
+    /// mailboxes).
+    Event(Arc<EventLoops>),
+}
+
+/// Where a blocking mode runs a request. Every blocking mode has the
+/// hand-off trackers, `threads` and `children`: ss_request_hand_off may
+/// move any request to a thread or a child. Threading mode's threads are
+/// tracked by the same `threads`.
+pub(crate) struct Blocking {
+    model: Model,
     threads: ThreadTracker,
     children: ChildTracker,
-    pool: Option<ThreadPool>,
-    events: Arc<EventShared>,
+}
+
+enum Model {
+    Sync,
+    Threading,
+    Forking,
+    Pool(ThreadPool),
 }
 
 impl Workers {
     pub(crate) fn new(config: &Config) -> Self {
-        Workers {
-            mode: config.concurrency,
+        let model = match config.concurrency {
+            Concurrency::Event => return Workers::Event(Arc::default()),
+            Concurrency::Sync => Model::Sync,
+            Concurrency::Threading => Model::Threading,
+            Concurrency::Forking => Model::Forking,
+            Concurrency::ThreadPool => Model::Pool(ThreadPool::new(config)),
+        };
+        Workers::Blocking(Blocking {
+            model,
             threads: ThreadTracker::new(config),
             children: ChildTracker::new(config),
-            pool: (config.concurrency == Concurrency::ThreadPool).then(|| ThreadPool::new(config)),
-            events: Arc::default(),
+        })
+    }
+
+    /// The event loops' shared state, in event mode.
+    pub(crate) fn events(&self) -> Option<&Arc<EventLoops>> {
+        match self {
+            Workers::Event(shared) => Some(shared),
+            Workers::Blocking(_) => None,
         }
     }
 
     /// Takes ownership of an accepted request and gets it handled.
     pub(crate) fn process(&self, server: &Arc<Server>, request: Request) {
-        match self.mode {
-            Concurrency::Threading => {
-                let owner = server.clone();
-                self.spawn_or_report(
-                    server,
-                    request,
-                    move |r| run_request(&owner, r),
-                    HandOffTarget::Thread,
-                );
-            }
-            Concurrency::Forking => {
-                let owner = server.clone();
-                self.spawn_or_report(
-                    server,
-                    request,
-                    move |r| run_request(&owner, r),
-                    HandOffTarget::Fork,
-                );
-            }
-            Concurrency::ThreadPool => {
-                if let Some(Err(not_started)) = self.pool.as_ref().map(|p| p.submit(request)) {
+        let Workers::Blocking(blocking) = self else {
+            // Event mode takes no request through here (handle_request is
+            // refused there); inline is the safe answer all the same.
+            let _ = run_request(server, request);
+            return;
+        };
+        let target = match &blocking.model {
+            Model::Threading => HandOffTarget::Thread,
+            Model::Forking => HandOffTarget::Fork,
+            Model::Pool(pool) => {
+                if let Err(not_started) = pool.submit(request) {
                     let (mut request, error) = *not_started;
                     server.handler().handle_error(Some(&mut request), &error);
                     request.shutdown();
                 }
+                return;
             }
-            _ => {
+            Model::Sync => {
                 // A failed request was already reported through handle_error.
                 let _ = run_request(server, request);
+                return;
             }
-        }
+        };
+        let owner = server.clone();
+        blocking.spawn_or_report(server, request, move |r| run_request(&owner, r), target);
     }
 
     /// Runs the rest of a handed-off request: its continuation, then finish
@@ -120,13 +151,84 @@ impl Workers {
             let result = continuation(&mut r);
             finish_request(owner.handler(), r, result)
         };
-        if in_forked_child() {
-            let _ = rest(request);
-            return;
+        match self {
+            Workers::Blocking(blocking) if !in_forked_child() => {
+                blocking.spawn_or_report(server, request, rest, target)
+            }
+            // In a forked child, or (never reached: event requests are
+            // not handled through `handle`) in event mode: in place.
+            _ => {
+                let _ = rest(request);
+            }
         }
-        self.spawn_or_report(server, request, rest, target);
     }
 
+    /// Whether the loop may take another request now (the thread cap, the
+    /// pool's queue and max_children); when false the loop stops accepting
+    /// for a moment.
+    pub(crate) fn has_capacity(&self, server: &Server) -> bool {
+        let Workers::Blocking(b) = self else {
+            return true;
+        };
+        // max_children counts fork hand-offs in every blocking mode: at the
+        // cap the loop stops accepting, as in forking mode.
+        b.children.reap(server, false);
+        if !b.children.has_capacity() {
+            return false;
+        }
+        match &b.model {
+            Model::Threading => b.threads.has_capacity(),
+            Model::Pool(pool) => pool.has_capacity(),
+            Model::Sync | Model::Forking => true,
+        }
+    }
+
+    /// Reaps finished children without blocking: every loop turn and on
+    /// handle_request's timeout (Python's collect_children).
+    pub(crate) fn reap(&self, server: &Server) {
+        if let Workers::Blocking(b) = self {
+            b.children.reap(server, false);
+        }
+    }
+
+    /// Server close: with block_on_close, wait for every child and every
+    /// non-daemon thread; otherwise only reap the children already done.
+    pub(crate) fn close(&self, server: &Server, block_on_close: bool) {
+        let Workers::Blocking(b) = self else {
+            return;
+        };
+        if let Model::Pool(pool) = &b.model {
+            pool.close(server, block_on_close);
+        }
+        // Threads before children: a thread still running may yet fork a
+        // hand-off child, which close must then wait for too.
+        if block_on_close {
+            b.threads.wait_idle(server);
+        }
+        b.children.reap(server, block_on_close);
+    }
+
+    /// Live threads and children, for tests and statistics.
+    pub(crate) fn live(&self) -> (usize, usize) {
+        match self {
+            Workers::Blocking(b) => (b.threads.live(), b.children.live()),
+            Workers::Event(_) => (0, 0),
+        }
+    }
+
+    /// Requests waiting in the thread pool's queue.
+    pub(crate) fn queued(&self) -> usize {
+        match self {
+            Workers::Blocking(Blocking {
+                model: Model::Pool(pool),
+                ..
+            }) => pool.queued(),
+            _ => 0,
+        }
+    }
+}
+
+impl Blocking {
     /// Starts `work` on a thread or in a child; if that fails, the request
     /// is reported to handle_error and closed (Python's process_request
     /// failing inside _handle_request_noblock).
@@ -146,57 +248,5 @@ impl Workers {
             server.handler().handle_error(Some(&mut request), &error);
             request.shutdown();
         }
-    }
-
-    /// Whether the loop may take another request now (the thread cap, the
-    /// pool's queue and max_children); when false the loop stops accepting
-    /// for a moment.
-    pub(crate) fn has_capacity(&self, server: &Server) -> bool {
-        // max_children counts fork hand-offs in every mode: at the cap the
-        // loop stops accepting, as in forking mode.
-        self.children.reap(server, false);
-        if !self.children.has_capacity() {
-            return false;
-        }
-        match self.mode {
-            Concurrency::Threading => self.threads.has_capacity(),
-            Concurrency::ThreadPool => self.pool.as_ref().is_none_or(|p| p.has_capacity()),
-            _ => true,
-        }
-    }
-
-    /// Reaps finished children without blocking: every loop turn and on
-    /// handle_request's timeout (Python's collect_children).
-    pub(crate) fn reap(&self, server: &Server) {
-        self.children.reap(server, false);
-    }
-
-    /// Server close: with block_on_close, wait for every child and every
-    /// non-daemon thread; otherwise only reap the children already done.
-    pub(crate) fn close(&self, server: &Server, block_on_close: bool) {
-        if let Some(pool) = &self.pool {
-            pool.close(server, block_on_close);
-        }
-        // Threads before children: a thread still running may yet fork a
-        // hand-off child, which close must then wait for too.
-        if block_on_close {
-            self.threads.wait_idle(server);
-        }
-        self.children.reap(server, block_on_close);
-    }
-
-    /// Live threads and children, for tests and statistics.
-    pub(crate) fn live(&self) -> (usize, usize) {
-        (self.threads.live(), self.children.live())
-    }
-
-    /// The event loops' shared state (connection count, mailboxes).
-    pub(crate) fn events(&self) -> Arc<EventShared> {
-        self.events.clone()
-    }
-
-    /// Requests waiting in the thread pool's queue.
-    pub(crate) fn queued(&self) -> usize {
-        self.pool.as_ref().map_or(0, |p| p.queued())
     }
 }

@@ -4,14 +4,13 @@
 //! (connections wait in the kernel's backlog), so memory stays bounded.
 
 use std::collections::VecDeque;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::threading::report_panic;
 use super::{current_worker_is, set_current_worker, NotStarted, WorkerKind};
 use crate::config::Config;
 use crate::error::Error;
+use crate::handler::catch_reported;
 use crate::handler::run_request;
 use crate::request::Request;
 use crate::server::Server;
@@ -29,8 +28,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, PoolState> {
-        // The queue and flag stay consistent even if a holder panicked.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 }
 
@@ -61,7 +59,7 @@ impl ThreadPool {
     }
 
     fn start_workers(&self) -> std::io::Result<()> {
-        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut workers = crate::sync::lock(&self.workers);
         while workers.len() < self.size {
             let shared = self.shared.clone();
             let handle = std::thread::Builder::new()
@@ -77,12 +75,7 @@ impl ThreadPool {
     pub(crate) fn submit(&self, request: Request) -> Result<(), NotStarted> {
         if let Err(e) = self.start_workers() {
             // Serve with the workers that did start; fail only with none.
-            if self
-                .workers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-            {
+            if crate::sync::lock(&self.workers).is_empty() {
                 return Err(Box::new((
                     request,
                     Error::io("starting the worker threads", e),
@@ -120,7 +113,7 @@ impl ThreadPool {
             request.shutdown();
         }
         self.shared.work_ready.notify_all();
-        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        let workers = std::mem::take(&mut *crate::sync::lock(&self.workers));
         if block {
             // A worker closing its own server cannot join itself (its
             // handle is dropped: it ends on its own once it returns to the
@@ -154,10 +147,7 @@ fn work(shared: &Shared) {
                 if st.stopping {
                     return;
                 }
-                st = shared
-                    .work_ready
-                    .wait(st)
-                    .unwrap_or_else(|p| p.into_inner());
+                st = crate::sync::wait(&shared.work_ready, st);
             }
         };
         let server = request.server().clone();
@@ -168,8 +158,6 @@ fn work(shared: &Shared) {
         }
         // A failed request was already reported through handle_error; a
         // panic is reported too, and the worker lives on.
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_request(&server, request))) {
-            report_panic(&server, panic);
-        }
+        catch_reported(server.handler(), || run_request(&server, request));
     }
 }

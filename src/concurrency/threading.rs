@@ -2,12 +2,13 @@
 //! are detached and only counted, so nothing grows with the number of
 //! requests served (CPython's bpo-37193 leaked a list of finished threads).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use crate::handler::catch_reported;
+use crate::sync::lock;
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::{current_worker_is, set_current_worker, WorkerKind};
 use crate::config::Config;
-use crate::error::{panic_message, Error, ErrorKind};
+use crate::error::Error;
 use crate::request::Request;
 use crate::server::Server;
 
@@ -24,12 +25,6 @@ pub(crate) struct ThreadTracker {
     daemon: bool,
     max_threads: usize,
     stack_size: usize,
-}
-
-fn lock(counts: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
-    // Counts stay consistent even if a holder panicked: every update is a
-    // single arithmetic step.
-    counts.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Decrements the counts when a handler thread ends, however it ends. It
@@ -117,13 +112,11 @@ impl ThreadTracker {
                     if joinable {
                         set_current_worker(WorkerKind::JoinableThread, server);
                     }
-                    let request = thread_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let request = crate::sync::lock(&thread_slot).take();
                     drop(thread_slot);
                     if let Some(request) = request {
                         // A failed request was already reported through handle_error.
-                        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| work(request))) {
-                            report_panic(server, panic);
-                        }
+                        catch_reported(server.handler(), || work(request));
                     }
                 }
                 drop(finished);
@@ -132,7 +125,7 @@ impl ThreadTracker {
             Ok(_) => Ok(()),
             Err(e) => {
                 // `finished` went down with the closure and undid the counts.
-                let request = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let request = crate::sync::lock(&slot).take();
                 let request =
                     request.expect("a thread that never started cannot have taken the request");
                 Err(Box::new((
@@ -152,22 +145,11 @@ impl ThreadTracker {
         let own = usize::from(current_worker_is(WorkerKind::JoinableThread, server));
         let mut c = lock(&self.counts.0);
         while c.joinable > own {
-            c = self.counts.1.wait(c).unwrap_or_else(|p| p.into_inner());
+            c = crate::sync::wait(&self.counts.1, c);
         }
     }
 
     pub(crate) fn live(&self) -> usize {
         lock(&self.counts.0).live
     }
-}
-
-/// A panic on a worker thread is reported through handle_error, never
-/// passed on: the server and its other requests go on.
-pub(crate) fn report_panic(server: &Server, panic: Box<dyn std::any::Any + Send>) {
-    let what = panic_message(&*panic);
-    let error = Error::new(
-        ErrorKind::Panic,
-        format!("internal error in a handler thread (panic caught): {what}"),
-    );
-    server.handler().handle_error(None, &error);
 }

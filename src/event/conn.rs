@@ -49,7 +49,7 @@ pub struct Conn {
     /// Sending failed: the connection is beyond saving.
     pub(crate) broken: bool,
     /// What epoll watches now, to skip needless epoll_ctl calls.
-    pub(crate) registered: u32,
+    pub(crate) registered: nix::sys::epoll::EpollFlags,
     /// Loop-local tick of the last activity, for the idle timeout.
     pub(crate) last_active: u64,
     /// Bytes went out since the loop last looked: activity too.
@@ -88,7 +88,7 @@ impl Conn {
             read_done: false,
             held_after_eof: false,
             broken: false,
-            registered: 0,
+            registered: nix::sys::epoll::EpollFlags::empty(),
             last_active: now,
             sent_since_check: false,
             lingering: false,

@@ -27,10 +27,12 @@
 //! The stream hot path allocates nothing: one read buffer per loop, bytes
 //! handed to the handler straight from it, replies sent straight from the
 //! handler's buffer; a connection gets buffers of its own only while it has
-//! unconsumed input or unsent output. A datagram, received into the same
-//! buffer, becomes a Request that owns a copy of it and of its sender's
-//! text (two small allocations per datagram: the Request API holds its
-//! data by value).
+//! unconsumed input or unsent output. A datagram is received into the
+//! loop's datagram buffer, which is lent to its Request and taken back
+//! after on_datagram: no copy. What still allocates per datagram, only if
+//! the handler asks for it: the sender's text (formatted on the first
+//! client_address call) and the collected reply of `write` calls (`reply`
+//! sends at once, from the handler's buffer).
 //!
 //! Closing: a connection is shut down before its descriptor is closed (a
 //! forked child may hold a copy), lingers while its client may still be
@@ -41,12 +43,17 @@
 mod conn;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::handler::{catch_reported, report_panic};
+use crate::sync::lock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use nix::errno::Errno;
+use nix::poll::PollTimeout;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use socket2::{SockAddr, Socket};
 
 pub use conn::Conn;
@@ -55,7 +62,7 @@ use crate::address::describe_peer;
 use crate::concurrency::{set_current_worker, WorkerKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::peer_limit::PeerPermit;
-use crate::request::Request;
+use crate::request::{Received, Request};
 use crate::server::Server;
 use crate::sys::Waker;
 use crate::transport::{self, Accepted};
@@ -64,9 +71,11 @@ use crate::transport::{self, Accepted};
 /// connection is gone by the time its loop runs it.
 pub type Job = Box<dyn FnOnce(Option<&mut Conn>) + Send>;
 
-/// What all loops of one server share.
+/// An event-mode server's loops, as its users see them (through
+/// `Server::event_loops`): post jobs to a connection, count connections.
+/// Also what all loops of the server share.
 #[derive(Default)]
-pub(crate) struct EventShared {
+pub struct EventLoops {
     loops: Mutex<Vec<Arc<LoopShared>>>,
     connections: AtomicUsize,
     /// Each loop index's slot generations, kept from one run of
@@ -93,15 +102,16 @@ struct Incoming {
     permit: Option<PeerPermit>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a push, a take or a clone: a panic
-    // cannot leave the data half-updated.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl EventShared {
-    /// Queues `job` for the loop that owns connection `conn_id`.
-    pub(crate) fn post(&self, conn_id: u64, job: Job) -> Result<()> {
+impl EventLoops {
+    /// Runs `job` on the loop thread that owns connection `conn_id`, with
+    /// the connection, or with None if it has closed by then. Fails,
+    /// without running `job`, when the loops are not running.
+    pub fn post(&self, conn_id: u64, job: Job) -> Result<()> {
+        if crate::sys::in_forked_child() {
+            return Err(Error::wrong_state(
+                "post called in a forked request child; the server belongs to the parent process",
+            ));
+        }
         let loops = lock(&self.loops);
         let target = loops
             .get((conn_id >> ID_LOOP_SHIFT) as usize)
@@ -131,7 +141,8 @@ impl EventShared {
         }
     }
 
-    pub(crate) fn connections(&self) -> usize {
+    /// Open connections across all loops.
+    pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
 }
@@ -188,8 +199,12 @@ const READ_BUFFER: usize = 64 * 1024;
 /// serve_forever in event mode: starts the loops, runs service_actions on
 /// the calling thread until shutdown or close, then stops and joins them
 /// (closing every connection, with on_close).
-pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> {
-    let shared = server.workers().events();
+pub(crate) fn serve(
+    server: &Arc<Server>,
+    shared: &Arc<EventLoops>,
+    listener: &Arc<Socket>,
+) -> Result<()> {
+    let shared = shared.clone();
     let mut loops = Vec::new();
     let mut threads = Vec::new();
     let started = (|| -> Result<()> {
@@ -232,14 +247,14 @@ pub(crate) fn serve(server: &Arc<Server>, listener: &Arc<Socket>) -> Result<()> 
     }
     for thread in threads {
         if let Err(panic) = thread.join() {
-            crate::concurrency::report_panic(server, panic);
+            report_panic(server.handler(), panic);
         }
     }
     // A loop that never ran leaves its jobs here: each still gets its call,
     // and connections handed to it leave the count.
     for l in &loops {
         for (_, job) in std::mem::take(&mut *lock(&l.mailbox)) {
-            let _ = catch_unwind(AssertUnwindSafe(|| job(None)));
+            catch_reported(server.handler(), || job(None));
         }
         for conn in std::mem::take(&mut *lock(&l.incoming)) {
             drop(conn);
@@ -269,17 +284,19 @@ struct EventLoop {
     server: Arc<Server>,
     listener: Arc<Socket>,
     own: Arc<LoopShared>,
-    shared: Arc<EventShared>,
+    shared: Arc<EventLoops>,
     /// Every loop of this run, self included, in index order: the round
     /// robin's targets (taken when the loop starts, after all are listed).
     peers: Vec<Arc<LoopShared>>,
-    epoll: OwnedFd,
+    epoll: Epoll,
     slots: Vec<Option<Box<Conn>>>,
     free: Vec<u32>,
     ids: SlotIds,
     /// Slots retired by `ids`: neither free nor live.
     retired: usize,
     read_buffer: Box<[u8]>,
+    /// Datagram transports: lent to each datagram's request in turn.
+    datagram_buffer: Vec<u8>,
     listening: bool,
     /// Tick until which accepting is paused after an accept error.
     accept_resume_at: Option<u64>,
@@ -303,18 +320,16 @@ fn millis(d: std::time::Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
 
-fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-    let mut event = libc::epoll_event { events, u64: token };
-    // SAFETY: `event` is a live local; the kernel copies it.
-    if unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+const READ_EVENTS: EpollFlags = EpollFlags::EPOLLIN.union(EpollFlags::EPOLLRDHUP);
+const WRITE_EVENTS: EpollFlags = EpollFlags::EPOLLOUT;
+const LISTEN_EVENTS: EpollFlags = EpollFlags::EPOLLIN.union(EpollFlags::EPOLLEXCLUSIVE);
 
-const READ_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
-const WRITE_EVENTS: u32 = libc::EPOLLOUT as u32;
-const LISTEN_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32;
+/// epoll_wait's timeout: none, or `ms` milliseconds (capped).
+fn epoll_timeout(ms: Option<u64>) -> PollTimeout {
+    ms.map_or(PollTimeout::NONE, |ms| {
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+    })
+}
 
 impl EventLoop {
     fn new(
@@ -322,32 +337,25 @@ impl EventLoop {
         server: Arc<Server>,
         listener: Arc<Socket>,
         own: Arc<LoopShared>,
-        shared: Arc<EventShared>,
+        shared: Arc<EventLoops>,
     ) -> Result<Self> {
-        // SAFETY: no pointer arguments; the result is checked.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(Error::last_os("epoll_create1"));
-        }
-        // SAFETY: a fresh descriptor nothing else owns.
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-        epoll_ctl(
-            epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            own.waker.fd(),
-            libc::EPOLLIN as u32,
-            TOKEN_WAKER,
-        )
-        .map_err(|e| Error::io("epoll_ctl", e))?;
-        epoll_ctl(
-            epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            listener.as_raw_fd(),
-            LISTEN_EVENTS,
-            TOKEN_LISTENER,
-        )
-        .map_err(|e| Error::io("epoll_ctl", e))?;
-        let read_size = READ_BUFFER.max(server.config().max_datagram_size);
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .map_err(|e| Error::io("epoll_create1", e.into()))?;
+        epoll
+            .add(
+                own.waker.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WAKER),
+            )
+            .map_err(|e| Error::io("epoll_ctl", e.into()))?;
+        epoll
+            .add(&*listener, EpollEvent::new(LISTEN_EVENTS, TOKEN_LISTENER))
+            .map_err(|e| Error::io("epoll_ctl", e.into()))?;
+        // Stream transports read into it; datagrams have their own buffer.
+        let read_size = if server.config().transport.is_stream() {
+            READ_BUFFER
+        } else {
+            0
+        };
         let config = server.config();
         let shortest = [
             config.idle_timeout,
@@ -376,6 +384,7 @@ impl EventLoop {
             ids: SlotIds::default(),
             retired: 0,
             read_buffer: vec![0; read_size].into_boxed_slice(),
+            datagram_buffer: Vec::new(),
             listening: true,
             accept_resume_at: None,
             started: Instant::now(),
@@ -391,31 +400,21 @@ impl EventLoop {
     fn run(&mut self) {
         set_current_worker(WorkerKind::EventLoop, &self.server);
         self.peers = lock(&self.shared.loops).clone();
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
+        let mut events = vec![EpollEvent::empty(); EVENTS_PER_WAIT];
         while !self.own.stop.load(Ordering::SeqCst) {
-            let timeout = self.wait_timeout();
-            // SAFETY: `events` is a live buffer of EVENTS_PER_WAIT entries.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    EVENTS_PER_WAIT as i32,
-                    timeout,
-                )
-            };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            let n = match self.epoll.wait(&mut events, self.wait_timeout()) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    self.server
+                        .handler()
+                        .handle_error(None, &Error::io("epoll_wait", e.into()));
+                    break;
                 }
-                self.server
-                    .handler()
-                    .handle_error(None, &Error::io("epoll_wait", err));
-                break;
-            }
+            };
             self.tick = self.started.elapsed().as_millis() as u64;
-            for event in &events[..n as usize] {
-                let (token, flags) = (event.u64, event.events);
+            for event in &events[..n] {
+                let (token, flags) = (event.data(), event.events());
                 match token {
                     TOKEN_LISTENER => self.on_listener(),
                     TOKEN_WAKER => {
@@ -437,7 +436,7 @@ impl EventLoop {
     /// After stop: nothing more is accepted or read, every connection is
     /// asked to close, and output still queued gets until the drain bound
     /// (lingering_timeout) to go out; close_all then closes what is left.
-    fn drain(&mut self, events: &mut [libc::epoll_event]) {
+    fn drain(&mut self, events: &mut [EpollEvent]) {
         self.pause_accepting();
         self.draining = true;
         for slot in 0..self.slots.len() {
@@ -453,44 +452,28 @@ impl EventLoop {
             if now >= deadline {
                 return;
             }
-            let timeout = (deadline - now).min(i32::MAX as u64) as i32;
-            // SAFETY: `events` is a live buffer of its length.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    timeout,
-                )
+            let n = match self.epoll.wait(events, epoll_timeout(Some(deadline - now))) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return,
             };
-            if n < 0 {
-                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return;
-            }
             self.tick = self.started.elapsed().as_millis() as u64;
-            for event in &events[..n as usize] {
-                match event.u64 {
+            for event in &events[..n] {
+                match event.data() {
                     TOKEN_LISTENER => {}
                     TOKEN_WAKER => self.run_mailbox(),
-                    slot => self.on_conn_event(slot as usize, event.events),
+                    slot => self.on_conn_event(slot as usize, event.events()),
                 }
             }
         }
     }
 
-    fn wait_timeout(&self) -> i32 {
+    fn wait_timeout(&self) -> PollTimeout {
         let mut until: Option<u64> = self.accept_resume_at;
         if self.timers_active && self.live_conns() > 0 {
             until = Some(until.map_or(self.next_idle_check, |u| u.min(self.next_idle_check)));
         }
-        match until {
-            None => -1,
-            Some(t) => t
-                .saturating_sub(self.started.elapsed().as_millis() as u64)
-                .min(i32::MAX as u64) as i32,
-        }
+        epoll_timeout(until.map(|t| t.saturating_sub(self.started.elapsed().as_millis() as u64)))
     }
 
     fn live_conns(&self) -> usize {
@@ -540,13 +523,7 @@ impl EventLoop {
 
     fn pause_accepting(&mut self) {
         if self.listening {
-            let _ = epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                self.listener.as_raw_fd(),
-                0,
-                0,
-            );
+            let _ = self.epoll.delete(&*self.listener);
             self.listening = false;
             self.shared.paused.fetch_add(1, Ordering::SeqCst);
         }
@@ -562,14 +539,13 @@ impl EventLoop {
         if self.at_max_connections() {
             return;
         }
-        if epoll_ctl(
-            self.epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            self.listener.as_raw_fd(),
-            LISTEN_EVENTS,
-            TOKEN_LISTENER,
-        )
-        .is_ok()
+        if self
+            .epoll
+            .add(
+                &*self.listener,
+                EpollEvent::new(LISTEN_EVENTS, TOKEN_LISTENER),
+            )
+            .is_ok()
         {
             self.listening = true;
             self.shared.paused.fetch_sub(1, Ordering::SeqCst);
@@ -680,22 +656,19 @@ impl EventLoop {
         let high_water = self.server.config().output_high_water;
         let mut conn = Box::new(Conn::new(socket, &peer, id, high_water, self.tick));
         conn.peer_permit = permit.map(Box::new);
-        if let Err(e) = epoll_ctl(
-            self.epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            conn.fd(),
-            READ_EVENTS,
-            slot as u64,
-        ) {
+        if let Err(e) = self
+            .epoll
+            .add(conn.socket(), EpollEvent::new(READ_EVENTS, slot as u64))
+        {
             self.server
                 .handler()
-                .handle_error(None, &Error::io("epoll_ctl", e));
+                .handle_error(None, &Error::io("epoll_ctl", e.into()));
             self.free.push(slot as u32);
             self.release_connection();
             return;
         }
         conn.registered = READ_EVENTS;
-        if let Err(e) = self.server.handler().on_open(&mut conn) {
+        if let Err(e) = self.server.event_handler().on_open(&mut conn) {
             report_conn_error(&self.server, &conn, &e);
             conn.broken = true;
         }
@@ -703,7 +676,7 @@ impl EventLoop {
         self.settle(slot);
     }
 
-    fn on_conn_event(&mut self, slot: usize, flags: u32) {
+    fn on_conn_event(&mut self, slot: usize, flags: EpollFlags) {
         let server = &self.server;
         let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.as_deref_mut()) else {
             return;
@@ -718,16 +691,19 @@ impl EventLoop {
         // Unix peer closed, a TCP peer reset): nothing can be delivered any
         // more. Without this, a connection held by on_eof watches no
         // events, and epoll reports HUP/ERR on every wait: a busy loop.
-        if conn.read_done && flags & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+        if conn.read_done && flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
             conn.broken = true;
         }
-        let readable = flags
-            & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32
-            != 0;
+        let readable = flags.intersects(
+            EpollFlags::EPOLLIN
+                | EpollFlags::EPOLLRDHUP
+                | EpollFlags::EPOLLHUP
+                | EpollFlags::EPOLLERR,
+        );
         if readable && !conn.read_done && !conn.output_full() && !conn.close_requested {
             read_conn(server, conn, &mut self.read_buffer, self.tick);
         }
-        if flags & (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0
+        if flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
             && conn.pending_output() > 0
         {
             if let Err(e) = conn.flush() {
@@ -768,7 +744,7 @@ impl EventLoop {
             // The output drain is bounded (see expire_idle).
             self.timers_active = true;
         }
-        let mut want = 0;
+        let mut want = EpollFlags::empty();
         if !conn.read_done && !conn.output_full() && !conn.close_requested {
             want |= READ_EVENTS;
         }
@@ -776,14 +752,10 @@ impl EventLoop {
             want |= WRITE_EVENTS;
         }
         if want != conn.registered {
-            if epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_MOD,
-                conn.fd(),
-                want,
-                slot as u64,
-            )
-            .is_ok()
+            if self
+                .epoll
+                .modify(conn.socket(), &mut EpollEvent::new(want, slot as u64))
+                .is_ok()
             {
                 conn.registered = want;
             } else {
@@ -823,7 +795,7 @@ impl EventLoop {
         if !linger {
             return self.close_conn(slot);
         }
-        self.server.handler().on_close(conn);
+        self.server.event_handler().on_close(conn);
         conn.start_lingering(self.tick);
         self.lingering += 1;
         self.release_connection();
@@ -832,14 +804,13 @@ impl EventLoop {
             return;
         };
         if conn.registered != READ_EVENTS {
-            if epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_MOD,
-                conn.fd(),
-                READ_EVENTS,
-                slot as u64,
-            )
-            .is_err()
+            if self
+                .epoll
+                .modify(
+                    conn.socket(),
+                    &mut EpollEvent::new(READ_EVENTS, slot as u64),
+                )
+                .is_err()
             {
                 return self.close_conn(slot);
             }
@@ -855,12 +826,12 @@ impl EventLoop {
             return;
         };
         if !conn.lingering {
-            self.server.handler().on_close(&mut conn);
+            self.server.event_handler().on_close(&mut conn);
         }
         conn.shutdown(std::net::Shutdown::Both);
         // Explicitly: a forked child holding a copy of the fd would keep
         // the registration alive after close, and the loop would spin.
-        let _ = epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, conn.fd(), 0, 0);
+        let _ = self.epoll.delete(conn.socket());
         // Counted until on_close has run, so that at most max_connections
         // connections are ever between on_open and on_close.
         if conn.lingering {
@@ -883,9 +854,7 @@ impl EventLoop {
             match self.conn_by_id(id) {
                 Some(slot) => {
                     let conn = self.slots[slot].as_deref_mut();
-                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job(conn))) {
-                        crate::concurrency::report_panic(&self.server, panic);
-                    }
+                    catch_reported(self.server.handler(), || job(conn));
                     // The job may be what the handler waited for (its
                     // answer written, state changed): input it held back
                     // gets another turn now, not only when more arrives.
@@ -901,7 +870,7 @@ impl EventLoop {
                     self.settle(slot);
                 }
                 None => {
-                    let _ = catch_unwind(AssertUnwindSafe(|| job(None)));
+                    catch_reported(self.server.handler(), || job(None));
                 }
             }
         }
@@ -982,35 +951,31 @@ impl EventLoop {
 
     fn receive_datagrams(&mut self) {
         for _ in 0..ACCEPT_BATCH {
-            let max = self.server.config().max_datagram_size;
-            let dgram = match transport::recv_datagram(&self.listener, &mut self.read_buffer[..max])
-            {
-                Ok(Some(d)) => d,
-                Ok(None) => return,
+            let received = Request::receive_datagram(
+                &self.server,
+                &self.listener,
+                &mut self.datagram_buffer,
+                true,
+            );
+            let mut request = match received {
+                Ok(Received::Request(request)) => request,
+                Ok(Received::Dropped) => continue,
+                Ok(Received::Nothing) => return,
                 Err(e) => {
                     self.server.handler().handle_error(None, &e);
                     return;
                 }
             };
-            let data = self.read_buffer[..dgram.len].to_vec();
-            let too_long = dgram.too_long();
-            let mut request = Request::datagram(
-                self.server.clone(),
-                self.listener.clone(),
-                data,
-                dgram.sender,
-            );
-            let handler = self.server.handler();
-            if let Some(err) = too_long {
-                handler.handle_error(Some(&mut request), &err);
-                continue;
-            }
-            let result = handler
+            let result = self
+                .server
+                .event_handler()
                 .on_datagram(&mut request)
                 .and_then(|()| request.complete());
             if let Err(e) = result {
-                handler.handle_error(Some(&mut request), &e);
+                self.server.handler().handle_error(Some(&mut request), &e);
             }
+            // The buffer comes back for the next datagram.
+            self.datagram_buffer = request.take_datagram_buffer();
         }
     }
 
@@ -1025,7 +990,7 @@ impl EventLoop {
         self.own.stop.store(true, Ordering::SeqCst);
         let jobs = std::mem::take(&mut *lock(&self.own.mailbox));
         for (_, job) in jobs {
-            let _ = catch_unwind(AssertUnwindSafe(|| job(None)));
+            catch_reported(self.server.handler(), || job(None));
         }
         // Handed over but never opened: closed without on_close.
         for conn in std::mem::take(&mut *lock(&self.own.incoming)) {
@@ -1077,7 +1042,7 @@ fn read_conn(server: &Server, conn: &mut Conn, buffer: &mut [u8], tick: u64) {
                 // A handler that takes end-of-input keeps the connection
                 // open for its answer (e.g. one computed elsewhere and
                 // posted), until it closes it.
-                conn.held_after_eof = server.handler().on_eof(conn);
+                conn.held_after_eof = server.event_handler().on_eof(conn);
                 return;
             }
             Ok(n) => {
@@ -1141,7 +1106,7 @@ fn feed_input(server: &Server, conn: &mut Conn, fresh: &[u8]) {
 fn consume(server: &Server, conn: &mut Conn, data: &[u8]) -> Result<usize> {
     let mut used = 0;
     while used < data.len() && !conn.close_requested && !conn.broken && !conn.output_full() {
-        let n = server.handler().on_data(conn, &data[used..])?;
+        let n = server.event_handler().on_data(conn, &data[used..])?;
         if n > data.len() - used {
             return Err(Error::invalid(format!(
                 "on_data reported {n} bytes consumed of the {} it was given",

@@ -6,7 +6,7 @@ use super::boundary::{clear_last_error, last_error, status_of};
 use super::{ss_conn, ss_request, ss_server, ss_status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Conn;
-use crate::handler::{default_handle_error, Handler};
+use crate::handler::{default_handle_error, EventHandler, Handler};
 use crate::request::Request;
 use crate::server::Server;
 
@@ -257,6 +257,12 @@ impl Handler for CHandler {
         self.call_server(self.callbacks.service_actions, server);
     }
 
+    fn event_handler(&self) -> Option<&dyn EventHandler> {
+        Some(self)
+    }
+}
+
+impl EventHandler for CHandler {
     fn on_open(&self, conn: &mut Conn) -> Result<()> {
         let Some(cb) = self.callbacks.on_open else {
             return Ok(());

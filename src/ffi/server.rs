@@ -328,7 +328,7 @@ pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status
     if server.is_null() {
         return ss_status::SS_ERR_NULL_POINTER;
     }
-    if crate::concurrency::in_forked_child() {
+    if crate::sys::in_forked_child() {
         return ss_status::SS_ERR_WRONG_STATE;
     }
     let Some(_inside) = live::enter(server as usize) else {
@@ -576,7 +576,13 @@ pub unsafe extern "C" fn ss_server_post(
         let server = unsafe { handle_ref(server) }?;
         let job = job.ok_or_else(|| null("job"))?;
         let posted = PostedJob { job, arg };
-        server.post(
+        let loops = server.event_loops().ok_or_else(|| {
+            Error::new(
+                crate::error::ErrorKind::Unsupported,
+                "posting to a connection needs event mode",
+            )
+        })?;
+        loops.post(
             conn_id,
             Box::new(move |conn: Option<&mut crate::event::Conn>| {
                 let posted = posted;
@@ -602,7 +608,9 @@ pub unsafe extern "C" fn ss_server_connections(
 ) -> ss_status {
     guard(|| {
         // SAFETY: forwarded contract.
-        let n = unsafe { handle_ref(server) }?.connections();
+        let n = unsafe { handle_ref(server) }?
+            .event_loops()
+            .map_or(0, |e| e.connections());
         // SAFETY: writable per the contract.
         unsafe { write_out(out_connections, "out_connections", n) }
     })
