@@ -179,11 +179,7 @@ common::c_tests! {
 /// is left out of `cargo test`.
 #[test]
 fn every_c_subtest_is_run() {
-    for (prog, subs) in C_SUBTESTS {
-        let listed = common::list_subtests_with(&format!("{prog}.c"), STRICT_C99_FLAGS);
-        let expected: Vec<String> = subs.iter().map(|s| s.to_string()).collect();
-        assert_eq!(listed, expected, "sub-tests of {prog}.c vs c_tests!");
-    }
+    common::assert_every_c_subtest_is_run(C_SUBTESTS, Some(STRICT_C99_FLAGS), file!());
 }
 
 /// The header compiles on its own under the strict C99 flags (plus a few

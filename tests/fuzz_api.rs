@@ -47,16 +47,7 @@ common::c_tests! {
 /// other way round.
 #[test]
 fn every_c_subtest_is_run() {
-    for (prog, subs) in C_SUBTESTS {
-        let listed: BTreeSet<String> = common::list_subtests(&format!("{prog}.c"))
-            .into_iter()
-            .collect();
-        let run: BTreeSet<String> = subs.iter().map(|s| s.to_string()).collect();
-        assert_eq!(
-            listed, run,
-            "{prog}.c --list differs from the sub-tests run by tests/fuzz_api.rs"
-        );
-    }
+    common::assert_every_c_subtest_is_run(C_SUBTESTS, None, file!());
 }
 
 /// Names `ss_xxx` directly followed by `(` in `text`, outside comments.

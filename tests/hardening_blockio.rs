@@ -43,7 +43,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -90,16 +89,7 @@ common::c_tests! {
 /// other way round, so that a new C sub-test cannot be forgotten.
 #[test]
 fn every_c_subtest_is_run() {
-    for (prog, subs) in C_SUBTESTS {
-        let listed: BTreeSet<String> = common::list_subtests(&format!("{prog}.c"))
-            .into_iter()
-            .collect();
-        let run: BTreeSet<String> = subs.iter().map(|s| s.to_string()).collect();
-        assert_eq!(
-            listed, run,
-            "{prog}.c --list differs from the sub-tests run by tests/hardening_blockio.rs"
-        );
-    }
+    common::assert_every_c_subtest_is_run(C_SUBTESTS, None, file!());
 }
 
 /// line_server running with `args`; killed on drop.

@@ -28,8 +28,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-
 use common::DEFAULT_TIMEOUT;
 
 /// Runs sub-test `subtest` of tests/c/<prog>.c.
@@ -63,14 +61,5 @@ common::c_tests! {
 /// other way round, so that a new C sub-test cannot be forgotten.
 #[test]
 fn every_c_subtest_is_run() {
-    for (prog, subs) in C_SUBTESTS {
-        let listed: BTreeSet<String> = common::list_subtests(&format!("{prog}.c"))
-            .into_iter()
-            .collect();
-        let run: BTreeSet<String> = subs.iter().map(|s| s.to_string()).collect();
-        assert_eq!(
-            listed, run,
-            "{prog}.c --list differs from the sub-tests run by tests/hardening_lifecycle.rs"
-        );
-    }
+    common::assert_every_c_subtest_is_run(C_SUBTESTS, None, file!());
 }

@@ -503,3 +503,28 @@ pub fn list_subtests_with(source: &str, flags: &[&str]) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Every sub-test each C program of `table` (a `c_tests!` table) lists with
+/// `--list` is run by a #[test] of `test_file`, and the other way round, so
+/// that a new C sub-test cannot be forgotten. `flags`: how the programs are
+/// compiled, when not with their default flags.
+pub fn assert_every_c_subtest_is_run(
+    table: &[(&str, &[&str])],
+    flags: Option<&[&str]>,
+    test_file: &str,
+) {
+    for (prog, subs) in table {
+        let source = format!("{prog}.c");
+        let mut listed = match flags {
+            Some(flags) => list_subtests_with(&source, flags),
+            None => list_subtests(&source),
+        };
+        let mut run: Vec<String> = subs.iter().map(|s| s.to_string()).collect();
+        listed.sort();
+        run.sort();
+        assert_eq!(
+            listed, run,
+            "{source} --list differs from the sub-tests run by {test_file}"
+        );
+    }
+}
