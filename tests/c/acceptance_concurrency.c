@@ -129,7 +129,7 @@ static int wait_ready(const int *fds, bool *ready, int n, int want, long ms)
 
 static void concurrency_test(int mode)
 {
-    shared *sh = (shared *)at_shared_alloc(sizeof *sh);
+    shared *sh = (shared *)tu_shared_alloc(sizeof *sh);
     ss_config *cfg = tu_config_mode(SS_TCP, mode, ready_then_echo);
     ss_server *server;
     tu_runner serving;
@@ -183,7 +183,7 @@ static void concurrency_test(int mode)
     CHECK_EQ(TU_LOAD(&sh->errors), 0);
     if (mode == SS_SYNC)
         CHECK_EQ(TU_LOAD(&sh->max_running), 1);
-    at_shared_free(sh, sizeof *sh);
+    tu_shared_free(sh, sizeof *sh);
 }
 
 static void concurrent_threading(void)
@@ -391,7 +391,7 @@ static void *sample_live(void *arg)
 
 static void cap_test(int mode)
 {
-    shared *sh = (shared *)at_shared_alloc(sizeof *sh);
+    shared *sh = (shared *)tu_shared_alloc(sizeof *sh);
     ss_config *cfg = tu_config_mode(SS_TCP, mode, holding_handle);
     ss_server *server;
     tu_runner serving;
@@ -448,7 +448,7 @@ static void cap_test(int mode)
               CAP);
     /* 6 requests of 200 ms, 2 at a time: at least 3 rounds. */
     CHECK_MSG(elapsed >= 3 * 200 - 20, "6 capped requests took only %.0f ms", elapsed);
-    at_shared_free(sh, sizeof *sh);
+    tu_shared_free(sh, sizeof *sh);
 }
 
 static void max_children(void)
@@ -466,7 +466,7 @@ static void max_threads(void)
  * the first child to end before forking another. */
 static void max_children_handle_request(void)
 {
-    shared *sh = (shared *)at_shared_alloc(sizeof *sh);
+    shared *sh = (shared *)tu_shared_alloc(sizeof *sh);
     ss_config *cfg = tu_config_mode(SS_TCP, SS_FORKING, holding_handle);
     ss_server *server;
     char addr[128], buf[32];
@@ -504,7 +504,7 @@ static void max_children_handle_request(void)
     CHECK_MSG(second >= 150, "the second handle_request returned after %.0f ms, before the "
                              "first child ended",
               second);
-    at_shared_free(sh, sizeof *sh);
+    tu_shared_free(sh, sizeof *sh);
 }
 
 /* ------------------------------------------ free while a daemon handler runs */
@@ -581,7 +581,7 @@ static int plain_echo(ss_request *r, void *ud)
  * copy of each connection, finished threads and children are not kept). */
 static void no_growth(int mode, int requests)
 {
-    shared *sh = (shared *)at_shared_alloc(sizeof *sh);
+    shared *sh = (shared *)tu_shared_alloc(sizeof *sh);
     ss_config *cfg = tu_config_mode(SS_TCP, mode, plain_echo);
     ss_server *server;
     tu_runner serving;
@@ -627,7 +627,7 @@ static void no_growth(int mode, int requests)
     ss_server_free(server);
     CHECK_EQ(TU_LOAD(&sh->handled), requests);
     CHECK_EQ(TU_LOAD(&sh->errors), 0);
-    at_shared_free(sh, sizeof *sh);
+    tu_shared_free(sh, sizeof *sh);
 }
 
 static void no_growth_forking(void)

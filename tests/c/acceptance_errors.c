@@ -317,7 +317,7 @@ static void gone_error(ss_request *r, ss_status status, const char *message, voi
 
 static void write_to_gone_client(int mode)
 {
-    gone_state *gs = (gone_state *)at_shared_alloc(sizeof *gs);
+    gone_state *gs = (gone_state *)tu_shared_alloc(sizeof *gs);
     ss_config *cfg = tu_config_mode(SS_TCP, mode, flooding_handle);
     ss_server *server;
     tu_runner serving;
@@ -353,7 +353,7 @@ static void write_to_gone_client(int mode)
     CHECK_ST(gs->write_status, SS_ERR_IO);
     CHECK_EQ(TU_LOAD(&gs->request_errors), 1);
     CHECK_MSG(TU_LOAD(&gs->server_errors) == 0, "server-level error: %s", gs->server_message);
-    at_shared_free(gs, sizeof *gs);
+    tu_shared_free(gs, sizeof *gs);
 }
 
 static void gone_client_threading(void)

@@ -125,7 +125,7 @@ static void wait_live(ss_server *server, size_t want_threads, size_t want_childr
 
 static void handoff_stream(int mode, int target)
 {
-    shared *sh = (shared *)at_shared_alloc(sizeof *sh);
+    shared *sh = (shared *)tu_shared_alloc(sizeof *sh);
     ss_config *cfg = tu_config_mode(SS_TCP, mode, dispatch_handle);
     ss_server *server;
     tu_runner serving;
@@ -193,7 +193,7 @@ static void handoff_stream(int mode, int target)
         CHECK_EQ(sh->continuation_in_child, 1);
     else
         CHECK_EQ(sh->continuation_on_other_thread, 1);
-    at_shared_free(sh, sizeof *sh);
+    tu_shared_free(sh, sizeof *sh);
 }
 
 static void handoff_fork(void)
@@ -230,7 +230,7 @@ static void handoff_thread_from_forking(void)
 
 static void handoff_thread_udp(void)
 {
-    shared *sh = (shared *)at_shared_alloc(sizeof *sh);
+    shared *sh = (shared *)tu_shared_alloc(sizeof *sh);
     ss_config *cfg = tu_config_mode(SS_UDP, SS_SYNC, dispatch_handle);
     ss_server *server;
     tu_runner serving;
@@ -274,7 +274,7 @@ static void handoff_thread_udp(void)
     CHECK_EQ(sh->continuations, 1);
     CHECK_EQ(sh->continuation_on_other_thread, 1);
     CHECK_EQ(sh->errors, 0);
-    at_shared_free(sh, sizeof *sh);
+    tu_shared_free(sh, sizeof *sh);
 }
 
 /* ----------------------------------------------------------- wrong state */

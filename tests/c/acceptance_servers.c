@@ -132,7 +132,7 @@ static void dgram_client(int transport, const char *addr, int i)
 
 static void run_server(int transport, int mode, const char *address)
 {
-    shared *sh = (shared *)at_shared_alloc(sizeof *sh);
+    shared *sh = (shared *)tu_shared_alloc(sizeof *sh);
     ss_config *cfg;
     ss_server *server;
     tu_runner serving;
@@ -224,7 +224,7 @@ static void run_server(int transport, int mode, const char *address)
     }
     if (foreign > 0)
         at_reap_foreign_child(foreign);
-    at_shared_free(sh, sizeof *sh);
+    tu_shared_free(sh, sizeof *sh);
 }
 
 #define SERVER_TEST(name, transport, mode, address)                                                \

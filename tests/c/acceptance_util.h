@@ -48,20 +48,6 @@ static inline void at_store_max(int *max, int v)
     }
 }
 
-/* Memory shared with forked children (MAP_SHARED | MAP_ANONYMOUS, zeroed). */
-static inline void *at_shared_alloc(size_t size)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        TU_FAIL("mmap of %zu shared bytes", size);
-    return p;
-}
-
-static inline void at_shared_free(void *p, size_t size)
-{
-    CHECK_SYS(munmap(p, size));
-}
-
 /* ------------------------------------------------------ process inventory */
 
 /* Waits up to `ms` for the thread count to come down to `want` (a detached

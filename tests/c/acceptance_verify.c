@@ -224,7 +224,7 @@ static void verify_false(int mode)
     char addr[128];
     size_t children = 99;
     int fd;
-    ct = (counters *)at_shared_alloc(sizeof *ct);
+    ct = (counters *)tu_shared_alloc(sizeof *ct);
     reset_counters();
     cfg = tu_config_mode(SS_TCP, mode, handle);
     CHECK_OK(ss_config_set_verify_request(cfg, verify_no));
@@ -263,7 +263,7 @@ static void verify_false(int mode)
 
     CHECK_OK(ss_server_close(server));
     ss_server_free(server);
-    at_shared_free(ct, sizeof *ct);
+    tu_shared_free(ct, sizeof *ct);
     ct = NULL;
 }
 
@@ -329,7 +329,7 @@ static void handled_closed_once(int mode)
     ss_config *cfg;
     ss_server *server;
     char addr[128];
-    ct = (counters *)at_shared_alloc(sizeof *ct);
+    ct = (counters *)tu_shared_alloc(sizeof *ct);
     reset_counters();
     cfg = tu_config_mode(SS_TCP, mode, handle);
     CHECK_OK(ss_config_set_verify_request(cfg, verify_watch));
@@ -346,7 +346,7 @@ static void handled_closed_once(int mode)
 
     CHECK_OK(ss_server_close(server));
     ss_server_free(server);
-    at_shared_free(ct, sizeof *ct);
+    tu_shared_free(ct, sizeof *ct);
     ct = NULL;
 }
 

@@ -30,14 +30,6 @@
 
 /* ------------------------------------------------------------- helpers */
 
-static void check_no_children(void)
-{
-    int total, zombies;
-    tu_children(-1, &total, &zombies);
-    if (total != 0)
-        TU_FAIL("%d child process(es) left (%d of them zombies)", total, zombies);
-}
-
 /* Stream handle: echo lines until the client closes. */
 static int echo_until_eof(ss_request *request, void *user)
 {
@@ -358,7 +350,7 @@ static void emfile(int mode)
     close(ctl[0]);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         TU_FAIL("server process ended with status %#x", status);
-    check_no_children();
+    tu_check_no_children();
 }
 
 static void test_emfile_sync(void)
@@ -448,7 +440,7 @@ static void per_ip(int mode)
     hang_up(d);
     hang_up(e);
     tu_stop_serving(server, &runner);
-    check_no_children();
+    tu_check_no_children();
 }
 
 static void test_per_ip_sync(void)

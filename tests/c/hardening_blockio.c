@@ -102,20 +102,6 @@ static void finish_big(int fd, size_t got, const char *what)
     CHECK_EQ(got, BIG_BYTES);
 }
 
-static size_t live_threads(ss_server *server)
-{
-    size_t threads = 0;
-    CHECK_OK(ss_server_live_workers(server, &threads, NULL));
-    return threads;
-}
-
-static size_t live_children(ss_server *server)
-{
-    size_t children = 0;
-    CHECK_OK(ss_server_live_workers(server, NULL, &children));
-    return children;
-}
-
 /* Whether request child `pid` is past its close: gone (exited, a zombie)
  * or asleep in poll(2), which is where it lingers. */
 static int child_closed(int pid)
@@ -160,7 +146,7 @@ static void linger_test(int mode)
     size_t got = start_big(first, &st);
     if (mode == SS_THREADING) {
         /* The handler thread is gone only after the request's close. */
-        WAIT_FOR(live_threads(server) == 0, 5000);
+        WAIT_FOR(tu_live_threads(server) == 0, 5000);
     }
     if (mode == SS_FORKING)
         WAIT_FOR(child_closed(TU_LOAD(&st.handler_pid)), 5000);
@@ -347,7 +333,7 @@ static void flood_test(int mode)
 
     if (mode == SS_FORKING) {
         /* No child is left spinning on a stuck reply. */
-        WAIT_FOR(live_children(server) == 0, 10000);
+        WAIT_FOR(tu_live_children(server) == 0, 10000);
     } else {
         /* Every flood datagram was taken off the queue; the stuck replies
          * were dropped and reported, and the server is idle again. */

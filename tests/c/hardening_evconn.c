@@ -27,14 +27,6 @@
 
 /* ------------------------------------------------------------- helpers */
 
-static void check_no_children(void)
-{
-    int total, zombies;
-    tu_children(-1, &total, &zombies);
-    if (total != 0)
-        TU_FAIL("%d child process(es) left (%d of them zombies)", total, zombies);
-}
-
 /* CPU time (user + system) of thread `tid` of this process, in ms. */
 static double thread_cpu_ms(long tid)
 {
@@ -529,7 +521,7 @@ static void test_deadline(void)
     {                                                                                              \
         fn();                                                                                      \
         tu_threads_settle();                                                                       \
-        check_no_children();                                                                       \
+        tu_check_no_children();                                                                       \
     }
 
 CHECKED(test_eof_hup)

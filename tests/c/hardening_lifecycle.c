@@ -38,31 +38,6 @@
 
 /* ------------------------------------------------------------- helpers */
 
-static void check_no_children(void)
-{
-    int total, zombies;
-    tu_children(-1, &total, &zombies);
-    if (total != 0)
-        TU_FAIL("%d child process(es) left (%d of them zombies)", total, zombies);
-}
-
-/* Memory shared with forked children (zeroed). Children must not use
- * CHECK*: they record results here or tell their client. */
-static void *shared_alloc(size_t size)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        TU_FAIL("mmap of %zu shared bytes", size);
-    return p;
-}
-
-static size_t live_children(ss_server *server)
-{
-    size_t children = 0;
-    CHECK_OK(ss_server_live_workers(server, NULL, &children));
-    return children;
-}
-
 /* A TCP config in `mode` on loopback. */
 static ss_config *tcp_config(int mode, ss_request_fn handle)
 {
@@ -270,7 +245,7 @@ static void child_listener(void)
     CHECK(waitpid(child, &status, 0) == child);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     ss_server_free(server);
-    check_no_children();
+    tu_check_no_children();
 }
 
 /* ---------------------------------------------------- 3. child_getters */
@@ -346,7 +321,7 @@ static void child_getters(void)
     TU_STORE(&g_hammer_stop, 1);
     pthread_join(thread, NULL);
     tu_stop_serving(server, &runner);
-    check_no_children();
+    tu_check_no_children();
 }
 
 /* ------------------------------------------------------ 4. handoff_cap */
@@ -406,7 +381,7 @@ static void handoff_cap(void)
     ss_config *config = tcp_config(SS_THREADING, cap_handle);
     ss_server *server;
     int a, b, served = 0, refused = 0, fds[2], i;
-    g_cap = (cap_shared *)shared_alloc(sizeof *g_cap);
+    g_cap = (cap_shared *)tu_shared_alloc(sizeof *g_cap);
     /* Old behaviour: SS_ERR_UNSUPPORTED outside SS_FORKING, and hand-off
      * children were not counted against any limit. */
     CHECK_OK(ss_config_set_max_children(config, 1));
@@ -448,7 +423,7 @@ static void handoff_cap(void)
     close(a);
     close(b);
     tu_stop_serving(server, &runner);
-    check_no_children();
+    tu_check_no_children();
     CHECK_SYS(munmap(g_cap, sizeof *g_cap));
 }
 
@@ -631,7 +606,7 @@ static void pid_reuse_scenario(void)
     tu_expect_eof(fd, 5000);
     close(fd);
     CHECK_OK(tu_runner_join(&runner, 5000));
-    CHECK_EQ(live_children(server), 1);
+    CHECK_EQ(tu_live_children(server), 1);
     /* The host's own SIGCHLD handling reaps the library's child ... */
     CHECK(waitpid(child, &status, 0) == child);
     /* ... and the pid goes to a new child of the host. */
@@ -649,7 +624,7 @@ static void pid_reuse_scenario(void)
     }
     CHECK(pthread_join(closer, &result) == 0);
     CHECK_EQ(*(int *)result, SS_OK);
-    CHECK_EQ(live_children(server), 0);
+    CHECK_EQ(tu_live_children(server), 0);
     CHECK(write(pipefd[1], "x", 1) == 1);
     /* The host's child is still the host's to reap. */
     CHECK(waitpid(host, &status, 0) == host);
@@ -697,7 +672,7 @@ static void pid_reuse(void)
                 "user namespaces (sysctl kernel.unprivileged_userns_clone=1)");
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         TU_FAIL("the pid_reuse scenario failed (status %#x; its message is above)", status);
-    check_no_children();
+    tu_check_no_children();
 }
 
 /* ---------------------------------------------------- 8. shutdown_errno */

@@ -35,43 +35,6 @@
 /* ------------------------------------------------------------- helpers */
 
 
-static void check_no_children(void)
-{
-    int total, zombies;
-    tu_children(-1, &total, &zombies);
-    if (total != 0)
-        TU_FAIL("%d child process(es) left (%d of them zombies)", total, zombies);
-}
-
-/* Memory shared with forked children (zeroed). Forked children must not
- * use CHECK*: they record results here and the parent checks them. */
-static void *shared_alloc(size_t size)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        TU_FAIL("mmap of %zu shared bytes", size);
-    return p;
-}
-
-static void shared_free(void *p, size_t size)
-{
-    CHECK_SYS(munmap(p, size));
-}
-
-static size_t live_threads(ss_server *server)
-{
-    size_t threads = 0;
-    CHECK_OK(ss_server_live_workers(server, &threads, NULL));
-    return threads;
-}
-
-static size_t live_children(ss_server *server)
-{
-    size_t children = 0;
-    CHECK_OK(ss_server_live_workers(server, NULL, &children));
-    return children;
-}
-
 static long current_tid(void)
 {
     return (long)syscall(SYS_gettid);
@@ -407,8 +370,8 @@ static void test_handoff_zombie(void)
 
     CHECK_OK(ss_server_close(server)); /* block_on_close is the default */
     /* Returned only after the handler thread and the child it forked. */
-    CHECK_EQ(live_threads(server), 0);
-    CHECK_EQ(live_children(server), 0);
+    CHECK_EQ(tu_live_threads(server), 0);
+    CHECK_EQ(tu_live_children(server), 0);
     tu_children(-1, &total, &zombies);
     if (total != 0)
         TU_FAIL("close returned with %d child process(es) of the hand-off left (%d zombies)",
@@ -669,10 +632,10 @@ static void child_close_round(int forking)
 
 static void test_child_close(void)
 {
-    g_child = shared_alloc(sizeof *g_child);
+    g_child = tu_shared_alloc(sizeof *g_child);
     child_close_round(1); /* SS_FORKING: the handler runs in the child */
     child_close_round(0); /* SS_THREADING: a handler thread hands off to a child */
-    shared_free(g_child, sizeof *g_child);
+    tu_shared_free(g_child, sizeof *g_child);
     g_child = NULL;
 }
 
@@ -737,7 +700,7 @@ static void test_ev_fork_spin(void)
 
     TU_STORE(&g_spin_opens, 0);
     TU_STORE(&g_spin_closed, 0);
-    g_fork_child_running = shared_alloc(sizeof *g_fork_child_running);
+    g_fork_child_running = tu_shared_alloc(sizeof *g_fork_child_running);
     memset(&g_errors, 0, sizeof g_errors);
 
     CHECK_OK(ss_config_new(SS_TCP, SS_EVENT, &config_e));
@@ -760,7 +723,7 @@ static void test_ev_fork_spin(void)
     f = tu_connect(SOCK_STREAM, addr_f, NULL);
     WAIT_FOR(TU_LOAD(g_fork_child_running), 3000);
     /* The child may run before its parent has counted it. */
-    WAIT_FOR(live_children(server_f) == 1, 3000);
+    WAIT_FOR(tu_live_children(server_f) == 1, 3000);
 
     /* The event server closes the connection; then data arrives on the
      * description the child keeps open. */
@@ -787,13 +750,13 @@ static void test_ev_fork_spin(void)
 
     /* Let the child go; F reaps it. */
     tu_send_str(f, "bye\n");
-    WAIT_FOR(live_children(server_f) == 0, 5000);
+    WAIT_FOR(tu_live_children(server_f) == 0, 5000);
     close(a);
     close(f);
     tu_stop_serving(server_e, &runner_e);
     tu_stop_serving(server_f, &runner_f);
     CHECK_EQ(TU_LOAD(&g_errors.total), 0);
-    shared_free(g_fork_child_running, sizeof *g_fork_child_running);
+    tu_shared_free(g_fork_child_running, sizeof *g_fork_child_running);
     g_fork_child_running = NULL;
 }
 
@@ -1043,7 +1006,7 @@ static void test_ev_coord_wake(void)
     {                                                                                              \
         fn();                                                                                      \
         tu_threads_settle();                                                                       \
-        check_no_children();                                                                       \
+        tu_check_no_children();                                                                       \
     }
 
 REGRESSION(test_ev_dgram_block)

@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -905,6 +906,45 @@ static inline void tu_children(pid_t exclude, int *out_total, int *out_zombies)
         *out_total = total;
     if (out_zombies)
         *out_zombies = zombies;
+}
+
+/* Fails the test if this process has a child process left. */
+static inline void tu_check_no_children(void)
+{
+    int total, zombies;
+    tu_children(-1, &total, &zombies);
+    if (total != 0)
+        TU_FAIL("%d child process(es) left (%d of them zombies)", total, zombies);
+}
+
+/* Memory shared with forked children (MAP_SHARED | MAP_ANONYMOUS, zeroed).
+ * Children must not use CHECK*: they record results here. */
+static inline void *tu_shared_alloc(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        TU_FAIL("mmap of %zu shared bytes", size);
+    return p;
+}
+
+static inline void tu_shared_free(void *p, size_t size)
+{
+    CHECK_SYS(munmap(p, size));
+}
+
+/* The server's live handler threads and child processes. */
+static inline size_t tu_live_threads(ss_server *server)
+{
+    size_t threads = 0;
+    CHECK_OK(ss_server_live_workers(server, &threads, NULL));
+    return threads;
+}
+
+static inline size_t tu_live_children(ss_server *server)
+{
+    size_t children = 0;
+    CHECK_OK(ss_server_live_workers(server, NULL, &children));
+    return children;
 }
 
 static inline int tu_main(int argc, char **argv, const tu_test *tests, size_t count)
