@@ -37,7 +37,9 @@ pub(crate) fn server_ptr(server: &Arc<Server>) -> *mut ss_server {
 
 /// The handles not yet freed, so that ss_server_shutdown() and
 /// ss_server_post() racing ss_server_free() on another thread (or coming
-/// from a signal handler after it) find out without touching freed memory.
+/// from a signal handler after it) find out without touching freed memory,
+/// and so that free waits for a serve_forever / handle_request still
+/// returning on another thread (see `serving`).
 /// Lock-free, for shutdown's async-signal-safety: a chain of chunks of
 /// slots that are never freed (a few bytes per server alive at once; they
 /// stay reachable from the static head). A slot holds a handle's address
@@ -273,7 +275,7 @@ pub unsafe extern "C" fn ss_server_activate(server: *mut ss_server) -> ss_status
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_serve_forever(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { server_arc(server) }?.serve_forever())
+    guard(|| unsafe { serving(server, |s| s.serve_forever()) })
 }
 
 /// Handles at most one request (Python's handle_request); not in SS_EVENT
@@ -291,7 +293,37 @@ pub unsafe extern "C" fn ss_server_serve_forever(server: *mut ss_server) -> ss_s
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_handle_request(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { server_arc(server) }?.handle_request())
+    guard(|| unsafe { serving(server, |s| s.handle_request()) })
+}
+
+/// Runs serve_forever or handle_request with a counted reference to the
+/// server, inside the live table: close only waits for the loop to end,
+/// and this thread still holds its reference for a moment after that;
+/// ss_server_free waits for the calls inside before releasing the
+/// handle's reference, so that the last one (and the user data's
+/// finalizer) is free's, not this thread's after free returned.
+///
+/// # Safety
+/// `server` is NULL or a pointer from ss_server_new() not yet freed.
+unsafe fn serving(
+    server: *mut ss_server,
+    run: impl FnOnce(&Arc<Server>) -> Result<()>,
+) -> Result<()> {
+    if server.is_null() {
+        return Err(null("server"));
+    }
+    // Declared before the reference, so dropped after it.
+    let _inside = live::enter(server as usize).ok_or_else(freed)?;
+    // SAFETY: forwarded contract.
+    let server = unsafe { server_arc(server) }?;
+    run(&server)
+}
+
+fn freed() -> Error {
+    Error::new(
+        crate::error::ErrorKind::Closed,
+        "the server was freed (or is being freed)",
+    )
 }
 
 /// Asks serve_forever (or handle_request) to return, and returns at once;
@@ -565,12 +597,7 @@ pub unsafe extern "C" fn ss_server_post(
         if server.is_null() {
             return Err(null("server"));
         }
-        let _inside = live::enter(server as usize).ok_or_else(|| {
-            Error::new(
-                crate::error::ErrorKind::Closed,
-                "the server was freed (or is being freed)",
-            )
-        })?;
+        let _inside = live::enter(server as usize).ok_or_else(freed)?;
         // SAFETY: a registered handle, which free cannot release while
         // `_inside` counts this call.
         let server = unsafe { handle_ref(server) }?;
