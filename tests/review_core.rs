@@ -8,6 +8,8 @@
 //!
 //! - free_while_serving: free while serve_forever runs on another thread:
 //!   the user-data finalizer has run when free returns.
+//! - close_from_close: close and free called from a handle_error that close
+//!   itself runs are refused; the outer close returns.
 //!
 //! See each sub-test's comment in the C file for the old behaviour.
 
@@ -33,6 +35,7 @@ common::c_tests! {
     super::run;
     review_core {
         free_while_serving,
+        close_from_close,
     }
 }
 

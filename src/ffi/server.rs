@@ -391,12 +391,15 @@ pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status
 ///
 /// Refused with SS_ERR_WRONG_STATE from inside this server's own loop (a
 /// handler or hook on the serving thread, or an SS_EVENT callback): call
-/// ss_server_shutdown() there instead. Also refused, before taking any
+/// ss_server_shutdown() there instead. Also refused from a callback that
+/// close itself runs on the closing thread (handle_error reporting a child
+/// reaped by close), and, before taking any
 /// lock, in a forked request child (SS_FORKING or a fork hand-off), which
 /// has a copy of the server, not the server.
 /// The server's memory stays until ss_server_free().
 ///
-/// Thread: any thread except this server's own loop (see above).
+/// Thread: any thread except this server's own loop and a callback that
+/// close runs (see above).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
@@ -417,7 +420,7 @@ pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
 /// returned before free starts and must not follow it: the memory is
 /// released here. Where
 /// ss_server_close() is refused (on the serving thread, in an SS_EVENT
-/// callback, in a forked child) this is reported on stderr and ignored,
+/// callback, in a callback close runs, in a forked child) this is reported on stderr and ignored,
 /// leaking the server rather than freeing memory still in use. From a
 /// handler thread of SS_THREADING or SS_THREAD_POOL it works: the memory
 /// stays until that request ends, but the pointer must not be used for

@@ -7,6 +7,10 @@
  *   serve_forever still runs on another: when free returns, the user-data
  *   finalizer has run (it ran later, on the serving thread, which still
  *   held the server after close saw its loop end).
+ * - close_from_close: a handle_error that close itself runs (a forked
+ *   child killed while close waits for it) calls ss_server_close() and
+ *   ss_server_free(): both are refused, and the outer close returns (it
+ *   waited for itself for ever).
  *
  * Besides TU_MAIN's checks (no descriptor or thread left), every sub-test
  * checks that it left no child process behind.
@@ -79,6 +83,88 @@ static void free_while_serving(void)
     CHECK_SYS(sched_setaffinity(0, sizeof all, &all));
 }
 
+/* ------------------------------------------------- 2. close_from_close */
+
+static ss_server *g_closing;
+static int g_inner_close = -1;
+static int g_errors;
+static int g_closer_returned;
+static pid_t g_closer_tid;
+
+/* Child: says its pid, then waits until it is killed. */
+static int say_pid_and_wait(ss_request *request, void *user)
+{
+    char line[32];
+    size_t n;
+    int len = snprintf(line, sizeof line, "%d\n", (int)getpid());
+    (void)user;
+    if (ss_request_write(request, line, (size_t)len) != SS_OK)
+        return -1;
+    return ss_request_readline(request, line, sizeof line, &n) == SS_OK ? 0 : -1;
+}
+
+/* Reports the killed child: closes (and tries to free) the server from
+ * inside the close that reaps it. */
+static void close_on_error(ss_request *request, ss_status status, const char *message, void *user)
+{
+    (void)request;
+    (void)status;
+    (void)message;
+    (void)user;
+    if (TU_INC(&g_errors) != 1)
+        return;
+    TU_STORE(&g_inner_close, (int)ss_server_close(g_closing));
+    /* Refused as close is: the outer close still uses the server. */
+    ss_server_free(g_closing);
+}
+
+static void *closer(void *arg)
+{
+    (void)arg;
+    TU_STORE(&g_closer_tid, (pid_t)syscall(SYS_gettid));
+    CHECK_OK(ss_server_close(g_closing));
+    TU_STORE(&g_closer_returned, 1);
+    return NULL;
+}
+
+static void close_from_close(void)
+{
+    tu_runner runner;
+    pthread_t thread;
+    char addr[128], line[32];
+    tu_capture capture;
+    char text[4096];
+    ss_config *config = tu_config_mode(SS_TCP, SS_FORKING, say_pid_and_wait);
+    int fd;
+    pid_t child;
+    CHECK_OK(ss_config_set_handle_error(config, close_on_error));
+    g_closing = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
+    tu_recv_line(fd, line, sizeof line);
+    child = (pid_t)atoi(line);
+    CHECK(child > 0);
+    CHECK(pthread_create(&thread, NULL, closer, NULL) == 0);
+    /* close stops the loop, then waits for the child. */
+    CHECK_ST(tu_runner_join(&runner, 5000), SS_ERR_CLOSED);
+    WAIT_FOR(TU_LOAD(&g_closer_tid) != 0 && tu_thread_syscall(TU_LOAD(&g_closer_tid)) == SYS_waitid,
+             5000);
+    tu_capture_stderr(&capture);
+    CHECK_SYS(kill(child, SIGKILL));
+    for (int waited = 0; !TU_LOAD(&g_closer_returned) && waited < 5000; waited++)
+        tu_sleep_ms(1);
+    tu_end_capture(&capture, text, sizeof text);
+    /* Old behaviour: the inner close waited for the outer one to finish,
+     * which waited for the inner one: neither returned. */
+    if (!TU_LOAD(&g_closer_returned))
+        TU_FAIL("close did not return within 5 s (inner close: %d)", TU_LOAD(&g_inner_close));
+    pthread_join(thread, NULL);
+    CHECK_EQ(TU_LOAD(&g_errors), 1);
+    CHECK_EQ(TU_LOAD(&g_inner_close), SS_ERR_WRONG_STATE);
+    CHECK_CONTAINS(text, "ss_server_free ignored");
+    close(fd);
+    ss_server_free(g_closing);
+}
+
 /* ---------------------------------------------------------------- main */
 
 #define REVIEWED(fn)                                                                               \
@@ -90,9 +176,11 @@ static void free_while_serving(void)
     }
 
 REVIEWED(free_while_serving)
+REVIEWED(close_from_close)
 
 static const tu_test tests[] = {
     {"free_while_serving", free_while_serving_checked},
+    {"close_from_close", close_from_close_checked},
 };
 
 TU_MAIN(tests)
