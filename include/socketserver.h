@@ -54,7 +54,8 @@
  *   loop threads. handle_error with a NULL request (server-level errors:
  *   a failing accept, a child killed by a signal, an internal error caught
  *   on a worker, an event connection's failure) may run on any of the
- *   library's threads: make it thread-safe. User data shared by concurrent
+ *   library's threads, and on the thread in ss_server_close() (which
+ *   reaps children): make it thread-safe. User data shared by concurrent
  *   callbacks needs your own locking.
  *
  * Request life (Python's order): verify_request -> setup -> handle -> finish

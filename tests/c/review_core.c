@@ -127,6 +127,12 @@ static void *closer(void *arg)
     return NULL;
 }
 
+static int closer_reaping(pid_t tid)
+{
+    long nr = tu_thread_syscall(tid);
+    return nr == SYS_waitid || nr == SYS_wait4;
+}
+
 static void close_from_close(void)
 {
     tu_runner runner;
@@ -144,10 +150,10 @@ static void close_from_close(void)
     child = (pid_t)atoi(line);
     CHECK(child > 0);
     CHECK(pthread_create(&thread, NULL, closer, NULL) == 0);
-    /* close stops the loop, then waits for the child. */
+    /* close stops the loop, then waits for the child (waitid on its
+     * pidfd, or wait4 by pid where pidfds are missing, as under valgrind). */
     CHECK_ST(tu_runner_join(&runner, 5000), SS_ERR_CLOSED);
-    WAIT_FOR(TU_LOAD(&g_closer_tid) != 0 && tu_thread_syscall(TU_LOAD(&g_closer_tid)) == SYS_waitid,
-             5000);
+    WAIT_FOR(TU_LOAD(&g_closer_tid) != 0 && closer_reaping(TU_LOAD(&g_closer_tid)), 5000);
     tu_capture_stderr(&capture);
     CHECK_SYS(kill(child, SIGKILL));
     for (int waited = 0; !TU_LOAD(&g_closer_returned) && waited < 5000; waited++)
