@@ -10,6 +10,8 @@
 //!   the user-data finalizer has run when free returns.
 //! - close_from_close: close and free called from a handle_error that close
 //!   itself runs are refused; the outer close returns.
+//! - spawn_fails: a handler thread that cannot start (EAGAIN) is reported
+//!   as SS_ERR_IO, not SS_ERR_TIMEOUT; counts and serving recover.
 //!
 //! See each sub-test's comment in the C file for the old behaviour.
 
@@ -36,6 +38,7 @@ common::c_tests! {
     review_core {
         free_while_serving,
         close_from_close,
+        spawn_fails,
     }
 }
 

@@ -11,6 +11,10 @@
  *   child killed while close waits for it) calls ss_server_close() and
  *   ss_server_free(): both are refused, and the outer close returns (it
  *   waited for itself for ever).
+ * - spawn_fails: a handler thread that cannot be started (pthread_create
+ *   failing with EAGAIN, here for lack of address space) is reported as
+ *   SS_ERR_IO, not SS_ERR_TIMEOUT; the request is closed, the thread count
+ *   goes back to 0 and the server serves the next request.
  *
  * Besides TU_MAIN's checks (no descriptor or thread left), every sub-test
  * checks that it left no child process behind.
@@ -18,6 +22,7 @@
 #include "testutil.h"
 
 #include <sched.h>
+#include <sys/resource.h>
 
 static void check_no_children(void)
 {
@@ -171,6 +176,73 @@ static void close_from_close(void)
     ss_server_free(g_closing);
 }
 
+/* ------------------------------------------------------ 3. spawn_fails */
+
+static int g_spawn_status = -1;
+static char g_spawn_message[512];
+
+static void record_error(ss_request *request, ss_status status, const char *message, void *user)
+{
+    (void)request;
+    (void)user;
+    if (TU_LOAD(&g_spawn_status) != -1)
+        return;
+    snprintf(g_spawn_message, sizeof g_spawn_message, "%s", message);
+    TU_STORE(&g_spawn_status, (int)status);
+}
+
+/* This process's virtual size in bytes (VmSize). */
+static unsigned long long vm_size(void)
+{
+    char line[256];
+    unsigned long long kb = 0;
+    FILE *f = fopen("/proc/self/status", "re");
+    if (f == NULL)
+        TU_FAIL("fopen /proc/self/status");
+    while (fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "VmSize: %llu kB", &kb) == 1)
+            break;
+    fclose(f);
+    CHECK(kb > 0);
+    return kb * 1024;
+}
+
+static void spawn_fails(void)
+{
+    tu_runner runner;
+    char addr[128];
+    struct rlimit old, low;
+    size_t threads = 1;
+    ss_config *config = tu_config_mode(SS_TCP, SS_THREADING, tu_echo_line);
+    ss_server *server;
+    int fd;
+    /* A 1 GiB stack that the address-space limit below cannot hold. */
+    CHECK_OK(ss_config_set_thread_stack_size(config, (size_t)1 << 30));
+    CHECK_OK(ss_config_set_handle_error(config, record_error));
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
+    tu_runner_wait_waiting(&runner, 5000);
+    CHECK_SYS(getrlimit(RLIMIT_AS, &old));
+    low = old;
+    low.rlim_cur = (rlim_t)(vm_size() + (256ULL << 20));
+    CHECK_SYS(setrlimit(RLIMIT_AS, &low));
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
+    tu_send_str(fd, "x\n");
+    tu_expect_eof(fd, 5000);
+    WAIT_FOR(TU_LOAD(&g_spawn_status) != -1, 5000);
+    CHECK_SYS(setrlimit(RLIMIT_AS, &old));
+    close(fd);
+    CHECK_CONTAINS(g_spawn_message, "starting a handler thread");
+    /* Old behaviour: SS_ERR_TIMEOUT (EAGAIN taken for a timed-out wait). */
+    CHECK_ST(TU_LOAD(&g_spawn_status), SS_ERR_IO);
+    CHECK_OK(ss_server_live_workers(server, &threads, NULL));
+    CHECK_EQ(threads, 0);
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
+    tu_send_str(fd, "y\n");
+    tu_expect_line(fd, "y\n");
+    close(fd);
+    tu_stop_serving(server, &runner);
+}
+
 /* ---------------------------------------------------------------- main */
 
 #define REVIEWED(fn)                                                                               \
@@ -183,10 +255,12 @@ static void close_from_close(void)
 
 REVIEWED(free_while_serving)
 REVIEWED(close_from_close)
+REVIEWED(spawn_fails)
 
 static const tu_test tests[] = {
     {"free_while_serving", free_while_serving_checked},
     {"close_from_close", close_from_close_checked},
+    {"spawn_fails", spawn_fails_checked},
 };
 
 TU_MAIN(tests)
