@@ -43,14 +43,20 @@ pub(crate) fn server_ptr(server: &Arc<Server>) -> *mut ss_server {
 /// Lock-free, for shutdown's async-signal-safety: a chain of chunks of
 /// slots that are never freed (a few bytes per server alive at once; they
 /// stay reachable from the static head). A slot holds a handle's address
-/// and how many of those calls are inside it; free empties the slot, then
-/// waits for the calls already inside. A caller counts itself in, then
+/// and how many of those calls are inside it; free marks the slot
+/// draining, waits for the calls already inside, then empties it. A caller counts itself in, then
 /// checks that the slot still holds its handle (both SeqCst: either the
 /// caller sees the slot emptied, or free sees the caller's count).
 mod live {
     use super::*;
 
     const SLOTS: usize = 64;
+
+    /// A slot whose handle was removed while calls that found it may
+    /// still be inside: no handle (servers are aligned, never at 1), and
+    /// not free for a new one until they have left, so that the remover
+    /// never waits for a later server's calls.
+    const DRAINING: usize = 1;
 
     struct Slot {
         handle: AtomicUsize,
@@ -129,10 +135,11 @@ mod live {
     pub(super) fn remove(handle: usize) {
         if let Some(slot) = find(handle) {
             // Only free removes, once per handle: the slot is still ours.
-            slot.handle.store(0, Ordering::SeqCst);
+            slot.handle.store(DRAINING, Ordering::SeqCst);
             while slot.calls.load(Ordering::SeqCst) != 0 {
                 std::thread::yield_now();
             }
+            slot.handle.store(0, Ordering::SeqCst);
         }
     }
 
@@ -148,11 +155,54 @@ mod live {
     /// Enters `handle` if it is still live (not freed, or being freed).
     /// Async-signal-safe: atomics only.
     pub(super) fn enter(handle: usize) -> Option<Entered> {
+        if handle <= DRAINING {
+            return None;
+        }
         let slot = find(handle)?;
         slot.calls.fetch_add(1, Ordering::SeqCst);
         let entered = Entered(slot);
         // Freed (and maybe the slot reused) between find and the count.
         (slot.handle.load(Ordering::SeqCst) == handle).then_some(entered)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        /// A free waiting for a call inside its handle is not held up by a
+        /// server registered meanwhile (which used to take the same slot
+        /// and share its count: the free then waited for that server's
+        /// serve_forever too).
+        #[test]
+        fn remove_waits_only_for_its_own_calls() {
+            // Not addresses of real servers, nor 0 or DRAINING.
+            let (old, new) = (0x5eed_0010, 0x5eed_0020);
+            insert(old);
+            let serving = enter(old).expect("registered");
+            let (done_tx, done) = mpsc::channel();
+            let remover = std::thread::spawn(move || {
+                remove(old);
+                done_tx.send(()).unwrap();
+            });
+            // The remover has taken `old` out of the table and waits.
+            while let Some(probe) = enter(old) {
+                drop(probe);
+                std::thread::yield_now();
+            }
+            insert(new);
+            let new_serving = enter(new).expect("registered");
+            drop(serving);
+            let finished = done.recv_timeout(Duration::from_secs(5));
+            drop(new_serving);
+            remover.join().unwrap();
+            remove(new);
+            assert!(
+                finished.is_ok(),
+                "free waited for a call inside a server registered after it"
+            );
+        }
     }
 }
 
