@@ -54,7 +54,8 @@
  *   loop threads. handle_error with a NULL request (server-level errors:
  *   a failing accept, a child killed by a signal, an internal error caught
  *   on a worker, an event connection's failure) may run on any of the
- *   library's threads: make it thread-safe. User data shared by concurrent
+ *   library's threads, and on the thread in ss_server_close() (which
+ *   reaps children): make it thread-safe. User data shared by concurrent
  *   callbacks needs your own locking.
  *
  * Request life (Python's order): verify_request -> setup -> handle -> finish
@@ -1328,12 +1329,15 @@ enum ss_status ss_server_shutdown(struct ss_server *server);
  *
  * Refused with SS_ERR_WRONG_STATE from inside this server's own loop (a
  * handler or hook on the serving thread, or an SS_EVENT callback): call
- * ss_server_shutdown() there instead. Also refused, before taking any
+ * ss_server_shutdown() there instead. Also refused from a callback that
+ * close itself runs on the closing thread (handle_error reporting a child
+ * reaped by close), and, before taking any
  * lock, in a forked request child (SS_FORKING or a fork hand-off), which
  * has a copy of the server, not the server.
  * The server's memory stays until ss_server_free().
  *
- * Thread: any thread except this server's own loop (see above).
+ * Thread: any thread except this server's own loop and a callback that
+ * close runs (see above).
  */
 enum ss_status ss_server_close(struct ss_server *server);
 
@@ -1352,7 +1356,7 @@ enum ss_status ss_server_close(struct ss_server *server);
  * returned before free starts and must not follow it: the memory is
  * released here. Where
  * ss_server_close() is refused (on the serving thread, in an SS_EVENT
- * callback, in a forked child) this is reported on stderr and ignored,
+ * callback, in a callback close runs, in a forked child) this is reported on stderr and ignored,
  * leaking the server rather than freeing memory still in use. From a
  * handler thread of SS_THREADING or SS_THREAD_POOL it works: the memory
  * stays until that request ends, but the pointer must not be used for

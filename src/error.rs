@@ -79,6 +79,13 @@ impl Error {
         Error::new(kind, format!("{context}: {err}"))
     }
 
+    /// An OS error from starting a thread or a process: always `Io`, since
+    /// EAGAIN there means out of threads, processes or memory, not a wait
+    /// that timed out.
+    pub fn spawn(context: impl fmt::Display, err: io::Error) -> Self {
+        Error::new(ErrorKind::Io, format!("{context}: {err}"))
+    }
+
     /// The OS error of the last failed libc call.
     pub fn last_os(context: impl fmt::Display) -> Self {
         Error::io(context, io::Error::last_os_error())

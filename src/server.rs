@@ -45,7 +45,9 @@ enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CloseProgress {
     NotStarted,
-    Running,
+    /// By this thread: a call from a callback that close runs there (a
+    /// handle_error for a reaped child) must not wait for itself.
+    Running(ThreadId),
     Done,
 }
 
@@ -518,8 +520,9 @@ impl Server {
     /// server's own handler threads or pool workers, which returns at once
     /// (the first caller may be waiting for that very thread). Refused on
     /// the serving thread itself (from a handler or hook), on event loop
-    /// threads, where waiting for the loop would deadlock, and in a forked
-    /// child (before taking any lock).
+    /// threads, where waiting for the loop would deadlock, from a callback
+    /// that close itself runs (handle_error for a reaped child), and in a
+    /// forked child (before taking any lock).
     pub fn close(&self) -> Result<()> {
         let mut st = self.lock_for("close")?;
         if st.close == CloseProgress::Done {
@@ -535,7 +538,13 @@ impl Server {
                  event callback); call shutdown there and close after serve_forever returns",
             ));
         }
-        if st.close == CloseProgress::Running {
+        if let CloseProgress::Running(closer) = st.close {
+            if closer == thread::current().id() {
+                return Err(Error::wrong_state(
+                    "close called from a callback that close itself runs (handle_error); \
+                     the close is under way",
+                ));
+            }
             // The close under way may be waiting for this very thread.
             if current_worker_is(WorkerKind::JoinableThread, self)
                 || current_worker_is(WorkerKind::PoolWorker, self)
@@ -547,7 +556,7 @@ impl Server {
             }
             return Ok(());
         }
-        st.close = CloseProgress::Running;
+        st.close = CloseProgress::Running(thread::current().id());
         drop(st);
         // Marks close done and wakes concurrent closers, even on a panic.
         let _done = CloseDone { server: self };

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -126,9 +126,9 @@ impl Waker {
 /// Closes a descriptor number whose owner will never be dropped (in a
 /// forked child that leaves with `_exit`); errors are of no use there.
 pub fn close_raw(fd: RawFd) {
-    // SAFETY: the caller's owner of `fd` is never dropped, so the number
-    // is not closed twice, and nothing else of the library uses it after.
-    drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+    // The caller's owner of `fd` is never dropped, so the number is not
+    // closed twice, and nothing else of the library uses it after.
+    let _ = nix::unistd::close(fd);
 }
 
 /// Writes one line to stderr with write(2) alone: no lock, so it cannot

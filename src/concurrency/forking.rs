@@ -171,7 +171,7 @@ impl ChildTracker {
         match unsafe { nix::unistd::fork() } {
             Err(e) => {
                 self.release_slot();
-                Err(Box::new((request, Error::io("fork", e.into()))))
+                Err(Box::new((request, Error::spawn("fork", e.into()))))
             }
             Ok(ForkResult::Child) => {
                 crate::sys::mark_forked_child();

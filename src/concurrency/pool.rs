@@ -78,7 +78,7 @@ impl ThreadPool {
             if crate::sync::lock(&self.workers).is_empty() {
                 return Err(Box::new((
                     request,
-                    Error::io("starting the worker threads", e),
+                    Error::spawn("starting the worker threads", e),
                 )));
             }
         }

@@ -130,7 +130,7 @@ impl ThreadTracker {
                     request.expect("a thread that never started cannot have taken the request");
                 Err(Box::new((
                     request,
-                    Error::io("starting a handler thread", e),
+                    Error::spawn("starting a handler thread", e),
                 )))
             }
         }

@@ -37,18 +37,26 @@ pub(crate) fn server_ptr(server: &Arc<Server>) -> *mut ss_server {
 
 /// The handles not yet freed, so that ss_server_shutdown() and
 /// ss_server_post() racing ss_server_free() on another thread (or coming
-/// from a signal handler after it) find out without touching freed memory.
+/// from a signal handler after it) find out without touching freed memory,
+/// and so that free waits for a serve_forever / handle_request still
+/// returning on another thread (see `serving`).
 /// Lock-free, for shutdown's async-signal-safety: a chain of chunks of
 /// slots that are never freed (a few bytes per server alive at once; they
 /// stay reachable from the static head). A slot holds a handle's address
-/// and how many of those calls are inside it; free empties the slot, then
-/// waits for the calls already inside. A caller counts itself in, then
+/// and how many of those calls are inside it; free marks the slot
+/// draining, waits for the calls already inside, then empties it. A caller counts itself in, then
 /// checks that the slot still holds its handle (both SeqCst: either the
 /// caller sees the slot emptied, or free sees the caller's count).
 mod live {
     use super::*;
 
     const SLOTS: usize = 64;
+
+    /// A slot whose handle was removed while calls that found it may
+    /// still be inside: no handle (servers are aligned, never at 1), and
+    /// not free for a new one until they have left, so that the remover
+    /// never waits for a later server's calls.
+    const DRAINING: usize = 1;
 
     struct Slot {
         handle: AtomicUsize,
@@ -127,10 +135,11 @@ mod live {
     pub(super) fn remove(handle: usize) {
         if let Some(slot) = find(handle) {
             // Only free removes, once per handle: the slot is still ours.
-            slot.handle.store(0, Ordering::SeqCst);
+            slot.handle.store(DRAINING, Ordering::SeqCst);
             while slot.calls.load(Ordering::SeqCst) != 0 {
                 std::thread::yield_now();
             }
+            slot.handle.store(0, Ordering::SeqCst);
         }
     }
 
@@ -146,11 +155,54 @@ mod live {
     /// Enters `handle` if it is still live (not freed, or being freed).
     /// Async-signal-safe: atomics only.
     pub(super) fn enter(handle: usize) -> Option<Entered> {
+        if handle <= DRAINING {
+            return None;
+        }
         let slot = find(handle)?;
         slot.calls.fetch_add(1, Ordering::SeqCst);
         let entered = Entered(slot);
         // Freed (and maybe the slot reused) between find and the count.
         (slot.handle.load(Ordering::SeqCst) == handle).then_some(entered)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        /// A free waiting for a call inside its handle is not held up by a
+        /// server registered meanwhile (which used to take the same slot
+        /// and share its count: the free then waited for that server's
+        /// serve_forever too).
+        #[test]
+        fn remove_waits_only_for_its_own_calls() {
+            // Not addresses of real servers, nor 0 or DRAINING.
+            let (old, new) = (0x5eed_0010, 0x5eed_0020);
+            insert(old);
+            let serving = enter(old).expect("registered");
+            let (done_tx, done) = mpsc::channel();
+            let remover = std::thread::spawn(move || {
+                remove(old);
+                done_tx.send(()).unwrap();
+            });
+            // The remover has taken `old` out of the table and waits.
+            while let Some(probe) = enter(old) {
+                drop(probe);
+                std::thread::yield_now();
+            }
+            insert(new);
+            let new_serving = enter(new).expect("registered");
+            drop(serving);
+            let finished = done.recv_timeout(Duration::from_secs(5));
+            drop(new_serving);
+            remover.join().unwrap();
+            remove(new);
+            assert!(
+                finished.is_ok(),
+                "free waited for a call inside a server registered after it"
+            );
+        }
     }
 }
 
@@ -273,7 +325,7 @@ pub unsafe extern "C" fn ss_server_activate(server: *mut ss_server) -> ss_status
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_serve_forever(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { server_arc(server) }?.serve_forever())
+    guard(|| unsafe { serving(server, |s| s.serve_forever()) })
 }
 
 /// Handles at most one request (Python's handle_request); not in SS_EVENT
@@ -291,7 +343,37 @@ pub unsafe extern "C" fn ss_server_serve_forever(server: *mut ss_server) -> ss_s
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_handle_request(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { server_arc(server) }?.handle_request())
+    guard(|| unsafe { serving(server, |s| s.handle_request()) })
+}
+
+/// Runs serve_forever or handle_request with a counted reference to the
+/// server, inside the live table: close only waits for the loop to end,
+/// and this thread still holds its reference for a moment after that;
+/// ss_server_free waits for the calls inside before releasing the
+/// handle's reference, so that the last one (and the user data's
+/// finalizer) is free's, not this thread's after free returned.
+///
+/// # Safety
+/// `server` is NULL or a pointer from ss_server_new() not yet freed.
+unsafe fn serving(
+    server: *mut ss_server,
+    run: impl FnOnce(&Arc<Server>) -> Result<()>,
+) -> Result<()> {
+    if server.is_null() {
+        return Err(null("server"));
+    }
+    // Declared before the reference, so dropped after it.
+    let _inside = live::enter(server as usize).ok_or_else(freed)?;
+    // SAFETY: forwarded contract.
+    let server = unsafe { server_arc(server) }?;
+    run(&server)
+}
+
+fn freed() -> Error {
+    Error::new(
+        crate::error::ErrorKind::Closed,
+        "the server was freed (or is being freed)",
+    )
 }
 
 /// Asks serve_forever (or handle_request) to return, and returns at once;
@@ -359,12 +441,15 @@ pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status
 ///
 /// Refused with SS_ERR_WRONG_STATE from inside this server's own loop (a
 /// handler or hook on the serving thread, or an SS_EVENT callback): call
-/// ss_server_shutdown() there instead. Also refused, before taking any
+/// ss_server_shutdown() there instead. Also refused from a callback that
+/// close itself runs on the closing thread (handle_error reporting a child
+/// reaped by close), and, before taking any
 /// lock, in a forked request child (SS_FORKING or a fork hand-off), which
 /// has a copy of the server, not the server.
 /// The server's memory stays until ss_server_free().
 ///
-/// Thread: any thread except this server's own loop (see above).
+/// Thread: any thread except this server's own loop and a callback that
+/// close runs (see above).
 #[no_mangle]
 pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
     // SAFETY: forwarded contract.
@@ -385,7 +470,7 @@ pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
 /// returned before free starts and must not follow it: the memory is
 /// released here. Where
 /// ss_server_close() is refused (on the serving thread, in an SS_EVENT
-/// callback, in a forked child) this is reported on stderr and ignored,
+/// callback, in a callback close runs, in a forked child) this is reported on stderr and ignored,
 /// leaking the server rather than freeing memory still in use. From a
 /// handler thread of SS_THREADING or SS_THREAD_POOL it works: the memory
 /// stays until that request ends, but the pointer must not be used for
@@ -565,12 +650,7 @@ pub unsafe extern "C" fn ss_server_post(
         if server.is_null() {
             return Err(null("server"));
         }
-        let _inside = live::enter(server as usize).ok_or_else(|| {
-            Error::new(
-                crate::error::ErrorKind::Closed,
-                "the server was freed (or is being freed)",
-            )
-        })?;
+        let _inside = live::enter(server as usize).ok_or_else(freed)?;
         // SAFETY: a registered handle, which free cannot release while
         // `_inside` counts this call.
         let server = unsafe { handle_ref(server) }?;
