@@ -58,9 +58,9 @@ pub struct Conn {
     /// loop only reads and discards until the peer closes (lingering close).
     pub(crate) lingering: bool,
     /// Loop tick + 1 (0 = none): while serving, when unconsumed input
-    /// appeared (for the request deadline); while lingering, when lingering
-    /// began (for lingering_time). One field for both keeps idle
-    /// connections small.
+    /// appeared or on_data last consumed some (for the request deadline);
+    /// while lingering, when lingering began (for lingering_time). One
+    /// field for both keeps idle connections small.
     pub(crate) timer_start: u64,
     /// The place in the per-IP limit, freed with the connection; boxed so
     /// that a server without a limit pays one pointer per connection.

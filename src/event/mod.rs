@@ -732,7 +732,8 @@ impl EventLoop {
             return self.end_conn(slot);
         }
         if self.server.config().request_deadline.is_some() {
-            // The deadline runs while a partial request is held.
+            // The deadline runs while a partial request is held, from
+            // the last time on_data consumed something.
             if conn.input.is_empty() {
                 conn.timer_start = 0;
             } else if conn.timer_start == 0 {
@@ -1117,6 +1118,10 @@ fn consume(server: &Server, conn: &mut Conn, data: &[u8]) -> Result<usize> {
             break;
         }
         used += n;
+        // Progress: the request deadline restarts for what is left (see
+        // settle), so a pipelining client whose bytes never end on a
+        // request boundary is not taken for a slow one.
+        conn.timer_start = 0;
     }
     Ok(used)
 }

@@ -1,0 +1,160 @@
+//! Regression tests from the review of the event loops (issue 7/8 work).
+//! Rust tests (Rust handlers).
+//!
+//! - pipelined_requests_do_not_trip_the_request_deadline: a client that
+//!   keeps one partial request in flight behind each complete one (a
+//!   pipelining client whose bytes never end on a request boundary) was
+//!   closed by the request deadline although every request completed
+//!   quickly: the clock ran from the moment input became non-empty until
+//!   it was empty again, not from the last progress.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socketserver::event::Conn;
+use socketserver::{
+    Concurrency, Config, Error, EventHandler, Handler, Request, Result, Server, Transport,
+};
+
+/// Echoes complete lines; holds a partial line until its newline comes.
+#[derive(Default)]
+struct LineEcho {
+    errors: AtomicUsize,
+    opens: AtomicUsize,
+    closes: AtomicUsize,
+    panic_on_open: bool,
+}
+
+impl Handler for LineEcho {
+    fn handle(&self, _request: &mut Request) -> Result<()> {
+        unreachable!("event mode")
+    }
+
+    fn handle_error(&self, _request: Option<&mut Request>, _error: &Error) {
+        self.errors.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn event_handler(&self) -> Option<&dyn EventHandler> {
+        Some(self)
+    }
+}
+
+impl EventHandler for LineEcho {
+    fn on_open(&self, _conn: &mut Conn) -> Result<()> {
+        self.opens.fetch_add(1, Ordering::SeqCst);
+        if self.panic_on_open {
+            panic!("a bug in on_open");
+        }
+        Ok(())
+    }
+
+    fn on_data(&self, conn: &mut Conn, data: &[u8]) -> Result<usize> {
+        let Some(end) = data.iter().rposition(|&b| b == b'\n') else {
+            return Ok(0);
+        };
+        conn.write(&data[..=end])?;
+        Ok(end + 1)
+    }
+
+    fn on_close(&self, _conn: &mut Conn) {
+        self.closes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct Shared(Arc<LineEcho>);
+
+impl Handler for Shared {
+    fn handle(&self, r: &mut Request) -> Result<()> {
+        self.0.handle(r)
+    }
+    fn handle_error(&self, r: Option<&mut Request>, e: &Error) {
+        self.0.handle_error(r, e)
+    }
+    fn event_handler(&self) -> Option<&dyn EventHandler> {
+        Some(self)
+    }
+}
+
+impl EventHandler for Shared {
+    fn on_open(&self, c: &mut Conn) -> Result<()> {
+        self.0.on_open(c)
+    }
+    fn on_data(&self, c: &mut Conn, d: &[u8]) -> Result<usize> {
+        self.0.on_data(c, d)
+    }
+    fn on_close(&self, c: &mut Conn) {
+        self.0.on_close(c)
+    }
+}
+
+fn start(
+    config: &Config,
+    handler: &Arc<LineEcho>,
+) -> (Arc<Server>, std::thread::JoinHandle<Result<()>>, String) {
+    let server = Server::new(config, "127.0.0.1:0", Box::new(Shared(handler.clone()))).unwrap();
+    let serving = {
+        let server = server.clone();
+        std::thread::spawn(move || server.serve_forever())
+    };
+    let addr = format!("127.0.0.1:{}", server.port().unwrap());
+    (server, serving, addr)
+}
+
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn pipelined_requests_do_not_trip_the_request_deadline() {
+    const DEADLINE: Duration = Duration::from_millis(200);
+    let mut config = Config::new(Transport::Tcp, Concurrency::Event).unwrap();
+    config.set_threads(1).unwrap();
+    config.set_request_deadline(Some(DEADLINE)).unwrap();
+    config.set_poll_interval(Duration::from_millis(50)).unwrap();
+    let handler = Arc::new(LineEcho::default());
+    let (server, serving, addr) = start(&config, &handler);
+
+    let mut client = TcpStream::connect(&addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Each write completes the previous request and starts the next, so
+    // the server always holds a partial one; each request is answered
+    // within a few ms. Kept up for several deadlines.
+    client.write_all(b"r").unwrap();
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < DEADLINE * 4 {
+        client.write_all(b"\nr").unwrap();
+        let mut line = [0u8; 2];
+        client
+            .read_exact(&mut line)
+            .unwrap_or_else(|e| panic!("request {answered}: no answer ({e})"));
+        assert_eq!(&line, b"r\n");
+        answered += 1;
+        // Pace the client (not ordering): each request stays well within
+        // the deadline, the run spans several.
+        std::thread::sleep(DEADLINE / 10);
+    }
+    assert_eq!(handler.errors.load(Ordering::SeqCst), 0);
+    assert_eq!(handler.closes.load(Ordering::SeqCst), 0);
+
+    // A partial request that makes no progress is still cut off.
+    client.write_all(b"partial").unwrap();
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    wait_until("the stalled request's timeout", || {
+        handler.errors.load(Ordering::SeqCst) == 1
+    });
+
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+    server.close().unwrap();
+}
