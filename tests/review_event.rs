@@ -1,5 +1,6 @@
 //! Regression tests from the review of the event loops (issue 7/8 work).
-//! Rust tests (Rust handlers).
+//! Rust tests: both need a Rust handler (a panic, or a handler whose
+//! timing the test drives closely).
 //!
 //! - pipelined_requests_do_not_trip_the_request_deadline: a client that
 //!   keeps one partial request in flight behind each complete one (a
@@ -7,6 +8,10 @@
 //!   closed by the request deadline although every request completed
 //!   quickly: the clock ran from the moment input became non-empty until
 //!   it was empty again, not from the last progress.
+//! - a_panic_in_on_open_leaves_no_connection_counted: a Rust handler
+//!   panicking in on_open killed its loop with the new connection counted
+//!   for ever (the connection was not yet in its slot, so the panicked
+//!   loop's recovery could not find it).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -153,6 +158,36 @@ fn pipelined_requests_do_not_trip_the_request_deadline() {
     wait_until("the stalled request's timeout", || {
         handler.errors.load(Ordering::SeqCst) == 1
     });
+
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+    server.close().unwrap();
+}
+
+#[test]
+fn a_panic_in_on_open_leaves_no_connection_counted() {
+    let mut config = Config::new(Transport::Tcp, Concurrency::Event).unwrap();
+    config.set_threads(1).unwrap();
+    config.set_poll_interval(Duration::from_millis(50)).unwrap();
+    let handler = Arc::new(LineEcho {
+        panic_on_open: true,
+        ..LineEcho::default()
+    });
+    let (server, serving, addr) = start(&config, &handler);
+
+    let mut client = TcpStream::connect(&addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // The loop dies; the connection ends.
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    assert_eq!(handler.opens.load(Ordering::SeqCst), 1);
+    wait_until("the connection to leave the count", || {
+        server.event_loops().unwrap().connections() == 0
+    });
+    // Like an on_open that fails, a panicking one is followed by on_close.
+    assert_eq!(handler.closes.load(Ordering::SeqCst), 1);
 
     server.shutdown();
     serving.join().unwrap().unwrap();

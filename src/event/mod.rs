@@ -668,11 +668,13 @@ impl EventLoop {
             return;
         }
         conn.registered = READ_EVENTS;
-        if let Err(e) = self.server.event_handler().on_open(&mut conn) {
-            report_conn_error(&self.server, &conn, &e);
+        // In its slot before on_open: should on_open panic, the loop's
+        // recovery (run_guarded) finds it, closes it and uncounts it.
+        let conn = self.slots[slot].insert(conn);
+        if let Err(e) = self.server.event_handler().on_open(conn) {
+            report_conn_error(&self.server, conn, &e);
             conn.broken = true;
         }
-        self.slots[slot] = Some(conn);
         self.settle(slot);
     }
 
