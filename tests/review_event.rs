@@ -12,6 +12,9 @@
 //!   panicking in on_open killed its loop with the new connection counted
 //!   for ever (the connection was not yet in its slot, so the panicked
 //!   loop's recovery could not find it).
+//! - a_panic_in_on_close_leaves_no_connection_counted: likewise for a
+//!   panicking on_close: the connection was out of its slot and still
+//!   counted (released only after on_close returned).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -31,6 +34,7 @@ struct LineEcho {
     opens: AtomicUsize,
     closes: AtomicUsize,
     panic_on_open: bool,
+    panic_on_first_close: bool,
 }
 
 impl Handler for LineEcho {
@@ -65,7 +69,10 @@ impl EventHandler for LineEcho {
     }
 
     fn on_close(&self, _conn: &mut Conn) {
-        self.closes.fetch_add(1, Ordering::SeqCst);
+        let before = self.closes.fetch_add(1, Ordering::SeqCst);
+        if self.panic_on_first_close && before == 0 {
+            panic!("a bug in on_close");
+        }
     }
 }
 
@@ -188,6 +195,45 @@ fn a_panic_in_on_open_leaves_no_connection_counted() {
     });
     // Like an on_open that fails, a panicking one is followed by on_close.
     assert_eq!(handler.closes.load(Ordering::SeqCst), 1);
+
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+    server.close().unwrap();
+}
+
+#[test]
+fn a_panic_in_on_close_leaves_no_connection_counted() {
+    let mut config = Config::new(Transport::Tcp, Concurrency::Event).unwrap();
+    config.set_threads(1).unwrap();
+    config.set_poll_interval(Duration::from_millis(50)).unwrap();
+    let handler = Arc::new(LineEcho {
+        panic_on_first_close: true,
+        ..LineEcho::default()
+    });
+    let (server, serving, addr) = start(&config, &handler);
+
+    let mut other = TcpStream::connect(&addr).unwrap();
+    let first = TcpStream::connect(&addr).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Both are open (the echo answers on `other` once both were taken).
+    other.write_all(b"x\n").unwrap();
+    let mut line = [0u8; 2];
+    other.read_exact(&mut line).unwrap();
+    wait_until("both connections", || {
+        handler.opens.load(Ordering::SeqCst) == 2
+    });
+    // Its on_close panics and kills the loop; the recovery closes `other`.
+    drop(first);
+    let mut rest = Vec::new();
+    let _ = other.read_to_end(&mut rest);
+    wait_until("on_close for both", || {
+        handler.closes.load(Ordering::SeqCst) == 2
+    });
+    wait_until("both connections to leave the count", || {
+        server.event_loops().unwrap().connections() == 0
+    });
 
     server.shutdown();
     serving.join().unwrap().unwrap();

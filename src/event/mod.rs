@@ -133,6 +133,12 @@ impl EventLoops {
         Ok(())
     }
 
+    /// A connection has left the count.
+    fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::SeqCst);
+        self.wake_paused_loops();
+    }
+
     fn wake_paused_loops(&self) {
         if self.paused.load(Ordering::SeqCst) > 0 {
             for l in lock(&self.loops).iter() {
@@ -565,8 +571,7 @@ impl EventLoop {
     }
 
     fn release_connection(&self) {
-        self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-        self.shared.wake_paused_loops();
+        self.shared.release_connection();
     }
 
     fn accept_batch(&mut self) {
@@ -828,20 +833,22 @@ impl EventLoop {
         let Some(mut conn) = self.slots[slot].take() else {
             return;
         };
-        if !conn.lingering {
+        // Counted until on_close has run, so that at most max_connections
+        // connections are ever between on_open and on_close; released by
+        // the guard even if on_close panics (out of its slot, the
+        // connection is beyond the panicked loop's recovery).
+        let counted = (!conn.lingering).then(|| Counted(&self.shared));
+        if counted.is_some() {
             self.server.event_handler().on_close(&mut conn);
         }
         conn.shutdown(std::net::Shutdown::Both);
         // Explicitly: a forked child holding a copy of the fd would keep
         // the registration alive after close, and the loop would spin.
         let _ = self.epoll.delete(conn.socket());
-        // Counted until on_close has run, so that at most max_connections
-        // connections are ever between on_open and on_close.
         if conn.lingering {
             self.lingering -= 1;
-        } else {
-            self.release_connection();
         }
+        drop(counted);
         drop(conn);
         if self.ids.release(slot) {
             self.free.push(slot as u32);
@@ -1010,6 +1017,15 @@ impl EventLoop {
             generations.resize_with(index + 1, SlotIds::default);
         }
         generations[index] = std::mem::take(&mut self.ids);
+    }
+}
+
+/// A connection in the count: released when dropped.
+struct Counted<'a>(&'a EventLoops);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.release_connection();
     }
 }
 
