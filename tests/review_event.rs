@@ -15,6 +15,10 @@
 //! - a_panic_in_on_close_leaves_no_connection_counted: likewise for a
 //!   panicking on_close: the connection was out of its slot and still
 //!   counted (released only after on_close returned).
+//! - a_lingering_connection_frees_its_per_ip_place: the header says an
+//!   SS_EVENT connection holds its max_connections_per_ip place until
+//!   on_close, but a lingering one held it until the lingering ended (up
+//!   to lingering_time): the client's next connection was refused.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -235,6 +239,40 @@ fn a_panic_in_on_close_leaves_no_connection_counted() {
         server.event_loops().unwrap().connections() == 0
     });
 
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+    server.close().unwrap();
+}
+
+#[test]
+fn a_lingering_connection_frees_its_per_ip_place() {
+    let mut config = Config::new(Transport::Tcp, Concurrency::Event).unwrap();
+    config.set_threads(1).unwrap();
+    config.set_max_connections_per_ip(1).unwrap();
+    config
+        .set_idle_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    config.set_poll_interval(Duration::from_millis(50)).unwrap();
+    let handler = Arc::new(LineEcho::default());
+    let (server, serving, addr) = start(&config, &handler);
+
+    // A partial request, then silence: the idle timeout closes it while
+    // its input has not ended, so it lingers (on_close runs at once).
+    let mut first = TcpStream::connect(&addr).unwrap();
+    first.write_all(b"partial").unwrap();
+    wait_until("on_close of the idle connection", || {
+        handler.closes.load(Ordering::SeqCst) == 1
+    });
+    // The client has not closed: the server is still lingering on it.
+    let mut next = TcpStream::connect(&addr).unwrap();
+    next.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    next.write_all(b"x\n").unwrap();
+    let mut line = [0u8; 2];
+    next.read_exact(&mut line)
+        .expect("the next connection from the same address is served");
+    assert_eq!(&line, b"x\n");
+
+    drop((first, next));
     server.shutdown();
     serving.join().unwrap().unwrap();
     server.close().unwrap();
