@@ -14,7 +14,9 @@
 //!   loop's recovery could not find it).
 //! - a_panic_in_on_close_leaves_no_connection_counted: likewise for a
 //!   panicking on_close: the connection was out of its slot and still
-//!   counted (released only after on_close returned).
+//!   counted (released only after on_close returned), and its slot's
+//!   generation was not advanced, so a connection of the next run of
+//!   serve_forever got the same id.
 //! - a_lingering_connection_frees_its_per_ip_place: the header says an
 //!   SS_EVENT connection holds its max_connections_per_ip place until
 //!   on_close, but a lingering one held it until the lingering ended (up
@@ -39,6 +41,7 @@ struct LineEcho {
     closes: AtomicUsize,
     panic_on_open: bool,
     panic_on_first_close: bool,
+    ids: std::sync::Mutex<Vec<u64>>,
 }
 
 impl Handler for LineEcho {
@@ -56,7 +59,8 @@ impl Handler for LineEcho {
 }
 
 impl EventHandler for LineEcho {
-    fn on_open(&self, _conn: &mut Conn) -> Result<()> {
+    fn on_open(&self, conn: &mut Conn) -> Result<()> {
+        self.ids.lock().unwrap().push(conn.id());
         self.opens.fetch_add(1, Ordering::SeqCst);
         if self.panic_on_open {
             panic!("a bug in on_open");
@@ -216,8 +220,12 @@ fn a_panic_in_on_close_leaves_no_connection_counted() {
     });
     let (server, serving, addr) = start(&config, &handler);
 
-    let mut other = TcpStream::connect(&addr).unwrap();
+    // `first` takes the loop's first slot, which the next run reuses.
     let first = TcpStream::connect(&addr).unwrap();
+    wait_until("the first connection", || {
+        handler.opens.load(Ordering::SeqCst) == 1
+    });
+    let mut other = TcpStream::connect(&addr).unwrap();
     other
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -238,6 +246,23 @@ fn a_panic_in_on_close_leaves_no_connection_counted() {
     wait_until("both connections to leave the count", || {
         server.event_loops().unwrap().connections() == 0
     });
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+
+    // The next run's connections get ids never given before.
+    let serving = {
+        let server = server.clone();
+        std::thread::spawn(move || server.serve_forever())
+    };
+    let mut again = TcpStream::connect(&addr).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    again.write_all(b"y\n").unwrap();
+    again.read_exact(&mut line).unwrap();
+    let ids = handler.ids.lock().unwrap().clone();
+    assert_eq!(ids.len(), 3);
+    assert!(!ids[..2].contains(&ids[2]), "id repeated: {ids:?}");
 
     server.shutdown();
     serving.join().unwrap().unwrap();

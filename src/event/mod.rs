@@ -833,6 +833,9 @@ impl EventLoop {
         let Some(mut conn) = self.slots[slot].take() else {
             return;
         };
+        // The slot's generation advances first, so that its id is never
+        // given again even if on_close panics.
+        let reusable = self.ids.release(slot);
         // Counted until on_close has run, so that at most max_connections
         // connections are ever between on_open and on_close; released by
         // the guard even if on_close panics (out of its slot, the
@@ -850,7 +853,7 @@ impl EventLoop {
         }
         drop(counted);
         drop(conn);
-        if self.ids.release(slot) {
+        if reusable {
             self.free.push(slot as u32);
         } else {
             self.retired += 1;
