@@ -58,12 +58,13 @@ pub struct Conn {
     /// loop only reads and discards until the peer closes (lingering close).
     pub(crate) lingering: bool,
     /// Loop tick + 1 (0 = none): while serving, when unconsumed input
-    /// appeared (for the request deadline); while lingering, when lingering
-    /// began (for lingering_time). One field for both keeps idle
-    /// connections small.
+    /// appeared or on_data last consumed some (for the request deadline);
+    /// while lingering, when lingering began (for lingering_time). One
+    /// field for both keeps idle connections small.
     pub(crate) timer_start: u64,
-    /// The place in the per-IP limit, freed with the connection; boxed so
-    /// that a server without a limit pays one pointer per connection.
+    /// The place in the per-IP limit, freed when the connection closes or
+    /// starts lingering; boxed so that a server without a limit pays one
+    /// pointer per connection.
     pub(crate) peer_permit: Option<Box<crate::peer_limit::PeerPermit>>,
 }
 
@@ -232,7 +233,10 @@ impl Conn {
     /// Leaves the user's view for a lingering close: drops what is queued
     /// either way (the output was flushed, or it is given up), sends FIN
     /// after what the kernel still holds, and from now on only discards.
+    /// Its per-IP place is freed now, as the header promises (at on_close)
+    /// and as the blocking modes do when they hand a socket to lingering.
     pub(crate) fn start_lingering(&mut self, tick: u64) {
+        self.peer_permit = None;
         self.input = Vec::new();
         self.output = Vec::new();
         self.sent = 0;

@@ -133,6 +133,12 @@ impl EventLoops {
         Ok(())
     }
 
+    /// A connection has left the count.
+    fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::SeqCst);
+        self.wake_paused_loops();
+    }
+
     fn wake_paused_loops(&self) {
         if self.paused.load(Ordering::SeqCst) > 0 {
             for l in lock(&self.loops).iter() {
@@ -565,8 +571,7 @@ impl EventLoop {
     }
 
     fn release_connection(&self) {
-        self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-        self.shared.wake_paused_loops();
+        self.shared.release_connection();
     }
 
     fn accept_batch(&mut self) {
@@ -668,11 +673,13 @@ impl EventLoop {
             return;
         }
         conn.registered = READ_EVENTS;
-        if let Err(e) = self.server.event_handler().on_open(&mut conn) {
-            report_conn_error(&self.server, &conn, &e);
+        // In its slot before on_open: should on_open panic, the loop's
+        // recovery (run_guarded) finds it, closes it and uncounts it.
+        let conn = self.slots[slot].insert(conn);
+        if let Err(e) = self.server.event_handler().on_open(conn) {
+            report_conn_error(&self.server, conn, &e);
             conn.broken = true;
         }
-        self.slots[slot] = Some(conn);
         self.settle(slot);
     }
 
@@ -732,7 +739,8 @@ impl EventLoop {
             return self.end_conn(slot);
         }
         if self.server.config().request_deadline.is_some() {
-            // The deadline runs while a partial request is held.
+            // The deadline runs while a partial request is held, from
+            // the last time on_data consumed something.
             if conn.input.is_empty() {
                 conn.timer_start = 0;
             } else if conn.timer_start == 0 {
@@ -825,22 +833,27 @@ impl EventLoop {
         let Some(mut conn) = self.slots[slot].take() else {
             return;
         };
-        if !conn.lingering {
+        // The slot's generation advances first, so that its id is never
+        // given again even if on_close panics.
+        let reusable = self.ids.release(slot);
+        // Counted until on_close has run, so that at most max_connections
+        // connections are ever between on_open and on_close; released by
+        // the guard even if on_close panics (out of its slot, the
+        // connection is beyond the panicked loop's recovery).
+        let counted = (!conn.lingering).then(|| Counted(&self.shared));
+        if counted.is_some() {
             self.server.event_handler().on_close(&mut conn);
         }
         conn.shutdown(std::net::Shutdown::Both);
         // Explicitly: a forked child holding a copy of the fd would keep
         // the registration alive after close, and the loop would spin.
         let _ = self.epoll.delete(conn.socket());
-        // Counted until on_close has run, so that at most max_connections
-        // connections are ever between on_open and on_close.
         if conn.lingering {
             self.lingering -= 1;
-        } else {
-            self.release_connection();
         }
+        drop(counted);
         drop(conn);
-        if self.ids.release(slot) {
+        if reusable {
             self.free.push(slot as u32);
         } else {
             self.retired += 1;
@@ -1010,6 +1023,15 @@ impl EventLoop {
     }
 }
 
+/// A connection in the count: released when dropped.
+struct Counted<'a>(&'a EventLoops);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.release_connection();
+    }
+}
+
 /// Lingering: reads and discards what the peer sends. True when the
 /// connection should close now (the peer closed, or the socket failed).
 fn discard_input(conn: &mut Conn, buffer: &mut [u8], tick: u64) -> bool {
@@ -1117,6 +1139,10 @@ fn consume(server: &Server, conn: &mut Conn, data: &[u8]) -> Result<usize> {
             break;
         }
         used += n;
+        // Progress: the request deadline restarts for what is left (see
+        // settle), so a pipelining client whose bytes never end on a
+        // request boundary is not taken for a slow one.
+        conn.timer_start = 0;
     }
     Ok(used)
 }

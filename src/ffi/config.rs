@@ -793,11 +793,13 @@ pub unsafe extern "C" fn ss_config_set_lingering(
 /// the sum (nginx's client_header_timeout). Blocking modes: counted from
 /// accept (or from the datagram's arrival); once it has passed, every read
 /// and write of the request fails with SS_ERR_TIMEOUT. SS_EVENT: a
-/// connection that has held unconsumed input (a partial request) for this
-/// long is closed, reported to handle_error as SS_ERR_TIMEOUT; the clock
-/// starts when input goes from empty to non-empty and stops when on_data
-/// has consumed all of it, independently of the idle timeout. Checked a
-/// few times per deadline, so it fires up to a quarter later (at most 1 s).
+/// connection that has held a partial request (unconsumed input, with no
+/// progress) for this long is closed, reported to handle_error as SS_ERR_TIMEOUT; the clock
+/// starts when input goes from empty to non-empty, starts again whenever
+/// on_data consumes some (so a pipelining client is not cut off) and stops
+/// when on_data has consumed all of it, independently of the idle timeout.
+/// Checked a few times per deadline, so it fires up to a quarter later (at
+/// most 1 s).
 ///
 /// Thread: any thread; one thread at a time per config.
 #[no_mangle]
