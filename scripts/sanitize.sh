@@ -45,11 +45,11 @@ export CC
 #   its first malloc (seen in gdb: asan_malloc -> Mutex::Lock, from
 #   ss_server_post in the child). glibc's malloc is fork-safe: not a
 #   library defect.
-# - review_core.spawn_fails (both sanitizers): lowers RLIMIT_AS so that a
-#   thread stack cannot be mapped; the sanitizers' shadow memory does not
+# - review_core.spawn_fails and event_spawn_fails (both sanitizers): lower
+#   RLIMIT_AS so that a thread stack cannot be mapped; the sanitizers' shadow memory does not
 #   fit such a limit.
 SKIP_address="acceptance_errors.forking_crash_segv event_load.slow_reader_reading
-    hardening_lifecycle.child_getters review_core.spawn_fails"
+    hardening_lifecycle.child_getters review_core.spawn_fails review_core.event_spawn_fails"
 # TSan, besides the same memory measurement and the same deliberate crash:
 # - pool_core/event_core echo_*, close_*, handler_fails and
 #   acceptance_misc.threads_reaped: count the
@@ -59,7 +59,7 @@ SKIP_thread="event_load.slow_reader_reading acceptance_errors.forking_crash_segv
     pool_core.echo_tcp pool_core.echo_unix pool_core.close_drops_queued
     pool_core.close_serves_queued pool_core.handler_fails event_core.echo_tcp
     event_core.echo_udp event_core.echo_unix event_core.echo_unixdgram
-    acceptance_misc.threads_reaped review_core.spawn_fails"
+    acceptance_misc.threads_reaped review_core.spawn_fails review_core.event_spawn_fails"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=0}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1}

@@ -12,12 +12,12 @@
 //!   itself runs are refused; the outer close returns.
 //! - spawn_fails: a handler thread that cannot start (EAGAIN) is reported
 //!   as SS_ERR_IO, not SS_ERR_TIMEOUT; counts and serving recover.
+//! - event_spawn_fails: the same for an event loop thread (serve_forever
+//!   returns SS_ERR_IO).
 //!
 //! See each sub-test's comment in the C file for the old behaviour.
 
 mod common;
-
-use std::collections::BTreeSet;
 
 use common::DEFAULT_TIMEOUT;
 
@@ -39,6 +39,7 @@ common::c_tests! {
         free_while_serving,
         close_from_close,
         spawn_fails,
+        event_spawn_fails,
     }
 }
 
@@ -46,14 +47,5 @@ common::c_tests! {
 /// other way round, so that a new C sub-test cannot be forgotten.
 #[test]
 fn every_c_subtest_is_run() {
-    for (prog, subs) in C_SUBTESTS {
-        let listed: BTreeSet<String> = common::list_subtests(&format!("{prog}.c"))
-            .into_iter()
-            .collect();
-        let run: BTreeSet<String> = subs.iter().map(|s| s.to_string()).collect();
-        assert_eq!(
-            listed, run,
-            "{prog}.c --list differs from the sub-tests run by tests/review_core.rs"
-        );
-    }
+    common::assert_every_c_subtest_is_run(C_SUBTESTS, None, file!());
 }

@@ -240,7 +240,7 @@ pub(crate) fn serve(
                 .name(format!("ss-event-{index}"))
                 .stack_size(server.config().thread_stack_size)
                 .spawn(move || run_guarded(event_loop))
-                .map_err(|e| Error::io("starting an event loop thread", e))?;
+                .map_err(|e| Error::spawn("starting an event loop thread", e))?;
             threads.push(thread);
         }
         Ok(())
@@ -259,10 +259,14 @@ pub(crate) fn serve(
     // A loop that never ran leaves its jobs here: each still gets its call,
     // and connections handed to it leave the count.
     for l in &loops {
-        for (_, job) in std::mem::take(&mut *lock(&l.mailbox)) {
+        // Taken out first: a guard in the `for` header would stay locked
+        // while the jobs (user code) run.
+        let jobs = std::mem::take(&mut *lock(&l.mailbox));
+        for (_, job) in jobs {
             catch_reported(server.handler(), || job(None));
         }
-        for conn in std::mem::take(&mut *lock(&l.incoming)) {
+        let incoming = std::mem::take(&mut *lock(&l.incoming));
+        for conn in incoming {
             drop(conn);
             shared.connections.fetch_sub(1, Ordering::SeqCst);
         }

@@ -15,6 +15,8 @@
  *   failing with EAGAIN, here for lack of address space) is reported as
  *   SS_ERR_IO, not SS_ERR_TIMEOUT; the request is closed, the thread count
  *   goes back to 0 and the server serves the next request.
+ * - event_spawn_fails: the same for an event loop thread: serve_forever
+ *   returns SS_ERR_IO, not SS_ERR_TIMEOUT.
  *
  * Besides TU_MAIN's checks (no descriptor or thread left), every sub-test
  * checks that it left no child process behind.
@@ -23,14 +25,6 @@
 
 #include <sched.h>
 #include <sys/resource.h>
-
-static void check_no_children(void)
-{
-    int total, zombies;
-    tu_children(-1, &total, &zombies);
-    if (total != 0)
-        TU_FAIL("%d child process(es) left (%d of them zombies)", total, zombies);
-}
 
 /* ----------------------------------------------- 1. free_while_serving */
 
@@ -243,6 +237,40 @@ static void spawn_fails(void)
     tu_stop_serving(server, &runner);
 }
 
+static int consume_all(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed,
+                       void *user)
+{
+    (void)conn;
+    (void)data;
+    (void)user;
+    *consumed = len;
+    return 0;
+}
+
+static void event_spawn_fails(void)
+{
+    struct rlimit old, low;
+    ss_config *config = tu_config_mode(SS_TCP, SS_EVENT, NULL);
+    ss_server *server;
+    ss_status status;
+    CHECK_OK(ss_config_set_on_data(config, consume_all));
+    CHECK_OK(ss_config_set_threads(config, 1));
+    /* A 1 GiB stack that the address-space limit below cannot hold. */
+    CHECK_OK(ss_config_set_thread_stack_size(config, (size_t)1 << 30));
+    server = tu_server(config, "127.0.0.1:0", NULL);
+    ss_config_free(config);
+    CHECK_SYS(getrlimit(RLIMIT_AS, &old));
+    low = old;
+    low.rlim_cur = (rlim_t)(vm_size() + (256ULL << 20));
+    CHECK_SYS(setrlimit(RLIMIT_AS, &low));
+    status = ss_server_serve_forever(server);
+    CHECK_SYS(setrlimit(RLIMIT_AS, &old));
+    CHECK_CONTAINS(ss_last_error_message(), "starting an event loop thread");
+    /* Old behaviour: SS_ERR_TIMEOUT (EAGAIN taken for a timed-out wait). */
+    CHECK_ST(status, SS_ERR_IO);
+    ss_server_free(server);
+}
+
 /* ---------------------------------------------------------------- main */
 
 #define REVIEWED(fn)                                                                               \
@@ -250,17 +278,19 @@ static void spawn_fails(void)
     {                                                                                              \
         fn();                                                                                      \
         tu_threads_settle();                                                                       \
-        check_no_children();                                                                       \
+        tu_check_no_children();                                                                       \
     }
 
 REVIEWED(free_while_serving)
 REVIEWED(close_from_close)
 REVIEWED(spawn_fails)
+REVIEWED(event_spawn_fails)
 
 static const tu_test tests[] = {
     {"free_while_serving", free_while_serving_checked},
     {"close_from_close", close_from_close_checked},
     {"spawn_fails", spawn_fails_checked},
+    {"event_spawn_fails", event_spawn_fails_checked},
 };
 
 TU_MAIN(tests)
