@@ -567,10 +567,12 @@ impl Server {
             st = crate::sync::wait(&self.loop_exited, st);
         }
         st.phase = Phase::Closed;
-        // Out of the children's table before the descriptor can close.
+        // Out of the children's table, and fileno() no longer naming it,
+        // before the descriptor can close: a child forked meanwhile must not
+        // close whatever descriptor reuses the number.
         st.socket_in_children = None;
-        st.socket = None;
         self.fileno.store(-1, Ordering::SeqCst);
+        st.socket = None;
         if let Some(file) = st.unix_file.take() {
             file.remove();
         }
