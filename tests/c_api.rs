@@ -44,10 +44,10 @@ fn run_c(prog: &str, subtest: &str) {
     );
 }
 
-// One #[test] per C sub-test, a module per C program, and the table that
-// `every_c_subtest_is_run` compares with each program's `--list`.
+// One #[test] per C sub-test, a module per C program, and
+// `every_c_subtest_is_run`.
 common::c_tests! {
-    super::run_c;
+    super::run_c, list_flags = STRICT_C99_FLAGS;
     transports {
         tcp_ipv4,
         tcp_ipv6,
@@ -173,13 +173,6 @@ common::c_tests! {
         separate_messages,
         handler_thread_message,
     }
-}
-
-/// Each program's --list matches its c_tests! entry, so that no C sub-test
-/// is left out of `cargo test`.
-#[test]
-fn every_c_subtest_is_run() {
-    common::assert_every_c_subtest_is_run(C_SUBTESTS, Some(STRICT_C99_FLAGS), file!());
 }
 
 /// The header compiles on its own under the strict C99 flags (plus a few

@@ -21,19 +21,8 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::DEFAULT_TIMEOUT;
-
-fn run(prog: &str, subtest: &str) {
-    common::run_subtest(
-        &format!("{prog}.c"),
-        subtest,
-        "SS_TEST_TMPDIR",
-        DEFAULT_TIMEOUT,
-    );
-}
-
 common::c_tests! {
-    super::run;
+    crate::common::run_c_subtest;
     fuzz_api {
         null_args,
         config_fuzz,
@@ -41,13 +30,6 @@ common::c_tests! {
         request_hostile,
         conn_hostile,
     }
-}
-
-/// Every sub-test the C program lists is run by a #[test] above, and the
-/// other way round.
-#[test]
-fn every_c_subtest_is_run() {
-    common::assert_every_c_subtest_is_run(C_SUBTESTS, None, file!());
 }
 
 /// Names `ss_xxx` directly followed by `(` in `text`, outside comments.

@@ -48,22 +48,9 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::DEFAULT_TIMEOUT;
-
-/// Runs sub-test `subtest` of tests/c/<prog>.c.
-fn run(prog: &str, subtest: &str) {
-    common::run_subtest(
-        &format!("{prog}.c"),
-        subtest,
-        "SS_TEST_TMPDIR",
-        DEFAULT_TIMEOUT,
-    );
-}
-
-// One #[test] per C sub-test, and the table that `every_c_subtest_is_run`
-// compares with the program's `--list`.
+// One #[test] per C sub-test, and `every_c_subtest_is_run`.
 common::c_tests! {
-    super::run;
+    crate::common::run_c_subtest;
     hardening_blockio {
         linger_sync,
         linger_threading,
@@ -83,13 +70,6 @@ common::c_tests! {
         readline_nul,
         huge_len,
     }
-}
-
-/// Every sub-test the C program lists is run by a #[test] above, and the
-/// other way round, so that a new C sub-test cannot be forgotten.
-#[test]
-fn every_c_subtest_is_run() {
-    common::assert_every_c_subtest_is_run(C_SUBTESTS, None, file!());
 }
 
 /// line_server running with `args`; killed on drop.

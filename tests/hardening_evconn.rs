@@ -30,26 +30,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::DEFAULT_TIMEOUT;
 use socketserver::event::Conn;
 use socketserver::{
     Concurrency, Config, EventHandler, Handler, Request, Result, Server, Transport,
 };
 
-/// Runs sub-test `subtest` of tests/c/<prog>.c.
-fn run(prog: &str, subtest: &str) {
-    common::run_subtest(
-        &format!("{prog}.c"),
-        subtest,
-        "SS_TEST_TMPDIR",
-        DEFAULT_TIMEOUT,
-    );
-}
-
-// One #[test] per C sub-test, and the table that `every_c_subtest_is_run`
-// compares with the program's `--list`.
+// One #[test] per C sub-test, and `every_c_subtest_is_run`.
 common::c_tests! {
-    super::run;
+    crate::common::run_c_subtest;
     hardening_evconn {
         eof_hup,
         held_input,
@@ -58,13 +46,6 @@ common::c_tests! {
         drain,
         deadline,
     }
-}
-
-/// Every sub-test the C program lists is run by a #[test] above, and the
-/// other way round, so that a new C sub-test cannot be forgotten.
-#[test]
-fn every_c_subtest_is_run() {
-    common::assert_every_c_subtest_is_run(C_SUBTESTS, None, file!());
 }
 
 #[derive(Default)]

@@ -28,22 +28,9 @@
 
 mod common;
 
-use common::DEFAULT_TIMEOUT;
-
-/// Runs sub-test `subtest` of tests/c/<prog>.c.
-fn run(prog: &str, subtest: &str) {
-    common::run_subtest(
-        &format!("{prog}.c"),
-        subtest,
-        "SS_TEST_TMPDIR",
-        DEFAULT_TIMEOUT,
-    );
-}
-
-// One #[test] per C sub-test, and the table that `every_c_subtest_is_run`
-// compares with the program's `--list`.
+// One #[test] per C sub-test, and `every_c_subtest_is_run`.
 common::c_tests! {
-    super::run;
+    crate::common::run_c_subtest;
     regressions {
         ev_dgram_block,
         ev_stale_id,
@@ -55,11 +42,4 @@ common::c_tests! {
         stale_msg,
         ev_coord_wake,
     }
-}
-
-/// Every sub-test the C program lists is run by a #[test] above, and the
-/// other way round, so that a new C sub-test cannot be forgotten.
-#[test]
-fn every_c_subtest_is_run() {
-    common::assert_every_c_subtest_is_run(C_SUBTESTS, None, file!());
 }

@@ -58,15 +58,6 @@ static int ok_open(ss_conn *conn, void *user)
     return 0;
 }
 
-static int ok_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed, void *user)
-{
-    (void)conn;
-    (void)data;
-    (void)user;
-    *consumed = len;
-    return 0;
-}
-
 static void ok_close(ss_conn *conn, void *user)
 {
     (void)conn;
@@ -120,7 +111,7 @@ static void null_config(void)
     CHECK_NULL_ARG(ss_config_set_threads(NULL, 4));
     CHECK_NULL_ARG(ss_config_set_queue_size(NULL, 4));
     CHECK_NULL_ARG(ss_config_set_on_open(NULL, ok_open));
-    CHECK_NULL_ARG(ss_config_set_on_data(NULL, ok_data));
+    CHECK_NULL_ARG(ss_config_set_on_data(NULL, tu_discard_data));
     CHECK_NULL_ARG(ss_config_set_on_close(NULL, ok_close));
     CHECK_NULL_ARG(ss_config_set_on_eof(NULL, ok_close));
     CHECK_NULL_ARG(ss_config_set_on_datagram(NULL, ok_datagram));
@@ -493,7 +484,7 @@ static void setter_values(void)
     CHECK_FAILS(ss_config_set_threads(tcp, 4), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_queue_size(tcp, 4), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_on_open(tcp, ok_open), SS_ERR_UNSUPPORTED);
-    CHECK_FAILS(ss_config_set_on_data(tcp, ok_data), SS_ERR_UNSUPPORTED);
+    CHECK_FAILS(ss_config_set_on_data(tcp, tu_discard_data), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_on_close(tcp, ok_close), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_on_eof(tcp, ok_close), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_on_datagram(udp, ok_datagram), SS_ERR_UNSUPPORTED);

@@ -1027,16 +1027,6 @@ static void test_conn_api(void)
 
 /* ------------------------------------------------------- config errors */
 
-static int dummy_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed,
-                         void *user)
-{
-    (void)conn;
-    (void)data;
-    (void)user;
-    *consumed = len;
-    return 0;
-}
-
 static void test_config_errors(void)
 {
     static const int other_modes[] = {SS_SYNC, SS_THREADING, SS_FORKING, SS_THREAD_POOL};
@@ -1095,7 +1085,7 @@ static void test_config_errors(void)
     CHECK(server == NULL);
     CHECK_CONTAINS(ss_last_error_message(), "on_data");
     /* With on_data: fine; handle_request is not for event mode. */
-    CHECK_OK(ss_config_set_on_data(config, dummy_on_data));
+    CHECK_OK(ss_config_set_on_data(config, tu_discard_data));
     CHECK_OK(ss_server_new(config, "127.0.0.1:0", NULL, NULL, &server));
     CHECK_ST(ss_server_handle_request(server), SS_ERR_UNSUPPORTED);
     CHECK_OK(ss_server_connections(server, &n));
@@ -1112,7 +1102,7 @@ static void test_config_errors(void)
 
     /* Datagram transports need on_datagram (on_data does not do). */
     CHECK_OK(ss_config_new(SS_UDP, SS_EVENT, &config));
-    CHECK_OK(ss_config_set_on_data(config, dummy_on_data));
+    CHECK_OK(ss_config_set_on_data(config, tu_discard_data));
     CHECK_ST(ss_server_new(config, "127.0.0.1:0", NULL, NULL, &server), SS_ERR_INVALID_ARGUMENT);
     CHECK(server == NULL);
     CHECK_OK(ss_config_set_on_datagram(config, echo_on_datagram));

@@ -103,25 +103,6 @@ static ss_config *event_config(int transport, ss_data_fn on_data)
     return config;
 }
 
-static int consume_all(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed,
-                       void *user)
-{
-    (void)conn;
-    (void)data;
-    (void)user;
-    *consumed = len;
-    return 0;
-}
-
-static int close_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed,
-                         void *user)
-{
-    (void)data;
-    (void)user;
-    *consumed = len;
-    return ss_conn_close(conn) == SS_OK ? 0 : -1;
-}
-
 /* ------------------------------------------------------------ 1. eof_hup */
 
 /* Old behaviour: after the peer half-closed, a connection held by on_eof
@@ -142,7 +123,7 @@ static void test_eof_hup(void)
     static const int transports[] = {SS_UNIX_STREAM, SS_TCP};
     for (size_t i = 0; i < sizeof transports / sizeof transports[0]; i++) {
         char path[128], addr[128];
-        ss_config *config = event_config(transports[i], consume_all);
+        ss_config *config = event_config(transports[i], tu_discard_data);
         tu_runner runner;
         ss_server *server;
         double cpu0, cpu1;
@@ -278,7 +259,7 @@ static void test_fork_eof(void)
     /* With lingering (default) and without. */
     for (int lingering = 1; lingering >= 0; lingering--) {
         char addr[128];
-        ss_config *config = event_config(SS_TCP, close_on_data);
+        ss_config *config = event_config(SS_TCP, tu_close_on_data);
         tu_runner runner;
         ss_server *server;
         int c, pipefd[2], status;

@@ -771,15 +771,6 @@ static int g_race_freed;   /* set once ss_server_free() has returned */
 static int g_race_calls;   /* calls made by the racer */
 static int g_race_bad;     /* a call after free that was not refused */
 
-static int ignore_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed, void *user)
-{
-    (void)conn;
-    (void)data;
-    (void)user;
-    *consumed = len;
-    return 0;
-}
-
 /* Calls post and shutdown on the server until it has seen enough of them
  * refused after free. */
 static void *race_free(void *arg)
@@ -807,7 +798,7 @@ static void free_race(void)
         ss_config *config = NULL;
         pthread_t racer;
         CHECK_OK(ss_config_new(SS_TCP, SS_EVENT, &config));
-        CHECK_OK(ss_config_set_on_data(config, ignore_data));
+        CHECK_OK(ss_config_set_on_data(config, tu_discard_data));
         CHECK_OK(ss_config_set_threads(config, 1));
         g_race_server = tu_server(config, "127.0.0.1:0", NULL);
         ss_config_free(config);

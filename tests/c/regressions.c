@@ -211,16 +211,6 @@ static void stale_on_close(ss_conn *conn, void *user)
     TU_INC(&g_closes);
 }
 
-static int consume_all(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed,
-                       void *user)
-{
-    (void)conn;
-    (void)data;
-    (void)user;
-    *consumed = len;
-    return 0;
-}
-
 typedef struct post_result {
     int done;
     int had_conn;
@@ -262,7 +252,7 @@ static void test_ev_stale_id(void)
     CHECK_OK(ss_config_set_threads(config, 1));
     CHECK_OK(ss_config_set_poll_interval(config, 10));
     CHECK_OK(ss_config_set_on_open(config, stale_on_open));
-    CHECK_OK(ss_config_set_on_data(config, consume_all));
+    CHECK_OK(ss_config_set_on_data(config, tu_discard_data));
     CHECK_OK(ss_config_set_on_close(config, stale_on_close));
     CHECK_OK(ss_config_set_handle_error(config, tu_error_fails_test));
     server = tu_server(config, "127.0.0.1:0", NULL);
@@ -659,15 +649,6 @@ static int spin_on_open(ss_conn *conn, void *user)
     return 0;
 }
 
-static int close_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed,
-                         void *user)
-{
-    (void)data;
-    (void)user;
-    *consumed = len;
-    return ss_conn_close(conn) == SS_OK ? 0 : -1;
-}
-
 static void spin_on_close(ss_conn *conn, void *user)
 {
     (void)conn;
@@ -707,7 +688,7 @@ static void test_ev_fork_spin(void)
     CHECK_OK(ss_config_set_threads(config_e, 1));
     CHECK_OK(ss_config_set_poll_interval(config_e, 100));
     CHECK_OK(ss_config_set_on_open(config_e, spin_on_open));
-    CHECK_OK(ss_config_set_on_data(config_e, close_on_data));
+    CHECK_OK(ss_config_set_on_data(config_e, tu_close_on_data));
     CHECK_OK(ss_config_set_on_close(config_e, spin_on_close));
     CHECK_OK(ss_config_set_handle_error(config_e, count_error));
     CHECK_OK(ss_config_set_poll_interval(config_f, 100));
@@ -973,7 +954,7 @@ static void test_ev_coord_wake(void)
     CHECK_OK(ss_config_new(SS_TCP, SS_EVENT, &config));
     CHECK_OK(ss_config_set_threads(config, 1));
     CHECK_OK(ss_config_set_poll_interval(config, 200));
-    CHECK_OK(ss_config_set_on_data(config, consume_all));
+    CHECK_OK(ss_config_set_on_data(config, tu_discard_data));
     CHECK_OK(ss_config_set_service_actions(config, count_service));
     CHECK_OK(ss_config_set_handle_error(config, tu_error_fails_test));
     server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);

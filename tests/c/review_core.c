@@ -237,23 +237,13 @@ static void spawn_fails(void)
     tu_stop_serving(server, &runner);
 }
 
-static int consume_all(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed,
-                       void *user)
-{
-    (void)conn;
-    (void)data;
-    (void)user;
-    *consumed = len;
-    return 0;
-}
-
 static void event_spawn_fails(void)
 {
     struct rlimit old, low;
     ss_config *config = tu_config_mode(SS_TCP, SS_EVENT, NULL);
     ss_server *server;
     ss_status status;
-    CHECK_OK(ss_config_set_on_data(config, consume_all));
+    CHECK_OK(ss_config_set_on_data(config, tu_discard_data));
     CHECK_OK(ss_config_set_threads(config, 1));
     /* A 1 GiB stack that the address-space limit below cannot hold. */
     CHECK_OK(ss_config_set_thread_stack_size(config, (size_t)1 << 30));

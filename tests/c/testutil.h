@@ -692,6 +692,27 @@ static inline int tu_echo_line(ss_request *request, void *user)
     return ss_request_write(request, line, n) == SS_OK ? 0 : -1;
 }
 
+/* SS_EVENT on_data that consumes and ignores everything. */
+static inline int tu_discard_data(ss_conn *conn, const uint8_t *data, size_t len,
+                                  size_t *consumed, void *user)
+{
+    (void)conn;
+    (void)data;
+    (void)user;
+    *consumed = len;
+    return 0;
+}
+
+/* SS_EVENT on_data that consumes everything and closes the connection. */
+static inline int tu_close_on_data(ss_conn *conn, const uint8_t *data, size_t len,
+                                   size_t *consumed, void *user)
+{
+    (void)data;
+    (void)user;
+    *consumed = len;
+    return ss_conn_close(conn) == SS_OK ? 0 : -1;
+}
+
 /* serve_forever or handle_request running on a thread of its own. */
 typedef struct tu_runner {
     ss_server *server;

@@ -38,12 +38,15 @@ pub const C_FLAGS: &[&str] = strict_flags!("-std=c99", "-D_GNU_SOURCE");
 /// The strict flags for C++ test programs (`.cpp` sources).
 pub const CXX_FLAGS: &[&str] = strict_flags!("-std=c++11");
 
-/// `c_tests!(run; prog { subtest, ... } ...)`: one `#[test]` per C
-/// sub-test, in a module per C program (tests/c/<prog>.c), each calling
-/// `run("prog", "subtest")`; plus the table `C_SUBTESTS` of (program,
-/// sub-tests) that a test compares with each program's `--list`.
+/// `c_tests!(run [, list_flags = FLAGS]; prog { subtest, ... } ...)`: one
+/// `#[test]` per C sub-test, in a module per C program (tests/c/<prog>.c),
+/// each calling `run("prog", "subtest")`; the table `C_SUBTESTS` of
+/// (program, sub-tests); and the test `every_c_subtest_is_run`, which
+/// compares that table with each program's `--list` (compiled with FLAGS,
+/// default: the programs' own), so that a new C sub-test cannot be
+/// forgotten.
 macro_rules! c_tests {
-    ($run:path; $($prog:ident { $($sub:ident),* $(,)? })*) => {
+    ($run:path $(, list_flags = $flags:expr)?; $($prog:ident { $($sub:ident),* $(,)? })*) => {
         $(
             mod $prog {
                 $(
@@ -55,6 +58,12 @@ macro_rules! c_tests {
             }
         )*
         const C_SUBTESTS: &[(&str, &[&str])] = &[$((stringify!($prog), &[$(stringify!($sub)),*])),*];
+
+        #[test]
+        fn every_c_subtest_is_run() {
+            let flags: Option<&[&str]> = None $(.or(Some($flags)))?;
+            crate::common::assert_every_c_subtest_is_run(C_SUBTESTS, flags, file!());
+        }
     };
 }
 #[allow(unused_imports)] // not every test binary declares C sub-tests
@@ -502,6 +511,17 @@ pub fn list_subtests_with(source: &str, flags: &[&str]) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// Runs sub-test `subtest` of tests/c/<prog>.c with the default flags and
+/// timeout, in a fresh directory named by $SS_TEST_TMPDIR.
+pub fn run_c_subtest(prog: &str, subtest: &str) {
+    run_subtest(
+        &format!("{prog}.c"),
+        subtest,
+        "SS_TEST_TMPDIR",
+        DEFAULT_TIMEOUT,
+    );
 }
 
 /// Every sub-test each C program of `table` (a `c_tests!` table) lists with
