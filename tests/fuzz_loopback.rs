@@ -833,6 +833,28 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_micros(ticks * 1_000_000 / per_second)
 }
 
+fn live_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Waits (at most STARTUP_TIMEOUT) until `pid`'s thread count has not
+/// changed for 200 ms.
+fn settle_threads(pid: u32) {
+    let start = Instant::now();
+    let mut last = live_threads(pid);
+    let mut stable_since = Instant::now();
+    while start.elapsed() < STARTUP_TIMEOUT && stable_since.elapsed() < Duration::from_millis(200) {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = live_threads(pid);
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        }
+    }
+}
+
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -904,6 +926,9 @@ fn survive_fd_exhaustion(mode: &str) {
         }
     };
     let full_fds = open_fds(pid);
+    // Threads started for the accepted connections cost CPU while they
+    // start (much of it under valgrind): measure once their number holds.
+    settle_threads(pid);
     // Meanwhile new clients keep knocking: each must be served or closed
     // or left waiting in the backlog, never make the server spin.
     let knock_stop = Arc::new(AtomicBool::new(false));
