@@ -23,7 +23,8 @@
 #
 #   make bench         builds, then runs scripts/bench.sh (~1.5 min): event mode
 #                      vs a plain-C epoll echo server (ratios), KiB per idle
-#                      connection, wrk against http_hello
+#                      connection, wrk against http_hello,
+#                      resp_server vs redis-server under redis-benchmark
 
 CARGO ?= cargo
 # The examples must stay clean, portable C99: these flags are always used,
