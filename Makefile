@@ -21,7 +21,7 @@
 #                      target/sanitize/, then runs scripts/sanitize.sh: the C
 #                      tests and the examples under traffic with each
 #
-#   make bench         builds, then runs scripts/bench.sh (~1.5 min): event mode
+#   make bench         builds, then runs scripts/bench.sh (~2 min): event mode
 #                      vs a plain-C epoll echo server (ratios), KiB per idle
 #                      connection, wrk against http_hello,
 #                      resp_server vs redis-server under redis-benchmark

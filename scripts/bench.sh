@@ -23,7 +23,7 @@
 #       (BENCH_RESP_ROUNDS, default 3; BENCH_RESP_REQUESTS per test, default
 #       50000 at -P 1 and 4x that at -P 16), then one run of resp_server
 #       --threads 2 for context; the ratios ours/redis of requests/s per
-#       test (goal >= 1.0); about 35 s (skipped with a note when
+#       test (goal >= 1.0); about 25 s (skipped with a note when
 #       redis-benchmark or redis-server is missing)
 #
 # In (a) and (b) the servers alternate (ref, ours, ref, ours, ...), each
