@@ -195,7 +195,7 @@ pub fn inspect_adopted(config: &Config, fd: BorrowedFd<'_>) -> Result<Adopted> {
             _ => String::new(),
         };
         return Err(misfit(format!(
-            "is a {} {} socket{proto}",
+            "is a socket of family {}, type {}{proto}",
             domain_name(domain),
             type_name(ty)
         )));
