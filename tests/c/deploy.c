@@ -19,6 +19,8 @@
  */
 #include "testutil.h"
 
+#include <sys/wait.h>
+
 static const int k_modes[] = {SS_SYNC, SS_THREADING, SS_FORKING, SS_THREAD_POOL, SS_EVENT};
 #define N_MODES (sizeof k_modes / sizeof k_modes[0])
 
@@ -382,6 +384,38 @@ static void place_at(int fd, int at)
     CHECK_SYS(close(fd));
 }
 
+/* Whether a program this process execs (`env`) finds LISTEN_* in its
+ * environment: what unsetting them is for. */
+static int child_sees_listen_vars(void)
+{
+    int out[2], status = 0;
+    char buf[8192];
+    size_t n = 0;
+    CHECK_SYS(pipe2(out, O_CLOEXEC));
+    pid_t pid = fork();
+    CHECK_SYS(pid);
+    if (pid == 0) {
+        dup2(out[1], 1);
+        execlp("env", "env", (char *)NULL);
+        _exit(127);
+    }
+    CHECK_SYS(close(out[1]));
+    for (;;) {
+        ssize_t r = read(out[0], buf + n, sizeof buf - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        CHECK_SYS(r);
+        if (r == 0 || (n += (size_t)r) == sizeof buf - 1)
+            break;
+    }
+    buf[n] = '\0';
+    CHECK_SYS(close(out[0]));
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(n > 0);
+    return strstr(buf, "LISTEN_") != NULL;
+}
+
 static void listen_fds_none(void)
 {
     ss_listen_fd fds[2];
@@ -454,6 +488,7 @@ static void listen_fds_names(void)
     CHECK_EQ(n, 2);
     CHECK(getenv("LISTEN_FDS") != NULL && getenv("LISTEN_FDNAMES") != NULL);
 
+    CHECK(child_sees_listen_vars());
     memset(fds, 0x55, sizeof fds);
     CHECK_OK(ss_listen_fds(fds, 4, &n));
     CHECK_EQ(n, 2);
@@ -464,6 +499,7 @@ static void listen_fds_names(void)
     CHECK(fcntl(3, F_GETFD) & FD_CLOEXEC);
     CHECK(fcntl(4, F_GETFD) & FD_CLOEXEC);
     CHECK(env_is_clear());
+    CHECK(!child_sees_listen_vars());
     /* Taken: a second call finds nothing. */
     CHECK_OK(ss_listen_fds(fds, 4, &n));
     CHECK_EQ(n, 0);
