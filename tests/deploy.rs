@@ -18,6 +18,7 @@ common::c_tests! {
         adopt_unix_datagram,
         adopt_not_listening,
         adopt_refusals,
+        adopt_listen_fails,
         listen_fds_none,
         listen_fds_garbage,
         listen_fds_names,

@@ -14,6 +14,8 @@
  *   descriptor, unbound sockets and an accepted connection are refused
  *   with SS_ERR_INVALID_ARGUMENT and a message saying why; the descriptor
  *   stays open with its flags unchanged, and can be adopted properly after.
+ * - adopt_listen_fails: listen() failing gives SS_ERR_IO and the descriptor
+ *   back open with its flags as they were.
  * - listen_fds_*: ss_listen_fds with crafted LISTEN_PID / LISTEN_FDS /
  *   LISTEN_FDNAMES and descriptors placed at 3 and 4.
  */
@@ -516,7 +518,35 @@ static void listen_fds_names(void)
     CHECK_SYS(close(3));
 }
 
+/* listen() itself fails (two sockets bound to one port with SO_REUSEADDR,
+ * the other one listening: EADDRINUSE): SS_ERR_IO, and
+ * the descriptor is handed back open with its flags put back. */
+static void adopt_listen_fails(void)
+{
+    char addr[64];
+    int listener = bound_socket(SOCK_STREAM, "127.0.0.1:0", 0);
+    tu_sockname(listener, addr, sizeof addr);
+    int twin = bound_socket(SOCK_STREAM, addr, 0); /* both SO_REUSEADDR */
+    CHECK_SYS(listen(listener, 16));
+    int status_flags = fcntl(twin, F_GETFL), fd_flags = fcntl(twin, F_GETFD);
+    CHECK(!(status_flags & O_NONBLOCK) && !(fd_flags & FD_CLOEXEC));
+    ss_config *config = config_for(SS_TCP, SS_EVENT);
+    ss_server *server = NULL;
+    TU_STORE(&g_freed, 0);
+    CHECK_ST(ss_server_new_from_fd(config, twin, NULL, count_free, &server), SS_ERR_IO);
+    CHECK_CONTAINS(ss_last_error_message(), "listen on descriptor");
+    ss_config_free(config);
+    CHECK(server == NULL);
+    CHECK_EQ(TU_LOAD(&g_freed), 1);
+    CHECK_EQ(fcntl(twin, F_GETFL), status_flags);
+    CHECK_EQ(fcntl(twin, F_GETFD), fd_flags);
+    CHECK(!accepting(twin));
+    CHECK_SYS(close(twin));
+    CHECK_SYS(close(listener));
+}
+
 static const tu_test tests[] = {
+    {"adopt_listen_fails", adopt_listen_fails},
     {"adopt_tcp", adopt_tcp},
     {"adopt_tcp6", adopt_tcp6},
     {"adopt_udp", adopt_udp},
