@@ -240,22 +240,44 @@ pub unsafe extern "C" fn ss_server_new(
 ) -> ss_status {
     guard(|| {
         // Taken first, so that every error path below releases user_data.
-        let mut handler = CHandler::new(user_data, free_user_data);
+        let handler = CHandler::new(user_data, free_user_data);
         // SAFETY: a live ss_config, read only.
         let boxed = unsafe { handle_ref(config) }?;
         // SAFETY: NUL-terminated string per the contract.
         let address = unsafe { str_arg(address, "address") }?;
-        if out_server.is_null() {
-            return Err(null("out_server"));
-        }
-        check_callbacks(boxed)?;
-        handler.set_callbacks(boxed.callbacks);
-        let server = Server::new(&boxed.config, address, Box::new(handler))?;
-        let handle = Arc::into_raw(server) as *mut ss_server;
-        live::insert(handle as usize);
+        let handler = constructor_handler(boxed, handler, out_server)?;
+        let server = Server::new(&boxed.config, address, handler)?;
         // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { write_out(out_server, "out_server", handle) }
+        unsafe { publish(server, out_server) }
     })
+}
+
+/// The checks both constructors make once the handler holds the user data
+/// (so that every error releases it): an out-pointer, the callbacks the
+/// mode needs; then the handler with those callbacks.
+fn constructor_handler(
+    boxed: &ConfigBox,
+    mut handler: CHandler,
+    out_server: *mut *mut ss_server,
+) -> Result<Box<CHandler>> {
+    if out_server.is_null() {
+        return Err(null("out_server"));
+    }
+    check_callbacks(boxed)?;
+    handler.set_callbacks(boxed.callbacks);
+    Ok(Box::new(handler))
+}
+
+/// Hands a new server to C: registers its handle among the live ones and
+/// writes it to `*out_server`.
+///
+/// # Safety
+/// `out_server` is non-NULL and writable.
+unsafe fn publish(server: Arc<Server>, out_server: *mut *mut ss_server) -> Result<()> {
+    let handle = Arc::into_raw(server) as *mut ss_server;
+    live::insert(handle as usize);
+    // SAFETY: forwarded contract.
+    unsafe { write_out(out_server, "out_server", handle) }
 }
 
 /// The callbacks the chosen mode cannot do without.
@@ -747,14 +769,10 @@ pub unsafe extern "C" fn ss_server_new_from_fd(
 ) -> ss_status {
     guard(|| {
         // Taken first, so that every error path below releases user_data.
-        let mut handler = CHandler::new(user_data, free_user_data);
+        let handler = CHandler::new(user_data, free_user_data);
         // SAFETY: a live ss_config, read only.
         let boxed = unsafe { handle_ref(config) }?;
-        if out_server.is_null() {
-            return Err(null("out_server"));
-        }
-        check_callbacks(boxed)?;
-        handler.set_callbacks(boxed.callbacks);
+        let handler = constructor_handler(boxed, handler, out_server)?;
         if fd < 0 {
             return Err(Error::invalid(format!(
                 "descriptor {fd} is not a file descriptor"
@@ -771,13 +789,9 @@ pub unsafe extern "C" fn ss_server_new_from_fd(
         // SAFETY: `fd` is open (checked just above) and the caller hands it
         // over per the contract; on failure it is given back unclosed.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        match Server::from_fd(&boxed.config, owned, Box::new(handler)) {
-            Ok(server) => {
-                let handle = Arc::into_raw(server) as *mut ss_server;
-                live::insert(handle as usize);
-                // SAFETY: checked non-NULL; writable per the contract.
-                unsafe { write_out(out_server, "out_server", handle) }
-            }
+        match Server::from_fd(&boxed.config, owned, handler) {
+            // SAFETY: checked non-NULL; writable per the contract.
+            Ok(server) => unsafe { publish(server, out_server) },
             Err((e, owned)) => {
                 // Still the caller's: not closed.
                 let _ = owned.into_raw_fd();
