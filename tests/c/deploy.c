@@ -372,6 +372,34 @@ static void set_env(int pid_offset, const char *count, const char *names)
         CHECK_SYS(setenv("LISTEN_FDNAMES", names, 1));
 }
 
+/* Descriptors 3 and 4, where a manager passes sockets, may hold something
+ * the test runner left open (a pipe of the shell running it): moved aside
+ * for the sub-test and put back after, so that the counts TU_MAIN compares
+ * stay the same. */
+static int g_aside[2] = {-1, -1};
+
+static void free_passed_slots(void)
+{
+    for (int i = 0; i < 2; i++) {
+        if (fcntl(3 + i, F_GETFD) != -1) {
+            g_aside[i] = fcntl(3 + i, F_DUPFD_CLOEXEC, 100);
+            CHECK_SYS(g_aside[i]);
+            CHECK_SYS(close(3 + i));
+        }
+    }
+}
+
+static void restore_passed_slots(void)
+{
+    for (int i = 0; i < 2; i++) {
+        if (g_aside[i] >= 0) {
+            CHECK_EQ(dup2(g_aside[i], 3 + i), 3 + i);
+            CHECK_SYS(close(g_aside[i]));
+            g_aside[i] = -1;
+        }
+    }
+}
+
 /* Moves `fd` to number `at` (which must be free), inheritable as a
  * manager passes it. */
 static void place_at(int fd, int at)
@@ -457,11 +485,13 @@ static void listen_fds_garbage(void)
     CHECK_CONTAINS(ss_last_error_message(), "LISTEN_PID");
     CHECK(env_is_clear());
     /* Listed, but not open. */
+    free_passed_slots();
     CHECK(fcntl(3, F_GETFD) == -1);
     set_env(0, "1", NULL);
     CHECK_ST(ss_listen_fds(fds, 2, &n), SS_ERR_INVALID_ARGUMENT);
     CHECK_CONTAINS(ss_last_error_message(), "descriptor 3");
     CHECK(env_is_clear());
+    restore_passed_slots();
     CHECK_ST(ss_listen_fds(NULL, 0, NULL), SS_ERR_NULL_POINTER);
 }
 
@@ -469,6 +499,7 @@ static void listen_fds_names(void)
 {
     ss_listen_fd fds[4];
     size_t n = 0;
+    free_passed_slots();
     place_at(bound_socket(SOCK_STREAM, "127.0.0.1:0", 1), 3);
     place_at(bound_socket(SOCK_DGRAM, "127.0.0.1:0", 0), 4);
     CHECK(!(fcntl(3, F_GETFD) & FD_CLOEXEC) && !(fcntl(4, F_GETFD) & FD_CLOEXEC));
@@ -516,6 +547,7 @@ static void listen_fds_names(void)
     CHECK_EQ(n, 1);
     CHECK_STREQ(fds[0].name, "unknown");
     CHECK_SYS(close(3));
+    restore_passed_slots();
 }
 
 /* listen() itself fails (two sockets bound to one port with SO_REUSEADDR,
