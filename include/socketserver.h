@@ -325,6 +325,22 @@ typedef struct ss_request ss_request;
 typedef struct ss_server ss_server;
 
 /**
+ * One descriptor passed by socket activation (ss_listen_fds()).
+ */
+typedef struct ss_listen_fd {
+  /**
+   * The descriptor: 3, 4, ... (systemd's SD_LISTEN_FDS_START is 3).
+   */
+  int fd;
+  /**
+   * Its name from LISTEN_FDNAMES (systemd's FileDescriptorName=, e.g.
+   * the socket unit's name), NUL-terminated; "unknown" when none was
+   * given. At most 255 bytes and the NUL.
+   */
+  char name[256];
+} ss_listen_fd;
+
+/**
  * A request callback (setup, handle, finish). Return 0 on success; any
  * other value makes the server call handle_error (status SS_ERR_HANDLER)
  * and close the request. `request` is borrowed for the call only.
@@ -451,6 +467,44 @@ const char *ss_status_str(int status);
  * Thread: any thread; each thread reads its own message.
  */
 const char *ss_last_error_message(void);
+
+/**
+ * systemd socket activation, as sd_listen_fds_with_names(3) (no libsystemd
+ * needed): finds the descriptors a service manager passed to this process
+ * (systemd, systemd-socket-activate, or anything speaking the protocol)
+ * and writes them to `fds` (room for `cap`), in the order the manager
+ * passed them, with their names, and their number to `*out_count`. Hand
+ * each to ss_server_new_from_fd() with the transport it is for.
+ *
+ * The protocol: descriptors 3 (SD_LISTEN_FDS_START) onwards, `LISTEN_FDS`
+ * of them, for the process whose pid is `LISTEN_PID`, named by
+ * `LISTEN_FDNAMES` (`:`-separated, optional). Nothing passed, or passed to
+ * another process (variables inherited from a parent that did not unset
+ * them): SS_OK with `*out_count` 0. Malformed variables (a pid or count
+ * that is not a decimal number, a count below 1, a name list whose length
+ * differs from the count, a name over 255 bytes) or a listed descriptor
+ * that is not open: SS_ERR_INVALID_ARGUMENT.
+ *
+ * As sd_listen_fds does, it sets FD_CLOEXEC on every passed descriptor (so
+ * programs you start do not inherit them) and unsets `LISTEN_PID`,
+ * `LISTEN_FDS` and `LISTEN_FDNAMES`, so that children do not take the
+ * descriptors for theirs; a second call then finds none. The variables
+ * are unset whether the call succeeded or not, except on
+ * SS_ERR_BUFFER_TOO_SMALL and SS_ERR_NULL_POINTER: `cap` smaller than the
+ * number passed writes nothing but that number to `*out_count` and leaves
+ * the environment as it was, so the call can be made again with room
+ * enough (pass NULL, 0 to ask for the number).
+ *
+ * Ownership: the descriptors are the caller's (the library does not close
+ * them) until given to ss_server_new_from_fd(); close any you do not use.
+ * `fds` and `out_count` are the caller's; `out_count` is required.
+ *
+ * Thread: call it at start-up, before the program starts threads. It reads
+ * and changes the process environment (getenv, unsetenv), which is not
+ * safe while another thread reads or changes it (getenv, setenv, putenv,
+ * and any library that calls them, e.g. for time zones or locales).
+ */
+enum ss_status ss_listen_fds(struct ss_listen_fd *fds, size_t cap, size_t *out_count);
 
 /**
  * Creates a configuration with every default (listed at each setter) for
@@ -1453,6 +1507,50 @@ enum ss_status ss_server_post(const struct ss_server *server, uint64_t conn_id, 
  * Thread: any thread; also in a forked request child.
  */
 enum ss_status ss_server_connections(const struct ss_server *server, size_t *out_connections);
+
+/**
+ * Creates a server from `config` around `fd`, a socket that is already
+ * bound (and maybe listening): one passed by systemd (ss_listen_fds()), a
+ * supervisor, or a parent process. `config`'s transport says what it must
+ * be, and anything else is refused with SS_ERR_INVALID_ARGUMENT and a
+ * message naming the descriptor, what it is and what was wanted: SS_TCP
+ * an AF_INET or AF_INET6 SOCK_STREAM socket of protocol TCP, SS_UDP an
+ * AF_INET or AF_INET6 SOCK_DGRAM socket of protocol UDP, SS_UNIX_STREAM
+ * an AF_UNIX SOCK_STREAM socket and SS_UNIX_DATAGRAM an AF_UNIX
+ * SOCK_DGRAM one (checked with fstat and getsockopt SO_DOMAIN, SO_TYPE,
+ * SO_PROTOCOL). Also refused: a negative or closed descriptor, one that
+ * is not a socket, a socket not bound to an address (an IP port 0, an
+ * unnamed Unix socket), and a connected stream socket (an accepted
+ * connection rather than a listener). The server sets O_NONBLOCK and
+ * FD_CLOEXEC on it itself, and calls listen() with the config's backlog
+ * on a stream socket that is not listening yet (SO_ACCEPTCONN); one that
+ * is keeps the backlog it has. With bind_and_activate turned off
+ * (ss_config_set_bind_and_activate()) that listen() is left to
+ * ss_server_activate(). ss_server_address(), ss_server_port() and
+ * ss_server_fileno() (which returns `fd`) work as for ss_server_new(),
+ * in every mode. Options that only apply before bind (reuse_address,
+ * reuse_port, ipv6_only) are the socket's own: the config's are not
+ * applied to it; those applied to accepted connections (tcp_nodelay, ...)
+ * are.
+ *
+ * Ownership: on success the server owns `fd`: ss_server_close() (or
+ * ss_server_free()) closes it; do not close it yourself. A Unix socket
+ * file the adopted socket is bound to was not created by this server and
+ * is never removed by it (unlike ss_server_new()'s). On failure `fd` is
+ * left open, with its flags as they were, and is still the caller's to
+ * close (as libuv's uv_tcp_open() and libevent's evconnlistener_new()
+ * leave it), except after SS_ERR_PANIC, when it may have been closed.
+ * `config` is only read, and `user_data` / `free_user_data` go as for
+ * ss_server_new(): the finalizer runs exactly once, before this returns
+ * if it fails. `*out_server` is written only on success.
+ *
+ * Errors: SS_ERR_NULL_POINTER, SS_ERR_INVALID_ARGUMENT (a descriptor that
+ * does not fit, or no handle callback), SS_ERR_IO (fstat, getsockopt,
+ * fcntl, listen or the wake-up eventfd failed).
+ *
+ * Thread: any thread.
+ */
+enum ss_status ss_server_new_from_fd(const struct ss_config *config, int fd, void *user_data, ss_free_fn free_user_data, struct ss_server **out_server);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -17,6 +17,9 @@
 //!   limiter, and the forked-child flag (process state the lowest layers
 //!   read). Calls `error`; the only `unsafe` of the core besides fork,
 //!   `_exit` and pidfd_open.
+//! - `activation`: systemd socket activation (sd_listen_fds): the
+//!   descriptors passed in LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES. Calls
+//!   `error`, `sys`.
 //! - `address`, `config`: parsing and formatting addresses; the checked
 //!   configuration and its defaults. Call `error`.
 //! - `peer_limit`: the per-IP connection limit. Calls `sync`.
@@ -54,13 +57,14 @@
 //! - `server`: `Server`: bind/activate/close, the blocking accept loop, and
 //!   serve_forever, which hands the loop to the model (event mode runs
 //!   `event::serve`). Calls every core module above but `peer_limit`.
-//! - `ffi`: the C API over the core; calls `config`, `error`, `event`,
+//! - `ffi`: the C API over the core; calls `activation`, `config`, `error`, `event`,
 //!   `handler`, `request`, `server`, `sys`.
 //!
 //! The cycles that remain are the ones between `server` and what it runs
 //! (`request`, `handler`, `concurrency`, `event`): each holds an
 //! `Arc<Server>` to reach the config and handler of the server it serves.
 
+pub mod activation;
 pub mod address;
 mod concurrency;
 pub mod config;

@@ -131,6 +131,24 @@ pub fn close_raw(fd: RawFd) {
     let _ = nix::unistd::close(fd);
 }
 
+/// Sets FD_CLOEXEC on a descriptor number this process was given but no
+/// owner holds yet (socket activation's 3, 4, ...); EBADF if it is not open.
+pub fn set_cloexec_raw(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl(2) F_GETFD/F_SETFD take a descriptor number and an int
+    // and touch no memory of ours; a number that is not open gives EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::FD_CLOEXEC == 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Writes one line to stderr with write(2) alone: no lock, so it cannot
 /// deadlock in a forked child whose parent had another thread printing,
 /// and lines from concurrent threads do not interleave. A stderr that is a

@@ -6,6 +6,7 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)] // The safety contract is in each doc comment, for C readers.
 
+mod activation;
 mod boundary;
 mod config;
 mod conn;
@@ -15,6 +16,7 @@ mod server;
 
 use std::ffi::{c_char, c_int};
 
+pub use activation::*;
 pub use config::*;
 pub use conn::*;
 pub use handler::{

@@ -153,6 +153,9 @@ static void null_server(void)
     CHECK_NULL_ARG(ss_server_new(config, "127.0.0.1:0", NULL, NULL, NULL));
     CHECK_NULL_ARG(ss_server_new(NULL, "127.0.0.1:0", NULL, NULL, &server));
     CHECK_NULL_ARG(ss_server_new(config, NULL, NULL, NULL, &server));
+    CHECK_NULL_ARG(ss_server_new_from_fd(config, 0, NULL, NULL, NULL));
+    CHECK_NULL_ARG(ss_server_new_from_fd(NULL, 0, NULL, NULL, &server));
+    CHECK_NULL_ARG(ss_listen_fds(NULL, 0, NULL));
     CHECK_NULL_ARG(ss_server_bind(NULL));
     CHECK_NULL_ARG(ss_server_activate(NULL));
     CHECK_NULL_ARG(ss_server_serve_forever(NULL));

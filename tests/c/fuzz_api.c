@@ -379,6 +379,20 @@ static void null_args(void)
     config = tu_config(SS_TCP, cb_request);
     ST_IS(ss_server_new(config, NULL, NULL, NULL, &server), SS_ERR_NULL_POINTER);
     ST_IS(ss_server_new(config, "127.0.0.1:0", NULL, NULL, NULL), SS_ERR_NULL_POINTER);
+    /* Adoption: NULLs, and descriptors that are no socket (/dev/null, -1,
+     * a number far past any open one): refused, and not closed. */
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    CHECK_SYS(devnull);
+    ST_IS(ss_server_new_from_fd(NULL, devnull, NULL, NULL, &server), SS_ERR_NULL_POINTER);
+    ST_IS(ss_server_new_from_fd(config, devnull, NULL, NULL, NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_server_new_from_fd(config, devnull, NULL, NULL, &server), SS_ERR_INVALID_ARGUMENT);
+    ST_IS(ss_server_new_from_fd(config, -1, NULL, NULL, &server), SS_ERR_INVALID_ARGUMENT);
+    ST_IS(ss_server_new_from_fd(config, INT32_MAX, NULL, NULL, &server), SS_ERR_INVALID_ARGUMENT);
+    CHECK_SYS(close(devnull));
+    /* Socket activation: NULL count; NULL array with room claimed. No
+     * LISTEN_* is set for this process. */
+    ST_IS(ss_listen_fds(NULL, 0, NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_listen_fds(NULL, 4, &n), SS_ERR_NULL_POINTER);
     server = tu_server(config, "127.0.0.1:0", NULL);
     ss_config_free(config);
     ST_IS(ss_server_address(server, NULL, sizeof buf, &n), SS_ERR_NULL_POINTER);
