@@ -296,8 +296,13 @@ static void null_args(void)
         CHECK(s != NULL && s[0] != '\0');
     }
     CHECK(ss_last_error_message() != NULL);
+    CHECK(ss_version_number() == SS_VERSION_NUMBER);
+    /* NULL restores stderr, whatever the user data; nothing was set. */
+    ST_IS(ss_set_log_callback(NULL, (void *)&g_calls), SS_OK);
+    CHECK(ss_last_os_error() == 0);
 
     ST_IS(ss_config_new(SS_TCP, SS_SYNC, NULL), SS_ERR_NULL_POINTER);
+    CHECK(ss_last_os_error() == 0);
     ST_IS(ss_config_new(-1, SS_SYNC, &config), SS_ERR_INVALID_ARGUMENT);
     CHECK(config == NULL);
     ST_IS(ss_config_new(SS_TCP, 99, &config), SS_ERR_INVALID_ARGUMENT);
