@@ -1074,6 +1074,47 @@ enum ss_status ss_conn_peer_address(const struct ss_conn *conn, char *buf, size_
 enum ss_status ss_set_log_callback(ss_log_fn log, void *user_data);
 
 /**
+ * Sets the calling thread's detail message and status as a failed library
+ * call would, so that a callback (setup, handle, finish, on_open, on_data,
+ * on_datagram) returning non-zero right after is reported to handle_error
+ * with `status` and "handle callback returned -1 (last error: MESSAGE)",
+ * exactly like a callback failing after a library call failed. Meant for
+ * bindings and wrappers that turn an exception into a failed return
+ * (socketserver.hpp does). `message` is a NUL-terminated UTF-8 string,
+ * copied. ss_last_error_message() then gives `message` and
+ * ss_last_os_error() 0. Unlike every other function returning a status,
+ * success leaves the message set (it is what was asked for).
+ *
+ * Errors: SS_ERR_INVALID_ARGUMENT when `status` is SS_OK or not a status,
+ * or `message` is not UTF-8; SS_ERR_NULL_POINTER for a NULL message (these
+ * set the message as usual).
+ *
+ * Thread: any thread; it sets that thread's own message.
+ */
+enum ss_status ss_set_last_error(int status, const char *message);
+
+/**
+ * Calls `server`'s handle_error (yours, or the default line on stderr
+ * or to the log callback) with `request` (NULL for a server-level
+ * error), `status` and `message`, as the library does for a failed
+ * request: for failures of callbacks that return nothing (verify_request,
+ * service_actions, handle_timeout, on_close, on_eof, a posted job), e.g.
+ * a C++ exception caught there (socketserver.hpp does). Nothing else
+ * happens: the request or connection goes on as the callback's return
+ * says. `message` is a NUL-terminated UTF-8 string, borrowed for the call.
+ *
+ * Errors: SS_ERR_NULL_POINTER for a NULL server or message,
+ * SS_ERR_INVALID_ARGUMENT when `status` is SS_OK or not a status, or
+ * `message` is not UTF-8.
+ *
+ * Thread: with a request, inside a callback given that request (or its
+ * hand-off continuation); with NULL, any thread while the server lives
+ * (between ss_server_new() and ss_server_free()), also in a forked
+ * request child. handle_error runs on the calling thread.
+ */
+enum ss_status ss_server_report_error(const struct ss_server *server, struct ss_request *request, int status, const char *message);
+
+/**
  * Reads up to `len` bytes into `buf` and stores the count in `*out_read`:
  * 0 means the client closed the connection (or the datagram is used up).
  * Stream reads are buffered (ss_config_set_read_buffer_size) and block

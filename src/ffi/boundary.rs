@@ -71,6 +71,15 @@ macro_rules! ffi_statuses {
             }
         }
 
+        /// The kind a failure status stands for; None for SS_OK and
+        /// numbers that are no status.
+        pub(crate) fn kind_of(status: std::ffi::c_int) -> Option<ErrorKind> {
+            match status {
+                $($number => Some(ErrorKind::$kind),)*
+                _ => None,
+            }
+        }
+
         /// Every status, in numeric order.
         pub(crate) const ALL_STATUSES: &[ss_status] =
             &[ss_status::SS_OK, $(ss_status::$status,)*];

@@ -52,11 +52,18 @@ pub enum ss_log_level {
 /// log go to stderr, not back to the callback. Like every callback it must
 /// return normally: a C++ exception leaving it aborts the process.
 pub type ss_log_fn = Option<
-    unsafe extern "C-unwind" fn(level: ss_log_level, message: *const c_char, user_data: *mut c_void),
+    unsafe extern "C-unwind" fn(
+        level: ss_log_level,
+        message: *const c_char,
+        user_data: *mut c_void,
+    ),
 >;
 
-type LogFn =
-    unsafe extern "C-unwind" fn(level: ss_log_level, message: *const c_char, user_data: *mut c_void);
+type LogFn = unsafe extern "C-unwind" fn(
+    level: ss_log_level,
+    message: *const c_char,
+    user_data: *mut c_void,
+);
 
 struct Sink {
     log: LogFn,

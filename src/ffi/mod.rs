@@ -11,6 +11,7 @@ mod config;
 mod conn;
 mod handler;
 mod log;
+mod report;
 mod request;
 mod server;
 
@@ -23,6 +24,7 @@ pub use handler::{
     ss_request_fn, ss_server_fn, ss_verify_fn,
 };
 pub use log::*;
+pub use report::*;
 pub use request::*;
 pub use server::*;
 
@@ -276,7 +278,10 @@ const VERSION_NUMBER: u32 = {
     }
     let minor = decimal(env!("CARGO_PKG_VERSION_MINOR"));
     let patch = decimal(env!("CARGO_PKG_VERSION_PATCH"));
-    assert!(minor < 100 && patch < 100, "SS_VERSION_NUMBER needs minor and patch below 100");
+    assert!(
+        minor < 100 && patch < 100,
+        "SS_VERSION_NUMBER needs minor and patch below 100"
+    );
     decimal(env!("CARGO_PKG_VERSION_MAJOR")) * 10000 + minor * 100 + patch
 };
 
