@@ -379,6 +379,8 @@ template <class F> bool is_empty(const F &f) noexcept
 {
     if constexpr (std::is_same_v<F, std::nullptr_t>)
         return true;
+    else if constexpr (std::is_function_v<F>)
+        return false; // a function, never NULL
     else if constexpr (std::is_constructible_v<bool, const F &>)
         return !static_cast<bool>(f);
     else
