@@ -233,3 +233,46 @@ pub unsafe extern "C" fn ss_set_log_callback(log: ss_log_fn, user_data: *mut c_v
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    static LINES: Mutex<Vec<(ss_log_level, String)>> = Mutex::new(Vec::new());
+
+    unsafe extern "C-unwind" fn keep(level: ss_log_level, message: *const c_char, _: *mut c_void) {
+        // SAFETY: the library passes a NUL-terminated line.
+        let text = unsafe { CStr::from_ptr(message) }
+            .to_string_lossy()
+            .into_owned();
+        LINES.lock().unwrap().push((level, text));
+    }
+
+    /// A panic caught inside the library (here caught by the test, as the
+    /// boundary would) reaches the log callback instead of stderr.
+    #[test]
+    fn a_panic_message_goes_to_the_callback() {
+        // SAFETY: a valid callback; NULL user data is never dereferenced.
+        assert_eq!(
+            unsafe { ss_set_log_callback(Some(keep), ptr::null_mut()) },
+            ss_status::SS_OK
+        );
+        let caught = std::panic::catch_unwind(|| panic!("a panic for the log"));
+        // SAFETY: NULL restores stderr.
+        assert_eq!(
+            unsafe { ss_set_log_callback(None, ptr::null_mut()) },
+            ss_status::SS_OK
+        );
+        assert!(caught.is_err());
+        let lines = LINES.lock().unwrap();
+        assert!(
+            lines
+                .iter()
+                .any(|(level, text)| *level == ss_log_level::SS_LOG_ERROR
+                    && text.starts_with("socketserver: ")
+                    && text.contains("a panic for the log")),
+            "{lines:?}"
+        );
+    }
+}
