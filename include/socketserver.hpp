@@ -50,9 +50,10 @@
  *   `shutdown()` there and let the owner destroy the server after
  *   `serve_forever()` returns. From a handler thread of SS_THREADING or
  *   SS_THREAD_POOL the destructor works (the memory and the callables stay
- *   until that request ends). Destroying a server does not wait for a
- *   `serve_forever()` on another thread that has not returned yet: close()
- *   stops it first, as ss_server_free() does.
+ *   until that request ends). As for ss_server_free(), destroy it once
+ *   every other call on it has returned (shutdown() and post() excepted:
+ *   they may race the destructor and then fail with SS_ERR_CLOSED); clear
+ *   any pointer a signal handler uses first.
  *
  * Compiles with g++ and clang++ under -std=c++17 -Wall -Wextra -Wpedantic
  * -Werror; link with -lsocketserver as for C.
@@ -161,7 +162,9 @@ enum class concurrency : int {
 
 class server_ref;
 
-/** A borrowed ss_request: valid only inside the callback that received it. */
+/** A borrowed ss_request: valid only inside the callback that received it.
+ * Thread: that callback's (or its hand-off continuation's), as every
+ * ss_request_* function. Methods throw ss::error. */
 class request {
 public:
     request() noexcept = default;
@@ -241,7 +244,8 @@ private:
 };
 
 /** A borrowed SS_EVENT connection: valid only inside the callback or posted
- * job that received it, on its loop thread. */
+ * job that received it. Thread: the connection's loop thread, in that
+ * callback or job (as every ss_conn_* function). */
 class conn {
 public:
     conn() noexcept = default;
@@ -462,7 +466,12 @@ inline void tr_job(ss_conn *c, void *arg) noexcept
 } // namespace detail
 
 /** A borrowed server: what callbacks get (service_actions,
- * handle_timeout, request::server()), and the base of `ss::server`. */
+ * handle_timeout, request::server()), and the base of `ss::server`.
+ * Thread: each method as the C function it calls (its `Thread:` line in
+ * socketserver.h): shutdown(), post(), address(), port(), fileno(),
+ * live_threads(), live_children(), queued_requests() and connections()
+ * from any thread; serve_forever(), handle_request(), bind(), activate()
+ * one thread at a time; close() not from this server's own loop. */
 class server_ref {
 public:
     server_ref() noexcept = default;
@@ -700,7 +709,9 @@ inline int tr_on_datagram(ss_request *r, const std::uint8_t *data, std::size_t l
 
 /** An owned ss_config: a template for servers (ss::server copies it and
  * its callbacks). Setters throw ss::error (e.g. SS_ERR_UNSUPPORTED for an
- * option of another mode) and return *this for chaining. */
+ * option of another mode) and return *this for chaining. Move-only; the
+ * destructor frees it (servers made from it keep their copies).
+ * Thread: any thread, one thread at a time per config. */
 class config {
 public:
     config(ss::transport transport, ss::concurrency concurrency)
@@ -874,7 +885,9 @@ private:
 };
 
 /** An owned ss_server (move-only); the destructor closes and frees it
- * (see the rule for destroying a server at the top of this file). */
+ * (see the rule for destroying a server at the top of this file).
+ * Thread: construction on any thread; the destructor on any thread but
+ * this server's own loop, after every other call has returned. */
 class server : public server_ref {
 public:
     /** ss_server_new() with `config`'s settings and a copy of its callbacks.
