@@ -303,7 +303,9 @@ inline failure current_failure(const char *stage) noexcept
         try {
             throw;
         } catch (const error &e) {
-            return failure{e.status(), e.detail().empty() ? std::string(e.what()) : e.detail()};
+            // An ss::error made with SS_OK is still a failure.
+            return failure{e.status() == SS_OK ? SS_ERR_HANDLER : e.status(),
+                           e.detail().empty() ? std::string(e.what()) : e.detail()};
         } catch (const std::exception &e) {
             return failure{SS_ERR_HANDLER, std::string(stage) + " threw: " + e.what()};
         } catch (...) {
