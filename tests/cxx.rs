@@ -12,7 +12,8 @@
 //! - move_semantics: move construction and assignment of config and
 //!   server, release(), a moved-from config throwing.
 //! - exception_*: a handler throwing std::runtime_error or a non-std type
-//!   (sync, threading, pool), setup and finish throwing, an ss::error
+//!   (sync, threading, pool, forking: caught in the child), setup and
+//!   finish throwing, an ss::error
 //!   keeping its status: handle_error gets the what() text, the server
 //!   serves the next client; without a handle_error the default line
 //!   carries it (to the log callback).
@@ -64,6 +65,7 @@ cxx_subtests! {
     exception_non_std_sync,
     exception_std_threading,
     exception_non_std_pool,
+    exception_std_forking,
     exception_ss_error_keeps_status,
     exception_default_handle_error,
     exception_setup_finish,
@@ -107,6 +109,13 @@ fn run(compiler: &str, subtest: &str) {
         "left files behind: {:?}",
         tmp.leftovers()
     );
+}
+
+/// A compiler that is not installed fails the test, naming it.
+#[test]
+#[should_panic(expected = "cannot run the compiler `no-such-c++-compiler`")]
+fn missing_compiler_fails_naming_it() {
+    common::compile_using(Some("no-such-c++-compiler"), "cxx_api.cpp", CXX17_FLAGS);
 }
 
 #[test]

@@ -248,6 +248,38 @@ void exception_non_std_sync() { exception_path(ss::concurrency::sync, false); }
 void exception_std_threading() { exception_path(ss::concurrency::threading, true); }
 void exception_non_std_pool() { exception_path(ss::concurrency::thread_pool, false); }
 
+// SS_FORKING: the exception is caught in the request's child, whose
+// default handle_error line (on the stderr it inherited) carries what();
+// the server forks the next child as usual.
+void exception_std_forking()
+{
+    tu_capture capture;
+    tu_capture_stderr(&capture);
+    {
+        ss::config config(ss::transport::tcp, ss::concurrency::forking);
+        config.poll_interval(10).handle([](ss::request &r) {
+            std::string line = r.readline();
+            if (line == "throw\n")
+                throw std::runtime_error("thrown in the child");
+            r.write(line);
+        });
+        ss::server server(config, "127.0.0.1:0");
+        serving s(server);
+        int fd = connect_to(server);
+        tu_send_str(fd, "throw\n");
+        tu_expect_eof(fd, 5000);
+        close(fd);
+        expect_echo(server, "next child\n");
+        s.stop();
+        // close (in the destructor) waits for the children.
+    }
+    char text[4096];
+    tu_end_capture(&capture, text, sizeof text);
+    CHECK_CONTAINS(text, "socketserver: error processing request from 127.0.0.1:");
+    CHECK_CONTAINS(text, "handle threw: thrown in the child");
+    tu_check_no_children();
+}
+
 // An ss::error escaping a handler keeps its status and the library's
 // message, as a failed call in a C handler does.
 void exception_ss_error_keeps_status()
@@ -611,6 +643,7 @@ const tu_test tests[] = {
     {"exception_non_std_sync", exception_non_std_sync},
     {"exception_std_threading", exception_std_threading_settled},
     {"exception_non_std_pool", exception_non_std_pool_settled},
+    {"exception_std_forking", exception_std_forking},
     {"exception_ss_error_keeps_status", exception_ss_error_keeps_status},
     {"exception_default_handle_error", exception_default_handle_error},
     {"exception_setup_finish", exception_setup_finish},
