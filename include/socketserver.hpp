@@ -11,7 +11,7 @@
  *   closes the server first).
  * - Callbacks (handle, setup, finish, verify_request, handle_error,
  *   handle_timeout, service_actions, on_open, on_data, on_eof, on_close,
- *   on_datagram) are any callable: lambdas with captures, function
+ *   on_datagram, the hand-off continuation) are any callable: lambdas with captures, function
  *   objects, functions. A config holds them; `ss::server`'s constructor
  *   copies them (so they must be copyable: share state through references
  *   or std::shared_ptr) into an object that becomes the server's user data,
@@ -26,7 +26,7 @@
  * - No exception ever crosses into the library: every callback is called
  *   through a trampoline that catches everything (`catch (...)`). An
  *   exception from a callback that can fail (setup, handle, finish,
- *   on_open, on_data, on_datagram) makes it fail: handle_error then gets
+ *   on_open, on_data, on_datagram, the hand-off continuation) makes it fail: handle_error then gets
  *   SS_ERR_HANDLER and "handle callback returned -1 (last error: handle
  *   threw: WHAT)" with the exception's what() (an `ss::error` keeps its
  *   own status and message, as a failed call in a C handler does); for
@@ -160,6 +160,12 @@ enum class concurrency : int {
     event = SS_EVENT,
 };
 
+/** ss_hand_off as a scoped enum: where request::hand_off() continues. */
+enum class hand_off_target : int {
+    thread = SS_HAND_OFF_THREAD,
+    fork = SS_HAND_OFF_FORK,
+};
+
 class server_ref;
 
 /** A borrowed ss_request: valid only inside the callback that received it.
@@ -234,6 +240,13 @@ public:
     }
 
     int fileno() const noexcept { return ss_request_fileno(r_); }
+
+    /** From inside handle: once handle returns successfully, the rest of the
+     * request runs as the config's hand_off_continuation on a new thread or
+     * in a forked child (ss_request_hand_off()). Only for requests of a
+     * server made by ss::server. */
+    void hand_off(hand_off_target target);
+
     void set_data(void *data) { detail::check(ss_request_set_data(r_, data)); }
     void *data() const noexcept { return ss_request_data(r_); }
     /** The server this request came to. */
@@ -439,6 +452,8 @@ struct handlers {
     std::function<std::size_t(conn &, std::string_view)> on_data;
     std::function<void(conn &)> on_eof, on_close;
     std::function<int(request &, std::string_view)> on_datagram;
+    /** What request::hand_off() continues with. */
+    std::function<int(request &)> continuation;
     /** Set once ss_server_new() returned, for reports from callbacks that
      * are given no server. */
     ss_server *server = nullptr;
@@ -697,6 +712,16 @@ inline void tr_on_close(ss_conn *c, void *u) noexcept
     }
 }
 
+inline int tr_continuation(ss_request *r, void *u) noexcept
+{
+    request q(r);
+    try {
+        return of(u).continuation(q);
+    } catch (...) {
+        return fail_return("continuation");
+    }
+}
+
 inline int tr_on_datagram(ss_request *r, const std::uint8_t *data, std::size_t len, void *u) noexcept
 {
     request q(r);
@@ -708,6 +733,15 @@ inline int tr_on_datagram(ss_request *r, const std::uint8_t *data, std::size_t l
 }
 
 } // namespace detail
+
+inline void request::hand_off(hand_off_target target)
+{
+    auto *callbacks = static_cast<detail::handlers *>(ss_request_server_user_data(r_));
+    if (callbacks == nullptr || !callbacks->continuation)
+        throw error(SS_ERR_INVALID_ARGUMENT,
+                    "request::hand_off: no hand_off_continuation in the server's config");
+    detail::check(ss_request_hand_off(r_, static_cast<int>(target), &detail::tr_continuation));
+}
 
 /** An owned ss_config: a template for servers (ss::server copies it and
  * its callbacks). Setters throw ss::error (e.g. SS_ERR_UNSUPPORTED for an
@@ -858,6 +892,15 @@ public:
         auto &slot = handlers().on_datagram =
             detail::int_returning<request &, std::string_view>(std::forward<F>(f));
         return done(ss_config_set_on_datagram(c_, slot ? &detail::tr_on_datagram : nullptr));
+    }
+
+    /** What request::hand_off() continues a request with (on its new
+     * thread or in its child): (ss::request&) -> void or int; finish, the
+     * datagram reply and handle_error follow there as usual. */
+    template <class F> config &hand_off_continuation(F &&f)
+    {
+        handlers().continuation = detail::int_returning<request &>(std::forward<F>(f));
+        return *this;
     }
 
     /** The callbacks set so far (ss::server copies them). */

@@ -20,6 +20,8 @@
 //! - event_on_data_throws: that connection fails, another one is unaffected.
 //! - void_callbacks_throw / event_on_eof_and_close_throw / event_post:
 //!   exceptions from callbacks without a failure return are reported.
+//! - hand_off_thread: request::hand_off with the config's continuation
+//!   (which may throw too); refused without one.
 //! - error_carries_status_and_message: ss::error for a bad address (status,
 //!   detail, what()), an address in use (os_error() == EADDRINUSE).
 //! - log_callback_replaced_and_restored: ss::set_log_callback destroys the
@@ -73,6 +75,7 @@ cxx_subtests! {
     void_callbacks_throw,
     event_on_eof_and_close_throw,
     event_post,
+    hand_off_thread,
     error_carries_status_and_message,
     log_callback_replaced_and_restored,
     version_matches,

@@ -523,6 +523,55 @@ void event_post()
     CHECK_EQ(tracker::live, before);
 }
 
+// request::hand_off: the rest of the request on a new thread, with the
+// config's continuation; one that throws is reported like handle.
+void hand_off_thread()
+{
+    reports seen;
+    std::atomic<int> finished{0};
+    ss::config config(ss::transport::tcp, ss::concurrency::sync);
+    config.poll_interval(10)
+        .handle([](ss::request &r) { r.hand_off(ss::hand_off_target::thread); })
+        .hand_off_continuation([](ss::request &r) {
+            std::string line = r.readline();
+            if (line == "boom\n")
+                throw std::runtime_error("continuation exploded");
+            r.write("continued: " + line);
+        })
+        .finish([&finished](ss::request &) { finished++; })
+        .handle_error([&seen](ss::request &r, ss_status st, std::string_view m) { seen.add(r, st, m); });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int fd = connect_to(server);
+    tu_send_str(fd, "line\n");
+    tu_expect_line(fd, "continued: line\n");
+    tu_expect_eof(fd, 5000);
+    close(fd);
+    fd = connect_to(server);
+    tu_send_str(fd, "boom\n");
+    tu_expect_eof(fd, 5000);
+    close(fd);
+    WAIT_FOR(seen.count() == 1, 5000);
+    CHECK_CONTAINS(seen.at(0).second.c_str(), "continuation threw: continuation exploded");
+    WAIT_FOR(finished == 2, 5000);
+    s.stop();
+
+    // Without a continuation in the config: refused, the handler fails.
+    ss::config bare(ss::transport::tcp, ss::concurrency::sync);
+    bare.poll_interval(10)
+        .handle([](ss::request &r) { r.hand_off(ss::hand_off_target::thread); })
+        .handle_error([&seen](ss::request &r, ss_status st, std::string_view m) { seen.add(r, st, m); });
+    ss::server plain(bare, "127.0.0.1:0");
+    serving t(plain);
+    fd = connect_to(plain);
+    tu_expect_eof(fd, 5000);
+    close(fd);
+    WAIT_FOR(seen.count() == 2, 5000);
+    CHECK_EQ(seen.at(1).first, SS_ERR_INVALID_ARGUMENT);
+    CHECK_CONTAINS(seen.at(1).second.c_str(), "no hand_off_continuation");
+    t.stop();
+}
+
 // ---------------------------------------------------------------- errors
 
 void error_carries_status_and_message()
@@ -634,6 +683,7 @@ void version_matches()
 TU_SETTLED(raii_callables_freed_once)
 TU_SETTLED(exception_std_threading)
 TU_SETTLED(exception_non_std_pool)
+TU_SETTLED(hand_off_thread)
 
 const tu_test tests[] = {
     {"raii_callables_freed_once", raii_callables_freed_once_settled},
@@ -651,6 +701,7 @@ const tu_test tests[] = {
     {"void_callbacks_throw", void_callbacks_throw},
     {"event_on_eof_and_close_throw", event_on_eof_and_close_throw},
     {"event_post", event_post},
+    {"hand_off_thread", hand_off_thread_settled},
     {"error_carries_status_and_message", error_carries_status_and_message},
     {"log_callback_replaced_and_restored", log_callback_replaced_and_restored},
     {"version_matches", version_matches},
