@@ -183,7 +183,9 @@ fn install_panic_hook() {
 /// Ownership: `user_data` stays the caller's; the library only passes it
 /// to `log`. When this returns, no call of the previous callback is
 /// running any more and none will start (it waits for calls in progress
-/// on other threads), so the previous user data may be freed.
+/// on other threads), so the previous user data may be freed. Because it
+/// waits for those calls, do not call it while holding a lock that the
+/// callback takes.
 ///
 /// Errors: SS_ERR_WRONG_STATE from inside the log callback (on that
 /// thread) and in a forked request child.
