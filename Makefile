@@ -68,6 +68,15 @@ build:
 build/%: c_examples/%.c include/socketserver.h $(LIB_SO) | build
 	$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
+# C++ examples (c_examples/*.cpp, over include/socketserver.hpp): C++17,
+# as strict as the C ones whatever CXXFLAGS says.
+STRICT_CXXFLAGS := -std=c++17 -Wall -Wextra -Wpedantic -Werror
+CXXFLAGS ?= -O2 -g
+CXX_EXAMPLES := $(patsubst c_examples/%.cpp,build/%,$(wildcard c_examples/*.cpp))
+examples: $(CXX_EXAMPLES)
+build/%: c_examples/%.cpp include/socketserver.hpp include/socketserver.h $(LIB_SO) | build
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(STRICT_CXXFLAGS) $< -o $@ $(LDFLAGS) $(LDLIBS)
+
 # The demo's client is plain POSIX sockets: it does not link the library.
 build/echo_client: LDFLAGS :=
 build/echo_client: LDLIBS :=

@@ -14,13 +14,25 @@ fn main() {
     let version = |part: &str| {
         std::env::var(format!("CARGO_PKG_VERSION{part}")).expect("cargo sets the version")
     };
+    let number = |part: &str| -> u32 {
+        version(part)
+            .parse()
+            .expect("version parts are decimal numbers")
+    };
+    let (major, minor, patch) = (number("_MAJOR"), number("_MINOR"), number("_PATCH"));
+    assert!(
+        minor < 100 && patch < 100,
+        "SS_VERSION_NUMBER needs minor and patch below 100"
+    );
     let version_macros = format!(
         "\n/** The version of the library this header belongs to (from Cargo.toml); compare with ss_version(). */\n\
-         #define SS_VERSION_STRING \"{}\"\n#define SS_VERSION_MAJOR {}\n#define SS_VERSION_MINOR {}\n#define SS_VERSION_PATCH {}\n",
+         #define SS_VERSION_STRING \"{}\"\n#define SS_VERSION_MAJOR {major}\n#define SS_VERSION_MINOR {minor}\n#define SS_VERSION_PATCH {patch}\n\
+         /**\n * The version as one number for #if checks: MAJOR * 10000 + MINOR * 100 +\n * PATCH (0.1.0 is 100, 1.2.3 is 10203); compare with ss_version_number().\n */\n\
+         #define SS_VERSION_NUMBER {}\n\
+         /** The SS_VERSION_NUMBER of version major.minor.patch: `#if SS_VERSION_NUMBER >= SS_VERSION_OF(0, 2, 0)`. */\n\
+         #define SS_VERSION_OF(major, minor, patch) ((major) * 10000 + (minor) * 100 + (patch))\n",
         version(""),
-        version("_MAJOR"),
-        version("_MINOR"),
-        version("_PATCH"),
+        major * 10000 + minor * 100 + patch,
     );
     // Marks the deprecated aliases (cbindgen.toml [fn] deprecated_with_note),
     // so that callers get a compiler warning naming the new function.

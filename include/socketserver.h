@@ -79,6 +79,13 @@
 #define SS_VERSION_MAJOR 0
 #define SS_VERSION_MINOR 1
 #define SS_VERSION_PATCH 0
+/**
+ * The version as one number for #if checks: MAJOR * 10000 + MINOR * 100 +
+ * PATCH (0.1.0 is 100, 1.2.3 is 10203); compare with ss_version_number().
+ */
+#define SS_VERSION_NUMBER 100
+/** The SS_VERSION_NUMBER of version major.minor.patch: `#if SS_VERSION_NUMBER >= SS_VERSION_OF(0, 2, 0)`. */
+#define SS_VERSION_OF(major, minor, patch) ((major) * 10000 + (minor) * 100 + (patch))
 
 /** Marks a deprecated function: GCC and Clang warn where it is called. */
 #if defined(__GNUC__) || defined(__clang__)
@@ -165,6 +172,25 @@ typedef enum ss_status {
    */
   SS_ERR_WOULD_BLOCK = 15,
 } ss_status;
+
+/**
+ * How serious a log line is. The numbers are syslog's priorities
+ * (LOG_ERR, LOG_WARNING), so a callback may pass them to syslog()
+ * directly; more levels may come, with syslog's numbers.
+ */
+typedef enum ss_log_level {
+  /**
+   * A failure: the default handle_error's lines (a failed request, a
+   * server-level error, a caught panic), a refused ss_server_free(), a
+   * panic's message.
+   */
+  SS_LOG_ERROR = 3,
+  /**
+   * Not a failure itself, e.g. "socketserver: N similar error messages
+   * suppressed".
+   */
+  SS_LOG_WARNING = 4,
+} ss_log_level;
 
 /**
  * Transport: Python's TCPServer, UDPServer, UnixStreamServer and
@@ -426,6 +452,18 @@ typedef void (*ss_eof_fn)(struct ss_conn *conn, void *user_data);
 typedef int (*ss_datagram_fn)(struct ss_request *request, const uint8_t *data, size_t len, void *user_data);
 
 /**
+ * A log callback (ss_set_log_callback()): one line, `message` a
+ * NUL-terminated UTF-8 string without a trailing newline, borrowed for the
+ * call. It may be called from any of the library's threads, several at
+ * once, and in forked request children (see the fork notes at
+ * SS_FORKING): make it thread-safe, keep it short, and do not call
+ * ss_set_log_callback() from it (refused). Library calls it makes that
+ * log go to stderr, not back to the callback. Like every callback it must
+ * return normally: a C++ exception leaving it aborts the process.
+ */
+typedef void (*ss_log_fn)(enum ss_log_level level, const char *message, void *user_data);
+
+/**
  * Releases the server's user data; called exactly once.
  */
 typedef void (*ss_free_fn)(void *user_data);
@@ -450,6 +488,18 @@ extern "C" {
 const char *ss_version(void);
 
 /**
+ * The library's version as one number, MAJOR * 10000 + MINOR * 100 +
+ * PATCH (0.1.0 is 100, 1.2.3 is 10203), for comparisons: the same number
+ * as the header's SS_VERSION_NUMBER when header and library agree, and
+ * `ss_version_number() >= SS_VERSION_OF(0, 2, 0)` asks for 0.2.0 or
+ * later at run time. Minor and patch stay below 100 (the build fails
+ * otherwise).
+ *
+ * Thread: any thread; async-signal-safe.
+ */
+uint32_t ss_version_number(void);
+
+/**
  * A static, human-readable name for a status code ("SS_ERR_TIMEOUT: timed
  * out"); never NULL, never to be freed. Unknown values give "unknown status".
  *
@@ -467,6 +517,18 @@ const char *ss_status_str(int status);
  * Thread: any thread; each thread reads its own message.
  */
 const char *ss_last_error_message(void);
+
+/**
+ * The errno of the calling thread's last failed call (what
+ * ss_last_error_message() describes), e.g. EADDRINUSE (98) for a bind
+ * whose message ends in "(os error 98)", so that bindings need not parse
+ * the text; 0 when that failure was not an OS error (a bad argument, a
+ * timeout the library measured itself, ...) or when the call succeeded.
+ * Set and cleared together with the detail message, by the same calls.
+ *
+ * Thread: any thread; each thread reads its own value.
+ */
+int ss_last_os_error(void);
 
 /**
  * systemd socket activation, as sd_listen_fds_with_names(3) (no libsystemd
@@ -1040,6 +1102,75 @@ int ss_conn_fileno(const struct ss_conn *conn);
 enum ss_status ss_conn_peer_address(const struct ss_conn *conn, char *buf, size_t cap, size_t *out_len);
 
 /**
+ * Sends the library's own output — the lines the default handle_error
+ * writes (failed requests, server-level errors, caught panics), the line
+ * counting the ones its rate limit suppressed, a refused ss_server_free(),
+ * and the message of a panic caught inside the library — to `log(level,
+ * message, user_data)` instead of stderr, for the whole process (one
+ * setting, not per config: some of these lines belong to no server).
+ * NULL `log` restores the default, stderr (`user_data` is then ignored).
+ * The default handle_error's limit of 20 lines a second applies whatever
+ * the destination; a handle_error of your own replaces those lines
+ * altogether.
+ *
+ * Ownership: `user_data` stays the caller's; the library only passes it
+ * to `log`. When this returns, no call of the previous callback is
+ * running any more and none will start (it waits for calls in progress
+ * on other threads), so the previous user data may be freed. Because it
+ * waits for those calls, do not call it while holding a lock that the
+ * callback takes.
+ *
+ * Errors: SS_ERR_WRONG_STATE from inside the log callback (on that
+ * thread) and in a forked request child.
+ *
+ * Thread: any thread, also while servers run; not from inside the log
+ * callback. The callback itself may run on any thread, concurrently (see
+ * ss_log_fn).
+ */
+enum ss_status ss_set_log_callback(ss_log_fn log, void *user_data);
+
+/**
+ * Sets the calling thread's detail message and status as a failed library
+ * call would, so that a callback (setup, handle, finish, on_open, on_data,
+ * on_datagram) returning non-zero right after is reported to handle_error
+ * with `status` and "handle callback returned -1 (last error: MESSAGE)",
+ * exactly like a callback failing after a library call failed. Meant for
+ * bindings and wrappers that turn an exception into a failed return
+ * (socketserver.hpp does). `message` is a NUL-terminated UTF-8 string,
+ * copied. ss_last_error_message() then gives `message` and
+ * ss_last_os_error() 0. Unlike every other function returning a status,
+ * success leaves the message set (it is what was asked for).
+ *
+ * Errors: SS_ERR_INVALID_ARGUMENT when `status` is SS_OK or not a status,
+ * or `message` is not UTF-8; SS_ERR_NULL_POINTER for a NULL message (these
+ * set the message as usual).
+ *
+ * Thread: any thread; it sets that thread's own message.
+ */
+enum ss_status ss_set_last_error(int status, const char *message);
+
+/**
+ * Calls `server`'s handle_error (yours, or the default line on stderr
+ * or to the log callback) with `request` (NULL for a server-level
+ * error), `status` and `message`, as the library does for a failed
+ * request: for failures of callbacks that return nothing (verify_request,
+ * service_actions, handle_timeout, on_close, on_eof, a posted job), e.g.
+ * a C++ exception caught there (socketserver.hpp does). Nothing else
+ * happens: the request or connection goes on as the callback's return
+ * says. `message` is a NUL-terminated UTF-8 string, borrowed for the call.
+ *
+ * Errors: SS_ERR_NULL_POINTER for a NULL server or message,
+ * SS_ERR_INVALID_ARGUMENT when `status` is SS_OK or not a status, or
+ * `message` is not UTF-8.
+ *
+ * Thread: with a request, inside a callback given that request (or its
+ * hand-off continuation); with NULL, any thread while the server lives
+ * (between ss_server_new() and ss_server_free()), also in a forked
+ * request child. handle_error runs on the calling thread.
+ */
+enum ss_status ss_server_report_error(const struct ss_server *server, struct ss_request *request, int status, const char *message);
+
+/**
  * Reads up to `len` bytes into `buf` and stores the count in `*out_read`:
  * 0 means the client closed the connection (or the datagram is used up).
  * Stream reads are buffered (ss_config_set_read_buffer_size) and block
@@ -1412,7 +1543,8 @@ enum ss_status ss_server_close(struct ss_server *server);
  * returned before free starts and must not follow it: the memory is
  * released here. Where
  * ss_server_close() is refused (on the serving thread, in an SS_EVENT
- * callback, in a callback close runs, in a forked child) this is reported on stderr and ignored,
+ * callback, in a callback close runs, in a forked child) this is reported on stderr (or to the
+ * log callback, ss_set_log_callback()) and ignored,
  * leaking the server rather than freeing memory still in use. From a
  * handler thread of SS_THREADING or SS_THREAD_POOL it works: the memory
  * stays until that request ends, but the pointer must not be used for

@@ -13,7 +13,8 @@
 //! - `sync`: poison-tolerant locks, and why ignoring poison is sound.
 //!   Calls nothing.
 //! - `sys`: system-call helpers over nix: poll with a deadline, the eventfd
-//!   `Waker`, byte views for socket2, lock-free stderr lines, the rate
+//!   `Waker`, byte views for socket2, lock-free stderr lines (and the log
+//!   hook ss_set_log_callback installs in front of them), the rate
 //!   limiter, and the forked-child flag (process state the lowest layers
 //!   read). Calls `error`; the only `unsafe` of the core besides fork,
 //!   `_exit` and pidfd_open.

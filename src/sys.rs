@@ -5,6 +5,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -147,6 +148,39 @@ pub fn set_cloexec_raw(fd: RawFd) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How serious a line of the library's own output is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// A failure: the default handle_error's lines, a refused free.
+    Error,
+    /// Not a failure itself: e.g. how many error lines were suppressed.
+    Warning,
+}
+
+/// Where log lines go instead of stderr when it returns true: set once,
+/// by the C API's ss_set_log_callback (the hook itself says whether a
+/// callback is set). Read without a lock (OnceLock::get is an atomic
+/// load), so logging stays safe in a forked child.
+static LOG_HOOK: OnceLock<fn(LogLevel, &str) -> bool> = OnceLock::new();
+
+/// Installs the hook `log_line` offers every line to first (once; later
+/// calls keep the first hook).
+pub(crate) fn set_log_hook(hook: fn(LogLevel, &str) -> bool) {
+    let _ = LOG_HOOK.set(hook);
+}
+
+/// Everything the library says on its own (not as a status) goes here:
+/// to the log hook if one takes it, else one line on stderr
+/// ([`write_stderr_line`]).
+pub(crate) fn log_line(level: LogLevel, text: &str) {
+    if let Some(hook) = LOG_HOOK.get() {
+        if hook(level, text) {
+            return;
+        }
+    }
+    write_stderr_line(text);
 }
 
 /// Writes one line to stderr with write(2) alone: no lock, so it cannot

@@ -406,7 +406,7 @@ impl Acceptor {
                 report_limited(
                     handler,
                     &self.failure_reports,
-                    Error::new(ErrorKind::Io, what),
+                    Error::new(ErrorKind::Io, what).with_os_error(e.raw_os_error()),
                 );
                 return Accepted::Pause;
             }
@@ -480,13 +480,10 @@ impl Acceptor {
 fn report_limited(handler: &dyn Handler, limit: &RateLimiter, error: Error) {
     if let Some(suppressed) = limit.admit() {
         let error = if suppressed > 0 {
-            Error::new(
-                error.kind(),
-                format!(
-                    "{} (and {suppressed} more like this since the last report)",
-                    error.message()
-                ),
-            )
+            error.with_message(format!(
+                "{} (and {suppressed} more like this since the last report)",
+                error.message()
+            ))
         } else {
             error
         };

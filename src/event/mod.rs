@@ -1153,14 +1153,11 @@ fn consume(server: &Server, conn: &mut Conn, data: &[u8]) -> Result<usize> {
 
 fn report_conn_error(server: &Server, conn: &Conn, error: &Error) {
     let peer = conn.peer_address();
-    let error = Error::new(
-        error.kind(),
-        format!(
-            "connection from {}: {}",
-            describe_peer(&peer),
-            error.message()
-        ),
-    );
+    let error = error.with_message(format!(
+        "connection from {}: {}",
+        describe_peer(&peer),
+        error.message()
+    ));
     server.handler().handle_error(None, &error);
 }
 

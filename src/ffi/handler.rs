@@ -2,7 +2,7 @@
 
 use std::ffi::{c_int, c_void, CString};
 
-use super::boundary::{clear_last_error, last_error, status_of};
+use super::boundary::{clear_last_error, last_error, last_os_error, status_of};
 use super::{ss_conn, ss_request, ss_server, ss_status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Conn;
@@ -199,7 +199,8 @@ fn callback_failed(stage: &str, rc: c_int) -> Error {
         Some((kind, text)) => Error::new(
             kind,
             format!("{stage} callback returned {rc} (last error: {text})"),
-        ),
+        )
+        .with_os_error(Some(last_os_error())),
         None => Error::new(
             ErrorKind::Handler,
             format!("{stage} callback returned {rc}"),

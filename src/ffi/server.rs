@@ -493,7 +493,8 @@ pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
 /// returned before free starts and must not follow it: the memory is
 /// released here. Where
 /// ss_server_close() is refused (on the serving thread, in an SS_EVENT
-/// callback, in a callback close runs, in a forked child) this is reported on stderr and ignored,
+/// callback, in a callback close runs, in a forked child) this is reported on stderr (or to the
+/// log callback, ss_set_log_callback()) and ignored,
 /// leaking the server rather than freeing memory still in use. From a
 /// handler thread of SS_THREADING or SS_THREAD_POOL it works: the memory
 /// stays until that request ends, but the pointer must not be used for
@@ -509,7 +510,10 @@ pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
         }
         // SAFETY: a live server per the contract.
         if let Err(e) = unsafe { handle_ref(server) }?.close() {
-            crate::sys::write_stderr_line(&format!("socketserver: ss_server_free ignored: {e}"));
+            crate::sys::log_line(
+                crate::sys::LogLevel::Error,
+                &format!("socketserver: ss_server_free ignored: {e}"),
+            );
             return Err(e);
         }
         // From here on shutdown and post refuse the handle; those already

@@ -194,8 +194,26 @@ static void null_server(void)
     CHECK_EQ(queued, 0);
     CHECK(ss_server_user_data(server) == NULL); /* NULL user data is fine */
     CHECK_STREQ(ss_last_error_message(), "");
+    /* Reporting to handle_error: a failure status and a message needed. */
+    CHECK_NULL_ARG(ss_server_report_error(NULL, NULL, SS_ERR_IO, "x"));
+    CHECK_NULL_ARG(ss_server_report_error(server, NULL, SS_ERR_IO, NULL));
+    CHECK_FAILS(ss_server_report_error(server, NULL, SS_OK, "x"), SS_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(ss_server_report_error(server, NULL, -1, "x"), SS_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(ss_server_report_error(server, NULL, SS_ERR_IO, "\xc3("), SS_ERR_INVALID_ARGUMENT);
+    CHECK_EQ(ss_last_os_error(), 0);
     ss_server_free(server);
     ss_config_free(config);
+
+    /* The per-thread failure a callback may set itself. */
+    CHECK_NULL_ARG(ss_set_last_error(SS_ERR_HANDLER, NULL));
+    CHECK_FAILS(ss_set_last_error(SS_OK, "x"), SS_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(ss_set_last_error(SS_ERR_WOULD_BLOCK + 1, "x"), SS_ERR_INVALID_ARGUMENT);
+    CHECK_OK(ss_set_last_error(SS_ERR_EOF, "set"));
+    CHECK_STREQ(ss_last_error_message(), "set");
+    /* The log callback: NULL restores stderr (any user data). */
+    CHECK_OK(ss_set_log_callback(NULL, &conns));
+    CHECK_STREQ(ss_last_error_message(), "");
+    CHECK(ss_version_number() == SS_VERSION_NUMBER);
 }
 
 static void null_request(void)

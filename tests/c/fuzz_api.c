@@ -296,8 +296,21 @@ static void null_args(void)
         CHECK(s != NULL && s[0] != '\0');
     }
     CHECK(ss_last_error_message() != NULL);
+    CHECK(ss_version_number() == SS_VERSION_NUMBER);
+    /* NULL restores stderr, whatever the user data; nothing was set. */
+    ST_IS(ss_set_log_callback(NULL, (void *)&g_calls), SS_OK);
+    CHECK(ss_last_os_error() == 0);
+    ST_IS(ss_set_last_error(SS_OK, "x"), SS_ERR_INVALID_ARGUMENT);
+    ST_IS(ss_set_last_error(16, "x"), SS_ERR_INVALID_ARGUMENT);
+    ST_IS(ss_set_last_error(INT_MIN, "x"), SS_ERR_INVALID_ARGUMENT);
+    ST_IS(ss_set_last_error(SS_ERR_HANDLER, NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_set_last_error(SS_ERR_HANDLER, "\xff"), SS_ERR_INVALID_ARGUMENT);
+    ST_IS(ss_set_last_error(SS_ERR_HANDLER, "set by hand"), SS_OK);
+    CHECK(strcmp(ss_last_error_message(), "set by hand") == 0);
+    ST_IS(ss_server_report_error(NULL, NULL, SS_ERR_HANDLER, "x"), SS_ERR_NULL_POINTER);
 
     ST_IS(ss_config_new(SS_TCP, SS_SYNC, NULL), SS_ERR_NULL_POINTER);
+    CHECK(ss_last_os_error() == 0);
     ST_IS(ss_config_new(-1, SS_SYNC, &config), SS_ERR_INVALID_ARGUMENT);
     CHECK(config == NULL);
     ST_IS(ss_config_new(SS_TCP, 99, &config), SS_ERR_INVALID_ARGUMENT);
