@@ -408,6 +408,8 @@ static void test_drain(void)
     int c;
     reset();
     CHECK_OK(ss_config_set_output_high_water(config, 256 * 1024));
+    CHECK_ST(ss_config_set_output_low_water(config, 64 * 1024 * 1024 + 1),
+             SS_ERR_INVALID_ARGUMENT);
     CHECK_OK(ss_config_set_output_low_water(config, 64 * 1024));
     CHECK_OK(ss_config_set_on_drain(config, on_drain));
     server = start(config, "127.0.0.1:0", &runner, addr, sizeof addr);
