@@ -97,10 +97,13 @@ static int on_open(ss_conn *conn, void *user)
     return 0;
 }
 
+static int g_abort_in_close;
+
 static void on_close(ss_conn *conn, void *user)
 {
-    (void)conn;
     (void)user;
+    if (TU_LOAD(&g_abort_in_close))
+        CHECK_OK(ss_conn_abort(conn));
     TU_INC(&g_closes);
 }
 
@@ -214,6 +217,10 @@ static int on_line(ss_conn *conn, const uint8_t *data, size_t len, size_t *consu
         g_after_close[5] = ss_conn_watch_fd(conn, 0, SS_WATCH_READ, NULL, NULL);
         g_after_close[6] = ss_conn_abort(conn);
         return 0;
+    }
+    if (strcmp(line, "close") == 0) {
+        CHECK_OK(ss_conn_write(conn, "closing\n", 8));
+        return ss_conn_close(conn) == SS_OK ? 0 : -1;
     }
     if (strcmp(line, "fail") == 0)
         return -1;
@@ -550,6 +557,27 @@ static void test_abort(void)
     CHECK(r < 0 && errno == ECONNRESET);
     close(c);
     WAIT_FOR(tu_connections(server) == 0, 3000);
+
+    /* From on_close: a close that would linger (the client has not ended
+     * its input) resets instead; without the abort, the client reads EOF
+     * and the connection lingers. */
+    for (int abort_it = 0; abort_it <= 1; abort_it++) {
+        reset();
+        TU_STORE(&g_abort_in_close, abort_it);
+        c = tu_connect(SOCK_STREAM, addr, NULL);
+        tu_send_str(c, "close\n");
+        tu_expect_line(c, "closing\n");
+        WAIT_FOR(TU_LOAD(&g_closes) == 1, 3000);
+        CHECK(tu_readable_within(c, 3000));
+        r = recv(c, buf, sizeof buf, 0);
+        if (abort_it)
+            CHECK(r < 0 && errno == ECONNRESET);
+        else
+            CHECK_EQ(r, 0);
+        close(c);
+        CHECK_EQ(TU_LOAD(&g_closes), 1);
+    }
+    TU_STORE(&g_abort_in_close, 0);
     CHECK_EQ(TU_LOAD(&g_errors), 0);
     tu_stop_serving(server, &runner);
 }
@@ -639,11 +667,24 @@ static socklen_t g_peer_len, g_local_len;
 static ss_server *g_conn_server, *g_other_thread_server;
 static int g_other_thread_status;
 
+static int other_thread_watch(ss_conn *conn, int fd, int events, void *data)
+{
+    (void)conn;
+    (void)fd;
+    (void)events;
+    (void)data;
+    return 0;
+}
+
 static void *other_thread(void *arg)
 {
     ss_conn *conn = (ss_conn *)arg;
     g_other_thread_server = ss_conn_server(conn);
     g_other_thread_status = strstr(ss_last_error_message(), "loop thread") != NULL;
+    /* Watching is refused off the loop too (the loop waits meanwhile). */
+    if (ss_conn_watch_fd(conn, STDOUT_FILENO, SS_WATCH_READ, other_thread_watch, NULL) !=
+        SS_ERR_WRONG_STATE)
+        g_other_thread_status = 0;
     return NULL;
 }
 
@@ -820,6 +861,8 @@ static void test_watch_pipe(void)
 
     /* A watch ends with its connection: its duplicate is closed, and
      * data written afterwards calls nothing. */
+    /* on_close runs just before the socket is closed: wait for that. */
+    WAIT_FOR(fcntl(TU_LOAD(&g_conn_fd), F_GETFD) == -1, 3000);
     reset();
     TU_STORE(&g_watch_calls, 0);
     fds_before = tu_fd_count();
