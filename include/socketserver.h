@@ -963,9 +963,12 @@ enum ss_status ss_config_set_output_low_water(struct ss_config *config, size_t b
  * socket takes at once, without blocking; the rest goes out when the
  * socket is writable. SS_ERR_WOULD_BLOCK (nothing queued) while the
  * pending output is at the high-water mark (ss_config_set_output_high_water);
- * SS_ERR_CLOSED after ss_conn_close(); SS_ERR_IO when the peer has gone
- * (the connection then closes; never SIGPIPE); SS_ERR_INVALID_ARGUMENT for
- * `len` above PTRDIFF_MAX.
+ * SS_ERR_CLOSED after ss_conn_close(), ss_conn_abort() or
+ * ss_conn_shutdown_write(); SS_ERR_IO when the peer has gone (the
+ * connection then closes; never SIGPIPE); SS_ERR_INVALID_ARGUMENT for
+ * `len` above PTRDIFF_MAX. Reaching the high-water mark (refused, or
+ * left that much queued) arms on_drain (ss_config_set_on_drain()); for
+ * several buffers in one call see ss_conn_writev().
  *
  * Thread: the connection's loop thread, in a callback or job given this conn.
  */
