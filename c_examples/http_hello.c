@@ -24,7 +24,12 @@
  *   yet consumed; it answers each complete request in the buffer and
  *   reports how many bytes it consumed, so a partial request is presented
  *   again with the next bytes. Responses come from a table built once at
- *   start-up: nothing is allocated per request.
+ *   start-up: nothing is allocated per request. While a response is
+ *   blocked (the client does not read and the queued output is at its
+ *   high-water mark, OUTPUT_HIGH_WATER), reading is paused
+ *   (ss_conn_pause_reading), so a client pipelining requests without
+ *   reading costs bounded memory; on_drain resumes it once the output is
+ *   down to OUTPUT_LOW_WATER, and the held requests are answered.
  * - threading mode (SS_THREADING): one thread per connection reads each
  *   request with ss_request_readline() until the blank line, answers it,
  *   and loops until the client closes.
@@ -43,6 +48,10 @@
 #define MAX_BODY 65536
 /* Keep-alive connections silent this long are closed (both modes). */
 #define IDLE_MS 60000
+/* Event mode: queued output per connection at which reading pauses, and
+ * to which it must fall before reading resumes. */
+#define OUTPUT_HIGH_WATER (256 * 1024)
+#define OUTPUT_LOW_WATER (64 * 1024)
 
 /* ------------------------------------------------------------ responses */
 
@@ -281,8 +290,9 @@ static size_t head_length(const uint8_t *data, size_t len)
 
 /* Answers every complete request in `data`. Responses are gathered in a
  * local buffer and queued with one ss_conn_write() per batch; if the
- * output is full (the client does not read), the unanswered requests are
- * left unconsumed and presented again once it drains. */
+ * output is full (the client does not read), reading pauses and the
+ * unanswered requests are left unconsumed: http_on_drain resumes, and
+ * they are presented again. */
 static int http_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed,
                         void *user_data)
 {
@@ -321,8 +331,10 @@ static int http_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *
         resp = response_for(&req);
         if (out_len + resp->len > sizeof out) {
             ss_status st = ss_conn_write(conn, out, out_len);
-            if (st == SS_ERR_WOULD_BLOCK)
+            if (st == SS_ERR_WOULD_BLOCK) {
+                ss_conn_pause_reading(conn);
                 break;
+            }
             if (st != SS_OK)
                 return -1;
             out_len = 0;
@@ -343,6 +355,7 @@ static int http_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *
             done = pos;
         } else if (st == SS_ERR_WOULD_BLOCK) {
             closing = 0; /* presented again once the output drains */
+            ss_conn_pause_reading(conn);
         } else {
             return -1;
         }
@@ -351,8 +364,18 @@ static int http_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *
     }
     if (closing && done == len)
         ss_conn_close(conn);
+    else if (ss_conn_output_full(conn))
+        ss_conn_pause_reading(conn); /* the next write would be refused */
     *consumed = done;
     return 0;
+}
+
+/* The output is down to OUTPUT_LOW_WATER: read again (the requests held
+ * meanwhile are presented first). */
+static void http_on_drain(ss_conn *conn, void *user_data)
+{
+    (void)user_data;
+    ss_conn_resume_reading(conn);
 }
 
 /* -------------------------------------------------------- threading mode */
@@ -498,6 +521,9 @@ int main(int argc, char **argv)
     ss_config_set_handle_error(config, quiet_error);
     if (event) {
         ss_config_set_on_data(config, http_on_data);
+        ss_config_set_on_drain(config, http_on_drain);
+        ss_config_set_output_high_water(config, OUTPUT_HIGH_WATER);
+        ss_config_set_output_low_water(config, OUTPUT_LOW_WATER);
         ss_config_set_idle_timeout(config, IDLE_MS);
         if (threads > 0 && ss_config_set_threads(config, (size_t)threads) != SS_OK) {
             ss_config_free(config);

@@ -73,6 +73,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 /** The version of the library this header belongs to (from Cargo.toml); compare with ss_version(). */
 #define SS_VERSION_STRING "0.1.0"
@@ -327,6 +328,30 @@ typedef enum ss_hand_off {
 } ss_hand_off;
 
 /**
+ * Readiness bits for ss_conn_watch_fd() and ss_watch_fn, passed as an
+ * int.
+ */
+typedef enum ss_watch_events {
+  /**
+   * Readable (or end of file): watch for it, or it is ready.
+   */
+  SS_WATCH_READ = 1,
+  /**
+   * Writable: watch for it, or it is ready.
+   */
+  SS_WATCH_WRITE = 2,
+  /**
+   * Reported only: the descriptor hung up (a pipe's other end closed, a
+   * socket shut in both directions). The watch's last call.
+   */
+  SS_WATCH_HANGUP = 4,
+  /**
+   * Reported only: an error on the descriptor. The watch's last call.
+   */
+  SS_WATCH_ERROR = 8,
+} ss_watch_events;
+
+/**
  * Opaque: a server configuration, made by ss_config_new() and released by
  * ss_config_free(). A template: ss_server_new() copies it.
  */
@@ -450,6 +475,34 @@ typedef void (*ss_eof_fn)(struct ss_conn *conn, void *user_data);
  * request to handle_error. Must not block.
  */
 typedef int (*ss_datagram_fn)(struct ss_request *request, const uint8_t *data, size_t len, void *user_data);
+
+/**
+ * SS_EVENT on_drain (ss_config_set_on_drain()): the connection's queued
+ * output, having reached the high-water mark
+ * (ss_config_set_output_high_water(): a write was refused with
+ * SS_ERR_WOULD_BLOCK, or a write left that much queued), has fallen to the
+ * low-water mark (ss_config_set_output_low_water(), default 0: all sent).
+ * Called once per such crossing, on the connection's loop: never for a
+ * connection whose output never reached the high-water mark, and not
+ * after ss_conn_close() or ss_conn_abort(). Write more here, or resume
+ * reading (ss_conn_resume_reading()). `conn` is borrowed for the call.
+ */
+typedef void (*ss_drain_fn)(struct ss_conn *conn, void *user_data);
+
+/**
+ * A watched descriptor is ready (ss_conn_watch_fd()): `fd` is the
+ * descriptor as you gave it, `events` what is ready (ss_watch_events
+ * bits: SS_WATCH_READ, SS_WATCH_WRITE, SS_WATCH_HANGUP, SS_WATCH_ERROR),
+ * `data` the pointer given to ss_conn_watch_fd() (not the server's user
+ * data). Runs on the connection's loop, with `conn` borrowed for the call;
+ * every ss_conn_* call may be used on it. Level-triggered: called again
+ * while the descriptor stays ready, so read or write until EAGAIN, or
+ * unwatch. A call reporting SS_WATCH_HANGUP or SS_WATCH_ERROR is the
+ * last: the watch is removed when it returns (read what is left during
+ * that call). Return 0, or non-zero to close the connection as failed
+ * (handle_error, as for on_data). Must not block.
+ */
+typedef int (*ss_watch_fn)(struct ss_conn *conn, int fd, int events, void *data);
 
 /**
  * A log callback (ss_set_log_callback()): one line, `message` a
@@ -999,13 +1052,39 @@ enum ss_status ss_config_set_request_deadline(struct ss_config *config, int64_t 
 enum ss_status ss_config_set_max_connections_per_ip(struct ss_config *config, size_t max);
 
 /**
+ * SS_EVENT: the on_drain callback (see ss_drain_fn): told once each time
+ * a connection's queued output, having reached the high-water mark, has
+ * fallen to the low-water mark (ss_config_set_output_low_water()).
+ * Default (NULL): nothing. SS_ERR_UNSUPPORTED in other modes.
+ *
+ * Thread: any thread; one thread at a time per config.
+ */
+enum ss_status ss_config_set_on_drain(struct ss_config *config, ss_drain_fn on_drain);
+
+/**
+ * SS_EVENT: the low-water mark of queued output per connection, in bytes:
+ * on_drain is called when output that reached the high-water mark
+ * (ss_config_set_output_high_water()) has fallen to this many bytes or
+ * fewer. 0 (the default) means once all of it has been sent. 0 to 64 MiB;
+ * a value at or above the high-water mark acts as the high-water mark
+ * minus 1 (the two may be set in either order). SS_ERR_UNSUPPORTED in
+ * other modes.
+ *
+ * Thread: any thread; one thread at a time per config.
+ */
+enum ss_status ss_config_set_output_low_water(struct ss_config *config, size_t bytes);
+
+/**
  * Queues `len` bytes of `buf` (copied) for the peer and sends what the
  * socket takes at once, without blocking; the rest goes out when the
  * socket is writable. SS_ERR_WOULD_BLOCK (nothing queued) while the
  * pending output is at the high-water mark (ss_config_set_output_high_water);
- * SS_ERR_CLOSED after ss_conn_close(); SS_ERR_IO when the peer has gone
- * (the connection then closes; never SIGPIPE); SS_ERR_INVALID_ARGUMENT for
- * `len` above PTRDIFF_MAX.
+ * SS_ERR_CLOSED after ss_conn_close(), ss_conn_abort() or
+ * ss_conn_shutdown_write(); SS_ERR_IO when the peer has gone (the
+ * connection then closes; never SIGPIPE); SS_ERR_INVALID_ARGUMENT for
+ * `len` above PTRDIFF_MAX. Reaching the high-water mark (refused, or
+ * left that much queued) arms on_drain (ss_config_set_on_drain()); for
+ * several buffers in one call see ss_conn_writev().
  *
  * Thread: the connection's loop thread, in a callback or job given this conn.
  */
@@ -1100,6 +1179,189 @@ int ss_conn_fileno(const struct ss_conn *conn);
  * Thread: the connection's loop thread, in a callback or job given this conn.
  */
 enum ss_status ss_conn_peer_address(const struct ss_conn *conn, char *buf, size_t cap, size_t *out_len);
+
+/**
+ * Stops reading the connection: no more recv and no on_data calls until
+ * ss_conn_resume_reading() (input already received stays held). Use it
+ * while a request waits for something else (a backend, a response that
+ * cannot be queued yet). The kernel's receive buffer fills and TCP flow
+ * control then slows the peer; memory stays bounded. No system call when
+ * called: the loop stops watching the socket for input (one epoll_ctl)
+ * only if it was watching it. Pausing twice is the same as once.
+ *
+ * While paused: a peer's orderly end of input (FIN) is noticed only after
+ * resuming, once the input before it has been presented (then on_eof or
+ * the close, as usual); a peer that resets the connection (or any socket
+ * error) ends it at once (on_close runs, held input is dropped); a
+ * hang-up without an error (a Unix peer closed, or both directions are
+ * shut) does not end it: resuming reads what is left, then the end. The
+ * idle timeout and request deadline (if set) go on running. Output is
+ * still sent, and on_drain still called.
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+enum ss_status ss_conn_pause_reading(struct ss_conn *conn);
+
+/**
+ * Reads the connection again after ss_conn_pause_reading(). Input held
+ * (received and not consumed) is presented to on_data first, by the loop,
+ * soon after the calling callback returns (never from inside this call,
+ * nor recursively inside the on_data that called it), then the socket is
+ * read again. A no-op when not paused.
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+enum ss_status ss_conn_resume_reading(struct ss_conn *conn);
+
+/**
+ * True while reading is paused (ss_conn_pause_reading()); false for NULL.
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+bool ss_conn_reading_paused(const struct ss_conn *conn);
+
+/**
+ * Half-close: shuts the connection's write side down (the peer reads
+ * end-of-file) once the output queued so far has been sent (at once if
+ * none is). Reading goes on: on_data still gets what the peer sends, until
+ * the peer ends its side too (then the connection closes, or on_eof is
+ * called if set) or ss_conn_close(). Further ss_conn_write() and
+ * ss_conn_writev() calls fail with SS_ERR_CLOSED. Calling it twice is the
+ * same as once; SS_ERR_CLOSED after ss_conn_close() or ss_conn_abort().
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+enum ss_status ss_conn_shutdown_write(struct ss_conn *conn);
+
+/**
+ * Abortive close, for a client that must get nothing more: queued output
+ * and held input are dropped, and as soon as the calling callback returns
+ * the socket is closed with SO_LINGER 0, with no shutdown and no
+ * lingering: a TCP peer gets a reset (ECONNRESET), a Unix peer end of
+ * file (ECONNRESET if it had sent data not yet read). on_close runs once,
+ * as for every close (called from on_close itself, the reset replaces a
+ * lingering close). Allowed after ss_conn_close() (it cuts a graceful
+ * close short); calling it twice is the same as once. A forked child
+ * still holding a copy of the socket keeps it open (no reset then).
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+enum ss_status ss_conn_abort(struct ss_conn *conn);
+
+/**
+ * Vectored ss_conn_write(): queues the `iovcnt` buffers of `iov` (a
+ * `struct iovec` array from <sys/uio.h>), in order, as if written one
+ * after the other in one call, e.g. a header and a body without copying
+ * them together first. When nothing is queued they go out in one
+ * sendmsg() system call; what the socket does not take is copied into
+ * the queue (you may reuse the buffers as soon as this returns). Same
+ * rules as ss_conn_write(): SS_ERR_WOULD_BLOCK (nothing queued) while the
+ * pending output is at the high-water mark, else all of it is accepted
+ * (the queue may go over the mark by this call); SS_ERR_CLOSED after
+ * ss_conn_close(), ss_conn_abort() or ss_conn_shutdown_write(); SS_ERR_IO
+ * when the peer has gone. `iovcnt` 0 to 1024 (IOV_MAX), else
+ * SS_ERR_INVALID_ARGUMENT; `iov` may be NULL when `iovcnt` is 0; an entry
+ * with `iov_len` 0 may have a NULL `iov_base`, one with `iov_len` > 0 may
+ * not (SS_ERR_INVALID_ARGUMENT, nothing queued), nor may the lengths add
+ * up to more than PTRDIFF_MAX. Nothing to write (every length 0) is
+ * SS_OK.
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+enum ss_status ss_conn_writev(struct ss_conn *conn, const struct iovec *iov, int iovcnt);
+
+/**
+ * The server this connection belongs to (borrowed: the same pointer
+ * ss_server_new() returned), or NULL for NULL or when called from a thread
+ * that is not the connection's loop (with the reason in
+ * ss_last_error_message()).
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+struct ss_server *ss_conn_server(const struct ss_conn *conn);
+
+/**
+ * Copies the peer's raw address (as accept() gave it, kept for the
+ * connection's life: it is still there after the peer reset) into `out`,
+ * at most `*inout_len` bytes, and sets `*inout_len` to its full length, as
+ * getpeername() does (the same rules as ss_request_client_sockaddr()); a
+ * `struct sockaddr_storage` always fits. An unnamed Unix client gives the
+ * family alone (length sizeof(sa_family_t)).
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+enum ss_status ss_conn_peer_sockaddr(const struct ss_conn *conn, struct sockaddr *out, socklen_t *inout_len);
+
+/**
+ * Copies the connection's own address (getsockname(): for a TCP server
+ * bound to a wildcard address, the address the client reached) into
+ * `out`, with the same rules as ss_conn_peer_sockaddr(). SS_ERR_IO if
+ * getsockname() fails.
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+enum ss_status ss_conn_local_sockaddr(const struct ss_conn *conn, struct sockaddr *out, socklen_t *inout_len);
+
+/**
+ * Inside handle_error called for an SS_EVENT connection's failure (its
+ * `request` is NULL): that connection, borrowed until handle_error
+ * returns (its on_close has not run yet; it closes after handle_error).
+ * Use it to tell which connection failed: ss_conn_id(), ss_conn_data()
+ * (your per-connection state), ss_conn_peer_address(). NULL anywhere else
+ * (another handle_error, another thread, outside handle_error). The
+ * message handle_error gets names the connection too: "connection <id>
+ * from <peer>: ...", with <id> as ss_conn_id() gives it.
+ *
+ * Thread: inside handle_error, on the thread running it (a loop thread).
+ */
+struct ss_conn *ss_error_conn(void);
+
+/**
+ * Watches a descriptor of yours (a pipe, a socket to a backend, an
+ * eventfd) on this connection's event loop: `callback` (see ss_watch_fn)
+ * runs there, with this connection and `data`, whenever `fd` is ready for
+ * `events` (SS_WATCH_READ and/or SS_WATCH_WRITE; hang-ups and errors are
+ * always reported). The watch belongs to the connection: it ends when the
+ * connection closes (when on_close runs), with ss_conn_unwatch_fd(), or
+ * after a call reporting SS_WATCH_HANGUP or SS_WATCH_ERROR. Watching a
+ * descriptor this connection already watches replaces its events,
+ * callback and data. Make `fd` non-blocking yourself: callbacks must not
+ * block.
+ *
+ * Ownership: `fd` stays yours, and the library never reads, writes or
+ * closes it; it watches a duplicate of it (its own descriptor,
+ * close-on-exec, closed when the watch ends), so closing `fd` before
+ * unwatching cannot disturb the loop, though the file then stays open
+ * until the watch ends. `data` is never dereferenced or freed.
+ *
+ * Errors: SS_ERR_INVALID_ARGUMENT for `events` other than a non-empty
+ * combination of SS_WATCH_READ and SS_WATCH_WRITE, for a descriptor that
+ * is not open, or for the connection's own socket; SS_ERR_NULL_POINTER
+ * for a NULL `callback`; SS_ERR_UNSUPPORTED for a file epoll cannot watch
+ * (regular files, directories); SS_ERR_CLOSED after ss_conn_close() or
+ * ss_conn_abort(); SS_ERR_WRONG_STATE from a thread that is not the
+ * connection's loop; SS_ERR_IO if a system call fails.
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+enum ss_status ss_conn_watch_fd(struct ss_conn *conn, int fd, int events, ss_watch_fn callback, void *data);
+
+/**
+ * Stops watching `fd` (see ss_conn_watch_fd()); its callback is not
+ * called again, even for readiness already reported in the current loop
+ * turn. SS_ERR_INVALID_ARGUMENT if this connection does not watch it;
+ * SS_ERR_WRONG_STATE from a thread that is not the connection's loop.
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+enum ss_status ss_conn_unwatch_fd(struct ss_conn *conn, int fd);
+
+/**
+ * Descriptors this connection watches (ss_conn_watch_fd()); 0 for NULL.
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+size_t ss_conn_watched_fds(const struct ss_conn *conn);
 
 /**
  * Sends the library's own output — the lines the default handle_error

@@ -82,6 +82,10 @@ pub trait EventHandler: Send + Sync {
         false
     }
 
+    /// Queued output that had reached the high-water mark has fallen to the
+    /// low-water mark (once per such crossing): write more, resume reading.
+    fn on_drain(&self, _conn: &mut Conn) {}
+
     /// The connection is closing (peer closed, error, idle
     /// timeout, close asked for, or server stopping).
     fn on_close(&self, _conn: &mut Conn) {}

@@ -51,7 +51,10 @@
 //!   Calls `config`, `error`, `event` (that type), `handler`, `peer_limit`,
 //!   `request`, `server`, `sync`, `sys`.
 //! - `event`: event mode: epoll loops with their connections (`Conn`),
-//!   posted jobs and timers; `EventLoops` (post, connection count). Calls
+//!   posted jobs and timers, descriptors watched for a connection
+//!   (`event::watch`) and what a loop thread knows of itself for calls
+//!   from its callbacks (`event::context`); `EventLoops` (post, connection
+//!   count). Calls
 //!   `address`, `concurrency` (which worker a thread is), `error`,
 //!   `handler`, `peer_limit`, `request`, `server`, `sync`, `sys`,
 //!   `transport`.

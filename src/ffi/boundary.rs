@@ -252,3 +252,34 @@ pub(crate) unsafe fn copy_text_out(
     }
     Ok(())
 }
+
+/// Copies a raw socket address into a caller's buffer the way
+/// getpeername() does: at most `*inout_len` bytes into `out`, and
+/// `*inout_len` set to the address's full length (`out` may be NULL when
+/// `*inout_len` is 0, to ask for the length).
+///
+/// # Safety
+/// `inout_len` is NULL or readable and writable; `out` is NULL or writable
+/// for `*inout_len` bytes.
+pub(crate) unsafe fn copy_sockaddr_out(
+    addr: &socket2::SockAddr,
+    out: *mut libc::sockaddr,
+    inout_len: *mut libc::socklen_t,
+) -> Result<()> {
+    if inout_len.is_null() {
+        return Err(null("inout_len"));
+    }
+    // SAFETY: non-NULL, readable and writable per the contract.
+    let room = unsafe { inout_len.read() } as usize;
+    if out.is_null() && room > 0 {
+        return Err(null("out"));
+    }
+    let len = addr.len() as usize;
+    // SAFETY: `out` is writable for `room` bytes and the copy is at most
+    // that long; the source is the SockAddr's own storage.
+    unsafe {
+        std::ptr::copy_nonoverlapping(addr.as_ptr().cast::<u8>(), out.cast::<u8>(), len.min(room));
+        inout_len.write(addr.len());
+    }
+    Ok(())
+}

@@ -25,6 +25,7 @@ pub use handler::{
     ss_close_fn, ss_data_fn, ss_datagram_fn, ss_eof_fn, ss_error_fn, ss_free_fn, ss_open_fn,
     ss_request_fn, ss_server_fn, ss_verify_fn,
 };
+pub use handler::{ss_drain_fn, ss_watch_fn};
 pub use log::*;
 pub use report::*;
 pub use request::*;

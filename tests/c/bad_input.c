@@ -118,6 +118,8 @@ static void null_config(void)
     CHECK_NULL_ARG(ss_config_set_idle_timeout(NULL, 100));
     CHECK_NULL_ARG(ss_config_set_max_connections(NULL, 4));
     CHECK_NULL_ARG(ss_config_set_output_high_water(NULL, 4096));
+    CHECK_NULL_ARG(ss_config_set_on_drain(NULL, NULL));
+    CHECK_NULL_ARG(ss_config_set_output_low_water(NULL, 4096));
     CHECK_NULL_ARG(ss_config_set_input_limit(NULL, 4096));
     CHECK_NULL_ARG(ss_config_set_lingering(NULL, 1000, 100));
     CHECK_NULL_ARG(ss_config_set_request_deadline(NULL, 1000));
@@ -140,6 +142,23 @@ static void null_conn(void)
     CHECK(ss_conn_data(NULL) == NULL);
     CHECK(ss_conn_user_data(NULL) == NULL);
     CHECK_EQ(ss_conn_fileno(NULL), -1);
+    /* issue 9 connection calls (evconn) */
+    {
+        socklen_t sl = 0;
+        CHECK_NULL_ARG(ss_conn_pause_reading(NULL));
+        CHECK_NULL_ARG(ss_conn_resume_reading(NULL));
+        CHECK(!ss_conn_reading_paused(NULL));
+        CHECK_NULL_ARG(ss_conn_shutdown_write(NULL));
+        CHECK_NULL_ARG(ss_conn_abort(NULL));
+        CHECK_NULL_ARG(ss_conn_writev(NULL, NULL, 0));
+        CHECK(ss_conn_server(NULL) == NULL);
+        CHECK_NULL_ARG(ss_conn_peer_sockaddr(NULL, NULL, &sl));
+        CHECK_NULL_ARG(ss_conn_local_sockaddr(NULL, NULL, &sl));
+        CHECK(ss_error_conn() == NULL);
+        CHECK_NULL_ARG(ss_conn_watch_fd(NULL, 0, SS_WATCH_READ, NULL, NULL));
+        CHECK_NULL_ARG(ss_conn_unwatch_fd(NULL, 0));
+        CHECK_EQ(ss_conn_watched_fds(NULL), 0);
+    }
 }
 
 static void null_server(void)
@@ -513,6 +532,8 @@ static void setter_values(void)
     CHECK_FAILS(ss_config_set_max_connections(tcp, 10), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_output_high_water(tcp, 4096), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_input_limit(tcp, 4096), SS_ERR_UNSUPPORTED);
+    CHECK_FAILS(ss_config_set_on_drain(tcp, NULL), SS_ERR_UNSUPPORTED);
+    CHECK_FAILS(ss_config_set_output_low_water(tcp, 4096), SS_ERR_UNSUPPORTED);
     CHECK_OK(ss_config_set_daemon_threads(tcp, true));
 
     /* Lingering close: stream transports; a timeout of at least 1 ms. */

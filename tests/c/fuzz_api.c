@@ -350,6 +350,25 @@ static void null_args(void)
     CHECK(ss_conn_user_data(NULL) == NULL);
     CHECK_EQ(ss_conn_fileno(NULL), -1);
     ST_IS(ss_conn_peer_address(NULL, buf, sizeof buf, &n), SS_ERR_NULL_POINTER);
+    /* issue 9 connection calls (evconn): NULL connection. */
+    ST_IS(ss_config_set_on_drain(NULL, NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_config_set_output_low_water(NULL, 1), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_pause_reading(NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_resume_reading(NULL), SS_ERR_NULL_POINTER);
+    CHECK(!ss_conn_reading_paused(NULL));
+    ST_IS(ss_conn_shutdown_write(NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_abort(NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_writev(NULL, NULL, 0), SS_ERR_NULL_POINTER);
+    CHECK(ss_conn_server(NULL) == NULL);
+    {
+        socklen_t sl = 0;
+        ST_IS(ss_conn_peer_sockaddr(NULL, NULL, &sl), SS_ERR_NULL_POINTER);
+        ST_IS(ss_conn_local_sockaddr(NULL, NULL, &sl), SS_ERR_NULL_POINTER);
+    }
+    CHECK(ss_error_conn() == NULL);
+    ST_IS(ss_conn_watch_fd(NULL, 0, SS_WATCH_READ, NULL, NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_unwatch_fd(NULL, 0), SS_ERR_NULL_POINTER);
+    CHECK_EQ(ss_conn_watched_fds(NULL), (size_t)0);
 
     /* ss_request_*: NULL request. */
     ST_IS(ss_request_read(NULL, buf, sizeof buf, &n), SS_ERR_NULL_POINTER);
@@ -737,6 +756,15 @@ static void request_hostile(void)
 
 /* ---------------------------------------------------------------- conn_hostile */
 
+static int hostile_watch(ss_conn *c, int fd, int events, void *data)
+{
+    (void)c;
+    (void)fd;
+    (void)events;
+    (void)data;
+    return 0;
+}
+
 static void hostile_on_conn(ss_conn *c)
 {
     char buf[128];
@@ -757,6 +785,37 @@ static void hostile_on_conn(ss_conn *c)
     CHECK(ss_conn_user_data(c) == buf);
     ST_IS(ss_conn_set_user_data(c, NULL), SS_OK);
     CHECK(ss_conn_data(c) == NULL);
+    /* issue 9 connection calls (evconn): bad arguments on a live conn. */
+    {
+        struct iovec iov[2] = {{NULL, 0}, {NULL, 5}};
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        ST_IS(ss_conn_writev(c, NULL, 1), SS_ERR_NULL_POINTER);
+        ST_IS(ss_conn_writev(c, iov, -1), SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_writev(c, iov, 1025), SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_writev(c, iov, 2), SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_writev(c, iov, 1), SS_OK);
+        ST_IS(ss_conn_pause_reading(c), SS_OK);
+        CHECK(ss_conn_reading_paused(c));
+        ST_IS(ss_conn_resume_reading(c), SS_OK);
+        CHECK(!ss_conn_reading_paused(c));
+        CHECK(ss_conn_server(c) != NULL);
+        ST_IS(ss_conn_peer_sockaddr(c, (struct sockaddr *)&ss, NULL), SS_ERR_NULL_POINTER);
+        ST_IS(ss_conn_peer_sockaddr(c, NULL, &sl), SS_ERR_NULL_POINTER);
+        sl = 0;
+        ST_IS(ss_conn_peer_sockaddr(c, NULL, &sl), SS_OK);
+        sl = sizeof ss;
+        ST_IS(ss_conn_local_sockaddr(c, (struct sockaddr *)&ss, &sl), SS_OK);
+        CHECK(ss_error_conn() == NULL);
+        ST_IS(ss_conn_watch_fd(c, -1, SS_WATCH_READ, hostile_watch, NULL), SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_watch_fd(c, 0, 0, hostile_watch, NULL), SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_watch_fd(c, 0, 99, hostile_watch, NULL), SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_watch_fd(c, 0, SS_WATCH_READ, NULL, NULL), SS_ERR_NULL_POINTER);
+        ST_IS(ss_conn_watch_fd(c, ss_conn_fileno(c), SS_WATCH_READ, hostile_watch, NULL),
+              SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_unwatch_fd(c, 12345), SS_ERR_INVALID_ARGUMENT);
+        CHECK_EQ(ss_conn_watched_fds(c), (size_t)0);
+    }
 }
 
 static uint64_t g_conn_id;
