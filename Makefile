@@ -234,14 +234,15 @@ uninstall:
 	-rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null
 
 # ---------------------------------------------------------------------------
-# API documentation of the headers (Doxyfile), into build/docs/html/.
+# API documentation of the headers (Doxyfile), into $(DOCS_DIR)/html/.
+DOCS_DIR ?= build/docs
 .PHONY: docs
 docs:
 	@command -v doxygen >/dev/null 2>&1 || \
 		{ echo "make docs needs doxygen, which is not installed (Debian package: doxygen)" >&2; exit 1; }
-	mkdir -p build/docs
-	SS_VERSION=$(VERSION) SS_DOCS_DIR=build/docs doxygen Doxyfile
-	@echo "documentation: build/docs/html/index.html"
+	mkdir -p $(DOCS_DIR)
+	SS_VERSION=$(VERSION) SS_DOCS_DIR=$(DOCS_DIR) doxygen Doxyfile
+	@echo "documentation: $(DOCS_DIR)/html/index.html"
 
 clean:
 	rm -rf build
