@@ -109,6 +109,9 @@ build/echo_client: LDLIBS :=
 demo: all
 	./scripts/demo.sh
 
+# The scripts link and run against the library this make built.
+bench valgrind: export SS_LIB_DIR = $(BUILD_LIBDIR)
+
 bench: all
 	./scripts/bench.sh
 
