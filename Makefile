@@ -79,8 +79,11 @@ EXAMPLES := $(patsubst c_examples/%.c,build/%,$(wildcard c_examples/*.c))
 all: lib
 	@$(MAKE) --no-print-directory examples
 
+# build.rs makes the libsocketserver.so.N link when it runs; remade here if
+# it went missing since.
 lib:
 	$(CARGO) build $(CARGO_BUILD_FLAGS)
+	@test -e $(BUILD_LIBDIR)/$(SONAME) || ln -sfn libsocketserver.so $(BUILD_LIBDIR)/$(SONAME)
 
 examples: $(EXAMPLES)
 
