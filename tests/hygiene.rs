@@ -283,7 +283,6 @@ fn plain_build_does_not_build_cbindgen() {
         .current_dir(manifest_dir())
         .args([
             "tree",
-            "--offline",
             "-p",
             "socketserver",
             "-e",
