@@ -216,6 +216,10 @@ install: lib $(NATIVE_STATIC_LIBS_FILE)
 	@test -n "$(VERSION)" -a -n "$(SOVERSION)" || { echo "no version or soversion in Cargo.toml" >&2; exit 1; }
 	@readelf -d $(LIB_SO) | grep -q 'SONAME.*\[$(SONAME)\]' || \
 		{ echo "$(LIB_SO) does not have the SONAME $(SONAME)" >&2; exit 1; }
+	@# rustc's own version script exports only #[no_mangle] functions; one
+	@# outside ss_* (e.g. from a dependency) would become ABI: refuse it.
+	@leaked=$$(nm -D --defined-only $(LIB_SO) | awk '$$2 != "A" && $$NF !~ /^ss_/ { print $$NF }'); \
+	if [ -n "$$leaked" ]; then echo "$(LIB_SO) exports symbols outside ss_*: $$leaked" >&2; exit 1; fi
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(CMAKEDIR)
 	$(INSTALL) -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libsocketserver.so.$(VERSION)
 	ln -sfn libsocketserver.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
