@@ -461,12 +461,13 @@ static void on_signal(int signo)
         ss_server_shutdown(g_server); /* async-signal-safe */
 }
 
+static const char usage_text[] =
+    "usage: http_hello [--mode event|threading] [--address ADDR] [--threads N]\n";
+
+/* Bad usage: the reason and the usage on stderr, exit 2 (--help: stdout, 0). */
 static void usage(const char *why)
 {
-    fprintf(stderr,
-            "http_hello: %s\n"
-            "usage: http_hello [--mode event|threading] [--address ADDR] [--threads N]\n",
-            why);
+    fprintf(stderr, "http_hello: %s\n%s", why, usage_text);
     exit(2);
 }
 
@@ -488,6 +489,10 @@ int main(int argc, char **argv)
     ss_status st;
 
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(usage_text, stdout);
+            return 0;
+        }
         if (i + 1 >= argc)
             usage("missing value after an option");
         if (strcmp(argv[i], "--mode") == 0) {

@@ -69,7 +69,10 @@ STRICT=${BENCH_STRICT:-0}
 CC=${CC:-cc}
 NOFILE=65536
 
-LIB=target/release/libsocketserver.so
+# The library's directory: the Makefile passes its own (BUILD,
+# CARGO_TARGET_DIR) as SS_LIB_DIR.
+LIB_DIR=${SS_LIB_DIR:-target/release}
+LIB=$LIB_DIR/libsocketserver.so
 ECHO=build/echo_server
 REF=build/ref_epoll_echo
 LOADGEN=build/loadgen
@@ -87,8 +90,8 @@ if [[ ! -f $LIB ]]; then
 fi
 if [[ ! -x $ECHO || $ECHO -ot $LIB || $ECHO -ot c_examples/echo_server.c ]]; then
     echo "bench: building $ECHO"
-    "$CC" -O2 -std=c99 -Iinclude c_examples/echo_server.c -L"$ROOT/target/release" \
-        -lsocketserver -Wl,-rpath,"$ROOT/target/release" -o "$ECHO"
+    "$CC" -O2 -std=c99 -Iinclude c_examples/echo_server.c -L"$LIB_DIR" \
+        -lsocketserver -Wl,-rpath,"$(cd "$LIB_DIR" && pwd)" -o "$ECHO"
 fi
 build_bench() { # NAME: benches/NAME.c -> build/NAME
     local src=benches/$1.c out=build/$1
@@ -104,8 +107,8 @@ build_bench idle_conns
 # build only skips the http part).
 if [[ -f c_examples/http_hello.c ]] && [[ ! -x $HTTP || $HTTP -ot $LIB || $HTTP -ot c_examples/http_hello.c ]]; then
     echo "bench: building $HTTP"
-    "$CC" -O2 -std=c99 -Iinclude c_examples/http_hello.c -L"$ROOT/target/release" \
-        -lsocketserver -lpthread -Wl,-rpath,"$ROOT/target/release" -o "$HTTP" ||
+    "$CC" -O2 -std=c99 -Iinclude c_examples/http_hello.c -L"$LIB_DIR" \
+        -lsocketserver -lpthread -Wl,-rpath,"$(cd "$LIB_DIR" && pwd)" -o "$HTTP" ||
         echo "bench: $HTTP did not build; the http part will be skipped" >&2
 fi
 

@@ -247,7 +247,7 @@ unsafe impl boundary::Handle for ss_conn {
 /// Thread: any thread; async-signal-safe.
 #[no_mangle]
 pub extern "C" fn ss_version() -> *const c_char {
-    // The header's SS_VERSION_* macros come from the same Cargo.toml field (build.rs).
+    // The header's SS_VERSION_* macros come from the same Cargo.toml field (tools/gen-header).
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
     VERSION.as_ptr().cast()
 }
