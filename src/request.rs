@@ -38,6 +38,10 @@ pub struct Request {
     /// The whole request's deadline (config.request_deadline from accept or
     /// arrival) and its length, for the message; blocking modes only.
     deadline: Option<(Instant, Duration)>,
+    /// Its place among the requests a drain deadline cuts (blocking-mode
+    /// streams): declared before `io`, so that it leaves the table before
+    /// the socket is closed.
+    active: Option<crate::drain::ActiveEntry>,
     io: RequestIo,
     in_handle: bool,
     hand_off: Option<HandOff>,
@@ -182,12 +186,18 @@ impl Request {
             client,
             timeout,
             deadline,
+            active: None,
             io,
             in_handle: false,
             hand_off: None,
             data: 0,
             peer_permit: None,
         }
+    }
+
+    /// Enters the request in the table a drain deadline cuts.
+    pub(crate) fn set_active(&mut self, entry: crate::drain::ActiveEntry) {
+        self.active = Some(entry);
     }
 
     pub(crate) fn set_peer_permit(&mut self, permit: Option<PeerPermit>) {
@@ -406,7 +416,9 @@ impl Request {
     /// such as ENOTCONN ignored), lingering first if the client may still
     /// be sending (see crate::linger); nothing for a datagram, whose socket
     /// is the server's.
-    pub(crate) fn shutdown(self) {
+    pub(crate) fn shutdown(mut self) {
+        // Out of the drain's table before the socket can close.
+        drop(self.active.take());
         if let RequestIo::Stream(s) = self.io {
             let unread = s.rpos != s.rend;
             self.server.lingerer().close(s.socket, unread);

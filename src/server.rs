@@ -26,6 +26,7 @@ use socket2::{SockAddr, Socket};
 use crate::address::{format_sockaddr, ServerAddress};
 use crate::concurrency::{current_worker_is, in_forked_child, ChildCloses, WorkerKind, Workers};
 use crate::config::{Concurrency, Config};
+use crate::drain::{ActiveRequests, DrainState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::{EventHandler, Handler};
 use crate::linger::Lingerer;
@@ -87,6 +88,11 @@ pub struct Server {
     datagram_buffer: Mutex<Vec<u8>>,
     lingerer: Lingerer,
     acceptor: transport::Acceptor,
+    /// ss_server_drain: asked for, under way, done (crate::drain).
+    drain: DrainState,
+    /// Blocking-mode stream requests open in this process, which the
+    /// drain deadline cuts.
+    active: Arc<ActiveRequests>,
 }
 
 /// While the thread cap or max_children is reached the loop does not
@@ -99,6 +105,8 @@ pub(crate) enum Wake {
     Timeout,
     ShutDown,
     Closed,
+    /// A drain was asked for (ss_server_drain).
+    Drain,
 }
 
 impl Server {
@@ -139,6 +147,8 @@ impl Server {
             datagram_buffer: Mutex::new(Vec::new()),
             lingerer: Lingerer::new(config.lingering_time, config.lingering_timeout),
             acceptor: transport::Acceptor::new(config),
+            drain: DrainState::default(),
+            active: Arc::default(),
         });
         if config.bind_and_activate {
             server.bind()?;
@@ -304,6 +314,142 @@ impl Server {
         self.shutdown_requested.swap(false, Ordering::SeqCst)
     }
 
+    /// Asks the running (or next) serve_forever to drain: stop accepting at
+    /// once, let what is in flight finish, cut what is left `within` from
+    /// now, then return (see crate::drain and ss_server_drain). A second
+    /// call may bring the deadline forward, never push it back.
+    /// Async-signal-safe: clock_gettime, atomics and one write(2).
+    pub fn drain(&self, within: Duration) {
+        self.drain.request(within);
+        self.waker.notify();
+    }
+
+    /// Whether a drain is asked for or under way (not yet finished): a
+    /// keep-alive handler of a blocking mode stops between requests.
+    /// Lock-free.
+    pub fn draining(&self) -> bool {
+        self.drain.in_progress()
+    }
+
+    /// Requests and connections the last drain cut at its deadline.
+    pub fn drain_cut(&self) -> usize {
+        self.drain.cut()
+    }
+
+    pub(crate) fn drain_state(&self) -> &DrainState {
+        &self.drain
+    }
+
+    /// Stops the listener for good: a stream listener is shut down, so that
+    /// the kernel refuses new connections (and resets those not yet
+    /// accepted) and a successor may bind the port; its descriptor stays
+    /// open until close. A datagram socket is only no longer read (handler
+    /// threads still reply through it).
+    fn shut_listener(&self) {
+        if !self.config.transport.is_stream() {
+            return;
+        }
+        let socket = self.lock().socket.clone();
+        if let Some(socket) = socket {
+            let _ = socket.shutdown(std::net::Shutdown::Read);
+        }
+    }
+
+    /// Waits until the waker is notified or `until` passes.
+    fn wait_wake(&self, until: Instant) -> Result<()> {
+        let mut fds = [PollFd::new(self.waker.as_fd(), PollFlags::POLLIN)];
+        poll_fds_until(&mut fds, Some(until)).map_err(|e| Error::io("poll", e))?;
+        let woken = fds[0].revents().is_some_and(|r| !r.is_empty());
+        if woken {
+            self.waker.drain();
+        }
+        Ok(())
+    }
+
+    /// The end of a drain: Ok when everything finished, else Timeout
+    /// saying how much the deadline cut.
+    fn drain_result(&self) -> Result<()> {
+        self.drain.finish();
+        match self.drain.cut() {
+            0 => Ok(()),
+            cut => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the drain deadline passed: {cut} connection(s) or request(s) still open \
+                     were cut"
+                ),
+            )),
+        }
+    }
+
+    /// A blocking mode's drain, on the serving thread: the listener is no
+    /// longer served (nor polled), and the loop waits until no handler
+    /// thread, pool request (queued or running) or child process is left,
+    /// running service_actions every poll interval; at the deadline (or at
+    /// once on shutdown) it cuts what is left (see Workers::cut) and
+    /// returns.
+    fn drain_blocking(self: &Arc<Self>) -> Result<()> {
+        self.drain.begin();
+        self.shut_listener();
+        let mut next_service = Instant::now() + self.config.poll_interval;
+        loop {
+            if self.take_shutdown() {
+                self.drain.expire_now();
+            }
+            if self.closing.load(Ordering::SeqCst) {
+                self.drain.add_cut(self.workers.cut(self, &self.active));
+                self.drain.finish();
+                return Err(closed());
+            }
+            if self.workers.in_flight(self) == 0 {
+                return self.drain_result();
+            }
+            if self.drain.overdue() {
+                self.drain.add_cut(self.workers.cut(self, &self.active));
+                return self.drain_result();
+            }
+            // Finishing threads and pool requests wake the loop; children
+            // are looked at again every CAPACITY_RECHECK.
+            let left = Duration::from_millis(self.drain.remaining_ms());
+            let until = (Instant::now() + left.min(CAPACITY_RECHECK)).min(next_service);
+            self.wait_wake(until)?;
+            if Instant::now() >= next_service {
+                self.handler.service_actions(self);
+                next_service = Instant::now() + self.config.poll_interval;
+            }
+        }
+    }
+
+    /// Event mode's drain, on the serving thread: the loops stop accepting
+    /// and close their connections as they go idle (crate::event's
+    /// graceful part), cutting what is left at the deadline; this waits
+    /// until every loop reports it has no connection left, running
+    /// service_actions every poll interval. Shutdown ends the drain at
+    /// once (as its deadline would); close stops it (the loops then close
+    /// what is left, as on shutdown).
+    fn coordinate_drain(&self, events: &crate::event::EventLoops) -> Result<()> {
+        self.drain.begin();
+        // Loops ignore the listener once a drain is asked for; each takes
+        // it out of its epoll on its next turn.
+        self.shut_listener();
+        events.wake_all();
+        loop {
+            if self.take_shutdown() {
+                self.drain.expire_now();
+                events.wake_all();
+            }
+            if self.closing.load(Ordering::SeqCst) {
+                self.drain.finish();
+                return Err(closed());
+            }
+            if events.all_drained() {
+                return self.drain_result();
+            }
+            self.wait_wake(Instant::now() + self.config.poll_interval)?;
+            self.handler.service_actions(self);
+        }
+    }
+
     fn enter_loop(&self) -> Result<(Arc<Socket>, LoopGuard<'_>)> {
         let mut st = self.lock_for("serving")?;
         match st.phase {
@@ -318,6 +464,11 @@ impl Server {
         if st.serving.is_some() {
             return Err(Error::wrong_state(
                 "the server is already serving (serve_forever or handle_request is running)",
+            ));
+        }
+        if self.drain.finished() {
+            return Err(Error::wrong_state(
+                "the server was drained (ss_server_drain): its listener is shut down; close it",
             ));
         }
         st.serving = Some(thread::current().id());
@@ -359,6 +510,11 @@ impl Server {
             if self.closing.load(Ordering::SeqCst) {
                 return Ok(Wake::Closed);
             }
+            // Also checked before accepting: a drain stops accepting at
+            // once.
+            if self.drain.requested() {
+                return Ok(Wake::Drain);
+            }
             if request {
                 return Ok(Wake::Request);
             }
@@ -386,6 +542,7 @@ impl Server {
             match self.wait_for_request(Some(&socket), Some(deadline))? {
                 Wake::ShutDown => return Ok(()),
                 Wake::Closed => return Err(closed()),
+                Wake::Drain => return self.drain_blocking(),
                 Wake::Timeout => {}
                 Wake::Request => {
                     if let Err(e) = self.take_request(&socket) {
@@ -418,6 +575,13 @@ impl Server {
             match self.wait_for_request(Some(&socket), deadline)? {
                 Wake::ShutDown => return Err(shut_down()),
                 Wake::Closed => return Err(closed()),
+                // Drained as serve_forever would, then as a shutdown.
+                Wake::Drain => {
+                    return match self.drain_blocking() {
+                        Ok(()) => Err(shut_down()),
+                        Err(e) => Err(e),
+                    }
+                }
                 Wake::Timeout => {
                     self.handler.handle_timeout(self);
                     self.workers.reap(self);
@@ -450,6 +614,11 @@ impl Server {
             match self.wait_for_request(None, Some(deadline))? {
                 Wake::ShutDown => return Ok(()),
                 Wake::Closed => return Err(closed()),
+                Wake::Drain => {
+                    if let Some(events) = self.workers.events() {
+                        return self.coordinate_drain(events);
+                    }
+                }
                 // No socket is watched here: only the poll interval passes.
                 Wake::Timeout | Wake::Request => {}
             }
@@ -473,7 +642,10 @@ impl Server {
                 .accept(socket, &self.config, &*self.handler, false)
             {
                 Accepted::Conn(conn, peer, permit) => {
+                    let fd = conn.as_raw_fd();
                     let mut request = Request::stream(self.clone(), conn, peer);
+                    // Cut by a drain deadline while it is open here.
+                    request.set_active(self.active.register(fd));
                     // Held until the request is closed (in SS_FORKING,
                     // until its child is reaped).
                     request.set_peer_permit(permit);

@@ -66,6 +66,10 @@ pub struct Conn {
     /// starts lingering; boxed so that a server without a limit pays one
     /// pointer per connection.
     pub(crate) peer_permit: Option<Box<crate::peer_limit::PeerPermit>>,
+    /// Some input has arrived: a drain gives a connection that has sent
+    /// nothing yet a moment before taking it for idle (its first request
+    /// may be on its way).
+    pub(crate) received: bool,
 }
 
 impl Conn {
@@ -95,6 +99,7 @@ impl Conn {
             lingering: false,
             timer_start: 0,
             peer_permit: None,
+            received: false,
         }
     }
 

@@ -41,6 +41,7 @@
 //! tick field per connection instead of a timer structure.
 
 mod conn;
+mod graceful;
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -93,6 +94,8 @@ struct LoopShared {
     mailbox: Mutex<Vec<(u64, Job)>>,
     /// Connections another loop accepted for this one.
     incoming: Mutex<Vec<Incoming>>,
+    /// During a drain: this loop has no connection left (see graceful).
+    drained: AtomicBool,
 }
 
 /// An accepted connection on its way to the loop that will own it.
@@ -224,6 +227,7 @@ pub(crate) fn serve(
                 stop: AtomicBool::new(false),
                 mailbox: Mutex::new(Vec::new()),
                 incoming: Mutex::new(Vec::new()),
+                drained: AtomicBool::new(false),
             });
             created.push(EventLoop::new(
                 index as u8,
@@ -324,6 +328,8 @@ struct EventLoop {
     draining: bool,
     /// Connections of this loop in a lingering close.
     lingering: usize,
+    /// During a drain: the tick at which this loop began it.
+    graceful: Option<u64>,
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -404,6 +410,7 @@ impl EventLoop {
             timer_interval,
             draining: false,
             lingering: 0,
+            graceful: None,
         })
     }
 
@@ -435,7 +442,9 @@ impl EventLoop {
                 }
             }
             self.expire_idle();
-            if !self.listening {
+            if self.server.drain_state().requested() {
+                self.drain_turn();
+            } else if !self.listening {
                 self.maybe_resume_accepting();
             }
         }
@@ -483,7 +492,8 @@ impl EventLoop {
         if self.timers_active && self.live_conns() > 0 {
             until = Some(until.map_or(self.next_idle_check, |u| u.min(self.next_idle_check)));
         }
-        epoll_timeout(until.map(|t| t.saturating_sub(self.started.elapsed().as_millis() as u64)))
+        let wait = until.map(|t| t.saturating_sub(self.started.elapsed().as_millis() as u64));
+        epoll_timeout(self.drain_wait(wait))
     }
 
     fn live_conns(&self) -> usize {
@@ -516,7 +526,8 @@ impl EventLoop {
     }
 
     fn on_listener(&mut self) {
-        if !self.listening {
+        // A drain stops accepting at once (drain_turn unwatches it).
+        if !self.listening || self.server.drain_state().requested() {
             return;
         }
         if self.server.config().transport.is_stream() {
@@ -1073,6 +1084,7 @@ fn read_conn(server: &Server, conn: &mut Conn, buffer: &mut [u8], tick: u64) {
             }
             Ok(n) => {
                 conn.last_active = tick;
+                conn.received = true;
                 feed_input(server, conn, &buffer[..n]);
                 return;
             }
