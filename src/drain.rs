@@ -137,7 +137,9 @@ pub(crate) struct ActiveRequests {
 
 #[derive(Default)]
 struct Slots {
-    fds: Vec<RawFd>,
+    /// Descriptor (-1: free slot) and whether its handler waits for the
+    /// client's next request (see `Request::set_active`).
+    fds: Vec<(RawFd, Arc<AtomicBool>)>,
     free: Vec<usize>,
 }
 
@@ -146,32 +148,62 @@ struct Slots {
 pub(crate) struct ActiveEntry {
     table: Arc<ActiveRequests>,
     slot: usize,
+    between: Arc<AtomicBool>,
+}
+
+impl ActiveEntry {
+    /// The flag the request's reads set while they wait for the client's
+    /// next request.
+    pub(crate) fn waiting_flag(&self) -> Arc<AtomicBool> {
+        self.between.clone()
+    }
 }
 
 impl ActiveRequests {
     pub(crate) fn register(self: &Arc<Self>, fd: RawFd) -> ActiveEntry {
+        let between = Arc::new(AtomicBool::new(false));
         let mut t = lock(&self.table);
         let slot = match t.free.pop() {
             Some(slot) => {
-                t.fds[slot] = fd;
+                t.fds[slot] = (fd, between.clone());
                 slot
             }
             None => {
-                t.fds.push(fd);
+                t.fds.push((fd, between.clone()));
                 t.fds.len() - 1
             }
         };
         ActiveEntry {
             table: self.clone(),
             slot,
+            between,
         }
+    }
+
+    /// Ends the reading side of every request whose handler waits for its
+    /// client's next request, nothing of which has arrived (peeked): its
+    /// read returns end-of-file, so the handler returns, as an idle
+    /// keep-alive connection closes in event mode. Only the reading side:
+    /// a request that raced in is still answered. How many.
+    pub(crate) fn close_idle(&self) -> usize {
+        let t = lock(&self.table);
+        let mut n = 0;
+        for (fd, between) in t.fds.iter().filter(|(fd, _)| *fd >= 0) {
+            if !between.load(Ordering::SeqCst) || unread_input(*fd) {
+                continue;
+            }
+            // SAFETY: as in cut_all.
+            unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
+            n += 1;
+        }
+        n
     }
 
     /// Shuts every open request down (both directions); how many.
     pub(crate) fn cut_all(&self) -> usize {
         let t = lock(&self.table);
         let mut n = 0;
-        for &fd in t.fds.iter().filter(|&&fd| fd >= 0) {
+        for &(fd, _) in t.fds.iter().filter(|(fd, _)| *fd >= 0) {
             // SAFETY: shutdown(2) on a descriptor the table names, which
             // stays open while the lock is held (see the type's doc); no
             // memory is passed.
@@ -190,7 +222,28 @@ impl Drop for ActiveEntry {
             return;
         }
         let mut t = lock(&self.table.table);
-        t.fds[self.slot] = -1;
+        t.fds[self.slot].0 = -1;
         t.free.push(self.slot);
+    }
+}
+
+/// Whether bytes wait to be read on `fd` (peeked, without blocking).
+fn unread_input(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: a one-byte buffer we own; the descriptor is open (see
+        // ActiveRequests).
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+            continue;
+        }
+        return n > 0;
     }
 }

@@ -92,6 +92,12 @@ struct StreamIo {
     /// Pending output when the server has a write buffer (Python's wbufsize).
     wbuf: Vec<u8>,
     wcap: usize,
+    /// Bytes went out since bytes last came in: the handler has answered
+    /// what it read, so a read now, with nothing buffered, waits for the
+    /// client's next request (a keep-alive connection between requests).
+    answered: std::cell::Cell<bool>,
+    /// Set (for a drain to see, crate::drain) while such a read waits.
+    between: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 struct DatagramIo {
@@ -117,6 +123,8 @@ impl Request {
             rend: 0,
             wbuf: Vec::new(),
             wcap: config.write_buffer_size,
+            answered: std::cell::Cell::new(false),
+            between: None,
         };
         Request::new(server, client, RequestIo::Stream(io))
     }
@@ -195,8 +203,12 @@ impl Request {
         }
     }
 
-    /// Enters the request in the table a drain deadline cuts.
+    /// Enters the request in the table a drain cuts (see crate::drain):
+    /// its stream marks when it waits for the client's next request.
     pub(crate) fn set_active(&mut self, entry: crate::drain::ActiveEntry) {
+        if let RequestIo::Stream(s) = &mut self.io {
+            s.between = Some(entry.waiting_flag());
+        }
         self.active = Some(entry);
     }
 
@@ -624,7 +636,29 @@ impl StreamIo {
     /// with MSG_DONTWAIT and waited for when empty, so that the call never
     /// blocks past its limit, even when poll said readable and another
     /// reader took the data first.
-    fn recv(&self, buf: &mut [u8], limits: Limits) -> Result<usize> {
+    fn recv(&self, buf: &mut [u8], limits: Limits, fresh: bool) -> Result<usize> {
+        let _between = self.mark_between(fresh);
+        let got = self.recv_inner(buf, limits);
+        if matches!(got, Ok(n) if n > 0) {
+            self.answered.set(false);
+        }
+        got
+    }
+
+    /// While a read that starts with nothing of a request buffered
+    /// (`fresh`) after an answer waits, marks the request as between
+    /// requests, so that a drain closes it (for reading) as it would an
+    /// idle keep-alive connection in event mode.
+    fn mark_between(&self, fresh: bool) -> Option<BetweenMark<'_>> {
+        let flag = self.between.as_deref()?;
+        if !(fresh && self.answered.get()) {
+            return None;
+        }
+        flag.store(true, Ordering::SeqCst);
+        Some(BetweenMark(flag))
+    }
+
+    fn recv_inner(&self, buf: &mut [u8], limits: Limits) -> Result<usize> {
         let bounded = !limits.unbounded();
         let flags = if bounded { libc::MSG_DONTWAIT } else { 0 };
         // Until some bytes come: computed once, so that a wake-up with
@@ -660,7 +694,7 @@ impl StreamIo {
     fn fill(&mut self, limits: Limits) -> Result<usize> {
         debug_assert_eq!(self.rpos, self.rend);
         let mut rbuf = std::mem::take(&mut self.rbuf);
-        let n = self.recv(&mut rbuf, limits);
+        let n = self.recv(&mut rbuf, limits, true);
         self.rbuf = rbuf;
         let n = n?;
         self.rpos = 0;
@@ -672,7 +706,7 @@ impl StreamIo {
         if self.rpos == self.rend {
             // Large reads and unbuffered mode bypass the buffer.
             if buf.len() >= self.rbuf.len() {
-                return self.recv(buf, limits);
+                return self.recv(buf, limits, true);
             }
             if self.fill(limits)? == 0 {
                 return Ok(0);
@@ -723,8 +757,9 @@ impl StreamIo {
                 self.rend -= self.rpos;
                 self.rpos = 0;
             }
+            let fresh = filled == 0 && self.rpos == self.rend;
             let mut rbuf = std::mem::take(&mut self.rbuf);
-            let got = self.recv(&mut rbuf[self.rend..], limits);
+            let got = self.recv(&mut rbuf[self.rend..], limits, fresh);
             self.rbuf = rbuf;
             match got? {
                 0 => {
@@ -744,7 +779,7 @@ impl StreamIo {
         let mut filled = 0;
         while filled < buf.len() {
             // One byte at a time, so nothing past the line is consumed.
-            if self.recv(&mut buf[filled..filled + 1], limits)? == 0 {
+            if self.recv(&mut buf[filled..filled + 1], limits, filled == 0)? == 0 {
                 break;
             }
             filled += 1;
@@ -775,6 +810,7 @@ impl StreamIo {
                     data = &data[n..];
                     *sent += n;
                     end = None;
+                    self.answered.set(self.answered.get() || n > 0);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if bounded && e.kind() == io::ErrorKind::WouldBlock => end
@@ -811,5 +847,14 @@ impl StreamIo {
         pending.drain(..sent);
         self.wbuf = pending;
         result
+    }
+}
+
+/// Clears a request's between-requests mark when its read returns.
+struct BetweenMark<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for BetweenMark<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }

@@ -401,6 +401,9 @@ impl Server {
                 self.drain.finish();
                 return Err(closed());
             }
+            // Handlers waiting for their client's next request return
+            // (their read ends), as idle connections close in event mode.
+            self.active.close_idle();
             if self.workers.in_flight(self) == 0 {
                 return self.drain_result();
             }
