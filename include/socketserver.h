@@ -1483,7 +1483,8 @@ enum ss_status ss_server_connections(const struct ss_server *server, size_t *out
  *   Idle keep-alive connections do not hold the drain up here either: a
  *   handler (SS_THREADING, SS_THREAD_POOL, hand-off threads) blocked in a
  *   read that waits for its client's next request — nothing of a request
- *   buffered or received, and the handler wrote since it last read — has
+ *   buffered or received, and the handler wrote since it last read (or
+ *   nothing was received yet) — has
  *   the connection's reading side shut down at once (and whenever one
  *   starts waiting so during the drain), so its read returns end-of-file
  *   and the handler returns; a request that raced in is still read and

@@ -92,9 +92,10 @@ struct StreamIo {
     /// Pending output when the server has a write buffer (Python's wbufsize).
     wbuf: Vec<u8>,
     wcap: usize,
-    /// Bytes went out since bytes last came in: the handler has answered
-    /// what it read, so a read now, with nothing buffered, waits for the
-    /// client's next request (a keep-alive connection between requests).
+    /// Bytes went out since bytes last came in (or none came yet): the
+    /// handler has answered what it read, so a read now, with nothing
+    /// buffered, waits for the client's next request (a keep-alive
+    /// connection between requests, or one not yet used).
     answered: std::cell::Cell<bool>,
     /// Set (for a drain to see, crate::drain) while such a read waits.
     between: Option<Arc<std::sync::atomic::AtomicBool>>,
@@ -123,7 +124,9 @@ impl Request {
             rend: 0,
             wbuf: Vec::new(),
             wcap: config.write_buffer_size,
-            answered: std::cell::Cell::new(false),
+            // Nothing asked yet, nothing owed: the first read waits for
+            // the first request.
+            answered: std::cell::Cell::new(true),
             between: None,
         };
         Request::new(server, client, RequestIo::Stream(io))

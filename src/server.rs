@@ -404,7 +404,10 @@ impl Server {
             // Handlers waiting for their client's next request return
             // (their read ends), as idle connections close in event mode.
             self.active.close_idle();
-            if self.workers.in_flight(self) == 0 {
+            // Lingering closes count too: closing them would reset answers
+            // still on their way (the deadline does not cut them; close
+            // does).
+            if self.workers.in_flight(self) + self.lingerer.lingering() == 0 {
                 return self.drain_result();
             }
             if self.drain.overdue() {
