@@ -1481,20 +1481,19 @@ enum ss_status ss_server_connections(const struct ss_server *server, size_t *out
  *   or running (queued requests still run while the deadline allows),
  *   SS_FORKING and hand-off children (until they exit and are reaped).
  *   Idle keep-alive connections do not hold the drain up here either: a
- *   handler (SS_THREADING, SS_THREAD_POOL, hand-off threads) blocked in a
- *   read that waits for its client's next request — nothing of a request
- *   buffered or received, and the handler wrote since it last read (or
- *   nothing was received yet) — has
- *   the connection's reading side shut down at once (and whenever one
- *   starts waiting so during the drain), so its read returns end-of-file
- *   and the handler returns; a request that raced in is still read and
- *   can be answered. A keep-alive handler should also return between
- *   requests once ss_server_draining() says so. Not reachable: SS_SYNC's
- *   handler runs on the serving thread itself, so serve_forever drains
- *   when it returns and the deadline cannot cut it (it only bounds
- *   hand-offs); an SS_FORKING (or fork hand-off) child runs on a copy of
+ *   handler blocked in a read (ss_request_read(), _readline(), ...) that
+ *   waits for its client's next request — nothing of a request buffered
+ *   or received, and the handler wrote since it last read (or nothing was
+ *   received yet) — gets end-of-file at once (its connection's reading
+ *   side is shut down; SS_SYNC: the read watches the server's waker), and
+ *   so does such a read started during the drain; a request that raced
+ *   in is still read and can be answered. A keep-alive handler should
+ *   also return between requests once ss_server_draining() says so. Out
+ *   of reach: an SS_FORKING (or fork hand-off) child runs on a copy of
  *   the server, so a child waiting for its client is killed at the
- *   deadline.
+ *   deadline; and SS_SYNC's handler runs on the serving thread itself, so
+ *   nothing cuts it at the deadline: serve_forever drains when it returns
+ *   (the deadline then bounds hand-offs).
  * - At the deadline: SS_EVENT closes every connection left; blocking
  *   modes close the pool requests not yet started unserved, shut down
  *   (both ways) every stream request still open in this process, so that

@@ -98,7 +98,17 @@ struct StreamIo {
     /// connection between requests, or one not yet used).
     answered: std::cell::Cell<bool>,
     /// Set (for a drain to see, crate::drain) while such a read waits.
-    between: Option<Arc<std::sync::atomic::AtomicBool>>,
+    between: Option<Between>,
+}
+
+/// What a stream request's read between requests needs for a drain.
+struct Between {
+    /// Set while such a read waits (the drain's table holds it too).
+    flag: Arc<std::sync::atomic::AtomicBool>,
+    server: Arc<Server>,
+    /// SS_SYNC: the serving thread is this one, so the read itself watches
+    /// the server's waker for a drain.
+    sync: bool,
 }
 
 struct DatagramIo {
@@ -210,7 +220,11 @@ impl Request {
     /// its stream marks when it waits for the client's next request.
     pub(crate) fn set_active(&mut self, entry: crate::drain::ActiveEntry) {
         if let RequestIo::Stream(s) = &mut self.io {
-            s.between = Some(entry.waiting_flag());
+            s.between = Some(Between {
+                flag: entry.waiting_flag(),
+                server: self.server.clone(),
+                sync: self.server.config().concurrency == Concurrency::Sync,
+            });
         }
         self.active = Some(entry);
     }
@@ -640,7 +654,13 @@ impl StreamIo {
     /// blocks past its limit, even when poll said readable and another
     /// reader took the data first.
     fn recv(&self, buf: &mut [u8], limits: Limits, fresh: bool) -> Result<usize> {
-        let _between = self.mark_between(fresh);
+        let between = self.mark_between(fresh);
+        if let Some(mark) = &between {
+            if !self.wait_between(mark, limits)? {
+                // Draining, and the client has not started a request.
+                return Ok(0);
+            }
+        }
         let got = self.recv_inner(buf, limits);
         if matches!(got, Ok(n) if n > 0) {
             self.answered.set(false);
@@ -653,12 +673,45 @@ impl StreamIo {
     /// requests, so that a drain closes it (for reading) as it would an
     /// idle keep-alive connection in event mode.
     fn mark_between(&self, fresh: bool) -> Option<BetweenMark<'_>> {
-        let flag = self.between.as_deref()?;
-        if !(fresh && self.answered.get()) {
+        let between = self.between.as_ref()?;
+        if !(fresh && self.answered.get()) || in_forked_child() {
             return None;
         }
-        flag.store(true, Ordering::SeqCst);
-        Some(BetweenMark(flag))
+        between.flag.store(true, Ordering::SeqCst);
+        Some(BetweenMark(between))
+    }
+
+    /// Before a read between requests: false when a drain is under way and
+    /// the client has sent nothing (the read then returns end-of-file at
+    /// once, as the drain would make it). SS_SYNC: also waits for the
+    /// first byte while watching the server's waker, since no other thread
+    /// can end the read when a drain starts; an error when the limits
+    /// pass first.
+    fn wait_between(&self, mark: &BetweenMark<'_>, limits: Limits) -> Result<bool> {
+        let server = &mark.0.server;
+        if server.draining() && !input_waiting(&self.socket) {
+            return Ok(false);
+        }
+        if !mark.0.sync {
+            return Ok(true);
+        }
+        let end = limits.wait_end();
+        let mut fds = [
+            nix::poll::PollFd::new(self.socket.as_fd(), PollFlags::POLLIN),
+            nix::poll::PollFd::new(server.waker_fd(), PollFlags::POLLIN),
+        ];
+        let n = crate::sys::poll_fds_until(&mut fds, end.at).map_err(|e| Error::io("poll", e))?;
+        if n == 0 {
+            return Err(end.error("recv"));
+        }
+        let client_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        if !client_ready && server.draining() && !input_waiting(&self.socket) {
+            return Ok(false);
+        }
+        // The client sent something, or the waker rang for something else
+        // (shutdown: left for the serving loop to see once the handler
+        // returns): the read proper waits for the client alone.
+        Ok(true)
     }
 
     fn recv_inner(&self, buf: &mut [u8], limits: Limits) -> Result<usize> {
@@ -854,10 +907,19 @@ impl StreamIo {
 }
 
 /// Clears a request's between-requests mark when its read returns.
-struct BetweenMark<'a>(&'a std::sync::atomic::AtomicBool);
+struct BetweenMark<'a>(&'a Between);
 
 impl Drop for BetweenMark<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
+        self.0.flag.store(false, Ordering::SeqCst);
     }
+}
+
+/// Whether the client has sent bytes not read yet (peeked).
+fn input_waiting(socket: &Socket) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        socket.recv_with_flags(as_uninit(&mut byte), libc::MSG_PEEK | libc::MSG_DONTWAIT),
+        Ok(n) if n > 0
+    )
 }

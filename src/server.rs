@@ -336,6 +336,12 @@ impl Server {
         self.drain.cut()
     }
 
+    /// The waker's descriptor, for an SS_SYNC read that must see a drain
+    /// begin (it is on the serving thread; it never drains the waker).
+    pub(crate) fn waker_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.waker.as_fd()
+    }
+
     pub(crate) fn drain_state(&self) -> &DrainState {
         &self.drain
     }

@@ -23,6 +23,7 @@ common::c_tests! {
         busy_event1,
         busy_event2,
         idle_sync,
+        idle_sync_keepalive,
         idle_threading,
         idle_forking,
         idle_pool,
@@ -224,7 +225,7 @@ fn http_hello_sigterm_drains_threading() {
     let (stream, sender) = pipeline(&server);
     let start = server.signal(libc::SIGTERM);
     let answered = read_answers(stream);
-    assert!(answered >= 1 && answered < PIPELINED, "{answered} answers");
+    assert!((1..PIPELINED).contains(&answered), "{answered} answers");
     sender.join().unwrap();
     server.wait_exit(start, Duration::from_secs(9));
 }

@@ -380,6 +380,28 @@ static void idle_sync(void)
     finish(&f);
 }
 
+/* SS_SYNC, keep-alive: the handler on the serving thread waits for its
+ * client's next request; the drain ends that wait at once (the read
+ * watches the server's waker), the client sees the end, serve_forever
+ * returns SS_OK. */
+static void idle_sync_keepalive(void)
+{
+    fixture f;
+    int fd;
+    double t0;
+    start(&f, M_SYNC);
+    fd = tu_connect(SOCK_STREAM, f.addr, NULL);
+    ping(fd);
+    t0 = tu_now_ms();
+    CHECK_OK(ss_server_drain(f.server, 10000));
+    expect_end(fd, 3000);
+    CHECK_OK(tu_runner_join(&f.runner, 3000));
+    CHECK(tu_now_ms() - t0 < 3000);
+    CHECK_EQ(cut_count(f.server), 0);
+    close(fd);
+    finish(&f);
+}
+
 /* ------------------------------------------------------------ deadline */
 
 static void deadline(int mode)
@@ -624,6 +646,7 @@ static const tu_test tests[] = {
     {"busy_event1", busy_event1},
     {"busy_event2", busy_event2},
     {"idle_sync", idle_sync},
+    {"idle_sync_keepalive", idle_sync_keepalive},
     {"idle_threading", idle_threading},
     {"idle_forking", idle_forking},
     {"idle_pool", idle_pool},
