@@ -1485,7 +1485,9 @@ enum ss_status ss_server_connections(const struct ss_server *server, size_t *out
  *   waits for its client's next request — nothing of a request buffered
  *   or received, and the handler wrote since it last read (or nothing was
  *   received yet) — gets end-of-file at once (its connection's reading
- *   side is shut down; SS_SYNC: the read watches the server's waker), and
+ *   side is shut down; SS_SYNC: the read watches the server's waker, once
+ *   the connection has had an answer: a connection that has sent nothing
+ *   yet is served when it does, or ends when it closes), and
  *   so does such a read started during the drain; a request that raced
  *   in is still read and can be answered. A keep-alive handler should
  *   also return between requests once ss_server_draining() says so. Out

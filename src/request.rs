@@ -97,6 +97,8 @@ struct StreamIo {
     /// buffered, waits for the client's next request (a keep-alive
     /// connection between requests, or one not yet used).
     answered: std::cell::Cell<bool>,
+    /// Some bytes went out on this connection.
+    wrote: std::cell::Cell<bool>,
     /// Set (for a drain to see, crate::drain) while such a read waits.
     between: Option<Between>,
 }
@@ -137,6 +139,7 @@ impl Request {
             // Nothing asked yet, nothing owed: the first read waits for
             // the first request.
             answered: std::cell::Cell::new(true),
+            wrote: std::cell::Cell::new(false),
             between: None,
         };
         Request::new(server, client, RequestIo::Stream(io))
@@ -692,7 +695,10 @@ impl StreamIo {
         if server.draining() && !input_waiting(&self.socket) {
             return Ok(false);
         }
-        if !mark.0.sync {
+        // A connection's very first read stays a plain blocking recv (no
+        // extra poll per connection in SS_SYNC): only reads after an
+        // answer watch the waker.
+        if !mark.0.sync || !self.wrote.get() {
             return Ok(true);
         }
         let end = limits.wait_end();
@@ -866,7 +872,10 @@ impl StreamIo {
                     data = &data[n..];
                     *sent += n;
                     end = None;
-                    self.answered.set(self.answered.get() || n > 0);
+                    if n > 0 {
+                        self.answered.set(true);
+                        self.wrote.set(true);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if bounded && e.kind() == io::ErrorKind::WouldBlock => end
