@@ -6,11 +6,13 @@
 //!   output, no job posted for it waiting in the mailbox, not held open
 //!   after end-of-input by on_eof (an answer on its way), and nothing
 //!   received and not yet read (peeked). An idle keep-alive connection
-//!   thus closes at once and never holds the drain up (hyper's users hit
-//!   exactly that, hyperium/hyper#2730); a busy one closes when it becomes
-//!   idle. A connection that has not sent anything yet is given
-//!   FRESH_GRACE_MS from the start of the drain first: its first request
-//!   may be on its way (Go's http.Server.Shutdown waits 5 s for those);
+//!   thus closes at once and never holds the drain up; a busy one closes
+//!   when it becomes idle. A connection that has not sent anything yet is
+//!   given FRESH_GRACE_MS from the start of the drain first: its first
+//!   request may be on its way (hyper took such a connection for busy
+//!   until its first request, which held graceful_shutdown up:
+//!   hyperium/hyper#1885, #2730; Go's http.Server.Shutdown gives new
+//!   connections 5 s);
 //! - at the deadline, closes every connection left (on_close runs),
 //!   counting the cut ones;
 //! - reports, through `LoopShared::drained`, whether it has no connection
