@@ -986,6 +986,20 @@ int ss_conn_fileno(const struct ss_conn *conn);
 enum ss_status ss_conn_peer_address(const struct ss_conn *conn, char *buf, size_t cap, size_t *out_len);
 
 /**
+ * Marks the connection busy (`busy` true) or not: an answer is on its way
+ * from elsewhere (work handed to another thread that will post the answer
+ * with ss_server_post()), so that a drain (ss_server_drain()) does not
+ * close it as idle: a busy connection is waited for until this is cleared
+ * (it is then closed as soon as it is idle) or the drain's deadline.
+ * Unconsumed input, queued output, a job already posted and an on_eof
+ * hold count as busy by themselves; this is for the gap the library
+ * cannot see. Initially false; nothing but this call changes it.
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+enum ss_status ss_conn_set_busy(struct ss_conn *conn, bool busy);
+
+/**
  * Reads up to `len` bytes into `buf` and stores the count in `*out_read`:
  * 0 means the client closed the connection (or the datagram is used up).
  * Stream reads are buffered (ss_config_set_read_buffer_size) and block
@@ -1468,14 +1482,15 @@ enum ss_status ss_server_connections(const struct ss_server *server, size_t *out
  *   socket is only no longer read.
  * - SS_EVENT: each connection is closed (on_close runs) as soon as it is
  *   idle — no unconsumed input, no queued output, no job posted to it
- *   (ss_server_post()) still waiting to run, not held open after
+ *   (ss_server_post()) still waiting to run, not marked busy
+ *   (ss_conn_set_busy()), not held open after
  *   end-of-input by on_eof, nothing received and not yet read — so an idle
  *   keep-alive connection closes at once and never holds the drain up; a
  *   busy one is closed when it becomes idle (a response still being sent
  *   is sent whole first). A connection that has sent nothing yet is given
  *   1 s from the start of the drain (its first request may be on its
- *   way). A handler whose answer comes from another thread keeps its
- *   connection busy by leaving input unconsumed or by posting.
+ *   way). A handler whose answer comes from another thread (posted later)
+ *   marks the connection busy meanwhile with ss_conn_set_busy().
  * - Blocking modes: waits until every handler returns: SS_THREADING and
  *   hand-off threads (daemon threads too), SS_THREAD_POOL requests queued
  *   or running (queued requests still run while the deadline allows),

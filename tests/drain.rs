@@ -36,6 +36,7 @@ common::c_tests! {
         deadline_event2,
         signal_event,
         signal_threading,
+        busy_mark_event,
         pool_queued_run,
         pool_queued_cut,
         api_args,

@@ -70,6 +70,8 @@ pub struct Conn {
     /// nothing yet a moment before taking it for idle (its first request
     /// may be on its way).
     pub(crate) received: bool,
+    /// ss_conn_set_busy: an answer is on its way from elsewhere.
+    pub(crate) busy: bool,
 }
 
 impl Conn {
@@ -100,6 +102,7 @@ impl Conn {
             timer_start: 0,
             peer_permit: None,
             received: false,
+            busy: false,
         }
     }
 
@@ -221,6 +224,11 @@ impl Conn {
         self.output = Vec::new();
         self.sent = 0;
         Ok(())
+    }
+
+    /// Marks the connection busy for a drain (see crate::event::graceful).
+    pub fn set_busy(&mut self, busy: bool) {
+        self.busy = busy;
     }
 
     /// Closes once the queued output has been sent.

@@ -4,7 +4,8 @@
 //!   shuts the listener down);
 //! - closes each connection that is idle: no unconsumed input, no queued
 //!   output, no job posted for it waiting in the mailbox, not held open
-//!   after end-of-input by on_eof (an answer on its way), and nothing
+//!   after end-of-input by on_eof (an answer on its way), not marked busy
+//!   (ss_conn_set_busy: an answer computed elsewhere), and nothing
 //!   received and not yet read (peeked). An idle keep-alive connection
 //!   thus closes at once and never holds the drain up; a busy one closes
 //!   when it becomes idle. A connection that has not sent anything yet is
@@ -82,6 +83,7 @@ impl EventLoop {
             let idle = conn.input.is_empty()
                 && conn.pending_output() == 0
                 && !conn.held_after_eof
+                && !conn.busy
                 && posted.binary_search(&conn.id()).is_err()
                 && (conn.received || self.tick >= fresh_until)
                 && !unread_input(conn);

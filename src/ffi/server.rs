@@ -709,14 +709,15 @@ pub unsafe extern "C" fn ss_server_connections(
 ///   socket is only no longer read.
 /// - SS_EVENT: each connection is closed (on_close runs) as soon as it is
 ///   idle — no unconsumed input, no queued output, no job posted to it
-///   (ss_server_post()) still waiting to run, not held open after
+///   (ss_server_post()) still waiting to run, not marked busy
+///   (ss_conn_set_busy()), not held open after
 ///   end-of-input by on_eof, nothing received and not yet read — so an idle
 ///   keep-alive connection closes at once and never holds the drain up; a
 ///   busy one is closed when it becomes idle (a response still being sent
 ///   is sent whole first). A connection that has sent nothing yet is given
 ///   1 s from the start of the drain (its first request may be on its
-///   way). A handler whose answer comes from another thread keeps its
-///   connection busy by leaving input unconsumed or by posting.
+///   way). A handler whose answer comes from another thread (posted later)
+///   marks the connection busy meanwhile with ss_conn_set_busy().
 /// - Blocking modes: waits until every handler returns: SS_THREADING and
 ///   hand-off threads (daemon threads too), SS_THREAD_POOL requests queued
 ///   or running (queued requests still run while the deadline allows),

@@ -131,6 +131,7 @@ static void null_conn(void)
     size_t n = 0;
     CHECK_NULL_ARG(ss_conn_write(NULL, "x", 1));
     CHECK_NULL_ARG(ss_conn_close(NULL));
+    CHECK_NULL_ARG(ss_conn_set_busy(NULL, true));
     CHECK_NULL_ARG(ss_conn_set_data(NULL, buf));
     CHECK_NULL_ARG(ss_conn_set_user_data(NULL, buf));
     CHECK_NULL_ARG(ss_conn_peer_address(NULL, buf, sizeof buf, &n));

@@ -23,6 +23,8 @@
  *   deadline: serve_forever returns SS_ERR_TIMEOUT within the deadline plus
  *   bounded slack, ss_server_drain_cut() says 1, the client sees the end.
  * - signal_event, signal_threading: ss_server_drain() from a SIGTERM handler.
+ * - busy_mark_event: ss_conn_set_busy() keeps a connection whose answer is
+ *   computed elsewhere from being taken for idle.
  * - pool_queued_run / pool_queued_cut: SS_THREAD_POOL requests queued when
  *   the drain starts still run; at the deadline they are closed unserved.
  * - api_args, before_serve, second_call_shortens, shutdown_cuts,
@@ -45,6 +47,9 @@ static shared *sh;
 /* SS_THREAD_POOL workers (the pool_queued tests use 1). */
 static size_t pool_threads = 2;
 static ss_server *volatile g_server;
+/* The connection of a "later" request (SS_EVENT), once later_seen. */
+static uint64_t later_id;
+static int later_seen;
 
 /* ----------------------------------------------------------- handlers */
 
@@ -101,6 +106,12 @@ static int on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *consu
         return 0;
     }
     *consumed = (size_t)(nl - data) + 1;
+    if (len >= 5 && memcmp(data, "later", 5) == 0) {
+        CHECK_OK(ss_conn_set_busy(conn, true));
+        TU_STORE(&later_id, ss_conn_id(conn));
+        TU_STORE(&later_seen, 1);
+        return 0;
+    }
     if (len >= 4 && memcmp(data, "ping", 4) == 0)
         return ss_conn_write(conn, "pong\n", 5) == SS_OK ? 0 : -1;
     if (len >= 3 && memcmp(data, "big", 3) == 0) {
@@ -116,6 +127,17 @@ static int on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *consu
         TU_INC(&sh->finished);
     }
     return 0;
+}
+
+/* "later\n" (SS_EVENT): the answer comes from another thread; the
+ * connection is marked busy meanwhile. */
+static void answer_later(ss_conn *conn, void *arg)
+{
+    (void)arg;
+    if (conn == NULL)
+        return;
+    CHECK_OK(ss_conn_write(conn, "done\n", 5));
+    CHECK_OK(ss_conn_set_busy(conn, false));
 }
 
 /* Errors from cut connections are expected here. */
@@ -472,6 +494,36 @@ static void from_signal(int mode)
 static void signal_event(void) { from_signal(M_EVENT2); }
 static void signal_threading(void) { from_signal(M_THREADING); }
 
+/* SS_EVENT: a connection marked busy (its answer computed elsewhere) is not
+ * taken for idle; once its posted answer is written and the mark cleared,
+ * it closes and the drain ends. */
+static void busy_mark_event(void)
+{
+    fixture f;
+    int fd;
+    char buf[16];
+    start(&f, M_EVENT2);
+    TU_STORE(&later_seen, 0);
+    fd = client(&f, "later\n");
+    WAIT_FOR(TU_LOAD(&later_seen), 5000);
+    CHECK_OK(ss_server_drain(f.server, 10000));
+    WAIT_FOR(try_connect(f.addr) == ECONNREFUSED, 2000);
+    /* The loops have looked at their connections since (a drain turn
+     * follows every wake-up) and wait again: still open. */
+    tu_wait_threads_waiting("ss-event-", 5000);
+    CHECK_EQ(tu_connections(f.server), 1);
+    CHECK(!tu_runner_done(&f.runner));
+    CHECK(!tu_readable_within(fd, 0));
+    CHECK_OK(ss_server_post(f.server, TU_LOAD(&later_id), answer_later, NULL));
+    CHECK_EQ(tu_recv_line(fd, buf, sizeof buf), 5);
+    CHECK_STREQ(buf, "done\n");
+    expect_end(fd, 3000);
+    CHECK_OK(tu_runner_join(&f.runner, 5000));
+    CHECK_EQ(cut_count(f.server), 0);
+    close(fd);
+    finish(&f);
+}
+
 /* ---------------------------------------------------------------- pool */
 
 static size_t queued(ss_server *server)
@@ -659,6 +711,7 @@ static const tu_test tests[] = {
     {"deadline_event2", deadline_event2},
     {"signal_event", signal_event},
     {"signal_threading", signal_threading},
+    {"busy_mark_event", busy_mark_event},
     {"pool_queued_run", pool_queued_run},
     {"pool_queued_cut", pool_queued_cut},
     {"api_args", api_args},

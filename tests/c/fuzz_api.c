@@ -328,6 +328,7 @@ static void null_args(void)
     /* ss_conn_*: NULL connection. */
     ST_IS(ss_conn_write(NULL, "x", 1), SS_ERR_NULL_POINTER);
     ST_IS(ss_conn_close(NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_set_busy(NULL, false), SS_ERR_NULL_POINTER);
     CHECK_EQ(ss_conn_pending_output(NULL), (size_t)0);
     CHECK(!ss_conn_output_full(NULL));
     CHECK_EQ(ss_conn_id(NULL), (uint64_t)0);
