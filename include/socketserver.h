@@ -34,8 +34,9 @@
  *   it may be called. "Any thread" means concurrently with other calls too.
  * - An ss_config is used by one thread at a time.
  * - An ss_server: calls not marked "any thread" must not run concurrently
- *   on one server. ss_server_shutdown() is also safe from any callback and
- *   from a signal handler (async-signal-safe). The server's own loop is the
+ *   on one server. ss_server_shutdown() and ss_server_drain() are also
+ *   safe from any callback and from a signal handler (async-signal-safe).
+ *   The server's own loop is the
  *   thread inside ss_server_serve_forever() or ss_server_handle_request()
  *   (with the callbacks and hooks it runs) and, in SS_EVENT, the event loop
  *   threads: ss_server_close() and ss_server_free() are refused there.
