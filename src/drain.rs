@@ -93,9 +93,10 @@ impl DrainState {
         self.deadline.0.fetch_min(monotonic_ms(), Ordering::SeqCst);
     }
 
-    /// Marks the drain under way; true for the first caller.
+    /// Marks the drain under way; true for the first caller. (The cut
+    /// count is not reset: a server drains once, and event loops may count
+    /// cuts before the serving thread gets here.)
     pub(crate) fn begin(&self) -> bool {
-        self.cut.store(0, Ordering::SeqCst);
         !self.active.swap(true, Ordering::SeqCst)
     }
 

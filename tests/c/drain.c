@@ -23,6 +23,8 @@
  *   deadline: serve_forever returns SS_ERR_TIMEOUT within the deadline plus
  *   bounded slack, ss_server_drain_cut() says 1, the client sees the end.
  * - signal_event, signal_threading: ss_server_drain() from a SIGTERM handler.
+ * - unix_busy_event, unix_busy_threading: busy_ over a Unix stream socket;
+ *   udp_threading: a datagram server drains at once.
  * - busy_mark_event: ss_conn_set_busy() keeps a connection whose answer is
  *   computed elsewhere from being taken for idle.
  * - pool_queued_run / pool_queued_cut: SS_THREAD_POOL requests queued when
@@ -44,6 +46,8 @@ typedef struct shared {
 } shared;
 
 static shared *sh;
+/* Serve on a Unix socket path instead of TCP (the unix_ tests), or UDP. */
+static int use_unix, use_udp;
 /* SS_THREAD_POOL workers (the pool_queued tests use 1). */
 static size_t pool_threads = 2;
 static ss_server *volatile g_server;
@@ -164,8 +168,10 @@ static void start(fixture *f, int mode)
     static const int modes[] = {SS_SYNC, SS_THREADING, SS_FORKING, SS_THREAD_POOL, SS_EVENT,
                                 SS_EVENT};
     ss_config *config = NULL;
+    char path[200];
     sh = tu_shared_alloc(sizeof *sh);
-    CHECK_OK(ss_config_new(SS_TCP, modes[mode], &config));
+    CHECK_OK(ss_config_new(use_unix ? SS_UNIX_STREAM : use_udp ? SS_UDP : SS_TCP, modes[mode],
+                           &config));
     CHECK_OK(ss_config_set_poll_interval(config, 10));
     CHECK_OK(ss_config_set_handle_error(config, quiet_error));
     if (mode == M_EVENT1 || mode == M_EVENT2) {
@@ -178,8 +184,9 @@ static void start(fixture *f, int mode)
         CHECK_OK(ss_config_set_threads(config, pool_threads));
         CHECK_OK(ss_config_set_queue_size(config, 4));
     }
-    f->server = tu_start_serving(config, "127.0.0.1:0", NULL, &f->runner, f->addr,
-                                 sizeof f->addr);
+    tu_path(path, sizeof path, "drain.sock");
+    f->server = tu_start_serving(config, use_unix ? path : "127.0.0.1:0", NULL, &f->runner,
+                                 f->addr, sizeof f->addr);
     g_server = f->server;
 }
 
@@ -494,6 +501,34 @@ static void from_signal(int mode)
 static void signal_event(void) { from_signal(M_EVENT2); }
 static void signal_threading(void) { from_signal(M_THREADING); }
 
+/* The same over a Unix stream socket: the listener is shut down too
+ * (connect is refused), and its file is removed at free. */
+static void unix_busy_event(void)
+{
+    use_unix = 1;
+    busy(M_EVENT2);
+}
+
+static void unix_busy_threading(void)
+{
+    use_unix = 1;
+    busy(M_THREADING);
+}
+
+/* UDP (threading mode): nothing to wait for; the socket is only no longer
+ * read, and serve_forever returns SS_OK at once. */
+static void udp_threading(void)
+{
+    fixture f;
+    use_udp = 1;
+    start(&f, M_THREADING);
+    tu_runner_wait_waiting(&f.runner, 5000);
+    CHECK_OK(ss_server_drain(f.server, 10000));
+    CHECK_OK(tu_runner_join(&f.runner, 2000));
+    CHECK_EQ(cut_count(f.server), 0);
+    finish(&f);
+}
+
 /* SS_EVENT: a connection marked busy (its answer computed elsewhere) is not
  * taken for idle; once its posted answer is written and the mark cleared,
  * it closes and the drain ends. */
@@ -712,6 +747,9 @@ static const tu_test tests[] = {
     {"signal_event", signal_event},
     {"signal_threading", signal_threading},
     {"busy_mark_event", busy_mark_event},
+    {"unix_busy_event", unix_busy_event},
+    {"unix_busy_threading", unix_busy_threading},
+    {"udp_threading", udp_threading},
     {"pool_queued_run", pool_queued_run},
     {"pool_queued_cut", pool_queued_cut},
     {"api_args", api_args},
