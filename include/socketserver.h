@@ -1551,8 +1551,9 @@ enum ss_status ss_server_connections(const struct ss_server *server, size_t *out
 enum ss_status ss_server_drain(struct ss_server *server, int64_t deadline_ms);
 
 /**
- * Whether a drain (ss_server_drain()) is asked for or under way and not
- * yet finished; false for NULL. A blocking handler that serves several
+ * Whether a drain (ss_server_drain()) has been asked for: true from the
+ * call on, also once the drain is over (a drained server does not serve
+ * again); false for NULL. A blocking handler that serves several
  * requests on one connection (keep-alive) checks it between requests and
  * returns, so that the drain need not wait for its client.
  *

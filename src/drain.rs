@@ -100,11 +100,6 @@ impl DrainState {
         !self.active.swap(true, Ordering::SeqCst)
     }
 
-    /// A drain is asked for or under way (and not finished).
-    pub(crate) fn in_progress(&self) -> bool {
-        self.requested() && !self.finished()
-    }
-
     pub(crate) fn add_cut(&self, n: usize) {
         self.cut.fetch_add(n, Ordering::SeqCst);
     }

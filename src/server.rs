@@ -324,11 +324,11 @@ impl Server {
         self.waker.notify();
     }
 
-    /// Whether a drain is asked for or under way (not yet finished): a
-    /// keep-alive handler of a blocking mode stops between requests.
-    /// Lock-free.
+    /// Whether a drain has been asked for (for good: a drained server does
+    /// not serve again): a keep-alive handler of a blocking mode stops
+    /// between requests. Lock-free.
     pub fn draining(&self) -> bool {
-        self.drain.in_progress()
+        self.drain.requested()
     }
 
     /// Requests and connections the last drain cut at its deadline.

@@ -798,8 +798,9 @@ pub unsafe extern "C" fn ss_server_drain(server: *mut ss_server, deadline_ms: i6
     ss_status::SS_OK
 }
 
-/// Whether a drain (ss_server_drain()) is asked for or under way and not
-/// yet finished; false for NULL. A blocking handler that serves several
+/// Whether a drain (ss_server_drain()) has been asked for: true from the
+/// call on, also once the drain is over (a drained server does not serve
+/// again); false for NULL. A blocking handler that serves several
 /// requests on one connection (keep-alive) checks it between requests and
 /// returns, so that the drain need not wait for its client.
 ///
