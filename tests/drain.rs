@@ -37,6 +37,8 @@ common::c_tests! {
         signal_event,
         signal_threading,
         busy_mark_event,
+        handoff_thread,
+        handoff_fork,
         unix_busy_event,
         unix_busy_threading,
         udp_threading,

@@ -25,6 +25,8 @@
  * - signal_event, signal_threading: ss_server_drain() from a SIGTERM handler.
  * - unix_busy_event, unix_busy_threading: busy_ over a Unix stream socket;
  *   udp_threading: a datagram server drains at once.
+ * - handoff_thread, handoff_fork: hand-offs still running at the deadline
+ *   are cut (a thread's socket shut down, a child killed).
  * - busy_mark_event: ss_conn_set_busy() keeps a connection whose answer is
  *   computed elsewhere from being taken for idle.
  * - pool_queued_run / pool_queued_cut: SS_THREAD_POOL requests queued when
@@ -67,6 +69,17 @@ static int write_big(ss_request *request)
     return 0;
 }
 
+/* The hand-off tests: where "handoff" requests continue (-1: none). */
+static int handoff_target = -1;
+
+static int handle(ss_request *request, void *user);
+
+/* A hand-off continuation: the rest of the connection, as `handle`. */
+static int continue_handed_off(ss_request *request, void *user)
+{
+    return handle(request, user);
+}
+
 static int handle(ss_request *request, void *user)
 {
     (void)user;
@@ -83,6 +96,12 @@ static int handle(ss_request *request, void *user)
             if (write_big(request) != 0)
                 return 0;
             TU_INC(&sh->finished);
+        } else if (strncmp(line, "handoff", 7) == 0 && handoff_target >= 0) {
+            int target = handoff_target;
+            handoff_target = -1; /* the continuation serves the rest */
+            if (ss_request_hand_off(request, target, continue_handed_off) != SS_OK)
+                return -1;
+            return 0;
         } else if (strncmp(line, "hang", 4) == 0) {
             TU_INC(&sh->hanging);
             /* Waits for input that never comes (not an answered request:
@@ -447,6 +466,7 @@ static void deadline(int mode)
     took = tu_now_ms() - t0;
     if (took < 290 || took > 300 + 1000)
         TU_FAIL("serve_forever returned %.0f ms after a drain with a 300 ms deadline", took);
+    printf("serve_forever returned %.0f ms after a drain with a 300 ms deadline\n", took);
     CHECK_CONTAINS(f.runner.message, "cut");
     CHECK_EQ(cut_count(f.server), 1);
     expect_end(fd, 2000);
@@ -528,6 +548,27 @@ static void udp_threading(void)
     CHECK_EQ(cut_count(f.server), 0);
     finish(&f);
 }
+
+/* SS_SYNC with hand-offs: a request handed off to a thread or a child and
+ * still running at the deadline is cut (shut down, or killed). */
+static void handoff(int target)
+{
+    fixture f;
+    int fd;
+    handoff_target = target;
+    start(&f, M_SYNC);
+    fd = client(&f, "handoff\nhang\n");
+    WAIT_FOR(TU_LOAD(&sh->hanging) == 1, 5000);
+    CHECK_OK(ss_server_drain(f.server, 300));
+    CHECK_ST(tu_runner_join(&f.runner, 3000), SS_ERR_TIMEOUT);
+    CHECK_EQ(cut_count(f.server), 1);
+    expect_end(fd, 2000);
+    close(fd);
+    finish(&f);
+}
+
+static void handoff_thread(void) { handoff(SS_HAND_OFF_THREAD); }
+static void handoff_fork(void) { handoff(SS_HAND_OFF_FORK); }
 
 /* SS_EVENT: a connection marked busy (its answer computed elsewhere) is not
  * taken for idle; once its posted answer is written and the mark cleared,
@@ -747,6 +788,8 @@ static const tu_test tests[] = {
     {"signal_event", signal_event},
     {"signal_threading", signal_threading},
     {"busy_mark_event", busy_mark_event},
+    {"handoff_thread", handoff_thread},
+    {"handoff_fork", handoff_fork},
     {"unix_busy_event", unix_busy_event},
     {"unix_busy_threading", unix_busy_threading},
     {"udp_threading", udp_threading},
