@@ -350,7 +350,10 @@ impl Server {
     /// the kernel refuses new connections (and resets those not yet
     /// accepted) and a successor may bind the port; its descriptor stays
     /// open until close. A datagram socket is only no longer read (handler
-    /// threads still reply through it).
+    /// threads still reply through it). Every listener is this server's own
+    /// today; a socket shared with another process (one adopted from
+    /// systemd socket activation) would stop for that process too, so such
+    /// a listener must only stop being watched, never be shut down.
     fn shut_listener(&self) {
         if !self.config.transport.is_stream() {
             return;

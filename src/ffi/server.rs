@@ -721,8 +721,11 @@ pub unsafe extern "C" fn ss_server_connections(
 /// - Blocking modes: waits until every handler returns: SS_THREADING and
 ///   hand-off threads (daemon threads too), SS_THREAD_POOL requests queued
 ///   or running (queued requests still run while the deadline allows),
-///   SS_FORKING and hand-off children (until they exit and are reaped).
-///   Idle keep-alive connections do not hold the drain up here either: a
+///   SS_FORKING and hand-off children (until they exit and are reaped),
+///   and connections in a lingering close (ss_config_set_lingering(): they
+///   end by themselves within lingering_time; closing them would reset an
+///   answer still on its way; the deadline leaves them to close). Idle
+///   keep-alive connections do not hold the drain up here either: a
 ///   handler blocked in a read (ss_request_read(), _readline(), ...) that
 ///   waits for its client's next request — nothing of a request buffered
 ///   or received, and the handler wrote since it last read (or nothing was
