@@ -59,10 +59,11 @@ static int later_seen;
 
 /* ----------------------------------------------------------- handlers */
 
+/* Filled by start(), before any handler runs; only read by handlers. */
+static char chunk[65536];
+
 static int write_big(ss_request *request)
 {
-    static char chunk[65536];
-    memset(chunk, 'x', sizeof chunk);
     for (size_t sent = 0; sent < BIG; sent += sizeof chunk)
         if (ss_request_write(request, chunk, sizeof chunk) != SS_OK)
             return -1;
@@ -189,6 +190,7 @@ static void start(fixture *f, int mode)
     ss_config *config = NULL;
     char path[200];
     sh = tu_shared_alloc(sizeof *sh);
+    memset(chunk, 'x', sizeof chunk);
     CHECK_OK(ss_config_new(use_unix ? SS_UNIX_STREAM : use_udp ? SS_UDP : SS_TCP, modes[mode],
                            &config));
     CHECK_OK(ss_config_set_poll_interval(config, 10));
