@@ -46,6 +46,7 @@ common::c_tests! {
         pool_queued_cut,
         api_args,
         before_serve,
+        after_shutdown,
         second_call_shortens,
         shutdown_cuts,
         deadline_zero,

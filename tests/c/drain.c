@@ -31,7 +31,7 @@
  *   computed elsewhere from being taken for idle.
  * - pool_queued_run / pool_queued_cut: SS_THREAD_POOL requests queued when
  *   the drain starts still run; at the deadline they are closed unserved.
- * - api_args, before_serve, second_call_shortens, shutdown_cuts,
+ * - api_args, before_serve, after_shutdown, second_call_shortens, shutdown_cuts,
  *   deadline_zero: the call's contract (see ss_server_drain in the header).
  */
 #include "testutil.h"
@@ -702,6 +702,31 @@ static void before_serve(void)
     ss_server_free(server);
 }
 
+/* After a shutdown, both asked for while no loop runs: the shutdown is
+ * consumed first (serve_forever returns SS_OK at once), the drain stays
+ * asked for and the next serve_forever performs it. */
+static void after_shutdown(void)
+{
+    ss_config *config = NULL;
+    ss_server *server;
+    char addr[128];
+    CHECK_OK(ss_config_new(SS_TCP, SS_THREADING, &config));
+    CHECK_OK(ss_config_set_handle(config, handle));
+    server = tu_server(config, "127.0.0.1:0", NULL);
+    ss_config_free(config);
+    tu_server_addr(server, addr, sizeof addr);
+    CHECK_OK(ss_server_shutdown(server));
+    CHECK_OK(ss_server_drain(server, 10000));
+    CHECK_OK(ss_server_serve_forever(server));
+    CHECK(ss_server_draining(server));
+    CHECK_EQ(try_connect(addr), 0); /* not drained yet: still listening */
+    CHECK_OK(ss_server_serve_forever(server));
+    CHECK_EQ(try_connect(addr), ECONNREFUSED);
+    CHECK_ST(ss_server_serve_forever(server), SS_ERR_WRONG_STATE);
+    CHECK_ST(ss_server_handle_request(server), SS_ERR_WRONG_STATE);
+    ss_server_free(server);
+}
+
 /* A second call brings the deadline forward. */
 static void second_call_shortens(void)
 {
@@ -799,6 +824,7 @@ static const tu_test tests[] = {
     {"pool_queued_cut", pool_queued_cut},
     {"api_args", api_args},
     {"before_serve", before_serve},
+    {"after_shutdown", after_shutdown},
     {"second_call_shortens", second_call_shortens},
     {"shutdown_cuts", shutdown_cuts},
     {"deadline_zero", deadline_zero},
