@@ -243,3 +243,49 @@ fn unread_input(fd: RawFd) -> bool {
         return n > 0;
     }
 }
+
+/// How forked request children (SS_FORKING, fork hand-offs) learn that the
+/// parent drains: they run on a copy of the server, whose drain state
+/// stays as it was at fork time. Each child keeps the read end of this
+/// pipe; the write end is the parent's alone (registered among the
+/// descriptors a child closes right after fork), and the parent closes it
+/// when a drain begins, so that the read end reports end-of-file in every
+/// child at once. A child's read between requests watches it (see
+/// crate::request), as an SS_SYNC read watches the server's waker.
+pub(crate) struct DrainPipe {
+    read: std::os::fd::OwnedFd,
+    /// The registration first, so that it is dropped before the
+    /// descriptor closes (the children's table never names a closed
+    /// number).
+    write: Mutex<Option<(crate::concurrency::ChildCloses, std::os::fd::OwnedFd)>>,
+}
+
+impl DrainPipe {
+    /// A new pipe (close-on-exec both ends), or None when none can be made
+    /// (out of descriptors: children then learn of a drain only at its
+    /// deadline).
+    pub(crate) fn new() -> Option<DrainPipe> {
+        use std::os::fd::AsRawFd;
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+        let registered = crate::concurrency::ChildCloses::register(write.as_raw_fd());
+        if !registered.is_registered() {
+            // A child would keep the write end open: no end-of-file.
+            return None;
+        }
+        Some(DrainPipe {
+            read,
+            write: Mutex::new(Some((registered, write))),
+        })
+    }
+
+    /// The parent begins a drain: every child's read end sees end-of-file.
+    pub(crate) fn signal_children(&self) {
+        drop(lock(&self.write).take());
+    }
+
+    /// The read end, for a child to watch. Lock-free.
+    pub(crate) fn read_end(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.read.as_fd()
+    }
+}

@@ -677,7 +677,7 @@ impl StreamIo {
     /// idle keep-alive connection in event mode.
     fn mark_between(&self, fresh: bool) -> Option<BetweenMark<'_>> {
         let between = self.between.as_ref()?;
-        if !(fresh && self.answered.get()) || in_forked_child() {
+        if !(fresh && self.answered.get()) {
             return None;
         }
         between.flag.store(true, Ordering::SeqCst);
@@ -686,32 +686,44 @@ impl StreamIo {
 
     /// Before a read between requests: false when a drain is under way and
     /// the client has sent nothing (the read then returns end-of-file at
-    /// once, as the drain would make it). SS_SYNC: also waits for the
-    /// first byte while watching the server's waker, since no other thread
-    /// can end the read when a drain starts; an error when the limits
-    /// pass first.
+    /// once, as the drain would make it). Where no other thread can end
+    /// the read when a drain starts, it also waits for the first byte
+    /// while watching what reports the drain: in SS_SYNC the server's
+    /// waker, in a forked child the drain pipe (crate::drain::DrainPipe).
+    /// An error when the limits pass first.
     fn wait_between(&self, mark: &BetweenMark<'_>, limits: Limits) -> Result<bool> {
         let server = &mark.0.server;
-        if server.draining() && !input_waiting(&self.socket) {
+        let child = in_forked_child();
+        let drain_seen = |pipe_ready: bool| server.draining() || pipe_ready;
+        if drain_seen(false) && !input_waiting(&self.socket) {
             return Ok(false);
         }
-        // A connection's very first read stays a plain blocking recv (no
-        // extra poll per connection in SS_SYNC): only reads after an
-        // answer watch the waker.
-        if !mark.0.sync || !self.wrote.get() {
+        // SS_SYNC: a connection's very first read stays a plain blocking
+        // recv (no extra poll per connection): only reads after an answer
+        // watch the waker.
+        let watch = if child {
+            server.drain_pipe_fd()
+        } else if mark.0.sync && self.wrote.get() {
+            Some(server.waker_fd())
+        } else {
+            None
+        };
+        let Some(watch) = watch else {
             return Ok(true);
-        }
+        };
         let end = limits.wait_end();
         let mut fds = [
             nix::poll::PollFd::new(self.socket.as_fd(), PollFlags::POLLIN),
-            nix::poll::PollFd::new(server.waker_fd(), PollFlags::POLLIN),
+            nix::poll::PollFd::new(watch, PollFlags::POLLIN),
         ];
         let n = crate::sys::poll_fds_until(&mut fds, end.at).map_err(|e| Error::io("poll", e))?;
         if n == 0 {
             return Err(end.error("recv"));
         }
         let client_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
-        if !client_ready && server.draining() && !input_waiting(&self.socket) {
+        // In a child the pipe reports the drain itself (end-of-file).
+        let pipe_ready = child && fds[1].revents().is_some_and(|r| !r.is_empty());
+        if !client_ready && drain_seen(pipe_ready) && !input_waiting(&self.socket) {
             return Ok(false);
         }
         // The client sent something, or the waker rang for something else

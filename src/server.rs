@@ -26,7 +26,7 @@ use socket2::{SockAddr, Socket};
 use crate::address::{format_sockaddr, ServerAddress};
 use crate::concurrency::{current_worker_is, in_forked_child, ChildCloses, WorkerKind, Workers};
 use crate::config::{Concurrency, Config};
-use crate::drain::{ActiveRequests, DrainState};
+use crate::drain::{ActiveRequests, DrainPipe, DrainState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::{EventHandler, Handler};
 use crate::linger::Lingerer;
@@ -93,6 +93,9 @@ pub struct Server {
     /// Blocking-mode stream requests open in this process, which the
     /// drain deadline cuts.
     active: Arc<ActiveRequests>,
+    /// Made before the first fork (crate::drain::DrainPipe): how forked
+    /// children learn of a drain. None inside: no pipe could be made.
+    drain_pipe: OnceLock<Option<DrainPipe>>,
 }
 
 /// While the thread cap or max_children is reached the loop does not
@@ -149,6 +152,7 @@ impl Server {
             acceptor: transport::Acceptor::new(config),
             drain: DrainState::default(),
             active: Arc::default(),
+            drain_pipe: OnceLock::new(),
         });
         if config.bind_and_activate {
             server.bind()?;
@@ -342,6 +346,18 @@ impl Server {
         self.waker.as_fd()
     }
 
+    /// Before a fork: makes sure the pipe that tells children of a drain
+    /// exists (see crate::drain::DrainPipe).
+    pub(crate) fn prepare_drain_pipe(&self) {
+        self.drain_pipe.get_or_init(DrainPipe::new);
+    }
+
+    /// In a forked child: the read end that reports end-of-file once the
+    /// parent drains. Lock-free.
+    pub(crate) fn drain_pipe_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.drain_pipe.get()?.as_ref().map(DrainPipe::read_end)
+    }
+
     pub(crate) fn drain_state(&self) -> &DrainState {
         &self.drain
     }
@@ -400,6 +416,9 @@ impl Server {
     fn drain_blocking(self: &Arc<Self>) -> Result<()> {
         self.drain.begin();
         self.shut_listener();
+        if let Some(Some(pipe)) = self.drain_pipe.get() {
+            pipe.signal_children();
+        }
         let mut next_service = Instant::now() + self.config.poll_interval;
         loop {
             if self.take_shutdown() {

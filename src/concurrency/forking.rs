@@ -160,6 +160,9 @@ impl ChildTracker {
             ));
             return Err(Box::new((request, error)));
         }
+        // Before fork: the child keeps the pipe's read end, to learn of a
+        // drain.
+        request.server().prepare_drain_pipe();
         // Taken before fork: the child never drops it (it leaves by _exit).
         let mut request = request;
         let peer_permit = request.take_peer_permit();

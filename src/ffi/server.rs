@@ -732,15 +732,16 @@ pub unsafe extern "C" fn ss_server_connections(
 ///   received yet) — gets end-of-file at once (its connection's reading
 ///   side is shut down; SS_SYNC: the read watches the server's waker, once
 ///   the connection has had an answer: a connection that has sent nothing
-///   yet is served when it does, or ends when it closes), and
+///   yet is served when it does, or ends when it closes; in an SS_FORKING
+///   or fork hand-off child, which runs on a copy of the server, the read
+///   watches a pipe whose write end the parent closes when it drains), and
 ///   so does such a read started during the drain; a request that raced
 ///   in is still read and can be answered. A keep-alive handler should
-///   also return between requests once ss_server_draining() says so. Out
-///   of reach: an SS_FORKING (or fork hand-off) child runs on a copy of
-///   the server, so a child waiting for its client is killed at the
-///   deadline; and SS_SYNC's handler runs on the serving thread itself, so
-///   nothing cuts it at the deadline: serve_forever drains when it returns
-///   (the deadline then bounds hand-offs).
+///   also return between requests once ss_server_draining() says so (in a
+///   forked child it tells what the parent had asked for at fork time).
+///   Out of reach: SS_SYNC's handler runs on the serving thread itself, so
+///   nothing cuts a busy one at the deadline: serve_forever drains when it
+///   returns (the deadline then bounds hand-offs).
 /// - At the deadline: SS_EVENT closes every connection left; blocking
 ///   modes close the pool requests not yet started unserved, shut down
 ///   (both ways) every stream request still open in this process, so that
