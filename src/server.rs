@@ -93,8 +93,9 @@ pub struct Server {
     /// Blocking-mode stream requests open in this process, which the
     /// drain deadline cuts.
     active: Arc<ActiveRequests>,
-    /// Made before the first fork (crate::drain::DrainPipe): how forked
-    /// children learn of a drain. None inside: no pipe could be made.
+    /// Made with the server in SS_FORKING, else before the first fork hand-off
+    /// (crate::drain::DrainPipe): how forked children learn of a drain.
+    /// None inside: no pipe could be made.
     drain_pipe: OnceLock<Option<DrainPipe>>,
 }
 
@@ -154,6 +155,11 @@ impl Server {
             active: Arc::default(),
             drain_pipe: OnceLock::new(),
         });
+        if config.concurrency == Concurrency::Forking {
+            // Made now, not at the first fork, so that the server's
+            // descriptors do not change once it serves.
+            server.prepare_drain_pipe();
+        }
         if config.bind_and_activate {
             server.bind()?;
             server.activate()?;
