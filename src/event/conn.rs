@@ -66,6 +66,11 @@ pub struct Conn {
     /// starts lingering; boxed so that a server without a limit pays one
     /// pointer per connection.
     pub(crate) peer_permit: Option<Box<crate::peer_limit::PeerPermit>>,
+    /// The newest of its pending timers (0 = none), the head of a list
+    /// kept in its loop's timer heap (see timer.rs).
+    pub(crate) timers: u64,
+    /// Its timers were cancelled for the close: no more can be set.
+    pub(crate) timers_closed: bool,
 }
 
 impl Conn {
@@ -95,6 +100,8 @@ impl Conn {
             lingering: false,
             timer_start: 0,
             peer_permit: None,
+            timers: 0,
+            timers_closed: false,
         }
     }
 

@@ -12,6 +12,7 @@ mod conn;
 mod handler;
 mod request;
 mod server;
+mod timer;
 
 use std::ffi::{c_char, c_int};
 
@@ -23,6 +24,7 @@ pub use handler::{
 };
 pub use request::*;
 pub use server::*;
+pub use timer::*;
 
 // Written out because cbindgen reads no macros; the list is
 // crate::error::status_table, and boundary.rs fails the build if this enum
