@@ -777,4 +777,105 @@ mod tests {
         assert!(LoopTimer::new(0, Arc::new(|_, _| {})).is_err());
         assert!(LoopTimer::new(1, Arc::new(|_, _| {})).is_ok());
     }
+
+    fn conn(id: u64) -> Conn {
+        let (socket, _peer) =
+            socket2::Socket::pair(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        let addr = socket2::SockAddr::unix("").unwrap();
+        Conn::new(socket, &addr, id, 1 << 20, 0)
+    }
+
+    /// Runs every connection timer due at `now` with its connection (the
+    /// loop's part of run_timers), giving the order they ran in.
+    fn run_due(conns: &mut [Conn], now: u64) -> Vec<(u64, TimerId)> {
+        let mut ran = Vec::new();
+        while let Some(due) = pop_due(now, true) {
+            let Due::Conn(fired) = due else { continue };
+            let conn = conns.iter_mut().find(|c| c.id() == fired.conn_id).unwrap();
+            let id = fired.id;
+            fired.run(conn);
+            ran.push((conn.id(), id));
+        }
+        ran
+    }
+
+    /// Each connection's list of timers stays consistent through sets,
+    /// cancels (head, middle, tail), firing and close; ids of another
+    /// connection are refused; nothing can be set once closing.
+    #[test]
+    fn connection_timer_lists() {
+        let _installed = install(0, Instant::now(), &[]);
+        let mut conns = vec![conn(1), conn(2)];
+        let set = |conn: &mut Conn, delay| conn.set_timer(delay, |_, _| {}).unwrap();
+        let a: Vec<_> = (0..5).map(|d| set(&mut conns[0], 100 + d)).collect();
+        let b = set(&mut conns[1], 100);
+        // Another connection's id is not this one's.
+        assert_eq!(
+            conns[0].cancel_timer(b).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert!(conns[1].reset_timer(a[0], 1).is_err());
+        // Cancel the newest (the list's head), one in the middle, the oldest.
+        conns[0].cancel_timer(a[4]).unwrap();
+        conns[0].cancel_timer(a[2]).unwrap();
+        conns[0].cancel_timer(a[0]).unwrap();
+        assert!(conns[0].cancel_timer(a[0]).is_err());
+        // a[3] moves behind a[1] and b.
+        conns[0].reset_timer(a[3], 150).unwrap();
+        let ran = run_due(&mut conns, u64::MAX / 2);
+        assert_eq!(ran, vec![(2, b), (1, a[1]), (1, a[3])]);
+        assert!(!conns[0].has_timers() && !conns[1].has_timers());
+        // Close cancels what is left, and nothing more can be set.
+        let left: Vec<_> = (0..3).map(|d| set(&mut conns[0], d)).collect();
+        close_conn_timers(&mut conns[0]);
+        assert!(!conns[0].has_timers());
+        assert!(left.iter().all(|id| conns[0].cancel_timer(*id).is_err()));
+        assert_eq!(
+            conns[0].set_timer(1, |_, _| {}).unwrap_err().kind(),
+            ErrorKind::Closed
+        );
+        assert_eq!(run_due(&mut conns, u64::MAX / 2), vec![]);
+        assert_eq!(next_deadline(), None);
+    }
+
+    /// Off a loop thread, or on another loop's, timers are refused.
+    #[test]
+    fn timers_belong_to_the_connection_s_loop() {
+        let mut c = conn(1 << ID_LOOP_SHIFT);
+        assert_eq!(
+            c.set_timer(1, |_, _| {}).unwrap_err().kind(),
+            ErrorKind::WrongState
+        );
+        let _installed = install(0, Instant::now(), &[]);
+        assert_eq!(
+            c.set_timer(1, |_, _| {}).unwrap_err().kind(),
+            ErrorKind::WrongState
+        );
+        assert_eq!(c.cancel_timer(1).unwrap_err().kind(), ErrorKind::WrongState);
+        let _other = install(1, Instant::now(), &[]);
+        assert!(c.set_timer(1, |_, _| {}).is_ok());
+    }
+
+    /// A loop timer that runs late is queued again on its grid (from its
+    /// deadline, skipping what was missed), and dropped once the loop
+    /// stops.
+    #[test]
+    fn loop_timers_keep_their_grid() {
+        let timer = LoopTimer::new(10, Arc::new(|_, _| {})).unwrap();
+        let started = Instant::now() - std::time::Duration::from_secs(1);
+        let _installed = install(0, started, &[timer]);
+        let first = next_deadline().unwrap();
+        assert!((1010..1100).contains(&first), "{first}");
+        assert!(pop_due(first - 1, true).is_none());
+        // 7 ms late: next at first + 10.
+        assert!(matches!(pop_due(first + 7, true), Some(Due::Loop(_))));
+        assert_eq!(next_deadline(), Some(first + 10));
+        // 35 ms late: the missed periods are skipped, the grid kept.
+        assert!(matches!(pop_due(first + 45, true), Some(Due::Loop(_))));
+        assert_eq!(next_deadline(), Some(first + 50));
+        assert!(pop_due(first + 45, true).is_none());
+        // Stopping: due, but dropped instead of run.
+        assert!(pop_due(first + 50, false).is_none());
+        assert_eq!(next_deadline(), None);
+    }
 }
