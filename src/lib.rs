@@ -18,7 +18,9 @@
 //!   read). Calls `error`; the only `unsafe` of the core besides fork,
 //!   `_exit` and pidfd_open.
 //! - `address`, `config`: parsing and formatting addresses; the checked
-//!   configuration and its defaults. Call `error`.
+//!   configuration and its defaults. Call `error`; `config` also names
+//!   `event`'s `LoopTimer` type (the loop timers it carries) and calls
+//!   nothing of it but its constructor.
 //! - `peer_limit`: the per-IP connection limit. Calls `sync`.
 //! - `transport`: sockets for each transport, the shared `Acceptor` (spare
 //!   descriptor, transient errno list, pause after an accept error, per-IP
@@ -47,7 +49,8 @@
 //!   Calls `config`, `error`, `event` (that type), `handler`, `peer_limit`,
 //!   `request`, `server`, `sync`, `sys`.
 //! - `event`: event mode: epoll loops with their connections (`Conn`),
-//!   posted jobs and timers; `EventLoops` (post, connection count). Calls
+//!   posted jobs and timers (`event::timer`: one timer heap per loop for
+//!   connection and loop timers); `EventLoops` (post, connection count). Calls
 //!   `address`, `concurrency` (which worker a thread is), `error`,
 //!   `handler`, `peer_limit`, `request`, `server`, `sync`, `sys`,
 //!   `transport`.

@@ -38,7 +38,10 @@
 //! forked child may hold a copy), lingers while its client may still be
 //! sending (see `end_conn`), and every wait on a peer is bounded: timers
 //! are swept a few times per shortest timeout (`expire_idle`), with one
-//! tick field per connection instead of a timer structure.
+//! tick field per connection instead of a timer structure. The timers
+//! handlers set (connection and loop timers) are in `timer`: one heap per
+//! loop, whose nearest deadline bounds epoll_wait (`wait_timeout`), run
+//! after each batch of events (`run_timers`).
 
 mod conn;
 mod timer;
