@@ -188,33 +188,38 @@ static void order_open(ss_conn *conn, conn_state *st)
         set_timer(conn, st, k, order_delays[k], order_timer);
 }
 
-/* Timers fire once each, by deadline and, for equal delays, in the order
- * set; never before their delay, at most SLACK_MS after; a delay-0 timer
- * after on_open returned; callbacks write to the connection. */
-static void test_order(void)
+/* One connection to a one-loop server whose on_open runs `hook`: the
+ * client reads `lines` (NULL-terminated), in order; then it closes and the
+ * server stops, with no error and no forbidden timer run. */
+static void expect_lines(void (*hook)(ss_conn *, conn_state *), const char *const *lines)
 {
     char addr[256];
     tu_runner runner;
     ss_server *server;
     int fd;
-    g_open_hook = order_open;
+    g_open_hook = hook;
     server = tu_start_serving(new_config(1), "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
     fd = tu_connect(SOCK_STREAM, addr, NULL);
-    /* By delay: 0, 10, 20 (set first), 20, 30, 50, 100. */
-    tu_expect_line(fd, "T3\n");
-    tu_expect_line(fd, "T1\n");
-    tu_expect_line(fd, "T4\n");
-    tu_expect_line(fd, "T5\n");
-    tu_expect_line(fd, "T2\n");
-    tu_expect_line(fd, "T0\n");
-    tu_expect_line(fd, "T6\n");
-    tu_expect_line(fd, "end\n");
-    fprintf(stderr, "latest timer ran %.2f ms after its delay\n", TU_LOAD(&g_max_late) / 100.0);
-    CHECK_EQ(TU_LOAD(&g_fired), ORDER_COUNT);
+    for (; *lines != NULL; lines++)
+        tu_expect_line(fd, *lines);
+    CHECK_EQ(TU_LOAD(&g_forbidden), 0);
     close(fd);
     WAIT_FOR(TU_LOAD(&g_closes) == 1, 5000);
     CHECK_EQ(TU_LOAD(&g_errors), 0);
     tu_stop_serving(server, &runner);
+}
+
+/* Timers fire once each, by deadline and, for equal delays, in the order
+ * set; never before their delay, at most SLACK_MS after; a delay-0 timer
+ * after on_open returned; callbacks write to the connection. */
+static void test_order(void)
+{
+    /* By delay: 0, 10, 20 (set first), 20, 30, 50, 100. */
+    static const char *const lines[] = {"T3\n", "T1\n", "T4\n", "T5\n", "T2\n",
+                                        "T0\n", "T6\n", "end\n", NULL};
+    expect_lines(order_open, lines);
+    fprintf(stderr, "latest timer ran %.2f ms after its delay\n", TU_LOAD(&g_max_late) / 100.0);
+    CHECK_EQ(TU_LOAD(&g_fired), ORDER_COUNT);
 }
 
 /* -------------------------------------------------------- cancel, reset */
@@ -266,24 +271,8 @@ static void cr_open(ss_conn *conn, conn_state *st)
  * another one due at the same moment from its callback. */
 static void test_cancel_reset(void)
 {
-    char addr[256];
-    tu_runner runner;
-    ss_server *server;
-    int fd;
-    g_open_hook = cr_open;
-    server = tu_start_serving(new_config(1), "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
-    fd = tu_connect(SOCK_STREAM, addr, NULL);
-    tu_expect_line(fd, "C\n");
-    tu_expect_line(fd, "A\n");
-    tu_expect_line(fd, "D\n");
-    tu_expect_line(fd, "E\n");
-    tu_expect_line(fd, "G\n");
-    tu_expect_line(fd, "end\n");
-    CHECK_EQ(TU_LOAD(&g_forbidden), 0);
-    close(fd);
-    WAIT_FOR(TU_LOAD(&g_closes) == 1, 5000);
-    CHECK_EQ(TU_LOAD(&g_errors), 0);
-    tu_stop_serving(server, &runner);
+    static const char *const lines[] = {"C\n", "A\n", "D\n", "E\n", "G\n", "end\n", NULL};
+    expect_lines(cr_open, lines);
 }
 
 /* ---------------------------------------------------------------- close */
