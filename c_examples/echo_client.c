@@ -33,13 +33,14 @@
 
 #define MAX_REPLY 65536
 
+static const char usage_text[] =
+    "usage: echo_client --transport tcp|udp|unix|unixdgram --address ADDR "
+    "[--timeout MS] MESSAGE\n";
+
+/* Bad usage: the reason and the usage on stderr, exit 2 (--help: stdout, 0). */
 static void usage(const char *why)
 {
-    fprintf(stderr,
-            "echo_client: %s\n"
-            "usage: echo_client --transport tcp|udp|unix|unixdgram --address ADDR "
-            "[--timeout MS] MESSAGE\n",
-            why);
+    fprintf(stderr, "echo_client: %s\n%s", why, usage_text);
     exit(2);
 }
 
@@ -217,6 +218,10 @@ int main(int argc, char **argv)
     long timeout_ms = 5000;
 
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(usage_text, stdout);
+            return 0;
+        }
         if (strncmp(argv[i], "--", 2) != 0 || strcmp(argv[i], "--") == 0) {
             if (strcmp(argv[i], "--") == 0)
                 i++;

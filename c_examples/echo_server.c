@@ -4,7 +4,8 @@
  *   echo_server --transport tcp|udp|unix|unixdgram
  *               --mode sync|threading|forking|pool|event
  *               --address ADDR [--threads N]
- *               [--idle-timeout MS] [--request-deadline MS]
+ *               [--idle-timeout MS] [--request-deadline MS] [--reuse-port]
+ *   echo_server --transport T --mode M --systemd [options]
  *   echo_server --help
  *
  * Prints exactly one line "listening on <bound address>" (flushed), then
@@ -24,6 +25,12 @@
  * request timeout would (SS_EVENT: its idle timeout). --request-deadline
  * bounds a whole request (ss_config_set_request_deadline): in the blocking
  * modes a connection is one request, so it bounds the whole connection.
+ *
+ * Deployment: --systemd serves the one socket a service manager passed
+ * (systemd socket activation, systemd-socket-activate) instead of binding
+ * --address: ss_listen_fds() then ss_server_new_from_fd(). --reuse-port
+ * sets SO_REUSEPORT, so that several echo_server processes can serve one
+ * port (the kernel spreads the connections over them).
  */
 /* MAP_ANONYMOUS and prctl(): echo_server is Linux-only, like the library. */
 #define _GNU_SOURCE
@@ -180,6 +187,8 @@ static const char usage_text[] =
     "usage: echo_server --transport tcp|udp|unix|unixdgram\n"
     "                   --mode sync|threading|forking|pool|event --address ADDR\n"
     "                   [--threads N] [--idle-timeout MS] [--request-deadline MS]\n"
+    "                   [--reuse-port]\n"
+    "       echo_server --transport T --mode M --systemd [options]\n"
     "  --threads N            worker threads (pool) or event loops (event), 1 to 1024\n"
     "  --idle-timeout MS      disconnect a stream client that sends nothing, or reads\n"
     "                         nothing of its echo, for MS milliseconds (event mode:\n"
@@ -192,6 +201,13 @@ static const char usage_text[] =
     "                         whole connection, a client trickling bytes included;\n"
     "                         event: a connection whose input stays unconsumed\n"
     "                         (its echo not read) that long is closed. Default: none\n"
+    "  --systemd              serve the socket passed by systemd socket activation\n"
+    "                         (LISTEN_FDS, e.g. under systemd-socket-activate -l ADDR;\n"
+    "                         add -d for udp/unixdgram) instead of binding --address;\n"
+    "                         exactly one socket, of the --transport given\n"
+    "  --reuse-port           set SO_REUSEPORT: several processes started with it\n"
+    "                         serve the same address, the kernel spreading\n"
+    "                         connections (datagrams) over them\n"
     "SIGINT or SIGTERM stop it cleanly (exit 0) in every mode, even under load:\n"
     "handlers and forked children stop after their current message.\n";
 
@@ -215,6 +231,33 @@ static long parse_ms(const char *value, const char *option)
     return ms;
 }
 
+/* --systemd: the one socket passed by socket activation, or -1 after a
+ * message. Called before any thread starts (ss_listen_fds() changes the
+ * environment); it unsets LISTEN_* so that children do not inherit them. */
+static int passed_socket(void)
+{
+    ss_listen_fd passed[4];
+    size_t count = 0;
+    ss_status st = ss_listen_fds(passed, sizeof passed / sizeof passed[0], &count);
+    if (st == SS_ERR_BUFFER_TOO_SMALL || (st == SS_OK && count > 1)) {
+        fprintf(stderr, "echo_server: --systemd: %zu sockets were passed; it serves exactly one\n",
+                count);
+        return -1;
+    }
+    if (st != SS_OK) {
+        fprintf(stderr, "echo_server: --systemd: %s: %s\n", ss_status_str(st),
+                ss_last_error_message());
+        return -1;
+    }
+    if (count == 0) {
+        fprintf(stderr, "echo_server: --systemd: no socket was passed (LISTEN_PID/LISTEN_FDS "
+                        "are not set for this process): start it by systemd socket activation "
+                        "or under systemd-socket-activate\n");
+        return -1;
+    }
+    return passed[0].fd;
+}
+
 static int lookup(const char *value, const char *const names[], int count)
 {
     for (int i = 0; i < count; i++)
@@ -230,11 +273,20 @@ int main(int argc, char **argv)
     static const char *const modes[] = {"sync", "threading", "forking", "pool", "event"};
     const char *transport_arg = NULL, *mode_arg = NULL, *address = NULL;
     long threads = 0, deadline_ms = -1;
+    int systemd = 0, reuse_port = 0;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0) {
             fputs(usage_text, stdout);
             return 0;
+        }
+        if (strcmp(argv[i], "--systemd") == 0) {
+            systemd = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--reuse-port") == 0) {
+            reuse_port = 1;
+            continue;
         }
         if (i + 1 >= argc)
             usage("missing value after an option");
@@ -257,8 +309,10 @@ int main(int argc, char **argv)
             usage("unknown option");
         }
     }
-    if (transport_arg == NULL || mode_arg == NULL || address == NULL)
-        usage("--transport, --mode and --address are required");
+    if (systemd && address != NULL)
+        usage("--systemd serves the socket it is given: no --address");
+    if (transport_arg == NULL || mode_arg == NULL || (address == NULL && !systemd))
+        usage("--transport, --mode and --address (or --systemd) are required");
     int transport = lookup(transport_arg, transports, 4);
     int mode = lookup(mode_arg, modes, 5);
     if (transport < 0)
@@ -303,6 +357,11 @@ int main(int argc, char **argv)
     }
     if (transport == SS_TCP || transport == SS_UDP)
         ss_config_set_reuse_address(config, true);
+    if (reuse_port && ss_config_set_reuse_port(config, true) != SS_OK) {
+        fprintf(stderr, "echo_server: --reuse-port: %s\n", ss_last_error_message());
+        ss_config_free(config);
+        return 2;
+    }
     /* An echo answers each message at once: without TCP_NODELAY, Nagle's
      * algorithm and the client's delayed ACK stall large messages ~40 ms. */
     if (transport == SS_TCP)
@@ -321,7 +380,18 @@ int main(int argc, char **argv)
     __atomic_store_n(g_stop, 0, __ATOMIC_RELAXED);
 
     ss_server *server = NULL;
-    st = ss_server_new(config, address, NULL, NULL, &server);
+    if (systemd) {
+        int fd = passed_socket();
+        if (fd < 0) {
+            ss_config_free(config);
+            return 1;
+        }
+        st = ss_server_new_from_fd(config, fd, NULL, NULL, &server);
+        if (st != SS_OK) /* the descriptor is still ours */
+            close(fd);
+    } else {
+        st = ss_server_new(config, address, NULL, NULL, &server);
+    }
     if (st != SS_OK) {
         /* Before any other library call: the next one resets the message. */
         fprintf(stderr, "echo_server: %s: %s\n", ss_status_str(st), ss_last_error_message());

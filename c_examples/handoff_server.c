@@ -130,13 +130,14 @@ static int handle(ss_request *request, void *user_data)
     return reply(request, "fast", line);
 }
 
+static const char usage_text[] =
+    "usage: handoff_server [--transport tcp|unix] [--address ADDR] "
+    "[--hand-off fork|thread]\n";
+
+/* Bad usage: the reason and the usage on stderr, exit 2 (--help: stdout, 0). */
 static void usage(const char *why)
 {
-    fprintf(stderr,
-            "handoff_server: %s\n"
-            "usage: handoff_server [--transport tcp|unix] [--address ADDR] "
-            "[--hand-off fork|thread]\n",
-            why);
+    fprintf(stderr, "handoff_server: %s\n%s", why, usage_text);
     exit(2);
 }
 
@@ -146,6 +147,10 @@ int main(int argc, char **argv)
     const char *address = NULL;
 
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(usage_text, stdout);
+            return 0;
+        }
         if (i + 1 >= argc)
             usage("missing value after an option");
         const char *opt = argv[i], *value = argv[++i];

@@ -31,7 +31,12 @@
  *   yet consumed; it answers each complete request in the buffer and
  *   reports how many bytes it consumed, so a partial request is presented
  *   again with the next bytes. Responses come from a table built once at
- *   start-up: nothing is allocated per request.
+ *   start-up: nothing is allocated per request. While a response is
+ *   blocked (the client does not read and the queued output is at its
+ *   high-water mark, OUTPUT_HIGH_WATER), reading is paused
+ *   (ss_conn_pause_reading), so a client pipelining requests without
+ *   reading costs bounded memory; on_drain resumes it once the output is
+ *   down to OUTPUT_LOW_WATER, and the held requests are answered.
  * - threading mode (SS_THREADING): one thread per connection reads each
  *   request with ss_request_readline() until the blank line, answers it,
  *   and loops until the client closes.
@@ -53,6 +58,10 @@
 /* Event mode: default bound on the time from a request's first byte to
  * the end of its head (--header-timeout). */
 #define HEADER_TIMEOUT_MS 20000
+/* Event mode: queued output per connection at which reading pauses, and
+ * to which it must fall before reading resumes. */
+#define OUTPUT_HIGH_WATER (256 * 1024)
+#define OUTPUT_LOW_WATER (64 * 1024)
 
 /* ------------------------------------------------------------ responses */
 
@@ -300,7 +309,10 @@ static const response *response_for(const http_request *req)
  * The library's deadline is set too, at twice the header timeout, as the
  * bound on a whole request: it also covers a body (Content-Length) that
  * arrives too slowly, which the header timer no longer watches. A client
- * dribbling its head meets the timer first. */
+ * dribbling its head meets the timer first. While reading is paused (a
+ * response is blocked, see on_drain) the clock of a request already
+ * started keeps running: a client that reads none of its responses for
+ * that long is closed the same way. */
 static uint64_t g_header_timeout_ms = HEADER_TIMEOUT_MS;
 
 /* A connection's own state (ss_conn_set_data()). */
@@ -371,8 +383,9 @@ static size_t head_length(const uint8_t *data, size_t len)
 
 /* Answers every complete request in `data`. Responses are gathered in a
  * local buffer and queued with one ss_conn_write() per batch; if the
- * output is full (the client does not read), the unanswered requests are
- * left unconsumed and presented again once it drains. */
+ * output is full (the client does not read), reading pauses and the
+ * unanswered requests are left unconsumed: http_on_drain resumes, and
+ * they are presented again. */
 static int http_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *consumed,
                         void *user_data)
 {
@@ -418,8 +431,10 @@ static int http_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *
         resp = response_for(&req);
         if (out_len + resp->len > sizeof out) {
             ss_status st = ss_conn_write(conn, out, out_len);
-            if (st == SS_ERR_WOULD_BLOCK)
+            if (st == SS_ERR_WOULD_BLOCK) {
+                ss_conn_pause_reading(conn);
                 break;
+            }
             if (st != SS_OK)
                 return -1;
             out_len = 0;
@@ -440,6 +455,7 @@ static int http_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *
             done = pos;
         } else if (st == SS_ERR_WOULD_BLOCK) {
             closing = 0; /* presented again once the output drains */
+            ss_conn_pause_reading(conn);
         } else {
             return -1;
         }
@@ -448,8 +464,18 @@ static int http_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *
     }
     if (closing && done == len)
         ss_conn_close(conn);
+    else if (ss_conn_output_full(conn))
+        ss_conn_pause_reading(conn); /* the next write would be refused */
     *consumed = done;
     return 0;
+}
+
+/* The output is down to OUTPUT_LOW_WATER: read again (the requests held
+ * meanwhile are presented first). */
+static void http_on_drain(ss_conn *conn, void *user_data)
+{
+    (void)user_data;
+    ss_conn_resume_reading(conn);
 }
 
 /* -------------------------------------------------------- threading mode */
@@ -535,13 +561,14 @@ static void on_signal(int signo)
         ss_server_shutdown(g_server); /* async-signal-safe */
 }
 
+static const char usage_text[] =
+    "usage: http_hello [--mode event|threading] [--address ADDR] [--threads N]\n"
+    "                  [--header-timeout MS]\n";
+
+/* Bad usage: the reason and the usage on stderr, exit 2 (--help: stdout, 0). */
 static void usage(const char *why)
 {
-    fprintf(stderr,
-            "http_hello: %s\n"
-            "usage: http_hello [--mode event|threading] [--address ADDR] [--threads N]\n"
-            "                  [--header-timeout MS]\n",
-            why);
+    fprintf(stderr, "http_hello: %s\n%s", why, usage_text);
     exit(2);
 }
 
@@ -563,6 +590,10 @@ int main(int argc, char **argv)
     ss_status st;
 
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(usage_text, stdout);
+            return 0;
+        }
         if (i + 1 >= argc)
             usage("missing value after an option");
         if (strcmp(argv[i], "--mode") == 0) {
@@ -604,6 +635,9 @@ int main(int argc, char **argv)
         ss_config_set_on_open(config, http_on_open);
         ss_config_set_on_data(config, http_on_data);
         ss_config_set_on_close(config, http_on_close);
+        ss_config_set_on_drain(config, http_on_drain);
+        ss_config_set_output_high_water(config, OUTPUT_HIGH_WATER);
+        ss_config_set_output_low_water(config, OUTPUT_LOW_WATER);
         ss_config_set_idle_timeout(config, IDLE_MS);
         /* The whole request, body included (see "Request deadline"). */
         ss_config_set_request_deadline(config, (int64_t)(2 * g_header_timeout_ms));

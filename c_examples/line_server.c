@@ -221,18 +221,19 @@ static void app_free(void *user_data)
     free(app);
 }
 
+static const char usage_text[] =
+    "usage: line_server [--transport tcp|unix] [--address ADDR] [--deny PREFIX] "
+    "[--idle-timeout MS]\n"
+    "                   [--request-deadline MS]\n"
+    "  --idle-timeout MS      disconnect a client silent for MS ms (default: never)\n"
+    "  --request-deadline MS  disconnect a client MS ms after it connected, busy or\n"
+    "                         not (default: never; the idle timeout alone lets a\n"
+    "                         client that trickles bytes hold the server)\n";
+
+/* Bad usage: the reason and the usage on stderr, exit 2 (--help: stdout, 0). */
 static void usage(const char *why)
 {
-    fprintf(stderr,
-            "line_server: %s\n"
-            "usage: line_server [--transport tcp|unix] [--address ADDR] [--deny PREFIX] "
-            "[--idle-timeout MS]\n"
-            "                   [--request-deadline MS]\n"
-            "  --idle-timeout MS      disconnect a client silent for MS ms (default: never)\n"
-            "  --request-deadline MS  disconnect a client MS ms after it connected, busy or\n"
-            "                         not (default: never; the idle timeout alone lets a\n"
-            "                         client that trickles bytes hold the server)\n",
-            why);
+    fprintf(stderr, "line_server: %s\n%s", why, usage_text);
     exit(2);
 }
 
@@ -252,8 +253,10 @@ int main(int argc, char **argv)
     long idle_ms = -1, deadline_ms = -1;
 
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            usage("a line-based demo server");
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage_text, stdout);
+            return 0;
+        }
         if (i + 1 >= argc)
             usage("missing value after an option");
         if (strcmp(argv[i], "--transport") == 0) {

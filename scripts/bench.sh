@@ -17,6 +17,14 @@
 #       (each proven accepted by a one-byte echo), in KiB per connection
 #   http: wrk -t1 -c50 against build/http_hello in event and threading
 #       mode (skipped with a note when wrk or build/http_hello is missing)
+#   resp: build/resp_server --threads 1 vs redis-server (no persistence, its
+#       own temporary directory) under redis-benchmark -t ping,set,get -c 50
+#       -q, at -P 1 and -P 16, alternating servers round by round
+#       (BENCH_RESP_ROUNDS, default 3; BENCH_RESP_REQUESTS per test, default
+#       50000 at -P 1 and 4x that at -P 16), then one run of resp_server
+#       --threads 2 for context; the ratios ours/redis of requests/s per
+#       test (goal >= 1.0); about 25 s (skipped with a note when
+#       redis-benchmark or redis-server is missing)
 #
 # In (a) and (b) the servers alternate (ref, ours, ref, ours, ...), each
 # run on a freshly started server; the median of the runs is reported for
@@ -35,7 +43,7 @@
 # BENCH_WARMUP (s, default 1), BENCH_ROUNDS (runs per server, default 4),
 # BENCH_CONNECTIONS (default 50), BENCH_SIZE (bytes, default 64),
 # BENCH_IDLE (idle connections, default 10000), BENCH_ONLY (a
-# space-separated subset of "a b c d memory http"), BENCH_BIG_SIZE (bytes
+# space-separated subset of "a b c d memory http resp"), BENCH_BIG_SIZE (bytes
 # per message in (d), default 200000), BENCH_STRICT=1 (exit 1
 # when a goal is missed; by default only failures — a wrong echo, a
 # server that dies or does not exit 0 — make the exit status non-zero).
@@ -56,12 +64,15 @@ ROUNDS=${BENCH_ROUNDS:-4}
 CONNS=${BENCH_CONNECTIONS:-50}
 SIZE=${BENCH_SIZE:-64}
 IDLE=${BENCH_IDLE:-10000}
-ONLY=${BENCH_ONLY:-a b c d memory http}
+ONLY=${BENCH_ONLY:-a b c d memory http resp}
 STRICT=${BENCH_STRICT:-0}
 CC=${CC:-cc}
 NOFILE=65536
 
-LIB=target/release/libsocketserver.so
+# The library's directory: the Makefile passes its own (BUILD,
+# CARGO_TARGET_DIR) as SS_LIB_DIR.
+LIB_DIR=${SS_LIB_DIR:-target/release}
+LIB=$LIB_DIR/libsocketserver.so
 ECHO=build/echo_server
 REF=build/ref_epoll_echo
 LOADGEN=build/loadgen
@@ -79,8 +90,8 @@ if [[ ! -f $LIB ]]; then
 fi
 if [[ ! -x $ECHO || $ECHO -ot $LIB || $ECHO -ot c_examples/echo_server.c ]]; then
     echo "bench: building $ECHO"
-    "$CC" -O2 -std=c99 -Iinclude c_examples/echo_server.c -L"$ROOT/target/release" \
-        -lsocketserver -Wl,-rpath,"$ROOT/target/release" -o "$ECHO"
+    "$CC" -O2 -std=c99 -Iinclude c_examples/echo_server.c -L"$LIB_DIR" \
+        -lsocketserver -Wl,-rpath,"$(cd "$LIB_DIR" && pwd)" -o "$ECHO"
 fi
 build_bench() { # NAME: benches/NAME.c -> build/NAME
     local src=benches/$1.c out=build/$1
@@ -96,8 +107,8 @@ build_bench idle_conns
 # build only skips the http part).
 if [[ -f c_examples/http_hello.c ]] && [[ ! -x $HTTP || $HTTP -ot $LIB || $HTTP -ot c_examples/http_hello.c ]]; then
     echo "bench: building $HTTP"
-    "$CC" -O2 -std=c99 -Iinclude c_examples/http_hello.c -L"$ROOT/target/release" \
-        -lsocketserver -lpthread -Wl,-rpath,"$ROOT/target/release" -o "$HTTP" ||
+    "$CC" -O2 -std=c99 -Iinclude c_examples/http_hello.c -L"$LIB_DIR" \
+        -lsocketserver -lpthread -Wl,-rpath,"$(cd "$LIB_DIR" && pwd)" -o "$HTTP" ||
         echo "bench: $HTTP did not build; the http part will be skipped" >&2
 fi
 
@@ -490,6 +501,149 @@ if wanted http; then
             printf '  %-24s %10s req/s   mean latency %s\n' "http_hello $mode" "${rps:-?}" "${lat:-?}"
             [[ -z $bad ]] || echo "    wrk: $bad"
         done
+    fi
+fi
+
+# ---------------------------------------------------------------- resp
+
+RESP=build/resp_server
+RESP_ROUNDS=${BENCH_RESP_ROUNDS:-3}
+RESP_N=${BENCH_RESP_REQUESTS:-50000}
+
+# start_redis: redis-server on a free port of 127.0.0.1, without
+# persistence, in its own directory under $TMP; waits (5 s at most) until it
+# answers PING. Sets SERVER_PID, SERVER_ADDR and SERVER_LABEL as
+# start_server does, so that stop_server stops it.
+start_redis() {
+    SERVER_LABEL="redis-server"
+    local dir=$TMP/redis try i port
+    mkdir -p "$dir"
+    for ((try = 0; try < 5; try++)); do
+        port=$((20000 + RANDOM % 40000))
+        : >"$TMP/server.err"
+        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+            --dir "$dir" --daemonize no >"$TMP/server.out" 2>"$TMP/server.err" &
+        SERVER_PID=$!
+        PIDS+=("$SERVER_PID")
+        for ((i = 0; i < 100; i++)); do
+            if [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]]; then
+                SERVER_ADDR=127.0.0.1:$port
+                return 0
+            fi
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.05
+        done
+        # Most likely the port was taken: try another.
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        forget "$SERVER_PID"
+    done
+    echo "bench: redis-server did not start:" >&2
+    sed 's/^/    /' "$TMP/server.out" >&2
+    SERVER_PID=
+    return 1
+}
+
+# run_resp KEY PIPELINE: redis-benchmark against the running server;
+# appends "KEY TEST rps" for each of its tests to $TMP/resp and prints them.
+run_resp() {
+    local key=$1 pipeline=$2 n=$RESP_N rc=0 out t0 t1
+    ((pipeline == 1)) || n=$((RESP_N * 4))
+    t0=$(cpu_ticks "$SERVER_PID")
+    out=$(timeout 60 redis-benchmark -h 127.0.0.1 -p "${SERVER_ADDR##*:}" -t ping,set,get \
+        -c 50 -n "$n" -P "$pipeline" -q 2>"$TMP/rb.err" | tr '\r' '\n' |
+        awk '/ requests per second/ { sub(/:$/, "", $1); print $1, $2 }') || rc=$?
+    t1=$(cpu_ticks "$SERVER_PID")
+    if ((rc != 0)) || [[ -s $TMP/rb.err ]] || (($(wc -l <<<"$out") != 4)); then
+        echo "bench: redis-benchmark -P $pipeline against $SERVER_LABEL failed (status $rc):" >&2
+        sed 's/^/    /' "$TMP/rb.err" >&2
+        FAILED=1
+        return 0
+    fi
+    local test rps line="" cpu
+    while read -r test rps; do
+        echo "$key $test $rps" >>"$TMP/resp"
+        line+=$(printf ' %s %9s' "$test" "$rps")
+    done <<<"$out"
+    # The server's CPU time per request over the four tests (much less
+    # sensitive than req/s to other load on the machine).
+    cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n=$((4 * n)) 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+    echo "$key CPU $cpu" >>"$TMP/resp"
+    printf '  %-24s -P %-2s%s  CPU %s us/req\n' "$SERVER_LABEL" "$pipeline" "$line" "$cpu"
+}
+
+# resp_median KEY TEST: the median requests/s of TEST over KEY's runs.
+resp_median() {
+    median $(awk -v k="$1" -v t="$2" '$1 == k && $2 == t { print $3 }' "$TMP/resp")
+}
+
+if wanted resp; then
+    echo
+    if ! command -v redis-benchmark >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
+        echo "resp: skipped: redis-benchmark and redis-server are needed (apt-get install redis-tools redis-server)"
+    else
+        if [[ -f c_examples/resp_server.c ]] && [[ ! -x $RESP || $RESP -ot $LIB || $RESP -ot c_examples/resp_server.c ]]; then
+            echo "bench: building $RESP"
+            "$CC" -O2 -std=c99 -Iinclude c_examples/resp_server.c -L"$ROOT/target/release" \
+                -lsocketserver -lpthread -Wl,-rpath,"$ROOT/target/release" -o "$RESP" ||
+                echo "bench: $RESP did not build" >&2
+        fi
+        if [[ ! -x $RESP ]]; then
+            echo "resp: FAILED: $RESP is missing"
+            FAILED=1
+        else
+            : >"$TMP/resp"
+            echo "resp: redis-benchmark -t ping,set,get -c 50 -q (-n $RESP_N at -P 1, $((RESP_N * 4)) at -P 16),"
+            echo "      resp_server --threads 1 vs redis-server, alternating, $RESP_ROUNDS rounds:"
+            for ((round = 1; round <= RESP_ROUNDS; round++)); do
+                for pipeline in 1 16; do
+                    if start_redis; then
+                        run_resp "redis$pipeline" "$pipeline"
+                        stop_server
+                    else
+                        FAILED=1
+                    fi
+                    if start_server "resp_server --threads 1" "$RESP" --address 127.0.0.1:0 --threads 1; then
+                        run_resp "ours$pipeline" "$pipeline"
+                        stop_server
+                    else
+                        FAILED=1
+                    fi
+                done
+            done
+            echo "  for context, one run with two event loops:"
+            for pipeline in 1 16; do
+                if start_server "resp_server --threads 2" "$RESP" --address 127.0.0.1:0 --threads 2; then
+                    run_resp "two$pipeline" "$pipeline"
+                    stop_server
+                else
+                    FAILED=1
+                fi
+            done
+            echo
+            echo "resp: median req/s of $RESP_ROUNDS rounds; ratio resp_server/redis-server (goal >= 1.0):"
+            printf '  %-12s %12s %12s %7s   %12s %12s %7s\n' "" "redis -P 1" "ours -P 1" "ratio" \
+                "redis -P 16" "ours -P 16" "ratio"
+            for test in PING_INLINE PING_MBULK SET GET; do
+                row=$(printf '  %-12s' "$test")
+                for pipeline in 1 16; do
+                    r=$(resp_median "redis$pipeline" "$test")
+                    o=$(resp_median "ours$pipeline" "$test")
+                    ratio=$(awk -v r="$r" -v o="$o" 'BEGIN { if (r > 0 && o > 0) printf "%.3f", o / r; else print "n/a" }')
+                    awk -v q="$ratio" 'BEGIN { exit (q != "n/a" && q >= 1.0) ? 0 : 1 }' || GOALS_MISSED=1
+                    row+=$(printf ' %12s %12s %7s  ' "$r" "$o" "$ratio")
+                done
+                echo "$row"
+            done
+            row=$(printf '  %-12s' "CPU us/req")
+            for pipeline in 1 16; do
+                r=$(resp_median "redis$pipeline" CPU)
+                o=$(resp_median "ours$pipeline" CPU)
+                ratio=$(awk -v r="$r" -v o="$o" 'BEGIN { if (r > 0 && o > 0) printf "%.3f", o / r; else print "n/a" }')
+                row+=$(printf ' %12s %12s %7s  ' "$r" "$o" "$ratio")
+            done
+            echo "$row  (server CPU time per request, lower is better)"
+        fi
     fi
 fi
 

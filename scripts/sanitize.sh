@@ -5,7 +5,7 @@
 #   - every sub-test of every tests/c/*.c program, compiled with the
 #     matching -fsanitize (scripts/ctests_under.sh; logs in
 #     build/sanitize/{asan,tsan}/logs/);
-#   - echo_server and http_hello compiled the same way, under the traffic
+#   - echo_server, http_hello and resp_server compiled the same way, under the traffic
 #     of tests/fuzz_loopback.rs (hostile connections and a checking client).
 # A sanitizer report makes the program exit non-zero (ASan at once, TSan at
 # exit), which fails the run.
@@ -104,7 +104,7 @@ for san in "${@:-address thread}"; do
             $(cd tests/c && ls -- *.c | sed 's/\.c$//') || status=1
 
         mkdir -p "$out/examples"
-        for ex in echo_server http_hello; do
+        for ex in echo_server http_hello resp_server; do
             # shellcheck disable=SC2086 # cflags is a list of flags
             "$CC" -std=c99 -Wall -Wextra -Wpedantic -Werror -g $cflags -Iinclude \
                 -c "c_examples/$ex.c" -o "$out/examples/$ex.o"

@@ -79,7 +79,7 @@ status=0
 # - review_core.spawn_fails and event_spawn_fails lower RLIMIT_AS so that
 #   a thread stack cannot be mapped; valgrind's own address-space reservations do not fit it.
 SKIP="hooks.accept_error acceptance_handoff.handoff_thread_from_forking hardening_blockio.dgram_flood_forking hardening_lifecycle.pid_reuse hardening_lifecycle.child_getters review_core.spawn_fails review_core.event_spawn_fails" \
-    scripts/ctests_under.sh valgrind target/release "$OUT" 300 "" \
+    scripts/ctests_under.sh valgrind "${SS_LIB_DIR:-target/release}" "$OUT" 300 "" \
     "${VG[*]} --log-file=%LOG%.vg.%p" \
     $(cd tests/c && ls -- *.c | sed 's/\.c$//') || status=1
 check_logs "$OUT/logs" || status=1

@@ -85,6 +85,19 @@ impl ServerAddress {
         Ok(ServerAddress::UnixPath(PathBuf::from(text)))
     }
 
+    /// The address of a bound socket (getsockname); None for an unnamed
+    /// Unix socket or another family.
+    pub fn from_sockaddr(addr: &SockAddr) -> Option<Self> {
+        if let Some(inet) = addr.as_socket() {
+            return Some(ServerAddress::Inet(inet));
+        }
+        if let Some(path) = addr.as_pathname() {
+            return Some(ServerAddress::UnixPath(path.to_owned()));
+        }
+        addr.as_abstract_namespace()
+            .map(|name| ServerAddress::UnixAbstract(name.to_vec()))
+    }
+
     pub fn domain(&self) -> Domain {
         match self {
             ServerAddress::Inet(SocketAddr::V4(_)) => Domain::IPV4,

@@ -105,6 +105,10 @@ pub struct Config {
     pub(crate) max_connections_per_ip: usize,
     /// Event mode: periodic timers every loop runs.
     pub(crate) loop_timers: Vec<LoopTimer>,
+    /// Event mode: queued output at or below which a connection that
+    /// reached the high-water mark gets its on_drain call (0: fully
+    /// flushed). Used as at most output_high_water - 1.
+    pub(crate) output_low_water: usize,
 }
 
 /// Stack of handler threads: glibc's usual pthread default (from `ulimit -s`),
@@ -149,6 +153,7 @@ impl Config {
             request_deadline: None,
             max_connections_per_ip: 0,
             loop_timers: Vec::new(),
+            output_low_water: 0,
         })
     }
 
@@ -398,6 +403,27 @@ impl Config {
         check_event_buffer("output high-water mark", bytes)?;
         self.output_high_water = bytes;
         Ok(())
+    }
+
+    /// Event mode: queued output per connection at or below which a
+    /// connection whose output reached the high-water mark is told it has
+    /// drained (on_drain). 0 (the default) means fully flushed; a value at
+    /// or above the high-water mark acts as the high-water mark - 1.
+    pub fn set_output_low_water(&mut self, bytes: usize) -> Result<()> {
+        self.require_mode(Concurrency::Event, "an output low-water mark")?;
+        if bytes > MAX_BUFFER_SIZE {
+            return Err(Error::invalid(format!(
+                "output low-water mark {bytes} is out of range (0 to {MAX_BUFFER_SIZE})"
+            )));
+        }
+        self.output_low_water = bytes;
+        Ok(())
+    }
+
+    /// The low-water mark in effect: below the high-water mark.
+    pub(crate) fn effective_low_water(&self) -> usize {
+        self.output_low_water
+            .min(self.output_high_water.saturating_sub(1))
     }
 
     /// Event mode: unconsumed input per connection beyond which the

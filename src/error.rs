@@ -49,6 +49,9 @@ status_table!(define_error_kind);
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// The errno behind the failure when it came from an OS error
+    /// (`io::Error::raw_os_error`), 0 otherwise; `ss_last_os_error()`.
+    os_error: i32,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -58,6 +61,24 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            os_error: 0,
+        }
+    }
+
+    /// The same failure with `os_error` (an errno, from
+    /// `io::Error::raw_os_error`; None or 0: not an OS error).
+    pub fn with_os_error(mut self, os_error: Option<i32>) -> Self {
+        self.os_error = os_error.unwrap_or(0);
+        self
+    }
+
+    /// The same kind and OS error with another message, e.g. the original
+    /// one with more context around it.
+    pub fn with_message(&self, message: impl Into<String>) -> Self {
+        Error {
+            kind: self.kind,
+            message: message.into(),
+            os_error: self.os_error,
         }
     }
 
@@ -76,14 +97,14 @@ impl Error {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ErrorKind::Timeout,
             _ => ErrorKind::Io,
         };
-        Error::new(kind, format!("{context}: {err}"))
+        Error::new(kind, format!("{context}: {err}")).with_os_error(err.raw_os_error())
     }
 
     /// An OS error from starting a thread or a process: always `Io`, since
     /// EAGAIN there means out of threads, processes or memory, not a wait
     /// that timed out.
     pub fn spawn(context: impl fmt::Display, err: io::Error) -> Self {
-        Error::new(ErrorKind::Io, format!("{context}: {err}"))
+        Error::new(ErrorKind::Io, format!("{context}: {err}")).with_os_error(err.raw_os_error())
     }
 
     /// The OS error of the last failed libc call.
@@ -97,6 +118,11 @@ impl Error {
 
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The errno of the OS error behind this failure, 0 if there was none.
+    pub fn os_error(&self) -> i32 {
+        self.os_error
     }
 }
 

@@ -12,7 +12,7 @@ use crate::error::{panic_message, Error, ErrorKind, Result};
 use crate::event::Conn;
 use crate::request::Request;
 use crate::server::Server;
-use crate::sys::{write_stderr_line, RateLimiter};
+use crate::sys::{log_line, LogLevel, RateLimiter};
 
 /// Callbacks that serve requests in the blocking modes, and the server
 /// hooks (handle_error, handle_timeout, service_actions) that every mode
@@ -82,6 +82,10 @@ pub trait EventHandler: Send + Sync {
         false
     }
 
+    /// Queued output that had reached the high-water mark has fallen to the
+    /// low-water mark (once per such crossing): write more, resume reading.
+    fn on_drain(&self, _conn: &mut Conn) {}
+
     /// The connection is closing (peer closed, error, idle
     /// timeout, close asked for, or server stopping).
     fn on_close(&self, _conn: &mut Conn) {}
@@ -102,7 +106,8 @@ pub const DEFAULT_ERROR_LINES_PER_SECOND: u32 = 20;
 
 static DEFAULT_ERROR_LINES: RateLimiter = RateLimiter::new(DEFAULT_ERROR_LINES_PER_SECOND);
 
-/// Python's handle_error in one line on stderr: who, and what went wrong.
+/// Python's handle_error in one line on stderr (or to the log callback,
+/// ss_set_log_callback): who, and what went wrong.
 /// At most DEFAULT_ERROR_LINES_PER_SECOND lines a second; the next line
 /// printed after that is preceded by one that counts those suppressed.
 pub fn default_handle_error(request: Option<&Request>, error: &Error) {
@@ -110,10 +115,13 @@ pub fn default_handle_error(request: Option<&Request>, error: &Error) {
         return;
     };
     if suppressed > 0 {
-        write_stderr_line(&format!(
-            "socketserver: {suppressed} similar error messages suppressed \
-             (at most {DEFAULT_ERROR_LINES_PER_SECOND} a second are printed)"
-        ));
+        log_line(
+            LogLevel::Warning,
+            &format!(
+                "socketserver: {suppressed} similar error messages suppressed \
+                 (at most {DEFAULT_ERROR_LINES_PER_SECOND} a second are printed)"
+            ),
+        );
     }
     let line = match request {
         Some(r) => format!(
@@ -123,7 +131,7 @@ pub fn default_handle_error(request: Option<&Request>, error: &Error) {
         None => format!("socketserver: server error: {error}"),
     };
     // Not eprintln: its lock may be held forever in a forked child.
-    write_stderr_line(&line);
+    log_line(LogLevel::Error, &line);
 }
 
 /// Runs one verified request through the handler, then closes it: Python's

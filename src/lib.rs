@@ -13,10 +13,14 @@
 //! - `sync`: poison-tolerant locks, and why ignoring poison is sound.
 //!   Calls nothing.
 //! - `sys`: system-call helpers over nix: poll with a deadline, the eventfd
-//!   `Waker`, byte views for socket2, lock-free stderr lines, the rate
+//!   `Waker`, byte views for socket2, lock-free stderr lines (and the log
+//!   hook ss_set_log_callback installs in front of them), the rate
 //!   limiter, and the forked-child flag (process state the lowest layers
 //!   read). Calls `error`; the only `unsafe` of the core besides fork,
 //!   `_exit` and pidfd_open.
+//! - `activation`: systemd socket activation (sd_listen_fds): the
+//!   descriptors passed in LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES. Calls
+//!   `error`, `sys`.
 //! - `address`, `config`: parsing and formatting addresses; the checked
 //!   configuration and its defaults. Call `error`; `config` also names
 //!   `event`'s `LoopTimer` type (the loop timers it carries) and calls
@@ -50,20 +54,24 @@
 //!   `request`, `server`, `sync`, `sys`.
 //! - `event`: event mode: epoll loops with their connections (`Conn`),
 //!   posted jobs and timers (`event::timer`: one timer heap per loop for
-//!   connection and loop timers); `EventLoops` (post, connection count). Calls
+//!   connection and loop timers), descriptors watched for a connection
+//!   (`event::watch`) and what a loop thread knows of itself for calls
+//!   from its callbacks (`event::context`); `EventLoops` (post, connection
+//!   count). Calls
 //!   `address`, `concurrency` (which worker a thread is), `error`,
 //!   `handler`, `peer_limit`, `request`, `server`, `sync`, `sys`,
 //!   `transport`.
 //! - `server`: `Server`: bind/activate/close, the blocking accept loop, and
 //!   serve_forever, which hands the loop to the model (event mode runs
 //!   `event::serve`). Calls every core module above but `peer_limit`.
-//! - `ffi`: the C API over the core; calls `config`, `error`, `event`,
+//! - `ffi`: the C API over the core; calls `activation`, `config`, `error`, `event`,
 //!   `handler`, `request`, `server`, `sys`.
 //!
 //! The cycles that remain are the ones between `server` and what it runs
 //! (`request`, `handler`, `concurrency`, `event`): each holds an
 //! `Arc<Server>` to reach the config and handler of the server it serves.
 
+pub mod activation;
 pub mod address;
 mod concurrency;
 pub mod config;

@@ -14,7 +14,7 @@
 //!   parent thread may have held at fork time are refused before locking,
 //!   and the address is readable without a lock (set once, at bind).
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, ThreadId};
@@ -105,16 +105,75 @@ impl Server {
     /// Creates the server socket and, unless the config says otherwise,
     /// binds and activates it. On failure everything created is released.
     pub fn new(config: &Config, address: &str, handler: Box<dyn Handler>) -> Result<Arc<Server>> {
-        if config.concurrency == Concurrency::Event && handler.event_handler().is_none() {
-            return Err(Error::invalid(
-                "event mode needs a handler with event callbacks (Handler::event_handler)",
-            ));
-        }
+        check_event_handler(config, &*handler)?;
         let parsed = ServerAddress::parse(address, config.transport.is_unix())?;
         let socket = transport::create_socket(config, &parsed)?;
         let waker = Waker::new()?;
+        let server = Server::assemble(config, parsed, handler, socket, waker);
+        if config.bind_and_activate {
+            server.bind()?;
+            server.activate()?;
+        }
+        Ok(server)
+    }
+
+    /// Adopts an already bound (and maybe listening) socket, e.g. one
+    /// passed by systemd: checks it fits the transport
+    /// (transport::inspect_adopted), makes it non-blocking and
+    /// close-on-exec, and listens on a stream socket not yet listening
+    /// unless the config turned bind_and_activate off (then `activate`
+    /// does). The server owns the descriptor from then on and closes it in
+    /// close; it never removes a Unix socket file it did not create. On
+    /// failure the descriptor is handed back unchanged with the error.
+    pub fn from_fd(
+        config: &Config,
+        fd: OwnedFd,
+        handler: Box<dyn Handler>,
+    ) -> std::result::Result<Arc<Server>, (Error, OwnedFd)> {
+        let adopted = check_event_handler(config, &*handler)
+            .and_then(|()| transport::inspect_adopted(config, fd.as_fd()));
+        let mut adopted = match adopted {
+            Ok(adopted) => adopted,
+            Err(e) => return Err((e, fd)),
+        };
+        let waker = match Waker::new() {
+            Ok(waker) => waker,
+            Err(e) => return Err((e, fd)),
+        };
+        let listen = config.bind_and_activate;
+        if let Err(e) = transport::prepare_adopted(config, fd.as_fd(), &mut adopted, listen) {
+            return Err((e, fd));
+        }
+        let transport::Adopted {
+            bound,
+            address,
+            listening,
+        } = adopted;
+        let server = Server::assemble(config, address, handler, Socket::from(fd), waker);
+        {
+            let mut st = server.lock();
+            let _ = server.bound.set(bound);
+            // No unix_file: the file (if any) is not this server's to remove.
+            let ready = if config.transport.is_stream() {
+                listening
+            } else {
+                config.bind_and_activate
+            };
+            st.phase = if ready { Phase::Active } else { Phase::Bound };
+        }
+        Ok(server)
+    }
+
+    /// The server around a socket not yet bound (phase Created).
+    fn assemble(
+        config: &Config,
+        parsed: ServerAddress,
+        handler: Box<dyn Handler>,
+        socket: Socket,
+        waker: Waker,
+    ) -> Arc<Server> {
         let socket_in_children = ChildCloses::register(socket.as_raw_fd());
-        let server = Arc::new(Server {
+        Arc::new(Server {
             config: config.clone(),
             address: parsed,
             handler,
@@ -139,12 +198,7 @@ impl Server {
             datagram_buffer: Mutex::new(Vec::new()),
             lingerer: Lingerer::new(config.lingering_time, config.lingering_timeout),
             acceptor: transport::Acceptor::new(config),
-        });
-        if config.bind_and_activate {
-            server.bind()?;
-            server.activate()?;
-        }
-        Ok(server)
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -616,6 +670,16 @@ impl Drop for LoopGuard<'_> {
         self.server.lock().serving = None;
         self.server.loop_exited.notify_all();
     }
+}
+
+/// Event mode needs the event callbacks.
+fn check_event_handler(config: &Config, handler: &dyn Handler) -> Result<()> {
+    if config.concurrency == Concurrency::Event && handler.event_handler().is_none() {
+        return Err(Error::invalid(
+            "event mode needs a handler with event callbacks (Handler::event_handler)",
+        ));
+    }
+    Ok(())
 }
 
 /// What a forked request child may not do: it has a copy of the server,

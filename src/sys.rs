@@ -5,6 +5,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -129,6 +130,57 @@ pub fn close_raw(fd: RawFd) {
     // The caller's owner of `fd` is never dropped, so the number is not
     // closed twice, and nothing else of the library uses it after.
     let _ = nix::unistd::close(fd);
+}
+
+/// Sets FD_CLOEXEC on a descriptor number this process was given but no
+/// owner holds yet (socket activation's 3, 4, ...); EBADF if it is not open.
+pub fn set_cloexec_raw(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl(2) F_GETFD/F_SETFD take a descriptor number and an int
+    // and touch no memory of ours; a number that is not open gives EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::FD_CLOEXEC == 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// How serious a line of the library's own output is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// A failure: the default handle_error's lines, a refused free.
+    Error,
+    /// Not a failure itself: e.g. how many error lines were suppressed.
+    Warning,
+}
+
+/// Where log lines go instead of stderr when it returns true: set once,
+/// by the C API's ss_set_log_callback (the hook itself says whether a
+/// callback is set). Read without a lock (OnceLock::get is an atomic
+/// load), so logging stays safe in a forked child.
+static LOG_HOOK: OnceLock<fn(LogLevel, &str) -> bool> = OnceLock::new();
+
+/// Installs the hook `log_line` offers every line to first (once; later
+/// calls keep the first hook).
+pub(crate) fn set_log_hook(hook: fn(LogLevel, &str) -> bool) {
+    let _ = LOG_HOOK.set(hook);
+}
+
+/// Everything the library says on its own (not as a status) goes here:
+/// to the log hook if one takes it, else one line on stderr
+/// ([`write_stderr_line`]).
+pub(crate) fn log_line(level: LogLevel, text: &str) {
+    if let Some(hook) = LOG_HOOK.get() {
+        if hook(level, text) {
+            return;
+        }
+    }
+    write_stderr_line(text);
 }
 
 /// Writes one line to stderr with write(2) alone: no lock, so it cannot

@@ -3,17 +3,17 @@
 //! calls that take the next request off the socket.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use socket2::{SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 use crate::address::{format_sockaddr, ServerAddress};
-use crate::config::Config;
+use crate::config::{Config, Transport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::Handler;
 use crate::peer_limit::{PeerLimit, PeerPermit};
@@ -106,6 +106,173 @@ pub fn activate(socket: &Socket, config: &Config) -> Result<()> {
             .map_err(|e| Error::io("listen", e))?;
     }
     Ok(())
+}
+
+/// What an adopted descriptor turned out to be (see [`inspect_adopted`]).
+#[derive(Debug)]
+pub struct Adopted {
+    /// Its address (getsockname), port 0 never: an unbound socket is refused.
+    pub bound: SockAddr,
+    pub address: ServerAddress,
+    /// A stream socket that listen() was already called on (SO_ACCEPTCONN).
+    pub listening: bool,
+}
+
+/// The kind of socket `transport` serves, for messages.
+fn wanted(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Tcp => "a TCP socket (AF_INET or AF_INET6, SOCK_STREAM)",
+        Transport::Udp => "a UDP socket (AF_INET or AF_INET6, SOCK_DGRAM)",
+        Transport::UnixStream => "a Unix stream socket (AF_UNIX, SOCK_STREAM)",
+        Transport::UnixDatagram => "a Unix datagram socket (AF_UNIX, SOCK_DGRAM)",
+    }
+}
+
+fn domain_name(domain: Domain) -> String {
+    match domain {
+        Domain::IPV4 => "AF_INET".into(),
+        Domain::IPV6 => "AF_INET6".into(),
+        Domain::UNIX => "AF_UNIX".into(),
+        other => format!("address family {}", libc::c_int::from(other)),
+    }
+}
+
+fn type_name(ty: Type) -> String {
+    match ty {
+        Type::STREAM => "SOCK_STREAM".into(),
+        Type::DGRAM => "SOCK_DGRAM".into(),
+        Type::SEQPACKET => "SOCK_SEQPACKET".into(),
+        Type::RAW => "SOCK_RAW".into(),
+        other => format!("socket type {}", libc::c_int::from(other)),
+    }
+}
+
+/// Checks, without changing anything, that descriptor `fd` is a socket
+/// `config`'s transport can serve: an open socket of the right family,
+/// type and protocol, bound to an address, and for a stream transport
+/// listening or at least not connected. Every misfit is InvalidArgument
+/// with a message naming the descriptor, what it is and what was wanted.
+pub fn inspect_adopted(config: &Config, fd: BorrowedFd<'_>) -> Result<Adopted> {
+    let raw = fd.as_raw_fd();
+    let transport = config.transport;
+    let misfit = |what: String| {
+        Error::invalid(format!(
+            "descriptor {raw} {what}; a {} server needs {}",
+            transport.name(),
+            wanted(transport)
+        ))
+    };
+    let stat =
+        nix::sys::stat::fstat(fd).map_err(|e| Error::io(format!("fstat {raw}"), e.into()))?;
+    let file_type =
+        nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+    if file_type != nix::sys::stat::SFlag::S_IFSOCK {
+        return Err(misfit("is not a socket".into()));
+    }
+    let socket = SockRef::from(&fd);
+    let query = |what: &str, e: io::Error| Error::io(format!("{what} of descriptor {raw}"), e);
+    let domain = socket
+        .domain()
+        .map_err(|e| query("getsockopt SO_DOMAIN", e))?;
+    let ty = socket
+        .r#type()
+        .map_err(|e| query("getsockopt SO_TYPE", e))?;
+    let protocol = socket
+        .protocol()
+        .map_err(|e| query("getsockopt SO_PROTOCOL", e))?;
+    let inet = domain == Domain::IPV4 || domain == Domain::IPV6;
+    let fits = match transport {
+        Transport::Tcp => inet && ty == Type::STREAM && protocol == Some(Protocol::TCP),
+        Transport::Udp => inet && ty == Type::DGRAM && protocol == Some(Protocol::UDP),
+        Transport::UnixStream => domain == Domain::UNIX && ty == Type::STREAM,
+        Transport::UnixDatagram => domain == Domain::UNIX && ty == Type::DGRAM,
+    };
+    if !fits {
+        let proto = match protocol {
+            Some(p) if inet && p != Protocol::TCP && p != Protocol::UDP => {
+                format!(", protocol {}", libc::c_int::from(p))
+            }
+            _ => String::new(),
+        };
+        return Err(misfit(format!(
+            "is a socket of family {}, type {}{proto}",
+            domain_name(domain),
+            type_name(ty)
+        )));
+    }
+    let bound = socket.local_addr().map_err(|e| query("getsockname", e))?;
+    let address = match (bound.as_socket(), ServerAddress::from_sockaddr(&bound)) {
+        (Some(inet), _) if inet.port() == 0 => None,
+        (_, address) => address,
+    }
+    .ok_or_else(|| misfit("is not bound to an address (bind it first)".into()))?;
+    let listening = transport.is_stream()
+        && socket
+            .is_listener()
+            .map_err(|e| query("getsockopt SO_ACCEPTCONN", e))?;
+    if transport.is_stream() && !listening {
+        if let Ok(peer) = socket.peer_addr() {
+            return Err(misfit(format!(
+                "is a connection (to {:?}), not a listening socket",
+                format_sockaddr(&peer)
+            )));
+        }
+    }
+    Ok(Adopted {
+        bound,
+        address,
+        listening,
+    })
+}
+
+/// Makes an inspected descriptor ready to serve: non-blocking and
+/// close-on-exec, and for a stream socket not yet listening, listen() with
+/// the config's backlog when `listen` is true. On failure its flags are
+/// put back as they were, so the caller gets the descriptor unchanged.
+pub fn prepare_adopted(
+    config: &Config,
+    fd: BorrowedFd<'_>,
+    adopted: &mut Adopted,
+    listen: bool,
+) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let raw = fd.as_raw_fd();
+    let status = fcntl(fd, FcntlArg::F_GETFL)
+        .map_err(|e| Error::io(format!("fcntl F_GETFL of descriptor {raw}"), e.into()))?;
+    let descriptor = fcntl(fd, FcntlArg::F_GETFD)
+        .map_err(|e| Error::io(format!("fcntl F_GETFD of descriptor {raw}"), e.into()))?;
+    let restore = || {
+        let _ = fcntl(
+            fd,
+            FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_retain(status)),
+        );
+        let _ = fcntl(
+            fd,
+            FcntlArg::F_SETFD(nix::fcntl::FdFlag::from_bits_retain(descriptor)),
+        );
+    };
+    let socket = SockRef::from(&fd);
+    let prepared = socket
+        .set_nonblocking(true)
+        .map_err(|e| Error::io(format!("fcntl O_NONBLOCK on descriptor {raw}"), e))
+        .and_then(|()| {
+            socket
+                .set_cloexec(true)
+                .map_err(|e| Error::io(format!("fcntl FD_CLOEXEC on descriptor {raw}"), e))
+        })
+        .and_then(|()| {
+            if listen && config.transport.is_stream() && !adopted.listening {
+                socket
+                    .listen(config.backlog)
+                    .map_err(|e| Error::io(format!("listen on descriptor {raw}"), e))?;
+                adopted.listening = true;
+            }
+            Ok(())
+        });
+    if prepared.is_err() {
+        restore();
+    }
+    prepared
 }
 
 /// How long accepting pauses after an accept error that is not transient
@@ -239,7 +406,7 @@ impl Acceptor {
                 report_limited(
                     handler,
                     &self.failure_reports,
-                    Error::new(ErrorKind::Io, what),
+                    Error::new(ErrorKind::Io, what).with_os_error(e.raw_os_error()),
                 );
                 return Accepted::Pause;
             }
@@ -313,13 +480,10 @@ impl Acceptor {
 fn report_limited(handler: &dyn Handler, limit: &RateLimiter, error: Error) {
     if let Some(suppressed) = limit.admit() {
         let error = if suppressed > 0 {
-            Error::new(
-                error.kind(),
-                format!(
-                    "{} (and {suppressed} more like this since the last report)",
-                    error.message()
-                ),
-            )
+            error.with_message(format!(
+                "{} (and {suppressed} more like this since the last report)",
+                error.message()
+            ))
         } else {
             error
         };

@@ -222,12 +222,14 @@ fn exported_symbols_match_header() {
     let undeclared: Vec<_> = exported.difference(&declared).collect();
     assert!(
         missing.is_empty(),
-        "declared in include/socketserver.h but not exported by {}: {missing:?}",
+        "declared in include/socketserver.h but not exported by {}: {missing:?} \
+         (run `make header` after changing src/ffi)",
         so.display()
     );
     assert!(
         undeclared.is_empty(),
-        "exported by {} but not declared in include/socketserver.h: {undeclared:?}",
+        "exported by {} but not declared in include/socketserver.h: {undeclared:?} \
+         (a plain build no longer regenerates the header: run `make header`)",
         so.display()
     );
     assert!(

@@ -1,8 +1,9 @@
 //! Loopback fuzz of the example servers, driven as a user's clients would:
-//! c_examples/echo_server (TCP, in every mode) and c_examples/http_hello
-//! (event and threading) each get FUZZ_CONNECTIONS hostile connections from
+//! c_examples/echo_server (TCP, in every mode), c_examples/http_hello
+//! (event and threading) and c_examples/resp_server (two event loops) each
+//! get FUZZ_CONNECTIONS hostile connections from
 //! FUZZ_THREADS threads — random bytes (for http_hello also mutated HTTP
-//! requests), then a plain close, a half-close (shutdown(SHUT_WR), then
+//! requests, for resp_server mutated RESP requests), then a plain close, a half-close (shutdown(SHUT_WR), then
 //! reading to EOF) or a reset (SO_LINGER 0, then close) at a random point —
 //! while a well-behaved client checks, in parallel, that correct replies
 //! keep coming (every one of its exchanges must succeed). At the end the
@@ -286,6 +287,7 @@ fn drain_to_eof(s: &mut TcpStream) {
 enum Protocol {
     Echo,
     Http,
+    Resp,
 }
 
 const HTTP_GOOD: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -310,6 +312,48 @@ const HTTP_PIECES: &[&[u8]] = &[
     b" ",
 ];
 
+const RESP_PIECES: &[&[u8]] = &[
+    b"*",
+    b"*1\r\n",
+    b"*3\r\n",
+    b"*0\r\n",
+    b"*-1\r\n",
+    b"*99999\r\n",
+    b"$",
+    b"$3\r\n",
+    b"$-1\r\n",
+    b"$1048577\r\n",
+    b"$2000000000\r\n",
+    b"SET",
+    b"GET",
+    b"INCR",
+    b"DEL",
+    b"EXISTS",
+    b"ECHO",
+    b"PING",
+    b"COMMAND",
+    b"QUIT",
+    b"\r\n",
+    b"\n",
+    b"\"",
+    b"'",
+    b"\\x4",
+    b" ",
+    b"k",
+    b"\0",
+];
+
+/// A RESP request: an array of bulk strings.
+fn resp_request(args: &[&[u8]]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b"\r\n");
+    }
+    v
+}
+
 impl Protocol {
     fn hostile_bytes(self, rng: &mut Rng) -> Vec<u8> {
         // At most 16 KiB: a sync echo server writes it back while this
@@ -323,6 +367,31 @@ impl Protocol {
                         HTTP_PIECES[rng.below(HTTP_PIECES.len() as u64) as usize],
                     );
                 }
+                out
+            }
+            (Protocol::Resp, 0) => {
+                let mut out = Vec::new();
+                for _ in 0..rng.below(40) {
+                    out.extend_from_slice(
+                        RESP_PIECES[rng.below(RESP_PIECES.len() as u64) as usize],
+                    );
+                }
+                out
+            }
+            (Protocol::Resp, 1) => {
+                let mut out = Vec::new();
+                for _ in 0..1 + rng.below(5) {
+                    let len = rng.below(64) as usize;
+                    let value = rng.bytes(len);
+                    out.extend(resp_request(&[b"SET", b"fuzz", &value]));
+                    out.extend(resp_request(&[b"INCR", b"fuzz:n"]));
+                    out.extend_from_slice(b"GET fuzz\r\n");
+                }
+                for _ in 0..rng.below(4) {
+                    let i = rng.below(out.len() as u64) as usize;
+                    out[i] = rng.next() as u8;
+                }
+                out.truncate(rng.below(out.len() as u64 + 1) as usize);
                 out
             }
             (Protocol::Http, 1) => {
@@ -369,6 +438,34 @@ impl Protocol {
                     || !text.ends_with("\r\n\r\nHello, world!\n")
                 {
                     return Err(format!("unexpected response {text:?}"));
+                }
+            }
+            Protocol::Resp => {
+                // A key of its own (the fuzzers write to "fuzz"), a value
+                // with any bytes, then QUIT: the server closes.
+                let key = format!("check:{}", rng.next());
+                let len = rng.below(8192) as usize;
+                let value = rng.bytes(len);
+                let mut req = resp_request(&[b"SET", key.as_bytes(), &value]);
+                req.extend(resp_request(&[b"GET", key.as_bytes()]));
+                req.extend(resp_request(&[b"DEL", key.as_bytes()]));
+                req.extend_from_slice(b"QUIT\r\n");
+                s.write_all(&req).map_err(|e| format!("write: {e}"))?;
+                let mut expect = b"+OK\r\n".to_vec();
+                expect.extend_from_slice(format!("${}\r\n", value.len()).as_bytes());
+                expect.extend_from_slice(&value);
+                expect.extend_from_slice(b"\r\n:1\r\n+OK\r\n");
+                let mut got = Vec::new();
+                s.read_to_end(&mut got)
+                    .map_err(|e| format!("read after {} bytes: {e}", got.len()))?;
+                if got != expect {
+                    return Err(format!(
+                        "SET/GET/DEL/QUIT of a {}-byte value: {} bytes of replies, expected {}: {:?}",
+                        value.len(),
+                        got.len(),
+                        expect.len(),
+                        String::from_utf8_lossy(&got[..got.len().min(200)])
+                    ));
                 }
             }
         }
@@ -513,6 +610,16 @@ fn http(mode: &str) {
         args.extend(["--threads", "2"]);
     }
     fuzz_server("http_hello", &args, Protocol::Http);
+}
+
+/// resp_server with two event loops (so that the table's locks are used).
+#[test]
+fn resp_event() {
+    fuzz_server(
+        "resp_server",
+        &["--address", "127.0.0.1:0", "--threads", "2"],
+        Protocol::Resp,
+    );
 }
 
 #[test]

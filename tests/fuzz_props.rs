@@ -252,6 +252,7 @@ enum Call {
     Lingering(Option<Duration>, Duration),
     RequestDeadline(Option<Duration>),
     MaxConnectionsPerIp(usize),
+    OutputLowWater(usize),
 }
 
 /// Every setter of `Config`, with random arguments. A new setter must be
@@ -291,6 +292,7 @@ fn call() -> impl Strategy<Value = Call> {
         (opt_duration(), duration()).prop_map(|(t, o)| Call::Lingering(t, o)),
         opt_duration().prop_map(Call::RequestDeadline),
         size().prop_map(Call::MaxConnectionsPerIp),
+        size().prop_map(Call::OutputLowWater),
     ]
 }
 
@@ -373,6 +375,10 @@ fn apply(c: &mut Config, call: &Call) -> Outcome {
             c.set_max_connections_per_ip(n),
             vec![("max_connections_per_ip", dbg(n))],
         ),
+        Call::OutputLowWater(n) => (
+            c.set_output_low_water(n),
+            vec![("output_low_water", dbg(n))],
+        ),
     };
     Outcome { result, stored }
 }
@@ -407,6 +413,7 @@ fn documented(c: &Config, call: &Call) -> Option<bool> {
         }
         Call::Lingering(_, o) => stream && !o.is_zero(),
         Call::MaxConnectionsPerIp(_) => c.transport() == Transport::Tcp,
+        Call::OutputLowWater(n) => mode == Concurrency::Event && n <= MAX_BUFFER,
         _ => return None,
     })
 }

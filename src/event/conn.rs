@@ -3,27 +3,36 @@
 //! docs), and the output not yet sent. Buffers exist only while they hold
 //! data, so an idle connection costs a few hundred bytes.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{SockAddr, Socket};
+
+use super::watch::Watch;
 
 use crate::address::format_sockaddr;
 use crate::error::{Error, ErrorKind, Result};
 
 /// A peer address in as little memory as an idle connection can afford:
-/// an IP address inline (sockaddr_storage would take 128 bytes), a Unix
-/// name as its text (empty, without allocating, for unnamed clients).
+/// an IP address inline (sockaddr_storage would take 128 bytes), an
+/// unnamed Unix client as nothing at all, a named one (rare) boxed. Kept
+/// raw, as accept gave it, for ss_conn_peer_sockaddr.
 enum Peer {
     Inet(std::net::SocketAddr),
-    Other(Box<str>),
+    UnnamedUnix,
+    Other(Box<SockAddr>),
 }
 
 impl From<&SockAddr> for Peer {
     fn from(addr: &SockAddr) -> Self {
         match addr.as_socket() {
             Some(inet) => Peer::Inet(inet),
-            None => Peer::Other(format_sockaddr(addr).into_boxed_str()),
+            None if addr.is_unnamed()
+                || addr.len() as usize <= std::mem::size_of::<libc::sa_family_t>() =>
+            {
+                Peer::UnnamedUnix
+            }
+            None => Peer::Other(Box::new(addr.clone())),
         }
     }
 }
@@ -71,6 +80,28 @@ pub struct Conn {
     pub(crate) timers: u64,
     /// Its timers were cancelled for the close: no more can be set.
     pub(crate) timers_closed: bool,
+    /// ss_conn_pause_reading: not read, on_data not called, until resumed.
+    pub(crate) paused: bool,
+    /// Resumed with input held: the loop presents it soon (see settle).
+    pub(crate) resume_feed: bool,
+    /// Paused, and the peer hung up (EPOLLHUP without an error): the socket
+    /// is parked (EPOLLONESHOT, spent) so that the level-triggered hang-up
+    /// does not wake the loop again; resuming reads what is left.
+    pub(crate) hung_up: bool,
+    /// Pending output reached the high-water mark: on_drain is due when it
+    /// falls to the low-water mark.
+    pub(crate) drain_armed: bool,
+    /// ss_conn_shutdown_write: shut the write side down once the queued
+    /// output is sent (`write_shut` once done).
+    pub(crate) shut_write_requested: bool,
+    pub(crate) write_shut: bool,
+    /// ss_conn_abort: reset (SO_LINGER 0), no shutdown, no lingering.
+    pub(crate) aborted: bool,
+    /// Descriptors watched for this connection (ss_conn_watch_fd); boxed so
+    /// that a connection without any pays one pointer (a Vec would take
+    /// three words from every idle connection).
+    #[allow(clippy::box_collection)]
+    pub(crate) watches: Option<Box<Vec<Watch>>>,
 }
 
 impl Conn {
@@ -102,6 +133,14 @@ impl Conn {
             peer_permit: None,
             timers: 0,
             timers_closed: false,
+            paused: false,
+            resume_feed: false,
+            hung_up: false,
+            drain_armed: false,
+            shut_write_requested: false,
+            write_shut: false,
+            aborted: false,
+            watches: None,
         }
     }
 
@@ -121,8 +160,26 @@ impl Conn {
     pub fn peer_address(&self) -> String {
         match &self.peer {
             Peer::Inet(addr) => addr.to_string(),
-            Peer::Other(text) => text.to_string(),
+            Peer::UnnamedUnix => String::new(),
+            Peer::Other(addr) => format_sockaddr(addr),
         }
+    }
+
+    /// The peer's raw address, as accept gave it (an unnamed Unix client:
+    /// the family alone, as accept reports it).
+    pub fn peer_sockaddr(&self) -> SockAddr {
+        match &self.peer {
+            Peer::Inet(addr) => SockAddr::from(*addr),
+            Peer::UnnamedUnix => SockAddr::unix("").expect("an empty Unix path always fits"),
+            Peer::Other(addr) => (**addr).clone(),
+        }
+    }
+
+    /// The connection's own address (getsockname).
+    pub fn local_sockaddr(&self) -> Result<SockAddr> {
+        self.socket
+            .local_addr()
+            .map_err(|e| Error::io("getsockname", e))
     }
 
     pub fn user_data(&self) -> usize {
@@ -147,19 +204,7 @@ impl Conn {
     /// Queues `data` (copied) and sends what the socket takes now, without
     /// blocking; the rest goes out when the socket is writable.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        if self.close_requested || self.broken {
-            return Err(Error::new(ErrorKind::Closed, "the connection is closing"));
-        }
-        if self.output_full() {
-            return Err(Error::new(
-                ErrorKind::WouldBlock,
-                format!(
-                    "{} bytes are waiting to be sent (high-water mark {}): wait until the peer reads",
-                    self.pending_output(),
-                    self.high_water
-                ),
-            ));
-        }
+        self.check_writable()?;
         let mut rest = data;
         if self.pending_output() == 0 {
             match self.send(rest) {
@@ -170,17 +215,85 @@ impl Conn {
                 }
             }
         }
-        if !rest.is_empty() {
-            // Drop what was sent once it is at least half the buffer, so the
-            // buffer stays within about twice the pending output however
-            // much passes through it (amortised: each byte moves once).
-            if self.sent > 0 && self.sent >= self.output.len() - self.sent {
-                self.output.drain(..self.sent);
-                self.sent = 0;
+        self.queue(rest);
+        Ok(())
+    }
+
+    /// As `write`, for several buffers in order: one sendmsg for all of
+    /// them when nothing is queued, the rest copied into the queue.
+    pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<()> {
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Ok(());
+        }
+        self.check_writable()?;
+        let mut skip = 0;
+        if self.pending_output() == 0 {
+            match self.send_vectored(bufs) {
+                Ok(n) => skip = n,
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
             }
-            self.output.extend_from_slice(rest);
+        }
+        let mut rest = bufs.iter().filter_map(|b| {
+            if skip >= b.len() {
+                skip -= b.len();
+                None
+            } else {
+                let part = &b[skip..];
+                skip = 0;
+                Some(part)
+            }
+        });
+        for part in rest.by_ref() {
+            self.queue(part);
         }
         Ok(())
+    }
+
+    /// Why a write is refused now, if it is: closing, write side shut
+    /// down, or the output at its high-water mark (which arms on_drain).
+    fn check_writable(&mut self) -> Result<()> {
+        if self.close_requested || self.broken {
+            return Err(Error::new(ErrorKind::Closed, "the connection is closing"));
+        }
+        if self.shut_write_requested {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                "the write side is shut down (ss_conn_shutdown_write)",
+            ));
+        }
+        if self.output_full() {
+            self.drain_armed = true;
+            return Err(Error::new(
+                ErrorKind::WouldBlock,
+                format!(
+                    "{} bytes are waiting to be sent (high-water mark {}): wait until the peer reads",
+                    self.pending_output(),
+                    self.high_water
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends what the socket did not take to the queue.
+    fn queue(&mut self, part: &[u8]) {
+        if part.is_empty() {
+            return;
+        }
+        // Drop what was sent once it is at least half the buffer, so the
+        // buffer stays within about twice the pending output however
+        // much passes through it (amortised: each byte moves once).
+        if self.sent > 0 && self.sent >= self.output.len() - self.sent {
+            self.output.drain(..self.sent);
+            self.sent = 0;
+        }
+        self.output.extend_from_slice(part);
+        if self.output_full() {
+            self.drain_armed = true;
+        }
     }
 
     /// One non-blocking send; 0 when the socket is full.
@@ -201,8 +314,27 @@ impl Conn {
         }
     }
 
+    /// One non-blocking sendmsg of several buffers; 0 when the socket is
+    /// full.
+    fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize> {
+        loop {
+            match self
+                .socket
+                .send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+            {
+                Ok(n) => {
+                    self.sent_since_check |= n > 0;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) => return Err(Error::io("sendmsg", e)),
+            }
+        }
+    }
+
     /// Sends queued output while the socket takes it. The buffer is freed
-    /// once empty.
+    /// once empty (and a write shutdown asked for happens then).
     pub(crate) fn flush(&mut self) -> Result<()> {
         while self.pending_output() > 0 {
             let pending = std::mem::take(&mut self.output);
@@ -222,7 +354,59 @@ impl Conn {
         }
         self.output = Vec::new();
         self.sent = 0;
+        self.shut_write_if_flushed();
         Ok(())
+    }
+
+    /// Stops reading: no recv, no on_data, until resume_reading.
+    pub fn pause_reading(&mut self) {
+        self.paused = true;
+    }
+
+    /// Reads again; input already held is presented to on_data by the
+    /// loop soon (after the current callback returns), before more is
+    /// read.
+    pub fn resume_reading(&mut self) {
+        if self.paused {
+            self.paused = false;
+            self.resume_feed = !self.input.is_empty();
+        }
+    }
+
+    pub fn reading_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Half-close: shuts the write side down (FIN) once the queued output
+    /// is sent; reading goes on. Refused once closing.
+    pub fn shutdown_write(&mut self) -> Result<()> {
+        if self.close_requested || self.broken {
+            return Err(Error::new(ErrorKind::Closed, "the connection is closing"));
+        }
+        self.shut_write_requested = true;
+        self.shut_write_if_flushed();
+        Ok(())
+    }
+
+    fn shut_write_if_flushed(&mut self) {
+        if self.shut_write_requested && !self.write_shut && self.pending_output() == 0 {
+            self.shutdown(std::net::Shutdown::Write);
+            self.write_shut = true;
+        }
+    }
+
+    /// Abortive close: queued output and held input are dropped and the
+    /// socket is closed with SO_LINGER 0 (a TCP peer gets a reset) as soon
+    /// as the callback returns; no shutdown, no lingering. on_close runs
+    /// (once) unless it is running already.
+    pub fn abort(&mut self) {
+        let _ = self.socket.set_linger(Some(std::time::Duration::ZERO));
+        self.output = Vec::new();
+        self.sent = 0;
+        self.input = Vec::new();
+        self.drain_armed = false;
+        self.aborted = true;
+        self.broken = true;
     }
 
     /// Closes once the queued output has been sent.
@@ -247,7 +431,9 @@ impl Conn {
         self.input = Vec::new();
         self.output = Vec::new();
         self.sent = 0;
-        self.shutdown(std::net::Shutdown::Write);
+        if !self.aborted {
+            self.shutdown(std::net::Shutdown::Write);
+        }
         self.lingering = true;
         self.timer_start = tick + 1;
         self.last_active = tick;

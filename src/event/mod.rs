@@ -44,7 +44,9 @@
 //! after each batch of events (`run_timers`).
 
 mod conn;
+mod context;
 mod timer;
+mod watch;
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -61,7 +63,9 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use socket2::{SockAddr, Socket};
 
 pub use conn::Conn;
+pub use context::failing_conn;
 pub use timer::{LoopTimer, LoopTimerFn, TimerId};
+pub use watch::{WatchFn, WATCH_ERROR, WATCH_HANGUP, WATCH_READ, WATCH_WRITE};
 
 use crate::address::describe_peer;
 use crate::concurrency::{set_current_worker, WorkerKind};
@@ -287,6 +291,11 @@ fn run_guarded(mut event_loop: EventLoop) {
         .get_mut(usize::from(event_loop.index))
         .map(std::mem::take)
         .unwrap_or_default();
+    let _context = context::enter(
+        event_loop.index,
+        event_loop.server.clone(),
+        event_loop.epoll.clone(),
+    );
     // Until the loop has closed its connections (their timers with them).
     let _timers = timer::install(
         event_loop.index,
@@ -309,7 +318,7 @@ struct EventLoop {
     /// Every loop of this run, self included, in index order: the round
     /// robin's targets (taken when the loop starts, after all are listed).
     peers: Vec<Arc<LoopShared>>,
-    epoll: Epoll,
+    epoll: Arc<Epoll>,
     slots: Vec<Option<Box<Conn>>>,
     free: Vec<u32>,
     ids: SlotIds,
@@ -398,7 +407,7 @@ impl EventLoop {
             own,
             shared,
             peers: Vec::new(),
-            epoll,
+            epoll: Arc::new(epoll),
             slots: Vec::new(),
             free: Vec::new(),
             // Taken when the loop runs (a loop that never runs keeps none).
@@ -442,6 +451,7 @@ impl EventLoop {
                         self.run_mailbox();
                         self.take_incoming();
                     }
+                    t if t & watch::WATCH_TAG != 0 => self.on_watch_event(t, flags),
                     slot => self.on_conn_event(slot as usize, flags),
                 }
             }
@@ -488,6 +498,7 @@ impl EventLoop {
                 match event.data() {
                     TOKEN_LISTENER => {}
                     TOKEN_WAKER => self.run_mailbox(),
+                    t if t & watch::WATCH_TAG != 0 => self.on_watch_event(t, event.events()),
                     slot => self.on_conn_event(slot as usize, event.events()),
                 }
             }
@@ -726,13 +737,21 @@ impl EventLoop {
         if conn.read_done && flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
             conn.broken = true;
         }
+        if conn.paused {
+            paused_hangup(conn, flags);
+        }
         let readable = flags.intersects(
             EpollFlags::EPOLLIN
                 | EpollFlags::EPOLLRDHUP
                 | EpollFlags::EPOLLHUP
                 | EpollFlags::EPOLLERR,
         );
-        if readable && !conn.read_done && !conn.output_full() && !conn.close_requested {
+        if readable
+            && !conn.read_done
+            && !conn.output_full()
+            && !conn.close_requested
+            && !conn.paused
+        {
             read_conn(server, conn, &mut self.read_buffer, self.tick);
         }
         if flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
@@ -742,8 +761,9 @@ impl EventLoop {
                 report_conn_error(server, conn, &e);
             } else {
                 conn.last_active = self.tick;
+                drained(server, conn);
                 // Input held back while the output was full gets its turn.
-                if !conn.input.is_empty() && !conn.output_full() {
+                if !conn.input.is_empty() && !conn.output_full() && !conn.paused {
                     feed_input(server, conn, &[]);
                 }
             }
@@ -757,6 +777,7 @@ impl EventLoop {
         let Some(conn) = self.slots[slot].as_deref_mut() else {
             return;
         };
+        feed_resumed(&self.server, conn);
         if std::mem::take(&mut conn.sent_since_check) {
             conn.last_active = self.tick;
         }
@@ -778,12 +799,13 @@ impl EventLoop {
             self.timers_active = true;
         }
         let mut want = EpollFlags::empty();
-        if !conn.read_done && !conn.output_full() && !conn.close_requested {
+        if !conn.read_done && !conn.output_full() && !conn.close_requested && !conn.paused {
             want |= READ_EVENTS;
         }
         if conn.pending_output() > 0 {
             want |= WRITE_EVENTS;
         }
+        let want = park_if_hung_up(conn, want);
         if want != conn.registered {
             if self
                 .epoll
@@ -830,6 +852,7 @@ impl EventLoop {
         }
         timer::close_conn_timers(conn);
         self.server.event_handler().on_close(conn);
+        watch::unwatch_all(&self.epoll, conn);
         conn.start_lingering(self.tick);
         self.lingering += 1;
         self.release_connection();
@@ -837,6 +860,10 @@ impl EventLoop {
         let Some(conn) = self.slots[slot].as_deref_mut() else {
             return;
         };
+        if conn.aborted {
+            // ss_conn_abort in on_close: reset now instead of lingering.
+            return self.close_conn(slot);
+        }
         if conn.registered != READ_EVENTS {
             if self
                 .epoll
@@ -871,7 +898,12 @@ impl EventLoop {
         if counted.is_some() {
             self.server.event_handler().on_close(&mut conn);
         }
-        conn.shutdown(std::net::Shutdown::Both);
+        watch::unwatch_all(&self.epoll, &mut conn);
+        // An aborted connection is reset by its close (SO_LINGER 0): a
+        // shutdown would send FIN first.
+        if !conn.aborted {
+            conn.shutdown(std::net::Shutdown::Both);
+        }
         // Explicitly: a forked child holding a copy of the fd would keep
         // the registration alive after close, and the loop would spin.
         let _ = self.epoll.delete(conn.socket());
@@ -914,6 +946,7 @@ impl EventLoop {
                 && !conn.output_full()
                 && !conn.close_requested
                 && !conn.broken
+                && !conn.paused
             {
                 feed_input(&self.server, conn, &[]);
             }
@@ -1187,7 +1220,12 @@ fn feed_input(server: &Server, conn: &mut Conn, fresh: &[u8]) {
 
 fn consume(server: &Server, conn: &mut Conn, data: &[u8]) -> Result<usize> {
     let mut used = 0;
-    while used < data.len() && !conn.close_requested && !conn.broken && !conn.output_full() {
+    while used < data.len()
+        && !conn.close_requested
+        && !conn.broken
+        && !conn.output_full()
+        && !conn.paused
+    {
         let n = server.event_handler().on_data(conn, &data[used..])?;
         if n > data.len() - used {
             return Err(Error::invalid(format!(
@@ -1204,20 +1242,83 @@ fn consume(server: &Server, conn: &mut Conn, data: &[u8]) -> Result<usize> {
         // request boundary is not taken for a slow one.
         conn.timer_start = 0;
     }
+    // What a resume asked for has happened: the input was presented.
+    conn.resume_feed = false;
     Ok(used)
 }
 
-fn report_conn_error(server: &Server, conn: &Conn, error: &Error) {
+/// handle_error for a connection's failure: the message names the
+/// connection ("connection <id> from <peer>: ..."), and ss_error_conn()
+/// gives the connection itself during the call.
+fn report_conn_error(server: &Server, conn: &mut Conn, error: &Error) {
     let peer = conn.peer_address();
-    let error = Error::new(
-        error.kind(),
-        format!(
-            "connection from {}: {}",
-            describe_peer(&peer),
-            error.message()
-        ),
-    );
-    server.handler().handle_error(None, &error);
+    let error = error.with_message(format!(
+        "connection {} from {}: {}",
+        conn.id(),
+        describe_peer(&peer),
+        error.message()
+    ));
+    context::reporting(conn, || server.handler().handle_error(None, &error));
+}
+
+/// A paused connection is not read, so the hang-ups epoll reports whatever
+/// is watched are handled here (else, level-triggered, they would wake the
+/// loop on every wait): an error (a TCP reset) ends the connection; a
+/// hang-up without one (a Unix peer closed, or both directions are shut)
+/// parks the socket until resume, which reads what is left.
+fn paused_hangup(conn: &mut Conn, flags: EpollFlags) {
+    if conn.read_done {
+        return;
+    }
+    if flags.contains(EpollFlags::EPOLLERR) {
+        conn.read_done = true;
+        conn.broken = true;
+    } else if flags.contains(EpollFlags::EPOLLHUP) {
+        conn.hung_up = true;
+    }
+}
+
+/// What settle registers for a paused connection whose peer hung up:
+/// EPOLLONESHOT alone, which the kernel disarms after one more report (an
+/// empty interest set would still report the hang-up on every wait).
+fn park_if_hung_up(conn: &mut Conn, want: EpollFlags) -> EpollFlags {
+    if !conn.paused {
+        conn.hung_up = false;
+        return want;
+    }
+    if conn.hung_up && want.is_empty() {
+        return EpollFlags::EPOLLONESHOT;
+    }
+    want
+}
+
+/// Input held while paused, presented after ss_conn_resume_reading (from
+/// settle, so never inside the callback that resumed).
+fn feed_resumed(server: &Server, conn: &mut Conn) {
+    if !std::mem::take(&mut conn.resume_feed) {
+        return;
+    }
+    if !conn.input.is_empty()
+        && !conn.paused
+        && !conn.output_full()
+        && !conn.close_requested
+        && !conn.broken
+    {
+        feed_input(server, conn, &[]);
+    }
+}
+
+/// on_drain, once per crossing: output that reached the high-water mark
+/// has fallen to the low-water mark.
+fn drained(server: &Server, conn: &mut Conn) {
+    if conn.drain_armed
+        && conn.pending_output() <= server.config().effective_low_water()
+        && !conn.close_requested
+        && !conn.broken
+    {
+        conn.drain_armed = false;
+        server.event_handler().on_drain(conn);
+    }
 }
 
 #[cfg(test)]

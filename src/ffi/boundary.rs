@@ -1,7 +1,7 @@
 //! The panic boundary, the per-thread detail message and pointer checks
 //! that every exported function goes through.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -12,16 +12,26 @@ thread_local! {
     /// The calling thread's last failure: its kind (so that a handler that
     /// fails right after it can be reported with the real cause) and text.
     static LAST_ERROR: RefCell<Option<(ErrorKind, CString)>> = const { RefCell::new(None) };
+    /// The errno behind that failure (0: none), for ss_last_os_error().
+    static LAST_OS_ERROR: Cell<i32> = const { Cell::new(0) };
 }
 
 pub(crate) fn set_last_error(error: &Error) {
     // Interior NULs cannot be represented in a C string: show them as spaces.
     let text = CString::new(error.message().replace('\0', " ")).unwrap_or_default();
     let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = Some((error.kind(), text)));
+    let _ = LAST_OS_ERROR.try_with(|slot| slot.set(error.os_error()));
 }
 
 pub(crate) fn clear_last_error() {
     let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = None);
+    let _ = LAST_OS_ERROR.try_with(|slot| slot.set(0));
+}
+
+/// The errno of the calling thread's last failure, 0 when it had none
+/// (or the last call succeeded).
+pub(crate) fn last_os_error() -> i32 {
+    LAST_OS_ERROR.try_with(Cell::get).unwrap_or(0)
 }
 
 /// The calling thread's detail message, or "" when its last call succeeded.
@@ -58,6 +68,15 @@ macro_rules! ffi_statuses {
         pub(crate) fn status_of(kind: ErrorKind) -> ss_status {
             match kind {
                 $(ErrorKind::$kind => ss_status::$status,)*
+            }
+        }
+
+        /// The kind a failure status stands for; None for SS_OK and
+        /// numbers that are no status.
+        pub(crate) fn kind_of(status: std::ffi::c_int) -> Option<ErrorKind> {
+            match status {
+                $($number => Some(ErrorKind::$kind),)*
+                _ => None,
             }
         }
 
@@ -230,6 +249,37 @@ pub(crate) unsafe fn copy_text_out(
     unsafe {
         std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
         buf.add(text.len()).write(0);
+    }
+    Ok(())
+}
+
+/// Copies a raw socket address into a caller's buffer the way
+/// getpeername() does: at most `*inout_len` bytes into `out`, and
+/// `*inout_len` set to the address's full length (`out` may be NULL when
+/// `*inout_len` is 0, to ask for the length).
+///
+/// # Safety
+/// `inout_len` is NULL or readable and writable; `out` is NULL or writable
+/// for `*inout_len` bytes.
+pub(crate) unsafe fn copy_sockaddr_out(
+    addr: &socket2::SockAddr,
+    out: *mut libc::sockaddr,
+    inout_len: *mut libc::socklen_t,
+) -> Result<()> {
+    if inout_len.is_null() {
+        return Err(null("inout_len"));
+    }
+    // SAFETY: non-NULL, readable and writable per the contract.
+    let room = unsafe { inout_len.read() } as usize;
+    if out.is_null() && room > 0 {
+        return Err(null("out"));
+    }
+    let len = addr.len() as usize;
+    // SAFETY: `out` is writable for `room` bytes and the copy is at most
+    // that long; the source is the SockAddr's own storage.
+    unsafe {
+        std::ptr::copy_nonoverlapping(addr.as_ptr().cast::<u8>(), out.cast::<u8>(), len.min(room));
+        inout_len.write(addr.len());
     }
     Ok(())
 }

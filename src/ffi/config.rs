@@ -3,6 +3,7 @@
 use std::ffi::c_int;
 
 use super::boundary::{guard, guard_value, handle_mut, write_out};
+use super::handler::ss_drain_fn;
 use super::handler::{
     ss_close_fn, ss_data_fn, ss_datagram_fn, ss_eof_fn, ss_error_fn, ss_open_fn, ss_request_fn,
     ss_server_fn, ss_verify_fn, Callbacks,
@@ -886,4 +887,43 @@ pub unsafe extern "C" fn ss_config_add_loop_timer(
             c.config.add_loop_timer(interval_ms, callback)
         })
     }
+}
+
+/// SS_EVENT: the on_drain callback (see ss_drain_fn): told once each time
+/// a connection's queued output, having reached the high-water mark, has
+/// fallen to the low-water mark (ss_config_set_output_low_water()).
+/// Default (NULL): nothing. SS_ERR_UNSUPPORTED in other modes.
+///
+/// Thread: any thread; one thread at a time per config.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_on_drain(
+    config: *mut ss_config,
+    on_drain: ss_drain_fn,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            require_event(c, "on_drain")?;
+            c.callbacks.on_drain = on_drain;
+            Ok(())
+        })
+    }
+}
+
+/// SS_EVENT: the low-water mark of queued output per connection, in bytes:
+/// on_drain is called when output that reached the high-water mark
+/// (ss_config_set_output_high_water()) has fallen to this many bytes or
+/// fewer. 0 (the default) means once all of it has been sent. 0 to 64 MiB;
+/// a value at or above the high-water mark acts as the high-water mark
+/// minus 1 (the two may be set in either order). SS_ERR_UNSUPPORTED in
+/// other modes.
+///
+/// Thread: any thread; one thread at a time per config.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_set_output_low_water(
+    config: *mut ss_config,
+    bytes: usize,
+) -> ss_status {
+    // SAFETY: forwarded contract.
+    unsafe { update(config, |c| c.config.set_output_low_water(bytes)) }
 }

@@ -2,7 +2,7 @@
 
 use std::ffi::{c_int, c_void, CString};
 
-use super::boundary::{clear_last_error, last_error, status_of};
+use super::boundary::{clear_last_error, last_error, last_os_error, status_of};
 use super::{ss_conn, ss_request, ss_server, ss_status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Conn;
@@ -110,6 +110,38 @@ pub type ss_datagram_fn = Option<
     ) -> c_int,
 >;
 
+/// SS_EVENT on_drain (ss_config_set_on_drain()): the connection's queued
+/// output, having reached the high-water mark
+/// (ss_config_set_output_high_water(): a write was refused with
+/// SS_ERR_WOULD_BLOCK, or a write left that much queued), has fallen to the
+/// low-water mark (ss_config_set_output_low_water(), default 0: all sent).
+/// Called once per such crossing, on the connection's loop: never for a
+/// connection whose output never reached the high-water mark, and not
+/// after ss_conn_close() or ss_conn_abort(). Write more here, or resume
+/// reading (ss_conn_resume_reading()). `conn` is borrowed for the call.
+pub type ss_drain_fn =
+    Option<unsafe extern "C-unwind" fn(conn: *mut ss_conn, user_data: *mut c_void)>;
+
+/// A watched descriptor is ready (ss_conn_watch_fd()): `fd` is the
+/// descriptor as you gave it, `events` what is ready (ss_watch_events
+/// bits: SS_WATCH_READ, SS_WATCH_WRITE, SS_WATCH_HANGUP, SS_WATCH_ERROR),
+/// `data` the pointer given to ss_conn_watch_fd() (not the server's user
+/// data). Runs on the connection's loop, with `conn` borrowed for the call;
+/// every ss_conn_* call may be used on it. Level-triggered: called again
+/// while the descriptor stays ready, so read or write until EAGAIN, or
+/// unwatch. A call reporting SS_WATCH_HANGUP or SS_WATCH_ERROR is the
+/// last: the watch is removed when it returns (read what is left during
+/// that call). Return 0, or non-zero to close the connection as failed
+/// (handle_error, as for on_data). Must not block.
+pub type ss_watch_fn = Option<
+    unsafe extern "C-unwind" fn(
+        conn: *mut ss_conn,
+        fd: c_int,
+        events: c_int,
+        data: *mut c_void,
+    ) -> c_int,
+>;
+
 /// Releases the server's user data; called exactly once.
 pub type ss_free_fn = Option<unsafe extern "C-unwind" fn(user_data: *mut c_void)>;
 
@@ -127,6 +159,7 @@ pub(crate) struct Callbacks {
     pub on_close: ss_close_fn,
     pub on_eof: ss_eof_fn,
     pub on_datagram: ss_datagram_fn,
+    pub on_drain: ss_drain_fn,
 }
 
 /// The C handler: callbacks plus the user pointer, whose finalizer runs
@@ -194,12 +227,13 @@ pub(crate) fn call_request_fn(
 /// failed just before on this thread, that is the real cause: report its
 /// status (e.g. SS_ERR_TIMEOUT) and say so. The caller cleared the last
 /// error before the call.
-fn callback_failed(stage: &str, rc: c_int) -> Error {
+pub(crate) fn callback_failed(stage: &str, rc: c_int) -> Error {
     match last_error().filter(|(_, text)| !text.is_empty()) {
         Some((kind, text)) => Error::new(
             kind,
             format!("{stage} callback returned {rc} (last error: {text})"),
-        ),
+        )
+        .with_os_error(Some(last_os_error())),
         None => Error::new(
             ErrorKind::Handler,
             format!("{stage} callback returned {rc}"),
@@ -308,6 +342,13 @@ impl EventHandler for CHandler {
 
     fn on_close(&self, conn: &mut Conn) {
         if let Some(cb) = self.callbacks.on_close {
+            // SAFETY: a live connection, borrowed for the call.
+            unsafe { cb(conn_ptr(conn), self.user_data) }
+        }
+    }
+
+    fn on_drain(&self, conn: &mut Conn) {
+        if let Some(cb) = self.callbacks.on_drain {
             // SAFETY: a live connection, borrowed for the call.
             unsafe { cb(conn_ptr(conn), self.user_data) }
         }

@@ -6,22 +6,29 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)] // The safety contract is in each doc comment, for C readers.
 
+mod activation;
 mod boundary;
 mod config;
 mod conn;
 mod handler;
+mod log;
+mod report;
 mod request;
 mod server;
 mod timer;
 
 use std::ffi::{c_char, c_int};
 
+pub use activation::*;
 pub use config::*;
 pub use conn::*;
 pub use handler::{
     ss_close_fn, ss_data_fn, ss_datagram_fn, ss_eof_fn, ss_error_fn, ss_free_fn, ss_open_fn,
     ss_request_fn, ss_server_fn, ss_verify_fn,
 };
+pub use handler::{ss_drain_fn, ss_watch_fn};
+pub use log::*;
+pub use report::*;
 pub use request::*;
 pub use server::*;
 pub use timer::*;
@@ -242,10 +249,46 @@ unsafe impl boundary::Handle for ss_conn {
 /// Thread: any thread; async-signal-safe.
 #[no_mangle]
 pub extern "C" fn ss_version() -> *const c_char {
-    // The header's SS_VERSION_* macros come from the same Cargo.toml field (build.rs).
+    // The header's SS_VERSION_* macros come from the same Cargo.toml field (tools/gen-header).
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
     VERSION.as_ptr().cast()
 }
+
+/// The library's version as one number, MAJOR * 10000 + MINOR * 100 +
+/// PATCH (0.1.0 is 100, 1.2.3 is 10203), for comparisons: the same number
+/// as the header's SS_VERSION_NUMBER when header and library agree, and
+/// `ss_version_number() >= SS_VERSION_OF(0, 2, 0)` asks for 0.2.0 or
+/// later at run time. Minor and patch stay below 100 (the build fails
+/// otherwise).
+///
+/// Thread: any thread; async-signal-safe.
+#[no_mangle]
+pub extern "C" fn ss_version_number() -> u32 {
+    VERSION_NUMBER
+}
+
+/// MAJOR * 10000 + MINOR * 100 + PATCH from Cargo.toml's version, the
+/// same computation as build.rs's SS_VERSION_NUMBER.
+const VERSION_NUMBER: u32 = {
+    const fn decimal(text: &str) -> u32 {
+        let bytes = text.as_bytes();
+        let mut value = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            assert!(bytes[i].is_ascii_digit(), "version parts are decimal");
+            value = value * 10 + (bytes[i] - b'0') as u32;
+            i += 1;
+        }
+        value
+    }
+    let minor = decimal(env!("CARGO_PKG_VERSION_MINOR"));
+    let patch = decimal(env!("CARGO_PKG_VERSION_PATCH"));
+    assert!(
+        minor < 100 && patch < 100,
+        "SS_VERSION_NUMBER needs minor and patch below 100"
+    );
+    decimal(env!("CARGO_PKG_VERSION_MAJOR")) * 10000 + minor * 100 + patch
+};
 
 /// A static, human-readable name for a status code ("SS_ERR_TIMEOUT: timed
 /// out"); never NULL, never to be freed. Unknown values give "unknown status".
@@ -272,6 +315,19 @@ pub extern "C" fn ss_last_error_message() -> *const c_char {
     boundary::last_error_ptr()
 }
 
+/// The errno of the calling thread's last failed call (what
+/// ss_last_error_message() describes), e.g. EADDRINUSE (98) for a bind
+/// whose message ends in "(os error 98)", so that bindings need not parse
+/// the text; 0 when that failure was not an OS error (a bad argument, a
+/// timeout the library measured itself, ...) or when the call succeeded.
+/// Set and cleared together with the detail message, by the same calls.
+///
+/// Thread: any thread; each thread reads its own value.
+#[no_mangle]
+pub extern "C" fn ss_last_os_error() -> c_int {
+    boundary::last_os_error()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +349,18 @@ mod tests {
             env!("CARGO_PKG_VERSION_MAJOR")
         );
         assert!(header.contains(&major), "header lacks {major}");
+        let number = format!("#define SS_VERSION_NUMBER {}", ss_version_number());
+        assert!(header.contains(&number), "header lacks {number}");
+        let parts: Vec<u32> = runtime
+            .to_str()
+            .unwrap()
+            .split('.')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(
+            ss_version_number(),
+            parts[0] * 10000 + parts[1] * 100 + parts[2]
+        );
     }
 
     #[test]

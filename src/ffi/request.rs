@@ -9,7 +9,8 @@
 use std::ffi::{c_char, c_int, c_void};
 
 use super::boundary::{
-    check_len, copy_text_out, guard, guard_value, handle_mut, handle_ref, null, write_out,
+    check_len, copy_sockaddr_out, copy_text_out, guard, guard_value, handle_mut, handle_ref, null,
+    write_out,
 };
 use super::handler::{call_request_fn, ss_request_fn};
 use super::server::{server_ptr, user_data_of};
@@ -275,27 +276,8 @@ pub unsafe extern "C" fn ss_request_client_sockaddr(
     guard(|| {
         // SAFETY: forwarded contracts.
         let req = unsafe { handle_ref(request) }?;
-        if inout_len.is_null() {
-            return Err(null("inout_len"));
-        }
-        // SAFETY: non-NULL, readable and writable per the contract.
-        let room = unsafe { inout_len.read() } as usize;
-        if out.is_null() && room > 0 {
-            return Err(null("out"));
-        }
-        let addr = req.client_sockaddr();
-        let len = addr.len() as usize;
-        // SAFETY: `out` is writable for `room` bytes and the copy is at most
-        // that long; the source is the SockAddr's own storage.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                addr.as_ptr().cast::<u8>(),
-                out.cast::<u8>(),
-                len.min(room),
-            );
-            inout_len.write(addr.len());
-        }
-        Ok(())
+        // SAFETY: buffer contract as documented.
+        unsafe { copy_sockaddr_out(req.client_sockaddr(), out, inout_len) }
     })
 }
 

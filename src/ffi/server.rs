@@ -1,6 +1,7 @@
 //! `ss_server_*`: creating, running, stopping and freeing a server.
 
 use std::ffi::{c_char, c_int, c_void};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -239,22 +240,44 @@ pub unsafe extern "C" fn ss_server_new(
 ) -> ss_status {
     guard(|| {
         // Taken first, so that every error path below releases user_data.
-        let mut handler = CHandler::new(user_data, free_user_data);
+        let handler = CHandler::new(user_data, free_user_data);
         // SAFETY: a live ss_config, read only.
         let boxed = unsafe { handle_ref(config) }?;
         // SAFETY: NUL-terminated string per the contract.
         let address = unsafe { str_arg(address, "address") }?;
-        if out_server.is_null() {
-            return Err(null("out_server"));
-        }
-        check_callbacks(boxed)?;
-        handler.set_callbacks(boxed.callbacks);
-        let server = Server::new(&boxed.config, address, Box::new(handler))?;
-        let handle = Arc::into_raw(server) as *mut ss_server;
-        live::insert(handle as usize);
+        let handler = constructor_handler(boxed, handler, out_server)?;
+        let server = Server::new(&boxed.config, address, handler)?;
         // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { write_out(out_server, "out_server", handle) }
+        unsafe { publish(server, out_server) }
     })
+}
+
+/// The checks both constructors make once the handler holds the user data
+/// (so that every error releases it): an out-pointer, the callbacks the
+/// mode needs; then the handler with those callbacks.
+fn constructor_handler(
+    boxed: &ConfigBox,
+    mut handler: CHandler,
+    out_server: *mut *mut ss_server,
+) -> Result<Box<CHandler>> {
+    if out_server.is_null() {
+        return Err(null("out_server"));
+    }
+    check_callbacks(boxed)?;
+    handler.set_callbacks(boxed.callbacks);
+    Ok(Box::new(handler))
+}
+
+/// Hands a new server to C: registers its handle among the live ones and
+/// writes it to `*out_server`.
+///
+/// # Safety
+/// `out_server` is non-NULL and writable.
+unsafe fn publish(server: Arc<Server>, out_server: *mut *mut ss_server) -> Result<()> {
+    let handle = Arc::into_raw(server) as *mut ss_server;
+    live::insert(handle as usize);
+    // SAFETY: forwarded contract.
+    unsafe { write_out(out_server, "out_server", handle) }
 }
 
 /// The callbacks the chosen mode cannot do without.
@@ -470,7 +493,8 @@ pub unsafe extern "C" fn ss_server_close(server: *mut ss_server) -> ss_status {
 /// returned before free starts and must not follow it: the memory is
 /// released here. Where
 /// ss_server_close() is refused (on the serving thread, in an SS_EVENT
-/// callback, in a callback close runs, in a forked child) this is reported on stderr and ignored,
+/// callback, in a callback close runs, in a forked child) this is reported on stderr (or to the
+/// log callback, ss_set_log_callback()) and ignored,
 /// leaking the server rather than freeing memory still in use. From a
 /// handler thread of SS_THREADING or SS_THREAD_POOL it works: the memory
 /// stays until that request ends, but the pointer must not be used for
@@ -486,7 +510,10 @@ pub unsafe extern "C" fn ss_server_free(server: *mut ss_server) {
         }
         // SAFETY: a live server per the contract.
         if let Err(e) = unsafe { handle_ref(server) }?.close() {
-            crate::sys::write_stderr_line(&format!("socketserver: ss_server_free ignored: {e}"));
+            crate::sys::log_line(
+                crate::sys::LogLevel::Error,
+                &format!("socketserver: ss_server_free ignored: {e}"),
+            );
             return Err(e);
         }
         // From here on shutdown and post refuse the handle; those already
@@ -693,5 +720,87 @@ pub unsafe extern "C" fn ss_server_connections(
             .map_or(0, |e| e.connections());
         // SAFETY: writable per the contract.
         unsafe { write_out(out_connections, "out_connections", n) }
+    })
+}
+
+/// Creates a server from `config` around `fd`, a socket that is already
+/// bound (and maybe listening): one passed by systemd (ss_listen_fds()), a
+/// supervisor, or a parent process. `config`'s transport says what it must
+/// be, and anything else is refused with SS_ERR_INVALID_ARGUMENT and a
+/// message naming the descriptor, what it is and what was wanted: SS_TCP
+/// an AF_INET or AF_INET6 SOCK_STREAM socket of protocol TCP, SS_UDP an
+/// AF_INET or AF_INET6 SOCK_DGRAM socket of protocol UDP, SS_UNIX_STREAM
+/// an AF_UNIX SOCK_STREAM socket and SS_UNIX_DATAGRAM an AF_UNIX
+/// SOCK_DGRAM one (checked with fstat and getsockopt SO_DOMAIN, SO_TYPE,
+/// SO_PROTOCOL). Also refused: a negative or closed descriptor, one that
+/// is not a socket, a socket not bound to an address (an IP port 0, an
+/// unnamed Unix socket), and a connected stream socket (an accepted
+/// connection rather than a listener). The server sets O_NONBLOCK and
+/// FD_CLOEXEC on it itself, and calls listen() with the config's backlog
+/// on a stream socket that is not listening yet (SO_ACCEPTCONN); one that
+/// is keeps the backlog it has. With bind_and_activate turned off
+/// (ss_config_set_bind_and_activate()) that listen() is left to
+/// ss_server_activate(). ss_server_address(), ss_server_port() and
+/// ss_server_fileno() (which returns `fd`) work as for ss_server_new(),
+/// in every mode. Options that only apply before bind (reuse_address,
+/// reuse_port, ipv6_only) are the socket's own: the config's are not
+/// applied to it; those applied to accepted connections (tcp_nodelay, ...)
+/// are.
+///
+/// Ownership: on success the server owns `fd`: ss_server_close() (or
+/// ss_server_free()) closes it; do not close it yourself. A Unix socket
+/// file the adopted socket is bound to was not created by this server and
+/// is never removed by it (unlike ss_server_new()'s). On failure `fd` is
+/// left open, with its flags as they were, and is still the caller's to
+/// close (as libuv's uv_tcp_open() and libevent's evconnlistener_new()
+/// leave it), except after SS_ERR_PANIC, when it may have been closed.
+/// `config` is only read, and `user_data` / `free_user_data` go as for
+/// ss_server_new(): the finalizer runs exactly once, before this returns
+/// if it fails. `*out_server` is written only on success.
+///
+/// Errors: SS_ERR_NULL_POINTER, SS_ERR_INVALID_ARGUMENT (a descriptor that
+/// does not fit, or no handle callback), SS_ERR_IO (fstat, getsockopt,
+/// fcntl, listen or the wake-up eventfd failed).
+///
+/// Thread: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_new_from_fd(
+    config: *const ss_config,
+    fd: c_int,
+    user_data: *mut c_void,
+    free_user_data: ss_free_fn,
+    out_server: *mut *mut ss_server,
+) -> ss_status {
+    guard(|| {
+        // Taken first, so that every error path below releases user_data.
+        let handler = CHandler::new(user_data, free_user_data);
+        // SAFETY: a live ss_config, read only.
+        let boxed = unsafe { handle_ref(config) }?;
+        let handler = constructor_handler(boxed, handler, out_server)?;
+        if fd < 0 {
+            return Err(Error::invalid(format!(
+                "descriptor {fd} is not a file descriptor"
+            )));
+        }
+        // SAFETY: fcntl(2) F_GETFD takes a number and touches no memory; it
+        // tells whether the number is an open descriptor.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(Error::invalid(format!(
+                "descriptor {fd} is not open: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: `fd` is open (checked just above) and the caller hands it
+        // over per the contract; on failure it is given back unclosed.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        match Server::from_fd(&boxed.config, owned, handler) {
+            // SAFETY: checked non-NULL; writable per the contract.
+            Ok(server) => unsafe { publish(server, out_server) },
+            Err((e, owned)) => {
+                // Still the caller's: not closed.
+                let _ = owned.into_raw_fd();
+                Err(e)
+            }
+        }
     })
 }

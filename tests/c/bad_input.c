@@ -132,6 +132,8 @@ static void null_config(void)
     CHECK_NULL_ARG(ss_config_set_idle_timeout(NULL, 100));
     CHECK_NULL_ARG(ss_config_set_max_connections(NULL, 4));
     CHECK_NULL_ARG(ss_config_set_output_high_water(NULL, 4096));
+    CHECK_NULL_ARG(ss_config_set_on_drain(NULL, NULL));
+    CHECK_NULL_ARG(ss_config_set_output_low_water(NULL, 4096));
     CHECK_NULL_ARG(ss_config_set_input_limit(NULL, 4096));
     CHECK_NULL_ARG(ss_config_set_lingering(NULL, 1000, 100));
     CHECK_NULL_ARG(ss_config_set_request_deadline(NULL, 1000));
@@ -158,6 +160,23 @@ static void null_conn(void)
     CHECK_NULL_ARG(ss_conn_set_timer(NULL, 10, ok_conn_timer, NULL, NULL));
     CHECK_NULL_ARG(ss_conn_reset_timer(NULL, 1, 10));
     CHECK_NULL_ARG(ss_conn_cancel_timer(NULL, 1));
+    /* issue 9 connection calls (evconn) */
+    {
+        socklen_t sl = 0;
+        CHECK_NULL_ARG(ss_conn_pause_reading(NULL));
+        CHECK_NULL_ARG(ss_conn_resume_reading(NULL));
+        CHECK(!ss_conn_reading_paused(NULL));
+        CHECK_NULL_ARG(ss_conn_shutdown_write(NULL));
+        CHECK_NULL_ARG(ss_conn_abort(NULL));
+        CHECK_NULL_ARG(ss_conn_writev(NULL, NULL, 0));
+        CHECK(ss_conn_server(NULL) == NULL);
+        CHECK_NULL_ARG(ss_conn_peer_sockaddr(NULL, NULL, &sl));
+        CHECK_NULL_ARG(ss_conn_local_sockaddr(NULL, NULL, &sl));
+        CHECK(ss_error_conn() == NULL);
+        CHECK_NULL_ARG(ss_conn_watch_fd(NULL, 0, SS_WATCH_READ, NULL, NULL));
+        CHECK_NULL_ARG(ss_conn_unwatch_fd(NULL, 0));
+        CHECK_EQ(ss_conn_watched_fds(NULL), 0);
+    }
 }
 
 static void null_server(void)
@@ -171,6 +190,9 @@ static void null_server(void)
     CHECK_NULL_ARG(ss_server_new(config, "127.0.0.1:0", NULL, NULL, NULL));
     CHECK_NULL_ARG(ss_server_new(NULL, "127.0.0.1:0", NULL, NULL, &server));
     CHECK_NULL_ARG(ss_server_new(config, NULL, NULL, NULL, &server));
+    CHECK_NULL_ARG(ss_server_new_from_fd(config, 0, NULL, NULL, NULL));
+    CHECK_NULL_ARG(ss_server_new_from_fd(NULL, 0, NULL, NULL, &server));
+    CHECK_NULL_ARG(ss_listen_fds(NULL, 0, NULL));
     CHECK_NULL_ARG(ss_server_bind(NULL));
     CHECK_NULL_ARG(ss_server_activate(NULL));
     CHECK_NULL_ARG(ss_server_serve_forever(NULL));
@@ -209,8 +231,26 @@ static void null_server(void)
     CHECK_EQ(queued, 0);
     CHECK(ss_server_user_data(server) == NULL); /* NULL user data is fine */
     CHECK_STREQ(ss_last_error_message(), "");
+    /* Reporting to handle_error: a failure status and a message needed. */
+    CHECK_NULL_ARG(ss_server_report_error(NULL, NULL, SS_ERR_IO, "x"));
+    CHECK_NULL_ARG(ss_server_report_error(server, NULL, SS_ERR_IO, NULL));
+    CHECK_FAILS(ss_server_report_error(server, NULL, SS_OK, "x"), SS_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(ss_server_report_error(server, NULL, -1, "x"), SS_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(ss_server_report_error(server, NULL, SS_ERR_IO, "\xc3("), SS_ERR_INVALID_ARGUMENT);
+    CHECK_EQ(ss_last_os_error(), 0);
     ss_server_free(server);
     ss_config_free(config);
+
+    /* The per-thread failure a callback may set itself. */
+    CHECK_NULL_ARG(ss_set_last_error(SS_ERR_HANDLER, NULL));
+    CHECK_FAILS(ss_set_last_error(SS_OK, "x"), SS_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(ss_set_last_error(SS_ERR_WOULD_BLOCK + 1, "x"), SS_ERR_INVALID_ARGUMENT);
+    CHECK_OK(ss_set_last_error(SS_ERR_EOF, "set"));
+    CHECK_STREQ(ss_last_error_message(), "set");
+    /* The log callback: NULL restores stderr (any user data). */
+    CHECK_OK(ss_set_log_callback(NULL, &conns));
+    CHECK_STREQ(ss_last_error_message(), "");
+    CHECK(ss_version_number() == SS_VERSION_NUMBER);
 }
 
 static void null_request(void)
@@ -511,6 +551,8 @@ static void setter_values(void)
     CHECK_FAILS(ss_config_set_output_high_water(tcp, 4096), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_input_limit(tcp, 4096), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_add_loop_timer(tcp, 10, ok_loop_timer, NULL), SS_ERR_UNSUPPORTED);
+    CHECK_FAILS(ss_config_set_on_drain(tcp, NULL), SS_ERR_UNSUPPORTED);
+    CHECK_FAILS(ss_config_set_output_low_water(tcp, 4096), SS_ERR_UNSUPPORTED);
     CHECK_OK(ss_config_set_daemon_threads(tcp, true));
 
     /* Lingering close: stream transports; a timeout of at least 1 ms. */

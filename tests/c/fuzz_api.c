@@ -310,8 +310,21 @@ static void null_args(void)
         CHECK(s != NULL && s[0] != '\0');
     }
     CHECK(ss_last_error_message() != NULL);
+    CHECK(ss_version_number() == SS_VERSION_NUMBER);
+    /* NULL restores stderr, whatever the user data; nothing was set. */
+    ST_IS(ss_set_log_callback(NULL, (void *)&g_calls), SS_OK);
+    CHECK(ss_last_os_error() == 0);
+    ST_IS(ss_set_last_error(SS_OK, "x"), SS_ERR_INVALID_ARGUMENT);
+    ST_IS(ss_set_last_error(16, "x"), SS_ERR_INVALID_ARGUMENT);
+    ST_IS(ss_set_last_error(INT_MIN, "x"), SS_ERR_INVALID_ARGUMENT);
+    ST_IS(ss_set_last_error(SS_ERR_HANDLER, NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_set_last_error(SS_ERR_HANDLER, "\xff"), SS_ERR_INVALID_ARGUMENT);
+    ST_IS(ss_set_last_error(SS_ERR_HANDLER, "set by hand"), SS_OK);
+    CHECK(strcmp(ss_last_error_message(), "set by hand") == 0);
+    ST_IS(ss_server_report_error(NULL, NULL, SS_ERR_HANDLER, "x"), SS_ERR_NULL_POINTER);
 
     ST_IS(ss_config_new(SS_TCP, SS_SYNC, NULL), SS_ERR_NULL_POINTER);
+    CHECK(ss_last_os_error() == 0);
     ST_IS(ss_config_new(-1, SS_SYNC, &config), SS_ERR_INVALID_ARGUMENT);
     CHECK(config == NULL);
     ST_IS(ss_config_new(SS_TCP, 99, &config), SS_ERR_INVALID_ARGUMENT);
@@ -355,6 +368,25 @@ static void null_args(void)
     ST_IS(ss_conn_reset_timer(NULL, 1, 0), SS_ERR_NULL_POINTER);
     ST_IS(ss_conn_cancel_timer(NULL, 1), SS_ERR_NULL_POINTER);
     ST_IS(ss_config_add_loop_timer(NULL, 1, cb_loop_timer, NULL), SS_ERR_NULL_POINTER);
+    /* issue 9 connection calls (evconn): NULL connection. */
+    ST_IS(ss_config_set_on_drain(NULL, NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_config_set_output_low_water(NULL, 1), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_pause_reading(NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_resume_reading(NULL), SS_ERR_NULL_POINTER);
+    CHECK(!ss_conn_reading_paused(NULL));
+    ST_IS(ss_conn_shutdown_write(NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_abort(NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_writev(NULL, NULL, 0), SS_ERR_NULL_POINTER);
+    CHECK(ss_conn_server(NULL) == NULL);
+    {
+        socklen_t sl = 0;
+        ST_IS(ss_conn_peer_sockaddr(NULL, NULL, &sl), SS_ERR_NULL_POINTER);
+        ST_IS(ss_conn_local_sockaddr(NULL, NULL, &sl), SS_ERR_NULL_POINTER);
+    }
+    CHECK(ss_error_conn() == NULL);
+    ST_IS(ss_conn_watch_fd(NULL, 0, SS_WATCH_READ, NULL, NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_unwatch_fd(NULL, 0), SS_ERR_NULL_POINTER);
+    CHECK_EQ(ss_conn_watched_fds(NULL), (size_t)0);
 
     /* ss_request_*: NULL request. */
     ST_IS(ss_request_read(NULL, buf, sizeof buf, &n), SS_ERR_NULL_POINTER);
@@ -397,6 +429,20 @@ static void null_args(void)
     config = tu_config(SS_TCP, cb_request);
     ST_IS(ss_server_new(config, NULL, NULL, NULL, &server), SS_ERR_NULL_POINTER);
     ST_IS(ss_server_new(config, "127.0.0.1:0", NULL, NULL, NULL), SS_ERR_NULL_POINTER);
+    /* Adoption: NULLs, and descriptors that are no socket (/dev/null, -1,
+     * a number far past any open one): refused, and not closed. */
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    CHECK_SYS(devnull);
+    ST_IS(ss_server_new_from_fd(NULL, devnull, NULL, NULL, &server), SS_ERR_NULL_POINTER);
+    ST_IS(ss_server_new_from_fd(config, devnull, NULL, NULL, NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_server_new_from_fd(config, devnull, NULL, NULL, &server), SS_ERR_INVALID_ARGUMENT);
+    ST_IS(ss_server_new_from_fd(config, -1, NULL, NULL, &server), SS_ERR_INVALID_ARGUMENT);
+    ST_IS(ss_server_new_from_fd(config, INT32_MAX, NULL, NULL, &server), SS_ERR_INVALID_ARGUMENT);
+    CHECK_SYS(close(devnull));
+    /* Socket activation: NULL count; NULL array with room claimed. No
+     * LISTEN_* is set for this process. */
+    ST_IS(ss_listen_fds(NULL, 0, NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_listen_fds(NULL, 4, &n), SS_ERR_NULL_POINTER);
     server = tu_server(config, "127.0.0.1:0", NULL);
     ss_config_free(config);
     ST_IS(ss_server_address(server, NULL, sizeof buf, &n), SS_ERR_NULL_POINTER);
@@ -758,6 +804,15 @@ static void hostile_timers(ss_conn *c)
     }
 }
 
+static int hostile_watch(ss_conn *c, int fd, int events, void *data)
+{
+    (void)c;
+    (void)fd;
+    (void)events;
+    (void)data;
+    return 0;
+}
+
 static void hostile_on_conn(ss_conn *c)
 {
     char buf[128];
@@ -779,6 +834,37 @@ static void hostile_on_conn(ss_conn *c)
     CHECK(ss_conn_user_data(c) == buf);
     ST_IS(ss_conn_set_user_data(c, NULL), SS_OK);
     CHECK(ss_conn_data(c) == NULL);
+    /* issue 9 connection calls (evconn): bad arguments on a live conn. */
+    {
+        struct iovec iov[2] = {{NULL, 0}, {NULL, 5}};
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        ST_IS(ss_conn_writev(c, NULL, 1), SS_ERR_NULL_POINTER);
+        ST_IS(ss_conn_writev(c, iov, -1), SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_writev(c, iov, 1025), SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_writev(c, iov, 2), SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_writev(c, iov, 1), SS_OK);
+        ST_IS(ss_conn_pause_reading(c), SS_OK);
+        CHECK(ss_conn_reading_paused(c));
+        ST_IS(ss_conn_resume_reading(c), SS_OK);
+        CHECK(!ss_conn_reading_paused(c));
+        CHECK(ss_conn_server(c) != NULL);
+        ST_IS(ss_conn_peer_sockaddr(c, (struct sockaddr *)&ss, NULL), SS_ERR_NULL_POINTER);
+        ST_IS(ss_conn_peer_sockaddr(c, NULL, &sl), SS_ERR_NULL_POINTER);
+        sl = 0;
+        ST_IS(ss_conn_peer_sockaddr(c, NULL, &sl), SS_OK);
+        sl = sizeof ss;
+        ST_IS(ss_conn_local_sockaddr(c, (struct sockaddr *)&ss, &sl), SS_OK);
+        CHECK(ss_error_conn() == NULL);
+        ST_IS(ss_conn_watch_fd(c, -1, SS_WATCH_READ, hostile_watch, NULL), SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_watch_fd(c, 0, 0, hostile_watch, NULL), SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_watch_fd(c, 0, 99, hostile_watch, NULL), SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_watch_fd(c, 0, SS_WATCH_READ, NULL, NULL), SS_ERR_NULL_POINTER);
+        ST_IS(ss_conn_watch_fd(c, ss_conn_fileno(c), SS_WATCH_READ, hostile_watch, NULL),
+              SS_ERR_INVALID_ARGUMENT);
+        ST_IS(ss_conn_unwatch_fd(c, 12345), SS_ERR_INVALID_ARGUMENT);
+        CHECK_EQ(ss_conn_watched_fds(c), (size_t)0);
+    }
 }
 
 static uint64_t g_conn_id;

@@ -190,10 +190,18 @@ pub fn compile_example(name: &str, extra: &[&str]) -> PathBuf {
 /// directories, the library and the rpath are always added). Programs are
 /// cached per (source, flags) for the life of the test binary.
 pub fn compile_with(source: &str, flags: &[&str]) -> PathBuf {
+    compile_using(None, source, flags)
+}
+
+/// As [`compile_with`], with `compiler` (e.g. "g++", "clang++") instead of
+/// `cc` / `c++` when it is Some; the program's name then says which. A
+/// compiler that is not installed fails the calling test, naming it.
+pub fn compile_using(compiler: Option<&str>, source: &str, flags: &[&str]) -> PathBuf {
     type Slot = Arc<OnceLock<Result<PathBuf, String>>>;
-    type Key = (String, Vec<String>);
+    type Key = (Option<String>, String, Vec<String>);
     static PROGRAMS: OnceLock<Mutex<HashMap<Key, Slot>>> = OnceLock::new();
     let key = (
+        compiler.map(str::to_string),
         source.to_string(),
         flags.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
     );
@@ -212,8 +220,15 @@ pub fn compile_with(source: &str, flags: &[&str]) -> PathBuf {
             .and_then(|s| s.to_str())
             .expect("source file name");
         let cxx = source.ends_with(".cpp");
-        // Programs built with other flags get their own name.
-        let exe = if flags == default_flags(source) {
+        // Programs built with other flags or compilers get their own name.
+        let exe = if let Some(compiler) = compiler {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            flags.hash(&mut h);
+            setup
+                .out_dir
+                .join(format!("{stem}-{compiler}-{:016x}", h.finish()))
+        } else if flags == default_flags(source) {
             setup.out_dir.join(stem)
         } else {
             use std::hash::{Hash, Hasher};
@@ -224,7 +239,7 @@ pub fn compile_with(source: &str, flags: &[&str]) -> PathBuf {
         // Built under a unique name and renamed, so that concurrent test
         // runs never execute a half-written file.
         let tmp = exe.with_extension(format!("tmp{}", std::process::id()));
-        let compiler = if cxx { "c++" } else { "cc" };
+        let compiler = compiler.unwrap_or(if cxx { "c++" } else { "cc" });
         let mut cmd = Command::new(compiler);
         cmd.args(flags)
             .arg("-I")

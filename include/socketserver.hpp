@@ -1,0 +1,1032 @@
+/**
+ * @file socketserver.hpp
+ * @brief libsocketserver for C++17: RAII objects, callbacks as any
+ * callable, errors as exceptions. Header-only, over socketserver.h.
+ *
+ * Written by hand (socketserver.h is generated). Everything is in
+ * namespace `ss`:
+ *
+ * - `ss::config` and `ss::server` own an ss_config / ss_server: move-only;
+ *   their destructors free it (ss_config_free, ss_server_free, which
+ *   closes the server first).
+ * - Callbacks (handle, setup, finish, verify_request, handle_error,
+ *   handle_timeout, service_actions, on_open, on_data, on_eof, on_close,
+ *   on_datagram, the hand-off continuation) are any callable: lambdas with captures, function
+ *   objects, functions. A config holds them; `ss::server`'s constructor
+ *   copies them (so they must be copyable: share state through references
+ *   or std::shared_ptr) into an object that becomes the server's user data,
+ *   whose finalizer (see ss_server_new()) destroys it once no request uses
+ *   the server any more. So a callable and its captures live as long as
+ *   any call to it can run, even on a thread that outlives the
+ *   `ss::server` (daemon threads, block_on_close off). The server's C user
+ *   data is the wrapper's: keep your state in the captures.
+ * - Failures are thrown as `ss::error` (a std::runtime_error) carrying the
+ *   ss_status, the library's detail message (ss_last_error_message()) and
+ *   the OS error (ss_last_os_error()).
+ * - No exception ever crosses into the library: every callback is called
+ *   through a trampoline that catches everything (`catch (...)`). An
+ *   exception from a callback that can fail (setup, handle, finish,
+ *   on_open, on_data, on_datagram, the hand-off continuation) makes it fail: handle_error then gets
+ *   SS_ERR_HANDLER and "handle callback returned -1 (last error: handle
+ *   threw: WHAT)" with the exception's what() (an `ss::error` keeps its
+ *   own status and message, as a failed call in a C handler does); for
+ *   on_data the connection closes as failed, the server goes on. An
+ *   exception from a callback with no failure return (verify_request,
+ *   handle_timeout, service_actions, on_eof, on_close, a posted job) is
+ *   reported to handle_error the same way (ss_server_report_error());
+ *   verify_request then refuses the request and on_eof closes the
+ *   connection. An exception from handle_error itself is written to stderr
+ *   (there is nowhere else to report it); one from the log callback is
+ *   dropped.
+ * - Threads: the C API's rules apply unchanged (the `Thread:` lines of
+ *   socketserver.h). Callables may run on several threads at once
+ *   (SS_THREADING, SS_THREAD_POOL, SS_EVENT with several loops): make
+ *   them thread-safe. An `ss::config` is used by one thread at a time.
+ *   `ss::request` and `ss::conn` are borrowed views, valid only inside the
+ *   callback that received them.
+ * - Destroying a server: never from inside its own callbacks on its
+ *   serving thread or an event loop (the library refuses the free there,
+ *   reports it and leaks the server rather than free memory in use): call
+ *   `shutdown()` there and let the owner destroy the server after
+ *   `serve_forever()` returns. From a handler thread of SS_THREADING or
+ *   SS_THREAD_POOL the destructor works (the memory and the callables stay
+ *   until that request ends). As for ss_server_free(), destroy it once
+ *   every other call on it has returned (shutdown() and post() excepted:
+ *   they may race the destructor and then fail with SS_ERR_CLOSED); clear
+ *   any pointer a signal handler uses first.
+ *
+ * Compiles with g++ and clang++ under -std=c++17 -Wall -Wextra -Wpedantic
+ * -Werror; link with -lsocketserver as for C.
+ */
+#ifndef SOCKETSERVER_HPP
+#define SOCKETSERVER_HPP
+
+#include "socketserver.h"
+
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace ss {
+
+/** The library's failure: what() is "SS_ERR_IO: system call failed: bind ...". */
+class error : public std::runtime_error {
+public:
+    /** `detail` is the library's message (may be empty); `os_error` an errno or 0. */
+    error(ss_status status, const std::string &detail, int os_error = 0)
+        : std::runtime_error(compose(status, detail)), status_(status), detail_(detail),
+          os_error_(os_error)
+    {
+    }
+
+    /** The calling thread's last failure, which returned `status`. */
+    static error last(ss_status status)
+    {
+        return error(status, ss_last_error_message(), ss_last_os_error());
+    }
+
+    ss_status status() const noexcept { return status_; }
+    /** The detail message alone ("" if there was none). */
+    const std::string &detail() const noexcept { return detail_; }
+    /** The errno behind the failure, 0 if it was not an OS error. */
+    int os_error() const noexcept { return os_error_; }
+
+private:
+    static std::string compose(ss_status status, const std::string &detail)
+    {
+        std::string text = ss_status_str(status);
+        if (!detail.empty()) {
+            text += ": ";
+            text += detail;
+        }
+        return text;
+    }
+
+    ss_status status_;
+    std::string detail_;
+    int os_error_;
+};
+
+namespace detail {
+
+/** Throws ss::error for a failed call. */
+inline void check(ss_status status)
+{
+    if (status != SS_OK)
+        throw error::last(status);
+}
+
+/** A string the library copies out with the (buf, cap, out_len) rules. */
+template <class Copy> std::string copy_string(Copy copy)
+{
+    std::size_t len = 0;
+    ss_status status = copy(nullptr, 0, &len);
+    if (status != SS_OK && status != SS_ERR_BUFFER_TOO_SMALL)
+        throw error::last(status);
+    std::string text(len + 1, '\0');
+    check(copy(&text[0], text.size(), &len));
+    text.resize(len);
+    return text;
+}
+
+} // namespace detail
+
+/** ss_transport as a scoped enum. */
+enum class transport : int {
+    tcp = SS_TCP,
+    udp = SS_UDP,
+    unix_stream = SS_UNIX_STREAM,
+    unix_datagram = SS_UNIX_DATAGRAM,
+};
+
+/** ss_concurrency as a scoped enum. */
+enum class concurrency : int {
+    sync = SS_SYNC,
+    threading = SS_THREADING,
+    forking = SS_FORKING,
+    thread_pool = SS_THREAD_POOL,
+    event = SS_EVENT,
+};
+
+/** ss_hand_off as a scoped enum: where request::hand_off() continues. */
+enum class hand_off_target : int {
+    thread = SS_HAND_OFF_THREAD,
+    fork = SS_HAND_OFF_FORK,
+};
+
+class server_ref;
+
+/** A borrowed ss_request: valid only inside the callback that received it.
+ * Thread: that callback's (or its hand-off continuation's), as every
+ * ss_request_* function. Methods throw ss::error. */
+class request {
+public:
+    request() noexcept = default;
+    explicit request(ss_request *handle) noexcept : r_(handle) {}
+
+    /** False for handle_error's NULL request (a server-level error). */
+    explicit operator bool() const noexcept { return r_ != nullptr; }
+    ss_request *native_handle() const noexcept { return r_; }
+
+    /** Up to `len` bytes into `buf`; 0 when the client closed. */
+    std::size_t read(void *buf, std::size_t len)
+    {
+        std::size_t n = 0;
+        detail::check(ss_request_read(r_, buf, len, &n));
+        return n;
+    }
+
+    /** Up to `max` bytes; "" when the client closed. */
+    std::string read(std::size_t max)
+    {
+        std::string data(max, '\0');
+        data.resize(read(&data[0], max));
+        return data;
+    }
+
+    void read_exact(void *buf, std::size_t len) { detail::check(ss_request_read_exact(r_, buf, len)); }
+
+    /** fgets-like (ss_request_readline()); returns the byte count. */
+    std::size_t readline(char *buf, std::size_t cap)
+    {
+        std::size_t n = 0;
+        detail::check(ss_request_readline(r_, buf, cap, &n));
+        return n;
+    }
+
+    /** One line with its '\n' (at most `max` bytes; longer lines come in
+     * pieces), "" at the end of the data. */
+    std::string readline(std::size_t max = 65536)
+    {
+        std::string line(max + 1, '\0');
+        line.resize(readline(&line[0], line.size()));
+        return line;
+    }
+
+    void write(const void *buf, std::size_t len) { detail::check(ss_request_write(r_, buf, len)); }
+    void write(std::string_view data) { write(data.data(), data.size()); }
+    void flush() { detail::check(ss_request_flush(r_)); }
+    void reply(const void *buf, std::size_t len) { detail::check(ss_request_reply(r_, buf, len)); }
+    void reply(std::string_view data) { reply(data.data(), data.size()); }
+    /** Read/write timeout of this request in ms (negative: none). */
+    void set_timeout(std::int64_t timeout_ms) { detail::check(ss_request_set_timeout(r_, timeout_ms)); }
+
+    std::string client_address() const
+    {
+        return detail::copy_string([this](char *buf, std::size_t cap, std::size_t *len) {
+            return ss_request_client_address(r_, buf, cap, len);
+        });
+    }
+
+    /** The whole received datagram (borrowed, like the request). */
+    std::string_view datagram() const
+    {
+        const std::uint8_t *data = nullptr;
+        std::size_t len = 0;
+        detail::check(ss_request_datagram(r_, &data, &len));
+        return std::string_view(reinterpret_cast<const char *>(data), len);
+    }
+
+    int fileno() const noexcept { return ss_request_fileno(r_); }
+
+    /** From inside handle: once handle returns successfully, the rest of the
+     * request runs as the config's hand_off_continuation on a new thread or
+     * in a forked child (ss_request_hand_off()). Only for requests of a
+     * server made by ss::server. */
+    void hand_off(hand_off_target target);
+
+    void set_data(void *data) { detail::check(ss_request_set_data(r_, data)); }
+    void *data() const noexcept { return ss_request_data(r_); }
+    /** The server this request came to. */
+    server_ref server() const noexcept;
+
+private:
+    ss_request *r_ = nullptr;
+};
+
+/** A borrowed SS_EVENT connection: valid only inside the callback or posted
+ * job that received it. Thread: the connection's loop thread, in that
+ * callback or job (as every ss_conn_* function). */
+class conn {
+public:
+    conn() noexcept = default;
+    explicit conn(ss_conn *handle) noexcept : c_(handle) {}
+
+    /** False in a posted job whose connection closed first. */
+    explicit operator bool() const noexcept { return c_ != nullptr; }
+    ss_conn *native_handle() const noexcept { return c_; }
+
+    /** Queues the bytes; throws ss::error, also for SS_ERR_WOULD_BLOCK. */
+    void write(const void *buf, std::size_t len) { detail::check(ss_conn_write(c_, buf, len)); }
+    void write(std::string_view data) { write(data.data(), data.size()); }
+    /** As write(), returning the status instead of throwing (SS_OK,
+     * SS_ERR_WOULD_BLOCK at the high-water mark, ...). */
+    ss_status try_write(std::string_view data) noexcept
+    {
+        return ss_conn_write(c_, data.data(), data.size());
+    }
+    void close() { detail::check(ss_conn_close(c_)); }
+    std::size_t pending_output() const noexcept { return ss_conn_pending_output(c_); }
+    bool output_full() const noexcept { return ss_conn_output_full(c_); }
+    /** For server_ref::post() from any thread. */
+    std::uint64_t id() const noexcept { return ss_conn_id(c_); }
+    void set_data(void *data) { detail::check(ss_conn_set_data(c_, data)); }
+    void *data() const noexcept { return ss_conn_data(c_); }
+    int fileno() const noexcept { return ss_conn_fileno(c_); }
+
+    std::string peer_address() const
+    {
+        return detail::copy_string([this](char *buf, std::size_t cap, std::size_t *len) {
+            return ss_conn_peer_address(c_, buf, cap, len);
+        });
+    }
+
+    // The event-mode calls being added to the C API (pause/resume reading,
+    // timers, writev, drain, shutdown_write, abort, ...) get their wrappers
+    // here, next to the calls they extend, once socketserver.h has them.
+
+private:
+    ss_conn *c_ = nullptr;
+};
+
+namespace detail {
+
+/** A failure to hand back to the library: status and message. */
+struct failure {
+    ss_status status;
+    std::string message;
+};
+
+/** What the exception being handled says; `stage` names the callback. */
+inline failure current_failure(const char *stage) noexcept
+{
+    try {
+        try {
+            throw;
+        } catch (const error &e) {
+            // An ss::error made with SS_OK is still a failure.
+            return failure{e.status() == SS_OK ? SS_ERR_HANDLER : e.status(),
+                           e.detail().empty() ? std::string(e.what()) : e.detail()};
+        } catch (const std::exception &e) {
+            return failure{SS_ERR_HANDLER, std::string(stage) + " threw: " + e.what()};
+        } catch (...) {
+            return failure{SS_ERR_HANDLER, std::string(stage) +
+                                               " threw an exception not derived from "
+                                               "std::exception"};
+        }
+    } catch (...) {
+        // Out of memory for the text.
+        return failure{SS_ERR_HANDLER, std::string()};
+    }
+}
+
+/** Hands `f` to `give` (a library call taking the message), with a
+ * replacement text when the message is empty or not UTF-8. */
+template <class Give> void give_failure(const failure &f, Give give) noexcept
+{
+    const char *text = f.message.empty() ? "a callback threw (no memory for the message)"
+                                         : f.message.c_str();
+    if (give(f.status, text) == SS_OK)
+        return;
+    // Not UTF-8 (or holding a NUL): the ASCII part, '?' for the rest.
+    char ascii[512];
+    std::size_t i = 0;
+    for (; text[i] != '\0' && i + 1 < sizeof ascii; i++)
+        ascii[i] = static_cast<unsigned char>(text[i]) < 0x80 ? text[i] : '?';
+    ascii[i] = '\0';
+    give(f.status, ascii);
+}
+
+/** The callback's failure return (-1), with the exception as the cause
+ * handle_error reports. Call inside a catch block. */
+inline int fail_return(const char *stage) noexcept
+{
+    give_failure(current_failure(stage), [](ss_status status, const char *text) {
+        return ss_set_last_error(status, text);
+    });
+    return -1;
+}
+
+/** Reports the exception being handled to the server's handle_error. Call
+ * inside a catch block. */
+inline void report_current(ss_server *server, ss_request *request, const char *stage) noexcept
+{
+    if (server == nullptr)
+        return;
+    give_failure(current_failure(stage), [&](ss_status status, const char *text) {
+        return ss_server_report_error(server, request, status, text);
+    });
+}
+
+/** One line of `parts` on descriptor 2 with write(2) alone (also fine in
+ * a forked child). */
+inline void stderr_line(std::initializer_list<const char *> parts) noexcept
+{
+    std::string line;
+    try {
+        line = "socketserver.hpp: ";
+        for (const char *part : parts)
+            line += part;
+        line += "\n";
+    } catch (...) {
+        return;
+    }
+    const char *p = line.data();
+    std::size_t left = line.size();
+    while (left > 0) {
+        ssize_t n = ::write(2, p, left);
+        if (n <= 0)
+            return;
+        p += n;
+        left -= static_cast<std::size_t>(n);
+    }
+}
+
+template <class F> bool is_empty(const F &f) noexcept
+{
+    if constexpr (std::is_same_v<F, std::nullptr_t>)
+        return true;
+    else if constexpr (std::is_function_v<F>)
+        return false; // a function, never NULL
+    else if constexpr (std::is_constructible_v<bool, const F &>)
+        return !static_cast<bool>(f);
+    else
+        return false;
+}
+
+/** Normalises a callable returning void (success unless it throws) or int
+ * (0 = success) to one returning int. */
+template <class... Args, class F> std::function<int(Args...)> int_returning(F &&f)
+{
+    using Fn = std::decay_t<F>;
+    if (is_empty(f))
+        return {};
+    if constexpr (std::is_same_v<Fn, std::nullptr_t>) {
+        return {};
+    } else {
+        using R = std::invoke_result_t<Fn &, Args...>;
+        static_assert(std::is_void_v<R> || (std::is_convertible_v<R, int> && !std::is_same_v<R, bool>),
+                      "return void (throw to fail) or int (0 = success), not bool");
+        if constexpr (std::is_void_v<R>)
+            return [fn = Fn(std::forward<F>(f))](Args... args) mutable {
+                fn(args...);
+                return 0;
+            };
+        else
+            return [fn = Fn(std::forward<F>(f))](Args... args) mutable {
+                return static_cast<int>(fn(args...));
+            };
+    }
+}
+
+/** A callable as std::function<Sig>, empty for nullptr or an empty one. */
+template <class Sig, class F> std::function<Sig> as_function(F &&f)
+{
+    if (is_empty(f))
+        return {};
+    if constexpr (std::is_same_v<std::decay_t<F>, std::nullptr_t>)
+        return {};
+    else
+        return std::function<Sig>(std::forward<F>(f));
+}
+
+/** Every callback of a server; the server's user data. */
+struct handlers {
+    std::function<int(request &)> setup, handle, finish;
+    std::function<bool(request &)> verify_request;
+    std::function<void(request &, ss_status, std::string_view)> handle_error;
+    std::function<void(server_ref &)> handle_timeout, service_actions;
+    std::function<int(conn &)> on_open;
+    std::function<std::size_t(conn &, std::string_view)> on_data;
+    std::function<void(conn &)> on_eof, on_close;
+    std::function<int(request &, std::string_view)> on_datagram;
+    /** What request::hand_off() continues with. */
+    std::function<int(request &)> continuation;
+    /** Set once ss_server_new() returned, for reports from callbacks that
+     * are given no server. */
+    ss_server *server = nullptr;
+};
+
+inline handlers &of(void *user_data) noexcept { return *static_cast<handlers *>(user_data); }
+
+inline void free_handlers(void *user_data) noexcept { delete static_cast<handlers *>(user_data); }
+
+/** A job posted with server_ref::post(). */
+struct job {
+    std::function<void(conn &)> fn;
+    ss_server *server;
+};
+
+inline void tr_job(ss_conn *c, void *arg) noexcept
+{
+    std::unique_ptr<job> box(static_cast<job *>(arg));
+    conn k(c);
+    try {
+        box->fn(k);
+    } catch (...) {
+        report_current(box->server, nullptr, "posted job");
+    }
+}
+
+} // namespace detail
+
+/** A borrowed server: what callbacks get (service_actions,
+ * handle_timeout, request::server()), and the base of `ss::server`.
+ * Thread: each method as the C function it calls (its `Thread:` line in
+ * socketserver.h): shutdown(), post(), address(), port(), fileno(),
+ * live_threads(), live_children(), queued_requests() and connections()
+ * from any thread; serve_forever(), handle_request(), bind(), activate()
+ * one thread at a time; close() not from this server's own loop. */
+class server_ref {
+public:
+    server_ref() noexcept = default;
+    explicit server_ref(ss_server *handle) noexcept : s_(handle) {}
+
+    explicit operator bool() const noexcept { return s_ != nullptr; }
+    ss_server *native_handle() const noexcept { return s_; }
+
+    /** ss_server_bind() / ss_server_activate(), after bind_and_activate(false). */
+    void bind() { detail::check(ss_server_bind(s_)); }
+    void activate() { detail::check(ss_server_activate(s_)); }
+
+    /** Until shutdown(); throws ss::error otherwise (SS_ERR_CLOSED when
+     * close() on another thread stopped it). */
+    void serve_forever() { detail::check(ss_server_serve_forever(s_)); }
+
+    /** At most one request: SS_OK, SS_ERR_TIMEOUT (the config's timeout
+     * passed) or SS_ERR_SHUT_DOWN; throws ss::error for anything else. */
+    ss_status handle_request()
+    {
+        ss_status status = ss_server_handle_request(s_);
+        if (status != SS_OK && status != SS_ERR_TIMEOUT && status != SS_ERR_SHUT_DOWN)
+            throw error::last(status);
+        return status;
+    }
+
+    /** ss_server_shutdown(): any thread, any callback, a signal handler;
+     * returns its status instead of throwing. */
+    ss_status shutdown() const noexcept { return ss_server_shutdown(s_); }
+
+    /** ss_server_close(): not from this server's own loop. */
+    void close() { detail::check(ss_server_close(s_)); }
+
+    int fileno() const noexcept { return ss_server_fileno(s_); }
+
+    std::string address() const
+    {
+        return detail::copy_string([this](char *buf, std::size_t cap, std::size_t *len) {
+            return ss_server_address(s_, buf, cap, len);
+        });
+    }
+
+    std::uint16_t port() const
+    {
+        std::uint16_t port = 0;
+        detail::check(ss_server_port(s_, &port));
+        return port;
+    }
+
+    std::size_t live_threads() const
+    {
+        std::size_t threads = 0;
+        detail::check(ss_server_live_workers(s_, &threads, nullptr));
+        return threads;
+    }
+
+    std::size_t live_children() const
+    {
+        std::size_t children = 0;
+        detail::check(ss_server_live_workers(s_, nullptr, &children));
+        return children;
+    }
+
+    std::size_t queued_requests() const
+    {
+        std::size_t queued = 0;
+        detail::check(ss_server_queued_requests(s_, &queued));
+        return queued;
+    }
+
+    std::size_t connections() const
+    {
+        std::size_t n = 0;
+        detail::check(ss_server_connections(s_, &n));
+        return n;
+    }
+
+    /** SS_EVENT: runs `job(conn)` on the loop of connection `conn_id` (from
+     * conn::id()), from any thread; the conn is empty (false) if the
+     * connection closed first. Throws ss::error if it cannot be posted
+     * (the job is then destroyed uncalled). An exception from the job is
+     * reported to handle_error. */
+    template <class F> void post(std::uint64_t conn_id, F &&job) const
+    {
+        auto box = std::make_unique<detail::job>(
+            detail::job{std::function<void(conn &)>(std::forward<F>(job)), s_});
+        ss_status status = ss_server_post(s_, conn_id, &detail::tr_job, box.get());
+        if (status != SS_OK)
+            throw error::last(status);
+        box.release(); // tr_job owns it now
+    }
+
+    /** ss_server_report_error(): `message` to handle_error, with `request`
+     * (an empty one for a server-level error). */
+    void report_error(const request &req, ss_status status, const std::string &message) const
+    {
+        detail::check(ss_server_report_error(s_, req.native_handle(), status, message.c_str()));
+    }
+
+protected:
+    ss_server *s_ = nullptr;
+};
+
+inline server_ref request::server() const noexcept { return server_ref(ss_request_server(r_)); }
+
+namespace detail {
+
+inline int tr_setup(ss_request *r, void *u) noexcept
+{
+    request q(r);
+    try {
+        return of(u).setup(q);
+    } catch (...) {
+        return fail_return("setup");
+    }
+}
+
+inline int tr_handle(ss_request *r, void *u) noexcept
+{
+    request q(r);
+    try {
+        return of(u).handle(q);
+    } catch (...) {
+        return fail_return("handle");
+    }
+}
+
+inline int tr_finish(ss_request *r, void *u) noexcept
+{
+    request q(r);
+    try {
+        return of(u).finish(q);
+    } catch (...) {
+        return fail_return("finish");
+    }
+}
+
+inline bool tr_verify_request(ss_request *r, void *u) noexcept
+{
+    request q(r);
+    try {
+        return of(u).verify_request(q);
+    } catch (...) {
+        report_current(ss_request_server(r), r, "verify_request");
+        return false;
+    }
+}
+
+inline void tr_handle_error(ss_request *r, ss_status status, const char *message, void *u) noexcept
+{
+    request q(r);
+    try {
+        of(u).handle_error(q, status, message != nullptr ? message : "");
+    } catch (...) {
+        failure f = current_failure("handle_error");
+        stderr_line({f.message.c_str(), " (while reporting: ", message != nullptr ? message : "",
+                     ")"});
+    }
+}
+
+inline void tr_handle_timeout(ss_server *s, void *u) noexcept
+{
+    server_ref v(s);
+    try {
+        of(u).handle_timeout(v);
+    } catch (...) {
+        report_current(s, nullptr, "handle_timeout");
+    }
+}
+
+inline void tr_service_actions(ss_server *s, void *u) noexcept
+{
+    server_ref v(s);
+    try {
+        of(u).service_actions(v);
+    } catch (...) {
+        report_current(s, nullptr, "service_actions");
+    }
+}
+
+inline int tr_on_open(ss_conn *c, void *u) noexcept
+{
+    conn k(c);
+    try {
+        return of(u).on_open(k);
+    } catch (...) {
+        return fail_return("on_open");
+    }
+}
+
+inline int tr_on_data(ss_conn *c, const std::uint8_t *data, std::size_t len, std::size_t *consumed,
+                      void *u) noexcept
+{
+    conn k(c);
+    try {
+        *consumed = of(u).on_data(k, std::string_view(reinterpret_cast<const char *>(data), len));
+        return 0;
+    } catch (...) {
+        return fail_return("on_data");
+    }
+}
+
+inline void tr_on_eof(ss_conn *c, void *u) noexcept
+{
+    conn k(c);
+    try {
+        of(u).on_eof(k);
+    } catch (...) {
+        report_current(of(u).server, nullptr, "on_eof");
+        ss_conn_close(c);
+    }
+}
+
+inline void tr_on_close(ss_conn *c, void *u) noexcept
+{
+    conn k(c);
+    try {
+        of(u).on_close(k);
+    } catch (...) {
+        report_current(of(u).server, nullptr, "on_close");
+    }
+}
+
+inline int tr_continuation(ss_request *r, void *u) noexcept
+{
+    request q(r);
+    try {
+        return of(u).continuation(q);
+    } catch (...) {
+        return fail_return("continuation");
+    }
+}
+
+inline int tr_on_datagram(ss_request *r, const std::uint8_t *data, std::size_t len, void *u) noexcept
+{
+    request q(r);
+    try {
+        return of(u).on_datagram(q, std::string_view(reinterpret_cast<const char *>(data), len));
+    } catch (...) {
+        return fail_return("on_datagram");
+    }
+}
+
+} // namespace detail
+
+inline void request::hand_off(hand_off_target target)
+{
+    auto *callbacks = static_cast<detail::handlers *>(ss_request_server_user_data(r_));
+    if (callbacks == nullptr || !callbacks->continuation)
+        throw error(SS_ERR_INVALID_ARGUMENT,
+                    "request::hand_off: no hand_off_continuation in the server's config");
+    detail::check(ss_request_hand_off(r_, static_cast<int>(target), &detail::tr_continuation));
+}
+
+/** An owned ss_config: a template for servers (ss::server copies it and
+ * its callbacks). Setters throw ss::error (e.g. SS_ERR_UNSUPPORTED for an
+ * option of another mode) and return *this for chaining. Move-only; the
+ * destructor frees it (servers made from it keep their copies).
+ * Thread: any thread, one thread at a time per config. */
+class config {
+public:
+    config(ss::transport transport, ss::concurrency concurrency)
+        : h_(std::make_unique<detail::handlers>())
+    {
+        detail::check(
+            ss_config_new(static_cast<int>(transport), static_cast<int>(concurrency), &c_));
+    }
+
+    config(const config &) = delete;
+    config &operator=(const config &) = delete;
+    config(config &&other) noexcept : c_(std::exchange(other.c_, nullptr)), h_(std::move(other.h_)) {}
+    config &operator=(config &&other) noexcept
+    {
+        if (this != &other) {
+            ss_config_free(c_);
+            c_ = std::exchange(other.c_, nullptr);
+            h_ = std::move(other.h_);
+        }
+        return *this;
+    }
+    ~config() { ss_config_free(c_); }
+
+    ss_config *native_handle() const noexcept { return c_; }
+
+    config &reuse_address(bool on) { return done(ss_config_set_reuse_address(c_, on)); }
+    config &reuse_port(bool on) { return done(ss_config_set_reuse_port(c_, on)); }
+    config &backlog(std::int64_t n) { return done(ss_config_set_backlog(c_, n)); }
+    config &ipv6_only(bool on) { return done(ss_config_set_ipv6_only(c_, on)); }
+    config &bind_and_activate(bool on) { return done(ss_config_set_bind_and_activate(c_, on)); }
+    config &timeout(std::int64_t ms) { return done(ss_config_set_timeout(c_, ms)); }
+    config &request_timeout(std::int64_t ms) { return done(ss_config_set_request_timeout(c_, ms)); }
+    config &tcp_nodelay(bool on) { return done(ss_config_set_tcp_nodelay(c_, on)); }
+    config &read_buffer_size(std::size_t n) { return done(ss_config_set_read_buffer_size(c_, n)); }
+    config &write_buffer_size(std::size_t n) { return done(ss_config_set_write_buffer_size(c_, n)); }
+    config &max_datagram_size(std::size_t n) { return done(ss_config_set_max_datagram_size(c_, n)); }
+    config &poll_interval(std::int64_t ms) { return done(ss_config_set_poll_interval(c_, ms)); }
+    config &daemon_threads(bool on) { return done(ss_config_set_daemon_threads(c_, on)); }
+    config &block_on_close(bool on) { return done(ss_config_set_block_on_close(c_, on)); }
+    config &max_threads(std::size_t n) { return done(ss_config_set_max_threads(c_, n)); }
+    config &thread_stack_size(std::size_t n) { return done(ss_config_set_thread_stack_size(c_, n)); }
+    config &max_children(std::size_t n) { return done(ss_config_set_max_children(c_, n)); }
+    config &threads(std::size_t n) { return done(ss_config_set_threads(c_, n)); }
+    config &queue_size(std::size_t n) { return done(ss_config_set_queue_size(c_, n)); }
+    config &idle_timeout(std::int64_t ms) { return done(ss_config_set_idle_timeout(c_, ms)); }
+    config &max_connections(std::size_t n) { return done(ss_config_set_max_connections(c_, n)); }
+    config &output_high_water(std::size_t n) { return done(ss_config_set_output_high_water(c_, n)); }
+    config &input_limit(std::size_t n) { return done(ss_config_set_input_limit(c_, n)); }
+    config &lingering(std::int64_t time_ms, std::int64_t timeout_ms)
+    {
+        return done(ss_config_set_lingering(c_, time_ms, timeout_ms));
+    }
+    config &request_deadline(std::int64_t ms) { return done(ss_config_set_request_deadline(c_, ms)); }
+    config &max_connections_per_ip(std::size_t n)
+    {
+        return done(ss_config_set_max_connections_per_ip(c_, n));
+    }
+
+    // Callbacks: any callable; nullptr (or an empty std::function) clears
+    // one. Where "void or int" is said, a callable returning void succeeds
+    // unless it throws, one returning int succeeds with 0.
+
+    /** handle(ss::request&) -> void or int. Required. */
+    template <class F> config &handle(F &&f)
+    {
+        auto &slot = handlers().handle = detail::int_returning<request &>(std::forward<F>(f));
+        return done(ss_config_set_handle(c_, slot ? &detail::tr_handle : nullptr));
+    }
+    /** setup(ss::request&) -> void or int. */
+    template <class F> config &setup(F &&f)
+    {
+        auto &slot = handlers().setup = detail::int_returning<request &>(std::forward<F>(f));
+        return done(ss_config_set_setup(c_, slot ? &detail::tr_setup : nullptr));
+    }
+    /** finish(ss::request&) -> void or int. */
+    template <class F> config &finish(F &&f)
+    {
+        auto &slot = handlers().finish = detail::int_returning<request &>(std::forward<F>(f));
+        return done(ss_config_set_finish(c_, slot ? &detail::tr_finish : nullptr));
+    }
+    /** verify_request(ss::request&) -> bool. */
+    template <class F> config &verify_request(F &&f)
+    {
+        auto &slot = handlers().verify_request =
+            detail::as_function<bool(request &)>(std::forward<F>(f));
+        return done(ss_config_set_verify_request(c_, slot ? &detail::tr_verify_request : nullptr));
+    }
+    /** handle_error(ss::request& (false for a server-level error),
+     * ss_status, std::string_view message). Unset: the library's default
+     * line (stderr or the log callback). */
+    template <class F> config &handle_error(F &&f)
+    {
+        auto &slot = handlers().handle_error =
+            detail::as_function<void(request &, ss_status, std::string_view)>(std::forward<F>(f));
+        return done(ss_config_set_handle_error(c_, slot ? &detail::tr_handle_error : nullptr));
+    }
+    /** handle_timeout(ss::server_ref&). */
+    template <class F> config &handle_timeout(F &&f)
+    {
+        auto &slot = handlers().handle_timeout =
+            detail::as_function<void(server_ref &)>(std::forward<F>(f));
+        return done(ss_config_set_handle_timeout(c_, slot ? &detail::tr_handle_timeout : nullptr));
+    }
+    /** service_actions(ss::server_ref&). */
+    template <class F> config &service_actions(F &&f)
+    {
+        auto &slot = handlers().service_actions =
+            detail::as_function<void(server_ref &)>(std::forward<F>(f));
+        return done(
+            ss_config_set_service_actions(c_, slot ? &detail::tr_service_actions : nullptr));
+    }
+    /** SS_EVENT on_open(ss::conn&) -> void or int (non-zero closes it). */
+    template <class F> config &on_open(F &&f)
+    {
+        auto &slot = handlers().on_open = detail::int_returning<conn &>(std::forward<F>(f));
+        return done(ss_config_set_on_open(c_, slot ? &detail::tr_on_open : nullptr));
+    }
+    /** SS_EVENT on_data(ss::conn&, std::string_view data) -> std::size_t
+     * consumed (see ss_data_fn); throw to close the connection as failed. */
+    template <class F> config &on_data(F &&f)
+    {
+        auto &slot = handlers().on_data =
+            detail::as_function<std::size_t(conn &, std::string_view)>(std::forward<F>(f));
+        return done(ss_config_set_on_data(c_, slot ? &detail::tr_on_data : nullptr));
+    }
+    /** SS_EVENT on_eof(ss::conn&). */
+    template <class F> config &on_eof(F &&f)
+    {
+        auto &slot = handlers().on_eof = detail::as_function<void(conn &)>(std::forward<F>(f));
+        return done(ss_config_set_on_eof(c_, slot ? &detail::tr_on_eof : nullptr));
+    }
+    /** SS_EVENT on_close(ss::conn&). */
+    template <class F> config &on_close(F &&f)
+    {
+        auto &slot = handlers().on_close = detail::as_function<void(conn &)>(std::forward<F>(f));
+        return done(ss_config_set_on_close(c_, slot ? &detail::tr_on_close : nullptr));
+    }
+    /** SS_EVENT, datagram transports: on_datagram(ss::request&,
+     * std::string_view datagram) -> void or int. */
+    template <class F> config &on_datagram(F &&f)
+    {
+        auto &slot = handlers().on_datagram =
+            detail::int_returning<request &, std::string_view>(std::forward<F>(f));
+        return done(ss_config_set_on_datagram(c_, slot ? &detail::tr_on_datagram : nullptr));
+    }
+
+    /** What request::hand_off() continues a request with (on its new
+     * thread or in its child): (ss::request&) -> void or int; finish, the
+     * datagram reply and handle_error follow there as usual. */
+    template <class F> config &hand_off_continuation(F &&f)
+    {
+        handlers().continuation = detail::int_returning<request &>(std::forward<F>(f));
+        return *this;
+    }
+
+    /** The callbacks set so far (ss::server copies them). */
+    const detail::handlers &callbacks() const
+    {
+        if (!h_)
+            throw error(SS_ERR_NULL_POINTER, "ss::config was moved from");
+        return *h_;
+    }
+
+private:
+    config &done(ss_status status)
+    {
+        detail::check(status);
+        return *this;
+    }
+
+    detail::handlers &handlers()
+    {
+        if (!h_)
+            throw error(SS_ERR_NULL_POINTER, "ss::config was moved from");
+        return *h_;
+    }
+
+    ss_config *c_ = nullptr;
+    std::unique_ptr<detail::handlers> h_;
+};
+
+/** An owned ss_server (move-only); the destructor closes and frees it
+ * (see the rule for destroying a server at the top of this file).
+ * Thread: construction on any thread; the destructor on any thread but
+ * this server's own loop, after every other call has returned. */
+class server : public server_ref {
+public:
+    /** ss_server_new() with `config`'s settings and a copy of its callbacks.
+     * Throws ss::error (e.g. SS_ERR_IO for a bind that failed); the copy
+     * of the callbacks is then already destroyed. */
+    server(const config &config, const std::string &address)
+    {
+        auto *callbacks = new detail::handlers(config.callbacks());
+        ss_server *handle = nullptr;
+        // From here on the library owns `callbacks`, also if this fails.
+        ss_status status = ss_server_new(config.native_handle(), address.c_str(), callbacks,
+                                         &detail::free_handlers, &handle);
+        if (status != SS_OK)
+            throw error::last(status);
+        callbacks->server = handle;
+        s_ = handle;
+    }
+
+    server(const server &) = delete;
+    server &operator=(const server &) = delete;
+    server(server &&other) noexcept : server_ref(std::exchange(other.s_, nullptr)) {}
+    server &operator=(server &&other) noexcept
+    {
+        if (this != &other) {
+            ss_server_free(s_);
+            s_ = std::exchange(other.s_, nullptr);
+        }
+        return *this;
+    }
+    ~server() { ss_server_free(s_); }
+
+    /** Gives up ownership: the caller frees the handle with ss_server_free(). */
+    ss_server *release() noexcept { return std::exchange(s_, nullptr); }
+};
+
+/** The log callback's type: a level and one line (see ss_log_fn). */
+using log_function = std::function<void(ss_log_level, std::string_view)>;
+
+namespace detail {
+
+inline std::mutex &log_lock()
+{
+    static std::mutex lock;
+    return lock;
+}
+
+inline log_function *&log_current()
+{
+    static log_function *current = nullptr;
+    return current;
+}
+
+inline bool &in_log_callback()
+{
+    static thread_local bool inside = false;
+    return inside;
+}
+
+inline void tr_log(ss_log_level level, const char *message, void *user_data) noexcept
+{
+    in_log_callback() = true;
+    try {
+        (*static_cast<log_function *>(user_data))(level, message);
+    } catch (...) {
+        // Nowhere to report a failure of the log itself.
+    }
+    in_log_callback() = false;
+}
+
+} // namespace detail
+
+/** ss_set_log_callback() with any callable (nullptr restores stderr); the
+ * previous callable is destroyed once no call of it runs any more. It may
+ * be called from any thread, concurrently; exceptions from it are dropped.
+ * Throws ss::error (SS_ERR_WRONG_STATE) from inside the log callback. */
+template <class F> void set_log_callback(F &&f)
+{
+    if (detail::in_log_callback())
+        throw error(SS_ERR_WRONG_STATE, "ss::set_log_callback from inside the log callback");
+    log_function fn = detail::as_function<void(ss_log_level, std::string_view)>(std::forward<F>(f));
+    std::lock_guard<std::mutex> one(detail::log_lock());
+    std::unique_ptr<log_function> fresh(fn ? new log_function(std::move(fn)) : nullptr);
+    ss_status status = ss_set_log_callback(fresh ? &detail::tr_log : nullptr, fresh.get());
+    if (status != SS_OK)
+        throw error::last(status);
+    // The library no longer calls the previous one, and no call is running.
+    delete detail::log_current();
+    detail::log_current() = fresh.release();
+}
+
+/** The library's version ("0.1.0") and number (SS_VERSION_NUMBER's scheme). */
+inline const char *version() noexcept { return ss_version(); }
+inline std::uint32_t version_number() noexcept { return ss_version_number(); }
+
+} // namespace ss
+
+#endif /* SOCKETSERVER_HPP */

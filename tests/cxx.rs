@@ -1,0 +1,218 @@
+//! include/socketserver.hpp, the C++17 wrapper: tests/c/cxx_api.cpp built
+//! with g++ and with clang++ (-std=c++17 -Wall -Wextra -Wpedantic -Werror;
+//! a compiler that is not installed fails the test, naming it), each
+//! sub-test run in a process of its own over real sockets, and the C++
+//! example c_examples/echo_server_cxx.cpp built with both and driven as a
+//! server.
+//!
+//! - raii_callables_freed_once / raii_failed_new_frees_callables: each
+//!   server owns one copy of the config's callables, destroyed exactly
+//!   once, by the user data's finalizer (on free, and when ss_server_new
+//!   fails).
+//! - move_semantics: move construction and assignment of config and
+//!   server, release(), a moved-from config throwing.
+//! - exception_*: a handler throwing std::runtime_error or a non-std type
+//!   (sync, threading, pool, forking: caught in the child), setup and
+//!   finish throwing, an ss::error
+//!   keeping its status: handle_error gets the what() text, the server
+//!   serves the next client; without a handle_error the default line
+//!   carries it (to the log callback).
+//! - event_on_data_throws: that connection fails, another one is unaffected.
+//! - void_callbacks_throw / event_on_eof_and_close_throw / event_post:
+//!   exceptions from callbacks without a failure return are reported.
+//! - hand_off_thread: request::hand_off with the config's continuation
+//!   (which may throw too); refused without one.
+//! - error_carries_status_and_message: ss::error for a bad address (status,
+//!   detail, what()), an address in use (os_error() == EADDRINUSE).
+//! - log_callback_replaced_and_restored: ss::set_log_callback destroys the
+//!   previous callable, nullptr restores stderr, refused from inside.
+//! - version_matches: ss::version() / version_number() against the macros.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CXX17_FLAGS: &[&str] = &[
+    "-std=c++17",
+    "-Wall",
+    "-Wextra",
+    "-Wpedantic",
+    "-Werror",
+    "-g",
+];
+
+const COMPILERS: &[&str] = &["g++", "clang++"];
+
+/// One #[test] per (compiler, sub-test), and the list they cover.
+macro_rules! cxx_subtests {
+    ($($sub:ident),* $(,)?) => {
+        const SUBTESTS: &[&str] = &[$(stringify!($sub)),*];
+        mod gxx {
+            $(#[test] fn $sub() { super::run("g++", stringify!($sub)); })*
+        }
+        mod clangxx {
+            $(#[test] fn $sub() { super::run("clang++", stringify!($sub)); })*
+        }
+    };
+}
+
+cxx_subtests! {
+    raii_callables_freed_once,
+    raii_failed_new_frees_callables,
+    move_semantics,
+    exception_std_sync,
+    exception_non_std_sync,
+    exception_std_threading,
+    exception_non_std_pool,
+    exception_std_forking,
+    exception_ss_error_keeps_status,
+    exception_default_handle_error,
+    exception_setup_finish,
+    event_on_data_throws,
+    void_callbacks_throw,
+    event_on_eof_and_close_throw,
+    event_post,
+    hand_off_thread,
+    error_carries_status_and_message,
+    log_callback_replaced_and_restored,
+    version_matches,
+}
+
+fn program(compiler: &str) -> std::path::PathBuf {
+    common::compile_using(Some(compiler), "cxx_api.cpp", CXX17_FLAGS)
+}
+
+fn run(compiler: &str, subtest: &str) {
+    let exe = program(compiler);
+    let tmp = common::TempDir::new("cxx");
+    let out = common::run_with_timeout(
+        &exe,
+        &[subtest],
+        &[("SS_TEST_TMPDIR", tmp.path())],
+        common::DEFAULT_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "cxx_api ({compiler}) {subtest} failed\n{}",
+        common::show(&out)
+    );
+    let expect = format!("ok {subtest}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == expect),
+        "cxx_api ({compiler}) {subtest} exited 0 without reporting success\n{}",
+        common::show(&out)
+    );
+    assert!(
+        tmp.leftovers().is_empty(),
+        "left files behind: {:?}",
+        tmp.leftovers()
+    );
+}
+
+/// A compiler that is not installed fails the test, naming it.
+#[test]
+#[should_panic(expected = "cannot run the compiler `no-such-c++-compiler`")]
+fn missing_compiler_fails_naming_it() {
+    common::compile_using(Some("no-such-c++-compiler"), "cxx_api.cpp", CXX17_FLAGS);
+}
+
+#[test]
+fn every_cxx_subtest_is_run() {
+    let exe = program("g++");
+    let out = common::run_with_timeout(&exe, &["--list"], &[], Duration::from_secs(10));
+    assert!(out.status.success(), "{}", common::show(&out));
+    let mut listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut run: Vec<String> = SUBTESTS.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    run.sort();
+    assert_eq!(listed, run, "cxx_api.cpp --list differs from tests/cxx.rs");
+}
+
+/// The C++ example, built with each compiler as the Makefile builds it:
+/// --help exits 0, a missing argument exits 2 with the usage, and the
+/// server echoes over TCP in event and threading mode, then stops on
+/// SIGTERM with status 0.
+#[test]
+fn echo_server_cxx_example() {
+    for compiler in COMPILERS {
+        let exe = common::compile_using(
+            Some(compiler),
+            "../../c_examples/echo_server_cxx.cpp",
+            CXX17_FLAGS,
+        );
+        let help = common::run_with_timeout(&exe, &["--help"], &[], Duration::from_secs(10));
+        assert!(help.status.success(), "{}", common::show(&help));
+        assert!(String::from_utf8_lossy(&help.stdout).contains("usage: echo_server_cxx"));
+        let bad =
+            common::run_with_timeout(&exe, &["--mode", "event"], &[], Duration::from_secs(10));
+        assert_eq!(bad.status.code(), Some(2), "{}", common::show(&bad));
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("usage:"));
+
+        for mode in ["event", "threading"] {
+            let mut child = Command::new(&exe)
+                .args([
+                    "--transport",
+                    "tcp",
+                    "--mode",
+                    mode,
+                    "--address",
+                    "127.0.0.1:0",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start echo_server_cxx");
+            let mut stdout = BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            let address = line
+                .trim()
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+                .to_string();
+            let mut client = TcpStream::connect(&address).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let message = format!("hello from {compiler} {mode}\n");
+            client.write_all(message.as_bytes()).unwrap();
+            let mut echoed = vec![0u8; message.len()];
+            client.read_exact(&mut echoed).unwrap();
+            assert_eq!(echoed, message.as_bytes());
+            // SIGTERM with the client still connected: a clean, prompt stop.
+            // SAFETY: kill(2) on the child this test started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let start = Instant::now();
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if start.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    panic!("echo_server_cxx ({compiler}, {mode}) ignored SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            assert!(
+                status.success(),
+                "echo_server_cxx ({compiler}, {mode}) exited {status}: {err}"
+            );
+            drop(client);
+        }
+    }
+}
