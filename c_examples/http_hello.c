@@ -8,7 +8,11 @@
  * loops in event mode (default one per core) and the cap on handler threads
  * in threading mode (default no cap). Prints exactly one line
  * "listening on <bound address>" (flushed), then serves until SIGINT or
- * SIGTERM (exit 0).
+ * SIGTERM (exit 0). SIGTERM drains gracefully (ss_server_drain): the
+ * listener closes at once, responses in flight are sent whole, idle
+ * keep-alive connections are closed, and whatever is still open after
+ * DRAIN_MS is cut. SIGINT, or a second signal during the drain, stops at
+ * once (ss_server_shutdown).
  *
  * Event mode: a request's head (request line and headers) must be complete
  * within --header-timeout milliseconds of its first byte (default 20000),
@@ -62,6 +66,8 @@
  * to which it must fall before reading resumes. */
 #define OUTPUT_HIGH_WATER (256 * 1024)
 #define OUTPUT_LOW_WATER (64 * 1024)
+/* SIGTERM's drain: what is still open after this long is cut. */
+#define DRAIN_MS 10000
 
 /* ------------------------------------------------------------ responses */
 
@@ -537,6 +543,9 @@ static int http_handle(ss_request *request, void *user_data)
             return 0;
         if (req.status == ST_400 || !req.keep_alive)
             return 0;
+        /* Draining (SIGTERM): no further request on this connection. */
+        if (ss_server_draining(ss_request_server(request)))
+            return 0;
     }
 }
 
@@ -553,12 +562,19 @@ static void quiet_error(ss_request *request, ss_status status, const char *messa
 /* ------------------------------------------------------------------ main */
 
 static ss_server *volatile g_server;
+static volatile sig_atomic_t g_draining;
 
 static void on_signal(int signo)
 {
-    (void)signo;
-    if (g_server != NULL)
-        ss_server_shutdown(g_server); /* async-signal-safe */
+    if (g_server == NULL)
+        return;
+    /* Both calls are async-signal-safe. */
+    if (signo == SIGTERM && !g_draining) {
+        g_draining = 1;
+        ss_server_drain(g_server, DRAIN_MS);
+    } else {
+        ss_server_shutdown(g_server); /* during a drain: cut what is left */
+    }
 }
 
 static const char usage_text[] =
@@ -681,6 +697,14 @@ int main(int argc, char **argv)
 
     st = ss_server_serve_forever(server);
     g_server = NULL;
+    if (st == SS_ERR_TIMEOUT && g_draining) {
+        /* The drain's deadline cut connections still open: still a normal
+         * stop. */
+        size_t cut = 0;
+        ss_server_drain_cut(server, &cut);
+        fprintf(stderr, "http_hello: drain deadline passed, %zu connection(s) cut\n", cut);
+        st = SS_OK;
+    }
     if (st != SS_OK) {
         fail("serve_forever");
         ss_server_free(server);

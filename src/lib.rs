@@ -64,6 +64,9 @@
 //! - `server`: `Server`: bind/activate/close, the blocking accept loop, and
 //!   serve_forever, which hands the loop to the model (event mode runs
 //!   `event::serve`). Calls every core module above but `peer_limit`.
+//! - `drain`: graceful drain (ss_server_drain): the request, in atomics
+//!   (signal-safe), and the table of blocking-mode requests in flight that
+//!   its deadline cuts. Calls `sync`, `sys`.
 //! - `ffi`: the C API over the core; calls `activation`, `config`, `error`, `event`,
 //!   `handler`, `request`, `server`, `sys`.
 //!
@@ -75,6 +78,7 @@ pub mod activation;
 pub mod address;
 mod concurrency;
 pub mod config;
+mod drain;
 pub mod error;
 pub mod event;
 pub mod ffi;

@@ -191,6 +191,17 @@ impl Lingerer {
         Ok(())
     }
 
+    /// Connections in a lingering close, not yet closed (as of the
+    /// lingerer thread's last turn): a drain waits for them, since closing
+    /// them would reset answers still on their way.
+    pub(crate) fn lingering(&self) -> usize {
+        let st = lock(&self.state);
+        st.running.as_ref().map_or(0, |r| {
+            let incoming = lock(&r.shared.incoming);
+            incoming.sockets.len() + incoming.lingering
+        })
+    }
+
     /// Ends every lingering close at once (the sockets are closed) and
     /// joins the thread; later closes are immediate. For server close and
     /// drop, so that nothing of the server outlives them.

@@ -38,6 +38,10 @@ pub struct Request {
     /// The whole request's deadline (config.request_deadline from accept or
     /// arrival) and its length, for the message; blocking modes only.
     deadline: Option<(Instant, Duration)>,
+    /// Its place among the requests a drain deadline cuts (blocking-mode
+    /// streams): declared before `io`, so that it leaves the table before
+    /// the socket is closed.
+    active: Option<crate::drain::ActiveEntry>,
     io: RequestIo,
     in_handle: bool,
     hand_off: Option<HandOff>,
@@ -88,6 +92,25 @@ struct StreamIo {
     /// Pending output when the server has a write buffer (Python's wbufsize).
     wbuf: Vec<u8>,
     wcap: usize,
+    /// Bytes went out since bytes last came in (or none came yet): the
+    /// handler has answered what it read, so a read now, with nothing
+    /// buffered, waits for the client's next request (a keep-alive
+    /// connection between requests, or one not yet used).
+    answered: std::cell::Cell<bool>,
+    /// Some bytes went out on this connection.
+    wrote: std::cell::Cell<bool>,
+    /// Set (for a drain to see, crate::drain) while such a read waits.
+    between: Option<Between>,
+}
+
+/// What a stream request's read between requests needs for a drain.
+struct Between {
+    /// Set while such a read waits (the drain's table holds it too).
+    flag: Arc<std::sync::atomic::AtomicBool>,
+    server: Arc<Server>,
+    /// SS_SYNC: the serving thread is this one, so the read itself watches
+    /// the server's waker for a drain.
+    sync: bool,
 }
 
 struct DatagramIo {
@@ -113,6 +136,11 @@ impl Request {
             rend: 0,
             wbuf: Vec::new(),
             wcap: config.write_buffer_size,
+            // Nothing asked yet, nothing owed: the first read waits for
+            // the first request.
+            answered: std::cell::Cell::new(true),
+            wrote: std::cell::Cell::new(false),
+            between: None,
         };
         Request::new(server, client, RequestIo::Stream(io))
     }
@@ -182,12 +210,26 @@ impl Request {
             client,
             timeout,
             deadline,
+            active: None,
             io,
             in_handle: false,
             hand_off: None,
             data: 0,
             peer_permit: None,
         }
+    }
+
+    /// Enters the request in the table a drain cuts (see crate::drain):
+    /// its stream marks when it waits for the client's next request.
+    pub(crate) fn set_active(&mut self, entry: crate::drain::ActiveEntry) {
+        if let RequestIo::Stream(s) = &mut self.io {
+            s.between = Some(Between {
+                flag: entry.waiting_flag(),
+                server: self.server.clone(),
+                sync: self.server.config().concurrency == Concurrency::Sync,
+            });
+        }
+        self.active = Some(entry);
     }
 
     pub(crate) fn set_peer_permit(&mut self, permit: Option<PeerPermit>) {
@@ -406,7 +448,9 @@ impl Request {
     /// such as ENOTCONN ignored), lingering first if the client may still
     /// be sending (see crate::linger); nothing for a datagram, whose socket
     /// is the server's.
-    pub(crate) fn shutdown(self) {
+    pub(crate) fn shutdown(mut self) {
+        // Out of the drain's table before the socket can close.
+        drop(self.active.take());
         if let RequestIo::Stream(s) = self.io {
             let unread = s.rpos != s.rend;
             self.server.lingerer().close(s.socket, unread);
@@ -612,7 +656,83 @@ impl StreamIo {
     /// with MSG_DONTWAIT and waited for when empty, so that the call never
     /// blocks past its limit, even when poll said readable and another
     /// reader took the data first.
-    fn recv(&self, buf: &mut [u8], limits: Limits) -> Result<usize> {
+    fn recv(&self, buf: &mut [u8], limits: Limits, fresh: bool) -> Result<usize> {
+        let between = self.mark_between(fresh);
+        if let Some(mark) = &between {
+            if !self.wait_between(mark, limits)? {
+                // Draining, and the client has not started a request.
+                return Ok(0);
+            }
+        }
+        let got = self.recv_inner(buf, limits);
+        if matches!(got, Ok(n) if n > 0) {
+            self.answered.set(false);
+        }
+        got
+    }
+
+    /// While a read that starts with nothing of a request buffered
+    /// (`fresh`) after an answer waits, marks the request as between
+    /// requests, so that a drain closes it (for reading) as it would an
+    /// idle keep-alive connection in event mode.
+    fn mark_between(&self, fresh: bool) -> Option<BetweenMark<'_>> {
+        let between = self.between.as_ref()?;
+        if !(fresh && self.answered.get()) {
+            return None;
+        }
+        between.flag.store(true, Ordering::SeqCst);
+        Some(BetweenMark(between))
+    }
+
+    /// Before a read between requests: false when a drain is under way and
+    /// the client has sent nothing (the read then returns end-of-file at
+    /// once, as the drain would make it). Where no other thread can end
+    /// the read when a drain starts, it also waits for the first byte
+    /// while watching what reports the drain: in SS_SYNC the server's
+    /// waker, in a forked child the drain pipe (crate::drain::DrainPipe).
+    /// An error when the limits pass first.
+    fn wait_between(&self, mark: &BetweenMark<'_>, limits: Limits) -> Result<bool> {
+        let server = &mark.0.server;
+        let child = in_forked_child();
+        let drain_seen = |pipe_ready: bool| server.draining() || pipe_ready;
+        if drain_seen(false) && !input_waiting(&self.socket) {
+            return Ok(false);
+        }
+        // SS_SYNC: a connection's very first read stays a plain blocking
+        // recv (no extra poll per connection): only reads after an answer
+        // watch the waker.
+        let watch = if child {
+            server.drain_pipe_fd()
+        } else if mark.0.sync && self.wrote.get() {
+            Some(server.waker_fd())
+        } else {
+            None
+        };
+        let Some(watch) = watch else {
+            return Ok(true);
+        };
+        let end = limits.wait_end();
+        let mut fds = [
+            nix::poll::PollFd::new(self.socket.as_fd(), PollFlags::POLLIN),
+            nix::poll::PollFd::new(watch, PollFlags::POLLIN),
+        ];
+        let n = crate::sys::poll_fds_until(&mut fds, end.at).map_err(|e| Error::io("poll", e))?;
+        if n == 0 {
+            return Err(end.error("recv"));
+        }
+        let client_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        // In a child the pipe reports the drain itself (end-of-file).
+        let pipe_ready = child && fds[1].revents().is_some_and(|r| !r.is_empty());
+        if !client_ready && drain_seen(pipe_ready) && !input_waiting(&self.socket) {
+            return Ok(false);
+        }
+        // The client sent something, or the waker rang for something else
+        // (shutdown: left for the serving loop to see once the handler
+        // returns): the read proper waits for the client alone.
+        Ok(true)
+    }
+
+    fn recv_inner(&self, buf: &mut [u8], limits: Limits) -> Result<usize> {
         let bounded = !limits.unbounded();
         let flags = if bounded { libc::MSG_DONTWAIT } else { 0 };
         // Until some bytes come: computed once, so that a wake-up with
@@ -648,7 +768,7 @@ impl StreamIo {
     fn fill(&mut self, limits: Limits) -> Result<usize> {
         debug_assert_eq!(self.rpos, self.rend);
         let mut rbuf = std::mem::take(&mut self.rbuf);
-        let n = self.recv(&mut rbuf, limits);
+        let n = self.recv(&mut rbuf, limits, true);
         self.rbuf = rbuf;
         let n = n?;
         self.rpos = 0;
@@ -660,7 +780,7 @@ impl StreamIo {
         if self.rpos == self.rend {
             // Large reads and unbuffered mode bypass the buffer.
             if buf.len() >= self.rbuf.len() {
-                return self.recv(buf, limits);
+                return self.recv(buf, limits, true);
             }
             if self.fill(limits)? == 0 {
                 return Ok(0);
@@ -711,8 +831,9 @@ impl StreamIo {
                 self.rend -= self.rpos;
                 self.rpos = 0;
             }
+            let fresh = filled == 0 && self.rpos == self.rend;
             let mut rbuf = std::mem::take(&mut self.rbuf);
-            let got = self.recv(&mut rbuf[self.rend..], limits);
+            let got = self.recv(&mut rbuf[self.rend..], limits, fresh);
             self.rbuf = rbuf;
             match got? {
                 0 => {
@@ -732,7 +853,7 @@ impl StreamIo {
         let mut filled = 0;
         while filled < buf.len() {
             // One byte at a time, so nothing past the line is consumed.
-            if self.recv(&mut buf[filled..filled + 1], limits)? == 0 {
+            if self.recv(&mut buf[filled..filled + 1], limits, filled == 0)? == 0 {
                 break;
             }
             filled += 1;
@@ -763,6 +884,10 @@ impl StreamIo {
                     data = &data[n..];
                     *sent += n;
                     end = None;
+                    if n > 0 {
+                        self.answered.set(true);
+                        self.wrote.set(true);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if bounded && e.kind() == io::ErrorKind::WouldBlock => end
@@ -800,4 +925,22 @@ impl StreamIo {
         self.wbuf = pending;
         result
     }
+}
+
+/// Clears a request's between-requests mark when its read returns.
+struct BetweenMark<'a>(&'a Between);
+
+impl Drop for BetweenMark<'_> {
+    fn drop(&mut self) {
+        self.0.flag.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether the client has sent bytes not read yet (peeked).
+fn input_waiting(socket: &Socket) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        socket.recv_with_flags(as_uninit(&mut byte), libc::MSG_PEEK | libc::MSG_DONTWAIT),
+        Ok(n) if n > 0
+    )
 }

@@ -26,6 +26,7 @@ use socket2::{SockAddr, Socket};
 use crate::address::{format_sockaddr, ServerAddress};
 use crate::concurrency::{current_worker_is, in_forked_child, ChildCloses, WorkerKind, Workers};
 use crate::config::{Concurrency, Config};
+use crate::drain::{ActiveRequests, DrainPipe, DrainState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::{EventHandler, Handler};
 use crate::linger::Lingerer;
@@ -73,6 +74,9 @@ pub struct Server {
     /// Whether the socket got a place among the descriptors children
     /// close (readable without the state lock).
     socket_registered: bool,
+    /// The listener came from ss_server_new_from_fd: it may be shared with
+    /// systemd or a parent process, so a drain must not shut it down.
+    adopted: bool,
     waker: Waker,
     shutdown_requested: AtomicBool,
     closing: AtomicBool,
@@ -87,6 +91,15 @@ pub struct Server {
     datagram_buffer: Mutex<Vec<u8>>,
     lingerer: Lingerer,
     acceptor: transport::Acceptor,
+    /// ss_server_drain: asked for, under way, done (crate::drain).
+    drain: DrainState,
+    /// Blocking-mode stream requests open in this process, which the
+    /// drain deadline cuts.
+    active: Arc<ActiveRequests>,
+    /// Made with the server in SS_FORKING, else before the first fork hand-off
+    /// (crate::drain::DrainPipe): how forked children learn of a drain.
+    /// None inside: no pipe could be made.
+    drain_pipe: OnceLock<Option<DrainPipe>>,
 }
 
 /// While the thread cap or max_children is reached the loop does not
@@ -99,6 +112,8 @@ pub(crate) enum Wake {
     Timeout,
     ShutDown,
     Closed,
+    /// A drain was asked for (ss_server_drain).
+    Drain,
 }
 
 impl Server {
@@ -109,7 +124,7 @@ impl Server {
         let parsed = ServerAddress::parse(address, config.transport.is_unix())?;
         let socket = transport::create_socket(config, &parsed)?;
         let waker = Waker::new()?;
-        let server = Server::assemble(config, parsed, handler, socket, waker);
+        let server = Server::assemble(config, parsed, handler, socket, waker, false);
         if config.bind_and_activate {
             server.bind()?;
             server.activate()?;
@@ -149,7 +164,7 @@ impl Server {
             address,
             listening,
         } = adopted;
-        let server = Server::assemble(config, address, handler, Socket::from(fd), waker);
+        let server = Server::assemble(config, address, handler, Socket::from(fd), waker, true);
         {
             let mut st = server.lock();
             let _ = server.bound.set(bound);
@@ -171,9 +186,10 @@ impl Server {
         handler: Box<dyn Handler>,
         socket: Socket,
         waker: Waker,
+        adopted: bool,
     ) -> Arc<Server> {
         let socket_in_children = ChildCloses::register(socket.as_raw_fd());
-        Arc::new(Server {
+        let server = Arc::new(Server {
             config: config.clone(),
             address: parsed,
             handler,
@@ -181,6 +197,7 @@ impl Server {
             waker_in_children: ChildCloses::register(waker.fd()),
             waker,
             socket_registered: socket_in_children.is_registered(),
+            adopted,
             shutdown_requested: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             fileno: AtomicI32::new(socket.as_raw_fd()),
@@ -198,7 +215,16 @@ impl Server {
             datagram_buffer: Mutex::new(Vec::new()),
             lingerer: Lingerer::new(config.lingering_time, config.lingering_timeout),
             acceptor: transport::Acceptor::new(config),
-        })
+            drain: DrainState::default(),
+            active: Arc::default(),
+            drain_pipe: OnceLock::new(),
+        });
+        if config.concurrency == Concurrency::Forking {
+            // Made now, not at the first fork, so that the server's
+            // descriptors do not change once it serves.
+            server.prepare_drain_pipe();
+        }
+        server
     }
 
     pub fn config(&self) -> &Config {
@@ -358,6 +384,172 @@ impl Server {
         self.shutdown_requested.swap(false, Ordering::SeqCst)
     }
 
+    /// Asks the running (or next) serve_forever to drain: stop accepting at
+    /// once, let what is in flight finish, cut what is left `within` from
+    /// now, then return (see crate::drain and ss_server_drain). A second
+    /// call may bring the deadline forward, never push it back.
+    /// Async-signal-safe: clock_gettime, atomics and one write(2).
+    pub fn drain(&self, within: Duration) {
+        self.drain.request(within);
+        self.waker.notify();
+    }
+
+    /// Whether a drain has been asked for (for good: a drained server does
+    /// not serve again): a keep-alive handler of a blocking mode stops
+    /// between requests. Lock-free.
+    pub fn draining(&self) -> bool {
+        self.drain.requested()
+    }
+
+    /// Requests and connections the last drain cut at its deadline.
+    pub fn drain_cut(&self) -> usize {
+        self.drain.cut()
+    }
+
+    /// The waker's descriptor, for an SS_SYNC read that must see a drain
+    /// begin (it is on the serving thread; it never drains the waker).
+    pub(crate) fn waker_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.waker.as_fd()
+    }
+
+    /// Before a fork: makes sure the pipe that tells children of a drain
+    /// exists (see crate::drain::DrainPipe).
+    pub(crate) fn prepare_drain_pipe(&self) {
+        self.drain_pipe.get_or_init(DrainPipe::new);
+    }
+
+    /// In a forked child: the read end that reports end-of-file once the
+    /// parent drains. Lock-free.
+    pub(crate) fn drain_pipe_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.drain_pipe.get()?.as_ref().map(DrainPipe::read_end)
+    }
+
+    pub(crate) fn drain_state(&self) -> &DrainState {
+        &self.drain
+    }
+
+    /// Stops the listener for good: a stream listener is shut down, so that
+    /// the kernel refuses new connections (and resets those not yet
+    /// accepted) and a successor may bind the port; its descriptor stays
+    /// open until close. A datagram socket is only no longer read (handler
+    /// threads still reply through it). An adopted listener may be shared
+    /// with another process (systemd socket activation, a parent): shut
+    /// down it would stop there too, so it only stops being watched, and
+    /// the connections queued in it wait for the next process.
+    fn shut_listener(&self) {
+        if !self.config.transport.is_stream() || self.adopted {
+            return;
+        }
+        let socket = self.lock().socket.clone();
+        if let Some(socket) = socket {
+            let _ = socket.shutdown(std::net::Shutdown::Read);
+        }
+    }
+
+    /// Waits until the waker is notified or `until` passes.
+    fn wait_wake(&self, until: Instant) -> Result<()> {
+        let mut fds = [PollFd::new(self.waker.as_fd(), PollFlags::POLLIN)];
+        poll_fds_until(&mut fds, Some(until)).map_err(|e| Error::io("poll", e))?;
+        let woken = fds[0].revents().is_some_and(|r| !r.is_empty());
+        if woken {
+            self.waker.drain();
+        }
+        Ok(())
+    }
+
+    /// The end of a drain: Ok when everything finished, else Timeout
+    /// saying how much the deadline cut.
+    fn drain_result(&self) -> Result<()> {
+        self.drain.finish();
+        match self.drain.cut() {
+            0 => Ok(()),
+            cut => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the drain deadline passed: {cut} connection(s) or request(s) still open \
+                     were cut"
+                ),
+            )),
+        }
+    }
+
+    /// A blocking mode's drain, on the serving thread: the listener is no
+    /// longer served (nor polled), and the loop waits until no handler
+    /// thread, pool request (queued or running) or child process is left,
+    /// running service_actions every poll interval; at the deadline (or at
+    /// once on shutdown) it cuts what is left (see Workers::cut) and
+    /// returns.
+    fn drain_blocking(self: &Arc<Self>) -> Result<()> {
+        self.drain.begin();
+        self.shut_listener();
+        if let Some(Some(pipe)) = self.drain_pipe.get() {
+            pipe.signal_children();
+        }
+        let mut next_service = Instant::now() + self.config.poll_interval;
+        loop {
+            if self.take_shutdown() {
+                self.drain.expire_now();
+            }
+            if self.closing.load(Ordering::SeqCst) {
+                self.drain.add_cut(self.workers.cut(self, &self.active));
+                self.drain.finish();
+                return Err(closed());
+            }
+            // Handlers waiting for their client's next request return
+            // (their read ends), as idle connections close in event mode.
+            self.active.close_idle();
+            // Lingering closes count too: closing them would reset answers
+            // still on their way (the deadline does not cut them; close
+            // does).
+            if self.workers.in_flight(self) + self.lingerer.lingering() == 0 {
+                return self.drain_result();
+            }
+            if self.drain.overdue() {
+                self.drain.add_cut(self.workers.cut(self, &self.active));
+                return self.drain_result();
+            }
+            // Finishing threads and pool requests wake the loop; children
+            // are looked at again every CAPACITY_RECHECK.
+            let left = Duration::from_millis(self.drain.remaining_ms());
+            let until = (Instant::now() + left.min(CAPACITY_RECHECK)).min(next_service);
+            self.wait_wake(until)?;
+            if Instant::now() >= next_service {
+                self.handler.service_actions(self);
+                next_service = Instant::now() + self.config.poll_interval;
+            }
+        }
+    }
+
+    /// Event mode's drain, on the serving thread: the loops stop accepting
+    /// and close their connections as they go idle (crate::event's
+    /// graceful part), cutting what is left at the deadline; this waits
+    /// until every loop reports it has no connection left, running
+    /// service_actions every poll interval. Shutdown ends the drain at
+    /// once (as its deadline would); close stops it (the loops then close
+    /// what is left, as on shutdown).
+    fn coordinate_drain(&self, events: &crate::event::EventLoops) -> Result<()> {
+        self.drain.begin();
+        // Loops ignore the listener once a drain is asked for; each takes
+        // it out of its epoll on its next turn.
+        self.shut_listener();
+        events.wake_all();
+        loop {
+            if self.take_shutdown() {
+                self.drain.expire_now();
+                events.wake_all();
+            }
+            if self.closing.load(Ordering::SeqCst) {
+                self.drain.finish();
+                return Err(closed());
+            }
+            if events.all_drained() {
+                return self.drain_result();
+            }
+            self.wait_wake(Instant::now() + self.config.poll_interval)?;
+            self.handler.service_actions(self);
+        }
+    }
+
     fn enter_loop(&self) -> Result<(Arc<Socket>, LoopGuard<'_>)> {
         let mut st = self.lock_for("serving")?;
         match st.phase {
@@ -372,6 +564,11 @@ impl Server {
         if st.serving.is_some() {
             return Err(Error::wrong_state(
                 "the server is already serving (serve_forever or handle_request is running)",
+            ));
+        }
+        if self.drain.finished() {
+            return Err(Error::wrong_state(
+                "the server was drained (ss_server_drain): its listener is shut down; close it",
             ));
         }
         st.serving = Some(thread::current().id());
@@ -413,6 +610,11 @@ impl Server {
             if self.closing.load(Ordering::SeqCst) {
                 return Ok(Wake::Closed);
             }
+            // Also checked before accepting: a drain stops accepting at
+            // once.
+            if self.drain.requested() {
+                return Ok(Wake::Drain);
+            }
             if request {
                 return Ok(Wake::Request);
             }
@@ -440,6 +642,7 @@ impl Server {
             match self.wait_for_request(Some(&socket), Some(deadline))? {
                 Wake::ShutDown => return Ok(()),
                 Wake::Closed => return Err(closed()),
+                Wake::Drain => return self.drain_blocking(),
                 Wake::Timeout => {}
                 Wake::Request => {
                     if let Err(e) = self.take_request(&socket) {
@@ -472,6 +675,13 @@ impl Server {
             match self.wait_for_request(Some(&socket), deadline)? {
                 Wake::ShutDown => return Err(shut_down()),
                 Wake::Closed => return Err(closed()),
+                // Drained as serve_forever would, then as a shutdown.
+                Wake::Drain => {
+                    return match self.drain_blocking() {
+                        Ok(()) => Err(shut_down()),
+                        Err(e) => Err(e),
+                    }
+                }
                 Wake::Timeout => {
                     self.handler.handle_timeout(self);
                     self.workers.reap(self);
@@ -504,6 +714,11 @@ impl Server {
             match self.wait_for_request(None, Some(deadline))? {
                 Wake::ShutDown => return Ok(()),
                 Wake::Closed => return Err(closed()),
+                Wake::Drain => {
+                    if let Some(events) = self.workers.events() {
+                        return self.coordinate_drain(events);
+                    }
+                }
                 // No socket is watched here: only the poll interval passes.
                 Wake::Timeout | Wake::Request => {}
             }
@@ -527,7 +742,10 @@ impl Server {
                 .accept(socket, &self.config, &*self.handler, false)
             {
                 Accepted::Conn(conn, peer, permit) => {
+                    let fd = conn.as_raw_fd();
                     let mut request = Request::stream(self.clone(), conn, peer);
+                    // Cut by a drain deadline while it is open here.
+                    request.set_active(self.active.register(fd));
                     // Held until the request is closed (in SS_FORKING,
                     // until its child is reaped).
                     request.set_peer_permit(permit);

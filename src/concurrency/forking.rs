@@ -19,7 +19,7 @@
 //! mode: a slot is reserved before fork, so racing handler threads cannot
 //! overshoot it.
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -96,6 +96,9 @@ struct Child {
     /// The connection's place in the per-IP limit: the parent keeps it
     /// until the child is reaped, since the child serves the connection.
     _peer_permit: Option<PeerPermit>,
+    /// Killed by a drain deadline: its death by SIGKILL is no crash to
+    /// report.
+    killed: bool,
 }
 
 pub(crate) struct ChildTracker {
@@ -157,6 +160,9 @@ impl ChildTracker {
             ));
             return Err(Box::new((request, error)));
         }
+        // Before fork: the child keeps the pipe's read end, to learn of a
+        // drain.
+        request.server().prepare_drain_pipe();
         // Taken before fork: the child never drops it (it leaves by _exit).
         let mut request = request;
         let peer_permit = request.take_peer_permit();
@@ -203,6 +209,7 @@ impl ChildTracker {
                         pid: child,
                         pidfd,
                         _peer_permit: peer_permit,
+                        killed: false,
                     });
                 }
                 drop(request);
@@ -219,6 +226,36 @@ impl ChildTracker {
     /// already runs is always counted.
     pub(crate) fn live(&self) -> usize {
         self.slots.load(Ordering::SeqCst)
+    }
+
+    /// The drain deadline: SIGKILLs every child not yet reaped (through its
+    /// pidfd when there is one, so a reused pid is never hit); how many.
+    /// SIGKILL rather than SIGTERM: a child inherits the program's own
+    /// SIGTERM handler, typically one that drains the server, which a
+    /// child cannot do.
+    pub(crate) fn kill_all(&self) -> usize {
+        let mut children = self.children();
+        for child in children.iter_mut() {
+            let sent = match &child.pidfd {
+                // SAFETY: pidfd_send_signal with a pidfd we own, a signal
+                // number, no siginfo (NULL) and no flags.
+                Some(fd) => unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        fd.as_raw_fd(),
+                        libc::SIGKILL,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    )
+                },
+                None => -1,
+            };
+            if sent != 0 && child.pidfd.is_none() {
+                let _ = nix::sys::signal::kill(child.pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            child.killed = true;
+        }
+        children.len()
     }
 
     /// Reaps finished children (all of them, waiting, when `block`), and
@@ -248,7 +285,9 @@ impl ChildTracker {
                     Ok(WaitStatus::StillAlive) => return true,
                     Err(Errno::EINTR) => continue,
                     Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                        crashed.push((pid, signal as i32));
+                        if !child.killed {
+                            crashed.push((pid, signal as i32));
+                        }
                         return false;
                     }
                     // Reaped, or ECHILD: someone else reaped it; gone.

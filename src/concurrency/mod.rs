@@ -16,6 +16,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use crate::config::{Concurrency, Config};
+use crate::drain::ActiveRequests;
 use crate::error::Error;
 use crate::event::EventLoops;
 use crate::handler::{finish_request, run_request};
@@ -206,6 +207,40 @@ impl Workers {
             b.threads.wait_idle(server);
         }
         b.children.reap(server, block_on_close);
+    }
+
+    /// What a drain still waits for: handler threads (threading mode and
+    /// hand-off threads, daemon ones too), pool requests queued or running,
+    /// and child processes (reaped first). 0 in event mode.
+    pub(crate) fn in_flight(&self, server: &Server) -> usize {
+        let Workers::Blocking(b) = self else {
+            return 0;
+        };
+        b.children.reap(server, false);
+        let pool = match &b.model {
+            Model::Pool(pool) => pool.queued() + pool.running(),
+            _ => 0,
+        };
+        b.threads.live() + b.children.live() + pool
+    }
+
+    /// The drain deadline: cuts what is still in flight, and says how
+    /// much. Pool requests not yet started are closed unserved; every
+    /// stream request open in this process is shut down (both ways), so
+    /// that its handler's blocked read sees the end and its writes fail;
+    /// child processes are killed (SIGKILL) and reaped.
+    pub(crate) fn cut(&self, server: &Server, active: &ActiveRequests) -> usize {
+        let Workers::Blocking(b) = self else {
+            return 0;
+        };
+        let mut cut = 0;
+        if let Model::Pool(pool) = &b.model {
+            cut += pool.drop_queued();
+        }
+        cut += active.cut_all();
+        cut += b.children.kill_all();
+        b.children.reap(server, true);
+        cut
     }
 
     /// Live threads and children, for tests and statistics.

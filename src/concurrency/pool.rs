@@ -4,6 +4,7 @@
 //! (connections wait in the kernel's backlog), so memory stays bounded.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -24,6 +25,8 @@ struct Shared {
     state: Mutex<PoolState>,
     work_ready: Condvar,
     capacity: usize,
+    /// Requests a worker has taken and not yet finished (for a drain).
+    running: AtomicUsize,
 }
 
 impl Shared {
@@ -51,6 +54,7 @@ impl ThreadPool {
                 }),
                 work_ready: Condvar::new(),
                 capacity: config.queue_size,
+                running: AtomicUsize::new(0),
             }),
             size: config.threads(),
             stack_size: config.thread_stack_size,
@@ -94,6 +98,21 @@ impl ThreadPool {
     /// Requests queued and not yet taken by a worker.
     pub(crate) fn queued(&self) -> usize {
         self.shared.lock().queue.len()
+    }
+
+    /// Requests taken by a worker and not yet finished.
+    pub(crate) fn running(&self) -> usize {
+        self.shared.running.load(Ordering::SeqCst)
+    }
+
+    /// The drain deadline: closes the queued requests unserved; how many.
+    pub(crate) fn drop_queued(&self) -> usize {
+        let dropped: Vec<Request> = self.shared.lock().queue.drain(..).collect();
+        let n = dropped.len();
+        for request in dropped {
+            request.shutdown();
+        }
+        n
     }
 
     /// Stops the pool. With `block`, the queued requests are still served
@@ -142,6 +161,9 @@ fn work(shared: &Shared) {
             let mut st = shared.lock();
             loop {
                 if let Some(request) = st.queue.pop_front() {
+                    // Counted before the lock is released: a drain never
+                    // sees the request neither queued nor running.
+                    shared.running.fetch_add(1, Ordering::SeqCst);
                     break (request, st.queue.len() + 1 >= shared.capacity);
                 }
                 if st.stopping {
@@ -159,5 +181,10 @@ fn work(shared: &Shared) {
         // A failed request was already reported through handle_error; a
         // panic is reported too, and the worker lives on.
         catch_reported(server.handler(), || run_request(&server, request));
+        shared.running.fetch_sub(1, Ordering::SeqCst);
+        if server.draining() {
+            // A drain waits for this: look again now.
+            server.wake();
+        }
     }
 }

@@ -48,9 +48,10 @@ impl Drop for Finished {
                 c.joinable -= 1;
             }
             if let Some(server) = self.server.take() {
-                if self.capped {
+                if self.capped || server.draining() {
                     // The loop may be paused at the cap: let it accept
-                    // again now (it looks at the counts after this lock).
+                    // again now (it looks at the counts after this lock);
+                    // a drain waits for the count to reach 0.
                     server.wake();
                 }
                 // For a daemon thread (not waited for) this may be the

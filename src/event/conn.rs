@@ -102,6 +102,12 @@ pub struct Conn {
     /// three words from every idle connection).
     #[allow(clippy::box_collection)]
     pub(crate) watches: Option<Box<Vec<Watch>>>,
+    /// Some input has arrived: a drain gives a connection that has sent
+    /// nothing yet a moment before taking it for idle (its first request
+    /// may be on its way).
+    pub(crate) received: bool,
+    /// ss_conn_set_busy: an answer is on its way from elsewhere.
+    pub(crate) busy: bool,
 }
 
 impl Conn {
@@ -141,6 +147,8 @@ impl Conn {
             write_shut: false,
             aborted: false,
             watches: None,
+            received: false,
+            busy: false,
         }
     }
 
@@ -407,6 +415,11 @@ impl Conn {
         self.drain_armed = false;
         self.aborted = true;
         self.broken = true;
+    }
+
+    /// Marks the connection busy for a drain (see crate::event::graceful).
+    pub fn set_busy(&mut self, busy: bool) {
+        self.busy = busy;
     }
 
     /// Closes once the queued output has been sent.

@@ -45,6 +45,7 @@
 
 mod conn;
 mod context;
+mod graceful;
 mod timer;
 mod watch;
 
@@ -102,6 +103,8 @@ struct LoopShared {
     mailbox: Mutex<Vec<(u64, Job)>>,
     /// Connections another loop accepted for this one.
     incoming: Mutex<Vec<Incoming>>,
+    /// During a drain: this loop has no connection left (see graceful).
+    drained: AtomicBool,
 }
 
 /// An accepted connection on its way to the loop that will own it.
@@ -233,6 +236,7 @@ pub(crate) fn serve(
                 stop: AtomicBool::new(false),
                 mailbox: Mutex::new(Vec::new()),
                 incoming: Mutex::new(Vec::new()),
+                drained: AtomicBool::new(false),
             });
             created.push(EventLoop::new(
                 index as u8,
@@ -344,6 +348,8 @@ struct EventLoop {
     draining: bool,
     /// Connections of this loop in a lingering close.
     lingering: usize,
+    /// During a drain: the tick at which this loop began it.
+    graceful: Option<u64>,
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -424,6 +430,7 @@ impl EventLoop {
             timer_interval,
             draining: false,
             lingering: 0,
+            graceful: None,
         })
     }
 
@@ -457,7 +464,9 @@ impl EventLoop {
             }
             self.run_timers(true);
             self.expire_idle();
-            if !self.listening {
+            if self.server.drain_state().requested() {
+                self.drain_turn();
+            } else if !self.listening {
                 self.maybe_resume_accepting();
             }
         }
@@ -515,7 +524,8 @@ impl EventLoop {
         if let Some(t) = timer::next_deadline() {
             until = Some(until.map_or(t, |u| u.min(t)));
         }
-        epoll_timeout(until.map(|t| t.saturating_sub(self.started.elapsed().as_millis() as u64)))
+        let wait = until.map(|t| t.saturating_sub(self.started.elapsed().as_millis() as u64));
+        epoll_timeout(self.drain_wait(wait))
     }
 
     fn live_conns(&self) -> usize {
@@ -548,7 +558,8 @@ impl EventLoop {
     }
 
     fn on_listener(&mut self) {
-        if !self.listening {
+        // A drain stops accepting at once (drain_turn unwatches it).
+        if !self.listening || self.server.drain_state().requested() {
             return;
         }
         if self.server.config().transport.is_stream() {
@@ -1162,6 +1173,7 @@ fn read_conn(server: &Server, conn: &mut Conn, buffer: &mut [u8], tick: u64) {
             }
             Ok(n) => {
                 conn.last_active = tick;
+                conn.received = true;
                 feed_input(server, conn, &buffer[..n]);
                 return;
             }

@@ -851,7 +851,9 @@ pub unsafe extern "C" fn ss_config_set_max_connections_per_ip(
 /// skipped, not run in a burst. Loop timers stop when serve_forever stops
 /// the loops (shutdown or close): none runs while the connections are
 /// being closed, nor after serve_forever returns; a later serve_forever
-/// starts them again. Add as many as you like (one entry each per loop);
+/// starts them again. During a graceful drain (ss_server_drain()) the
+/// loops still serve, and their timers (loop and connection timers) still
+/// run, until the drain ends. Add as many as you like (one entry each per loop);
 /// there is no call to remove one.
 ///
 /// Ownership: the library copies `data` (never dereferences or frees it);

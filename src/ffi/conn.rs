@@ -561,3 +561,21 @@ pub unsafe extern "C" fn ss_conn_watched_fds(conn: *const ss_conn) -> usize {
     // SAFETY: forwarded contract.
     guard_value(0, || Ok(unsafe { handle_ref(conn) }?.watched_fds()))
 }
+/// Marks the connection busy (`busy` true) or not: an answer is on its way
+/// from elsewhere (work handed to another thread that will post the answer
+/// with ss_server_post()), so that a drain (ss_server_drain()) does not
+/// close it as idle: a busy connection is waited for until this is cleared
+/// (it is then closed as soon as it is idle) or the drain's deadline.
+/// Unconsumed input, queued output, a job already posted and an on_eof
+/// hold count as busy by themselves; this is for the gap the library
+/// cannot see. Initially false; nothing but this call changes it.
+///
+/// Thread: the connection's loop thread, in a callback or job given this conn.
+#[no_mangle]
+pub unsafe extern "C" fn ss_conn_set_busy(conn: *mut ss_conn, busy: bool) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        unsafe { handle_mut(conn) }?.set_busy(busy);
+        Ok(())
+    })
+}

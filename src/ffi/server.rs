@@ -804,3 +804,148 @@ pub unsafe extern "C" fn ss_server_new_from_fd(
         }
     })
 }
+
+/// Drains the server gracefully (nginx's SIGQUIT, Go's Server.Shutdown):
+/// asks serve_forever to stop accepting at once, let what is in flight
+/// finish, close what is left `deadline_ms` milliseconds from now, and
+/// return; returns at once itself (it only asks, as ss_server_shutdown()).
+///
+/// - The listener: a stream listener is shut down at once (shutdown(2);
+///   its descriptor stays open until ss_server_close()): new connections
+///   are refused, connections the kernel queued but the server had not
+///   accepted are reset, and a successor process may bind the same port
+///   (with SO_REUSEADDR, ss_config_set_reuse_address()). A datagram
+///   socket is only no longer read. A listener adopted with
+///   ss_server_new_from_fd() is not shut down, since another process
+///   (systemd, a parent) may share it: it is only no longer accepted from,
+///   and the connections queued in it wait for whoever accepts next.
+/// - SS_EVENT: each connection is closed (on_close runs) as soon as it is
+///   idle — no unconsumed input, no queued output, no job posted to it
+///   (ss_server_post()) still waiting to run, not marked busy
+///   (ss_conn_set_busy()), not held open after
+///   end-of-input by on_eof, nothing received and not yet read — so an idle
+///   keep-alive connection closes at once and never holds the drain up; a
+///   busy one is closed when it becomes idle (a response still being sent
+///   is sent whole first). A connection that has sent nothing yet is given
+///   1 s from the start of the drain (its first request may be on its
+///   way). A handler whose answer comes from another thread (posted later)
+///   marks the connection busy meanwhile with ss_conn_set_busy().
+/// - Blocking modes: waits until every handler returns: SS_THREADING and
+///   hand-off threads (daemon threads too), SS_THREAD_POOL requests queued
+///   or running (queued requests still run while the deadline allows),
+///   SS_FORKING and hand-off children (until they exit and are reaped),
+///   and connections in a lingering close (ss_config_set_lingering(): they
+///   end by themselves within lingering_time; closing them would reset an
+///   answer still on its way; the deadline leaves them to close). Idle
+///   keep-alive connections do not hold the drain up here either: a
+///   handler blocked in a read (ss_request_read(), _readline(), ...) that
+///   waits for its client's next request — nothing of a request buffered
+///   or received, and the handler wrote since it last read (or nothing was
+///   received yet) — gets end-of-file at once (its connection's reading
+///   side is shut down; SS_SYNC: the read watches the server's waker, once
+///   the connection has had an answer: a connection that has sent nothing
+///   yet is served when it does, or ends when it closes; in an SS_FORKING
+///   or fork hand-off child, which runs on a copy of the server, the read
+///   watches a pipe whose write end the parent closes when it drains), and
+///   so does such a read started during the drain; a request that raced
+///   in is still read and can be answered. A keep-alive handler should
+///   also return between requests once ss_server_draining() says so (in a
+///   forked child it tells what the parent had asked for at fork time).
+///   Out of reach: SS_SYNC's handler runs on the serving thread itself, so
+///   nothing cuts a busy one at the deadline: serve_forever drains when it
+///   returns (the deadline then bounds hand-offs).
+/// - At the deadline: SS_EVENT closes every connection left; blocking
+///   modes close the pool requests not yet started unserved, shut down
+///   (both ways) every stream request still open in this process, so that
+///   its handler's blocked read sees end-of-file and its writes fail, and
+///   kill the child processes still running with SIGKILL (not SIGTERM: a
+///   child inherits the program's own SIGTERM handler, typically one that
+///   drains, which a child cannot) and reap them (not reported to
+///   handle_error). serve_forever then returns without waiting for the
+///   cut handler threads to return (ss_server_close() waits for them with
+///   block_on_close).
+///
+/// serve_forever returns SS_OK when everything finished before the
+/// deadline, SS_ERR_TIMEOUT when the deadline cut something (how much:
+/// ss_server_drain_cut()), SS_ERR_CLOSED if the server is closed from
+/// another thread meanwhile. ss_server_handle_request() drains the same way
+/// and returns SS_ERR_SHUT_DOWN (SS_ERR_TIMEOUT if something was cut).
+/// After a drain the server cannot serve again (SS_ERR_WRONG_STATE): close
+/// and free it.
+///
+/// Calling it again during a drain may bring the deadline forward, never
+/// push it back. ss_server_shutdown() during a drain ends it at once, as
+/// its deadline would. A drain asked for while no loop runs is kept: the
+/// next serve_forever drains at once (a shutdown asked for too is consumed
+/// first: that serve_forever returns SS_OK at once and the drain stays
+/// asked for). `deadline_ms` 0: stop accepting and close (cut) everything
+/// at once. Negative: SS_ERR_INVALID_ARGUMENT.
+///
+/// Ownership: borrows `server`. Async-signal-safe (clock_gettime, atomics,
+/// one write(2)), leaves `errno` as it found it, and never sets the detail
+/// message; the same limits as ss_server_shutdown() for a call racing or
+/// following ss_server_free() (SS_ERR_CLOSED) and for a forked request
+/// child (SS_ERR_WRONG_STATE).
+///
+/// Thread: any thread, any callback, or a signal handler
+/// (async-signal-safe).
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_drain(server: *mut ss_server, deadline_ms: i64) -> ss_status {
+    // No panic boundary or detail message on purpose, as
+    // ss_server_shutdown: neither is async-signal-safe, and nothing here
+    // can panic.
+    if server.is_null() {
+        return ss_status::SS_ERR_NULL_POINTER;
+    }
+    let Ok(deadline_ms) = u64::try_from(deadline_ms) else {
+        return ss_status::SS_ERR_INVALID_ARGUMENT;
+    };
+    if crate::sys::in_forked_child() {
+        return ss_status::SS_ERR_WRONG_STATE;
+    }
+    let Some(_inside) = live::enter(server as usize) else {
+        return ss_status::SS_ERR_CLOSED;
+    };
+    let saved = nix::errno::Errno::last_raw();
+    // SAFETY: a registered handle, which free cannot release while
+    // `_inside` counts this call.
+    unsafe { &*server.cast::<Server>() }.drain(std::time::Duration::from_millis(deadline_ms));
+    nix::errno::Errno::set_raw(saved);
+    ss_status::SS_OK
+}
+
+/// Whether a drain (ss_server_drain()) has been asked for: true from the
+/// call on, also once the drain is over (a drained server does not serve
+/// again); false for NULL. A blocking handler that serves several
+/// requests on one connection (keep-alive) checks it between requests and
+/// returns, so that the drain need not wait for its client.
+///
+/// Ownership: borrows `server`. Lock-free.
+///
+/// Thread: any thread; also in a forked request child (where it tells what
+/// the parent had asked for at fork time).
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_draining(server: *const ss_server) -> bool {
+    // SAFETY: forwarded contract.
+    guard_value(false, || Ok(unsafe { handle_ref(server) }?.draining()))
+}
+
+/// Writes to `*out_cut` how many connections (SS_EVENT) or requests and
+/// child processes (blocking modes) the last drain cut at its deadline (0
+/// when everything finished in time, or before any drain).
+///
+/// Ownership: borrows `server`; `out_cut` is written only on success.
+///
+/// Thread: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn ss_server_drain_cut(
+    server: *const ss_server,
+    out_cut: *mut usize,
+) -> ss_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let cut = unsafe { handle_ref(server) }?.drain_cut();
+        // SAFETY: writable per the contract.
+        unsafe { write_out(out_cut, "out_cut", cut) }
+    })
+}

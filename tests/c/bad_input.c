@@ -148,6 +148,7 @@ static void null_conn(void)
     size_t n = 0;
     CHECK_NULL_ARG(ss_conn_write(NULL, "x", 1));
     CHECK_NULL_ARG(ss_conn_close(NULL));
+    CHECK_NULL_ARG(ss_conn_set_busy(NULL, true));
     CHECK_NULL_ARG(ss_conn_set_data(NULL, buf));
     CHECK_NULL_ARG(ss_conn_set_user_data(NULL, buf));
     CHECK_NULL_ARG(ss_conn_peer_address(NULL, buf, sizeof buf, &n));
@@ -212,6 +213,11 @@ static void null_server(void)
     CHECK_OK(ss_config_set_reuse_address(config, false));
     CHECK_ST(ss_server_shutdown(NULL), SS_ERR_NULL_POINTER);
     CHECK_STREQ(ss_last_error_message(), "");
+    /* So is drain. */
+    CHECK_ST(ss_server_drain(NULL, 100), SS_ERR_NULL_POINTER);
+    CHECK_STREQ(ss_last_error_message(), "");
+    CHECK(!ss_server_draining(NULL));
+    CHECK_NULL_ARG(ss_server_drain_cut(NULL, &queued));
 
     /* NULL out-pointers on a real server. */
     server = tu_server(config, "127.0.0.1:0", NULL);
@@ -219,6 +225,9 @@ static void null_server(void)
     CHECK_NULL_ARG(ss_server_address(server, NULL, sizeof buf, &len));
     CHECK_NULL_ARG(ss_server_queued_requests(server, NULL));
     CHECK_NULL_ARG(ss_server_connections(server, NULL));
+    CHECK_NULL_ARG(ss_server_drain_cut(server, NULL));
+    CHECK_ST(ss_server_drain(server, -5), SS_ERR_INVALID_ARGUMENT);
+    CHECK(!ss_server_draining(server));
     CHECK_NULL_ARG(ss_server_post(server, 0, NULL, NULL));
     CHECK_FAILS(ss_server_post(server, 0, ok_job, NULL), SS_ERR_UNSUPPORTED);
     CHECK_OK(ss_server_connections(server, &conns));

@@ -355,6 +355,7 @@ static void null_args(void)
     /* ss_conn_*: NULL connection. */
     ST_IS(ss_conn_write(NULL, "x", 1), SS_ERR_NULL_POINTER);
     ST_IS(ss_conn_close(NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_set_busy(NULL, false), SS_ERR_NULL_POINTER);
     CHECK_EQ(ss_conn_pending_output(NULL), (size_t)0);
     CHECK(!ss_conn_output_full(NULL));
     CHECK_EQ(ss_conn_id(NULL), (uint64_t)0);
@@ -425,6 +426,9 @@ static void null_args(void)
     ST_IS(ss_server_queued_requests(NULL, &a), SS_ERR_NULL_POINTER);
     ST_IS(ss_server_post(NULL, 1, cb_post, NULL), SS_ERR_NULL_POINTER);
     ST_IS(ss_server_connections(NULL, &a), SS_ERR_NULL_POINTER);
+    ST_IS(ss_server_drain(NULL, 0), SS_ERR_NULL_POINTER);
+    ST_IS(ss_server_drain_cut(NULL, &a), SS_ERR_NULL_POINTER);
+    CHECK(!ss_server_draining(NULL));
 
     config = tu_config(SS_TCP, cb_request);
     ST_IS(ss_server_new(config, NULL, NULL, NULL, &server), SS_ERR_NULL_POINTER);
@@ -453,6 +457,8 @@ static void null_args(void)
     ST(ss_server_live_workers(server, NULL, NULL));
     ST_IS(ss_server_queued_requests(server, NULL), SS_ERR_NULL_POINTER);
     ST_IS(ss_server_connections(server, NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_server_drain_cut(server, NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_server_drain(server, INT64_MIN), SS_ERR_INVALID_ARGUMENT);
     ST_NOT_OK(ss_server_post(server, 1, NULL, NULL));
     ST_NOT_OK(ss_server_post(server, UINT64_MAX, cb_post, NULL));
     ss_server_free(server);
@@ -562,6 +568,9 @@ static void after_close(ss_server *server)
     ST(ss_server_queued_requests(server, &a));
     ST_NOT_OK(ss_server_post(server, 1, cb_post, NULL));
     ST(ss_server_connections(server, &a));
+    ST(ss_server_drain(server, 0));
+    (void)ss_server_draining(server);
+    ST(ss_server_drain_cut(server, &a));
     (void)ss_server_user_data(server);
 }
 
@@ -620,6 +629,11 @@ static void server_states(void)
                     /* A pending shutdown makes serve_forever return. */
                     ST_IS(ss_server_shutdown(server), SS_OK);
                     ST(ss_server_serve_forever(server));
+                } else if (rnd_below(4) == 0) {
+                    /* So does a pending drain (nothing open), for good. */
+                    ST_IS(ss_server_drain(server, (int64_t)rnd_below(50)), SS_OK);
+                    ST(ss_server_serve_forever(server));
+                    ST_NOT_OK(ss_server_serve_forever(server));
                 }
             }
         }

@@ -1,0 +1,240 @@
+//! Graceful drain (ss_server_drain) in every mode, over real sockets: the C
+//! sub-tests of tests/c/drain.c (see its header comment for what each
+//! checks), each in its own process with a hard timeout, and http_hello
+//! draining on SIGTERM: a large response in flight when the signal comes
+//! reaches its client whole, and the process exits 0 within a bounded
+//! time.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+// One #[test] per C sub-test, and `every_c_subtest_is_run`.
+common::c_tests! {
+    crate::common::run_c_subtest;
+    drain {
+        busy_sync,
+        busy_threading,
+        busy_forking,
+        busy_pool,
+        busy_event1,
+        busy_event2,
+        idle_sync,
+        idle_sync_keepalive,
+        idle_threading,
+        idle_forking,
+        idle_pool,
+        idle_event1,
+        idle_event2,
+        deadline_threading,
+        deadline_forking,
+        deadline_pool,
+        deadline_event1,
+        deadline_event2,
+        signal_event,
+        signal_threading,
+        busy_mark_event,
+        handoff_thread,
+        handoff_fork,
+        unix_busy_event,
+        unix_busy_threading,
+        udp_threading,
+        pool_queued_run,
+        pool_queued_cut,
+        api_args,
+        before_serve,
+        after_shutdown,
+        second_call_shortens,
+        shutdown_cuts,
+        deadline_zero,
+        adopted_threading,
+        adopted_event2,
+    }
+}
+
+/// A running http_hello (killed if the test fails first) and its address.
+struct HttpHello {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl HttpHello {
+    fn start(mode: &str) -> HttpHello {
+        let exe = common::compile_example("http_hello", &[]);
+        let mut child = Command::new(&exe)
+            .args(["--mode", mode, "--address", "127.0.0.1:0", "--threads", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+                line.push(byte[0]);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        });
+        let mut server = HttpHello {
+            child,
+            addr: String::new(),
+        };
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("http_hello did not print its address");
+        server.addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        server
+    }
+
+    /// A client with a small receive buffer, so that a large answer stays
+    /// in flight (queued in the server) until it reads.
+    fn connect(&self) -> TcpStream {
+        let addr: std::net::SocketAddr = self.addr.parse().unwrap();
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_recv_buffer_size(64 * 1024).unwrap();
+        socket.connect(&addr.into()).expect("connect to http_hello");
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
+    fn signal(&self, signal: libc::c_int) -> Instant {
+        // SAFETY: plain kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+        Instant::now()
+    }
+
+    /// Waits until it exits, within `bound` of `start`: status 0.
+    fn wait_exit(&mut self, start: Instant, bound: Duration) -> Duration {
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "http_hello exited with {status}");
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < bound,
+                "http_hello did not exit within {bound:?} of the signal"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for HttpHello {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Bytes the kernel holds for `s` to read (FIONREAD).
+fn unread(s: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the pointer given.
+    assert_eq!(
+        unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) },
+        0
+    );
+    n as usize
+}
+
+const PIPELINED: usize = 200_000;
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+
+/// Pipelines PIPELINED requests from a thread, and waits until answers pile
+/// up unread: about 16 MB of them, far more than the socket buffers hold,
+/// so most are still in flight in the server.
+fn pipeline(server: &HttpHello) -> (TcpStream, std::thread::JoinHandle<()>) {
+    let stream = server.connect();
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let batch = REQUEST.repeat(1000);
+        for _ in 0..PIPELINED / 1000 {
+            if writer.write_all(&batch).is_err() {
+                return;
+            }
+        }
+    });
+    let start = Instant::now();
+    while unread(&stream) < 32 * 1024 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no answers arrived"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (stream, sender)
+}
+
+/// Reads to the end; the answers, split at response boundaries (each must
+/// be the whole hello response).
+fn read_answers(mut stream: TcpStream) -> usize {
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).expect("read the answers");
+    let head_end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole response head")
+        + 4;
+    let one = &all[..head_end + "Hello, world!\n".len()];
+    assert!(one.starts_with(b"HTTP/1.1 200 OK\r\n"), "{one:?}");
+    assert_eq!(
+        all.len() % one.len(),
+        0,
+        "the answers end inside a response"
+    );
+    assert!(all.chunks(one.len()).all(|c| c == one), "an answer differs");
+    all.len() / one.len()
+}
+
+/// SIGTERM drains: every pipelined request already sent is answered whole
+/// (the answers in flight complete), then the connection closes and the
+/// process exits 0 well within the drain deadline (10 s).
+#[test]
+fn http_hello_sigterm_drains_event() {
+    let mut server = HttpHello::start("event");
+    let (stream, sender) = pipeline(&server);
+    let start = server.signal(libc::SIGTERM);
+    // Refused at once, while the answers are still in flight.
+    assert!(
+        TcpStream::connect(&server.addr).is_err() || {
+            std::thread::sleep(Duration::from_millis(200));
+            TcpStream::connect(&server.addr).is_err()
+        }
+    );
+    assert_eq!(read_answers(stream), PIPELINED);
+    sender.join().unwrap();
+    let took = server.wait_exit(start, Duration::from_secs(9));
+    eprintln!("http_hello (event) drained {PIPELINED} answers and exited in {took:?}");
+    // New connections are refused once it has exited (and already during
+    // the drain: the listener closes at once).
+    assert!(TcpStream::connect(&server.addr).is_err());
+}
+
+/// Threading mode: the request being answered when SIGTERM comes is
+/// answered whole, then the handler stops between requests (the rest of a
+/// pipeline is not served during a drain); the process exits 0.
+#[test]
+fn http_hello_sigterm_drains_threading() {
+    let mut server = HttpHello::start("threading");
+    let (stream, sender) = pipeline(&server);
+    let start = server.signal(libc::SIGTERM);
+    let answered = read_answers(stream);
+    assert!((1..PIPELINED).contains(&answered), "{answered} answers");
+    sender.join().unwrap();
+    server.wait_exit(start, Duration::from_secs(9));
+}
