@@ -1105,7 +1105,7 @@ inline int tr_watch(ss_conn *c, int fd, int events, void *data) noexcept
     try {
         rc = entry->fn(k, fd, events);
     } catch (...) {
-        rc = fail_return("watch callback");
+        rc = fail_return("watch");
     }
     if ((events & (SS_WATCH_HANGUP | SS_WATCH_ERROR)) != 0)
         // The library removes this watch now (also if the call replaced
