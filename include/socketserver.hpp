@@ -11,33 +11,46 @@
  *   closes the server first).
  * - Callbacks (handle, setup, finish, verify_request, handle_error,
  *   handle_timeout, service_actions, on_open, on_data, on_eof, on_close,
- *   on_datagram, the hand-off continuation) are any callable: lambdas with captures, function
- *   objects, functions. A config holds them; `ss::server`'s constructor
- *   copies them (so they must be copyable: share state through references
- *   or std::shared_ptr) into an object that becomes the server's user data,
- *   whose finalizer (see ss_server_new()) destroys it once no request uses
- *   the server any more. So a callable and its captures live as long as
- *   any call to it can run, even on a thread that outlives the
- *   `ss::server` (daemon threads, block_on_close off). The server's C user
- *   data is the wrapper's: keep your state in the captures.
- * - Failures are thrown as `ss::error` (a std::runtime_error) carrying the
- *   ss_status, the library's detail message (ss_last_error_message()) and
- *   the OS error (ss_last_os_error()).
+ *   on_drain, on_datagram, the hand-off continuation) are any callable:
+ *   lambdas with captures, function objects, functions. A config holds
+ *   them; `ss::server`'s constructor copies them (so they must be
+ *   copyable: share state through references or std::shared_ptr) into an
+ *   object that becomes the server's user data, whose finalizer (see
+ *   ss_server_new()) destroys it once no request uses the server any
+ *   more. So a callable and its captures live as long as any call to it
+ *   can run, even on a thread that outlives the `ss::server` (daemon
+ *   threads, block_on_close off). The server's C user data is the
+ *   wrapper's: keep your state in the captures. An SS_EVENT config always
+ *   has the wrapper's on_close set (it also ends the connection's watch
+ *   callables).
+ * - conn::watch_fd() takes a callable too: the wrapper keeps it in the
+ *   server's state (the C API never frees a watch's data pointer) and
+ *   destroys it exactly once, when the library ends the watch (unwatch,
+ *   replacement, the hang-up or error call, the connection's close),
+ *   never during its own call.
+ * - Failures are thrown as `ss::error` (a std::runtime_error) carrying
+ *   the ss_status, the library's detail message (ss_last_error_message())
+ *   and the OS error (ss_last_os_error()).
  * - No exception ever crosses into the library: every callback is called
  *   through a trampoline that catches everything (`catch (...)`). An
  *   exception from a callback that can fail (setup, handle, finish,
- *   on_open, on_data, on_datagram, the hand-off continuation) makes it fail: handle_error then gets
- *   SS_ERR_HANDLER and "handle callback returned -1 (last error: handle
- *   threw: WHAT)" with the exception's what() (an `ss::error` keeps its
- *   own status and message, as a failed call in a C handler does); for
- *   on_data the connection closes as failed, the server goes on. An
- *   exception from a callback with no failure return (verify_request,
- *   handle_timeout, service_actions, on_eof, on_close, a posted job) is
- *   reported to handle_error the same way (ss_server_report_error());
- *   verify_request then refuses the request and on_eof closes the
- *   connection. An exception from handle_error itself is written to stderr
- *   (there is nowhere else to report it); one from the log callback is
- *   dropped.
+ *   on_open, on_data, on_datagram, a watch_fd callable, the hand-off
+ *   continuation) makes it fail: handle_error then gets SS_ERR_HANDLER
+ *   and "handle callback returned -1 (last error: handle threw: WHAT)"
+ *   with the exception's what() (an `ss::error` keeps its own status and
+ *   message, as a failed call in a C handler does); for on_data and a
+ *   watch callable the connection closes as failed, the server goes on.
+ *   An exception from a callback with no failure return (verify_request,
+ *   handle_timeout, service_actions, on_eof, on_close, on_drain, a posted
+ *   job) is reported to handle_error the same way
+ *   (ss_server_report_error(); for a connection's callback the message
+ *   starts "connection <id> from <peer>: " as the library's do);
+ *   verify_request then refuses the request, on_eof and on_drain close
+ *   the connection. Inside handle_error, ss::error_conn() is the
+ *   connection whose failure is reported (the library's or one of these),
+ *   else empty. An exception from handle_error itself is written to
+ *   stderr (there is nowhere else to report it); one from the log
+ *   callback is dropped.
  * - Threads: the C API's rules apply unchanged (the `Thread:` lines of
  *   socketserver.h). Callables may run on several threads at once
  *   (SS_THREADING, SS_THREAD_POOL, SS_EVENT with several loops): make
