@@ -187,7 +187,8 @@ enum class hand_off_target : int {
 
 class server_ref;
 
-/** A raw socket address (conn::peer_sockaddr(), local_sockaddr()): the
+/** A raw socket address (conn::peer_sockaddr(), local_sockaddr(),
+ * request::client_sockaddr()): the
  * bytes getpeername()/getsockname() would give and their length. */
 struct socket_address {
     struct sockaddr_storage storage {};
@@ -268,6 +269,14 @@ public:
         return detail::copy_string([this](char *buf, std::size_t cap, std::size_t *len) {
             return ss_request_client_address(r_, buf, cap, len);
         });
+    }
+
+    /** The client's raw address (ss_request_client_sockaddr()). */
+    socket_address client_sockaddr() const
+    {
+        socket_address a;
+        detail::check(ss_request_client_sockaddr(r_, a.get(), &a.length));
+        return a;
     }
 
     /** The whole received datagram (borrowed, like the request). */

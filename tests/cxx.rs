@@ -35,7 +35,8 @@
 //! - event_writev: initializer_list, string-view array (stack and heap
 //!   paths), iovec; more than 1024 buffers refused.
 //! - event_conn_server_and_addresses: conn::server(), peer_sockaddr(),
-//!   local_sockaddr() over TCP and an unnamed Unix client.
+//!   local_sockaddr() over TCP and an unnamed Unix client;
+//!   request_client_sockaddr: request::client_sockaddr().
 //! - event_watch_fd_callables / event_watch_throws: watch_fd callables
 //!   destroyed exactly once (replaced, unwatched, after the hang-up call,
 //!   self-unwatch after the call returns, at the connection's close, at
@@ -102,6 +103,7 @@ cxx_subtests! {
     event_shutdown_write_and_abort,
     event_writev,
     event_conn_server_and_addresses,
+    request_client_sockaddr,
     event_watch_fd_callables,
     event_watch_throws,
     server_from_fd_and_listen_fds,

@@ -1004,6 +1004,36 @@ void event_conn_server_and_addresses()
     u.stop();
 }
 
+// request::client_sockaddr(): the client's address as getsockname gives it.
+void request_client_sockaddr()
+{
+    std::mutex lock;
+    ss::socket_address seen;
+    ss::config config(ss::transport::tcp, ss::concurrency::sync);
+    config.poll_interval(10).handle([&](ss::request &r) {
+        {
+            std::lock_guard<std::mutex> g(lock);
+            seen = r.client_sockaddr();
+        }
+        r.write(r.readline());
+    });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int fd = connect_to(server);
+    tu_send_str(fd, "where\n");
+    tu_expect_line(fd, "where\n");
+    sockaddr_in me{};
+    socklen_t len = sizeof me;
+    CHECK_SYS(getsockname(fd, reinterpret_cast<sockaddr *>(&me), &len));
+    close(fd);
+    s.stop();
+    CHECK_EQ(seen.family(), AF_INET);
+    CHECK_EQ(seen.length, static_cast<socklen_t>(sizeof(sockaddr_in)));
+    auto *client = reinterpret_cast<const sockaddr_in *>(seen.get());
+    CHECK_EQ(client->sin_port, me.sin_port);
+    CHECK_EQ(client->sin_addr.s_addr, me.sin_addr.s_addr);
+}
+
 // watch_fd's callables: each destroyed exactly once, when its watch ends
 // (replaced, unwatched, after the hang-up call, unwatching itself after
 // its call, at the connection's close), and at once if watch_fd throws.
@@ -1424,6 +1454,7 @@ const tu_test tests[] = {
     {"event_shutdown_write_and_abort", event_shutdown_write_and_abort},
     {"event_writev", event_writev},
     {"event_conn_server_and_addresses", event_conn_server_and_addresses},
+    {"request_client_sockaddr", request_client_sockaddr},
     {"event_watch_fd_callables", event_watch_fd_callables},
     {"event_watch_throws", event_watch_throws},
     {"server_from_fd_and_listen_fds", server_from_fd_and_listen_fds_settled},
