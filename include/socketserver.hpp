@@ -88,8 +88,8 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
-#include <new>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -188,8 +188,8 @@ enum class hand_off_target : int {
 class server_ref;
 
 /** A raw socket address (conn::peer_sockaddr(), local_sockaddr(),
- * request::client_sockaddr()): the
- * bytes getpeername()/getsockname() would give and their length. */
+ * request::client_sockaddr()): the bytes getpeername() / getsockname()
+ * would give, and their length. */
 struct socket_address {
     struct sockaddr_storage storage {};
     socklen_t length = sizeof(struct sockaddr_storage);
