@@ -39,8 +39,10 @@
 //!   request_client_sockaddr: request::client_sockaddr().
 //! - event_watch_fd_callables / event_watch_throws: watch_fd callables
 //!   destroyed exactly once (replaced, unwatched, after the hang-up call,
-//!   self-unwatch after the call returns, at the connection's close, at
-//!   once when watch_fd throws); an exception fails that connection only.
+//!   self-unwatch after the call returns, replaced in place in its last
+//!   call, unwatched and watched anew there (kept), at the connection's
+//!   close, at once when watch_fd throws); an exception fails that
+//!   connection only.
 //! - server_from_fd_and_listen_fds: server::from_fd adopts a bound socket
 //!   (refused: still the caller's), listen_fds() with LISTEN_* variables.
 //! - error_carries_status_and_message: ss::error for a bad address (status,

@@ -1039,11 +1039,13 @@ void request_client_sockaddr()
 // its call, at the connection's close), and at once if watch_fd throws.
 void event_watch_fd_callables()
 {
-    int p1[2], p2[2], p3[2], p4[2];
+    int p1[2], p2[2], p3[2], p4[2], p5[2], p6[2];
     make_pipe(p1);
     make_pipe(p2);
     make_pipe(p3);
     make_pipe(p4);
+    make_pipe(p5);
+    make_pipe(p6);
     const int base = tracker::live;
     std::atomic<int> watched_at_close{-1};
     ss::config config(ss::transport::tcp, ss::concurrency::event);
@@ -1085,6 +1087,33 @@ void event_watch_fd_callables()
                                    k.write(text.substr(0, 4) + " " + std::to_string(tracker::live) +
                                            "\n");
                                });
+                } else if (line == "w5\n") {
+                    // Replaced in place during its last call: the library
+                    // ends that watch, so the replacement goes too.
+                    c.watch_fd(p5[0], SS_WATCH_READ, [t = tracker()](ss::conn &k, int fd, int ev) {
+                        if (ev & SS_WATCH_HANGUP) {
+                            k.watch_fd(fd, SS_WATCH_READ, [t = tracker()](ss::conn &, int, int) {
+                                TU_FAIL("a watch replaced in its last call was called");
+                            });
+                            k.write("p5 replaced " + std::to_string(k.watched_fds()) + "\n");
+                        }
+                    });
+                } else if (line == "w6\n") {
+                    // Unwatched and watched anew during its last call: a new
+                    // watch, which the library keeps (and calls: the pipe
+                    // still hangs up).
+                    c.watch_fd(p6[0], SS_WATCH_READ, [t = tracker()](ss::conn &k, int fd, int ev) {
+                        if (ev & SS_WATCH_HANGUP) {
+                            k.unwatch_fd(fd);
+                            k.watch_fd(fd, SS_WATCH_READ,
+                                       [t = tracker(), text = std::string(100, 'q')](
+                                           ss::conn &k2, int, int ev2) {
+                                           if (ev2 & SS_WATCH_HANGUP)
+                                               k2.write("p6 again " + text.substr(0, 2) + " " +
+                                                        std::to_string(tracker::live) + "\n");
+                                       });
+                        }
+                    });
                 } else if (line == "w4\n") { // two, left for the close
                     c.watch_fd(p4[0], SS_WATCH_READ, [t = tracker()](ss::conn &, int, int) {});
                     c.watch_fd(p1[0], SS_WATCH_WRITE | SS_WATCH_READ,
@@ -1149,6 +1178,23 @@ void event_watch_fd_callables()
     tu_expect_line(fd, ("ssss " + std::to_string(base + 1) + "\n").c_str());
     WAIT_FOR(tracker::live == base, 5000);
 
+    tu_send_str(fd, "w5\n");
+    tu_expect_line(fd, "live 1 watching 1\n");
+    close(p5[1]);
+    tu_expect_line(fd, "p5 replaced 1\n");
+    WAIT_FOR(tracker::live == base, 5000);
+    tu_send_str(fd, "count\n");
+    tu_expect_line(fd, "live 0 watching 0\n");
+
+    tu_send_str(fd, "w6\n");
+    tu_expect_line(fd, "live 1 watching 1\n");
+    close(p6[1]);
+    // Still alive in its call (1 live): not taken for the first one's.
+    tu_expect_line(fd, ("p6 again qq " + std::to_string(base + 1) + "\n").c_str());
+    WAIT_FOR(tracker::live == base, 5000);
+    tu_send_str(fd, "count\n");
+    tu_expect_line(fd, "live 0 watching 0\n");
+
     tu_send_str(fd, "bad\n");
     tu_expect_line(fd, ("bad " + std::to_string(SS_ERR_INVALID_ARGUMENT) + " " +
                         std::to_string(SS_ERR_INVALID_ARGUMENT) + " " +
@@ -1162,9 +1208,9 @@ void event_watch_fd_callables()
     CHECK_EQ(watched_at_close, 2);
     s.stop();
     CHECK_EQ(tracker::live, base);
-    for (int *p : {p1, p2, p3, p4})
+    for (int *p : {p1, p2, p3, p4, p5, p6})
         for (int i = 0; i < 2; i++)
-            if (p != p2 || i == 0)
+            if (i == 0 || (p != p2 && p != p5 && p != p6))
                 close(p[i]);
 }
 
