@@ -1214,6 +1214,56 @@ void event_watch_fd_callables()
                 close(p[i]);
 }
 
+// A pipe whose two ends close with the last copy of the callable that
+// holds it (closed exactly once, or the fd check at exit fails).
+struct owned_pipe {
+    int fds[2];
+    owned_pipe() { make_pipe(fds); }
+    owned_pipe(const owned_pipe &) = delete;
+    ~owned_pipe()
+    {
+        close(fds[0]);
+        close(fds[1]);
+    }
+};
+
+// Many connections on four loops watching at once: each watch's callable
+// (and the pipe it owns) is destroyed exactly once, at its connection's
+// close, whichever loop it ran on.
+void event_watch_many_loops()
+{
+    const int base = tracker::live;
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(4).on_data([](ss::conn &c, std::string_view data) {
+        return each_line(data, [&](std::string_view) {
+            auto pipe = std::make_shared<owned_pipe>();
+            c.watch_fd(pipe->fds[0], SS_WATCH_READ, [t = tracker(), pipe](ss::conn &k, int fd, int) {
+                drain_pipe(fd);
+                k.write("fired\n");
+            });
+            CHECK_EQ(write(pipe->fds[1], "!", 1), 1);
+            return true;
+        });
+    });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    for (int round = 0; round < 3; round++) {
+        std::vector<int> clients;
+        for (int i = 0; i < 16; i++)
+            clients.push_back(connect_to(server));
+        for (int fd : clients)
+            tu_send_str(fd, "watch\n");
+        for (int fd : clients)
+            tu_expect_line(fd, "fired\n");
+        CHECK_EQ(tracker::live, base + 16);
+        for (int fd : clients)
+            close(fd);
+        WAIT_FOR(tracker::live == base, 5000);
+    }
+    s.stop();
+    CHECK_EQ(tracker::live, base);
+}
+
 // A watch callable that throws: handle_error gets it (error_conn() is that
 // connection), that connection closes, the callable is destroyed, another
 // connection goes on.
@@ -1502,6 +1552,7 @@ const tu_test tests[] = {
     {"event_conn_server_and_addresses", event_conn_server_and_addresses},
     {"request_client_sockaddr", request_client_sockaddr},
     {"event_watch_fd_callables", event_watch_fd_callables},
+    {"event_watch_many_loops", event_watch_many_loops},
     {"event_watch_throws", event_watch_throws},
     {"server_from_fd_and_listen_fds", server_from_fd_and_listen_fds_settled},
     {"error_carries_status_and_message", error_carries_status_and_message},
