@@ -61,6 +61,8 @@ check_logs() {
 }
 
 status=0
+# Upper bounds on durations in the C tests stretch by this (tu_time_scale).
+export TU_TIME_SCALE=5
 # Not run under valgrind, each for a reason valgrind itself causes:
 # - hooks.accept_error counts reports over a 450 ms window, and
 #   acceptance_handoff.handoff_thread_from_forking needs a fast request to

@@ -150,6 +150,16 @@ static inline double tu_now_ms(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+/* How much slower than native the program runs: $TU_TIME_SCALE (set by
+ * scripts/valgrind.sh, whose memcheck runs it 20-50x slower), else 1. Only
+ * for upper bounds on how long something may take, never to order events. */
+static inline double tu_time_scale(void)
+{
+    const char *s = getenv("TU_TIME_SCALE");
+    double scale = s != NULL ? atof(s) : 1.0;
+    return scale >= 1.0 ? scale : 1.0;
+}
+
 static inline double tu_cpu_ms(void)
 {
     struct timespec ts;
