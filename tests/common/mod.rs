@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod example;
+
 /// Default hard timeout for one run of a C program.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -562,4 +564,21 @@ pub fn assert_every_c_subtest_is_run(
             "{source} --list differs from the sub-tests run by {test_file}"
         );
     }
+}
+
+/// The path of `tool` on $PATH. Fails the test, naming the tool and its
+/// Debian package, if it is not installed: a test never passes silently
+/// for want of a tool.
+#[track_caller]
+pub fn require_tool(tool: &str, package: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| {
+            panic!("`{tool}` is not installed (Debian package {package}): this test needs it")
+        })
 }
