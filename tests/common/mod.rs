@@ -573,12 +573,14 @@ pub fn assert_every_c_subtest_is_run(
 pub fn require_tool(tool: &str, package: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    let found = std::env::split_paths(&path)
         .map(|dir| dir.join(tool))
         .find(|p| {
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .unwrap_or_else(|| {
-            panic!("`{tool}` is not installed (Debian package {package}): this test needs it")
-        })
+        });
+    // Not in a closure: the panic names the calling test's line.
+    match found {
+        Some(p) => p,
+        None => panic!("`{tool}` is not installed (Debian package {package}): this test needs it"),
+    }
 }
