@@ -2,6 +2,7 @@
  * http_hello: a minimal HTTP/1.1 server on libsocketserver.
  *
  *   http_hello [--mode event|threading] [--address ADDR] [--threads N]
+ *              [--header-timeout MS]
  *
  * Defaults: event mode, 127.0.0.1:8080. --threads is the number of event
  * loops in event mode (default one per core) and the cap on handler threads
@@ -12,6 +13,12 @@
  * keep-alive connections are closed, and whatever is still open after
  * DRAIN_MS is cut. SIGINT, or a second signal during the drain, stops at
  * once (ss_server_shutdown).
+ *
+ * Event mode: a request's head (request line and headers) must be complete
+ * within --header-timeout milliseconds of its first byte (default 20000),
+ * else the client gets 408 Request Timeout and the connection closes: a
+ * client that dribbles its headers a byte at a time (slowloris) cannot
+ * hold a connection for ever. See "Request deadline" below for how.
  *
  * GET / (and HEAD /) answers 200 with "Hello, world!\n"; other paths 404;
  * other methods 405. Connections are kept alive by default for HTTP/1.1
@@ -52,6 +59,9 @@
 #define MAX_BODY 65536
 /* Keep-alive connections silent this long are closed (both modes). */
 #define IDLE_MS 60000
+/* Event mode: default bound on the time from a request's first byte to
+ * the end of its head (--header-timeout). */
+#define HEADER_TIMEOUT_MS 20000
 /* Event mode: queued output per connection at which reading pauses, and
  * to which it must fall before reading resumes. */
 #define OUTPUT_HIGH_WATER (256 * 1024)
@@ -61,15 +71,17 @@
 
 /* ------------------------------------------------------------ responses */
 
-enum { ST_200, ST_400, ST_404, ST_405, ST_COUNT };
+enum { ST_200, ST_400, ST_404, ST_405, ST_408, ST_COUNT };
 /* How the response ends the exchange: HTTP/1.1 keep-alive (no header
  * needed), HTTP/1.0 keep-alive (said explicitly), or close. */
 enum { CONN_DEFAULT, CONN_KEEP_ALIVE, CONN_CLOSE, CONN_COUNT };
 
-static const char *const status_line[ST_COUNT] = {
-    "200 OK", "400 Bad Request", "404 Not Found", "405 Method Not Allowed"};
+static const char *const status_line[ST_COUNT] = {"200 OK", "400 Bad Request", "404 Not Found",
+                                                   "405 Method Not Allowed",
+                                                   "408 Request Timeout"};
 static const char *const status_body[ST_COUNT] = {"Hello, world!\n", "Bad Request\n",
-                                                  "Not Found\n", "Method Not Allowed\n"};
+                                                  "Not Found\n", "Method Not Allowed\n",
+                                                  "Request Timeout\n"};
 static const char *const conn_header[CONN_COUNT] = {"", "Connection: keep-alive\r\n",
                                                     "Connection: close\r\n"};
 
@@ -284,6 +296,87 @@ static const response *response_for(const http_request *req)
 
 /* ------------------------------------------------------------ event mode */
 
+/* Request deadline. Each connection has a one-shot timer
+ * (ss_conn_set_timer()) armed when a request starts (on_data sees the
+ * first bytes of a head that is not complete yet) and cancelled when its
+ * head is complete; if it fires first, the client gets 408 and the
+ * connection closes. The timer does what the library's own request
+ * deadline (ss_config_set_request_deadline()) cannot:
+ * - it measures what HTTP means (from a request's first byte to the end
+ *   of its head), whatever on_data does with its input. The library's
+ *   clock runs while input is held unconsumed and starts again whenever
+ *   on_data consumes some, so it depends on how the parser consumes: one
+ *   that consumed each header line as it arrived would restart it with
+ *   every line, and a client sending a line every few seconds would never
+ *   be caught;
+ * - it answers: the client gets 408 Request Timeout before the close,
+ *   where the library's deadline closes with no response (and reports to
+ *   handle_error).
+ * The library's deadline is set too, at twice the header timeout, as the
+ * bound on a whole request: it also covers a body (Content-Length) that
+ * arrives too slowly, which the header timer no longer watches. A client
+ * dribbling its head meets the timer first. While reading is paused (a
+ * response is blocked, see on_drain) the clock of a request already
+ * started keeps running: a client that reads none of its responses for
+ * that long is closed the same way. */
+static uint64_t g_header_timeout_ms = HEADER_TIMEOUT_MS;
+
+/* A connection's own state (ss_conn_set_data()). */
+typedef struct http_conn {
+    uint64_t head_timer; /* the pending request-deadline timer, or 0 */
+} http_conn;
+
+static int http_on_open(ss_conn *conn, void *user_data)
+{
+    http_conn *hc = calloc(1, sizeof *hc);
+    (void)user_data;
+    if (hc == NULL || ss_conn_set_data(conn, hc) != SS_OK) {
+        free(hc);
+        return -1;
+    }
+    return 0;
+}
+
+static void http_on_close(ss_conn *conn, void *user_data)
+{
+    /* Its timer was cancelled before this runs: nothing refers to hc. */
+    (void)user_data;
+    free(ss_conn_data(conn));
+}
+
+/* The request deadline passed: 408, then close. */
+static void head_timeout(ss_conn *conn, uint64_t timer_id, void *data)
+{
+    const response *r = &responses[ST_408][CONN_CLOSE][0];
+    http_conn *hc = (http_conn *)data;
+    (void)timer_id;
+    hc->head_timer = 0;
+    /* If the output is full (the client reads nothing either), close
+     * without it. */
+    ss_conn_write(conn, r->text, r->len);
+    ss_conn_close(conn);
+}
+
+/* A request has started but its head is not complete: its clock runs. */
+static int start_request_clock(ss_conn *conn, http_conn *hc)
+{
+    if (hc->head_timer != 0)
+        return 0; /* already running since the request's first byte */
+    return ss_conn_set_timer(conn, g_header_timeout_ms, head_timeout, hc, &hc->head_timer) ==
+                   SS_OK
+               ? 0
+               : -1;
+}
+
+/* The request's head is complete: its clock stops. */
+static void stop_request_clock(ss_conn *conn, http_conn *hc)
+{
+    if (hc->head_timer != 0) {
+        ss_conn_cancel_timer(conn, hc->head_timer);
+        hc->head_timer = 0;
+    }
+}
+
 /* The head's length if `data` starts with a complete head ("\r\n\r\n"
  * included), 0 if more bytes are needed. */
 static size_t head_length(const uint8_t *data, size_t len)
@@ -307,6 +400,7 @@ static int http_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *
     size_t pos = 0;      /* start of the next request */
     size_t done = 0;     /* bytes whose responses are queued */
     int closing = 0;
+    http_conn *hc = (http_conn *)ss_conn_data(conn);
     (void)user_data;
 
     while (pos < len && !closing) {
@@ -325,11 +419,17 @@ static int http_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *
         }
         head_len = head_length(req_start, avail < MAX_HEAD ? avail : MAX_HEAD);
         if (head_len == 0) {
-            if (avail < MAX_HEAD)
-                break; /* incomplete: wait for more bytes */
+            if (avail < MAX_HEAD) {
+                /* Incomplete: wait for more bytes, within the deadline. */
+                if (start_request_clock(conn, hc) != 0)
+                    return -1;
+                break;
+            }
+            stop_request_clock(conn, hc);
             memset(&req, 0, sizeof req);
             req.status = ST_400; /* head too long */
         } else {
+            stop_request_clock(conn, hc);
             parse_head((const char *)req_start, head_len, &req);
             if (req.status != ST_400 && req.body_len > avail - head_len)
                 break; /* the body is not all here yet */
@@ -478,7 +578,8 @@ static void on_signal(int signo)
 }
 
 static const char usage_text[] =
-    "usage: http_hello [--mode event|threading] [--address ADDR] [--threads N]\n";
+    "usage: http_hello [--mode event|threading] [--address ADDR] [--threads N]\n"
+    "                  [--header-timeout MS]\n";
 
 /* Bad usage: the reason and the usage on stderr, exit 2 (--help: stdout, 0). */
 static void usage(const char *why)
@@ -521,6 +622,12 @@ int main(int argc, char **argv)
                 usage("--mode is event or threading");
         } else if (strcmp(argv[i], "--address") == 0) {
             address = argv[++i];
+        } else if (strcmp(argv[i], "--header-timeout") == 0) {
+            char *end = NULL;
+            long ms = strtol(argv[++i], &end, 10);
+            if (*end != '\0' || ms < 1 || ms > 3600000)
+                usage("--header-timeout takes milliseconds from 1 to 3600000");
+            g_header_timeout_ms = (uint64_t)ms;
         } else if (strcmp(argv[i], "--threads") == 0) {
             char *end = NULL;
             threads = strtol(argv[++i], &end, 10);
@@ -541,11 +648,15 @@ int main(int argc, char **argv)
     ss_config_set_tcp_nodelay(config, true);
     ss_config_set_handle_error(config, quiet_error);
     if (event) {
+        ss_config_set_on_open(config, http_on_open);
         ss_config_set_on_data(config, http_on_data);
+        ss_config_set_on_close(config, http_on_close);
         ss_config_set_on_drain(config, http_on_drain);
         ss_config_set_output_high_water(config, OUTPUT_HIGH_WATER);
         ss_config_set_output_low_water(config, OUTPUT_LOW_WATER);
         ss_config_set_idle_timeout(config, IDLE_MS);
+        /* The whole request, body included (see "Request deadline"). */
+        ss_config_set_request_deadline(config, (int64_t)(2 * g_header_timeout_ms));
         if (threads > 0 && ss_config_set_threads(config, (size_t)threads) != SS_OK) {
             ss_config_free(config);
             return fail("--threads");

@@ -479,6 +479,18 @@ typedef void (*ss_eof_fn)(struct ss_conn *conn, void *user_data);
 typedef int (*ss_datagram_fn)(struct ss_request *request, const uint8_t *data, size_t len, void *user_data);
 
 /**
+ * SS_EVENT: a loop timer's callback (ss_config_add_loop_timer()): runs on
+ * the event loop thread `loop_index` (0 to the number of loops - 1, see
+ * ss_config_set_threads()), with the server (borrowed: call e.g.
+ * ss_server_post(), ss_server_connections() or ss_server_shutdown() with
+ * it, not ss_server_close() or ss_server_free()) and the `data` given to
+ * ss_config_add_loop_timer(). The loops run their timers concurrently:
+ * `data` shared by several loops needs your own locking (or index
+ * per-loop state by `loop_index`). Must not block.
+ */
+typedef void (*ss_loop_timer_fn)(struct ss_server *server, size_t loop_index, void *data);
+
+/**
  * SS_EVENT on_drain (ss_config_set_on_drain()): the connection's queued
  * output, having reached the high-water mark
  * (ss_config_set_output_high_water(): a write was refused with
@@ -529,6 +541,18 @@ typedef void (*ss_free_fn)(void *user_data);
  * the server stopped), so that `arg` can always be released.
  */
 typedef void (*ss_post_fn)(struct ss_conn *conn, void *arg);
+
+/**
+ * SS_EVENT: a connection timer's callback (ss_conn_set_timer()). Runs once,
+ * on the connection's loop thread, with the connection (borrowed for the
+ * call, as in every event callback: write to it, close it, set more
+ * timers), the timer's id and the `data` given to ss_conn_set_timer().
+ * When it runs, the timer is no longer pending (cancelling or resetting
+ * `timer_id` inside it fails with SS_ERR_INVALID_ARGUMENT; set a new one
+ * to run again). After it returns, input held back on the connection is
+ * presented to on_data again, as after a posted job. Must not block.
+ */
+typedef void (*ss_conn_timer_fn)(struct ss_conn *conn, uint64_t timer_id, void *data);
 
 #ifdef __cplusplus
 extern "C" {
@@ -1052,6 +1076,37 @@ enum ss_status ss_config_set_request_deadline(struct ss_config *config, int64_t 
  * Thread: any thread; one thread at a time per config.
  */
 enum ss_status ss_config_set_max_connections_per_ip(struct ss_config *config, size_t max);
+
+/**
+ * SS_EVENT: adds a periodic loop timer: every event loop of a server made
+ * from this config runs `callback(server, loop_index, data)` (see
+ * ss_loop_timer_fn) every `interval_ms` milliseconds (at least 1) while
+ * it serves, the first time one interval after the loop starts. Each loop
+ * runs its own copy on its own thread, so with N loops (see
+ * ss_config_set_threads()) the callback runs N times per interval, once
+ * on each; for work done once per interval for the whole server, act only
+ * when `loop_index` is 0 (a loop with no connections still runs it).
+ *
+ * No drift: each deadline is the previous deadline plus the interval, not
+ * the time the callback ran plus the interval; if a loop falls behind by
+ * more than an interval (a slow callback), the periods missed are
+ * skipped, not run in a burst. Loop timers stop when serve_forever stops
+ * the loops (shutdown or close): none runs while the connections are
+ * being closed, nor after serve_forever returns; a later serve_forever
+ * starts them again. During a graceful drain (ss_server_drain()) the
+ * loops still serve, and their timers (loop and connection timers) still
+ * run, until the drain ends. Add as many as you like (one entry each per loop);
+ * there is no call to remove one.
+ *
+ * Ownership: the library copies `data` (never dereferences or frees it);
+ * it must stay valid for as long as a server made from this config may
+ * serve. Errors: SS_ERR_NULL_POINTER (`config` or `callback`),
+ * SS_ERR_INVALID_ARGUMENT (`interval_ms` 0), SS_ERR_UNSUPPORTED in other
+ * modes.
+ *
+ * Thread: any thread; one thread at a time per config.
+ */
+enum ss_status ss_config_add_loop_timer(struct ss_config *config, uint64_t interval_ms, ss_loop_timer_fn callback, void *data);
 
 /**
  * SS_EVENT: the on_drain callback (see ss_drain_fn): told once each time
@@ -2074,6 +2129,74 @@ bool ss_server_draining(const struct ss_server *server);
  * Thread: any thread.
  */
 enum ss_status ss_server_drain_cut(const struct ss_server *server, size_t *out_cut);
+
+/**
+ * SS_EVENT: arms a one-shot timer on the connection: `callback(conn, id, data)`
+ * runs once on the connection's loop thread after `delay_ms`
+ * milliseconds, unless cancelled first. On success `*out_timer_id`
+ * (which may be NULL if you will never cancel or reset it) receives the
+ * timer's id: never 0 (so 0 can mean "no timer"), never given to another
+ * timer of this loop.
+ *
+ * - Timing: never before `delay_ms` has passed, typically within a
+ *   millisecond or two after (later if the loop is busy with other
+ *   callbacks). Timers of one loop run in the order of their deadlines;
+ *   timers due in the same millisecond, in the order they were set.
+ * - Delay 0: runs on the loop's next turn, after the current callback
+ *   returns (never from inside this call). No limit on `delay_ms`: one too
+ *   large to reach (e.g. UINT64_MAX) never fires, but stays pending until
+ *   cancelled or the connection closes.
+ * - Cost: one entry (about 80 bytes) in the loop's timer heap, O(log n)
+ *   to set, reset or cancel; no thread or descriptor per timer, and any
+ *   number of timers per connection. The loop sleeps in epoll_wait until
+ *   the nearest deadline.
+ * - Close: when the connection closes (for any reason: ss_conn_close(),
+ *   the peer, an error, a timeout, the server stopping), its pending
+ *   timers are cancelled before on_close runs: no timer callback ever runs
+ *   after on_close. A cancelled timer's callback is never called, so
+ *   `data` is never handed back: free what it owns yourself (e.g. in
+ *   on_close).
+ *
+ * Errors (`callback` is then never called and `*out_timer_id` not written):
+ * SS_ERR_NULL_POINTER (`conn` or `callback` NULL), SS_ERR_CLOSED (after
+ * ss_conn_close(), or in on_close), SS_ERR_WRONG_STATE (not on the
+ * connection's loop thread).
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+enum ss_status ss_conn_set_timer(struct ss_conn *conn, uint64_t delay_ms, ss_conn_timer_fn callback, void *data, uint64_t *out_timer_id);
+
+/**
+ * SS_EVENT: re-arms pending timer `timer_id` of this connection to run
+ * `delay_ms` milliseconds from now instead (same callback, same data, same
+ * id), as if it had just been set (e.g. push a deadline back on each
+ * sign of life). Cheaper than cancel + set, and the id stays valid.
+ *
+ * Errors: SS_ERR_NULL_POINTER, SS_ERR_INVALID_ARGUMENT (`timer_id` is not
+ * pending on this connection: it has run or is running, was cancelled,
+ * is 0, or is another connection's; nothing changed), SS_ERR_CLOSED
+ * (after ss_conn_close(), or in on_close), SS_ERR_WRONG_STATE (not on the
+ * connection's loop thread).
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+enum ss_status ss_conn_reset_timer(struct ss_conn *conn, uint64_t timer_id, uint64_t delay_ms);
+
+/**
+ * SS_EVENT: cancels pending timer `timer_id` of this connection: its
+ * callback will not run. Also from inside a timer callback (cancelling
+ * another timer of the connection, even one due at the same moment, stops
+ * it from running).
+ *
+ * Errors: SS_ERR_NULL_POINTER, SS_ERR_INVALID_ARGUMENT (`timer_id` is not
+ * pending on this connection: it has run or is running, was cancelled
+ * already, is 0, or is another connection's; nothing changed, so this is
+ * safe to ignore), SS_ERR_WRONG_STATE (not on the connection's loop
+ * thread). Allowed after ss_conn_close().
+ *
+ * Thread: the connection's loop thread, in a callback or job given this conn.
+ */
+enum ss_status ss_conn_cancel_timer(struct ss_conn *conn, uint64_t timer_id);
 
 #ifdef __cplusplus
 }  // extern "C"

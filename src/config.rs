@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::event::{LoopTimer, LoopTimerFn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -102,6 +103,8 @@ pub struct Config {
     pub(crate) request_deadline: Option<Duration>,
     /// TCP, every mode: open connections per client IP address (0 = no limit).
     pub(crate) max_connections_per_ip: usize,
+    /// Event mode: periodic timers every loop runs.
+    pub(crate) loop_timers: Vec<LoopTimer>,
     /// Event mode: queued output at or below which a connection that
     /// reached the high-water mark gets its on_drain call (0: fully
     /// flushed). Used as at most output_high_water - 1.
@@ -149,6 +152,7 @@ impl Config {
             lingering_timeout: DEFAULT_LINGERING_TIMEOUT,
             request_deadline: None,
             max_connections_per_ip: 0,
+            loop_timers: Vec::new(),
             output_low_water: 0,
         })
     }
@@ -477,6 +481,16 @@ impl Config {
             ));
         }
         self.max_connections_per_ip = max;
+        Ok(())
+    }
+
+    /// Event mode: every loop runs `callback` (with the server and its loop
+    /// index) every `interval_ms` milliseconds (at least 1), first one
+    /// interval after it starts, until it stops; see event/timer.rs.
+    pub fn add_loop_timer(&mut self, interval_ms: u64, callback: LoopTimerFn) -> Result<()> {
+        self.require_mode(Concurrency::Event, "a loop timer")?;
+        self.loop_timers
+            .push(LoopTimer::new(interval_ms, callback)?);
         Ok(())
     }
 

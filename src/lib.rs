@@ -22,7 +22,9 @@
 //!   descriptors passed in LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES. Calls
 //!   `error`, `sys`.
 //! - `address`, `config`: parsing and formatting addresses; the checked
-//!   configuration and its defaults. Call `error`.
+//!   configuration and its defaults. Call `error`; `config` also names
+//!   `event`'s `LoopTimer` type (the loop timers it carries) and calls
+//!   nothing of it but its constructor.
 //! - `peer_limit`: the per-IP connection limit. Calls `sync`.
 //! - `transport`: sockets for each transport, the shared `Acceptor` (spare
 //!   descriptor, transient errno list, pause after an accept error, per-IP
@@ -51,7 +53,8 @@
 //!   Calls `config`, `error`, `event` (that type), `handler`, `peer_limit`,
 //!   `request`, `server`, `sync`, `sys`.
 //! - `event`: event mode: epoll loops with their connections (`Conn`),
-//!   posted jobs and timers, descriptors watched for a connection
+//!   posted jobs and timers (`event::timer`: one timer heap per loop for
+//!   connection and loop timers), descriptors watched for a connection
 //!   (`event::watch`) and what a loop thread knows of itself for calls
 //!   from its callbacks (`event::context`); `EventLoops` (post, connection
 //!   count). Calls

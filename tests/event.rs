@@ -17,8 +17,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::example::ExampleProcess;
 
@@ -135,8 +137,14 @@ struct HttpHello(ExampleProcess);
 
 impl HttpHello {
     fn start(mode: &str) -> HttpHello {
+        HttpHello::start_with(mode, &[])
+    }
+
+    /// With `extra` arguments after the usual ones.
+    fn start_with(mode: &str, extra: &[&str]) -> HttpHello {
         let mut cmd = Command::new(http_hello_exe());
-        cmd.args(["--mode", mode, "--address", "127.0.0.1:0", "--threads", "2"]);
+        cmd.args(["--mode", mode, "--address", "127.0.0.1:0", "--threads", "2"])
+            .args(extra);
         HttpHello(ExampleProcess::start(cmd, Duration::from_secs(10)))
     }
 
@@ -451,6 +459,89 @@ fn http_hello_threading() {
     http_hello_mode("threading", libc::SIGTERM);
 }
 
+/// http_hello's request deadline (issue 9 §5, a per-connection timer): a
+/// client dribbling one valid request's head a byte at a time gets 408
+/// and is closed once --header-timeout (1 s here) has passed since its
+/// first byte, long before its head would be complete; meanwhile an honest
+/// keep-alive client that pauses longer than that between requests, and
+/// sends one request in two parts, is served throughout.
+#[test]
+fn http_hello_header_timeout() {
+    let _slot = shared_slot();
+    let server = HttpHello::start_with("event", &["--header-timeout", "1000"]);
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: dribble\r\n\r\n";
+    const BYTE_EVERY: Duration = Duration::from_millis(100);
+
+    let dribbler = server.connect();
+    let mut writer = dribbler.try_clone().unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let dribbling = {
+        let (sent, stop) = (sent.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for byte in REQUEST {
+                // Until the answer came (a lingering close takes further
+                // bytes and discards them).
+                if stop.load(Ordering::SeqCst) || writer.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(BYTE_EVERY);
+            }
+        })
+    };
+    let answer = {
+        let sent = sent.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(dribbler);
+            let r = read_response(&mut reader, false);
+            let (after, sent) = (started.elapsed(), sent.load(Ordering::SeqCst));
+            stop.store(true, Ordering::SeqCst);
+            expect_eof(&mut reader);
+            (r, after, sent)
+        })
+    };
+
+    // The honest client, at the same time.
+    let mut honest = BufReader::new(server.connect());
+    let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    honest.get_mut().write_all(request).unwrap();
+    check_hello(&read_response(&mut honest, false));
+    // Silent for longer than the header timeout: keep-alive, not a deadline.
+    std::thread::sleep(Duration::from_millis(1500));
+    honest.get_mut().write_all(request).unwrap();
+    check_hello(&read_response(&mut honest, false));
+    // One request in two parts, 300 ms apart.
+    honest.get_mut().write_all(&request[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    honest.get_mut().write_all(&request[10..]).unwrap();
+    check_hello(&read_response(&mut honest, false));
+
+    let (r, after, sent) = answer.join().unwrap();
+    dribbling.join().unwrap();
+    eprintln!(
+        "dribbler: 408 after {after:?}, {sent} of {} bytes sent",
+        REQUEST.len()
+    );
+    assert_eq!(r.status, 408, "{r:?}");
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(
+        after >= Duration::from_millis(1000) && after < Duration::from_millis(2500),
+        "408 after {after:?}, want 1 s (+ slack)"
+    );
+    assert!(
+        sent < REQUEST.len(),
+        "the whole head went out ({sent} bytes)"
+    );
+
+    // The honest client is still served after all that.
+    honest.get_mut().write_all(request).unwrap();
+    check_hello(&read_response(&mut honest, false));
+    drop(honest);
+    server.stop(libc::SIGTERM);
+}
+
 /// Bad command lines: status 2 and a usage message.
 #[test]
 fn http_hello_usage() {
@@ -458,6 +549,8 @@ fn http_hello_usage() {
     for args in [
         &["--mode", "forking"][..],
         &["--threads", "0"][..],
+        &["--header-timeout", "0"][..],
+        &["--header-timeout", "1s"][..],
         &["--bogus", "x"][..],
         &["--mode"][..],
     ] {

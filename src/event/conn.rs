@@ -75,6 +75,11 @@ pub struct Conn {
     /// starts lingering; boxed so that a server without a limit pays one
     /// pointer per connection.
     pub(crate) peer_permit: Option<Box<crate::peer_limit::PeerPermit>>,
+    /// The newest of its pending timers (0 = none), the head of a list
+    /// kept in its loop's timer heap (see timer.rs).
+    pub(crate) timers: u64,
+    /// Its timers were cancelled for the close: no more can be set.
+    pub(crate) timers_closed: bool,
     /// ss_conn_pause_reading: not read, on_data not called, until resumed.
     pub(crate) paused: bool,
     /// Resumed with input held: the loop presents it soon (see settle).
@@ -132,6 +137,8 @@ impl Conn {
             lingering: false,
             timer_start: 0,
             peer_permit: None,
+            timers: 0,
+            timers_closed: false,
             paused: false,
             resume_feed: false,
             hung_up: false,

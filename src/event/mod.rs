@@ -38,11 +38,15 @@
 //! forked child may hold a copy), lingers while its client may still be
 //! sending (see `end_conn`), and every wait on a peer is bounded: timers
 //! are swept a few times per shortest timeout (`expire_idle`), with one
-//! tick field per connection instead of a timer structure.
+//! tick field per connection instead of a timer structure. The timers
+//! handlers set (connection and loop timers) are in `timer`: one heap per
+//! loop, whose nearest deadline bounds epoll_wait (`wait_timeout`), run
+//! after each batch of events (`run_timers`).
 
 mod conn;
 mod context;
 mod graceful;
+mod timer;
 mod watch;
 
 use std::io;
@@ -61,6 +65,7 @@ use socket2::{SockAddr, Socket};
 
 pub use conn::Conn;
 pub use context::failing_conn;
+pub use timer::{LoopTimer, LoopTimerFn, TimerId};
 pub use watch::{WatchFn, WATCH_ERROR, WATCH_HANGUP, WATCH_READ, WATCH_WRITE};
 
 use crate::address::describe_peer;
@@ -295,6 +300,12 @@ fn run_guarded(mut event_loop: EventLoop) {
         event_loop.server.clone(),
         event_loop.epoll.clone(),
     );
+    // Until the loop has closed its connections (their timers with them).
+    let _timers = timer::install(
+        event_loop.index,
+        event_loop.started,
+        &event_loop.server.config().loop_timers,
+    );
     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| event_loop.run())) {
         event_loop.draining = true;
         event_loop.close_all();
@@ -451,6 +462,7 @@ impl EventLoop {
                     slot => self.on_conn_event(slot as usize, flags),
                 }
             }
+            self.run_timers(true);
             self.expire_idle();
             if self.server.drain_state().requested() {
                 self.drain_turn();
@@ -481,7 +493,11 @@ impl EventLoop {
             if now >= deadline {
                 return;
             }
-            let n = match self.epoll.wait(events, epoll_timeout(Some(deadline - now))) {
+            let until = timer::next_deadline().map_or(deadline, |t| t.min(deadline));
+            let n = match self
+                .epoll
+                .wait(events, epoll_timeout(Some(until.saturating_sub(now))))
+            {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
                 Err(_) => return,
@@ -495,6 +511,8 @@ impl EventLoop {
                     slot => self.on_conn_event(slot as usize, event.events()),
                 }
             }
+            // Connection timers still run; loop timers have stopped.
+            self.run_timers(false);
         }
     }
 
@@ -502,6 +520,9 @@ impl EventLoop {
         let mut until: Option<u64> = self.accept_resume_at;
         if self.timers_active && self.live_conns() > 0 {
             until = Some(until.map_or(self.next_idle_check, |u| u.min(self.next_idle_check)));
+        }
+        if let Some(t) = timer::next_deadline() {
+            until = Some(until.map_or(t, |u| u.min(t)));
         }
         let wait = until.map(|t| t.saturating_sub(self.started.elapsed().as_millis() as u64));
         epoll_timeout(self.drain_wait(wait))
@@ -840,6 +861,7 @@ impl EventLoop {
         if !linger {
             return self.close_conn(slot);
         }
+        timer::close_conn_timers(conn);
         self.server.event_handler().on_close(conn);
         watch::unwatch_all(&self.epoll, conn);
         conn.start_lingering(self.tick);
@@ -883,6 +905,7 @@ impl EventLoop {
         // the guard even if on_close panics (out of its slot, the
         // connection is beyond the panicked loop's recovery).
         let counted = (!conn.lingering).then(|| Counted(&self.shared));
+        timer::close_conn_timers(&mut conn);
         if counted.is_some() {
             self.server.event_handler().on_close(&mut conn);
         }
@@ -915,23 +938,56 @@ impl EventLoop {
                 Some(slot) => {
                     let conn = self.slots[slot].as_deref_mut();
                     catch_reported(self.server.handler(), || job(conn));
-                    // The job may be what the handler waited for (its
-                    // answer written, state changed): input it held back
-                    // gets another turn now, not only when more arrives.
-                    if let Some(conn) = self.slots[slot].as_deref_mut() {
-                        if !conn.input.is_empty()
-                            && !conn.output_full()
-                            && !conn.close_requested
-                            && !conn.broken
-                            && !conn.paused
-                        {
-                            feed_input(&self.server, conn, &[]);
-                        }
-                    }
-                    self.settle(slot);
+                    self.after_callback(slot);
                 }
                 None => {
                     catch_reported(self.server.handler(), || job(None));
+                }
+            }
+        }
+    }
+
+    /// After a posted job or a timer ran with a connection: the call may be
+    /// what the handler waited for (its answer written, state changed), so
+    /// input it held back gets another turn now, not only when more
+    /// arrives; then the connection settles.
+    fn after_callback(&mut self, slot: usize) {
+        if let Some(conn) = self.slots[slot].as_deref_mut() {
+            if !conn.input.is_empty()
+                && !conn.output_full()
+                && !conn.close_requested
+                && !conn.broken
+                && !conn.paused
+            {
+                feed_input(&self.server, conn, &[]);
+            }
+        }
+        self.settle(slot);
+    }
+
+    /// Runs the timers that are due (timer.rs): a connection's with the
+    /// connection, then as after a posted job (`after_callback`); loop
+    /// timers with the server while `periodic` (not once the loop stops).
+    /// Timers set meanwhile are due later (no starvation).
+    fn run_timers(&mut self, periodic: bool) {
+        let now = timer::now_ms(self.started);
+        while let Some(due) = timer::pop_due(now, periodic) {
+            match due {
+                timer::Due::Conn(fired) => {
+                    // Always found: a closing connection's timers are
+                    // cancelled before its on_close.
+                    let Some(slot) = self.conn_by_id(fired.conn_id) else {
+                        continue;
+                    };
+                    let Some(conn) = self.slots[slot].as_deref_mut() else {
+                        continue;
+                    };
+                    catch_reported(self.server.handler(), || fired.run(conn));
+                    self.after_callback(slot);
+                }
+                timer::Due::Loop(callback) => {
+                    let (server, index) = (&self.server, usize::from(self.index));
+                    catch_reported(server.handler(), || callback(server, index));
                 }
             }
         }

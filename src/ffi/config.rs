@@ -8,6 +8,7 @@ use super::handler::{
     ss_close_fn, ss_data_fn, ss_datagram_fn, ss_eof_fn, ss_error_fn, ss_open_fn, ss_request_fn,
     ss_server_fn, ss_verify_fn, Callbacks,
 };
+use super::timer::{ss_loop_timer_fn, CTimer};
 use super::{ss_config, ss_status};
 use crate::config::{timeout_from_ms, Concurrency, Config, Transport};
 use crate::error::{Error, Result};
@@ -833,6 +834,61 @@ pub unsafe extern "C" fn ss_config_set_max_connections_per_ip(
 ) -> ss_status {
     // SAFETY: forwarded contract.
     unsafe { update(config, |c| c.config.set_max_connections_per_ip(max)) }
+}
+
+/// SS_EVENT: adds a periodic loop timer: every event loop of a server made
+/// from this config runs `callback(server, loop_index, data)` (see
+/// ss_loop_timer_fn) every `interval_ms` milliseconds (at least 1) while
+/// it serves, the first time one interval after the loop starts. Each loop
+/// runs its own copy on its own thread, so with N loops (see
+/// ss_config_set_threads()) the callback runs N times per interval, once
+/// on each; for work done once per interval for the whole server, act only
+/// when `loop_index` is 0 (a loop with no connections still runs it).
+///
+/// No drift: each deadline is the previous deadline plus the interval, not
+/// the time the callback ran plus the interval; if a loop falls behind by
+/// more than an interval (a slow callback), the periods missed are
+/// skipped, not run in a burst. Loop timers stop when serve_forever stops
+/// the loops (shutdown or close): none runs while the connections are
+/// being closed, nor after serve_forever returns; a later serve_forever
+/// starts them again. During a graceful drain (ss_server_drain()) the
+/// loops still serve, and their timers (loop and connection timers) still
+/// run, until the drain ends. Add as many as you like (one entry each per loop);
+/// there is no call to remove one.
+///
+/// Ownership: the library copies `data` (never dereferences or frees it);
+/// it must stay valid for as long as a server made from this config may
+/// serve. Errors: SS_ERR_NULL_POINTER (`config` or `callback`),
+/// SS_ERR_INVALID_ARGUMENT (`interval_ms` 0), SS_ERR_UNSUPPORTED in other
+/// modes.
+///
+/// Thread: any thread; one thread at a time per config.
+#[no_mangle]
+pub unsafe extern "C" fn ss_config_add_loop_timer(
+    config: *mut ss_config,
+    interval_ms: u64,
+    callback: ss_loop_timer_fn,
+    data: *mut std::ffi::c_void,
+) -> ss_status {
+    let callback = callback.map(|callback| {
+        let timer = CTimer { callback, data };
+        let run: crate::event::LoopTimerFn = std::sync::Arc::new(move |server, loop_index| {
+            let timer = timer;
+            let server = server as *const crate::server::Server as *mut super::ss_server;
+            // SAFETY: the caller's callback with the serving server, on a
+            // loop thread, as documented.
+            unsafe { (timer.callback)(server, loop_index, timer.data) }
+        });
+        run
+    });
+    // SAFETY: forwarded contract.
+    unsafe {
+        update(config, |c| {
+            require_event(c, "a loop timer")?;
+            let callback = callback.ok_or_else(|| super::boundary::null("callback"))?;
+            c.config.add_loop_timer(interval_ms, callback)
+        })
+    }
 }
 
 /// SS_EVENT: the on_drain callback (see ss_drain_fn): told once each time

@@ -15,6 +15,7 @@ mod log;
 mod report;
 mod request;
 mod server;
+mod timer;
 
 use std::ffi::{c_char, c_int};
 
@@ -30,6 +31,7 @@ pub use log::*;
 pub use report::*;
 pub use request::*;
 pub use server::*;
+pub use timer::*;
 
 // Written out because cbindgen reads no macros; the list is
 // crate::error::status_table, and boundary.rs fails the build if this enum

@@ -64,6 +64,20 @@ static void ok_close(ss_conn *conn, void *user)
     (void)user;
 }
 
+static void ok_conn_timer(ss_conn *conn, uint64_t timer_id, void *data)
+{
+    (void)conn;
+    (void)timer_id;
+    (void)data;
+}
+
+static void ok_loop_timer(ss_server *server, size_t loop_index, void *data)
+{
+    (void)server;
+    (void)loop_index;
+    (void)data;
+}
+
 static int ok_datagram(ss_request *request, const uint8_t *data, size_t len, void *user)
 {
     (void)request;
@@ -124,6 +138,7 @@ static void null_config(void)
     CHECK_NULL_ARG(ss_config_set_lingering(NULL, 1000, 100));
     CHECK_NULL_ARG(ss_config_set_request_deadline(NULL, 1000));
     CHECK_NULL_ARG(ss_config_set_max_connections_per_ip(NULL, 4));
+    CHECK_NULL_ARG(ss_config_add_loop_timer(NULL, 10, ok_loop_timer, NULL));
 }
 
 /* The ss_conn_* functions (SS_EVENT connections) with NULL. */
@@ -143,6 +158,9 @@ static void null_conn(void)
     CHECK(ss_conn_data(NULL) == NULL);
     CHECK(ss_conn_user_data(NULL) == NULL);
     CHECK_EQ(ss_conn_fileno(NULL), -1);
+    CHECK_NULL_ARG(ss_conn_set_timer(NULL, 10, ok_conn_timer, NULL, NULL));
+    CHECK_NULL_ARG(ss_conn_reset_timer(NULL, 1, 10));
+    CHECK_NULL_ARG(ss_conn_cancel_timer(NULL, 1));
     /* issue 9 connection calls (evconn) */
     {
         socklen_t sl = 0;
@@ -541,6 +559,7 @@ static void setter_values(void)
     CHECK_FAILS(ss_config_set_max_connections(tcp, 10), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_output_high_water(tcp, 4096), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_input_limit(tcp, 4096), SS_ERR_UNSUPPORTED);
+    CHECK_FAILS(ss_config_add_loop_timer(tcp, 10, ok_loop_timer, NULL), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_on_drain(tcp, NULL), SS_ERR_UNSUPPORTED);
     CHECK_FAILS(ss_config_set_output_low_water(tcp, 4096), SS_ERR_UNSUPPORTED);
     CHECK_OK(ss_config_set_daemon_threads(tcp, true));

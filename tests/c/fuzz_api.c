@@ -199,6 +199,20 @@ static int cb_datagram(ss_request *r, const uint8_t *d, size_t n, void *u)
     (void)u;
     return 0;
 }
+/* A connection timer: it is no longer pending while it runs. */
+static void cb_timer(ss_conn *c, uint64_t id, void *data)
+{
+    (void)data;
+    ST_IS(ss_conn_cancel_timer(c, id), SS_ERR_INVALID_ARGUMENT);
+    ST_IS(ss_conn_reset_timer(c, id, 0), SS_ERR_INVALID_ARGUMENT);
+    ST(ss_conn_write(c, NULL, 0));
+}
+static void cb_loop_timer(ss_server *s, size_t loop_index, void *data)
+{
+    (void)s;
+    (void)loop_index;
+    (void)data;
+}
 static void cb_post(ss_conn *c, void *arg)
 {
     (void)c;
@@ -351,6 +365,10 @@ static void null_args(void)
     CHECK(ss_conn_user_data(NULL) == NULL);
     CHECK_EQ(ss_conn_fileno(NULL), -1);
     ST_IS(ss_conn_peer_address(NULL, buf, sizeof buf, &n), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_set_timer(NULL, 0, cb_timer, NULL, NULL), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_reset_timer(NULL, 1, 0), SS_ERR_NULL_POINTER);
+    ST_IS(ss_conn_cancel_timer(NULL, 1), SS_ERR_NULL_POINTER);
+    ST_IS(ss_config_add_loop_timer(NULL, 1, cb_loop_timer, NULL), SS_ERR_NULL_POINTER);
     /* issue 9 connection calls (evconn): NULL connection. */
     ST_IS(ss_config_set_on_drain(NULL, NULL), SS_ERR_NULL_POINTER);
     ST_IS(ss_config_set_output_low_water(NULL, 1), SS_ERR_NULL_POINTER);
@@ -464,7 +482,7 @@ static void config_fuzz(void)
         CHECK(config != NULL);
         made++;
         for (k = 0; k < calls; k++) {
-            switch (rnd_below(5)) {
+            switch (rnd_below(6)) {
             case 0:
                 ST(I64_SETTERS[rnd_below(COUNT(I64_SETTERS))].fn(config, rnd_i64()));
                 break;
@@ -476,6 +494,10 @@ static void config_fuzz(void)
                 break;
             case 3:
                 ST(ss_config_set_lingering(config, rnd_i64(), rnd_i64()));
+                break;
+            case 4:
+                ST(ss_config_add_loop_timer(config, (uint64_t)rnd_i64(),
+                                            rnd_below(4) ? cb_loop_timer : NULL, NULL));
                 break;
             default:
                 set_callbacks(config, (int)rnd_below(2));
@@ -770,6 +792,32 @@ static void request_hostile(void)
 
 /* ---------------------------------------------------------------- conn_hostile */
 
+/* Timers with edge delays and ids (no rnd(): loop threads run this). */
+static void hostile_timers(ss_conn *c)
+{
+    static const uint64_t delays[] = {0, 1, 2, 1000, UINT64_MAX, UINT64_MAX - 1, 1ULL << 63};
+    static const uint64_t ids[] = {0, 1, UINT64_MAX, 1ULL << 32, (1ULL << 32) + 1, 0xdeadbeef};
+    uint64_t id = 0, kept = 0;
+    size_t i;
+    for (i = 0; i < COUNT(delays); i++) {
+        ST(ss_conn_set_timer(c, delays[i], cb_timer, NULL, i % 2 ? &id : NULL));
+        if (i == 4)
+            kept = id;
+    }
+    id = 5;
+    ST_IS(ss_conn_set_timer(c, 1, NULL, NULL, &id), SS_ERR_NULL_POINTER);
+    CHECK_EQ(id, (uint64_t)5);
+    for (i = 0; i < COUNT(ids); i++) {
+        ST(ss_conn_cancel_timer(c, ids[i]));
+        ST(ss_conn_reset_timer(c, ids[i], delays[i]));
+    }
+    if (kept != 0) {
+        ST(ss_conn_reset_timer(c, kept, UINT64_MAX));
+        ST(ss_conn_cancel_timer(c, kept));
+        ST_IS(ss_conn_cancel_timer(c, kept), SS_ERR_INVALID_ARGUMENT);
+    }
+}
+
 static int hostile_watch(ss_conn *c, int fd, int events, void *data)
 {
     (void)c;
@@ -783,6 +831,7 @@ static void hostile_on_conn(ss_conn *c)
 {
     char buf[128];
     size_t n = 0;
+    hostile_timers(c);
     ST_IS(ss_conn_write(c, NULL, 10), SS_ERR_NULL_POINTER);
     ST_IS(ss_conn_write(c, NULL, SIZE_MAX), SS_ERR_NULL_POINTER);
     ST(ss_conn_write(c, NULL, 0));
@@ -858,8 +907,11 @@ static int hostile_data(ss_conn *c, const uint8_t *d, size_t n, size_t *used, vo
 static void hostile_close(ss_conn *c, void *u)
 {
     (void)u;
-    /* Still valid in on_close; writing is refused or dropped. */
+    /* Still valid in on_close; writing is refused or dropped, timers
+     * refused. */
     ST(ss_conn_write(c, "x", 1));
+    ST_IS(ss_conn_set_timer(c, 0, cb_timer, NULL, NULL), SS_ERR_CLOSED);
+    ST(ss_conn_cancel_timer(c, 1));
     ST(ss_conn_close(c));
     (void)ss_conn_id(c);
 }
