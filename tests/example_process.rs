@@ -132,3 +132,21 @@ fn require_tool_names_the_tool_and_package() {
         "`no-such-tool-here` is not installed (Debian package no-such-package): this test needs it"
     );
 }
+
+/// A process left behind holding stderr: wait_exit returns 5 s after the
+/// exit, saying so in the stderr it returns, instead of hanging.
+#[test]
+fn stderr_held_open_is_reported() {
+    let mut p = ExampleProcess::start(
+        sh("echo 'listening on x:1'; sleep 30 >/dev/null & echo bye >&2"),
+        Duration::from_secs(10),
+    );
+    let pid = p.pid();
+    let started = Instant::now();
+    let (status, stderr) = p.wait_exit(Duration::from_secs(10));
+    assert!(status.success());
+    assert!(started.elapsed() < Duration::from_secs(9));
+    assert_eq!(stderr, "bye\n<stderr still open 5s after the exit>");
+    drop(p);
+    assert_group_gone(pid);
+}

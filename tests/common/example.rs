@@ -253,7 +253,8 @@ impl ExampleProcess {
 
     /// Waits at most `limit` for the process to exit; returns its status
     /// and everything it wrote on stderr (not taken by
-    /// [`stderr_line`](Self::stderr_line)). Fails the test, after killing
+    /// [`stderr_line`](Self::stderr_line)), up to the pipe's end (with a
+    /// note if that has not come 5 s after the exit). Fails the test, after killing
     /// its group, if it is still running then, or if it printed more on
     /// stdout than its address line.
     pub fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, String) {
@@ -264,7 +265,12 @@ impl ExampleProcess {
                 self.what
             );
         };
-        let (err, _) = rest(&self.stderr, PIPE_END);
+        let (mut err, ended) = rest(&self.stderr, PIPE_END);
+        if !ended {
+            // A process it left behind holds the pipe: say so (a test
+            // expecting an empty stderr fails, rather than hangs).
+            err.push_str(&format!("<stderr still open {PIPE_END:?} after the exit>"));
+        }
         let (out, _) = rest(&self.stdout, PIPE_END);
         assert!(
             out.is_empty(),

@@ -4,6 +4,10 @@
 //! tests/c/ with strict flags, give each run a fresh temporary directory,
 //! and run programs with a hard timeout.
 //!
+//! [`example::ExampleProcess`] runs an example program as a server process
+//! (`listening on ADDR`, a signal, a bounded wait); [`require_tool`] fails a
+//! test, naming the tool and its Debian package, when a tool is missing.
+//!
 //! Use it from a test file with `mod common;`. Not every test binary uses
 //! every helper, hence the `dead_code` and `unused_macros` allowances.
 
