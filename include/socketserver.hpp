@@ -11,33 +11,46 @@
  *   closes the server first).
  * - Callbacks (handle, setup, finish, verify_request, handle_error,
  *   handle_timeout, service_actions, on_open, on_data, on_eof, on_close,
- *   on_datagram, the hand-off continuation) are any callable: lambdas with captures, function
- *   objects, functions. A config holds them; `ss::server`'s constructor
- *   copies them (so they must be copyable: share state through references
- *   or std::shared_ptr) into an object that becomes the server's user data,
- *   whose finalizer (see ss_server_new()) destroys it once no request uses
- *   the server any more. So a callable and its captures live as long as
- *   any call to it can run, even on a thread that outlives the
- *   `ss::server` (daemon threads, block_on_close off). The server's C user
- *   data is the wrapper's: keep your state in the captures.
- * - Failures are thrown as `ss::error` (a std::runtime_error) carrying the
- *   ss_status, the library's detail message (ss_last_error_message()) and
- *   the OS error (ss_last_os_error()).
+ *   on_drain, on_datagram, the hand-off continuation) are any callable:
+ *   lambdas with captures, function objects, functions. A config holds
+ *   them; `ss::server`'s constructor copies them (so they must be
+ *   copyable: share state through references or std::shared_ptr) into an
+ *   object that becomes the server's user data, whose finalizer (see
+ *   ss_server_new()) destroys it once no request uses the server any
+ *   more. So a callable and its captures live as long as any call to it
+ *   can run, even on a thread that outlives the `ss::server` (daemon
+ *   threads, block_on_close off). The server's C user data is the
+ *   wrapper's: keep your state in the captures. An SS_EVENT config always
+ *   has the wrapper's on_close set (it also ends the connection's watch
+ *   callables).
+ * - conn::watch_fd() takes a callable too: the wrapper keeps it in the
+ *   server's state (the C API never frees a watch's data pointer) and
+ *   destroys it exactly once, when the library ends the watch (unwatch,
+ *   replacement, the hang-up or error call, the connection's close),
+ *   never during its own call.
+ * - Failures are thrown as `ss::error` (a std::runtime_error) carrying
+ *   the ss_status, the library's detail message (ss_last_error_message())
+ *   and the OS error (ss_last_os_error()).
  * - No exception ever crosses into the library: every callback is called
  *   through a trampoline that catches everything (`catch (...)`). An
  *   exception from a callback that can fail (setup, handle, finish,
- *   on_open, on_data, on_datagram, the hand-off continuation) makes it fail: handle_error then gets
- *   SS_ERR_HANDLER and "handle callback returned -1 (last error: handle
- *   threw: WHAT)" with the exception's what() (an `ss::error` keeps its
- *   own status and message, as a failed call in a C handler does); for
- *   on_data the connection closes as failed, the server goes on. An
- *   exception from a callback with no failure return (verify_request,
- *   handle_timeout, service_actions, on_eof, on_close, a posted job) is
- *   reported to handle_error the same way (ss_server_report_error());
- *   verify_request then refuses the request and on_eof closes the
- *   connection. An exception from handle_error itself is written to stderr
- *   (there is nowhere else to report it); one from the log callback is
- *   dropped.
+ *   on_open, on_data, on_datagram, a watch_fd callable, the hand-off
+ *   continuation) makes it fail: handle_error then gets SS_ERR_HANDLER
+ *   and "handle callback returned -1 (last error: handle threw: WHAT)"
+ *   with the exception's what() (an `ss::error` keeps its own status and
+ *   message, as a failed call in a C handler does); for on_data and a
+ *   watch callable the connection closes as failed, the server goes on.
+ *   An exception from a callback with no failure return (verify_request,
+ *   handle_timeout, service_actions, on_eof, on_close, on_drain, a posted
+ *   job) is reported to handle_error the same way
+ *   (ss_server_report_error(); for a connection's callback the message
+ *   starts "connection <id> from <peer>: " as the library's do);
+ *   verify_request then refuses the request, on_eof and on_drain close
+ *   the connection. Inside handle_error, ss::error_conn() is the
+ *   connection whose failure is reported (the library's or one of these),
+ *   else empty. An exception from handle_error itself is written to
+ *   stderr (there is nowhere else to report it); one from the log
+ *   callback is dropped.
  * - Threads: the C API's rules apply unchanged (the `Thread:` lines of
  *   socketserver.h). Callables may run on several threads at once
  *   (SS_THREADING, SS_THREAD_POOL, SS_EVENT with several loops): make
@@ -63,8 +76,11 @@
 
 #include "socketserver.h"
 
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -73,11 +89,14 @@
 #include <initializer_list>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 namespace ss {
 
@@ -168,6 +187,28 @@ enum class hand_off_target : int {
 
 class server_ref;
 
+/** A raw socket address (conn::peer_sockaddr(), local_sockaddr(),
+ * request::client_sockaddr()): the bytes getpeername() / getsockname()
+ * would give, and their length. */
+struct socket_address {
+    struct sockaddr_storage storage {};
+    socklen_t length = sizeof(struct sockaddr_storage);
+
+    const struct sockaddr *get() const noexcept
+    {
+        return reinterpret_cast<const struct sockaddr *>(&storage);
+    }
+    struct sockaddr *get() noexcept { return reinterpret_cast<struct sockaddr *>(&storage); }
+    sa_family_t family() const noexcept { return storage.ss_family; }
+};
+
+/** One descriptor passed by socket activation (listen_fds()). */
+struct listen_fd {
+    int fd;
+    /** Its LISTEN_FDNAMES name, "unknown" when none was given. */
+    std::string name;
+};
+
 /** A borrowed ss_request: valid only inside the callback that received it.
  * Thread: that callback's (or its hand-off continuation's), as every
  * ss_request_* function. Methods throw ss::error. */
@@ -228,6 +269,14 @@ public:
         return detail::copy_string([this](char *buf, std::size_t cap, std::size_t *len) {
             return ss_request_client_address(r_, buf, cap, len);
         });
+    }
+
+    /** The client's raw address (ss_request_client_sockaddr()). */
+    socket_address client_sockaddr() const
+    {
+        socket_address a;
+        detail::check(ss_request_client_sockaddr(r_, a.get(), &a.length));
+        return a;
     }
 
     /** The whole received datagram (borrowed, like the request). */
@@ -293,13 +342,137 @@ public:
         });
     }
 
-    // The event-mode calls being added to the C API (pause/resume reading,
-    // timers, writev, drain, shutdown_write, abort, ...) get their wrappers
-    // here, next to the calls they extend, once socketserver.h has them.
+    /** ss_conn_writev(): the `count` buffers of `iov` in order, as one
+     * write (one sendmsg() when nothing is queued); the buffers may be
+     * reused as soon as it returns. Throws ss::error as write() does
+     * (SS_ERR_INVALID_ARGUMENT for more than 1024 buffers). */
+    void writev(const struct iovec *iov, std::size_t count) { detail::check(try_writev(iov, count)); }
+    /** writev() of string views: `c.writev({header, body})`. */
+    void writev(std::initializer_list<std::string_view> parts)
+    {
+        detail::check(try_writev(parts.begin(), parts.size()));
+    }
+    void writev(const std::string_view *parts, std::size_t count)
+    {
+        detail::check(try_writev(parts, count));
+    }
+    /** As writev(), returning the status instead of throwing (SS_OK,
+     * SS_ERR_WOULD_BLOCK at the high-water mark: nothing queued, ...). */
+    ss_status try_writev(const struct iovec *iov, std::size_t count) noexcept
+    {
+        if (count > static_cast<std::size_t>(max_iov))
+            return too_many(count);
+        return ss_conn_writev(c_, iov, static_cast<int>(count));
+    }
+    ss_status try_writev(std::initializer_list<std::string_view> parts) noexcept
+    {
+        return try_writev(parts.begin(), parts.size());
+    }
+    ss_status try_writev(const std::string_view *parts, std::size_t count) noexcept
+    {
+        if (count > static_cast<std::size_t>(max_iov))
+            return too_many(count);
+        struct iovec small[32];
+        std::unique_ptr<struct iovec[]> large;
+        struct iovec *iov = small;
+        if (count > sizeof small / sizeof small[0]) {
+            large.reset(new (std::nothrow) struct iovec[count]);
+            if (!large) {
+                ss_set_last_error(SS_ERR_IO, "conn::writev: out of memory");
+                return SS_ERR_IO;
+            }
+            iov = large.get();
+        }
+        for (std::size_t i = 0; i < count; i++) {
+            // iovec has no const; ss_conn_writev() only reads the bytes.
+            iov[i].iov_base = const_cast<char *>(parts[i].data());
+            iov[i].iov_len = parts[i].size();
+        }
+        return ss_conn_writev(c_, iov, static_cast<int>(count));
+    }
+
+    /** ss_conn_pause_reading(): no more on_data until resume_reading()
+     * (input already received is held). */
+    void pause_reading() { detail::check(ss_conn_pause_reading(c_)); }
+    /** ss_conn_resume_reading(): held input is presented first, by the
+     * loop, after the calling callback returns. */
+    void resume_reading() { detail::check(ss_conn_resume_reading(c_)); }
+    bool reading_paused() const noexcept { return ss_conn_reading_paused(c_); }
+    /** ss_conn_shutdown_write(): half-close once the queued output is sent;
+     * reading goes on, later writes throw SS_ERR_CLOSED. */
+    void shutdown_write() { detail::check(ss_conn_shutdown_write(c_)); }
+    /** ss_conn_abort(): reset (SO_LINGER 0) once the callback returns;
+     * queued output dropped; on_close runs once. */
+    void abort() { detail::check(ss_conn_abort(c_)); }
+
+    /** The server of this connection (empty off its loop thread). */
+    server_ref server() const noexcept;
+
+    /** The peer's raw address (ss_conn_peer_sockaddr()). */
+    socket_address peer_sockaddr() const
+    {
+        socket_address a;
+        detail::check(ss_conn_peer_sockaddr(c_, a.get(), &a.length));
+        return a;
+    }
+    /** The connection's own address (ss_conn_local_sockaddr(), getsockname). */
+    socket_address local_sockaddr() const
+    {
+        socket_address a;
+        detail::check(ss_conn_local_sockaddr(c_, a.get(), &a.length));
+        return a;
+    }
+
+    /** ss_conn_watch_fd(): `callback(ss::conn&, int fd, int events)` ->
+     * void or int (non-zero, or an exception, closes this connection as
+     * failed, reported to handle_error) runs on this connection's loop
+     * whenever `fd` is ready for `events` (SS_WATCH_READ and/or
+     * SS_WATCH_WRITE; `events` given to it may also carry SS_WATCH_HANGUP
+     * or SS_WATCH_ERROR, its last call). The callable is moved into the
+     * wrapper's per-server state and destroyed exactly once, when the watch
+     * ends: unwatch_fd(), a replacing watch_fd() on the same descriptor, the
+     * end of a call reporting a hang-up or an error, or when the
+     * connection closes (right after on_close); never while it runs (a
+     * callable that unwatches or replaces itself finishes its call first).
+     * If this throws, the callable is destroyed and any previous watch of
+     * `fd` stays as it was. `fd` stays yours (see ss_conn_watch_fd()).
+     * Only for connections of a server made by ss::server; do not mix it
+     * with ss_conn_watch_fd() / ss_conn_unwatch_fd() on the same
+     * descriptor. */
+    template <class F> void watch_fd(int fd, int events, F &&callback);
+    /** ss_conn_unwatch_fd(): the callable is destroyed (after its current
+     * call, if this is called from inside it). Throws ss::error
+     * (SS_ERR_INVALID_ARGUMENT if `fd` is not watched). */
+    void unwatch_fd(int fd);
+    /** How many descriptors this connection watches. */
+    std::size_t watched_fds() const noexcept { return ss_conn_watched_fds(c_); }
 
 private:
+    /** IOV_MAX on Linux: what ss_conn_writev() takes at most. */
+    static constexpr int max_iov = 1024;
+
+    static ss_status too_many(std::size_t count) noexcept
+    {
+        std::string text;
+        try {
+            text = "conn::writev: " + std::to_string(count) + " buffers (at most " +
+                   std::to_string(max_iov) + ")";
+        } catch (...) {
+        }
+        ss_set_last_error(SS_ERR_INVALID_ARGUMENT,
+                          text.empty() ? "conn::writev: too many buffers" : text.c_str());
+        return SS_ERR_INVALID_ARGUMENT;
+    }
+
     ss_conn *c_ = nullptr;
 };
+
+/** Inside handle_error: the SS_EVENT connection whose failure is being
+ * reported (ss_error_conn(); also for the exceptions the wrapper reports
+ * from on_drain, on_eof, on_close and posted jobs, whose handle_error
+ * gets no request either), or an empty conn. Borrowed until handle_error
+ * returns; use it to tell which connection failed (id(), data()). */
+conn error_conn() noexcept;
 
 namespace detail {
 
@@ -368,6 +541,46 @@ inline void report_current(ss_server *server, ss_request *request, const char *s
     give_failure(current_failure(stage), [&](ss_status status, const char *text) {
         return ss_server_report_error(server, request, status, text);
     });
+}
+
+/** The connection the wrapper is reporting an exception of, for
+ * ss::error_conn() inside handle_error (the library's ss_error_conn() is
+ * NULL for ss_server_report_error()). */
+inline ss_conn *&reporting_conn() noexcept
+{
+    static thread_local ss_conn *current = nullptr;
+    return current;
+}
+
+/** Reports the exception being handled in a callback of connection `c` to
+ * its server's handle_error, naming the connection as the library does
+ * ("connection <id> from <peer>: <stage> threw: ..."); error_conn() gives
+ * `c` there. Call inside a catch block, on the connection's loop. */
+inline void report_conn_current(ss_server *server, ss_conn *c, const char *stage) noexcept
+{
+    if (server == nullptr)
+        return;
+    failure f = current_failure(stage);
+    if (c != nullptr) {
+        try {
+            std::string peer;
+            try {
+                peer = conn(c).peer_address();
+            } catch (const error &) {
+                // Named as an unnamed peer.
+            }
+            f.message = "connection " + std::to_string(ss_conn_id(c)) + " from " +
+                        (peer.empty() ? std::string("an unnamed Unix socket") : peer) + ": " +
+                        f.message;
+        } catch (...) {
+            // Out of memory: the message without the name.
+        }
+    }
+    ss_conn *saved = std::exchange(reporting_conn(), c);
+    give_failure(f, [&](ss_status status, const char *text) {
+        return ss_server_report_error(server, nullptr, status, text);
+    });
+    reporting_conn() = saved;
 }
 
 /** One line of `parts` on descriptor 2 with write(2) alone (also fine in
@@ -442,6 +655,112 @@ template <class Sig, class F> std::function<Sig> as_function(F &&f)
         return std::function<Sig>(std::forward<F>(f));
 }
 
+struct watch_registry;
+
+/** One conn::watch_fd() callable; the pointer ss_conn_watch_fd() gets. */
+struct watch_entry : std::enable_shared_from_this<watch_entry> {
+    std::function<int(conn &, int, int)> fn;
+    watch_registry *registry = nullptr;
+    std::uint64_t conn_id = 0;
+    int fd = -1;
+    /** Which of the library's watches this is the callable of: a
+     * watch_fd() replacing a watch keeps it (the library changes that
+     * watch in place), a new watch gets a new one. */
+    std::uint64_t token = 0;
+};
+
+/** The live watch callables of a server's connections, by connection id:
+ * the library never frees a watch's data pointer, so the wrapper mirrors
+ * which watches exist and destroys each callable when its watch ends (the
+ * library ends them at unwatch, at a replacing watch, after a call
+ * reporting a hang-up or error, and at on_close). Entries of one
+ * connection are only touched on its loop thread; the lock guards the map
+ * for the loops of other connections. */
+struct watch_registry {
+    using entries = std::vector<std::shared_ptr<watch_entry>>;
+
+    std::mutex lock;
+    std::unordered_map<std::uint64_t, entries> by_conn;
+    /** by_conn.size(), read without the lock by every on_close. */
+    std::atomic<std::size_t> conns{0};
+    std::uint64_t next_token = 1;
+
+    /** The token for a new watch of (id, fd): the current one's if there
+     * is one (the library will replace that watch in place). */
+    std::uint64_t token_for(std::uint64_t id, int fd)
+    {
+        std::lock_guard<std::mutex> g(lock);
+        auto it = by_conn.find(id);
+        if (it != by_conn.end())
+            for (auto &e : it->second)
+                if (e->fd == fd)
+                    return e->token;
+        return next_token++;
+    }
+
+    /** Records `entry`; returns the one it replaces (to be destroyed by
+     * the caller, outside the lock). */
+    std::shared_ptr<watch_entry> put(std::shared_ptr<watch_entry> entry)
+    {
+        std::lock_guard<std::mutex> g(lock);
+        entries &list = by_conn[entry->conn_id];
+        conns = by_conn.size();
+        for (auto &e : list)
+            if (e->fd == entry->fd)
+                return std::exchange(e, std::move(entry));
+        list.push_back(std::move(entry));
+        return nullptr;
+    }
+
+    /** Removes the entry of (id, fd), if it is of watch `token` (any if 0),
+     * and returns it. */
+    std::shared_ptr<watch_entry> take(std::uint64_t id, int fd, std::uint64_t token = 0) noexcept
+    {
+        std::shared_ptr<watch_entry> found;
+        try {
+            std::lock_guard<std::mutex> g(lock);
+            auto it = by_conn.find(id);
+            if (it == by_conn.end())
+                return found;
+            entries &list = it->second;
+            for (std::size_t i = 0; i < list.size(); i++) {
+                if (list[i]->fd == fd && (token == 0 || list[i]->token == token)) {
+                    found = std::move(list[i]);
+                    list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
+                    break;
+                }
+            }
+            if (list.empty()) {
+                by_conn.erase(it);
+                conns = by_conn.size();
+            }
+        } catch (...) {
+            // std::mutex::lock failing: the entry stays until the server goes.
+        }
+        return found;
+    }
+
+    /** Removes every entry of connection `id` (it is closing). */
+    entries take_all(std::uint64_t id) noexcept
+    {
+        entries found;
+        if (conns.load() == 0)
+            return found;
+        try {
+            std::lock_guard<std::mutex> g(lock);
+            auto it = by_conn.find(id);
+            if (it != by_conn.end()) {
+                found = std::move(it->second);
+                by_conn.erase(it);
+                conns = by_conn.size();
+            }
+        } catch (...) {
+            // As in take().
+        }
+        return found;
+    }
+};
+
 /** Every callback of a server; the server's user data. */
 struct handlers {
     std::function<int(request &)> setup, handle, finish;
@@ -450,13 +769,16 @@ struct handlers {
     std::function<void(server_ref &)> handle_timeout, service_actions;
     std::function<int(conn &)> on_open;
     std::function<std::size_t(conn &, std::string_view)> on_data;
-    std::function<void(conn &)> on_eof, on_close;
+    std::function<void(conn &)> on_eof, on_close, on_drain;
     std::function<int(request &, std::string_view)> on_datagram;
     /** What request::hand_off() continues with. */
     std::function<int(request &)> continuation;
     /** Set once ss_server_new() returned, for reports from callbacks that
      * are given no server. */
     ss_server *server = nullptr;
+    /** conn::watch_fd()'s callables; made by ss::server (a config's copy
+     * has none). */
+    std::shared_ptr<watch_registry> watches;
 };
 
 inline handlers &of(void *user_data) noexcept { return *static_cast<handlers *>(user_data); }
@@ -476,7 +798,7 @@ inline void tr_job(ss_conn *c, void *arg) noexcept
     try {
         box->fn(k);
     } catch (...) {
-        report_current(box->server, nullptr, "posted job");
+        report_conn_current(box->server, c, "posted job");
     }
 }
 
@@ -594,6 +916,67 @@ protected:
 
 inline server_ref request::server() const noexcept { return server_ref(ss_request_server(r_)); }
 
+inline server_ref conn::server() const noexcept { return server_ref(ss_conn_server(c_)); }
+
+inline conn error_conn() noexcept
+{
+    ss_conn *c = ss_error_conn();
+    return conn(c != nullptr ? c : detail::reporting_conn());
+}
+
+namespace detail {
+
+inline int tr_watch(ss_conn *c, int fd, int events, void *data) noexcept;
+
+/** The watch callables of `c`'s server (one made by ss::server). */
+inline watch_registry &watches_of(ss_conn *c, const char *what)
+{
+    ss_server *s = ss_conn_server(c);
+    if (s == nullptr)
+        throw error::last(c == nullptr ? SS_ERR_NULL_POINTER : SS_ERR_WRONG_STATE);
+    auto *h = static_cast<handlers *>(ss_server_user_data(s));
+    if (h == nullptr || !h->watches)
+        throw error(SS_ERR_INVALID_ARGUMENT,
+                    std::string(what) + ": only for connections of a server made by ss::server");
+    return *h->watches;
+}
+
+} // namespace detail
+
+template <class F> void conn::watch_fd(int fd, int events, F &&callback)
+{
+    auto entry = std::make_shared<detail::watch_entry>();
+    entry->fn = detail::int_returning<conn &, int, int>(std::forward<F>(callback));
+    if (!entry->fn)
+        throw error(SS_ERR_NULL_POINTER, "conn::watch_fd: an empty callback");
+    detail::watch_registry &registry = detail::watches_of(c_, "conn::watch_fd");
+    entry->registry = &registry;
+    entry->conn_id = id();
+    entry->fd = fd;
+    entry->token = registry.token_for(entry->conn_id, fd);
+    // The library calls back with entry.get() only while the registry
+    // holds it: from its return until the watch ends, all on this thread.
+    detail::check(ss_conn_watch_fd(c_, fd, events, &detail::tr_watch, entry.get()));
+    std::shared_ptr<detail::watch_entry> replaced;
+    try {
+        replaced = registry.put(entry);
+    } catch (...) {
+        // Out of memory recording it: the library must not keep the pointer.
+        ss_conn_unwatch_fd(c_, fd);
+        replaced = registry.take(entry->conn_id, fd);
+        throw;
+    }
+    // `replaced` (the watch's previous callable) is destroyed here, or by
+    // tr_watch once its call ends if it is the one running.
+}
+
+inline void conn::unwatch_fd(int fd)
+{
+    detail::watch_registry &registry = detail::watches_of(c_, "conn::unwatch_fd");
+    detail::check(ss_conn_unwatch_fd(c_, fd));
+    registry.take(id(), fd);
+}
+
 namespace detail {
 
 inline int tr_setup(ss_request *r, void *u) noexcept
@@ -697,19 +1080,60 @@ inline void tr_on_eof(ss_conn *c, void *u) noexcept
     try {
         of(u).on_eof(k);
     } catch (...) {
-        report_current(of(u).server, nullptr, "on_eof");
+        report_conn_current(of(u).server, c, "on_eof");
         ss_conn_close(c);
     }
 }
 
+/** Installed in every SS_EVENT config: the user's on_close (if any), then
+ * the end of the connection's watch callables (the library ends the
+ * watches right after on_close). */
 inline void tr_on_close(ss_conn *c, void *u) noexcept
+{
+    handlers &h = of(u);
+    if (h.on_close) {
+        conn k(c);
+        try {
+            h.on_close(k);
+        } catch (...) {
+            report_conn_current(h.server, c, "on_close");
+        }
+    }
+    if (h.watches)
+        h.watches->take_all(ss_conn_id(c)); // destroyed here, on the loop thread
+}
+
+/** An exception from on_drain (no failure return) is reported and closes
+ * the connection, as for on_eof. */
+inline void tr_on_drain(ss_conn *c, void *u) noexcept
 {
     conn k(c);
     try {
-        of(u).on_close(k);
+        of(u).on_drain(k);
     } catch (...) {
-        report_current(of(u).server, nullptr, "on_close");
+        report_conn_current(of(u).server, c, "on_drain");
+        ss_conn_close(c);
     }
+}
+
+inline int tr_watch(ss_conn *c, int fd, int events, void *data) noexcept
+{
+    // Kept alive for the call even if it unwatches or replaces itself.
+    std::shared_ptr<watch_entry> entry = static_cast<watch_entry *>(data)->weak_from_this().lock();
+    if (!entry)
+        return -1; // cannot happen: the registry holds every live entry
+    int rc;
+    conn k(c);
+    try {
+        rc = entry->fn(k, fd, events);
+    } catch (...) {
+        rc = fail_return("watch");
+    }
+    if ((events & (SS_WATCH_HANGUP | SS_WATCH_ERROR)) != 0)
+        // The library removes this watch now (also if the call replaced
+        // it in place, not if it unwatched it and watched anew).
+        entry->registry->take(entry->conn_id, entry->fd, entry->token);
+    return rc;
 }
 
 inline int tr_continuation(ss_request *r, void *u) noexcept
@@ -755,6 +1179,14 @@ public:
     {
         detail::check(
             ss_config_new(static_cast<int>(transport), static_cast<int>(concurrency), &c_));
+        if (concurrency == ss::concurrency::event) {
+            // Always: it also ends the connection's watch callables.
+            ss_status status = ss_config_set_on_close(c_, &detail::tr_on_close);
+            if (status != SS_OK) {
+                ss_config_free(c_);
+                throw error::last(status);
+            }
+        }
     }
 
     config(const config &) = delete;
@@ -805,6 +1237,8 @@ public:
     {
         return done(ss_config_set_max_connections_per_ip(c_, n));
     }
+    /** SS_EVENT: on_drain's low-water mark (ss_config_set_output_low_water()). */
+    config &output_low_water(std::size_t n) { return done(ss_config_set_output_low_water(c_, n)); }
 
     // Callbacks: any callable; nullptr (or an empty std::function) clears
     // one. Where "void or int" is said, a callable returning void succeeds
@@ -882,8 +1316,18 @@ public:
     /** SS_EVENT on_close(ss::conn&). */
     template <class F> config &on_close(F &&f)
     {
-        auto &slot = handlers().on_close = detail::as_function<void(conn &)>(std::forward<F>(f));
-        return done(ss_config_set_on_close(c_, slot ? &detail::tr_on_close : nullptr));
+        handlers().on_close = detail::as_function<void(conn &)>(std::forward<F>(f));
+        // The trampoline stays set either way (it ends watch callables).
+        return done(ss_config_set_on_close(c_, &detail::tr_on_close));
+    }
+    /** SS_EVENT on_drain(ss::conn&) (see ss_drain_fn): the queued output,
+     * having reached the high-water mark, fell to the low-water mark. An
+     * exception is reported to handle_error (error_conn() names the
+     * connection) and closes that connection. */
+    template <class F> config &on_drain(F &&f)
+    {
+        auto &slot = handlers().on_drain = detail::as_function<void(conn &)>(std::forward<F>(f));
+        return done(ss_config_set_on_drain(c_, slot ? &detail::tr_on_drain : nullptr));
     }
     /** SS_EVENT, datagram transports: on_datagram(ss::request&,
      * std::string_view datagram) -> void or int. */
@@ -940,7 +1384,7 @@ public:
      * of the callbacks is then already destroyed. */
     server(const config &config, const std::string &address)
     {
-        auto *callbacks = new detail::handlers(config.callbacks());
+        auto *callbacks = fresh_callbacks(config);
         ss_server *handle = nullptr;
         // From here on the library owns `callbacks`, also if this fails.
         ss_status status = ss_server_new(config.native_handle(), address.c_str(), callbacks,
@@ -949,6 +1393,25 @@ public:
             throw error::last(status);
         callbacks->server = handle;
         s_ = handle;
+    }
+
+    /** ss_server_new_from_fd(): a server around `fd`, a socket already
+     * bound (and maybe listening), e.g. one from listen_fds(). On success
+     * the server owns `fd` (its destructor closes it); if this throws
+     * ss::error, `fd` is still open and yours to close (see
+     * ss_server_new_from_fd() for the checks and SS_ERR_PANIC). */
+    static server from_fd(const config &config, int fd)
+    {
+        server made;
+        auto *callbacks = fresh_callbacks(config);
+        ss_server *handle = nullptr;
+        ss_status status = ss_server_new_from_fd(config.native_handle(), fd, callbacks,
+                                                 &detail::free_handlers, &handle);
+        if (status != SS_OK)
+            throw error::last(status);
+        callbacks->server = handle;
+        made.s_ = handle;
+        return made;
     }
 
     server(const server &) = delete;
@@ -966,7 +1429,41 @@ public:
 
     /** Gives up ownership: the caller frees the handle with ss_server_free(). */
     ss_server *release() noexcept { return std::exchange(s_, nullptr); }
+
+private:
+    server() noexcept = default;
+
+    /** The server's own copy of the config's callables (its user data). */
+    static detail::handlers *fresh_callbacks(const config &config)
+    {
+        auto callbacks = std::make_unique<detail::handlers>(config.callbacks());
+        callbacks->watches = std::make_shared<detail::watch_registry>();
+        return callbacks.release();
+    }
 };
+
+/** ss_listen_fds(): the descriptors a service manager passed (systemd
+ * socket activation), in its order, with their names; empty when none
+ * were passed to this process. Give each to server::from_fd() (close
+ * those you do not use). Throws ss::error for malformed variables. As
+ * ss_listen_fds(): call it at start-up, before starting threads (it reads
+ * and unsets environment variables). */
+inline std::vector<listen_fd> listen_fds()
+{
+    std::size_t count = 0;
+    ss_status status = ss_listen_fds(nullptr, 0, &count);
+    if (status != SS_OK && status != SS_ERR_BUFFER_TOO_SMALL)
+        throw error::last(status);
+    std::vector<listen_fd> out;
+    if (count == 0)
+        return out;
+    std::vector<ss_listen_fd> raw(count);
+    detail::check(ss_listen_fds(raw.data(), raw.size(), &count));
+    out.reserve(count);
+    for (std::size_t i = 0; i < count && i < raw.size(); i++)
+        out.push_back(listen_fd{raw[i].fd, std::string(raw[i].name)});
+    return out;
+}
 
 /** The log callback's type: a level and one line (see ss_log_fn). */
 using log_function = std::function<void(ss_log_level, std::string_view)>;

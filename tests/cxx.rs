@@ -22,6 +22,30 @@
 //!   exceptions from callbacks without a failure return are reported.
 //! - hand_off_thread: request::hand_off with the config's continuation
 //!   (which may throw too); refused without one.
+//! - event_pause_resume_reading: no on_data while paused (input waiting
+//!   in the kernel over several loop turns), held input presented first on
+//!   resume.
+//! - event_on_drain_low_water / event_on_drain_throws: on_drain once, at
+//!   the low-water mark, resuming reading there; an exception from it
+//!   reaches handle_error naming the connection (ss::error_conn() gives
+//!   it) and closes that connection only.
+//! - event_shutdown_write_and_abort: half-close (peer reads EOF, the
+//!   connection still reads, later writes throw SS_ERR_CLOSED); abort (the
+//!   peer gets ECONNRESET); on_close once each.
+//! - event_writev: initializer_list, string-view array (stack and heap
+//!   paths), iovec; more than 1024 buffers refused.
+//! - event_conn_server_and_addresses: conn::server(), peer_sockaddr(),
+//!   local_sockaddr() over TCP and an unnamed Unix client;
+//!   request_client_sockaddr: request::client_sockaddr().
+//! - event_watch_fd_callables / event_watch_throws: watch_fd callables
+//!   destroyed exactly once (replaced, unwatched, after the hang-up call,
+//!   self-unwatch after the call returns, replaced in place in its last
+//!   call, unwatched and watched anew there (kept), at the connection's
+//!   close, at once when watch_fd throws); an exception fails that
+//!   connection only; event_watch_many_loops: 16 connections at a time on
+//!   four loops, each watch's callable (owning its pipe) freed at close.
+//! - server_from_fd_and_listen_fds: server::from_fd adopts a bound socket
+//!   (refused: still the caller's), listen_fds() with LISTEN_* variables.
 //! - error_carries_status_and_message: ss::error for a bad address (status,
 //!   detail, what()), an address in use (os_error() == EADDRINUSE).
 //! - log_callback_replaced_and_restored: ss::set_log_callback destroys the
@@ -76,6 +100,17 @@ cxx_subtests! {
     event_on_eof_and_close_throw,
     event_post,
     hand_off_thread,
+    event_pause_resume_reading,
+    event_on_drain_low_water,
+    event_on_drain_throws,
+    event_shutdown_write_and_abort,
+    event_writev,
+    event_conn_server_and_addresses,
+    request_client_sockaddr,
+    event_watch_fd_callables,
+    event_watch_many_loops,
+    event_watch_throws,
+    server_from_fd_and_listen_fds,
     error_carries_status_and_message,
     log_callback_replaced_and_restored,
     version_matches,

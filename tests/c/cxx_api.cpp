@@ -572,6 +572,847 @@ void hand_off_thread()
     t.stop();
 }
 
+// ------------------------------------------------ event connection calls
+
+// Calls `fn(line)` for each complete line of `data` (with its '\n') while
+// it returns true; returns the bytes of the lines it was given.
+template <class F> std::size_t each_line(std::string_view data, F &&fn)
+{
+    std::size_t used = 0;
+    for (;;) {
+        std::size_t nl = data.find('\n', used);
+        if (nl == std::string_view::npos)
+            return used;
+        std::string_view line = data.substr(used, nl + 1 - used);
+        used = nl + 1;
+        if (!fn(line))
+            return used;
+    }
+}
+
+// Posts `job` to connection `id` and waits until it ran: one more turn of
+// that connection's loop.
+template <class F> void run_on_loop(const ss::server &server, std::uint64_t id, F job)
+{
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    server.post(id, [job, done](ss::conn &c) mutable {
+        CHECK(c);
+        job(c);
+        *done = true;
+    });
+    WAIT_FOR(*done, 5000);
+}
+
+// Everything a pipe's non-blocking read end holds now.
+std::string drain_pipe(int fd)
+{
+    std::string got;
+    char buf[256];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        got.append(buf, static_cast<std::size_t>(n));
+    return got;
+}
+
+void make_pipe(int fds[2]) { CHECK_SYS(pipe2(fds, O_NONBLOCK | O_CLOEXEC)); }
+
+// What handle_error saw for a connection: the message and error_conn()'s id.
+struct conn_reports {
+    std::mutex lock;
+    std::vector<std::pair<std::string, std::uint64_t>> seen;
+
+    void add(ss::request &r, std::string_view message)
+    {
+        CHECK(!r);
+        ss::conn failing = ss::error_conn();
+        std::lock_guard<std::mutex> g(lock);
+        seen.emplace_back(std::string(message), failing ? failing.id() : 0);
+    }
+    size_t count()
+    {
+        std::lock_guard<std::mutex> g(lock);
+        return seen.size();
+    }
+    std::pair<std::string, std::uint64_t> at(size_t i)
+    {
+        std::lock_guard<std::mutex> g(lock);
+        return seen.at(i);
+    }
+};
+
+// pause_reading holds input (received, and still in the kernel) until
+// resume_reading, which presents the held part first.
+void event_pause_resume_reading()
+{
+    std::atomic<std::uint64_t> id{0};
+    std::atomic<int> data_calls{0};
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(1).on_data([&](ss::conn &c, std::string_view data) {
+        data_calls++;
+        return each_line(data, [&](std::string_view line) {
+            if (line == "pause\n") {
+                CHECK(!c.reading_paused());
+                c.pause_reading();
+                c.pause_reading(); // twice is once
+                CHECK(c.reading_paused());
+                id = c.id();
+                c.write("paused\n");
+                return false; // the rest stays held
+            }
+            c.write("echo " + std::string(line));
+            return true;
+        });
+    });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int fd = connect_to(server);
+    tu_send_str(fd, "pause\nheld\n");
+    tu_expect_line(fd, "paused\n");
+    const int calls = data_calls;
+    tu_send_str(fd, "later\n"); // in the server's receive queue when send returns
+    // Several loop turns with input waiting: not read while paused.
+    for (int turn = 0; turn < 3; turn++)
+        run_on_loop(server, id, [&](ss::conn &c) {
+            CHECK(c.reading_paused());
+            int queued = 0;
+            CHECK_SYS(ioctl(c.fileno(), FIONREAD, &queued));
+            CHECK(queued >= 6);
+            CHECK_EQ(data_calls, calls);
+        });
+    run_on_loop(server, id, [](ss::conn &c) {
+        c.resume_reading();
+        CHECK(!c.reading_paused());
+    });
+    tu_expect_line(fd, "echo held\n");
+    tu_expect_line(fd, "echo later\n");
+    close(fd);
+    s.stop();
+}
+
+// Reads from `fd` until the data ends with '\n' (the flood is 'x's, then
+// one line); returns it all.
+std::string read_through_line(int fd)
+{
+    std::string got;
+    std::vector<char> buf(1 << 16);
+    while (got.empty() || got.back() != '\n') {
+        size_t n = tu_recv_some(fd, buf.data(), buf.size(), got.size());
+        if (n == 0)
+            TU_FAIL("EOF after %zu bytes", got.size());
+        got.append(buf.data(), n);
+    }
+    return got;
+}
+
+// Writes 16 KiB pieces until the high-water mark refuses one; returns the
+// bytes queued.
+std::size_t flood(ss::conn &c)
+{
+    const std::string chunk(16384, 'x');
+    std::size_t queued = 0;
+    ss_status status;
+    while ((status = c.try_write(chunk)) == SS_OK)
+        queued += chunk.size();
+    CHECK_EQ(status, SS_ERR_WOULD_BLOCK);
+    return queued;
+}
+
+// on_drain: once the output that hit the high-water mark is down to the
+// low-water mark; the callable writes and resumes reading there.
+void event_on_drain_low_water()
+{
+    std::atomic<int> drains{0};
+    std::atomic<std::size_t> flooded{0}, pending_at_drain{0};
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(1)
+        .output_high_water(65536)
+        .output_low_water(4096)
+        .on_data([&](ss::conn &c, std::string_view data) {
+            return each_line(data, [&](std::string_view line) {
+                if (line == "flood\n") {
+                    flooded = flood(c);
+                    c.pause_reading();
+                    return false;
+                }
+                c.write(line);
+                return true;
+            });
+        })
+        .on_drain([&](ss::conn &c) {
+            drains++;
+            pending_at_drain = c.pending_output();
+            c.write("drained " + std::to_string(flooded) + "\n");
+            c.resume_reading();
+        });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int fd = connect_to(server);
+    tu_send_str(fd, "flood\n");
+    std::string got = read_through_line(fd);
+    std::size_t xs = got.find_first_not_of('x');
+    const std::string tail = got.substr(xs), want = "drained " + std::to_string(flooded) + "\n";
+    CHECK_STREQ(tail.c_str(), want.c_str());
+    CHECK_EQ(xs, flooded.load());
+    CHECK(flooded >= 65536);
+    CHECK_EQ(drains, 1);
+    CHECK(pending_at_drain <= 4096);
+    // Reading resumed in on_drain.
+    tu_send_str(fd, "ping\n");
+    tu_expect_line(fd, "ping\n");
+    close(fd);
+    s.stop();
+    CHECK_EQ(drains, 1);
+}
+
+// An exception from on_drain reaches handle_error, naming the connection
+// (also through error_conn()), and closes that connection only.
+void event_on_drain_throws()
+{
+    conn_reports seen;
+    std::atomic<std::uint64_t> flooder{0};
+    std::atomic<int> closed{0};
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(1)
+        .output_high_water(65536)
+        .on_data([&](ss::conn &c, std::string_view data) {
+            return each_line(data, [&](std::string_view line) {
+                if (line == "flood\n") {
+                    flooder = c.id();
+                    flood(c);
+                    c.pause_reading();
+                    return false;
+                }
+                c.write(line);
+                return true;
+            });
+        })
+        .on_drain([](ss::conn &) { throw std::runtime_error("drain broke"); })
+        .on_close([&closed](ss::conn &) { closed++; })
+        .handle_error([&seen](ss::request &r, ss_status, std::string_view m) { seen.add(r, m); });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int good = connect_to(server);
+    tu_send_str(good, "one\n");
+    tu_expect_line(good, "one\n");
+    int bad = connect_to(server);
+    tu_send_str(bad, "flood\n");
+    // Reads the flood; the close after the throw ends it.
+    std::vector<char> buf(1 << 16);
+    size_t total = 0, n;
+    while ((n = tu_recv_some(bad, buf.data(), buf.size(), total)) > 0)
+        total += n;
+    close(bad);
+    CHECK(total >= 65536);
+    WAIT_FOR(seen.count() == 1, 5000);
+    auto [message, id] = seen.at(0);
+    CHECK_CONTAINS(message.c_str(), ("connection " + std::to_string(flooder) + " from 127.0.0.1:").c_str());
+    CHECK_CONTAINS(message.c_str(), "on_drain threw: drain broke");
+    CHECK_EQ(id, flooder.load());
+    CHECK(!ss::error_conn()); // only inside handle_error
+    WAIT_FOR(closed == 1, 5000);
+    tu_send_str(good, "two\n");
+    tu_expect_line(good, "two\n");
+    close(good);
+    WAIT_FOR(closed == 2, 5000);
+    s.stop();
+    CHECK_EQ(seen.count(), 1);
+}
+
+// shutdown_write: the peer reads the end, the connection still reads;
+// abort: the peer gets a reset; on_close once for each.
+void event_shutdown_write_and_abort()
+{
+    std::atomic<int> closes{0}, after_half{0}, refused{0};
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(1)
+        .on_data([&](ss::conn &c, std::string_view data) {
+            return each_line(data, [&](std::string_view line) {
+                if (line == "half\n") {
+                    c.write("bye\n");
+                    c.shutdown_write();
+                    c.shutdown_write(); // twice is once
+                    try {
+                        c.write("more\n");
+                    } catch (const ss::error &e) {
+                        if (e.status() == SS_ERR_CLOSED)
+                            refused++;
+                    }
+                    CHECK_EQ(c.try_writev({"a", "b"}), SS_ERR_CLOSED);
+                } else if (line == "still\n") {
+                    after_half++;
+                } else if (line == "abort\n") {
+                    c.abort();
+                    c.abort();
+                } else {
+                    c.write(line);
+                }
+                return true;
+            });
+        })
+        .on_close([&closes](ss::conn &) { closes++; });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int half = connect_to(server);
+    tu_send_str(half, "half\n");
+    tu_expect_line(half, "bye\n");
+    char c;
+    CHECK_EQ(recv(half, &c, 1, 0), 0); // the write side's end
+    WAIT_FOR(refused == 1, 5000);
+    tu_send_str(half, "still\n");
+    WAIT_FOR(after_half == 1, 5000);
+    CHECK_EQ(closes, 0);
+    close(half);
+    WAIT_FOR(closes == 1, 5000);
+
+    int aborted = connect_to(server);
+    tu_send_str(aborted, "abort\n");
+    CHECK(tu_readable_within(aborted, 5000));
+    CHECK_EQ(recv(aborted, &c, 1, 0), -1);
+    CHECK_EQ(errno, ECONNRESET);
+    close(aborted);
+    WAIT_FOR(closes == 2, 5000);
+    s.stop();
+    CHECK_EQ(closes, 2);
+}
+
+// writev with string views (a few, and more than fit on the stack), with
+// iovecs; more than 1024 buffers refused.
+void event_writev()
+{
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(1).on_data([](ss::conn &c, std::string_view data) {
+        return each_line(data, [&](std::string_view) {
+            c.writev({"one ", "two", "", " three\n"});
+            struct iovec iov[2];
+            char four[] = "four ", five[] = "five\n";
+            iov[0].iov_base = four;
+            iov[0].iov_len = 5;
+            iov[1].iov_base = five;
+            iov[1].iov_len = 5;
+            c.writev(iov, 2);
+            std::vector<std::string_view> many(40, "z");
+            many.push_back("\n");
+            c.writev(many.data(), many.size());
+            std::vector<std::string_view> too_many(1025, "n");
+            CHECK_EQ(c.try_writev(too_many.data(), too_many.size()), SS_ERR_INVALID_ARGUMENT);
+            bool thrown = false;
+            try {
+                c.writev(too_many.data(), too_many.size());
+            } catch (const ss::error &e) {
+                thrown = true;
+                CHECK_EQ(e.status(), SS_ERR_INVALID_ARGUMENT);
+                CHECK_CONTAINS(e.what(), "1025 buffers");
+            }
+            CHECK(thrown);
+            // The library's own check: a NULL base with a length.
+            iov[0].iov_base = nullptr;
+            CHECK_EQ(c.try_writev(iov, 2), SS_ERR_INVALID_ARGUMENT);
+            c.writev(static_cast<const struct iovec *>(nullptr), 0);
+            c.write("done\n");
+            return true;
+        });
+    });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int fd = connect_to(server);
+    tu_send_str(fd, "go\n");
+    tu_expect_line(fd, "one two three\n");
+    tu_expect_line(fd, "four five\n");
+    tu_expect_line(fd, (std::string(40, 'z') + "\n").c_str());
+    tu_expect_line(fd, "done\n");
+    close(fd);
+    s.stop();
+}
+
+// conn::server() and the raw addresses, over TCP and an unnamed Unix client.
+void event_conn_server_and_addresses()
+{
+    struct seen_t {
+        std::mutex lock;
+        ss_server *server = nullptr;
+        std::uint16_t port = 0;
+        ss::socket_address peer, local;
+        bool opened = false;
+    } seen;
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(1)
+        .on_open([&seen](ss::conn &c) {
+            std::lock_guard<std::mutex> g(seen.lock);
+            seen.server = c.server().native_handle();
+            seen.port = c.server().port();
+            seen.peer = c.peer_sockaddr();
+            seen.local = c.local_sockaddr();
+            seen.opened = true;
+        })
+        .on_data([](ss::conn &, std::string_view data) { return data.size(); });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int fd = connect_to(server);
+    WAIT_FOR([&] {
+        std::lock_guard<std::mutex> g(seen.lock);
+        return seen.opened;
+    }(), 5000);
+    sockaddr_in me{};
+    socklen_t len = sizeof me;
+    CHECK_SYS(getsockname(fd, reinterpret_cast<sockaddr *>(&me), &len));
+    {
+        std::lock_guard<std::mutex> g(seen.lock);
+        CHECK(seen.server == server.native_handle());
+        CHECK_EQ(seen.port, server.port());
+        CHECK_EQ(seen.peer.family(), AF_INET);
+        CHECK_EQ(seen.peer.length, static_cast<socklen_t>(sizeof(sockaddr_in)));
+        auto *peer = reinterpret_cast<const sockaddr_in *>(seen.peer.get());
+        CHECK_EQ(peer->sin_port, me.sin_port);
+        CHECK_EQ(seen.local.family(), AF_INET);
+        auto *local = reinterpret_cast<const sockaddr_in *>(seen.local.get());
+        CHECK_EQ(ntohs(local->sin_port), server.port());
+        CHECK_EQ(ntohl(local->sin_addr.s_addr), INADDR_LOOPBACK);
+    }
+    close(fd);
+    s.stop();
+    // Off the loop thread conn::server() is empty (ss_conn_server's rule)
+    // and a view of no connection too.
+    CHECK(!ss::conn().server());
+
+    char name[108];
+    tu_abstract(name, sizeof name, "cxx-addr");
+    ss::config unix_config(ss::transport::unix_stream, ss::concurrency::event);
+    unix_config.threads(1)
+        .on_open([&seen](ss::conn &c) {
+            std::lock_guard<std::mutex> g(seen.lock);
+            seen.peer = c.peer_sockaddr();
+            seen.local = c.local_sockaddr();
+            seen.opened = true;
+        })
+        .on_data([](ss::conn &, std::string_view data) { return data.size(); });
+    seen.opened = false;
+    ss::server unix_server(unix_config, name);
+    serving u(unix_server);
+    fd = connect_to(unix_server);
+    WAIT_FOR([&] {
+        std::lock_guard<std::mutex> g(seen.lock);
+        return seen.opened;
+    }(), 5000);
+    {
+        std::lock_guard<std::mutex> g(seen.lock);
+        CHECK_EQ(seen.peer.family(), AF_UNIX);
+        CHECK_EQ(seen.peer.length, static_cast<socklen_t>(sizeof(sa_family_t)));
+        CHECK_EQ(seen.local.family(), AF_UNIX);
+        CHECK(seen.local.length > sizeof(sa_family_t));
+    }
+    close(fd);
+    u.stop();
+}
+
+// request::client_sockaddr(): the client's address as getsockname gives it.
+void request_client_sockaddr()
+{
+    std::mutex lock;
+    ss::socket_address seen;
+    ss::config config(ss::transport::tcp, ss::concurrency::sync);
+    config.poll_interval(10).handle([&](ss::request &r) {
+        {
+            std::lock_guard<std::mutex> g(lock);
+            seen = r.client_sockaddr();
+        }
+        r.write(r.readline());
+    });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int fd = connect_to(server);
+    tu_send_str(fd, "where\n");
+    tu_expect_line(fd, "where\n");
+    sockaddr_in me{};
+    socklen_t len = sizeof me;
+    CHECK_SYS(getsockname(fd, reinterpret_cast<sockaddr *>(&me), &len));
+    close(fd);
+    s.stop();
+    CHECK_EQ(seen.family(), AF_INET);
+    CHECK_EQ(seen.length, static_cast<socklen_t>(sizeof(sockaddr_in)));
+    auto *client = reinterpret_cast<const sockaddr_in *>(seen.get());
+    CHECK_EQ(client->sin_port, me.sin_port);
+    CHECK_EQ(client->sin_addr.s_addr, me.sin_addr.s_addr);
+}
+
+// watch_fd's callables: each destroyed exactly once, when its watch ends
+// (replaced, unwatched, after the hang-up call, unwatching itself after
+// its call, at the connection's close), and at once if watch_fd throws.
+void event_watch_fd_callables()
+{
+    int p1[2], p2[2], p3[2], p4[2], p5[2], p6[2];
+    make_pipe(p1);
+    make_pipe(p2);
+    make_pipe(p3);
+    make_pipe(p4);
+    make_pipe(p5);
+    make_pipe(p6);
+    const int base = tracker::live;
+    std::atomic<int> watched_at_close{-1};
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(1)
+        .on_data([&](ss::conn &c, std::string_view data) {
+            return each_line(data, [&](std::string_view line) {
+                std::string reply;
+                if (line == "w1\n") {
+                    c.watch_fd(p1[0], SS_WATCH_READ, [t = tracker()](ss::conn &k, int fd, int) {
+                        k.write("p1 " + drain_pipe(fd) + "\n");
+                    });
+                } else if (line == "w1b\n") { // replaces w1's, destroyed now
+                    c.watch_fd(p1[0], SS_WATCH_READ, [t = tracker()](ss::conn &k, int fd, int) {
+                        k.write("p1b " + drain_pipe(fd) + "\n");
+                        return 0;
+                    });
+                } else if (line == "un1\n") {
+                    c.unwatch_fd(p1[0]);
+                    try {
+                        c.unwatch_fd(p1[0]);
+                    } catch (const ss::error &e) {
+                        reply = "again " + std::to_string(e.status()) + " ";
+                    }
+                } else if (line == "w2\n") {
+                    c.watch_fd(p2[0], SS_WATCH_READ, [t = tracker()](ss::conn &k, int fd, int ev) {
+                        std::string got = drain_pipe(fd);
+                        if (ev & SS_WATCH_HANGUP)
+                            k.write("p2 end " + got + "\n");
+                        else
+                            k.write("p2 " + got + "\n");
+                    });
+                } else if (line == "w3\n") {
+                    std::string text(100, 's'); // on the heap: freed memory would show
+                    c.watch_fd(p3[0], SS_WATCH_READ,
+                               [t = tracker(), text](ss::conn &k, int fd, int) {
+                                   drain_pipe(fd);
+                                   k.unwatch_fd(fd);
+                                   // Still alive until this call returns.
+                                   k.write(text.substr(0, 4) + " " + std::to_string(tracker::live) +
+                                           "\n");
+                               });
+                } else if (line == "w5\n") {
+                    // Replaced in place during its last call: the library
+                    // ends that watch, so the replacement goes too.
+                    c.watch_fd(p5[0], SS_WATCH_READ, [t = tracker()](ss::conn &k, int fd, int ev) {
+                        if (ev & SS_WATCH_HANGUP) {
+                            k.watch_fd(fd, SS_WATCH_READ, [t = tracker()](ss::conn &, int, int) {
+                                TU_FAIL("a watch replaced in its last call was called");
+                            });
+                            k.write("p5 replaced " + std::to_string(k.watched_fds()) + "\n");
+                        }
+                    });
+                } else if (line == "w6\n") {
+                    // Unwatched and watched anew during its last call: a new
+                    // watch, which the library keeps (and calls: the pipe
+                    // still hangs up).
+                    c.watch_fd(p6[0], SS_WATCH_READ, [t = tracker()](ss::conn &k, int fd, int ev) {
+                        if (ev & SS_WATCH_HANGUP) {
+                            k.unwatch_fd(fd);
+                            k.watch_fd(fd, SS_WATCH_READ,
+                                       [t = tracker(), text = std::string(100, 'q')](
+                                           ss::conn &k2, int, int ev2) {
+                                           if (ev2 & SS_WATCH_HANGUP)
+                                               k2.write("p6 again " + text.substr(0, 2) + " " +
+                                                        std::to_string(tracker::live) + "\n");
+                                       });
+                        }
+                    });
+                } else if (line == "w4\n") { // two, left for the close
+                    c.watch_fd(p4[0], SS_WATCH_READ, [t = tracker()](ss::conn &, int, int) {});
+                    c.watch_fd(p1[0], SS_WATCH_WRITE | SS_WATCH_READ,
+                               [t = tracker()](ss::conn &, int, int) {});
+                } else if (line == "bad\n") {
+                    int statuses[3] = {0, 0, 0};
+                    try {
+                        c.watch_fd(p1[0], 0, [t = tracker()](ss::conn &, int, int) {});
+                    } catch (const ss::error &e) {
+                        statuses[0] = e.status();
+                    }
+                    try {
+                        c.watch_fd(c.fileno(), SS_WATCH_READ, [t = tracker()](ss::conn &, int, int) {});
+                    } catch (const ss::error &e) {
+                        statuses[1] = e.status();
+                    }
+                    try {
+                        c.watch_fd(p1[0], SS_WATCH_READ, nullptr);
+                    } catch (const ss::error &e) {
+                        statuses[2] = e.status();
+                    }
+                    reply = "bad " + std::to_string(statuses[0]) + " " + std::to_string(statuses[1]) +
+                            " " + std::to_string(statuses[2]) + " ";
+                }
+                c.write(reply + "live " + std::to_string(tracker::live - base) + " watching " +
+                        std::to_string(c.watched_fds()) + "\n");
+                return true;
+            });
+        })
+        .on_close([&](ss::conn &c) { watched_at_close = static_cast<int>(c.watched_fds()); });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int fd = connect_to(server);
+    char line[256];
+
+    tu_send_str(fd, "w1\n");
+    tu_expect_line(fd, "live 1 watching 1\n");
+    CHECK_EQ(write(p1[1], "a", 1), 1);
+    tu_expect_line(fd, "p1 a\n");
+    tu_send_str(fd, "w1b\n");
+    tu_expect_line(fd, "live 1 watching 1\n");
+    CHECK_EQ(write(p1[1], "b", 1), 1);
+    tu_expect_line(fd, "p1b b\n");
+    tu_send_str(fd, "un1\n");
+    tu_expect_line(fd, ("again " + std::to_string(SS_ERR_INVALID_ARGUMENT) + " live 0 watching 0\n").c_str());
+
+    tu_send_str(fd, "w2\n");
+    tu_expect_line(fd, "live 1 watching 1\n");
+    CHECK_EQ(write(p2[1], "zz", 2), 2);
+    close(p2[1]);
+    // "p2 zz" then "p2 end ", or at once "p2 end zz": the last call.
+    do {
+        tu_recv_line(fd, line, sizeof line);
+    } while (std::string(line).rfind("p2 end", 0) != 0);
+    WAIT_FOR(tracker::live == base, 5000);
+    tu_send_str(fd, "count\n");
+    tu_expect_line(fd, "live 0 watching 0\n");
+
+    tu_send_str(fd, "w3\n");
+    tu_expect_line(fd, "live 1 watching 1\n");
+    CHECK_EQ(write(p3[1], "x", 1), 1);
+    tu_expect_line(fd, ("ssss " + std::to_string(base + 1) + "\n").c_str());
+    WAIT_FOR(tracker::live == base, 5000);
+
+    tu_send_str(fd, "w5\n");
+    tu_expect_line(fd, "live 1 watching 1\n");
+    close(p5[1]);
+    tu_expect_line(fd, "p5 replaced 1\n");
+    WAIT_FOR(tracker::live == base, 5000);
+    tu_send_str(fd, "count\n");
+    tu_expect_line(fd, "live 0 watching 0\n");
+
+    tu_send_str(fd, "w6\n");
+    tu_expect_line(fd, "live 1 watching 1\n");
+    close(p6[1]);
+    // Still alive in its call (1 live): not taken for the first one's.
+    tu_expect_line(fd, ("p6 again qq " + std::to_string(base + 1) + "\n").c_str());
+    WAIT_FOR(tracker::live == base, 5000);
+    tu_send_str(fd, "count\n");
+    tu_expect_line(fd, "live 0 watching 0\n");
+
+    tu_send_str(fd, "bad\n");
+    tu_expect_line(fd, ("bad " + std::to_string(SS_ERR_INVALID_ARGUMENT) + " " +
+                        std::to_string(SS_ERR_INVALID_ARGUMENT) + " " +
+                        std::to_string(SS_ERR_NULL_POINTER) + " live 0 watching 0\n")
+                           .c_str());
+
+    tu_send_str(fd, "w4\n");
+    tu_expect_line(fd, "live 2 watching 2\n");
+    close(fd);
+    WAIT_FOR(tracker::live == base, 5000);
+    CHECK_EQ(watched_at_close, 2);
+    s.stop();
+    CHECK_EQ(tracker::live, base);
+    for (int *p : {p1, p2, p3, p4, p5, p6})
+        for (int i = 0; i < 2; i++)
+            if (i == 0 || (p != p2 && p != p5 && p != p6))
+                close(p[i]);
+}
+
+// A pipe whose two ends close with the last copy of the callable that
+// holds it (closed exactly once, or the fd check at exit fails).
+struct owned_pipe {
+    int fds[2];
+    owned_pipe() { make_pipe(fds); }
+    owned_pipe(const owned_pipe &) = delete;
+    ~owned_pipe()
+    {
+        close(fds[0]);
+        close(fds[1]);
+    }
+};
+
+// Many connections on four loops watching at once: each watch's callable
+// (and the pipe it owns) is destroyed exactly once, at its connection's
+// close, whichever loop it ran on.
+void event_watch_many_loops()
+{
+    const int base = tracker::live;
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(4).on_data([](ss::conn &c, std::string_view data) {
+        return each_line(data, [&](std::string_view) {
+            auto pipe = std::make_shared<owned_pipe>();
+            c.watch_fd(pipe->fds[0], SS_WATCH_READ, [t = tracker(), pipe](ss::conn &k, int fd, int) {
+                drain_pipe(fd);
+                k.write("fired\n");
+            });
+            CHECK_EQ(write(pipe->fds[1], "!", 1), 1);
+            return true;
+        });
+    });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    for (int round = 0; round < 3; round++) {
+        std::vector<int> clients;
+        for (int i = 0; i < 16; i++)
+            clients.push_back(connect_to(server));
+        for (int fd : clients)
+            tu_send_str(fd, "watch\n");
+        for (int fd : clients)
+            tu_expect_line(fd, "fired\n");
+        CHECK_EQ(tracker::live, base + 16);
+        for (int fd : clients)
+            close(fd);
+        WAIT_FOR(tracker::live == base, 5000);
+    }
+    s.stop();
+    CHECK_EQ(tracker::live, base);
+}
+
+// A watch callable that throws: handle_error gets it (error_conn() is that
+// connection), that connection closes, the callable is destroyed, another
+// connection goes on.
+void event_watch_throws()
+{
+    conn_reports seen;
+    int p[2];
+    make_pipe(p);
+    const int base = tracker::live;
+    std::atomic<std::uint64_t> watcher{0};
+    std::atomic<int> closed{0};
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(1)
+        .on_data([&](ss::conn &c, std::string_view data) {
+            return each_line(data, [&](std::string_view line) {
+                if (line == "watch\n") {
+                    watcher = c.id();
+                    c.watch_fd(p[0], SS_WATCH_READ, [t = tracker()](ss::conn &, int, int) {
+                        throw std::runtime_error("watch broke");
+                    });
+                    c.write("watching\n");
+                } else {
+                    c.write(line);
+                }
+                return true;
+            });
+        })
+        .on_close([&closed](ss::conn &) { closed++; })
+        .handle_error([&seen](ss::request &r, ss_status, std::string_view m) { seen.add(r, m); });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int good = connect_to(server);
+    tu_send_str(good, "one\n");
+    tu_expect_line(good, "one\n");
+    int bad = connect_to(server);
+    tu_send_str(bad, "watch\n");
+    tu_expect_line(bad, "watching\n");
+    CHECK_EQ(tracker::live, base + 1);
+    CHECK_EQ(write(p[1], "!", 1), 1);
+    tu_expect_eof(bad, 5000);
+    close(bad);
+    WAIT_FOR(seen.count() == 1, 5000);
+    auto [message, id] = seen.at(0);
+    CHECK_CONTAINS(message.c_str(), ("connection " + std::to_string(watcher) + " from 127.0.0.1:").c_str());
+    CHECK_CONTAINS(message.c_str(), "watch callback returned -1 (last error: watch threw: watch broke)");
+    CHECK_EQ(id, watcher.load());
+    WAIT_FOR(closed == 1, 5000);
+    WAIT_FOR(tracker::live == base, 5000);
+    tu_send_str(good, "two\n");
+    tu_expect_line(good, "two\n");
+    close(good);
+    s.stop();
+    CHECK_EQ(seen.count(), 1);
+    close(p[0]);
+    close(p[1]);
+}
+
+// ------------------------------------------------------ adopted sockets
+
+int bound_socket(int type, bool listening)
+{
+    int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+    CHECK_SYS(fd);
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK_SYS(bind(fd, reinterpret_cast<sockaddr *>(&sin), sizeof sin));
+    if (listening)
+        CHECK_SYS(listen(fd, 16));
+    return fd;
+}
+
+bool is_open(int fd) { return fcntl(fd, F_GETFD) >= 0; }
+
+// server::from_fd: adopts a bound socket (and owns it on success only);
+// listen_fds(): the systemd protocol, as a vector.
+void server_from_fd_and_listen_fds()
+{
+    ss::config config = line_echo_config(ss::concurrency::threading);
+    {
+        int fd = bound_socket(SOCK_STREAM, false); // the server listens itself
+        ss::server server = ss::server::from_fd(config, fd);
+        CHECK_EQ(server.fileno(), fd);
+        serving s(server);
+        expect_echo(server, "adopted\n");
+        s.stop();
+    }
+    // A datagram socket for a TCP config: refused, still the caller's, and
+    // the server's copy of the callables is gone.
+    tracker t;
+    config.verify_request([t](ss::request &) { return true; });
+    const int before = tracker::live;
+    int udp = bound_socket(SOCK_DGRAM, false);
+    bool thrown = false;
+    try {
+        ss::server::from_fd(config, udp);
+    } catch (const ss::error &e) {
+        thrown = true;
+        CHECK_EQ(e.status(), SS_ERR_INVALID_ARGUMENT);
+        CHECK(!e.detail().empty());
+    }
+    CHECK(thrown);
+    CHECK(is_open(udp));
+    CHECK_EQ(tracker::live, before);
+    close(udp);
+
+    // Nothing passed.
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    CHECK(ss::listen_fds().empty());
+    // One socket passed as descriptor 3, named.
+    if (is_open(3))
+        TU_FAIL("descriptor 3 is taken: cannot pass a socket there");
+    int listener = bound_socket(SOCK_STREAM, true);
+    if (listener != 3) {
+        CHECK_SYS(dup2(listener, 3));
+        close(listener);
+    }
+    CHECK_SYS(setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1));
+    CHECK_SYS(setenv("LISTEN_FDS", "1", 1));
+    CHECK_SYS(setenv("LISTEN_FDNAMES", "web", 1));
+    std::vector<ss::listen_fd> fds = ss::listen_fds();
+    CHECK_EQ(fds.size(), 1u);
+    CHECK_EQ(fds[0].fd, 3);
+    CHECK_STREQ(fds[0].name.c_str(), "web");
+    CHECK(getenv("LISTEN_FDS") == nullptr);
+    CHECK((fcntl(3, F_GETFD) & FD_CLOEXEC) != 0);
+    CHECK(ss::listen_fds().empty()); // taken once
+    {
+        ss::server server = ss::server::from_fd(config, fds[0].fd);
+        serving s(server);
+        expect_echo(server, "activated\n");
+        s.stop();
+    }
+    CHECK(!is_open(3)); // the server closed it
+    // Malformed variables.
+    CHECK_SYS(setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1));
+    CHECK_SYS(setenv("LISTEN_FDS", "many", 1));
+    thrown = false;
+    try {
+        ss::listen_fds();
+    } catch (const ss::error &e) {
+        thrown = true;
+        CHECK_EQ(e.status(), SS_ERR_INVALID_ARGUMENT);
+    }
+    CHECK(thrown);
+}
+
 // ---------------------------------------------------------------- errors
 
 void error_carries_status_and_message()
@@ -684,6 +1525,7 @@ TU_SETTLED(raii_callables_freed_once)
 TU_SETTLED(exception_std_threading)
 TU_SETTLED(exception_non_std_pool)
 TU_SETTLED(hand_off_thread)
+TU_SETTLED(server_from_fd_and_listen_fds)
 
 const tu_test tests[] = {
     {"raii_callables_freed_once", raii_callables_freed_once_settled},
@@ -702,6 +1544,17 @@ const tu_test tests[] = {
     {"event_on_eof_and_close_throw", event_on_eof_and_close_throw},
     {"event_post", event_post},
     {"hand_off_thread", hand_off_thread_settled},
+    {"event_pause_resume_reading", event_pause_resume_reading},
+    {"event_on_drain_low_water", event_on_drain_low_water},
+    {"event_on_drain_throws", event_on_drain_throws},
+    {"event_shutdown_write_and_abort", event_shutdown_write_and_abort},
+    {"event_writev", event_writev},
+    {"event_conn_server_and_addresses", event_conn_server_and_addresses},
+    {"request_client_sockaddr", request_client_sockaddr},
+    {"event_watch_fd_callables", event_watch_fd_callables},
+    {"event_watch_many_loops", event_watch_many_loops},
+    {"event_watch_throws", event_watch_throws},
+    {"server_from_fd_and_listen_fds", server_from_fd_and_listen_fds_settled},
     {"error_carries_status_and_message", error_carries_status_and_message},
     {"log_callback_replaced_and_restored", log_callback_replaced_and_restored},
     {"version_matches", version_matches},
