@@ -41,16 +41,16 @@ common::c_tests! {
 //   exchanging on their connections to the other without a single error;
 //   every new connection then goes to the survivor.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::example::ExampleProcess;
 use common::TempDir;
 
 const SSA: &str = "systemd-socket-activate";
@@ -63,140 +63,28 @@ fn echo_server() -> PathBuf {
 
 /// Fails the test, naming the package, if systemd-socket-activate is missing.
 fn require_ssa() {
-    let found = Command::new(SSA)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "{SSA} is needed for this test (Debian package systemd) and was not found"
-    );
+    common::require_tool(SSA, "systemd");
 }
 
-/// A process in a group of its own, its stdout and stderr read line by
-/// line on threads. Dropping it kills the group.
-struct Proc {
-    child: Child,
-    pid: i32,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-    what: String,
+/// `program args...` in a process group of its own (see ExampleProcess).
+fn spawn(program: &str, args: &[&str]) -> ExampleProcess {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    ExampleProcess::spawn(cmd)
 }
 
-fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
+/// The environment block of process `pid` (as laid out at exec).
+fn environ(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
+    raw.split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
 }
 
-impl Proc {
-    fn start(program: &str, args: &[&str]) -> Proc {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-        Proc {
-            pid: child.id() as i32,
-            stdout: lines(child.stdout.take().unwrap()),
-            stderr: lines(child.stderr.take().unwrap()),
-            child,
-            what: format!("{program} {}", args.join(" ")),
-        }
-    }
-
-    /// The next line of `which` that starts with `prefix`, within STARTUP;
-    /// what followed the prefix.
-    fn expect_line(&mut self, stderr: bool, prefix: &str) -> String {
-        let deadline = Instant::now() + STARTUP;
-        let mut seen = Vec::new();
-        loop {
-            let rx = if stderr { &self.stderr } else { &self.stdout };
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => match line.strip_prefix(prefix) {
-                    Some(rest) => return rest.to_string(),
-                    None => seen.push(line),
-                },
-                Err(_) => panic!(
-                    "{}: no line starting {prefix:?} on {} within {STARTUP:?}; got {seen:?}; \
-                     stderr: {:?}",
-                    self.what,
-                    if stderr { "stderr" } else { "stdout" },
-                    self.stderr_now()
-                ),
-            }
-        }
-    }
-
-    fn stderr_now(&self) -> Vec<String> {
-        self.stderr.try_iter().collect()
-    }
-
-    /// Once the process has exited: the rest of its stderr, up to the end
-    /// of the pipe (bounded), so that no line still in the reader's hands
-    /// is missed.
-    fn stderr_rest(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut rest = Vec::new();
-        while let Ok(line) = self
-            .stderr
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            rest.push(line);
-        }
-        rest.join("\n")
-    }
-
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                common::kill_group(self.pid);
-                let _ = self.child.wait();
-                panic!("{} did not exit within {limit:?}", self.what);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// SIGTERM, then the exit status (bounded).
-    fn terminate(&mut self) -> ExitStatus {
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        assert_eq!(unsafe { libc::kill(self.pid, libc::SIGTERM) }, 0);
-        self.wait(Duration::from_secs(15))
-    }
-
-    fn environ(&self) -> Vec<String> {
-        let raw = std::fs::read(format!("/proc/{}/environ", self.pid)).expect("read environ");
-        raw.split(|b| *b == 0)
-            .filter(|v| !v.is_empty())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        common::kill_group(self.pid);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// SIGTERM, then the exit status (bounded) and the rest of stderr.
+fn terminate(p: &mut ExampleProcess) -> (ExitStatus, String) {
+    p.stop(libc::SIGTERM, Duration::from_secs(15))
 }
 
 /// A loopback port free a moment ago (systemd-socket-activate takes no
@@ -212,7 +100,12 @@ fn free_port() -> u16 {
 /// systemd-socket-activate listening on `listen` (a `{port}` in it is
 /// replaced by a free port, retried if taken), waits for the manager's
 /// "Listening on" line; returns it and the address used.
-fn start_activated(listen: &str, datagram: bool, transport: &str, mode: &str) -> (Proc, String) {
+fn start_activated(
+    listen: &str,
+    datagram: bool,
+    transport: &str,
+    mode: &str,
+) -> (ExampleProcess, String) {
     require_ssa();
     let exe = echo_server();
     let exe = exe.to_str().unwrap();
@@ -224,17 +117,14 @@ fn start_activated(listen: &str, datagram: bool, transport: &str, mode: &str) ->
             args.push("--datagram");
         }
         args.extend([exe, "--transport", transport, "--mode", mode, "--systemd"]);
-        let p = Proc::start(SSA, &args);
+        let p = spawn(SSA, &args);
         let deadline = Instant::now() + STARTUP;
         loop {
-            match p
-                .stderr
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) if line.starts_with("Listening on ") => return (p, address),
-                Ok(line) if line.contains("in use") => break,
-                Ok(_) => {}
-                Err(_) => panic!("{SSA} did not say it was listening on {address}"),
+            match p.stderr_line(deadline.saturating_duration_since(Instant::now())) {
+                Some(line) if line.starts_with("Listening on ") => return (p, address),
+                Some(line) if line.contains("in use") => break,
+                Some(_) => {}
+                None => panic!("{SSA} did not say it was listening on {address}"),
             }
         }
     }
@@ -270,28 +160,27 @@ fn echo_on(stream: &mut (impl Read + Write), msg: &[u8]) -> std::io::Result<()> 
 /// still lists them after ss_listen_fds() unset them. What unsetting is
 /// for, a child not inheriting them, is checked by deploy.c's
 /// listen_fds_names: getenv() finds none and an exec'd `env` prints none.
-fn check_activated(mut p: Proc, address: &str) {
-    let reported = p.expect_line(false, "listening on ");
+fn check_activated(mut p: ExampleProcess, address: &str) {
+    let reported = p.listening(STARTUP);
     assert_eq!(reported, address, "the address of the passed socket");
-    let exe = std::fs::read_link(format!("/proc/{}/exe", p.pid)).unwrap();
+    let exe = std::fs::read_link(format!("/proc/{}/exe", p.pid())).unwrap();
     assert_eq!(
         exe,
         echo_server(),
         "{SSA} execs echo_server in its own process"
     );
     // The exec-time block (see above): what the manager passed.
-    let passed: Vec<_> = p
-        .environ()
+    let passed: Vec<_> = environ(p.pid())
         .into_iter()
         .filter(|v| v.starts_with("LISTEN_"))
         .collect();
     assert!(
-        passed.contains(&format!("LISTEN_PID={}", p.pid))
+        passed.contains(&format!("LISTEN_PID={}", p.pid()))
             && passed.contains(&"LISTEN_FDS=1".into()),
         "{SSA} passed one socket to this very process: {passed:?}"
     );
-    let status = p.terminate();
-    assert_eq!(status.code(), Some(0), "{}: {}", p.what, p.stderr_rest());
+    let (status, stderr) = terminate(&mut p);
+    assert_eq!(status.code(), Some(0), "{}: {stderr}", p.what());
 }
 
 #[test]
@@ -360,19 +249,17 @@ fn systemd_socket_activate_datagrams() {
 fn systemd_refusals() {
     // Nothing passed.
     let exe = echo_server();
-    let mut p = Proc::start(
+    let mut p = spawn(
         exe.to_str().unwrap(),
         &["--transport", "tcp", "--mode", "sync", "--systemd"],
     );
-    let status = p.wait(STARTUP);
-    let stderr = p.stderr_rest();
+    let (status, stderr) = p.wait_exit(STARTUP);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no socket was passed"), "{stderr}");
     // A stream socket passed to a UDP server: refused, naming both.
     let (mut p, address) = start_activated("127.0.0.1:{port}", false, "udp", "event");
     let _trigger = TcpStream::connect(&address).unwrap();
-    let status = p.wait(STARTUP);
-    let stderr = p.stderr_rest();
+    let (status, stderr) = p.wait_exit(STARTUP);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("SS_ERR_INVALID_ARGUMENT") && stderr.contains("type SOCK_STREAM"),
@@ -437,22 +324,22 @@ fn reuse_port_one_stops(mode: &str) {
     let with = |address: &str| {
         let mut args = base.to_vec();
         args.extend(["--address", address]);
-        let mut p = Proc::start(exe, &args);
-        let bound = p.expect_line(false, "listening on ");
+        let mut p = spawn(exe, &args);
+        let bound = p.listening(STARTUP);
         (p, bound)
     };
     let (mut first, address) = with("127.0.0.1:0");
     let (second, again) = with(&address);
     assert_eq!(again, address, "both processes serve one address");
     let port: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();
-    let pids = [first.pid, second.pid];
+    let pids = [first.pid(), second.pid()];
 
     // Both serve: connect until each has answered (bounded).
     let mut on_second = Vec::new();
     let mut served = [0usize; 2];
     for _ in 0..400 {
         let (conn, pid) = traced_connection(&address, port, &pids);
-        if pid == second.pid {
+        if pid == second.pid() {
             served[1] += 1;
             if on_second.len() < 8 {
                 on_second.push(conn);
@@ -494,8 +381,12 @@ fn reuse_port_one_stops(mode: &str) {
         })
         .collect();
     let before = exchanges.load(Ordering::SeqCst);
-    let status = first.terminate();
-    assert_eq!(status.code(), Some(0), "the first server's exit");
+    let (status, stderr) = terminate(&mut first);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the first server's exit; stderr:\n{stderr}"
+    );
     // And on for a while after it is gone.
     let target = exchanges.load(Ordering::SeqCst) + 2000;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -519,11 +410,12 @@ fn reuse_port_one_stops(mode: &str) {
 
     // New connections all go to the survivor.
     for _ in 0..50 {
-        let (_conn, pid) = traced_connection(&address, port, &[second.pid]);
-        assert_eq!(pid, second.pid);
+        let (_conn, pid) = traced_connection(&address, port, &[second.pid()]);
+        assert_eq!(pid, second.pid());
     }
     let mut second = second;
-    assert_eq!(second.terminate().code(), Some(0));
+    let (status, stderr) = terminate(&mut second);
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
 }
 
 #[test]

@@ -9,8 +9,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::example::ExampleProcess;
 
 // One #[test] per C sub-test, and `every_c_subtest_is_run`.
 common::c_tests! {
@@ -57,43 +59,19 @@ common::c_tests! {
 
 /// A running http_hello (killed if the test fails first) and its address.
 struct HttpHello {
-    child: std::process::Child,
+    process: ExampleProcess,
     addr: String,
 }
 
 impl HttpHello {
     fn start(mode: &str) -> HttpHello {
-        let exe = common::compile_example("http_hello", &[]);
-        let mut child = Command::new(&exe)
-            .args(["--mode", mode, "--address", "127.0.0.1:0", "--threads", "2"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
-        let mut stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = Vec::new();
-            let mut byte = [0u8; 1];
-            while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
-                line.push(byte[0]);
-            }
-            let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
-            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        });
-        let mut server = HttpHello {
-            child,
-            addr: String::new(),
-        };
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("http_hello did not print its address");
-        server.addr = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        server
+        let mut cmd = Command::new(common::compile_example("http_hello", &[]));
+        cmd.args(["--mode", mode, "--address", "127.0.0.1:0", "--threads", "2"]);
+        let process = ExampleProcess::start(cmd, Duration::from_secs(10));
+        HttpHello {
+            addr: process.addr().to_string(),
+            process,
+        }
     }
 
     /// A client with a small receive buffer, so that a large answer stays
@@ -112,31 +90,20 @@ impl HttpHello {
     }
 
     fn signal(&self, signal: libc::c_int) -> Instant {
-        // SAFETY: plain kill(2) on our own child.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+        self.process.signal(signal);
         Instant::now()
     }
 
     /// Waits until it exits, within `bound` of `start`: status 0.
     fn wait_exit(&mut self, start: Instant, bound: Duration) -> Duration {
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "http_hello exited with {status}");
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < bound,
-                "http_hello did not exit within {bound:?} of the signal"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for HttpHello {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let (status, stderr) = self
+            .process
+            .wait_exit(bound.saturating_sub(start.elapsed()));
+        assert!(
+            status.success(),
+            "http_hello exited with {status}; stderr:\n{stderr}"
+        );
+        start.elapsed()
     }
 }
 

@@ -16,12 +16,13 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
+
+use common::example::ExampleProcess;
 
 /// How long one C sub-test may run.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -132,11 +133,7 @@ fn http_hello_exe() -> PathBuf {
 }
 
 /// A running http_hello, killed if the test fails before stopping it.
-struct HttpHello {
-    child: Option<Child>,
-    addr: String,
-    stderr: Option<std::thread::JoinHandle<String>>,
-}
+struct HttpHello(ExampleProcess);
 
 impl HttpHello {
     fn start(mode: &str) -> HttpHello {
@@ -145,97 +142,31 @@ impl HttpHello {
 
     /// With `extra` arguments after the usual ones.
     fn start_with(mode: &str, extra: &[&str]) -> HttpHello {
-        let exe = http_hello_exe();
-        let mut child = Command::new(&exe)
-            .args(["--mode", mode, "--address", "127.0.0.1:0", "--threads", "2"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
-        let stdout = child.stdout.take().expect("stdout");
-        let mut stderr = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut first = String::new();
-            let _ = reader.read_line(&mut first);
-            let _ = tx.send(first);
-            // Anything more on stdout would break the contract.
-            let mut rest = String::new();
-            let _ = reader.read_to_string(&mut rest);
-            assert!(rest.is_empty(), "http_hello printed more: {rest:?}");
-        });
-        let mut server = HttpHello {
-            child: Some(child),
-            addr: String::new(),
-            stderr: Some(stderr),
-        };
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("http_hello did not print its address");
-        let addr = line
-            .strip_suffix('\n')
-            .and_then(|l| l.strip_prefix("listening on "))
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        server.addr = addr.to_string();
-        server
+        let mut cmd = Command::new(http_hello_exe());
+        cmd.args(["--mode", mode, "--address", "127.0.0.1:0", "--threads", "2"])
+            .args(extra);
+        HttpHello(ExampleProcess::start(cmd, Duration::from_secs(10)))
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.0.addr())
     }
 
     fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(&self.addr).expect("connect to http_hello");
+        let s = TcpStream::connect(self.0.addr()).expect("connect to http_hello");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
         s.set_nodelay(true).unwrap();
         s
     }
 
-    /// `signal` (SIGINT or SIGTERM), then it must exit 0 promptly.
+    /// `signal` (SIGINT or SIGTERM), then it must exit 0 within 5 s.
     fn stop(mut self, signal: libc::c_int) {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: plain kill(2) on our own child.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if start.elapsed() > Duration::from_secs(5) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("http_hello did not exit within 5 s of signal {signal}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let stderr = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
+        let (status, stderr) = self.0.stop(signal, Duration::from_secs(5));
         assert!(
             status.success(),
             "http_hello exited with {status}; stderr:\n{stderr}"
         );
-    }
-}
-
-impl Drop for HttpHello {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -323,15 +254,6 @@ fn check_three(reader: &mut impl BufRead, what: &str) {
     check_hello(&c);
 }
 
-fn have_curl() -> bool {
-    Command::new("curl")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10"])
@@ -351,10 +273,7 @@ fn curl(args: &[&str]) -> (String, String) {
 
 fn curl_checks(server: &HttpHello) {
     // A missing tool fails the test: a silent skip would hide a gap.
-    assert!(
-        have_curl(),
-        "curl is not installed: the curl checks need it (apt-get install curl)"
-    );
+    common::require_tool("curl", "curl");
     let (body, _) = curl(&[&server.url("/")]);
     assert_eq!(body, "Hello, world!\n");
     let (code, _) = curl(&[

@@ -23,49 +23,26 @@ common::c_tests! {
 
 // ------------------------------------------------ http_hello backpressure
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A running example, killed (with its process) if the test fails.
-struct Running(Child);
+use common::example::ExampleProcess;
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_http_hello() -> (Running, String) {
-    let exe = common::compile_example("http_hello", &[]);
-    let mut child = Command::new(&exe)
-        .args([
-            "--mode",
-            "event",
-            "--address",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the address line");
-    let addr = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (Running(child), addr)
+fn start_http_hello() -> ExampleProcess {
+    let mut cmd = Command::new(common::compile_example("http_hello", &[]));
+    cmd.args([
+        "--mode",
+        "event",
+        "--address",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+    ]);
+    ExampleProcess::start(cmd, Duration::from_secs(15))
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -85,8 +62,9 @@ fn rss_kib(pid: u32) -> u64 {
 fn http_hello_pauses_reading_while_a_response_is_blocked() {
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     const REQUESTS: usize = 1_000_000;
-    let (server, addr) = start_http_hello();
-    let pid = server.0.id();
+    let mut server = start_http_hello();
+    let addr = server.addr().to_string();
+    let pid = server.pid() as u32;
 
     // One response's length.
     let mut probe = TcpStream::connect(&addr).unwrap();
@@ -165,21 +143,11 @@ fn http_hello_pauses_reading_while_a_response_is_blocked() {
         "server RSS reached {peak} KiB (from {rss_before} KiB)"
     );
     // SIGTERM: it exits 0.
-    let mut server = server;
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
-    let until = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = server.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < until,
-            "http_hello did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    assert!(status.success(), "http_hello exited with {status}");
+    let (status, stderr) = server.stop(libc::SIGTERM, Duration::from_secs(5));
+    assert!(
+        status.success(),
+        "http_hello exited with {status}; stderr:\n{stderr}"
+    );
     eprintln!(
         "http_hello: RSS {rss_before} KiB idle, {rss_stalled} KiB stalled at {last} of {total} bytes sent, \
          peak {peak} KiB; {REQUESTS} responses"
@@ -195,8 +163,9 @@ fn echo_hot_path_is_one_recv_and_one_send_per_message() {
     let exe = common::compile_example("echo_server", &[]);
     let tmp = common::TempDir::new("hotpath");
     let trace = tmp.path().join("strace.out");
-    let mut strace = Command::new("strace")
-        .arg("-f")
+    common::require_tool("strace", "strace");
+    let mut cmd = Command::new("strace");
+    cmd.arg("-f")
         .arg("-qq")
         .args([
             "-e",
@@ -207,25 +176,13 @@ fn echo_hot_path_is_one_recv_and_one_send_per_message() {
         .arg("--")
         .arg(&exe)
         .args(["--transport", "tcp", "--mode", "event"])
-        .args(["--address", "127.0.0.1:0", "--threads", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("this test needs strace (Debian package strace): {e}"));
-    let mut line = String::new();
-    BufReader::new(strace.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the address line");
-    let addr = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+        .args(["--address", "127.0.0.1:0", "--threads", "1"]);
+    let mut strace = ExampleProcess::start(cmd, Duration::from_secs(15));
+    let addr = strace.addr().to_string();
     let children = std::fs::read_to_string(format!(
         "/proc/{}/task/{}/children",
-        strace.id(),
-        strace.id()
+        strace.pid(),
+        strace.pid()
     ))
     .expect("strace's children");
     let server: libc::pid_t = children
@@ -245,20 +202,14 @@ fn echo_hot_path_is_one_recv_and_one_send_per_message() {
         stream.read_exact(&mut back).unwrap();
     }
     drop(stream);
-    // SAFETY: kill(2) on the echo_server strace started for this test.
+    // SAFETY: kill(2) on the echo_server strace started for this test
+    // (strace, its parent, has not reaped it: it is still running).
     assert_eq!(unsafe { libc::kill(server, libc::SIGINT) }, 0);
-    let until = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = strace.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < until,
-            "echo_server under strace did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    assert!(status.success(), "strace/echo_server exited with {status}");
+    let (status, stderr) = strace.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "strace/echo_server exited with {status}; stderr:\n{stderr}"
+    );
     let text = std::fs::read_to_string(&trace).expect("trace");
     let count = |call: &str| {
         text.lines()

@@ -32,19 +32,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
 use socket2::SockRef;
+
+use common::example::ExampleProcess;
 
 /// Hostile connections per server, spread over FUZZ_THREADS threads
 /// ($SS_FUZZ_CONNECTIONS overrides).
@@ -96,13 +96,11 @@ fn wrapper() -> Vec<String> {
         .collect()
 }
 
-/// A server process in a process group of its own; killed with its group
-/// on drop.
+/// A server process in a process group of its own (see ExampleProcess);
+/// killed with its group on drop.
 struct Server {
-    child: Child,
-    pgid: Pid,
+    process: ExampleProcess,
     addr: SocketAddr,
-    stderr: Option<JoinHandle<Vec<u8>>>,
     what: String,
 }
 
@@ -150,98 +148,50 @@ impl Server {
                 });
             }
         }
-        let mut child = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {} (wrapper {wrap:?}): {e}", exe.display()));
-        let pgid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in pid_t"));
-        let mut err = child.stderr.take().expect("stderr");
-        let stderr = Some(std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = err.read_to_end(&mut buf);
-            buf
-        }));
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let mut server = Server {
-            child,
-            pgid,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            stderr,
-            what,
-        };
-        let line = rx.recv_timeout(STARTUP_TIMEOUT).unwrap_or_default();
-        match line
-            .trim_end()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-        {
-            Some(addr) => server.addr = addr,
-            None => {
-                let err = server.kill_and_stderr();
+        cmd.args(args);
+        let mut process = ExampleProcess::start(cmd, STARTUP_TIMEOUT);
+        let addr = match process.addr().parse() {
+            Ok(addr) => addr,
+            Err(e) => {
+                let err = process.kill_and_stderr();
                 panic!(
-                    "{} did not print \"listening on ADDR\" (got {line:?})\n--- stderr ---\n{err}",
-                    server.what
+                    "{what}: \"listening on {}\": {e}\n--- stderr ---\n{err}",
+                    process.addr()
                 );
             }
+        };
+        Server {
+            process,
+            addr,
+            what,
         }
-        server
     }
 
     fn kill_and_stderr(&mut self) -> String {
-        let _ = killpg(self.pgid, Signal::SIGKILL);
-        let _ = self.child.wait();
-        self.stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        self.process.kill_and_stderr()
     }
 
     fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.process.alive()
     }
 
     /// SIGTERM; the server must exit 0 within EXIT_TIMEOUT and leave no
     /// process of its group behind (forked children included).
     fn stop(mut self) {
-        kill(self.pgid, Signal::SIGTERM).expect("SIGTERM the server");
+        self.process.signal(libc::SIGTERM);
         let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the server") {
-                break status;
-            }
-            if start.elapsed() > EXIT_TIMEOUT {
-                let err = self.kill_and_stderr();
-                panic!(
-                    "{} still running {EXIT_TIMEOUT:?} after SIGTERM\n--- stderr ---\n{err}",
-                    self.what
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let Some(status) = self.process.wait_timeout(EXIT_TIMEOUT) else {
+            let err = self.kill_and_stderr();
+            panic!(
+                "{} still running {EXIT_TIMEOUT:?} after SIGTERM\n--- stderr ---\n{err}",
+                self.what
+            );
         };
         // Children reparented to init are reaped by it: wait for the group
         // to empty.
-        let group_gone = loop {
-            if killpg(self.pgid, None).is_err() {
-                break true;
-            }
-            if start.elapsed() > EXIT_TIMEOUT {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let group_gone = self
+            .process
+            .wait_group_gone(EXIT_TIMEOUT.saturating_sub(start.elapsed()));
         let err = self.kill_and_stderr();
         assert!(
             status.success(),
@@ -253,13 +203,6 @@ impl Server {
             "{}: processes of its group still ran {EXIT_TIMEOUT:?} after SIGTERM\n--- stderr ---\n{err}",
             self.what
         );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = killpg(self.pgid, Signal::SIGKILL);
-        let _ = self.child.wait();
     }
 }
 
@@ -998,7 +941,7 @@ fn survive_fd_exhaustion(mode: &str) {
     }
     let mut server = Server::start_with_nofile("echo_server", &args, Some(LOW_NOFILE));
     let addr = server.addr;
-    let pid = server.child.id();
+    let pid = server.process.pid() as u32;
     let mut rng = Rng(seed());
     if let Err(e) = Protocol::Echo.check(addr, &mut rng) {
         let err = server.kill_and_stderr();

@@ -189,12 +189,7 @@ fn header_starts_with_a_doxygen_file_block() {
 
 #[test]
 fn make_docs_documents_the_header() {
-    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .any(|d| d.join("doxygen").is_file());
-    assert!(
-        found,
-        "tests/hygiene.rs needs `doxygen` (Debian package doxygen), which is not installed"
-    );
+    common::require_tool("doxygen", "doxygen");
     let dir = TempDir::new("docs");
     let docs = dir.path().join("docs");
     let arg = format!("DOCS_DIR={}", docs.display());
@@ -230,10 +225,7 @@ fn make_docs_without_doxygen_fails_naming_it() {
     let dir = TempDir::new("nodoxygen");
     let empty_path = dir.path().join("bin");
     std::fs::create_dir(&empty_path).unwrap();
-    let make_path = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("make"))
-        .find(|p| p.is_file())
-        .expect("tests/hygiene.rs needs `make` (Debian package make), which is not installed");
+    let make_path = common::require_tool("make", "make");
     let tree = manifest_dir().display().to_string();
     let arg = format!("DOCS_DIR={}", dir.path().join("docs").display());
     let out = run_with_timeout(

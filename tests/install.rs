@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use common::{manifest_dir, profile_dir, run_with_timeout, show, TempDir};
+use common::{manifest_dir, profile_dir, require_tool, run_with_timeout, show, TempDir};
 
 /// Generous: the first install of a fresh tree builds the library and runs
 /// `cargo rustc --print native-static-libs` in a target directory of its own.
@@ -35,17 +35,6 @@ const PREFIX: &str = "/opt/socketserver-test";
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const SONAME: &str = "libsocketserver.so.0";
-
-/// Panics, naming the tool and its Debian package, unless `tool` is on PATH.
-fn require(tool: &str, package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("tests/install.rs needs `{tool}` (Debian package {package}), which is not installed")
-        })
-}
 
 /// Runs `exe args` with `envs`, panicking with the output unless it succeeds.
 fn run_ok(exe: &Path, args: &[&str], envs: &[(&str, &Path)], timeout: Duration) -> Output {
@@ -76,7 +65,7 @@ fn target_and_build() -> (PathBuf, &'static str) {
 /// directory and profile; the outer make's MAKEFLAGS (e.g. variables given
 /// to `make test`) are not passed on.
 fn make(target: &str, vars: &[String]) -> Output {
-    let make = require("make", "make");
+    let make = require_tool("make", "make");
     let (target_dir, build) = target_and_build();
     let tree = manifest_dir().display().to_string();
     let mut args: Vec<String> = vec![
@@ -141,7 +130,7 @@ impl Installed {
     }
 
     fn pkg_config(&self, args: &[&str]) -> Vec<String> {
-        let pkg_config = require("pkg-config", "pkg-config");
+        let pkg_config = require_tool("pkg-config", "pkg-config");
         let env = self.pkg_config_env();
         let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
         let out = run_ok(&pkg_config, args, &env, TOOL_TIMEOUT);
@@ -206,7 +195,7 @@ fn tree_headers() -> Vec<String> {
 
 /// `readelf -d FILE` output.
 fn dynamic_section(file: &Path) -> String {
-    let readelf = require("readelf", "binutils");
+    let readelf = require_tool("readelf", "binutils");
     let arg = file.display().to_string();
     String::from_utf8_lossy(&run_ok(&readelf, &["-d", &arg], &[], TOOL_TIMEOUT).stdout).into_owned()
 }
@@ -214,7 +203,7 @@ fn dynamic_section(file: &Path) -> String {
 /// The defined dynamic symbols of a shared library (nm -D --defined-only),
 /// without version suffixes and absolute (version node) symbols.
 fn exported_symbols(so: &Path) -> BTreeSet<String> {
-    let nm = require("nm", "binutils");
+    let nm = require_tool("nm", "binutils");
     let arg = so.display().to_string();
     let out = run_ok(&nm, &["-D", "--defined-only", &arg], &[], TOOL_TIMEOUT);
     String::from_utf8_lossy(&out.stdout)
@@ -281,7 +270,7 @@ fn assert_static(program: &Path) {
 /// Compiles echo_check.c in `project` with `flags` (compiler, then link
 /// flags) into `name`.
 fn cc(project: &Path, name: &str, flags: &[String]) -> PathBuf {
-    let cc = require("cc", "gcc");
+    let cc = require_tool("cc", "gcc");
     let exe = project.join(name);
     let src = project.join("echo_check.c").display().to_string();
     let exe_arg = exe.display().to_string();
@@ -305,8 +294,8 @@ fn cc(project: &Path, name: &str, flags: &[String]) -> PathBuf {
 /// the installed copy (and nothing else found on the system: the package
 /// registry is off); returns the build directory.
 fn cmake_build(installed: &Installed, project: &Path, build: &str, extra: &[&str]) -> PathBuf {
-    let cmake = require("cmake", "cmake");
-    require("c++", "g++");
+    let cmake = require_tool("cmake", "cmake");
+    require_tool("c++", "g++");
     let build_dir = project.join(build);
     let src = project.display().to_string();
     let bin = build_dir.display().to_string();
@@ -528,7 +517,7 @@ fn cmake_socketserver_static_on() {
 #[test]
 fn cmake_version_check_follows_the_abi_rule() {
     let installed = Installed::new("install-cmakev", &[]);
-    let cmake = require("cmake", "cmake");
+    let cmake = require_tool("cmake", "cmake");
     let version_file = installed
         .libdir()
         .join("cmake/socketserver/socketserverConfigVersion.cmake");

@@ -23,13 +23,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
+
+use common::example::ExampleProcess;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,74 +39,31 @@ fn resp_server_exe() -> PathBuf {
     common::compile_example("resp_server", &["-O2"])
 }
 
-/// Fails, naming the tool and its Debian package, unless `tool` runs.
+/// Fails, naming the tool and its Debian package, unless `tool` is
+/// installed.
 fn require(tool: &str) {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{tool} is not installed: the resp_server tests need it (apt-get install redis-tools)"
-    );
+    common::require_tool(tool, "redis-tools");
 }
 
 /// A running resp_server in a process group of its own, killed if the test
 /// fails before stopping it.
 struct Server {
-    child: Option<Child>,
+    process: ExampleProcess,
     addr: String,
     port: String,
-    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Server {
     fn start(loops: usize) -> Server {
-        let exe = resp_server_exe();
         let threads = loops.to_string();
-        let mut child = Command::new(&exe)
-            .args(["--address", "127.0.0.1:0", "--threads", &threads])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
-        let stdout = child.stdout.take().expect("stdout");
-        let mut stderr = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut first = String::new();
-            let _ = reader.read_line(&mut first);
-            let _ = tx.send(first);
-            let mut rest = String::new();
-            let _ = reader.read_to_string(&mut rest);
-            assert!(rest.is_empty(), "resp_server printed more: {rest:?}");
-        });
-        let mut server = Server {
-            child: Some(child),
-            addr: String::new(),
-            port: String::new(),
-            stderr: Some(stderr),
-        };
-        let line = rx
-            .recv_timeout(Duration::from_secs(15))
-            .expect("resp_server did not print its address");
-        let addr = line
-            .strip_suffix('\n')
-            .and_then(|l| l.strip_prefix("listening on "))
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        server.addr = addr.to_string();
-        server.port = addr.rsplit(':').next().expect("a port").to_string();
-        server
+        let mut cmd = Command::new(resp_server_exe());
+        cmd.args(["--address", "127.0.0.1:0", "--threads", &threads]);
+        let process = ExampleProcess::start(cmd, Duration::from_secs(15));
+        Server {
+            addr: process.addr().to_string(),
+            port: process.port().to_string(),
+            process,
+        }
     }
 
     fn connect(&self) -> TcpStream {
@@ -118,7 +75,7 @@ impl Server {
     }
 
     fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        self.process.alive()
     }
 
     /// redis-cli -h 127.0.0.1 -p PORT args... with `input` on its stdin;
@@ -147,40 +104,11 @@ impl Server {
 
     /// `signal`; the server must exit 0 within 10 s, nothing on stderr.
     fn stop(mut self, signal: libc::c_int) {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: plain kill(2) on our own child.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                common::kill_group(pid);
-                let _ = child.wait();
-                panic!("resp_server did not exit within 10 s of signal {signal}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let stderr = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
+        let (status, stderr) = self.process.stop(signal, Duration::from_secs(10));
         assert!(
             status.success() && stderr.is_empty(),
             "resp_server exited with {status} after signal {signal}; stderr:\n{stderr}"
         );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            common::kill_group(child.id() as i32);
-            let _ = child.wait();
-        }
     }
 }
 
@@ -936,41 +864,13 @@ fn usage() {
 /// The default loop count (one per core) serves, and SIGINT stops it.
 #[test]
 fn default_loops() {
-    let exe = resp_server_exe();
-    let mut child = Command::new(&exe)
-        .args(["--address", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("run resp_server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .expect("address")
-        .to_string();
-    let mut s = TcpStream::connect(&addr).unwrap();
+    let mut cmd = Command::new(resp_server_exe());
+    cmd.args(["--address", "127.0.0.1:0"]);
+    let mut server = ExampleProcess::start(cmd, Duration::from_secs(15));
+    let mut s = TcpStream::connect(server.addr()).unwrap();
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.write_all(b"PING\r\n").unwrap();
     expect_bytes(&mut s, b"+PONG\r\n", "PING");
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: plain kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            common::kill_group(pid);
-            let _ = child.wait();
-            panic!("resp_server did not exit within 10 s of SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    assert!(status.success(), "exit status {status}");
+    let (status, stderr) = server.stop(libc::SIGINT, Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
 }

@@ -24,21 +24,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-
+use common::example::ExampleProcess;
 use common::{show, TempDir};
 
 /// Modes echo_server can run today. A mode from ALL_MODES that is not listed
@@ -67,153 +64,41 @@ fn program(name: &str) -> PathBuf {
     common::compile_example(name, &["-O2"])
 }
 
-/// Reads a pipe to its end on a thread, so a chatty child never blocks.
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
-        buf
-    })
-}
-
-/// Waits at most `limit` for `child` to exit and reaps it; None if it is
-/// still running then. Waits on the exit itself: a pidfd becomes readable
-/// when its process exits (waitpid has no timeout of its own).
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let pid = libc::pid_t::try_from(child.id()).expect("pid fits in pid_t");
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
-    // descriptor or -1; `pid` is our child, not reaped yet, so it is the
-    // process we mean.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    assert!(
-        fd >= 0,
-        "pidfd_open({pid}): {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: `fd` is the new descriptor pidfd_open returned; nothing else
-    // owns it.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, timeout) {
-            Ok(0) if left.is_zero() => return None,
-            Ok(0) | Err(Errno::EINTR) => continue,
-            Ok(_) => return Some(child.wait().expect("reap a child")),
-            Err(e) => panic!("poll a pidfd: {e}"),
-        }
-    }
-}
-
-/// Waits for `child` at most `limit`; kills it (and panics) if it takes longer.
-fn wait_or_kill(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
-    match wait_exit(child, limit) {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not exit within {limit:?} and was killed");
-        }
-    }
-}
-
 /// A server process started from one of the C programs, in a process group
 /// of its own (its pid is the group id). Dropping it kills whatever of that
 /// group is still running.
 struct Server {
-    child: Child,
+    process: ExampleProcess,
     pid: i32,
     address: String,
-    stderr: Option<JoinHandle<Vec<u8>>>,
-    what: String,
 }
 
 impl Server {
     /// Starts `program args...` and waits for its "listening on ADDR" line.
     fn start(program_name: &str, args: &[&str]) -> Server {
-        let exe = program(program_name);
-        let what = format!("{program_name} {}", args.join(" "));
-        let mut child = Command::new(&exe)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
-        let pid = i32::try_from(child.id()).expect("pid fits in pid_t");
-        let stderr = Some(drain(child.stderr.take().expect("stderr")));
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep reading, so that the server never blocks on stdout.
-            let mut rest = Vec::new();
-            let _ = reader.read_to_end(&mut rest);
-        });
-        let mut server = Server {
-            child,
-            pid,
-            address: String::new(),
-            stderr,
-            what,
-        };
-        let line = rx.recv_timeout(STARTUP_TIMEOUT).unwrap_or_default();
-        match line
-            .strip_suffix('\n')
-            .and_then(|l| l.strip_prefix("listening on "))
-        {
-            Some(address) if !address.is_empty() => server.address = address.to_string(),
-            _ => {
-                let _ = server.child.kill();
-                let _ = server.child.wait();
-                let stderr = server.take_stderr();
-                panic!(
-                    "{} did not print \"listening on ADDR\" (got {line:?})\n--- stderr ---\n{stderr}",
-                    server.what
-                );
-            }
+        let mut cmd = Command::new(program(program_name));
+        cmd.args(args);
+        let process = ExampleProcess::start(cmd, STARTUP_TIMEOUT);
+        Server {
+            pid: process.pid(),
+            address: process.addr().to_string(),
+            process,
         }
-        server
     }
 
     fn port(&self) -> u16 {
-        let (_, port) = self
-            .address
-            .rsplit_once(':')
-            .unwrap_or_else(|| panic!("no port in {:?}", self.address));
-        port.parse().expect("port number")
-    }
-
-    fn take_stderr(&mut self) -> String {
-        self.stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        self.process.port()
     }
 
     /// Sends `signal` and waits (bounded) for the exit; returns the status
     /// and everything the server wrote on stderr.
     fn stop(mut self, signal: i32) -> (ExitStatus, String) {
-        // SAFETY: kill(2) on our own child, which has not been waited for
-        // yet (so its pid cannot have been reused).
-        let r = unsafe { libc::kill(self.pid, signal) };
-        assert_eq!(r, 0, "kill {} {signal}", self.pid);
-        let what = format!("{} (after signal {signal})", self.what);
-        let status = wait_or_kill(&mut self.child, EXIT_TIMEOUT, &what);
-        let stderr = self.take_stderr();
-        (status, stderr)
+        self.process.stop(signal, EXIT_TIMEOUT)
     }
 
     /// Stops the server with `signal` and asserts a clean exit 0.
     fn stop_cleanly(self, signal: i32) -> String {
-        let what = self.what.clone();
+        let what = self.process.what().to_string();
         let (status, stderr) = self.stop(signal);
         assert_eq!(
             status.code(),
@@ -222,17 +107,6 @@ impl Server {
             status.signal()
         );
         stderr
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Forked children included (a failed test must not leave them).
-        common::kill_group(self.pid);
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -876,25 +750,12 @@ fn idle_timeout_disconnects_a_silent_client() {
 
 // ---------------------------------------------------------------- socat
 
-fn socat_installed() -> bool {
-    Command::new("sh")
-        .args(["-c", "command -v socat"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 /// socat as an independent client: TCP, UDP and UNIX-CONNECT round-trips
 /// against echo_server in sync mode. Fails, naming socat, without it.
 #[test]
 fn socat_round_trips() {
     // A missing tool fails the test: a silent skip would hide a gap.
-    assert!(
-        socat_installed(),
-        "socat is not installed: socat_round_trips needs it (apt-get install socat)"
-    );
+    common::require_tool("socat", "socat");
     // socat address type, echo_server transport, and socat's -t: how long
     // it waits for the reply once stdin has ended (a stream ends when the
     // server closes; a datagram exchange only by this timeout).
@@ -1067,9 +928,8 @@ fn stop_under_load(mode: &'static str) -> LoadStop {
 
     let at_signal = counters.round_trips.load(Ordering::SeqCst);
     let signalled = Instant::now();
-    // SAFETY: kill(2) on our own child, not waited for yet.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill {pid}");
-    let status = wait_exit(&mut server.child, LOAD_EXIT_BOUND);
+    server.process.signal(libc::SIGTERM);
+    let status = server.process.wait_timeout(LOAD_EXIT_BOUND);
     let exit_after = status.map(|_| signalled.elapsed());
     let at_exit = counters.round_trips.load(Ordering::SeqCst);
     // The server is reaped: anything alive in its group now is a process
@@ -1089,15 +949,11 @@ fn stop_under_load(mode: &'static str) -> LoadStop {
     let after_exit = counters.round_trips.load(Ordering::SeqCst) - at_exit;
     // Whatever is left is stopped now, so that the clients end.
     counters.stop.store(true, Ordering::SeqCst);
-    common::kill_group(pid);
-    let status = status.or_else(|| {
-        let _ = server.child.kill();
-        server.child.wait().ok()
-    });
+    let stderr = server.process.kill_and_stderr();
+    let status = status.or_else(|| server.process.wait_timeout(Duration::ZERO));
     for client in clients {
         client.join().expect("a load client panicked");
     }
-    let stderr = server.take_stderr();
     let figures = LoadStop {
         mode,
         exit_after,

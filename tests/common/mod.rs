@@ -4,6 +4,10 @@
 //! tests/c/ with strict flags, give each run a fresh temporary directory,
 //! and run programs with a hard timeout.
 //!
+//! [`example::ExampleProcess`] runs an example program as a server process
+//! (`listening on ADDR`, a signal, a bounded wait); [`require_tool`] fails a
+//! test, naming the tool and its Debian package, when a tool is missing.
+//!
 //! Use it from a test file with `mod common;`. Not every test binary uses
 //! every helper, hence the `dead_code` and `unused_macros` allowances.
 
@@ -16,6 +20,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+pub mod example;
 
 /// Default hard timeout for one run of a C program.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -561,5 +567,24 @@ pub fn assert_every_c_subtest_is_run(
             listed, run,
             "{source} --list differs from the sub-tests run by {test_file}"
         );
+    }
+}
+
+/// The path of `tool` on $PATH. Fails the test, naming the tool and its
+/// Debian package, if it is not installed: a test never passes silently
+/// for want of a tool.
+#[track_caller]
+pub fn require_tool(tool: &str, package: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+    // Not in a closure: the panic names the calling test's line.
+    match found {
+        Some(p) => p,
+        None => panic!("`{tool}` is not installed (Debian package {package}): this test needs it"),
     }
 }
