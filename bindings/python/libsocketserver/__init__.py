@@ -332,7 +332,11 @@ class BaseServer:
             self._ss_key = key
         finally:
             _lib.ss_config_free(cfg)
-        self.socket = _socket_from_fd(_lib.ss_server_fileno(self._ss_ptr))
+        # Our own duplicate of the library's socket (closing it never closes
+        # the library's). Its blocking mode is left as the library set it
+        # (non-blocking: the library's loops need that), so gettimeout()
+        # says 0.0; handle_request reads that as "no timeout".
+        self.socket = socket.socket(fileno=os.dup(_lib.ss_server_fileno(self._ss_ptr)))
 
     def _ss_set_request_callbacks(self, c, ref, callbacks):
         callbacks["handle"] = _lib.REQUEST_FN(lambda req, ud: _on_request(ref, req))
@@ -402,6 +406,8 @@ class BaseServer:
         handle_timeout() is called)."""
         self._ss_require_open()
         timeout = self.socket.gettimeout()
+        if timeout == 0.0:
+            timeout = None  # the library's non-blocking socket (see _ss_create)
         if timeout is None:
             timeout = self.timeout
         elif self.timeout is not None:

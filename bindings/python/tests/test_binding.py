@@ -1,0 +1,477 @@
+"""The binding's own tests: the extras (thread pool, event mode), shutdown
+from a handler, Ctrl-C, handler errors, misuse, forking from a
+multi-threaded process, and callback lifetimes.
+
+Plain unittest (pytest collects it too):
+    python3 -m unittest discover -s bindings/python/tests -p 'test_binding.py'
+"""
+
+import gc
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if os.environ.get("LIBSOCKETSERVER_FROM_TREE", "1") == "1":
+    sys.path.insert(0, os.path.dirname(HERE))
+
+import libsocketserver as socketserver  # noqa: E402
+
+HOST = "127.0.0.1"
+TIMEOUT = 10
+
+
+def serve_in_thread(server, **kw):
+    t = threading.Thread(target=server.serve_forever, kwargs=kw, daemon=True)
+    t.start()
+    return t
+
+
+def request(addr, data, family=socket.AF_INET):
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(TIMEOUT)
+        s.connect(addr)
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return b"".join(chunks)
+            chunks.append(b)
+
+
+class EchoLine(socketserver.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(self.rfile.readline())
+
+
+class ThreadPoolTest(unittest.TestCase):
+    def test_pool_threads_and_queue(self):
+        # Two workers: two handlers run at once (they meet at a barrier),
+        # and no more than two distinct threads ever serve.
+        barrier = threading.Barrier(2, timeout=TIMEOUT)
+        idents = set()
+        lock = threading.Lock()
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                with lock:
+                    idents.add(threading.get_ident())
+                line = self.rfile.readline()
+                if line.startswith(b"pair"):
+                    barrier.wait()
+                self.wfile.write(line.upper())
+
+        class Server(socketserver.ThreadPoolTCPServer):
+            pool_threads = 2
+            pool_queue_size = 4
+
+        with Server((HOST, 0), Handler) as server:
+            t = serve_in_thread(server)
+            results = []
+
+            def client(msg):
+                results.append(request(server.server_address, msg))
+
+            clients = [threading.Thread(target=client, args=(b"pair %d\n" % i,))
+                       for i in range(2)]
+            clients += [threading.Thread(target=client, args=(b"x%d\n" % i,))
+                        for i in range(10)]
+            for c in clients:
+                c.start()
+            for c in clients:
+                c.join(TIMEOUT)
+            self.assertEqual(len(results), 12)
+            self.assertEqual(sorted(results)[:2], [b"PAIR 0\n", b"PAIR 1\n"])
+            self.assertLessEqual(len(idents), 2)
+            self.assertNotIn(threading.get_ident(), idents)
+            self.assertEqual(server.queued_requests, 0)
+            server.shutdown()
+            t.join(TIMEOUT)
+            self.assertFalse(t.is_alive())
+
+    def test_bad_pool_settings_raise(self):
+        class Server(socketserver.ThreadPoolTCPServer):
+            pool_queue_size = 0  # the library refuses 0
+
+        with self.assertRaises(ValueError):
+            Server((HOST, 0), EchoLine)
+
+
+class EventModeTest(unittest.TestCase):
+    def test_line_protocol_and_post(self):
+        events = []
+
+        class Lines(socketserver.EventHandler):
+            def on_open(self):
+                events.append("open")
+                self.conn.write(b"hello\n")
+
+            def on_data(self, data):
+                # Consume whole lines only; a partial line comes again.
+                end = data.rfind(b"\n") + 1
+                for line in data[:end].splitlines():
+                    if line == b"later":
+                        conn_id = self.conn.id
+                        threading.Thread(target=self.server.post, args=(
+                            conn_id, lambda conn: conn.write(b"posted\n"))).start()
+                    else:
+                        self.conn.write(line[::-1] + b"\n")
+                return end
+
+            def on_close(self):
+                events.append("close")
+
+        with socketserver.EventTCPServer((HOST, 0), Lines, threads=2) as server:
+            t = serve_in_thread(server)
+            with socket.create_connection(server.server_address, timeout=TIMEOUT) as s:
+                f = s.makefile("rb")
+                self.assertEqual(f.readline(), b"hello\n")
+                s.sendall(b"ab")
+                time.sleep(0.05)
+                s.sendall(b"c\nxy")
+                self.assertEqual(f.readline(), b"cba\n")
+                s.sendall(b"z\nlater\n")
+                self.assertEqual(f.readline(), b"zyx\n")
+                self.assertEqual(f.readline(), b"posted\n")
+                self.assertEqual(server.connections, 1)
+                f.close()
+            deadline = time.monotonic() + TIMEOUT
+            while "close" not in events and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.assertEqual(events, ["open", "close"])
+            server.shutdown()
+            t.join(TIMEOUT)
+            self.assertFalse(t.is_alive())
+
+    def test_exception_in_on_data_closes_connection(self):
+        errors = []
+
+        class Bad(socketserver.EventHandler):
+            def on_data(self, data):
+                raise ValueError("bad input")
+
+        class Server(socketserver.EventTCPServer):
+            def handle_error(self, request, client_address):
+                errors.append((sys.exc_info()[0], client_address))
+
+        with Server((HOST, 0), Bad, threads=1) as server:
+            t = serve_in_thread(server)
+            with socket.create_connection(server.server_address, timeout=TIMEOUT) as s:
+                s.sendall(b"x")
+                self.assertEqual(s.recv(10), b"")  # closed by the server
+            self.assertEqual(errors[0][0], ValueError)
+            self.assertEqual(errors[0][1][0], HOST)
+            server.shutdown()
+            t.join(TIMEOUT)
+
+    def test_no_handle_request(self):
+        with socketserver.EventTCPServer((HOST, 0), socketserver.EventHandler) as server:
+            with self.assertRaises(RuntimeError):
+                server.handle_request()
+
+
+class ShutdownTest(unittest.TestCase):
+    def test_shutdown_from_handler(self):
+        # The standard module deadlocks here; the binding returns at once
+        # and serve_forever ends after the request.
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.server.shutdown()
+                self.wfile.write(b"bye\n")
+
+        with socketserver.TCPServer((HOST, 0), Handler) as server:
+            t = serve_in_thread(server)
+            self.assertEqual(request(server.server_address, b""), b"bye\n")
+            t.join(TIMEOUT)
+            self.assertFalse(t.is_alive())
+
+    def test_shutdown_latency(self):
+        with socketserver.ThreadingTCPServer((HOST, 0), EchoLine) as server:
+            t = serve_in_thread(server, poll_interval=5)
+            time.sleep(0.05)
+            start = time.monotonic()
+            server.shutdown()  # waits for the loop, as the standard module
+            self.assertLess(time.monotonic() - start, 1.0)
+            self.assertFalse(t.is_alive())
+
+    def test_server_close_from_handler_refused(self):
+        seen = []
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                try:
+                    self.server.server_close()
+                except RuntimeError as e:
+                    seen.append(str(e))
+                self.server.shutdown()
+
+        with socketserver.TCPServer((HOST, 0), Handler) as server:
+            t = serve_in_thread(server)
+            request(server.server_address, b"")
+            t.join(TIMEOUT)
+        self.assertEqual(len(seen), 1)
+        self.assertIn("server_close", seen[0])
+
+
+class ErrorsTest(unittest.TestCase):
+    def test_handle_error_gets_the_exception(self):
+        got = []
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                if self.rfile.readline() == b"boom\n":
+                    raise KeyError("boom")
+                self.wfile.write(b"ok\n")
+
+        class Server(socketserver.ThreadingTCPServer):
+            def handle_error(self, req, client_address):
+                got.append((sys.exc_info()[0], client_address[0],
+                            isinstance(req, socket.socket)))
+
+        with Server((HOST, 0), Handler) as server:
+            t = serve_in_thread(server)
+            self.assertEqual(request(server.server_address, b"boom\n"), b"")
+            self.assertEqual(request(server.server_address, b"fine\n"), b"ok\n")
+            server.shutdown()
+            t.join(TIMEOUT)
+        self.assertEqual(got, [(KeyError, HOST, True)])
+
+    def test_exception_from_sync_handle_error_reaches_caller(self):
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                raise ValueError("in handle")
+
+        class Server(socketserver.TCPServer):
+            def handle_error(self, req, client_address):
+                self.close_request(req)
+                raise RuntimeError("from handle_error")
+
+        with Server((HOST, 0), Handler) as server:
+            t = threading.Thread(target=request, args=(server.server_address, b""))
+            t.start()
+            with self.assertRaisesRegex(RuntimeError, "from handle_error"):
+                server.serve_forever()
+            t.join(TIMEOUT)
+
+    def test_misuse_raises(self):
+        server = socketserver.TCPServer((HOST, 0), EchoLine)
+        addr = server.server_address
+        with self.assertRaises(OSError) as cm:
+            socketserver.TCPServer(addr, EchoLine)
+        self.assertEqual(cm.exception.errno, __import__("errno").EADDRINUSE)
+        server.server_close()
+        server.server_close()  # twice is fine
+        with self.assertRaises(ValueError):
+            server.serve_forever()
+        with self.assertRaises(ValueError):
+            server.handle_request()
+        server.shutdown()  # harmless after close
+        with self.assertRaises(OverflowError):
+            socketserver.UDPServer((HOST, 70000), socketserver.DatagramRequestHandler)
+        with self.assertRaises(TypeError):
+            socketserver.TCPServer("not a tuple", EchoLine)
+        with self.assertRaises(OSError):
+            socketserver.TCPServer(("no-such-host.invalid", 0), EchoLine)
+        with self.assertRaises(TypeError):
+            socketserver.BaseServer((HOST, 0), EchoLine)._ss_create()
+
+    def test_bind_and_activate_false(self):
+        server = socketserver.TCPServer((HOST, 0), EchoLine, bind_and_activate=False)
+        try:
+            server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.server_bind()
+            server.server_activate()
+            self.assertEqual(server.server_address, server.socket.getsockname())
+            t = threading.Thread(target=server.handle_request)
+            t.start()
+            self.assertEqual(request(server.server_address, b"hi\n"), b"hi\n")
+            t.join(TIMEOUT)
+        finally:
+            server.server_close()
+
+    def test_handle_request_timeout(self):
+        calls = []
+
+        class Server(socketserver.TCPServer):
+            timeout = 0.05
+
+            def handle_timeout(self):
+                calls.append(1)
+
+        with Server((HOST, 0), EchoLine) as server:
+            start = time.monotonic()
+            server.handle_request()
+            self.assertGreaterEqual(time.monotonic() - start, 0.04)
+        self.assertEqual(calls, [1])
+
+
+class ForkingTest(unittest.TestCase):
+    @unittest.skipUnless(hasattr(os, "fork"), "needs fork")
+    def test_fork_while_other_threads_hold_the_gil(self):
+        # A thread busy in Python code holds the GIL most of the time: the
+        # library's forks must still give working children (the GIL is held
+        # by the forking thread, and the child resets the interpreter).
+        stop = threading.Event()
+
+        def spin():
+            n = 0
+            while not stop.is_set():
+                n += 1
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                line = self.rfile.readline()
+                threading.Thread(target=lambda: None).start()  # threads work in the child
+                self.wfile.write(b"%d %s" % (os.getpid(), line))
+
+        spinner = threading.Thread(target=spin, daemon=True)
+        spinner.start()
+        try:
+            with socketserver.ForkingTCPServer((HOST, 0), Handler) as server:
+                t = serve_in_thread(server, poll_interval=0.05)
+                pids = set()
+                for i in range(30):
+                    pid, rest = request(server.server_address, b"n%d\n" % i).split(b" ", 1)
+                    self.assertEqual(rest, b"n%d\n" % i)
+                    pids.add(int(pid))
+                self.assertEqual(len(pids), 30)
+                self.assertNotIn(os.getpid(), pids)
+                server.shutdown()
+                t.join(TIMEOUT)
+            self.assertEqual(server.active_children, 0)
+        finally:
+            stop.set()
+            spinner.join()
+
+
+class LifetimeTest(unittest.TestCase):
+    def test_daemon_thread_outlives_server_object(self):
+        # server_close does not wait for daemon threads; the server object
+        # is dropped while a handler still runs. The handler's callbacks
+        # stay alive until the library releases the user data.
+        release = threading.Event()
+        started = threading.Event()
+        finished = threading.Event()
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                started.set()
+                release.wait(TIMEOUT)
+                self.request.sendall(b"late\n")
+
+            def finish(self):
+                finished.set()
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+
+        server = Server((HOST, 0), Handler)
+        addr = server.server_address
+        t = serve_in_thread(server)
+        s = socket.create_connection(addr, timeout=TIMEOUT)
+        self.assertTrue(started.wait(TIMEOUT))
+        server.shutdown()
+        t.join(TIMEOUT)
+        server.server_close()  # returns at once (daemon thread)
+        del server
+        gc.collect()
+        release.set()
+        self.assertTrue(finished.wait(TIMEOUT))
+        self.assertEqual(s.recv(10), b"late\n")
+        s.close()
+
+
+INTERRUPT_SCRIPT = textwrap.dedent(r"""
+    import os, socket, sys, threading, time
+    sys.path.insert(0, sys.argv[1])
+    import libsocketserver as socketserver
+    where = sys.argv[2]
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self):
+            line = self.rfile.readline()
+            if where == "handler":
+                print("IN_HANDLER", flush=True)
+                self.rfile.readline()  # blocks until Ctrl-C
+            self.wfile.write(line)
+    cls = {"sync": socketserver.TCPServer, "handler": socketserver.TCPServer,
+           "threading": socketserver.ThreadingTCPServer,
+           "forking": socketserver.ForkingTCPServer}[where]
+    server = cls(("127.0.0.1", 0), Handler)
+    print("PORT", server.server_address[1], flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", flush=True)
+    else:
+        print("returned without KeyboardInterrupt", flush=True)
+    # The loop is stopped: handle_request with no client times out at once
+    # (a running loop would refuse it), and the server closes cleanly.
+    server.timeout = 0.01
+    server.handle_request()
+    server.server_close()
+    try:  # nothing listens any more
+        socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5)
+    except ConnectionRefusedError:
+        pass
+    else:
+        raise SystemExit("still listening")
+    print("CLOSED", flush=True)
+""")
+
+
+class KeyboardInterruptTest(unittest.TestCase):
+    def run_interrupted(self, where):
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+            f.write(INTERRUPT_SCRIPT)
+        self.addCleanup(os.unlink, f.name)
+        env = dict(os.environ)
+        proc = subprocess.Popen(
+            [sys.executable, f.name, os.path.dirname(HERE), where],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            port = int(proc.stdout.readline().split()[1])
+            # Serving: one request round trip first.
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+                s.sendall(b"ping\n")
+                if where == "handler":
+                    self.assertEqual(proc.stdout.readline(), b"IN_HANDLER\n")
+                else:
+                    self.assertEqual(s.recv(10), b"ping\n")
+                start = time.monotonic()
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=TIMEOUT)
+            elapsed = time.monotonic() - start
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertEqual(proc.returncode, 0, err.decode())
+        self.assertEqual(out.decode().split(), ["KeyboardInterrupt", "CLOSED"], err.decode())
+        self.assertLess(elapsed, 5)
+        return err
+
+    def test_ctrl_c_sync(self):
+        self.run_interrupted("sync")
+
+    def test_ctrl_c_in_handler(self):
+        self.run_interrupted("handler")
+
+    def test_ctrl_c_threading(self):
+        self.run_interrupted("threading")
+
+    @unittest.skipUnless(hasattr(os, "fork"), "needs fork")
+    def test_ctrl_c_forking(self):
+        self.run_interrupted("forking")
+
+
+if __name__ == "__main__":
+    unittest.main()
