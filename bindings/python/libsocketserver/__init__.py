@@ -575,13 +575,6 @@ def _on_request(ref, req):
     if server is None:
         return 1
     mode = server._ss_concurrency
-    if mode == SS_FORKING and os.getpid() != server._ss_pid:
-        # The first Python code in a child the library forked (with the GIL
-        # held by the forking thread: ForkingMixIn takes requests through
-        # the GIL-holding handle): let the interpreter reset its
-        # thread states, locks and the threading module, as os.fork() does.
-        server._ss_pid = os.getpid()
-        _lib.after_fork_child()
     with _in_callback(server):
         try:
             key = _lib.ss_request_data(req)
@@ -769,9 +762,12 @@ if hasattr(os, "fork"):
         """One child process per request, forked by the library.
 
         The library forks while the serving thread holds the GIL (requests
-        are taken through a GIL-holding call), and the child's first
-        callback runs the interpreter's after-fork reset, as os.fork()
-        does. ``active_children`` is the number of live children (an int,
+        are taken through a GIL-holding call, after waiting for them in
+        Python), and in the child, before any Python code runs, the
+        interpreter's after-fork reset runs (PyOS_AfterFork_Child, as after
+        os.fork(): other threads' states dropped, the threading module and
+        os.register_at_fork(after_in_child=...) hooks run; the "before" and
+        "after_in_parent" hooks do not run). ``active_children`` is the number of live children (an int,
         not a set of pids); the library reaps them."""
 
         timeout = 300
@@ -785,6 +781,9 @@ if hasattr(os, "fork"):
                    "max_children")
             _check(_lib.ss_config_set_block_on_close(cfg, bool(self.block_on_close)),
                    "block_on_close")
+            # In each child, before any Python code: the interpreter's
+            # after-fork reset (see _lib.child_setup).
+            _check(_lib.ss_config_set_setup(cfg, _lib.child_setup), "setup")
 
         @property
         def active_children(self):

@@ -128,6 +128,7 @@ _DECLS = [
     ("ss_config_set_max_datagram_size", c_int, c_void_p, c_size_t),
     ("ss_config_set_poll_interval", c_int, c_void_p, c_int64),
     ("ss_config_set_handle", c_int, c_void_p, REQUEST_FN),
+    ("ss_config_set_setup", c_int, c_void_p, REQUEST_FN),
     ("ss_config_set_verify_request", c_int, c_void_p, VERIFY_FN),
     ("ss_config_set_handle_error", c_int, c_void_p, ERROR_FN),
     ("ss_config_set_service_actions", c_int, c_void_p, SERVER_FN),
@@ -172,10 +173,19 @@ for _name, _restype, *_argtypes in _DECLS:
 
 # The GIL-holding variant (see the module doc).
 handle_request_holding_gil = _declare(lib_gil, "ss_server_handle_request", c_int, c_void_p)
-# PyOS_AfterFork_Child: run in a child the library forked (see ForkingMixIn).
-after_fork_child = ctypes.pythonapi.PyOS_AfterFork_Child
-after_fork_child.restype = None
-after_fork_child.argtypes = []
+# The interpreter's after-fork reset (what os.fork() runs in the child), as
+# the setup callback of forking servers: the first thing the library calls
+# in a child it forked. It must run before any Python bytecode does: the
+# parent's other threads may have asked the GIL's holder to drop it, and
+# the first bytecode would then wait for ever for a thread that does not
+# exist in the child. So the callback's target is the C function itself,
+# not Python code: a ctypes function pointer (ctypes.pythonapi: called
+# with the GIL), whose two arguments (request, user data) the C function
+# ignores, and whose result is mapped to 0 by a C-level callable.
+_after_fork_child = ctypes.pythonapi._FuncPtr(("PyOS_AfterFork_Child", ctypes.pythonapi))
+_after_fork_child.argtypes = [c_void_p, c_void_p]
+_after_fork_child.restype = (0).__mul__  # void result -> 0, without bytecode
+child_setup = REQUEST_FN(_after_fork_child)
 
 
 def last_error():

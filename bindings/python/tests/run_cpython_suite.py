@@ -51,8 +51,9 @@ def main(argv):
     verbosity = 2 if "-v" in argv else 1
     names = [a for a in argv if not a.startswith("-")]
     module, path = load_module()
-    print("CPython suite: %s against libsocketserver %s (%s)"
-          % (path, libsocketserver.library_version(), libsocketserver._lib.path))
+    print("CPython suite: %s against libsocketserver %s (package %s, library %s)"
+          % (path, libsocketserver.library_version(), libsocketserver.__file__,
+             libsocketserver._lib.path))
     loader = unittest.TestLoader()
     if names:
         suite = loader.loadTestsFromNames(names, module)
