@@ -13,8 +13,10 @@
 //!   subprocess, handle_error, misuse, forking while another thread holds
 //!   the GIL, a daemon thread outliving the server object).
 //! - pip_install_in_fresh_venv: `python3 -m venv`, `pip install
-//!   ./bindings/python` (offline, with the venv's setuptools, when it has
-//!   one), then the installed copy, run from outside the checkout, finds
+//!   ./bindings/python` (from a copy in a temporary directory, so that the
+//!   build leaves nothing in the tree; offline when the venv has setuptools
+//!   and wheel, else they come from the package index), then the installed
+//!   copy, run from outside the checkout, finds
 //!   the library through LIBSOCKETSERVER_PATH, fails to import with a
 //!   message naming that variable without it, and passes the CPython suite.
 
@@ -23,6 +25,14 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
+
+/// The tests take turns: the suites time real sockets, threads and forks,
+/// and the machine running `make test` is busy enough already.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn python3() -> &'static str {
     match Command::new("python3").arg("--version").output() {
@@ -52,6 +62,7 @@ fn assert_ok(out: &Output, what: &str) {
 
 #[test]
 fn cpython_suite() {
+    let _turn = serial();
     let py = python3();
     let lib = common::setup().shared_library();
     let script = binding_dir().join("tests/run_cpython_suite.py");
@@ -72,6 +83,7 @@ fn cpython_suite() {
 
 #[test]
 fn binding_tests() {
+    let _turn = serial();
     let py = python3();
     let lib = common::setup().shared_library();
     let script = binding_dir().join("tests/test_binding.py");
@@ -92,6 +104,7 @@ fn binding_tests() {
 
 #[test]
 fn pip_install_in_fresh_venv() {
+    let _turn = serial();
     let py = python3();
     let lib = common::setup().shared_library();
     let tmp = common::TempDir::new("pyvenv");
@@ -107,12 +120,20 @@ fn pip_install_in_fresh_venv() {
         "python3 -m venv (Debian: the python3-venv package provides it)",
     );
     let vpy = venv.join("bin/python");
-    // Offline with the venv's own setuptools when it has one (Python up to
-    // 3.11 puts it in every venv); else pip fetches setuptools itself.
-    let has_setuptools = run(&vpy, &["-c", "import setuptools"], &[], 60)
+    // Offline when the venv has setuptools and wheel already; else pip
+    // fetches them from the package index for the isolated build (a fresh
+    // venv of Python 3.11 has setuptools but not wheel).
+    let has_setuptools = run(&vpy, &["-c", "import setuptools, wheel"], &[], 60)
         .status
         .success();
-    let pkg = binding_dir();
+    let pkg = tmp.path().join("python");
+    let out = run(
+        Path::new("cp"),
+        &["-r", binding_dir().to_str().unwrap(), pkg.to_str().unwrap()],
+        &[],
+        60,
+    );
+    assert_ok(&out, "copy bindings/python");
     let mut args = vec!["-m", "pip", "install", "--disable-pip-version-check", "-q"];
     if has_setuptools {
         args.extend(["--no-index", "--no-build-isolation"]);
@@ -120,10 +141,6 @@ fn pip_install_in_fresh_venv() {
     args.push(pkg.to_str().unwrap());
     let out = run(&vpy, &args, &[], 240);
     assert_ok(&out, "pip install ./bindings/python");
-    // The build directory pip may leave in the source tree is not ours to
-    // keep.
-    let _ = std::fs::remove_dir_all(pkg.join("build"));
-    let _ = std::fs::remove_dir_all(pkg.join("libsocketserver.egg-info"));
 
     // From outside the checkout: the installed copy, not the tree's.
     let probe = "import os, libsocketserver as s; \
