@@ -18,7 +18,9 @@
 //!   and wheel, else they come from the package index), then the installed
 //!   copy, run from outside the checkout, finds
 //!   the library through LIBSOCKETSERVER_PATH, fails to import with a
-//!   message naming that variable without it, and passes the CPython suite.
+//!   message naming that variable without it, passes the CPython suite,
+//!   and passes the binding's own tests under pytest (installed from the
+//!   package index into the venv).
 
 mod common;
 
@@ -204,4 +206,45 @@ fn pip_install_in_fresh_venv() {
     assert_ok(&out, "the CPython suite with the installed binding");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("site-packages"), "{}", common::show(&out));
+
+    // The binding's own tests under pytest (from the package index), with
+    // the installed package.
+    let out = run(
+        &vpy,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            "pytest",
+        ],
+        &[],
+        240,
+    );
+    assert_ok(&out, "pip install pytest");
+    let tests = pkg.join("tests/test_binding.py");
+    let out = run(
+        &vpy,
+        &[
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            tests.to_str().unwrap(),
+        ],
+        &[
+            ("LIBSOCKETSERVER_PATH", &lib),
+            ("LIBSOCKETSERVER_FROM_TREE", Path::new("0")),
+        ],
+        120,
+    );
+    assert_ok(&out, "pytest bindings/python/tests/test_binding.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(" passed") && !stdout.contains("failed"),
+        "{}",
+        common::show(&out)
+    );
 }
