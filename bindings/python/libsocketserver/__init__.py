@@ -280,6 +280,10 @@ class BaseServer:
         self._ss_poll_interval = 0.5
         self._ss_pid = os.getpid()
         self._ss_closed = False
+        # The thread running the library's serve_forever loop, if any, and
+        # the thread running the Python-level loop (ForkingMixIn), if any.
+        self._ss_serving = None
+        self._ss_python_loop = None
 
     # -- the C server ----------------------------------------------------
 
@@ -370,10 +374,12 @@ class BaseServer:
         self._ss_require_open()
         self._ss_poll_interval = poll_interval
         self._ss_loop_done.clear()
+        self._ss_serving = threading.get_ident()
         try:
             with self._ss_interrupt_guard():
                 status = _lib.ss_server_serve_forever(self._ss_ptr)
         finally:
+            self._ss_serving = None
             self._ss_loop_done.set()
         self._ss_reraise()
         if status not in (SS_OK, SS_ERR_CLOSED):
@@ -394,7 +400,11 @@ class BaseServer:
                 pass
         if self._ss_ptr:
             _lib.ss_server_shutdown(self._ss_ptr)
-        if not _inside_callback_of(self):
+        # Not from the serving thread itself (a handler, a hook, or a signal
+        # handler running there): the loop stops once it returns.
+        me = threading.get_ident()
+        if (not _inside_callback_of(self) and self._ss_serving != me
+                and self._ss_python_loop != me):
             self._ss_loop_done.wait()
 
     def service_actions(self):
@@ -485,6 +495,19 @@ class BaseServer:
         if not self._ss_ptr:
             raise ValueError("the server is closed")
 
+    def _ss_stop_library_loop(self):
+        """Stop the library's serve_forever loop, if one runs (a shutdown
+        asked for while none runs would stop the next one at once)."""
+        if self._ss_python_loop is not None:
+            self._ss_stop = True
+            if self._ss_wake is not None:
+                try:
+                    os.write(self._ss_wake[1], b"x")
+                except OSError:
+                    pass
+        if self._ss_ptr and self._ss_serving is not None:
+            _lib.ss_server_shutdown(self._ss_ptr)
+
     def _ss_reraise(self):
         exc, self._ss_pending = self._ss_pending, None
         if exc is not None:
@@ -516,9 +539,7 @@ class BaseServer:
                 raise KeyboardInterrupt
             if server._ss_pending is None:
                 server._ss_pending = KeyboardInterrupt()
-            server._ss_stop = True
-            if server._ss_ptr:
-                _lib.ss_server_shutdown(server._ss_ptr)
+            server._ss_stop_library_loop()
 
         previous = signal.signal(signal.SIGINT, on_sigint)
         try:
@@ -645,9 +666,7 @@ def _stop_with(server, exc):
     handle_request: keep it and stop the loop."""
     if server._ss_pending is None:
         server._ss_pending = exc
-    server._ss_stop = True
-    if server._ss_ptr:
-        _lib.ss_server_shutdown(server._ss_ptr)
+    server._ss_stop_library_loop()
 
 
 class TCPServer(BaseServer):
@@ -837,6 +856,7 @@ if hasattr(os, "fork"):
                 self._ss_wake = os.pipe()
             self._ss_poll_interval = poll_interval
             self._ss_loop_done.clear()
+            self._ss_python_loop = threading.get_ident()
             try:
                 while not self._ss_stop:
                     # Plain Python: Ctrl-C raises KeyboardInterrupt here.
@@ -855,6 +875,7 @@ if hasattr(os, "fork"):
                     self.service_actions()
             finally:
                 self._ss_stop = False
+                self._ss_python_loop = None
                 self._ss_loop_done.set()
 
 

@@ -25,7 +25,7 @@ import sys
 from . import _lib
 from ._lib import SS_OK, SS_ERR_WOULD_BLOCK, SS_EVENT
 from . import (TCPServer, _check, _raise_status, _in_callback,
-               _conn_peer_address, _KEEP, _KEEP_LOCK, _KEYS)
+               _conn_peer_address, _KEYS)
 
 __all__ = ["EventHandler", "EventConnection", "EventTCPServer", "EventUnixStreamServer"]
 
@@ -112,6 +112,9 @@ class EventTCPServer(TCPServer):
         _check(_lib.ss_config_set_on_open(c, callbacks["open"]), "on_open")
         _check(_lib.ss_config_set_on_data(c, callbacks["data"]), "on_data")
         _check(_lib.ss_config_set_on_close(c, callbacks["close"]), "on_close")
+        callbacks["post"] = self._ss_post_cb = _lib.POST_FN(
+            lambda conn, arg: _on_post(ref, conn, arg))
+        self._ss_jobs = {}
         # The request-mode hook is required by the library's config check
         # only in blocking modes; event mode does not call it.
 
@@ -132,34 +135,41 @@ class EventTCPServer(TCPServer):
         (from any thread); ``conn`` is None if the connection closed first.
         Raises RuntimeError when the server is not serving."""
         self._ss_require_open()
+        # One ctypes callback per server (made with the others, released
+        # with them by the library's finalizer); the job is found by key.
         key = next(_KEYS)
-        server = self
-
-        def job(conn_ptr, arg):
-            with _KEEP_LOCK:
-                keep = _KEEP.pop(key, None)
-            with _in_callback(server):
-                try:
-                    conn = server._ss_conns.get(conn_ptr and _lib.ss_conn_id(conn_ptr))
-                    if conn is not None:
-                        conn._ptr = conn_ptr
-                    try:
-                        function(conn)
-                    finally:
-                        if conn is not None:
-                            conn._ptr = None
-                except BaseException:
-                    server.handle_error(conn, conn.client_address if conn else None)
-            del keep
-
-        cb = _lib.POST_FN(job)
-        with _KEEP_LOCK:
-            _KEEP[key] = cb
-        status = _lib.ss_server_post(self._ss_ptr, conn_id, cb, None)
+        self._ss_jobs[key] = function
+        status = _lib.ss_server_post(self._ss_ptr, conn_id, self._ss_post_cb, key)
         if status != SS_OK:
-            with _KEEP_LOCK:
-                _KEEP.pop(key, None)
+            self._ss_jobs.pop(key, None)
             _raise_status(status, "post")
+
+
+def _on_post(ref, conn_ptr, key):
+    server = ref()
+    if server is None:
+        return
+    function = server._ss_jobs.pop(key or 0, None)
+    if function is None:
+        return
+    with _in_callback(server):
+        conn = None
+        try:
+            if conn_ptr:
+                conn = server._ss_conns.get(_lib.ss_conn_id(conn_ptr))
+                if conn is not None:
+                    conn._ptr = conn_ptr
+            try:
+                function(conn)
+            finally:
+                if conn is not None:
+                    conn._ptr = None
+        except BaseException:
+            try:
+                server.handle_error(conn.handler if conn else None,
+                                    conn.client_address if conn else None)
+            except BaseException:
+                pass
 
 
 def _with_conn(ref, conn_ptr, fn):

@@ -244,6 +244,46 @@ class ShutdownTest(unittest.TestCase):
             self.assertLess(time.monotonic() - start, 1.0)
             self.assertFalse(t.is_alive())
 
+    def test_shutdown_from_signal_handler_on_the_serving_thread(self):
+        # A signal handler calling shutdown() runs on the main thread, which
+        # is the one serving: shutdown() must not wait for itself.
+        if threading.current_thread() is not threading.main_thread():
+            self.skipTest("needs the main thread")
+        with socketserver.ThreadingTCPServer((HOST, 0), EchoLine) as server:
+            previous = signal.signal(signal.SIGUSR1, lambda *a: server.shutdown())
+            try:
+                main = threading.get_ident()
+                timer = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGUSR1))
+                timer.start()
+                start = time.monotonic()
+                server.serve_forever()
+                self.assertLess(time.monotonic() - start, 5)
+                timer.join()
+            finally:
+                signal.signal(signal.SIGUSR1, previous)
+
+    def test_no_stale_shutdown_after_handle_request_raised(self):
+        # SystemExit from a handler under handle_request reaches the caller
+        # and leaves no shutdown pending: serve_forever then serves.
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                line = self.rfile.readline()
+                if line == b"exit\n":
+                    raise SystemExit(3)
+                self.wfile.write(line)
+
+        with socketserver.TCPServer((HOST, 0), Handler) as server:
+            c = threading.Thread(target=request, args=(server.server_address, b"exit\n"))
+            c.start()
+            with self.assertRaises(SystemExit):
+                server.handle_request()
+            c.join(TIMEOUT)
+            t = serve_in_thread(server)
+            self.assertEqual(request(server.server_address, b"again\n"), b"again\n")
+            self.assertTrue(t.is_alive())
+            server.shutdown()
+            t.join(TIMEOUT)
+
     def test_server_close_from_handler_refused(self):
         seen = []
 
