@@ -381,6 +381,8 @@ class BaseServer:
         finally:
             self._ss_serving = None
             self._ss_loop_done.set()
+            if self._ss_closed and not _inside_callback_of(self):
+                self._ss_free()
         self._ss_reraise()
         if status not in (SS_OK, SS_ERR_CLOSED):
             _raise_status(status, "serve_forever")
@@ -492,7 +494,7 @@ class BaseServer:
     # -- helpers ---------------------------------------------------------
 
     def _ss_require_open(self):
-        if not self._ss_ptr:
+        if not self._ss_ptr or self._ss_closed:
             raise ValueError("the server is closed")
 
     def _ss_stop_library_loop(self):
@@ -729,7 +731,12 @@ class TCPServer(BaseServer):
             status = _lib.ss_server_close(self._ss_ptr)
             if status != SS_OK:
                 _raise_status(status, "server_close")
-            self._ss_free()
+            # ss_server_free must follow every other call on the server: a
+            # loop still returning in another thread (close from a handler
+            # thread does not wait for it) frees it when it has returned.
+            if (self._ss_serving is None and self._ss_python_loop is None
+                    and not _inside_callback_of(self)):
+                self._ss_free()
         self.socket.close()
         if self._ss_wake is not None:
             for fd in self._ss_wake:
@@ -877,6 +884,8 @@ if hasattr(os, "fork"):
                 self._ss_stop = False
                 self._ss_python_loop = None
                 self._ss_loop_done.set()
+                if self._ss_closed and not _inside_callback_of(self):
+                    self._ss_free()
 
 
 class ThreadingMixIn:

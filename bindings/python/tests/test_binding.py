@@ -284,6 +284,27 @@ class ShutdownTest(unittest.TestCase):
             server.shutdown()
             t.join(TIMEOUT)
 
+    def test_server_close_from_a_handler_thread(self):
+        # Allowed on a handler thread: the loop in the other thread returns,
+        # and the C server is freed once it has.
+        closed = threading.Event()
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                self.server.server_close()
+                closed.set()
+
+        server = socketserver.ThreadingTCPServer((HOST, 0), Handler)
+        t = serve_in_thread(server)
+        request(server.server_address, b"")
+        self.assertTrue(closed.wait(TIMEOUT))
+        t.join(TIMEOUT)
+        self.assertFalse(t.is_alive())
+        self.assertIsNone(server._ss_ptr)
+        self.assertEqual(server.fileno(), -1)
+        with self.assertRaises(ValueError):
+            server.serve_forever()
+
     def test_server_close_from_handler_refused(self):
         seen = []
 
