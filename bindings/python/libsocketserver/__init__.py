@@ -792,8 +792,10 @@ if hasattr(os, "fork"):
         Python), and in the child, before any Python code runs, the
         interpreter's after-fork reset runs (PyOS_AfterFork_Child, as after
         os.fork(): other threads' states dropped, the threading module and
-        os.register_at_fork(after_in_child=...) hooks run; the "before" and
-        "after_in_parent" hooks do not run). ``active_children`` is the number of live children (an int,
+        os.register_at_fork(after_in_child=...) hooks run). The parent runs
+        PyOS_BeforeFork / PyOS_AfterFork_Parent around each call that may
+        fork, so the "before" and "after_in_parent" hooks also run when it
+        took no request. ``active_children`` is the number of live children (an int,
         not a set of pids); the library reaps them."""
 
         timeout = 300
@@ -844,9 +846,16 @@ if hasattr(os, "fork"):
                 self.shutdown_request(request)
 
         def _ss_take_one(self):
-            # The GIL stays held through accept and fork (see the class doc).
+            # The GIL stays held through accept and fork (see the class doc),
+            # between the interpreter's before-fork and parent-side
+            # after-fork steps, as os.fork() has them (also when no fork
+            # happened: they pair up either way).
             try:
-                return _lib.handle_request_holding_gil(self._ss_ptr)
+                _lib.before_fork()
+                try:
+                    return _lib.handle_request_holding_gil(self._ss_ptr)
+                finally:
+                    _lib.after_fork_parent()
             finally:
                 # In the parent: close its copies of the requests handed to
                 # children (the standard module's close_request in the parent).

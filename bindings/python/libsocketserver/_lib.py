@@ -186,6 +186,16 @@ _after_fork_child = ctypes.pythonapi._FuncPtr(("PyOS_AfterFork_Child", ctypes.py
 _after_fork_child.argtypes = [c_void_p, c_void_p]
 _after_fork_child.restype = (0).__mul__  # void result -> 0, without bytecode
 child_setup = REQUEST_FN(_after_fork_child)
+# Around a call that may fork (in the parent, with the GIL): what os.fork()
+# does before and after fork() there (at-fork hooks, the import lock, and
+# from Python 3.13 the runtime's locks, which the child's reset expects
+# held).
+before_fork = ctypes.pythonapi.PyOS_BeforeFork
+before_fork.argtypes = []
+before_fork.restype = None
+after_fork_parent = ctypes.pythonapi.PyOS_AfterFork_Parent
+after_fork_parent.argtypes = []
+after_fork_parent.restype = None
 
 
 def last_error():
