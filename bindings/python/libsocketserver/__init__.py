@@ -30,6 +30,7 @@ servers ``EventTCPServer`` / ``EventUnixStreamServer`` (non-blocking
 ``on_data`` callbacks on the library's epoll loops).
 """
 
+import atexit
 import contextlib
 import ctypes
 import io
@@ -133,6 +134,30 @@ def _free_user_data_py(key):
 
 
 _free_user_data = _lib.FREE_FN(_free_user_data_py)
+
+# Servers whose C server is alive, closed at interpreter exit (see
+# _close_all_at_exit).
+_LIVE = weakref.WeakSet()
+
+
+def _close_all_at_exit():
+    """At interpreter exit (atexit runs before the interpreter starts
+    refusing threads): close every server still open, which stops its loops
+    (a serve_forever left running in a daemon thread) and waits for its
+    non-daemon requests, so that no library thread calls into Python while
+    the interpreter is finalizing (a thread entering Python then is ended
+    with pthread_exit, which aborts the process inside the library's Rust
+    frames). Requests on daemon_threads servers are not waited for: one
+    still running Python code at exit can still end the process that way."""
+    for server in list(_LIVE):
+        ptr = server._ss_ptr
+        if ptr and not server._ss_closed:
+            # Only the library's close: a loop it stops returns normally
+            # (and does not free the server, which may not race the close).
+            _lib.ss_server_close(ptr)
+
+
+atexit.register(_close_all_at_exit)
 
 # Which servers' callbacks the current thread is running (shutdown() does
 # not wait for the loop from inside one of them).
@@ -334,6 +359,7 @@ class BaseServer:
             _check(status, "ss_server_new(%r)" % (address,))
             self._ss_ptr = out.value
             self._ss_key = key
+            _LIVE.add(self)
         finally:
             _lib.ss_config_free(cfg)
         # Our own duplicate of the library's socket (closing it never closes

@@ -492,6 +492,46 @@ class LifetimeTest(unittest.TestCase):
         s.close()
 
 
+EXIT_SCRIPT = textwrap.dedent(r"""
+    import socket, sys, threading, time
+    sys.path.insert(0, sys.argv[1])
+    import libsocketserver as socketserver
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self):
+            time.sleep(0.2)
+            self.wfile.write(b"x")
+    server = getattr(socketserver, sys.argv[2])(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = socket.create_connection(server.server_address)
+    time.sleep(0.05)
+    class SlowFinalizer:
+        # Runs while the interpreter finalizes, with the GIL released: any
+        # library thread still calling into Python then would be ended.
+        def __del__(self):
+            time.sleep(0.3)
+    slow = SlowFinalizer()
+    print("exiting", flush=True)
+""")
+
+
+class ExitTest(unittest.TestCase):
+    def test_exit_with_a_server_still_serving(self):
+        # The interpreter exits while serve_forever runs in a daemon thread
+        # and a request is in its handler: the binding's atexit hook closes
+        # the server before the interpreter refuses threads (without it, a
+        # library thread entering Python during finalization aborted the
+        # process in about half of the runs).
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+            f.write(EXIT_SCRIPT)
+        self.addCleanup(os.unlink, f.name)
+        for cls in ["ThreadingTCPServer", "ThreadPoolTCPServer", "TCPServer"] * 2:
+            proc = subprocess.run(
+                [sys.executable, f.name, os.path.dirname(HERE), cls],
+                capture_output=True, timeout=TIMEOUT)
+            self.assertEqual((proc.returncode, proc.stdout), (0, b"exiting\n"),
+                             (cls, proc.stderr.decode()))
+
+
 INTERRUPT_SCRIPT = textwrap.dedent(r"""
     import os, socket, sys, threading, time
     sys.path.insert(0, sys.argv[1])
