@@ -437,6 +437,13 @@ class ForkingTest(unittest.TestCase):
 
         spinner = threading.Thread(target=spin, daemon=True)
         spinner.start()
+        # A tiny switch interval: the spinner asks for the GIL within
+        # microseconds of waiting, so such a request is usually pending when
+        # the library forks (a child then hung at its first bytecode before
+        # the after-fork reset ran first).
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        self.addCleanup(sys.setswitchinterval, interval)
         try:
             with socketserver.ForkingTCPServer((HOST, 0), Handler) as server:
                 t = serve_in_thread(server, poll_interval=0.05)
