@@ -398,6 +398,7 @@ class BaseServer:
         signal handlers run: Ctrl-C on the main thread raises
         KeyboardInterrupt here, with the loop stopped."""
         self._ss_require_open()
+        self._ss_require_idle()
         self._ss_poll_interval = poll_interval
         self._ss_loop_done.clear()
         self._ss_serving = threading.get_ident()
@@ -522,6 +523,10 @@ class BaseServer:
     def _ss_require_open(self):
         if not self._ss_ptr or self._ss_closed:
             raise ValueError("the server is closed")
+
+    def _ss_require_idle(self):
+        if self._ss_serving is not None or self._ss_python_loop is not None:
+            raise RuntimeError("serve_forever: the server is already serving")
 
     def _ss_stop_library_loop(self):
         """Stop the library's serve_forever loop, if one runs (a shutdown
@@ -894,6 +899,7 @@ if hasattr(os, "fork"):
             library takes the request and forks), so that each fork happens
             with the GIL held."""
             self._ss_require_open()
+            self._ss_require_idle()
             if self._ss_wake is None:
                 self._ss_wake = os.pipe()
             self._ss_poll_interval = poll_interval

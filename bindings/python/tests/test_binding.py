@@ -185,6 +185,50 @@ class EventModeTest(unittest.TestCase):
                 server.handle_request()
 
 
+class HooksTest(unittest.TestCase):
+    def test_overridden_hooks_are_called_in_order(self):
+        for base in (socketserver.TCPServer, socketserver.ThreadingTCPServer,
+                     socketserver.ThreadPoolTCPServer):
+            calls = []
+            done = threading.Event()
+
+            class Server(base):
+                def process_request(self, req, addr):
+                    calls.append("process_request")
+                    super().process_request(req, addr)
+
+                def finish_request(self, req, addr):
+                    calls.append("finish_request")
+                    super().finish_request(req, addr)
+
+                def shutdown_request(self, req):
+                    calls.append("shutdown_request")
+                    super().shutdown_request(req)
+
+                def close_request(self, req):
+                    calls.append("close_request")
+                    super().close_request(req)
+                    done.set()
+
+                def service_actions(self):
+                    if "service_actions" not in calls:
+                        calls.append("service_actions")
+
+            with Server((HOST, 0), EchoLine) as server:
+                t = serve_in_thread(server, poll_interval=0.01)
+                self.assertEqual(request(server.server_address, b"a\n"), b"a\n")
+                self.assertTrue(done.wait(TIMEOUT))
+                deadline = time.monotonic() + TIMEOUT
+                while "service_actions" not in calls and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                server.shutdown()
+                t.join(TIMEOUT)
+            requests = [c for c in calls if c != "service_actions"]
+            self.assertEqual(requests, ["process_request", "finish_request",
+                                        "shutdown_request", "close_request"], base.__name__)
+            self.assertIn("service_actions", calls, base.__name__)
+
+
 class VerifyRequestTest(unittest.TestCase):
     def test_verify_request_in_every_mode(self):
         # verify_request runs on the serving thread with the socket the
@@ -385,6 +429,19 @@ class ErrorsTest(unittest.TestCase):
             socketserver.TCPServer(("no-such-host.invalid", 0), EchoLine)
         with self.assertRaises(TypeError):
             socketserver.BaseServer((HOST, 0), EchoLine)._ss_create()
+
+    def test_serving_twice_raises(self):
+        with socketserver.TCPServer((HOST, 0), EchoLine) as server:
+            t = serve_in_thread(server)
+            deadline = time.monotonic() + TIMEOUT
+            while server._ss_serving is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with self.assertRaises(RuntimeError):
+                server.serve_forever()
+            # The first loop still serves, and shutdown() still waits for it.
+            self.assertEqual(request(server.server_address, b"x\n"), b"x\n")
+            server.shutdown()
+            self.assertFalse(t.is_alive())
 
     def test_bind_and_activate_false(self):
         server = socketserver.TCPServer((HOST, 0), EchoLine, bind_and_activate=False)
