@@ -61,6 +61,7 @@ __all__ = ["BaseServer", "TCPServer", "UDPServer",
            "DatagramRequestHandler", "ThreadingMixIn",
            "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer",
            "EventTCPServer", "EventConnection", "EventHandler", "Error",
+           "EventUDPServer", "EventDatagramHandler",
            "library_version"]
 if hasattr(os, "fork"):
     __all__.extend(["ForkingUDPServer", "ForkingTCPServer", "ForkingMixIn"])
@@ -69,7 +70,7 @@ if hasattr(socket, "AF_UNIX"):
                     "ThreadingUnixStreamServer",
                     "ThreadingUnixDatagramServer",
                     "ThreadPoolUnixStreamServer",
-                    "EventUnixStreamServer"])
+                    "EventUnixStreamServer", "EventUnixDatagramServer"])
     if hasattr(os, "fork"):
         __all__.extend(["ForkingUnixStreamServer", "ForkingUnixDatagramServer"])
 
@@ -1136,6 +1137,7 @@ class DatagramRequestHandler(BaseRequestHandler):
 # ---------------------------------------------------------------------------
 # Extra: event mode.
 
-from ._event import EventConnection, EventHandler, EventTCPServer  # noqa: E402
+from ._event import (EventConnection, EventHandler, EventTCPServer,  # noqa: E402
+                     EventDatagramHandler, EventUDPServer)
 if hasattr(socket, "AF_UNIX"):
-    from ._event import EventUnixStreamServer  # noqa: E402,F401
+    from ._event import EventUnixStreamServer, EventUnixDatagramServer  # noqa: E402,F401

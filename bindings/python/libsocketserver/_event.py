@@ -24,10 +24,11 @@ import sys
 
 from . import _lib
 from ._lib import SS_OK, SS_ERR_WOULD_BLOCK, SS_EVENT
-from . import (TCPServer, _check, _raise_status, _in_callback,
-               _conn_peer_address, _KEYS)
+from . import (TCPServer, UDPServer, _check, _raise_status, _in_callback,
+               _conn_peer_address, _request_client_address, _KEYS)
 
-__all__ = ["EventHandler", "EventConnection", "EventTCPServer", "EventUnixStreamServer"]
+__all__ = ["EventHandler", "EventConnection", "EventTCPServer", "EventUnixStreamServer",
+           "EventDatagramHandler", "EventUDPServer", "EventUnixDatagramServer"]
 
 
 class EventConnection:
@@ -238,4 +239,80 @@ def _on_close(ref, conn_ptr):
 if hasattr(socket, "AF_UNIX"):
     class EventUnixStreamServer(EventTCPServer):
         """EventTCPServer over a Unix stream socket."""
+        address_family = socket.AF_UNIX
+
+
+class EventDatagramHandler:
+    """Per-datagram handler of an event-mode datagram server: override
+    on_datagram(); reply() sends a datagram back to the client at once
+    (without blocking: a reply the socket cannot take is dropped)."""
+
+    def __init__(self, request, data, client_address, server):
+        self._request = request
+        self.packet = data
+        self.client_address = client_address
+        self.server = server
+
+    def reply(self, data):
+        if not self._request:
+            raise RuntimeError("reply() outside on_datagram")
+        data = bytes(data)
+        _check(_lib.ss_request_reply(self._request, data, len(data)), "reply")
+
+    def on_datagram(self, data):
+        """One datagram (bytes) from self.client_address."""
+
+
+class EventUDPServer(UDPServer):
+    """A UDP server in event mode: ``RequestHandlerClass`` is an
+    EventDatagramHandler subclass, instantiated per datagram on a loop
+    thread (``threads`` loops, 0: one per core)."""
+
+    threads = 0
+    _ss_concurrency = SS_EVENT
+
+    def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True,
+                 threads=None):
+        if threads is not None:
+            self.threads = threads
+        UDPServer.__init__(self, server_address, RequestHandlerClass, bind_and_activate)
+
+    def _ss_configure(self, cfg):
+        _check(_lib.ss_config_set_threads(cfg, int(self.threads)), "threads")
+
+    def _ss_set_request_callbacks(self, c, ref, callbacks):
+        callbacks["datagram"] = _lib.DATAGRAM_FN(
+            lambda req, data, n, ud: _on_datagram(ref, req, data, n))
+        _check(_lib.ss_config_set_on_datagram(c, callbacks["datagram"]), "on_datagram")
+
+    def handle_request(self):
+        raise RuntimeError("event-mode servers have no handle_request: use serve_forever")
+
+
+def _on_datagram(ref, req, data, n):
+    server = ref()
+    if server is None:
+        return 1
+    with _in_callback(server):
+        handler = None
+        try:
+            packet = ctypes.string_at(data, n) if n else b""
+            client_address = _request_client_address(req)
+            handler = server.RequestHandlerClass(req, packet, client_address, server)
+            try:
+                handler.on_datagram(packet)
+            finally:
+                handler._request = None
+            return 0
+        except BaseException:
+            try:
+                server.handle_error(handler, handler.client_address if handler else None)
+            except BaseException:
+                pass
+            return 1
+
+
+if hasattr(socket, "AF_UNIX"):
+    class EventUnixDatagramServer(EventUDPServer):
+        """EventUDPServer over a Unix datagram socket."""
         address_family = socket.AF_UNIX

@@ -179,6 +179,31 @@ class EventModeTest(unittest.TestCase):
             server.shutdown()
             t.join(TIMEOUT)
 
+    def test_datagrams(self):
+        class Upper(socketserver.EventDatagramHandler):
+            def on_datagram(self, data):
+                if data == b"bad":
+                    raise ValueError(data)
+                self.reply(data.upper())
+
+        errors = []
+
+        class Server(socketserver.EventUDPServer):
+            def handle_error(self, request, client_address):
+                errors.append(sys.exc_info()[0])
+
+        with Server((HOST, 0), Upper, threads=1) as server:
+            t = serve_in_thread(server)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(TIMEOUT)
+                s.sendto(b"bad", server.server_address)
+                s.sendto(b"hello", server.server_address)
+                data, addr = s.recvfrom(100)
+                self.assertEqual(data, b"HELLO")
+            self.assertEqual(errors, [ValueError])
+            server.shutdown()
+            t.join(TIMEOUT)
+
     def test_no_handle_request(self):
         with socketserver.EventTCPServer((HOST, 0), socketserver.EventHandler) as server:
             with self.assertRaises(RuntimeError):
