@@ -34,6 +34,14 @@ KNOWN_FAILURES = {
 }
 
 
+# Load-sensitive tests (see README.md): one failure is retried once, alone,
+# and reported as such.
+RETRY_ONCE = {
+    "test_threads_reaped": "counts live handler threads right after 10 quick "
+                           "requests; under heavy load all 10 may still run",
+}
+
+
 def load_module():
     vendored = os.path.join(
         HERE, "cpython", "test_socketserver_%d_%d.py" % sys.version_info[:2])
@@ -63,6 +71,16 @@ def main(argv):
     failed = {}
     for test, trace in result.failures + result.errors:
         failed[test.id().rsplit(".", 1)[-1]] = trace
+    for name in sorted(set(failed) & set(RETRY_ONCE)):
+        test_id = next(t.id() for t, _ in result.failures + result.errors
+                       if t.id().endswith("." + name))
+        print("CPython suite: %s failed (%s); retrying it once alone" % (name, RETRY_ONCE[name]))
+        print(failed[name])
+        retry = unittest.TextTestRunner(verbosity=verbosity).run(
+            loader.loadTestsFromName(test_id.split(".", 1)[1], module))
+        if retry.wasSuccessful():
+            print("CPython suite: %s passed on the retry" % name)
+            del failed[name]
     unexpected = sorted(set(failed) - set(KNOWN_FAILURES))
     fixed = sorted(n for n in KNOWN_FAILURES if n not in failed and
                    (not names or any(n in x for x in names)))
