@@ -254,6 +254,41 @@ class HooksTest(unittest.TestCase):
             self.assertIn("service_actions", calls, base.__name__)
 
 
+class StandardLibraryTest(unittest.TestCase):
+    def test_http_server_on_the_binding(self):
+        # http.server's handlers (built on the standard module's
+        # StreamRequestHandler) served by the binding's threading server.
+        import functools
+        import http.server
+        import urllib.request
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        with tempfile.TemporaryDirectory() as root:
+            with open(os.path.join(root, "hello.txt"), "wb") as f:
+                f.write(b"hello from libsocketserver\n")
+
+            class Quiet(http.server.SimpleHTTPRequestHandler):
+                def log_message(self, *args):
+                    pass
+
+            handler = functools.partial(Quiet, directory=root)
+            with Server((HOST, 0), handler) as server:
+                t = serve_in_thread(server)
+                url = "http://%s:%d/hello.txt" % server.server_address
+                for _ in range(3):
+                    with urllib.request.urlopen(url, timeout=TIMEOUT) as r:
+                        self.assertEqual(r.read(), b"hello from libsocketserver\n")
+                with self.assertRaises(urllib.error.HTTPError) as cm:
+                    urllib.request.urlopen(url + ".missing", timeout=TIMEOUT)
+                self.assertEqual(cm.exception.code, 404)
+                cm.exception.close()
+                server.shutdown()
+                t.join(TIMEOUT)
+
+
 class VerifyRequestTest(unittest.TestCase):
     def test_verify_request_in_every_mode(self):
         # verify_request runs on the serving thread with the socket the
