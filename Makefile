@@ -39,7 +39,10 @@
 #   make bench         builds, then runs scripts/bench.sh (~2 min): event mode
 #                      vs a plain-C epoll echo server (ratios), KiB per idle
 #                      connection, wrk against http_hello,
-#                      resp_server vs redis-server under redis-benchmark
+#                      resp_server vs redis-server under redis-benchmark,
+#                      then bindings/python/bench.py (the Python binding's
+#                      ThreadingTCPServer vs the standard module's, and
+#                      shutdown() latency; `make bench-python` alone)
 
 CARGO ?= cargo
 # The examples must stay clean, portable C99: these flags are always used,
@@ -127,6 +130,11 @@ bench valgrind: export SS_LIB_DIR = $(BUILD_LIBDIR)
 
 bench: all
 	./scripts/bench.sh
+	LIBSOCKETSERVER_PATH=$(abspath $(BUILD_LIBDIR)) python3 bindings/python/bench.py
+
+.PHONY: bench-python
+bench-python: lib
+	LIBSOCKETSERVER_PATH=$(abspath $(BUILD_LIBDIR)) python3 bindings/python/bench.py
 
 valgrind: all
 	./scripts/valgrind.sh
