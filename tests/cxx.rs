@@ -44,6 +44,31 @@
 //!   close, at once when watch_fd throws); an exception fails that
 //!   connection only; event_watch_many_loops: 16 connections at a time on
 //!   four loops, each watch's callable (owning its pipe) freed at close.
+//! - event_timer_callables / event_timer_close: each conn::set_timer
+//!   callable (move-only, holding a probe that counts its destruction) is
+//!   destroyed exactly once: after it fired (alive during its call), at
+//!   cancel_timer (never called), after a reset and its single run, when
+//!   cancelled by another timer due at the same moment, at once when
+//!   set_timer throws (empty callable, after close()), and at the close of
+//!   a connection with timers still pending (the client leaves, close() in
+//!   on_data, the server stops; after on_close); cancel/reset of a timer
+//!   no longer pending (its own id inside its call, a fired one) give
+//!   false / SS_ERR_INVALID_ARGUMENT. event_timer_throws: an exception
+//!   reaches handle_error naming the connection (error_conn() too) and
+//!   closes that connection only.
+//! - event_loop_timer: config::add_loop_timer on two loops (each loop's
+//!   index), one that throws reported and going on, refused ones
+//!   (another mode, interval 0, empty) keeping nothing, the config's and
+//!   each server's copy destroyed with them.
+//! - event_drain_from_thread / event_drain_from_handler: server::drain()
+//!   from the test's thread or inside on_data, with an idle and a busy
+//!   connection (conn::set_busy, the answer posted by a worker thread): the
+//!   idle one closes at once while the busy one is held, new connections
+//!   are refused, the busy client gets its whole 4 MiB answer, then the
+//!   end; serve_forever returns by itself; drain_cut() 0; no serving
+//!   again. event_drain_deadline_cut: a connection kept busy is cut at the
+//!   deadline: serve_forever throws SS_ERR_TIMEOUT, drain_cut() 1; a
+//!   negative deadline is refused with a status.
 //! - server_from_fd_and_listen_fds: server::from_fd adopts a bound socket
 //!   (refused: still the caller's), listen_fds() with LISTEN_* variables.
 //! - error_carries_status_and_message: ss::error for a bad address (status,
@@ -110,6 +135,13 @@ cxx_subtests! {
     event_watch_fd_callables,
     event_watch_many_loops,
     event_watch_throws,
+    event_timer_callables,
+    event_timer_close,
+    event_timer_throws,
+    event_loop_timer,
+    event_drain_from_thread,
+    event_drain_from_handler,
+    event_drain_deadline_cut,
     server_from_fd_and_listen_fds,
     error_carries_status_and_message,
     log_callback_replaced_and_restored,
