@@ -1581,6 +1581,74 @@ void event_timer_close()
     CHECK_EQ(closes, 6);
 }
 
+// Counts every destruction of a callable holding it (move-only; moved-from
+// ones do not count).
+std::atomic<long> many_destroyed{0};
+struct counted_once {
+    bool owner = true;
+    counted_once() = default;
+    counted_once(counted_once &&other) noexcept : owner(std::exchange(other.owner, false)) {}
+    counted_once(const counted_once &) = delete;
+    counted_once &operator=(const counted_once &) = delete;
+    counted_once &operator=(counted_once &&) = delete;
+    ~counted_once()
+    {
+        if (owner)
+            many_destroyed++;
+    }
+};
+
+// 8 connections on two loops, each setting 2000 timers (delays 0-49 ms)
+// and cancelling every other one at once, then leaving 100 pending for its
+// close: the registry is shared by the loops; every callable is destroyed
+// exactly once, the fired half called once each.
+void event_timer_many()
+{
+    constexpr int per_conn = 2000, pending = 100, conns = 8;
+    std::atomic<long> fired{0};
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(2).on_data([&](ss::conn &c, std::string_view data) {
+        return each_line(data, [&](std::string_view) {
+            auto left = std::make_shared<int>(per_conn / 2); // this loop's only
+            for (int i = 0; i < per_conn; i++) {
+                std::uint64_t id = c.set_timer(static_cast<std::uint64_t>(i % 50),
+                                               [p = counted_once(), left, &fired](ss::conn &k) {
+                                                   fired++;
+                                                   if (--*left == 0)
+                                                       k.write("done\n");
+                                               });
+                if (i % 2 == 1)
+                    CHECK(c.cancel_timer(id));
+            }
+            for (int i = 0; i < pending; i++)
+                c.set_timer(UINT64_MAX, [p = counted_once()](ss::conn &) { TU_FAIL("ran"); });
+            return true;
+        });
+    });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    const double start = tu_now_ms();
+    std::vector<int> clients;
+    for (int i = 0; i < conns; i++)
+        clients.push_back(connect_to(server));
+    for (int fd : clients)
+        tu_send_str(fd, "go\n");
+    for (int fd : clients)
+        tu_expect_line(fd, "done\n");
+    const double elapsed = tu_now_ms() - start;
+    CHECK_EQ(fired, conns * per_conn / 2);
+    // Fired and cancelled ones are gone; the pending ones wait for the close.
+    WAIT_FOR(many_destroyed == conns * per_conn, 5000);
+    for (int fd : clients)
+        close(fd);
+    WAIT_FOR(many_destroyed == conns * (per_conn + pending), 5000);
+    s.stop();
+    CHECK_EQ(many_destroyed, conns * (per_conn + pending));
+    CHECK_EQ(fired, conns * per_conn / 2);
+    fprintf(stderr, "event_timer_many: %d timers set (half cancelled) and fired in %.1f ms\n",
+            conns * (per_conn + pending), elapsed);
+}
+
 // A timer callable that throws: handle_error gets its what(), naming the
 // connection (error_conn() too); that connection closes, another goes on;
 // the callable is destroyed once.
@@ -2077,6 +2145,7 @@ const tu_test tests[] = {
     {"event_watch_throws", event_watch_throws},
     {"event_timer_callables", event_timer_callables},
     {"event_timer_close", event_timer_close},
+    {"event_timer_many", event_timer_many},
     {"event_timer_throws", event_timer_throws},
     {"event_loop_timer", event_loop_timer},
     {"event_drain_from_thread", event_drain_from_thread},
