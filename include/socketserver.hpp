@@ -47,15 +47,15 @@
  *   watch callable the connection closes as failed, the server goes on.
  *   An exception from a callback with no failure return (verify_request,
  *   handle_timeout, service_actions, on_eof, on_close, on_drain, a posted
- *   job, a connection or loop timer) is reported to handle_error the same way
- *   (ss_server_report_error(); for a connection's callback the message
- *   starts "connection <id> from <peer>: " as the library's do);
+ *   job, a connection or loop timer) is reported to handle_error the
+ *   same way (ss_server_report_error(); for a connection's callback the
+ *   message starts "connection <id> from <peer>: " as the library's do);
  *   verify_request then refuses the request, on_eof, on_drain and a
- *   connection timer close the connection. Inside handle_error, ss::error_conn() is the
- *   connection whose failure is reported (the library's or one of these),
- *   else empty. An exception from handle_error itself is written to
- *   stderr (there is nowhere else to report it); one from the log
- *   callback is dropped.
+ *   connection timer close the connection. Inside handle_error,
+ *   ss::error_conn() is the connection whose failure is reported (the
+ *   library's or one of these), else empty. An exception from
+ *   handle_error itself is written to stderr (there is nowhere else to
+ *   report it); one from the log callback is dropped.
  * - Threads: the C API's rules apply unchanged (the `Thread:` lines of
  *   socketserver.h). Callables may run on several threads at once
  *   (SS_THREADING, SS_THREAD_POOL, SS_EVENT with several loops): make
