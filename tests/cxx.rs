@@ -71,7 +71,9 @@
 //!   end; serve_forever returns by itself; drain_cut() 0; no serving
 //!   again. event_drain_deadline_cut: a connection kept busy is cut at the
 //!   deadline: serve_forever throws SS_ERR_TIMEOUT, drain_cut() 1; a
-//!   negative deadline is refused with a status.
+//!   negative deadline is refused with a status. threading_drain: the
+//!   same in SS_THREADING (the idle handler's blocked read ends, the busy
+//!   handler finishes its answer and sees draining()).
 //! - server_from_fd_and_listen_fds: server::from_fd adopts a bound socket
 //!   (refused: still the caller's), listen_fds() with LISTEN_* variables.
 //! - error_carries_status_and_message: ss::error for a bad address (status,
@@ -146,6 +148,7 @@ cxx_subtests! {
     event_drain_from_thread,
     event_drain_from_handler,
     event_drain_deadline_cut,
+    threading_drain,
     server_from_fd_and_listen_fds,
     error_carries_status_and_message,
     log_callback_replaced_and_restored,

@@ -1881,6 +1881,55 @@ void drain_path(bool from_handler)
 void event_drain_from_thread() { drain_path(false); }
 void event_drain_from_handler() { drain_path(true); }
 
+// SS_THREADING: drain() from the test's thread with an idle keep-alive
+// connection (its handler blocked reading: it gets the end at once) and a
+// busy one (its handler still working: waited for, its whole answer sent;
+// it sees draining() and returns); serve_forever returns by itself.
+void threading_drain()
+{
+    std::atomic<bool> slow_started{false}, release{false}, saw_draining{false};
+    ss::config config(ss::transport::tcp, ss::concurrency::threading);
+    config.poll_interval(10).handle([&](ss::request &r) {
+        for (;;) {
+            std::string line = r.readline();
+            if (line.empty())
+                return;
+            if (line == "slow\n") {
+                slow_started = true;
+                WAIT_FOR(release, 10000);
+                r.write(std::string(big_answer, 'b') + "\n");
+            } else {
+                r.write(line);
+            }
+            if (r.server().draining()) {
+                saw_draining = true;
+                return;
+            }
+        }
+    });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int idle = connect_to(server);
+    tu_send_str(idle, "hi\n");
+    tu_expect_line(idle, "hi\n");
+    int busy = connect_to(server);
+    tu_send_str(busy, "slow\n");
+    WAIT_FOR(slow_started, 5000);
+    CHECK_OK(server.drain(10000));
+    tu_expect_eof(idle, 5000);
+    close(idle);
+    CHECK(refuses(server));
+    release = true;
+    std::string got = read_through_line(busy);
+    CHECK_EQ(got.size(), big_answer + 1);
+    tu_expect_eof(busy, 5000);
+    close(busy);
+    s.thread.join();
+    CHECK_OK(s.result);
+    CHECK(saw_draining);
+    CHECK_EQ(server.drain_cut(), 0u);
+}
+
 // The deadline cuts a connection kept busy: serve_forever throws
 // SS_ERR_TIMEOUT, drain_cut() counts it; a negative deadline is refused
 // (a status, not an exception: drain() is async-signal-safe).
@@ -2115,6 +2164,7 @@ TU_SETTLED(exception_std_threading)
 TU_SETTLED(exception_non_std_pool)
 TU_SETTLED(hand_off_thread)
 TU_SETTLED(server_from_fd_and_listen_fds)
+TU_SETTLED(threading_drain)
 
 const tu_test tests[] = {
     {"raii_callables_freed_once", raii_callables_freed_once_settled},
@@ -2151,6 +2201,7 @@ const tu_test tests[] = {
     {"event_drain_from_thread", event_drain_from_thread},
     {"event_drain_from_handler", event_drain_from_handler},
     {"event_drain_deadline_cut", event_drain_deadline_cut},
+    {"threading_drain", threading_drain_settled},
     {"server_from_fd_and_listen_fds", server_from_fd_and_listen_fds_settled},
     {"error_carries_status_and_message", error_carries_status_and_message},
     {"log_callback_replaced_and_restored", log_callback_replaced_and_restored},
