@@ -377,7 +377,7 @@ public:
     {
         if (count > static_cast<std::size_t>(max_iov))
             return too_many(count);
-        struct iovec small[32];
+        struct iovec small[32] = {}; // initialised: g++ -O2 warns for count 0 otherwise
         std::unique_ptr<struct iovec[]> large;
         struct iovec *iov = small;
         if (count > sizeof small / sizeof small[0]) {

@@ -188,6 +188,23 @@ fn run(compiler: &str, subtest: &str) {
     );
 }
 
+/// The wrapper also builds warning-free optimised (g++ -O2 finds more
+/// "may be used uninitialized" cases than -O0 does), and runs.
+#[test]
+fn builds_optimised() {
+    let mut flags = CXX17_FLAGS.to_vec();
+    flags.push("-O2");
+    for compiler in COMPILERS {
+        let exe = common::compile_using(Some(compiler), "cxx_api.cpp", &flags);
+        let out = common::run_with_timeout(&exe, &["event_writev"], &[], common::DEFAULT_TIMEOUT);
+        assert!(
+            out.status.success(),
+            "cxx_api -O2 ({compiler}) event_writev failed\n{}",
+            common::show(&out)
+        );
+    }
+}
+
 /// A compiler that is not installed fails the test, naming it.
 #[test]
 #[should_panic(expected = "cannot run the compiler `no-such-c++-compiler`")]
