@@ -81,6 +81,8 @@
 //! - log_callback_replaced_and_restored: ss::set_log_callback destroys the
 //!   previous callable, nullptr restores stderr, refused from inside.
 //! - version_matches: ss::version() / version_number() against the macros.
+//! - builds_optimised: cxx_api.cpp also builds with -O2 (g++ warns about
+//!   more there) under both compilers, and runs.
 
 mod common;
 
