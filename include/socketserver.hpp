@@ -27,7 +27,12 @@
  *   server's state (the C API never frees a watch's data pointer) and
  *   destroys it exactly once, when the library ends the watch (unwatch,
  *   replacement, the hang-up or error call, the connection's close),
- *   never during its own call.
+ *   never during its own call. So does conn::set_timer() (the C API takes
+ *   no free function for a timer's data): its callable (move-only ones
+ *   too) is destroyed exactly once, after its call, at cancel_timer(), or
+ *   at the connection's close if still pending. A loop timer's callable
+ *   (config::add_loop_timer()) is kept with the other callables: the
+ *   config's, and each server's copy.
  * - Failures are thrown as `ss::error` (a std::runtime_error) carrying
  *   the ss_status, the library's detail message (ss_last_error_message())
  *   and the OS error (ss_last_os_error()).
@@ -42,15 +47,15 @@
  *   watch callable the connection closes as failed, the server goes on.
  *   An exception from a callback with no failure return (verify_request,
  *   handle_timeout, service_actions, on_eof, on_close, on_drain, a posted
- *   job) is reported to handle_error the same way
- *   (ss_server_report_error(); for a connection's callback the message
- *   starts "connection <id> from <peer>: " as the library's do);
- *   verify_request then refuses the request, on_eof and on_drain close
- *   the connection. Inside handle_error, ss::error_conn() is the
- *   connection whose failure is reported (the library's or one of these),
- *   else empty. An exception from handle_error itself is written to
- *   stderr (there is nowhere else to report it); one from the log
- *   callback is dropped.
+ *   job, a connection or loop timer) is reported to handle_error the
+ *   same way (ss_server_report_error(); for a connection's callback the
+ *   message starts "connection <id> from <peer>: " as the library's do);
+ *   verify_request then refuses the request, on_eof, on_drain and a
+ *   connection timer close the connection. Inside handle_error,
+ *   ss::error_conn() is the connection whose failure is reported (the
+ *   library's or one of these), else empty. An exception from
+ *   handle_error itself is written to stderr (there is nowhere else to
+ *   report it); one from the log callback is dropped.
  * - Threads: the C API's rules apply unchanged (the `Thread:` lines of
  *   socketserver.h). Callables may run on several threads at once
  *   (SS_THREADING, SS_THREAD_POOL, SS_EVENT with several loops): make
@@ -372,7 +377,7 @@ public:
     {
         if (count > static_cast<std::size_t>(max_iov))
             return too_many(count);
-        struct iovec small[32];
+        struct iovec small[32] = {}; // initialised: g++ -O2 warns for count 0 otherwise
         std::unique_ptr<struct iovec[]> large;
         struct iovec *iov = small;
         if (count > sizeof small / sizeof small[0]) {
@@ -446,6 +451,49 @@ public:
     void unwatch_fd(int fd);
     /** How many descriptors this connection watches. */
     std::size_t watched_fds() const noexcept { return ss_conn_watched_fds(c_); }
+
+    /** ss_conn_set_timer(): `callback(ss::conn&, std::uint64_t timer_id)`
+     * (or `callback(ss::conn&)`) -> void runs once on this connection's
+     * loop `delay_ms` milliseconds from now (0: on the loop's next turn,
+     * never from inside this call), unless cancelled first; returns the
+     * timer's id (never 0) for reset_timer() / cancel_timer(). Any
+     * callable, move-only ones too. The C API takes no free function for a
+     * timer's data, so the wrapper keeps the callable in the server's
+     * state and destroys it exactly once: right after its call returns
+     * (never during it), at cancel_timer(), or when the connection closes
+     * with it still pending (right after on_close; the library cancels
+     * pending timers before on_close). An exception from it is reported to
+     * handle_error ("connection <id> from <peer>: timer threw: WHAT";
+     * error_conn() is the connection) and closes that connection. If this
+     * throws ss::error (SS_ERR_CLOSED after close() or in on_close,
+     * SS_ERR_NULL_POINTER for an empty callable, ...), the callable is
+     * destroyed and no timer set. Only for connections of a server made by
+     * ss::server; do not mix with ss_conn_set_timer() /
+     * ss_conn_cancel_timer() on the same timer, nor replace the wrapper's
+     * on_close through native_handle(). */
+    template <class F> std::uint64_t set_timer(std::uint64_t delay_ms, F &&callback);
+    /** ss_conn_reset_timer(): pending timer `timer_id` runs `delay_ms` from
+     * now instead (same callable, same id; nothing is destroyed). Throws
+     * ss::error: SS_ERR_INVALID_ARGUMENT if it is not pending (it has run
+     * or is running, was cancelled, is another connection's),
+     * SS_ERR_CLOSED after close(). */
+    void reset_timer(std::uint64_t timer_id, std::uint64_t delay_ms)
+    {
+        detail::check(ss_conn_reset_timer(c_, timer_id, delay_ms));
+    }
+    /** ss_conn_cancel_timer(): true if timer `timer_id` was pending (its
+     * callable is never called and is destroyed before this returns);
+     * false if it was not (it has run or is running, was cancelled
+     * already, is 0 or another connection's: SS_ERR_INVALID_ARGUMENT,
+     * which the C API says is safe to ignore). Allowed after close().
+     * Throws ss::error for other failures (SS_ERR_WRONG_STATE off the
+     * loop thread). */
+    bool cancel_timer(std::uint64_t timer_id);
+
+    /** ss_conn_set_busy(): while true, a drain (server_ref::drain()) does
+     * not close this connection as idle: for an answer on its way from
+     * another thread (post() it, then set_busy(false)). */
+    void set_busy(bool busy) { detail::check(ss_conn_set_busy(c_, busy)); }
 
 private:
     /** IOV_MAX on Linux: what ss_conn_writev() takes at most. */
@@ -761,6 +809,113 @@ struct watch_registry {
     }
 };
 
+struct timer_registry;
+
+/** One conn::set_timer() callable; the pointer ss_conn_set_timer() gets. */
+struct timer_entry {
+    timer_registry *registry = nullptr;
+
+    timer_entry() = default;
+    timer_entry(const timer_entry &) = delete;
+    timer_entry &operator=(const timer_entry &) = delete;
+    virtual ~timer_entry() = default;
+    virtual void run(conn &c, std::uint64_t timer_id) = 0;
+};
+
+/** A timer callable of type Fn, taking (conn&, id) or (conn&). */
+template <class Fn> struct timer_callable final : timer_entry {
+    Fn fn;
+
+    template <class F> explicit timer_callable(F &&f) : fn(std::forward<F>(f)) {}
+    void run(conn &c, std::uint64_t timer_id) override
+    {
+        if constexpr (std::is_invocable_v<Fn &, conn &, std::uint64_t>)
+            fn(c, timer_id);
+        else
+            fn(c);
+    }
+};
+
+/** The pending timer callables of a server's connections, by connection
+ * id and timer id: the C API never hands a cancelled timer's data back,
+ * so the wrapper destroys each callable itself: after its call, at
+ * cancel_timer(), or at its connection's on_close (the library cancels
+ * the pending timers just before). Entries of one connection are only
+ * touched on its loop thread; the lock guards the map for the loops of
+ * other connections. */
+struct timer_registry {
+    using of_conn = std::unordered_map<std::uint64_t, std::unique_ptr<timer_entry>>;
+
+    std::mutex lock;
+    std::unordered_map<std::uint64_t, of_conn> by_conn;
+    /** by_conn.size(), read without the lock by every on_close. */
+    std::atomic<std::size_t> conns{0};
+
+    /** Records `entry` as timer `timer_id` of connection `id`. If this
+     * throws (std::bad_alloc, std::system_error), `entry` was destroyed
+     * or is still the caller's. */
+    void put(std::uint64_t id, std::uint64_t timer_id, std::unique_ptr<timer_entry> &entry)
+    {
+        std::lock_guard<std::mutex> g(lock);
+        of_conn &timers = by_conn[id];
+        conns = by_conn.size();
+        try {
+            timers.emplace(timer_id, std::move(entry));
+        } catch (...) {
+            if (timers.empty()) {
+                by_conn.erase(id);
+                conns = by_conn.size();
+            }
+            throw;
+        }
+    }
+
+    /** Removes timer `timer_id` of connection `id` and returns it (empty
+     * if there is none). */
+    std::unique_ptr<timer_entry> take(std::uint64_t id, std::uint64_t timer_id) noexcept
+    {
+        std::unique_ptr<timer_entry> found;
+        try {
+            std::lock_guard<std::mutex> g(lock);
+            auto it = by_conn.find(id);
+            if (it == by_conn.end())
+                return found;
+            auto entry = it->second.find(timer_id);
+            if (entry != it->second.end()) {
+                found = std::move(entry->second);
+                it->second.erase(entry);
+            }
+            if (it->second.empty()) {
+                by_conn.erase(it);
+                conns = by_conn.size();
+            }
+        } catch (...) {
+            // std::mutex::lock failing: the entry stays until the server goes.
+        }
+        return found;
+    }
+
+    /** Removes every timer of connection `id` (it is closing). */
+    of_conn take_all(std::uint64_t id) noexcept
+    {
+        of_conn found;
+        if (conns.load() == 0)
+            return found;
+        try {
+            std::lock_guard<std::mutex> g(lock);
+            auto it = by_conn.find(id);
+            if (it != by_conn.end()) {
+                found = std::move(it->second);
+                by_conn.erase(it);
+                conns = by_conn.size();
+            }
+        } catch (...) {
+            // As in take().
+        }
+        return found;
+    }
+};
+
 /** Every callback of a server; the server's user data. */
 struct handlers {
     std::function<int(request &)> setup, handle, finish;
@@ -779,6 +934,11 @@ struct handlers {
     /** conn::watch_fd()'s callables; made by ss::server (a config's copy
      * has none). */
     std::shared_ptr<watch_registry> watches;
+    /** conn::set_timer()'s callables; made by ss::server as `watches`. */
+    std::shared_ptr<timer_registry> timers;
+    /** config::add_loop_timer()'s callables; the C data pointer of each
+     * is its index here, so that each server's loops call its own copy. */
+    std::vector<std::function<void(server_ref &, std::size_t)>> loop_timers;
 };
 
 inline handlers &of(void *user_data) noexcept { return *static_cast<handlers *>(user_data); }
@@ -807,10 +967,11 @@ inline void tr_job(ss_conn *c, void *arg) noexcept
 /** A borrowed server: what callbacks get (service_actions,
  * handle_timeout, request::server()), and the base of `ss::server`.
  * Thread: each method as the C function it calls (its `Thread:` line in
- * socketserver.h): shutdown(), post(), address(), port(), fileno(),
- * live_threads(), live_children(), queued_requests() and connections()
- * from any thread; serve_forever(), handle_request(), bind(), activate()
- * one thread at a time; close() not from this server's own loop. */
+ * socketserver.h): shutdown(), drain(), draining(), drain_cut(), post(),
+ * address(), port(), fileno(), live_threads(), live_children(),
+ * queued_requests() and connections() from any thread; serve_forever(),
+ * handle_request(), bind(), activate() one thread at a time; close() not
+ * from this server's own loop. */
 class server_ref {
 public:
     server_ref() noexcept = default;
@@ -823,12 +984,15 @@ public:
     void bind() { detail::check(ss_server_bind(s_)); }
     void activate() { detail::check(ss_server_activate(s_)); }
 
-    /** Until shutdown(); throws ss::error otherwise (SS_ERR_CLOSED when
-     * close() on another thread stopped it). */
+    /** Until shutdown() or the end of a drain(); throws ss::error
+     * otherwise (SS_ERR_CLOSED when close() on another thread stopped it,
+     * SS_ERR_TIMEOUT when a drain's deadline cut something: drain_cut()
+     * says how much, SS_ERR_WRONG_STATE once drained). */
     void serve_forever() { detail::check(ss_server_serve_forever(s_)); }
 
     /** At most one request: SS_OK, SS_ERR_TIMEOUT (the config's timeout
-     * passed) or SS_ERR_SHUT_DOWN; throws ss::error for anything else. */
+     * passed, or a drain's deadline cut something) or SS_ERR_SHUT_DOWN
+     * (also after a drain); throws ss::error for anything else. */
     ss_status handle_request()
     {
         ss_status status = ss_server_handle_request(s_);
@@ -840,6 +1004,31 @@ public:
     /** ss_server_shutdown(): any thread, any callback, a signal handler;
      * returns its status instead of throwing. */
     ss_status shutdown() const noexcept { return ss_server_shutdown(s_); }
+
+    /** ss_server_drain(): a graceful stop: no new connections, what is in
+     * flight finishes (SS_EVENT: each connection closes once idle; see
+     * conn::set_busy()), what is left is closed `deadline_ms` from now,
+     * then serve_forever() returns (it throws ss::error with SS_ERR_TIMEOUT
+     * if the deadline cut something: see drain_cut()). As shutdown():
+     * any thread, any callback, a signal handler (async-signal-safe), so it
+     * returns its status instead of throwing (SS_OK,
+     * SS_ERR_INVALID_ARGUMENT for a negative deadline, SS_ERR_CLOSED,
+     * SS_ERR_WRONG_STATE in a forked child; the C call sets no detail
+     * message). The server cannot serve again afterwards. */
+    ss_status drain(std::int64_t deadline_ms) const noexcept
+    {
+        return ss_server_drain(s_, deadline_ms);
+    }
+    /** ss_server_draining(): a drain was asked for (also once it is over). */
+    bool draining() const noexcept { return ss_server_draining(s_); }
+    /** ss_server_drain_cut(): how many connections (SS_EVENT) or requests
+     * and children the last drain's deadline cut (0 if none). */
+    std::size_t drain_cut() const
+    {
+        std::size_t cut = 0;
+        detail::check(ss_server_drain_cut(s_, &cut));
+        return cut;
+    }
 
     /** ss_server_close(): not from this server's own loop. */
     void close() { detail::check(ss_server_close(s_)); }
@@ -979,6 +1168,72 @@ inline void conn::unwatch_fd(int fd)
 
 namespace detail {
 
+inline void tr_timer(ss_conn *c, std::uint64_t timer_id, void *data) noexcept;
+
+/** The timer callables of `c`'s server (one made by ss::server). */
+inline timer_registry &timers_of(ss_conn *c, const char *what)
+{
+    ss_server *s = ss_conn_server(c);
+    if (s == nullptr)
+        throw error::last(c == nullptr ? SS_ERR_NULL_POINTER : SS_ERR_WRONG_STATE);
+    auto *h = static_cast<handlers *>(ss_server_user_data(s));
+    if (h == nullptr || !h->timers)
+        throw error(SS_ERR_INVALID_ARGUMENT,
+                    std::string(what) + ": only for connections of a server made by ss::server");
+    return *h->timers;
+}
+
+} // namespace detail
+
+template <class F> std::uint64_t conn::set_timer(std::uint64_t delay_ms, F &&callback)
+{
+    using Fn = std::decay_t<F>;
+    if constexpr (std::is_same_v<Fn, std::nullptr_t>) {
+        throw error(SS_ERR_NULL_POINTER, "conn::set_timer: an empty callback");
+    } else {
+        static_assert(std::is_invocable_v<Fn &, conn &, std::uint64_t> ||
+                          std::is_invocable_v<Fn &, conn &>,
+                      "a timer callable takes (ss::conn&, std::uint64_t timer_id) or (ss::conn&)");
+        if constexpr (std::is_invocable_v<Fn &, conn &, std::uint64_t>)
+            static_assert(std::is_void_v<std::invoke_result_t<Fn &, conn &, std::uint64_t>>,
+                          "a timer callable returns void (throw to fail the connection)");
+        else
+            static_assert(std::is_void_v<std::invoke_result_t<Fn &, conn &>>,
+                          "a timer callable returns void (throw to fail the connection)");
+        std::unique_ptr<detail::timer_entry> entry =
+            std::make_unique<detail::timer_callable<Fn>>(std::forward<F>(callback));
+        if (detail::is_empty(static_cast<detail::timer_callable<Fn> &>(*entry).fn))
+            throw error(SS_ERR_NULL_POINTER, "conn::set_timer: an empty callback");
+        detail::timer_registry &registry = detail::timers_of(c_, "conn::set_timer");
+        entry->registry = &registry;
+        std::uint64_t timer_id = 0;
+        // The library calls back with entry.get() only from a later turn of
+        // this loop, by which time the registry holds it.
+        detail::check(ss_conn_set_timer(c_, delay_ms, &detail::tr_timer, entry.get(), &timer_id));
+        try {
+            registry.put(id(), timer_id, entry);
+        } catch (...) {
+            // Out of memory recording it: the library must not keep the pointer.
+            ss_conn_cancel_timer(c_, timer_id);
+            throw;
+        }
+        return timer_id;
+    }
+}
+
+inline bool conn::cancel_timer(std::uint64_t timer_id)
+{
+    detail::timer_registry &registry = detail::timers_of(c_, "conn::cancel_timer");
+    ss_status status = ss_conn_cancel_timer(c_, timer_id);
+    if (status == SS_ERR_INVALID_ARGUMENT)
+        return false;
+    detail::check(status);
+    registry.take(id(), timer_id); // destroyed here: never called, not running
+    return true;
+}
+
+namespace detail {
+
 inline int tr_setup(ss_request *r, void *u) noexcept
 {
     request q(r);
@@ -1101,6 +1356,42 @@ inline void tr_on_close(ss_conn *c, void *u) noexcept
     }
     if (h.watches)
         h.watches->take_all(ss_conn_id(c)); // destroyed here, on the loop thread
+    if (h.timers)
+        h.timers->take_all(ss_conn_id(c)); // cancelled by the library before on_close
+}
+
+/** A conn::set_timer() callable's call: taken out of the registry first
+ * (the timer is no longer pending), destroyed when the call returns. An
+ * exception is reported, naming the connection, and closes it. */
+inline void tr_timer(ss_conn *c, std::uint64_t timer_id, void *data) noexcept
+{
+    auto *raw = static_cast<timer_entry *>(data);
+    std::unique_ptr<timer_entry> entry = raw->registry->take(ss_conn_id(c), timer_id);
+    // Not found only if the registry's lock failed: it still owns `raw`.
+    timer_entry *run = entry ? entry.get() : raw;
+    conn k(c);
+    try {
+        run->run(k, timer_id);
+    } catch (...) {
+        report_conn_current(ss_conn_server(c), c, "timer");
+        ss_conn_close(c);
+    }
+}
+
+/** A config::add_loop_timer() callable's call: `data` is its index in the
+ * server's own copy of the callables. An exception is reported. */
+inline void tr_loop_timer(ss_server *s, std::size_t loop_index, void *data) noexcept
+{
+    auto *h = static_cast<handlers *>(ss_server_user_data(s));
+    const auto index = static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(data));
+    if (h == nullptr || index >= h->loop_timers.size())
+        return; // cannot happen: the config is the wrapper's, and so is the server
+    server_ref v(s);
+    try {
+        h->loop_timers[index](v, loop_index);
+    } catch (...) {
+        report_current(s, nullptr, "loop timer");
+    }
 }
 
 /** An exception from on_drain (no failure return) is reported and closes
@@ -1239,6 +1530,49 @@ public:
     }
     /** SS_EVENT: on_drain's low-water mark (ss_config_set_output_low_water()). */
     config &output_low_water(std::size_t n) { return done(ss_config_set_output_low_water(c_, n)); }
+
+    /** SS_EVENT: ss_config_add_loop_timer(): every event loop of each
+     * server made from this config calls `callback(ss::server_ref&,
+     * std::size_t loop_index)` (or `callback(ss::server_ref&)`) -> void
+     * every `interval_ms` milliseconds while it serves (without drift,
+     * missed periods skipped; stopped when serve_forever stops the loops,
+     * still running during a drain). The loops call it concurrently (one
+     * call per loop per interval: act on loop_index 0 for once per
+     * server): make it thread-safe. The config keeps the callable and each
+     * server its own copy, destroyed with the server's other callables (so
+     * it must be copyable). An exception is reported to handle_error
+     * ("loop timer threw: WHAT", no request) and the timer goes on.
+     * Throws ss::error (SS_ERR_UNSUPPORTED in other modes,
+     * SS_ERR_INVALID_ARGUMENT for `interval_ms` 0, SS_ERR_NULL_POINTER for
+     * an empty callable); the callable is then not kept. There is no call
+     * to remove one. */
+    template <class F> config &add_loop_timer(std::uint64_t interval_ms, F &&callback)
+    {
+        std::function<void(server_ref &, std::size_t)> fn;
+        using Fn = std::decay_t<F>;
+        if constexpr (!std::is_same_v<Fn, std::nullptr_t>) {
+            if (!detail::is_empty(callback)) {
+                if constexpr (std::is_invocable_v<Fn &, server_ref &, std::size_t>)
+                    fn = std::forward<F>(callback);
+                else
+                    fn = [f = Fn(std::forward<F>(callback))](server_ref &s, std::size_t) mutable {
+                        f(s);
+                    };
+            }
+        }
+        if (!fn)
+            throw error(SS_ERR_NULL_POINTER, "config::add_loop_timer: an empty callback");
+        auto &timers = handlers().loop_timers;
+        timers.push_back(std::move(fn));
+        // The C data is the index: each server finds its own copy there.
+        void *index = reinterpret_cast<void *>(static_cast<std::uintptr_t>(timers.size() - 1));
+        ss_status status = ss_config_add_loop_timer(c_, interval_ms, &detail::tr_loop_timer, index);
+        if (status != SS_OK) {
+            timers.pop_back();
+            throw error::last(status);
+        }
+        return *this;
+    }
 
     // Callbacks: any callable; nullptr (or an empty std::function) clears
     // one. Where "void or int" is said, a callable returning void succeeds
@@ -1438,6 +1772,7 @@ private:
     {
         auto callbacks = std::make_unique<detail::handlers>(config.callbacks());
         callbacks->watches = std::make_shared<detail::watch_registry>();
+        callbacks->timers = std::make_shared<detail::timer_registry>();
         return callbacks.release();
     }
 };

@@ -44,6 +44,36 @@
 //!   close, at once when watch_fd throws); an exception fails that
 //!   connection only; event_watch_many_loops: 16 connections at a time on
 //!   four loops, each watch's callable (owning its pipe) freed at close.
+//! - event_timer_callables / event_timer_close: each conn::set_timer
+//!   callable (move-only, holding a probe that counts its destruction) is
+//!   destroyed exactly once: after it fired (alive during its call), at
+//!   cancel_timer (never called), after a reset and its single run, when
+//!   cancelled by another timer due at the same moment, at once when
+//!   set_timer throws (empty callable, after close()), and at the close of
+//!   a connection with timers still pending (the client leaves, close() in
+//!   on_data, the server stops; after on_close); cancel/reset of a timer
+//!   no longer pending (its own id inside its call, a fired one) give
+//!   false / SS_ERR_INVALID_ARGUMENT. event_timer_many: 8 connections on
+//!   two loops with 2100 timers each (half cancelled at once, half fired,
+//!   100 left for the close) share the registry; each callable destroyed
+//!   once. event_timer_throws: an exception
+//!   reaches handle_error naming the connection (error_conn() too) and
+//!   closes that connection only.
+//! - event_loop_timer: config::add_loop_timer on two loops (each loop's
+//!   index), one that throws reported and going on, refused ones
+//!   (another mode, interval 0, empty) keeping nothing, the config's and
+//!   each server's copy destroyed with them.
+//! - event_drain_from_thread / event_drain_from_handler: server::drain()
+//!   from the test's thread or inside on_data, with an idle and a busy
+//!   connection (conn::set_busy, the answer posted by a worker thread): the
+//!   idle one closes at once while the busy one is held, new connections
+//!   are refused, the busy client gets its whole 4 MiB answer, then the
+//!   end; serve_forever returns by itself; drain_cut() 0; no serving
+//!   again. event_drain_deadline_cut: a connection kept busy is cut at the
+//!   deadline: serve_forever throws SS_ERR_TIMEOUT, drain_cut() 1; a
+//!   negative deadline is refused with a status. threading_drain: the
+//!   same in SS_THREADING (the idle handler's blocked read ends, the busy
+//!   handler finishes its answer and sees draining()).
 //! - server_from_fd_and_listen_fds: server::from_fd adopts a bound socket
 //!   (refused: still the caller's), listen_fds() with LISTEN_* variables.
 //! - error_carries_status_and_message: ss::error for a bad address (status,
@@ -51,6 +81,8 @@
 //! - log_callback_replaced_and_restored: ss::set_log_callback destroys the
 //!   previous callable, nullptr restores stderr, refused from inside.
 //! - version_matches: ss::version() / version_number() against the macros.
+//! - builds_optimised: cxx_api.cpp also builds with -O2 (g++ warns about
+//!   more there) under both compilers, and runs.
 
 mod common;
 
@@ -110,6 +142,15 @@ cxx_subtests! {
     event_watch_fd_callables,
     event_watch_many_loops,
     event_watch_throws,
+    event_timer_callables,
+    event_timer_close,
+    event_timer_many,
+    event_timer_throws,
+    event_loop_timer,
+    event_drain_from_thread,
+    event_drain_from_handler,
+    event_drain_deadline_cut,
+    threading_drain,
     server_from_fd_and_listen_fds,
     error_carries_status_and_message,
     log_callback_replaced_and_restored,
@@ -147,6 +188,23 @@ fn run(compiler: &str, subtest: &str) {
         "left files behind: {:?}",
         tmp.leftovers()
     );
+}
+
+/// The wrapper also builds warning-free optimised (g++ -O2 finds more
+/// "may be used uninitialized" cases than -O0 does), and runs.
+#[test]
+fn builds_optimised() {
+    let mut flags = CXX17_FLAGS.to_vec();
+    flags.push("-O2");
+    for compiler in COMPILERS {
+        let exe = common::compile_using(Some(compiler), "cxx_api.cpp", &flags);
+        let out = common::run_with_timeout(&exe, &["event_writev"], &[], common::DEFAULT_TIMEOUT);
+        assert!(
+            out.status.success(),
+            "cxx_api -O2 ({compiler}) event_writev failed\n{}",
+            common::show(&out)
+        );
+    }
 }
 
 /// A compiler that is not installed fails the test, naming it.

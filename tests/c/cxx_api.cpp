@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -1321,6 +1322,643 @@ void event_watch_throws()
     close(p[1]);
 }
 
+// --------------------------------------------------------------- timers
+
+// How often the once_probe of each slot was destroyed. A probe is
+// move-only and counts only while it is not moved from: a callable
+// holding one is destroyed exactly once iff its slot reads 1 (a second
+// destruction of the same object would be a double free valgrind reports).
+std::atomic<int> probe_destroyed[16];
+std::atomic<int> probe_called[16];
+
+struct once_probe {
+    int slot;
+    explicit once_probe(int s) : slot(s) {}
+    once_probe(once_probe &&other) noexcept : slot(std::exchange(other.slot, -1)) {}
+    once_probe(const once_probe &) = delete;
+    once_probe &operator=(const once_probe &) = delete;
+    once_probe &operator=(once_probe &&) = delete;
+    ~once_probe()
+    {
+        if (slot >= 0)
+            probe_destroyed[slot]++;
+    }
+};
+
+std::string probe_state(int slot)
+{
+    return "destroyed " + std::to_string(probe_destroyed[slot]) + " called " +
+           std::to_string(probe_called[slot]) + "\n";
+}
+
+// Each timer callable (move-only, holding a once_probe) destroyed exactly
+// once: after it fired (not during its call), at cancel_timer (never
+// called), after a reset and its one run; cancel and reset of a timer no
+// longer pending (its own id inside its call, a fired one); a timer
+// cancelling another due at the same moment; set_timer refused (empty
+// callable, after close()) destroying the callable at once.
+void event_timer_callables()
+{
+    const int base = tracker::live;
+    std::atomic<std::uint64_t> reset_id{0};
+    std::atomic<int> closed_status{0};
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(1).on_data([&](ss::conn &c, std::string_view data) {
+        return each_line(data, [&](std::string_view line) {
+            if (line == "fire\n") {
+                std::uint64_t id = c.set_timer(10, [p = once_probe(0)](ss::conn &k, std::uint64_t) {
+                    probe_called[0]++;
+                    // Alive during its own call.
+                    k.write("fired " + probe_state(0));
+                });
+                CHECK(id != 0);
+                c.write("set\n");
+            } else if (line == "cancel\n") {
+                std::uint64_t id = c.set_timer(60000, [p = once_probe(1)](ss::conn &) {
+                    probe_called[1]++;
+                });
+                const bool first = c.cancel_timer(id);
+                const int at_once = probe_destroyed[1];
+                const bool again = c.cancel_timer(id);
+                c.write("cancel " + std::to_string(first) + " " + std::to_string(at_once) + " " +
+                        std::to_string(again) + "\n");
+            } else if (line == "reset\n") {
+                reset_id = c.set_timer(60000, [p = once_probe(2), t = tracker()](ss::conn &k) {
+                    probe_called[2]++;
+                    k.write("reset fired\n");
+                });
+                c.reset_timer(reset_id, 10); // the same callable, sooner
+                c.write("reset " + probe_state(2));
+            } else if (line == "reset again\n") {
+                int status = 0;
+                try {
+                    c.reset_timer(reset_id, 10); // it has run
+                } catch (const ss::error &e) {
+                    status = e.status();
+                }
+                c.write("again " + std::to_string(status) + " " +
+                        std::to_string(c.cancel_timer(reset_id)) + "\n");
+            } else if (line == "self\n") {
+                c.set_timer(0, [p = once_probe(3)](ss::conn &k, std::uint64_t self) {
+                    probe_called[3]++;
+                    // No longer pending inside its own call.
+                    const bool cancelled = k.cancel_timer(self);
+                    int status = 0;
+                    try {
+                        k.reset_timer(self, 10);
+                    } catch (const ss::error &e) {
+                        status = e.status();
+                    }
+                    // Setting another from inside works.
+                    k.set_timer(0, [p2 = once_probe(4)](ss::conn &k2) {
+                        probe_called[4]++;
+                        k2.write("second " + probe_state(3));
+                    });
+                    k.write("self " + std::to_string(cancelled) + " " + std::to_string(status) + "\n");
+                });
+            } else if (line == "other\n") {
+                // Due at the same moment, run in the order set: the first
+                // cancels the second, which never runs.
+                auto victim = std::make_shared<std::uint64_t>(0);
+                c.set_timer(20, [p = once_probe(5), victim](ss::conn &k) {
+                    probe_called[5]++;
+                    const bool cancelled = k.cancel_timer(*victim);
+                    k.write("other " + std::to_string(cancelled) + " " + probe_state(6));
+                });
+                *victim = c.set_timer(20, [p = once_probe(6)](ss::conn &) {
+                    probe_called[6]++;
+                    TU_FAIL("a cancelled timer ran");
+                });
+            } else if (line == "bad\n") {
+                int statuses[2] = {0, 0};
+                try {
+                    c.set_timer(10, nullptr);
+                } catch (const ss::error &e) {
+                    statuses[0] = e.status();
+                }
+                try {
+                    c.set_timer(10, std::function<void(ss::conn &)>());
+                } catch (const ss::error &e) {
+                    statuses[1] = e.status();
+                }
+                c.write("bad " + std::to_string(statuses[0]) + " " + std::to_string(statuses[1]) +
+                        "\n");
+            } else if (line == "close\n") {
+                c.write("closing\n");
+                c.close();
+                try {
+                    c.set_timer(0, [p = once_probe(7)](ss::conn &) { probe_called[7]++; });
+                } catch (const ss::error &e) {
+                    closed_status = e.status();
+                }
+                // Refused: destroyed before set_timer returned.
+                CHECK_EQ(probe_destroyed[7], 1);
+                return false;
+            } else if (line.substr(0, 6) == "count ") {
+                c.write(probe_state(std::stoi(std::string(line.substr(6)))));
+            }
+            return true;
+        });
+    });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int fd = connect_to(server);
+
+    tu_send_str(fd, "fire\n");
+    tu_expect_line(fd, "set\n");
+    tu_expect_line(fd, "fired destroyed 0 called 1\n");
+    tu_send_str(fd, "count 0\n"); // after the timer's call returned
+    tu_expect_line(fd, "destroyed 1 called 1\n");
+
+    tu_send_str(fd, "cancel\n");
+    tu_expect_line(fd, "cancel 1 1 0\n");
+
+    tu_send_str(fd, "reset\n");
+    tu_expect_line(fd, "reset destroyed 0 called 0\n");
+    tu_expect_line(fd, "reset fired\n");
+    tu_send_str(fd, "reset again\n");
+    tu_expect_line(fd, ("again " + std::to_string(SS_ERR_INVALID_ARGUMENT) + " 0\n").c_str());
+    tu_send_str(fd, "count 2\n");
+    tu_expect_line(fd, "destroyed 1 called 1\n");
+
+    tu_send_str(fd, "self\n");
+    tu_expect_line(fd, ("self 0 " + std::to_string(SS_ERR_INVALID_ARGUMENT) + "\n").c_str());
+    tu_expect_line(fd, "second destroyed 1 called 1\n");
+    tu_send_str(fd, "count 4\n");
+    tu_expect_line(fd, "destroyed 1 called 1\n");
+
+    tu_send_str(fd, "other\n");
+    tu_expect_line(fd, "other 1 destroyed 1 called 0\n");
+    tu_send_str(fd, "count 5\n");
+    tu_expect_line(fd, "destroyed 1 called 1\n");
+
+    tu_send_str(fd, "bad\n");
+    tu_expect_line(fd, ("bad " + std::to_string(SS_ERR_NULL_POINTER) + " " +
+                        std::to_string(SS_ERR_NULL_POINTER) + "\n")
+                           .c_str());
+
+    tu_send_str(fd, "close\n");
+    tu_expect_line(fd, "closing\n");
+    tu_expect_eof(fd, 5000);
+    close(fd);
+    CHECK_EQ(closed_status, SS_ERR_CLOSED);
+    s.stop();
+    const int called[] = {1, 0, 1, 1, 1, 1, 0, 0};
+    for (int slot = 0; slot < 8; slot++) {
+        CHECK_EQ(probe_destroyed[slot], 1);
+        CHECK_EQ(probe_called[slot], called[slot]);
+    }
+    CHECK_EQ(tracker::live, base);
+}
+
+// Timers still pending when their connection closes (the client leaves,
+// close() in on_data, the server stops): each callable destroyed exactly
+// once, at that close, never called; on_close sees them alive.
+void event_timer_close()
+{
+    const int base = tracker::live;
+    std::atomic<int> closes{0};
+    std::atomic<int> live_in_on_close{-1};
+    std::atomic<int> next_slot{0};
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(2)
+        .on_data([&](ss::conn &c, std::string_view data) {
+            return each_line(data, [&](std::string_view line) {
+                // Two pending timers each: a move-only one and a copyable one.
+                const int slot = next_slot++;
+                c.set_timer(60000, [p = once_probe(slot)](ss::conn &) { probe_called[p.slot]++; });
+                c.set_timer(UINT64_MAX, [t = tracker()](ss::conn &) { TU_FAIL("ran"); });
+                if (line == "close\n") {
+                    c.close();
+                    return false;
+                }
+                c.write("pending\n");
+                return true;
+            });
+        })
+        .on_close([&](ss::conn &) {
+            if (closes++ == 0)
+                live_in_on_close = tracker::live - base;
+        });
+    {
+        ss::server server(config, "127.0.0.1:0");
+        serving s(server);
+        // The client leaves.
+        int leaving = connect_to(server);
+        tu_send_str(leaving, "stay\n");
+        tu_expect_line(leaving, "pending\n");
+        CHECK_EQ(tracker::live, base + 1);
+        CHECK_EQ(probe_destroyed[0], 0);
+        close(leaving);
+        WAIT_FOR(closes == 1, 5000);
+        WAIT_FOR(probe_destroyed[0] == 1, 5000);
+        CHECK_EQ(live_in_on_close, 1); // destroyed after on_close
+        CHECK_EQ(tracker::live, base);
+        // close() from on_data.
+        int closing = connect_to(server);
+        tu_send_str(closing, "close\n");
+        tu_expect_eof(closing, 5000);
+        close(closing);
+        WAIT_FOR(probe_destroyed[1] == 1, 5000);
+        WAIT_FOR(tracker::live == base, 5000);
+        // The server stops with connections (on both loops) holding timers.
+        std::vector<int> clients;
+        for (int i = 0; i < 4; i++) {
+            clients.push_back(connect_to(server));
+            tu_send_str(clients.back(), "stay\n");
+            tu_expect_line(clients.back(), "pending\n");
+        }
+        CHECK_EQ(tracker::live, base + 4);
+        s.stop();
+        CHECK_EQ(tracker::live, base);
+        for (int fd : clients)
+            close(fd);
+    }
+    for (int slot = 0; slot < 6; slot++) {
+        CHECK_EQ(probe_destroyed[slot], 1);
+        CHECK_EQ(probe_called[slot], 0);
+    }
+    CHECK_EQ(closes, 6);
+}
+
+// Counts every destruction of a callable holding it (move-only; moved-from
+// ones do not count).
+std::atomic<long> many_destroyed{0};
+struct counted_once {
+    bool owner = true;
+    counted_once() = default;
+    counted_once(counted_once &&other) noexcept : owner(std::exchange(other.owner, false)) {}
+    counted_once(const counted_once &) = delete;
+    counted_once &operator=(const counted_once &) = delete;
+    counted_once &operator=(counted_once &&) = delete;
+    ~counted_once()
+    {
+        if (owner)
+            many_destroyed++;
+    }
+};
+
+// 8 connections on two loops, each setting 2000 timers (delays 0-49 ms)
+// and cancelling every other one at once, then leaving 100 pending for its
+// close: the registry is shared by the loops; every callable is destroyed
+// exactly once, the fired half called once each.
+void event_timer_many()
+{
+    constexpr int per_conn = 2000, pending = 100, conns = 8;
+    std::atomic<long> fired{0};
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(2).on_data([&](ss::conn &c, std::string_view data) {
+        return each_line(data, [&](std::string_view) {
+            auto left = std::make_shared<int>(per_conn / 2); // this loop's only
+            for (int i = 0; i < per_conn; i++) {
+                std::uint64_t id = c.set_timer(static_cast<std::uint64_t>(i % 50),
+                                               [p = counted_once(), left, &fired](ss::conn &k) {
+                                                   fired++;
+                                                   if (--*left == 0)
+                                                       k.write("done\n");
+                                               });
+                if (i % 2 == 1)
+                    CHECK(c.cancel_timer(id));
+            }
+            for (int i = 0; i < pending; i++)
+                c.set_timer(UINT64_MAX, [p = counted_once()](ss::conn &) { TU_FAIL("ran"); });
+            return true;
+        });
+    });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    const double start = tu_now_ms();
+    std::vector<int> clients;
+    for (int i = 0; i < conns; i++)
+        clients.push_back(connect_to(server));
+    for (int fd : clients)
+        tu_send_str(fd, "go\n");
+    for (int fd : clients)
+        tu_expect_line(fd, "done\n");
+    const double elapsed = tu_now_ms() - start;
+    CHECK_EQ(fired, conns * per_conn / 2);
+    // Fired and cancelled ones are gone; the pending ones wait for the close.
+    WAIT_FOR(many_destroyed == conns * per_conn, 5000);
+    for (int fd : clients)
+        close(fd);
+    WAIT_FOR(many_destroyed == conns * (per_conn + pending), 5000);
+    s.stop();
+    CHECK_EQ(many_destroyed, conns * (per_conn + pending));
+    CHECK_EQ(fired, conns * per_conn / 2);
+    fprintf(stderr, "event_timer_many: %d timers set (half cancelled) and fired in %.1f ms\n",
+            conns * (per_conn + pending), elapsed);
+}
+
+// A timer callable that throws: handle_error gets its what(), naming the
+// connection (error_conn() too); that connection closes, another goes on;
+// the callable is destroyed once.
+void event_timer_throws()
+{
+    conn_reports seen;
+    std::atomic<std::uint64_t> failing{0};
+    std::atomic<int> closed{0};
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(1)
+        .on_data([&](ss::conn &c, std::string_view data) {
+            return each_line(data, [&](std::string_view line) {
+                if (line == "arm\n") {
+                    failing = c.id();
+                    c.set_timer(5, [p = once_probe(0)](ss::conn &) {
+                        probe_called[0]++;
+                        throw std::runtime_error("timer broke");
+                    });
+                    c.write("armed\n");
+                } else {
+                    c.write(line);
+                }
+                return true;
+            });
+        })
+        .on_close([&closed](ss::conn &) { closed++; })
+        .handle_error([&seen](ss::request &r, ss_status, std::string_view m) { seen.add(r, m); });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int good = connect_to(server);
+    tu_send_str(good, "one\n");
+    tu_expect_line(good, "one\n");
+    int bad = connect_to(server);
+    tu_send_str(bad, "arm\n");
+    tu_expect_line(bad, "armed\n");
+    tu_expect_eof(bad, 5000);
+    close(bad);
+    WAIT_FOR(seen.count() == 1, 5000);
+    auto [message, id] = seen.at(0);
+    CHECK_CONTAINS(message.c_str(), ("connection " + std::to_string(failing) + " from 127.0.0.1:").c_str());
+    CHECK_CONTAINS(message.c_str(), "timer threw: timer broke");
+    CHECK_EQ(id, failing.load());
+    WAIT_FOR(closed == 1, 5000);
+    CHECK_EQ(probe_called[0], 1);
+    CHECK_EQ(probe_destroyed[0], 1);
+    tu_send_str(good, "two\n");
+    tu_expect_line(good, "two\n");
+    close(good);
+    s.stop();
+    CHECK_EQ(seen.count(), 1);
+}
+
+// config::add_loop_timer: every loop calls the server's own copy with its
+// index; one that throws is reported and goes on; refused ones keep no
+// callable; the copies are destroyed with the server and the config.
+void event_loop_timer()
+{
+    reports seen;
+    const int base = tracker::live;
+    std::atomic<int> ticks[2] = {{0}, {0}};
+    std::atomic<int> throws{0};
+    std::atomic<bool> bad_index{false};
+    {
+        ss::config config(ss::transport::tcp, ss::concurrency::event);
+        config.threads(2)
+            .on_data([](ss::conn &c, std::string_view data) {
+                c.write(data);
+                return data.size();
+            })
+            .handle_error([&seen](ss::request &r, ss_status st, std::string_view m) { seen.add(r, st, m); })
+            .add_loop_timer(5,
+                            [t = tracker(), &ticks, &bad_index](ss::server_ref &s, std::size_t loop) {
+                                if (!s || loop > 1)
+                                    bad_index = true;
+                                else
+                                    ticks[loop]++;
+                                s.connections(); // the server, usable here
+                            })
+            .add_loop_timer(5, [&throws](ss::server_ref &) {
+                if (throws++ == 0)
+                    throw std::runtime_error("tick broke");
+            });
+        const int in_config = tracker::live;
+        CHECK_EQ(in_config, base + 1);
+        // Refused: nothing kept.
+        int statuses[3] = {0, 0, 0};
+        ss::config blocking(ss::transport::tcp, ss::concurrency::threading);
+        try {
+            blocking.add_loop_timer(5, [t = tracker()](ss::server_ref &) {});
+        } catch (const ss::error &e) {
+            statuses[0] = e.status();
+        }
+        try {
+            config.add_loop_timer(0, [t = tracker()](ss::server_ref &) {});
+        } catch (const ss::error &e) {
+            statuses[1] = e.status();
+        }
+        try {
+            config.add_loop_timer(5, nullptr);
+        } catch (const ss::error &e) {
+            statuses[2] = e.status();
+        }
+        CHECK_EQ(statuses[0], SS_ERR_UNSUPPORTED);
+        CHECK_EQ(statuses[1], SS_ERR_INVALID_ARGUMENT);
+        CHECK_EQ(statuses[2], SS_ERR_NULL_POINTER);
+        CHECK_EQ(tracker::live, in_config);
+        {
+            ss::server server(config, "127.0.0.1:0");
+            CHECK_EQ(tracker::live, in_config + 1); // the server's own copy
+            serving s(server);
+            WAIT_FOR(ticks[0] >= 3 && ticks[1] >= 3, 5000);
+            WAIT_FOR(throws >= 3, 5000); // it goes on after throwing
+            WAIT_FOR(seen.count() == 1, 5000);
+            CHECK_EQ(seen.at(0).first, SS_ERR_HANDLER);
+            CHECK_CONTAINS(seen.at(0).second.c_str(), "loop timer threw: tick broke");
+            CHECK(!seen.had_request);
+            expect_echo(server, "tick\n");
+            s.stop();
+            CHECK(!bad_index);
+        }
+        CHECK_EQ(tracker::live, in_config);
+        // A second server from the config gets its own copy again.
+        ss::server again(config, "127.0.0.1:0");
+        CHECK_EQ(tracker::live, in_config + 1);
+    }
+    CHECK_EQ(tracker::live, base);
+    CHECK_EQ(seen.count(), 1);
+}
+
+// ---------------------------------------------------------------- drain
+
+// connect(2) to the server's address fails: the drained listener refuses.
+bool refuses(const ss::server &server)
+{
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons(server.port());
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK_SYS(fd);
+    const int rc = connect(fd, reinterpret_cast<sockaddr *>(&sin), sizeof sin);
+    const int err = errno;
+    close(fd);
+    return rc < 0 && err == ECONNREFUSED;
+}
+
+// A drain with an idle connection and a busy one (its answer comes from a
+// worker thread, posted, the connection marked busy meanwhile), asked for
+// from the test's thread or from inside the busy connection's on_data:
+// the idle one closes at once while the busy one is held, new connections
+// are refused, the busy client gets its whole (large) answer and then the
+// end, and serve_forever returns by itself (no cut).
+constexpr std::size_t big_answer = 4u << 20; // more than the socket buffers hold
+
+void drain_path(bool from_handler)
+{
+    std::atomic<bool> received{false}, release{false}, draining_inside{false};
+    std::atomic<int> closed{0};
+    std::thread worker;
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(1)
+        .on_data([&](ss::conn &c, std::string_view data) {
+            return each_line(data, [&](std::string_view line) {
+                if (line != "work\n") {
+                    c.write(line);
+                    return true;
+                }
+                c.set_busy(true);
+                if (from_handler) {
+                    CHECK_OK(c.server().drain(10000));
+                    draining_inside = c.server().draining();
+                }
+                ss::server_ref srv = c.server();
+                const std::uint64_t id = c.id();
+                worker = std::thread([&release, srv, id] {
+                    WAIT_FOR(release, 10000);
+                    srv.post(id, [](ss::conn &k) {
+                        CHECK(k);
+                        k.write(std::string(big_answer, 'a') + "\n");
+                        k.set_busy(false);
+                    });
+                });
+                received = true;
+                return true;
+            });
+        })
+        .on_close([&closed](ss::conn &) { closed++; });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int idle = connect_to(server);
+    tu_send_str(idle, "hi\n");
+    tu_expect_line(idle, "hi\n");
+    int busy = connect_to(server);
+    tu_send_str(busy, "work\n");
+    WAIT_FOR(received, 5000);
+    if (from_handler) {
+        CHECK(draining_inside);
+    } else {
+        CHECK(!server.draining());
+        CHECK_OK(server.drain(10000));
+    }
+    CHECK(server.draining());
+    // The idle one goes at once; the busy one is held.
+    tu_expect_eof(idle, 5000);
+    close(idle);
+    WAIT_FOR(closed == 1, 5000);
+    WAIT_FOR(server.connections() == 1, 5000); // counted until on_close returned
+    CHECK(refuses(server));
+    release = true;
+    std::string got = read_through_line(busy);
+    CHECK_EQ(got.size(), big_answer + 1);
+    CHECK_EQ(got.find_first_not_of('a'), big_answer);
+    tu_expect_eof(busy, 5000);
+    close(busy);
+    s.thread.join(); // returns by itself
+    CHECK_OK(s.result);
+    worker.join();
+    CHECK_EQ(closed, 2);
+    CHECK_EQ(server.drain_cut(), 0u);
+    // Drained: it does not serve again.
+    ss_status again = SS_OK;
+    try {
+        server.serve_forever();
+    } catch (const ss::error &e) {
+        again = e.status();
+    }
+    CHECK_EQ(again, SS_ERR_WRONG_STATE);
+}
+
+void event_drain_from_thread() { drain_path(false); }
+void event_drain_from_handler() { drain_path(true); }
+
+// SS_THREADING: drain() from the test's thread with an idle keep-alive
+// connection (its handler blocked reading: it gets the end at once) and a
+// busy one (its handler still working: waited for, its whole answer sent;
+// it sees draining() and returns); serve_forever returns by itself.
+void threading_drain()
+{
+    std::atomic<bool> slow_started{false}, release{false}, saw_draining{false};
+    ss::config config(ss::transport::tcp, ss::concurrency::threading);
+    config.poll_interval(10).handle([&](ss::request &r) {
+        for (;;) {
+            std::string line = r.readline();
+            if (line.empty())
+                return;
+            if (line == "slow\n") {
+                slow_started = true;
+                WAIT_FOR(release, 10000);
+                r.write(std::string(big_answer, 'b') + "\n");
+            } else {
+                r.write(line);
+            }
+            if (r.server().draining()) {
+                saw_draining = true;
+                return;
+            }
+        }
+    });
+    ss::server server(config, "127.0.0.1:0");
+    serving s(server);
+    int idle = connect_to(server);
+    tu_send_str(idle, "hi\n");
+    tu_expect_line(idle, "hi\n");
+    int busy = connect_to(server);
+    tu_send_str(busy, "slow\n");
+    WAIT_FOR(slow_started, 5000);
+    CHECK_OK(server.drain(10000));
+    tu_expect_eof(idle, 5000);
+    close(idle);
+    CHECK(refuses(server));
+    release = true;
+    std::string got = read_through_line(busy);
+    CHECK_EQ(got.size(), big_answer + 1);
+    tu_expect_eof(busy, 5000);
+    close(busy);
+    s.thread.join();
+    CHECK_OK(s.result);
+    CHECK(saw_draining);
+    CHECK_EQ(server.drain_cut(), 0u);
+}
+
+// The deadline cuts a connection kept busy: serve_forever throws
+// SS_ERR_TIMEOUT, drain_cut() counts it; a negative deadline is refused
+// (a status, not an exception: drain() is async-signal-safe).
+void event_drain_deadline_cut()
+{
+    std::atomic<bool> busy_set{false};
+    ss::config config(ss::transport::tcp, ss::concurrency::event);
+    config.threads(1).on_data([&](ss::conn &c, std::string_view data) {
+        c.set_busy(true); // never cleared
+        busy_set = true;
+        return data.size();
+    });
+    ss::server server(config, "127.0.0.1:0");
+    CHECK_EQ(server.drain(-1), SS_ERR_INVALID_ARGUMENT);
+    CHECK(!server.draining());
+    serving s(server);
+    int fd = connect_to(server);
+    tu_send_str(fd, "x\n");
+    WAIT_FOR(busy_set, 5000);
+    const double start = tu_now_ms();
+    CHECK_OK(server.drain(100));
+    s.thread.join();
+    CHECK_EQ(s.result, SS_ERR_TIMEOUT);
+    CHECK(tu_now_ms() - start >= 90);
+    CHECK_EQ(server.drain_cut(), 1u);
+    tu_expect_eof(fd, 5000);
+    close(fd);
+}
+
 // ------------------------------------------------------ adopted sockets
 
 int bound_socket(int type, bool listening)
@@ -1526,6 +2164,7 @@ TU_SETTLED(exception_std_threading)
 TU_SETTLED(exception_non_std_pool)
 TU_SETTLED(hand_off_thread)
 TU_SETTLED(server_from_fd_and_listen_fds)
+TU_SETTLED(threading_drain)
 
 const tu_test tests[] = {
     {"raii_callables_freed_once", raii_callables_freed_once_settled},
@@ -1554,6 +2193,15 @@ const tu_test tests[] = {
     {"event_watch_fd_callables", event_watch_fd_callables},
     {"event_watch_many_loops", event_watch_many_loops},
     {"event_watch_throws", event_watch_throws},
+    {"event_timer_callables", event_timer_callables},
+    {"event_timer_close", event_timer_close},
+    {"event_timer_many", event_timer_many},
+    {"event_timer_throws", event_timer_throws},
+    {"event_loop_timer", event_loop_timer},
+    {"event_drain_from_thread", event_drain_from_thread},
+    {"event_drain_from_handler", event_drain_from_handler},
+    {"event_drain_deadline_cut", event_drain_deadline_cut},
+    {"threading_drain", threading_drain_settled},
     {"server_from_fd_and_listen_fds", server_from_fd_and_listen_fds_settled},
     {"error_carries_status_and_message", error_carries_status_and_message},
     {"log_callback_replaced_and_restored", log_callback_replaced_and_restored},
