@@ -72,8 +72,8 @@ unsafe impl<F: Sync> Sync for CTimer<F> {}
 ///
 /// Errors (`callback` is then never called and `*out_timer_id` not written):
 /// SS_ERR_NULL_POINTER (`conn` or `callback` NULL), SS_ERR_CLOSED (after
-/// ss_conn_close(), or in on_close), SS_ERR_WRONG_STATE (not on the
-/// connection's loop thread).
+/// ss_conn_close() or ss_conn_abort(), once the connection failed, or
+/// in on_close), SS_ERR_WRONG_STATE (not on the connection's loop thread).
 ///
 /// Thread: the connection's loop thread, in a callback or job given this conn.
 #[no_mangle]
@@ -111,8 +111,9 @@ pub unsafe extern "C" fn ss_conn_set_timer(
 /// Errors: SS_ERR_NULL_POINTER, SS_ERR_INVALID_ARGUMENT (`timer_id` is not
 /// pending on this connection: it has run or is running, was cancelled,
 /// is 0, or is another connection's; nothing changed), SS_ERR_CLOSED
-/// (after ss_conn_close(), or in on_close), SS_ERR_WRONG_STATE (not on the
-/// connection's loop thread).
+/// (after ss_conn_close() or ss_conn_abort(), once the connection failed,
+/// or in on_close), SS_ERR_WRONG_STATE (not on the connection's loop
+/// thread).
 ///
 /// Thread: the connection's loop thread, in a callback or job given this conn.
 #[no_mangle]
