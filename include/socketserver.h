@@ -1389,7 +1389,11 @@ struct ss_conn *ss_error_conn(void);
  * closes it; it watches a duplicate of it (its own descriptor,
  * close-on-exec, closed when the watch ends), so closing `fd` before
  * unwatching cannot disturb the loop, though the file then stays open
- * until the watch ends. `data` is never dereferenced or freed.
+ * until the watch ends. Watches are known by the number `fd`: once you
+ * have closed `fd`, unwatch it before watching a new descriptor that got
+ * the same number, else the call only changes the old watch (of the
+ * closed file's duplicate) and the new descriptor is not watched. `data`
+ * is never dereferenced or freed.
  *
  * Errors: SS_ERR_INVALID_ARGUMENT for `events` other than a non-empty
  * combination of SS_WATCH_READ and SS_WATCH_WRITE, for a descriptor that
