@@ -63,10 +63,13 @@ pub type ss_open_fn =
 /// used (it starts at 0); the rest is presented again, with the next bytes,
 /// and at once if you consumed something and room for output remains (so
 /// handling one request per call works for pipelined requests), and again
-/// after each job posted to the connection has run (so input held back
-/// while waiting for a posted result is not stuck until more arrives).
-/// Return 0, or non-zero to close the connection as failed (reported to
-/// handle_error with a NULL request). Must not block.
+/// after each job posted to the connection, or timer of it, has run (so
+/// input held back while waiting for a posted result is not stuck until
+/// more arrives). Never called while reading is paused
+/// (ss_conn_pause_reading(): held input is presented after
+/// ss_conn_resume_reading()). Return 0, or non-zero to close the
+/// connection as failed (reported to handle_error with a NULL request).
+/// Must not block.
 pub type ss_data_fn = Option<
     unsafe extern "C-unwind" fn(
         conn: *mut ss_conn,
@@ -79,7 +82,8 @@ pub type ss_data_fn = Option<
 
 /// SS_EVENT on_close: the connection is going away (peer closed or gone,
 /// error, idle timeout, request deadline, ss_conn_close() after the output
-/// was sent or given up, or the server stopping). The last call with this
+/// was sent or given up, ss_conn_abort(), a drain (ss_server_drain()), or
+/// the server stopping). The last call with this
 /// conn: free its user data here. It runs when the connection leaves your
 /// view: for a lingering close (ss_config_set_lingering()) when lingering
 /// begins, so the socket may still be open, discarding input, for a while
