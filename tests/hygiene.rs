@@ -11,7 +11,8 @@
 //! - the LICENSE files match Cargo.toml's `MIT OR Apache-2.0`;
 //! - a plain build of the library does not build cbindgen (the header is
 //!   committed; `make header` regenerates it);
-//! - the Makefile honours BUILD=debug and CARGO_TARGET_DIR.
+//! - the Makefile honours BUILD=debug and CARGO_TARGET_DIR, and switching
+//!   BUILD relinks every example (C and C++).
 
 mod common;
 
@@ -331,4 +332,35 @@ fn makefile_honours_build_and_cargo_target_dir() {
         "the default build is release\n{}",
         show(&out)
     );
+}
+
+/// Switching BUILD relinks every example, the C++ ones too: each pattern
+/// rule that builds an example (c_examples/%.c and %.cpp) lists the stamp
+/// of the BUILD its programs are linked against. (Without it, the C++
+/// example stayed linked against the other profile's library: the newer
+/// library of the first BUILD made it look up to date.)
+#[test]
+fn every_example_rule_relinks_when_build_changes() {
+    // -p prints make's rule database; -q with a target that has no rule
+    // runs nothing.
+    let out = make(&["-pq", "no-such-target-for-the-rule-database"], &[]);
+    let rules = text(&out.stdout);
+    let example_rules: Vec<&str> = rules
+        .lines()
+        .filter(|l| l.starts_with("build/%: c_examples/%."))
+        .collect();
+    assert!(
+        example_rules.iter().any(|l| l.contains("c_examples/%.c "))
+            && example_rules
+                .iter()
+                .any(|l| l.contains("c_examples/%.cpp ")),
+        "no rule for the C and the C++ examples in make's database:\n{}",
+        show(&out)
+    );
+    for rule in &example_rules {
+        assert!(
+            rule.contains("build/.linked-against-release"),
+            "this example rule does not depend on the BUILD stamp: {rule}"
+        );
+    }
 }
