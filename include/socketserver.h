@@ -9,7 +9,9 @@
  *   failure, ss_last_error_message() gives a detail message for the calling
  *   thread (each thread has its own), valid until that thread's next call
  *   into the library that returns an ss_status (those clear it when they
- *   succeed). Functions that return no status (the _free functions, getters
+ *   succeed, except ss_server_shutdown() and ss_server_drain(), which never
+ *   touch it, being async-signal-safe, and ss_set_last_error(), which sets
+ *   it). Functions that return no status (the _free functions, getters
  *   returning a value) leave the message alone unless they fail themselves.
  * - Out-parameters are written only on success (ss_*_address and
  *   ss_request_client_address also report the needed length when the buffer
