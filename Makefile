@@ -155,7 +155,7 @@ check-header: header
 	@if git diff --exit-code -- include/socketserver.h; then \
 		echo "include/socketserver.h is current"; \
 	else \
-		echo "include/socketserver.h is out of date: src/ffi changed it; commit the header `make header` regenerated" >&2; \
+		echo "include/socketserver.h is out of date: src/ffi changed it; commit the header 'make header' regenerated" >&2; \
 		exit 1; \
 	fi
 
