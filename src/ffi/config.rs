@@ -703,10 +703,12 @@ pub unsafe extern "C" fn ss_config_set_max_connections(
 }
 
 /// SS_EVENT: bytes of queued output per connection at which
-/// ss_conn_write() refuses more (SS_ERR_WOULD_BLOCK) and the connection is
-/// not read until the peer catches up, so a slow reader cannot make memory
-/// grow without bound. 1 byte to 64 MiB; default 1 MiB. SS_ERR_UNSUPPORTED
-/// in other modes.
+/// ss_conn_write() and ss_conn_writev() refuse more (SS_ERR_WOULD_BLOCK)
+/// and the connection is not read until the peer catches up, so a slow
+/// reader cannot make memory grow without bound; on_drain
+/// (ss_config_set_on_drain()) tells when output has fallen to the
+/// low-water mark again. 1 byte to 64 MiB; default 1 MiB.
+/// SS_ERR_UNSUPPORTED in other modes.
 ///
 /// Thread: any thread; one thread at a time per config.
 #[no_mangle]
