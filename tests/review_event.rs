@@ -21,6 +21,11 @@
 //!   SS_EVENT connection holds its max_connections_per_ip place until
 //!   on_close, but a lingering one held it until the lingering ended (up
 //!   to lingering_time): the client's next connection was refused.
+//! - watching_a_reused_descriptor_number_watches_the_new_file: watch_fd on
+//!   a number the connection already watched, but which the caller had
+//!   closed and reused for another file, changed the old watch: the loop
+//!   kept watching the old file (through its duplicate), and the new one's
+//!   readiness never reached the callback.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -301,4 +306,116 @@ fn a_lingering_connection_frees_its_per_ip_place() {
     server.shutdown();
     serving.join().unwrap().unwrap();
     server.close().unwrap();
+}
+
+/// Watches: on_open watches pipe A's read end as descriptor `n`, then
+/// (without unwatching) makes `n` another file, pipe B's read end
+/// (dup2: close and reuse in one step), and watches `n` again. The second
+/// watch_fd found the first watch by its number alone and only changed its
+/// events and callback: the loop kept watching pipe A through its
+/// duplicate, and B's data never reached the callback.
+struct ReusedWatch {
+    /// The write end of pipe B, kept for the test to write into.
+    writer: std::sync::Mutex<Option<std::os::fd::OwnedFd>>,
+    /// Pipe A's write end, kept open (A never hangs up).
+    keep: std::sync::Mutex<Vec<std::os::fd::OwnedFd>>,
+}
+
+impl Handler for ReusedWatch {
+    fn handle(&self, _request: &mut Request) -> Result<()> {
+        unreachable!("event mode")
+    }
+    fn event_handler(&self) -> Option<&dyn EventHandler> {
+        Some(self)
+    }
+}
+
+fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors, which become ours.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: just created, owned by nobody else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+impl EventHandler for ReusedWatch {
+    fn on_open(&self, conn: &mut Conn) -> Result<()> {
+        use socketserver::event::WATCH_READ;
+        use std::os::fd::{AsFd, AsRawFd};
+        let (a_read, a_write) = pipe();
+        let (b_read, b_write) = pipe();
+        conn.watch_fd(
+            a_read.as_fd(),
+            WATCH_READ,
+            Box::new(|conn, _, _| conn.write(b"pipe A\n")),
+        )?;
+        // SAFETY: both descriptors are ours; dup2 closes a_read's old file
+        // and makes its number refer to pipe B's read end.
+        assert!(unsafe { libc::dup2(b_read.as_raw_fd(), a_read.as_raw_fd()) } >= 0);
+        conn.watch_fd(
+            a_read.as_fd(),
+            WATCH_READ,
+            Box::new(|conn, fd, _| {
+                let mut byte = [0u8; 1];
+                // SAFETY: reads one byte into a local buffer.
+                unsafe { libc::read(fd, byte.as_mut_ptr().cast(), 1) };
+                conn.unwatch_fd(fd)?;
+                conn.write(b"pipe B\n")
+            }),
+        )?;
+        self.keep.lock().unwrap().extend([a_read, a_write, b_read]);
+        *self.writer.lock().unwrap() = Some(b_write);
+        Ok(())
+    }
+    fn on_data(&self, _conn: &mut Conn, data: &[u8]) -> Result<usize> {
+        Ok(data.len())
+    }
+}
+
+#[test]
+fn watching_a_reused_descriptor_number_watches_the_new_file() {
+    use std::os::fd::AsRawFd;
+    let mut config = Config::new(Transport::Tcp, Concurrency::Event).unwrap();
+    config.set_threads(1).unwrap();
+    let handler = Arc::new(ReusedWatch {
+        writer: Default::default(),
+        keep: Default::default(),
+    });
+    struct H(Arc<ReusedWatch>);
+    impl Handler for H {
+        fn handle(&self, r: &mut Request) -> Result<()> {
+            self.0.handle(r)
+        }
+        fn event_handler(&self) -> Option<&dyn EventHandler> {
+            Some(&*self.0)
+        }
+    }
+    let server = Server::new(&config, "127.0.0.1:0", Box::new(H(handler.clone()))).unwrap();
+    let serving = {
+        let server = server.clone();
+        std::thread::spawn(move || server.serve_forever())
+    };
+    let mut client = TcpStream::connect(("127.0.0.1", server.port().unwrap())).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    wait_until("on_open", || handler.writer.lock().unwrap().is_some());
+    let writer = handler.writer.lock().unwrap().take().unwrap();
+    // SAFETY: one byte from a local buffer into our pipe's write end.
+    assert_eq!(
+        unsafe { libc::write(writer.as_raw_fd(), b"x".as_ptr().cast(), 1) },
+        1
+    );
+    let mut line = [0u8; 7];
+    let got = client.read_exact(&mut line);
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+    got.expect("pipe B's data reached the second watch's callback");
+    assert_eq!(&line, b"pipe B\n");
 }

@@ -90,8 +90,9 @@ impl Conn {
     /// Watches `fd` for `events` (WATCH_READ and/or WATCH_WRITE) on this
     /// connection's loop; `callback` runs there, level-triggered, with what
     /// is ready. Watching a descriptor this connection already watches
-    /// changes its events and callback. Must be called on the connection's
-    /// loop thread.
+    /// changes its events and callback (a number closed without unwatching
+    /// and reused for another file is watched anew: the old watch ends).
+    /// Must be called on the connection's loop thread.
     pub fn watch_fd(&mut self, fd: BorrowedFd<'_>, events: u32, callback: WatchFn) -> Result<()> {
         use std::os::fd::AsRawFd;
         if events == 0 || events & !(WATCH_READ | WATCH_WRITE) != 0 {
@@ -113,6 +114,16 @@ impl Conn {
         })?;
         let slot = self.id() & (MAX_SLOTS as u64 - 1);
         let watches = self.watches.get_or_insert_with(Default::default);
+        // A watch under this number whose duplicate is another file: the
+        // caller closed the number without unwatching and it was reused.
+        // Changing that watch would go on watching the old file; it is
+        // dropped instead and the new file watched.
+        if let Some(i) = watches
+            .iter()
+            .position(|w| w.fd == raw && !same_file(w.dup.as_fd(), fd))
+        {
+            remove(&context.epoll, watches.swap_remove(i));
+        }
         if let Some(watch) = watches.iter_mut().find(|w| w.fd == raw) {
             let mut event = EpollEvent::new(epoll_flags(events), watch.token);
             context
@@ -171,6 +182,16 @@ impl Conn {
     /// Descriptors this connection watches.
     pub fn watched_fds(&self) -> usize {
         self.watches.as_ref().map_or(0, |w| w.len())
+    }
+}
+
+/// Whether two descriptors refer to the same file (device and inode; a
+/// pipe or socket has an inode of its own). A failing fstat counts as
+/// not the same.
+fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    match (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+        _ => false,
     }
 }
 

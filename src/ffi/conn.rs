@@ -489,8 +489,9 @@ impl CWatch {
 /// connection closes (when on_close runs), with ss_conn_unwatch_fd(), or
 /// after a call reporting SS_WATCH_HANGUP or SS_WATCH_ERROR. Watching a
 /// descriptor this connection already watches replaces its events,
-/// callback and data. Make `fd` non-blocking yourself: callbacks must not
-/// block.
+/// callback and data (a number you closed without unwatching, now another
+/// file, is watched anew: the old watch ends). Make `fd` non-blocking
+/// yourself: callbacks must not block.
 ///
 /// Ownership: `fd` stays yours, and the library never reads, writes or
 /// closes it; it watches a duplicate of it (its own descriptor,
