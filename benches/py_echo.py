@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """The Python references: echo servers on the standard library's socketserver.
 
-    py_echo.py --server tcp|threading|forking|udp|unix-threading --address ADDR
+    py_echo.py --server tcp|threading|forking|udp|unix-threading|http --address ADDR
 
 tcp: TCPServer; threading: ThreadingTCPServer; forking: ForkingTCPServer
 (max_children raised to 100, so that 50 persistent clients are served at
 once); udp: UDPServer; unix-threading: ThreadingUnixStreamServer (ADDR is a
-path, removed at exit). ADDR is HOST:PORT for the others (port 0: any). A
+path, removed at exit); http: http.server.ThreadingHTTPServer answering
+GET / with 200 "Hello, world!\n" (text/plain, HTTP/1.1 keep-alive), as
+c_examples/http_hello does. ADDR is HOST:PORT for the others (port 0: any). A
 stream handler echoes what each recv() returns until EOF; the datagram
 handler sends each datagram back. TCP_NODELAY on TCP connections.
 
@@ -14,6 +16,7 @@ Prints "listening on ADDR" (flushed), like c_examples/echo_server, and
 exits 0 on SIGINT/SIGTERM (server.shutdown() from a helper thread).
 """
 import argparse
+import http.server
 import os
 import signal
 import socket
@@ -46,6 +49,21 @@ class DatagramEcho(socketserver.BaseRequestHandler):
         sock.sendto(data, self.client_address)
 
 
+class Hello(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    BODY = b"Hello, world!\n"
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(self.BODY)))
+        self.end_headers()
+        self.wfile.write(self.BODY)
+
+    def log_message(self, format, *args):
+        pass
+
+
 class Forking(socketserver.ForkingTCPServer):
     max_children = 100
 
@@ -56,6 +74,7 @@ SERVERS = {
     "forking": (Forking, StreamEcho),
     "udp": (socketserver.UDPServer, DatagramEcho),
     "unix-threading": (socketserver.ThreadingUnixStreamServer, StreamEcho),
+    "http": (http.server.ThreadingHTTPServer, Hello),
 }
 
 
