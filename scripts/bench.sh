@@ -269,6 +269,8 @@ median() {
 # cpu_ticks PID: user + system CPU time of the whole process (every
 # thread, exited ones included), in clock ticks.
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# user_sys_ticks PID: "user system" CPU time of the whole process, in ticks.
+user_sys_ticks() { awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$1/stat" 2>/dev/null || echo 0 0; }
 HZ=$(getconf CLK_TCK)
 
 # thread_split PID: "split A/B": the shares (%) of the two busiest threads
@@ -345,14 +347,14 @@ run_one() {
         FAILED=1
         return 0
     }
-    local target=(--address "$SERVER_ADDR") line rc=0 t0 t1
+    local target=(--address "$SERVER_ADDR") line rc=0 u0 s0 u1 s1
     [[ $tr != unix ]] || target=(--unix "$SERVER_ADDR")
     [[ $tr != udp ]] || target+=(--udp)
-    t0=$(cpu_ticks "$SERVER_PID")
+    read -r u0 s0 <<<"$(user_sys_ticks "$SERVER_PID")"
     line=$(timeout $((${DURATION%.*} + ${WARMUP%.*} + 20)) "$LOADGEN" "${target[@]}" \
         --duration "$DURATION" --warmup "$WARMUP" --threads 1 "$@" 2>"$TMP/loadgen.err") || rc=$?
     line=${line%%$'\n'*}
-    t1=$(cpu_ticks "$SERVER_PID")
+    read -r u1 s1 <<<"$(user_sys_ticks "$SERVER_PID")"
     local split=
     [[ $key != *2 ]] || split=$(thread_split "$SERVER_PID")
     stop_server
@@ -362,15 +364,17 @@ run_one() {
         FAILED=1
         return 0
     fi
-    local rps p50 p99 cpu starved lost
+    local rps p50 p99 cpu starved lost ucpu scpu n
     rps=$(field "$line" rps)
     p50=$(field "$line" p50_us)
     p99=$(field "$line" p99_us)
     starved=$(field "$line" starved)
     lost=$(field "$line" lost)
-    cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$(field "$line" all_requests)" \
-        'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
-    echo "$case $key $rps $p50 $p99 $cpu $starved $lost" >>"$TMP/results"
+    n=$(field "$line" all_requests)
+    cpu=$(awk -v d=$((u1 + s1 - u0 - s0)) -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+    ucpu=$(awk -v d=$((u1 - u0)) -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+    scpu=$(awk -v d=$((s1 - s0)) -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+    echo "$case $key $rps $p50 $p99 $cpu $starved $lost $ucpu $scpu" >>"$TMP/results"
     local note=
     ((starved == 0)) || note+="  STARVED $starved clients"
     ((lost == 0)) || note+="  lost $lost"
@@ -509,6 +513,24 @@ row udp50 sync py-udp - -
 row unix50 ev1 epoll1 0.95 -
 row unix50 thr py-unix-threading - -
 row unixchurn ev1 epoll1 0.95 -
+
+# cpu_split CASE KEY: "user system" medians, us of CPU per request.
+cpu_split() {
+    # shellcheck disable=SC2046 # lists of numbers
+    echo "$(median $(awk -v c="$1" -v k="$2" '$1 == c && $2 == k { print $9 }' "$TMP/results")) \
+$(median $(awk -v c="$1" -v k="$2" '$1 == c && $2 == k { print $10 }' "$TMP/results"))"
+}
+CPU_NOTE=
+if wanted tcp50; then
+    read -r ou os <<<"$(cpu_split tcp50 ev1)"
+    read -r ru rs <<<"$(cpu_split tcp50 epoll1)"
+    CPU_NOTE="CPU per request, tcp50 (server process, user + system from /proc, medians):"
+    CPU_NOTE+=" event 1 loop user $ou us + system $os us; C epoll user $ru us + system $rs us"
+    CPU_NOTE+=" (user ratio $(awk -v o="$ou" -v r="$ru" 'BEGIN { print (r > 0 ? sprintf("%.2f", o / r) : "n/a") }'))."
+    if perf stat -e instructions:u -x, true 2>&1 | grep -q '<not supported>'; then
+        CPU_NOTE+=" Hardware counters are not available here (perf stat: instructions <not supported>), so no instruction counts."
+    fi
+fi
 
 # ---------------------------------------------------------------- http
 
@@ -870,6 +892,10 @@ ELAPSED=$((SECONDS - T_START))
     echo "| case | ours | reference | ours req/s | ref req/s | req/s ratio | ours p99 us | ref p99 us | p99 ratio | CPU ratio | goal | verdict |"
     echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
     cat "$TMP/table"
+    if [[ -n $CPU_NOTE ]]; then
+        echo
+        echo "$CPU_NOTE"
+    fi
 } >"$TMP/report.md"
 mkdir -p "$(dirname "$RESULTS")"
 cp "$TMP/report.md" "$RESULTS"
