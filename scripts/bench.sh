@@ -334,6 +334,7 @@ declare -A NAME=(
 )
 
 : >"$TMP/results"
+: >"$TMP/splits"
 # run_one CASE KEY TRANSPORT LOADGEN-ARGS...: one run of server KEY
 # (fresh) under loadgen; appends "CASE KEY rps p50 p99 cpu starved lost"
 # to $TMP/results and prints the run's figures.
@@ -356,7 +357,10 @@ run_one() {
     line=${line%%$'\n'*}
     read -r u1 s1 <<<"$(user_sys_ticks "$SERVER_PID")"
     local split=
-    [[ $key != *2 ]] || split=$(thread_split "$SERVER_PID")
+    if [[ $key == *2 ]]; then
+        split=$(thread_split "$SERVER_PID")
+        echo "$case ${NAME[$key]}|${split#  split }" >>"$TMP/splits"
+    fi
     stop_server
     if ((rc != 0)) || [[ -z $line ]]; then
         echo "bench: loadgen against ${NAME[$key]} ($case) failed (status $rc):" >&2
@@ -895,6 +899,13 @@ ELAPSED=$((SECONDS - T_START))
     if [[ -n $CPU_NOTE ]]; then
         echo
         echo "$CPU_NOTE"
+    fi
+    if [[ -s $TMP/splits ]]; then
+        echo
+        echo "How two loops shared the work (CPU time of the two busiest threads, %, per round;"
+        echo "50/50 is even):"
+        awk -F'|' '{ v[$1] = v[$1] " " $2; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+            END { for (i = 1; i <= n; i++) printf "- %s:%s\n", order[i], v[order[i]] }' "$TMP/splits"
     fi
 } >"$TMP/report.md"
 mkdir -p "$(dirname "$RESULTS")"
