@@ -887,11 +887,16 @@ ELAPSED=$((SECONDS - T_START))
     echo "before the start (other work on the machine makes req/s and p99 noisy; the"
     echo "CPU ratio, server CPU time per request ours/reference, suffers least)."
     echo
-    echo "Command: \`${BENCH_CMD:-make bench}\` (BENCH_ONLY=\"$ONLY\", $ROUNDS round(s) of"
+    only=
+    [[ $ONLY == "$ALL_CASES" ]] || only="BENCH_ONLY=\"$ONLY\", "
+    echo "Command: \`${BENCH_CMD:-make bench}\` (${only}$ROUNDS round(s) of"
     echo "${DURATION} s + ${WARMUP} s warm-up per server, servers alternating round by round;"
     echo "medians of the rounds; ${ELAPSED} s in all). 64-byte messages unless noted;"
     echo "loadgen with one client thread; ratios are ours/reference (req/s: higher is"
-    echo "better for us; p99 and CPU: lower is)."
+    echo "better for us; p99 and CPU: lower is). Python's socketserver listens with a"
+    echo "backlog of 5 (request_queue_size): of 50 clients connecting at once, the SYNs"
+    echo "beyond it are dropped and retried a second later, which shows as starved"
+    echo "clients and a p99 near 1 s in its churn and HTTP rows."
     echo
     echo "| case | ours | reference | ours req/s | ref req/s | req/s ratio | ours p99 us | ref p99 us | p99 ratio | CPU ratio | goal | verdict |"
     echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
