@@ -36,13 +36,14 @@
 #                      target/sanitize/, then runs scripts/sanitize.sh: the C
 #                      tests and the examples under traffic with each
 #
-#   make bench         builds, then runs scripts/bench.sh (~2 min): event mode
-#                      vs a plain-C epoll echo server (ratios), KiB per idle
-#                      connection, wrk against http_hello,
-#                      resp_server vs redis-server under redis-benchmark,
-#                      then bindings/python/bench.py (the Python binding's
-#                      ThreadingTCPServer vs the standard module's, and
-#                      shutdown() latency; `make bench-python` alone)
+#   make bench         builds, then runs scripts/bench.sh (~7 min): every mode
+#                      beside its hand-written C equivalent (benches/) and
+#                      Python's socketserver, http_hello vs nginx, resp_server
+#                      vs redis-server; one table of ratios, also written to
+#                      benches/results/<date>.md; then bindings/python/bench.py
+#                      (the Python binding's ThreadingTCPServer vs the standard
+#                      module's, and shutdown() latency; `make bench-python`
+#                      alone)
 
 CARGO ?= cargo
 # The examples must stay clean, portable C99: these flags are always used,

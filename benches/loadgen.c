@@ -4,6 +4,22 @@
  *   loadgen --address HOST:PORT | --unix PATH
  *           [--connections N] [--size BYTES] [--duration SECONDS]
  *           [--warmup SECONDS] [--threads T] [--seed S]
+ *           [--udp] [--churn] [--sources N] [--timeout MS]
+ *
+ * --udp: each client is a connected UDP socket sending one datagram of
+ * --size bytes and waiting for the same datagram back (--address only). A
+ * reply that has not come within --timeout ms (default 1000) counts as
+ * lost (lost=, not an error): the client then opens a new socket (so that
+ * a late reply cannot be taken for the next one) and sends the next.
+ * --churn: a new connection per request (stream transports): connect,
+ * send the message, read the whole echo, close; the round trip includes
+ * the connect. TCP connects are non-blocking; Unix ones blocking (a full
+ * backlog then holds that client thread, as the server is the bottleneck).
+ * --sources N (TCP to an IPv4 address, with --churn): bind each new
+ * connection to a source address taken in turn from 127.0.0.1 ..
+ * 127.0.0.N (IP_BIND_ADDRESS_NO_PORT, so that the port is chosen by the
+ * connect): N times as many 4-tuples, so that the kernel's search for a
+ * free source port (past TIME_WAIT entries) stays cheap.
  *
  * Every connection sends one message of pseudo-random bytes (known to the
  * client), waits for the complete echo, verifies every byte, records the
@@ -19,7 +35,9 @@
  * Output, on stdout: one machine-readable line
  *   requests=N rps=X p50_us=.. p90_us=.. p99_us=.. p999_us=.. max_us=..
  *   mean_us=.. errors=E mismatches=M connections=C size=S threads=T
- *   duration=D all_requests=R   (R: completed, warm-up included)
+ *   duration=D all_requests=R lost=L starved=Z
+ *   (R: completed, warm-up included; L: --udp replies lost; Z: clients
+ *   that completed no request in the window)
  * then one human-readable line. Exit status 0; 1 if any byte of any echo
  * differed, or any connection failed (reset, early EOF); 2 for bad usage
  * or when the connections cannot be set up.
@@ -138,6 +156,10 @@ static double opt_duration = 5.0;
 static double opt_warmup = 0.0;
 static long opt_threads = 1;
 static unsigned long opt_seed = 12345;
+static int opt_udp;
+static int opt_churn;
+static long opt_sources = 1;
+static long opt_timeout_ms = 1000;
 
 static struct sockaddr_storage g_addr;
 static socklen_t g_addrlen;
@@ -163,7 +185,8 @@ static void usage(const char *why)
     fprintf(stderr,
             "loadgen: %s\n"
             "usage: loadgen --address HOST:PORT | --unix PATH [--connections N] [--size BYTES]\n"
-            "               [--duration SECONDS] [--warmup SECONDS] [--threads T] [--seed S]\n",
+            "               [--duration SECONDS] [--warmup SECONDS] [--threads T] [--seed S]\n"
+            "               [--udp] [--churn] [--sources N] [--timeout MS]\n",
             why);
     exit(2);
 }
@@ -221,7 +244,7 @@ static void resolve(const char *address)
     }
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_socktype = opt_udp ? SOCK_DGRAM : SOCK_STREAM;
     int rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0 || res == NULL) {
         fprintf(stderr, "loadgen: cannot resolve %s: %s\n", address, gai_strerror(rc));
@@ -243,6 +266,8 @@ typedef struct {
     size_t received;          /* bytes of its echo received and verified */
     uint64_t t_sent;          /* when the message went out */
     int want_out;             /* EPOLLOUT registered */
+    int connecting;           /* --churn over TCP: the connect is under way */
+    uint64_t done;            /* requests completed in the window */
     int dead;
 } conn;
 
@@ -259,6 +284,8 @@ typedef struct {
     uint64_t errors;
     uint64_t mismatches;
     uint64_t mismatch_reported;
+    uint64_t lost;   /* --udp: replies that did not come within --timeout */
+    uint32_t next_source;
 } worker;
 
 static const unsigned char *message_for(uint32_t index, uint64_t seq)
@@ -268,16 +295,43 @@ static const unsigned char *message_for(uint32_t index, uint64_t seq)
     return g_pattern + (x % PATTERN_SPAN);
 }
 
-static int open_conn(void)
+/* Opens a connection: blocking connect (then non-blocking), or with
+ * `nonblocking` (--churn over TCP) a non-blocking one, *in_progress set
+ * while it is under way. Returns -1 (errno set) when a --churn connect
+ * fails; exits (status 2) on a failure while setting up. */
+static int open_conn(worker *w, int nonblocking, int *in_progress)
 {
     int family = opt_unix != NULL ? AF_UNIX : g_addr.ss_family;
-    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(family, (opt_udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC |
+                                (nonblocking ? SOCK_NONBLOCK : 0),
+                    0);
     if (fd < 0) {
+        if (opt_churn) /* e.g. out of descriptors: counted as an error */
+            return -1;
         perror("loadgen: socket");
         exit(2);
     }
+    if (in_progress != NULL)
+        *in_progress = 0;
     struct timeval tv = {5, 0};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (opt_sources > 1 && opt_unix == NULL && g_addr.ss_family == AF_INET) {
+        struct sockaddr_in src;
+        memset(&src, 0, sizeof src);
+        src.sin_family = AF_INET;
+        src.sin_addr.s_addr = htonl(0x7f000001u + (w->next_source++ % (uint32_t)opt_sources));
+        int one = 1;
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            if (opt_churn)
+                return -1;
+            perror("loadgen: bind (source address)");
+            exit(2);
+        }
+    }
     int rc;
     if (opt_unix != NULL) {
         struct sockaddr_un sun;
@@ -296,15 +350,23 @@ static int open_conn(void)
     } else {
         rc = connect(fd, (struct sockaddr *)&g_addr, g_addrlen);
     }
-    if (rc != 0) {
+    if (rc != 0 && nonblocking && errno == EINPROGRESS) {
+        *in_progress = 1;
+    } else if (rc != 0) {
+        if (opt_churn) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
         fprintf(stderr, "loadgen: connect: %s\n", strerror(errno));
         exit(2);
     }
-    if (opt_unix == NULL) {
+    if (opt_unix == NULL && !opt_udp) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
+    if (!nonblocking && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
         perror("loadgen: fcntl");
         exit(2);
     }
@@ -370,6 +432,85 @@ static void start_message(worker *w, conn *c, uint64_t t)
     send_some(w, c);
 }
 
+/* Registers a new descriptor of c (EPOLLOUT too while its connect is
+ * under way). */
+static int add_conn(worker *w, conn *c)
+{
+    struct epoll_event ev;
+    ev.events = EPOLLIN | (c->connecting ? EPOLLOUT : 0);
+    ev.data.ptr = c;
+    c->want_out = c->connecting;
+    return epoll_ctl(w->epfd, EPOLL_CTL_ADD, c->fd, &ev);
+}
+
+/* The next request of c: --churn opens its connection first. */
+static void begin_request(worker *w, conn *c, uint64_t t)
+{
+    if (!opt_churn) {
+        start_message(w, c, t);
+        return;
+    }
+    c->fd = open_conn(w, opt_unix == NULL, &c->connecting);
+    if (c->fd < 0) {
+        c->fd = -1;
+        c->dead = 0;
+        kill_conn(w, c, "connect", errno);
+        return;
+    }
+    if (add_conn(w, c) != 0) {
+        kill_conn(w, c, "epoll_ctl", errno);
+        return;
+    }
+    if (!c->connecting) {
+        start_message(w, c, t);
+        return;
+    }
+    c->msg = message_for(c->index, c->seq);
+    c->sent = 0;
+    c->received = 0;
+    c->t_sent = t;
+}
+
+/* --churn over TCP: the connect finished (EPOLLOUT). */
+static void connected(worker *w, conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        err = errno;
+    if (err != 0) {
+        kill_conn(w, c, "connect", err);
+        return;
+    }
+    c->connecting = 0;
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    send_some(w, c);
+}
+
+/* --udp: replies that have not come within --timeout are lost; the client
+ * goes on with a new socket and the next message. */
+static void expire_lost(worker *w, uint64_t t)
+{
+    uint64_t limit = (uint64_t)opt_timeout_ms * 1000000u;
+    for (size_t i = 0; i < w->nconns; i++) {
+        conn *c = &w->conns[i];
+        if (c->dead || t - c->t_sent < limit)
+            continue;
+        w->lost++;
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = open_conn(w, 0, NULL);
+        c->connecting = 0;
+        if (add_conn(w, c) != 0) {
+            kill_conn(w, c, "epoll_ctl", errno);
+            continue;
+        }
+        c->seq++;
+        start_message(w, c, t);
+    }
+}
+
 /* Reads (once: the epoll is level-triggered) and verifies. */
 static void recv_some(worker *w, conn *c)
 {
@@ -390,7 +531,7 @@ static void recv_some(worker *w, conn *c)
     }
     size_t got = (size_t)n;
     size_t expected = size - c->received;
-    if (got > expected || c->received + got > c->sent ||
+    if (got > expected || (opt_udp && got != size) || c->received + got > c->sent ||
         memcmp(w->rbuf, c->msg + c->received, got) != 0) {
         if (w->mismatch_reported++ < 5)
             fprintf(stderr,
@@ -415,8 +556,18 @@ static void recv_some(worker *w, conn *c)
     if (t >= g_measure_ns && t <= g_end_ns) {
         hist_record(w->hist, t - c->t_sent);
         w->completed++;
+        c->done++;
     }
     c->seq++;
+    if (opt_churn) {
+        /* The client closes first (the server closes on its EOF). */
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+        if (t < g_end_ns)
+            begin_request(w, c, t);
+        return;
+    }
     if (t < g_end_ns)
         start_message(w, c, t);
 }
@@ -426,13 +577,20 @@ static void *run_worker(void *arg)
     worker *w = arg;
     struct epoll_event events[256];
     uint64_t t = now_ns();
+    uint64_t last_expiry = t;
     for (size_t i = 0; i < w->nconns; i++)
-        start_message(w, &w->conns[i], t);
+        begin_request(w, &w->conns[i], t);
     for (;;) {
         t = now_ns();
         if (t >= g_end_ns)
             break;
+        if (opt_udp && t - last_expiry >= 10000000u) {
+            expire_lost(w, t);
+            last_expiry = t;
+        }
         int timeout_ms = (int)((g_end_ns - t) / 1000000u) + 1;
+        if (opt_udp && timeout_ms > 10)
+            timeout_ms = 10;
         int n = epoll_wait(w->epfd, events, 256, timeout_ms);
         if (n < 0) {
             if (errno == EINTR)
@@ -444,8 +602,13 @@ static void *run_worker(void *arg)
         for (int i = 0; i < n; i++) {
             conn *c = events[i].data.ptr;
             uint32_t ev = events[i].events;
-            if (c->dead)
+            if (c->dead || c->fd < 0)
                 continue;
+            if (c->connecting) {
+                if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+                    connected(w, c);
+                continue;
+            }
             if ((ev & EPOLLOUT) && c->sent < (size_t)opt_size)
                 send_some(w, c);
             if (!c->dead && (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)))
@@ -463,6 +626,14 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
             usage("a closed-loop echo load generator");
+        if (strcmp(a, "--udp") == 0) {
+            opt_udp = 1;
+            continue;
+        }
+        if (strcmp(a, "--churn") == 0) {
+            opt_churn = 1;
+            continue;
+        }
         if (i + 1 >= argc)
             usage("missing value after an option");
         const char *v = argv[++i];
@@ -480,6 +651,10 @@ int main(int argc, char **argv)
             opt_warmup = parse_double(v, 0, 86400, "--warmup");
         else if (strcmp(a, "--threads") == 0)
             opt_threads = parse_long(v, 1, 1024, "--threads");
+        else if (strcmp(a, "--sources") == 0)
+            opt_sources = parse_long(v, 1, 254, "--sources");
+        else if (strcmp(a, "--timeout") == 0)
+            opt_timeout_ms = parse_long(v, 1, 3600000, "--timeout");
         else if (strcmp(a, "--seed") == 0)
             opt_seed = (unsigned long)parse_long(v, 0, 0x7fffffffL, "--seed");
         else
@@ -487,6 +662,10 @@ int main(int argc, char **argv)
     }
     if ((opt_address == NULL) == (opt_unix == NULL))
         usage("give one of --address HOST:PORT and --unix PATH");
+    if (opt_udp && (opt_unix != NULL || opt_churn))
+        usage("--udp takes --address, and no --churn");
+    if (opt_udp && opt_size > 65507)
+        usage("--udp: --size is at most 65507");
     if (opt_address != NULL)
         resolve(opt_address);
     if (opt_threads > opt_connections)
@@ -543,11 +722,11 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < count; i++) {
             conn *c = &w->conns[i];
             c->index = (uint32_t)(next + i);
-            c->fd = open_conn();
-            struct epoll_event ev;
-            ev.events = EPOLLIN;
-            ev.data.ptr = c;
-            if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+            c->fd = -1;
+            if (opt_churn)
+                continue; /* each request opens its own */
+            c->fd = open_conn(w, 0, NULL);
+            if (add_conn(w, c) != 0) {
                 perror("loadgen: epoll_ctl");
                 return 2;
             }
@@ -565,7 +744,7 @@ int main(int argc, char **argv)
         }
     }
     histogram *total = calloc(1, sizeof *total);
-    uint64_t completed = 0, all_completed = 0, errors = 0, mismatches = 0;
+    uint64_t completed = 0, all_completed = 0, errors = 0, mismatches = 0, lost = 0;
     for (long t = 0; t < opt_threads; t++) {
         pthread_join(workers[t].thread, NULL);
         hist_merge(total, workers[t].hist);
@@ -573,10 +752,17 @@ int main(int argc, char **argv)
         all_completed += workers[t].all_completed;
         errors += workers[t].errors;
         mismatches += workers[t].mismatches;
+        lost += workers[t].lost;
     }
+    /* Clients that completed nothing in the window (a server serving fewer
+     * connections at once than it accepted, e.g. a forking server at its
+     * max_children): starved=. */
+    uint64_t starved = 0;
+    for (long i = 0; i < opt_connections; i++)
+        starved += conns[i].done == 0;
     /* Abortive close: no TIME_WAIT left behind by repeated runs. */
     for (long i = 0; i < opt_connections; i++) {
-        if (conns[i].fd >= 0 && !conns[i].dead) {
+        if (conns[i].fd >= 0 && !conns[i].dead && !opt_udp) {
             struct linger lg = {1, 0};
             setsockopt(conns[i].fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
             close(conns[i].fd);
@@ -590,10 +776,11 @@ int main(int argc, char **argv)
     double mean = total->total ? (double)(total->sum_ns / (long double)total->total) / 1e3 : 0.0;
     printf("requests=%llu rps=%.0f p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f "
            "mean_us=%.1f errors=%llu mismatches=%llu connections=%ld size=%ld threads=%ld "
-           "duration=%.2f all_requests=%llu\n",
+           "duration=%.2f all_requests=%llu lost=%llu starved=%llu\n",
            (unsigned long long)completed, rps, p50, p90, p99, p999, maxv, mean,
            (unsigned long long)errors, (unsigned long long)mismatches, opt_connections, opt_size,
-           opt_threads, opt_duration, (unsigned long long)all_completed);
+           opt_threads, opt_duration, (unsigned long long)all_completed, (unsigned long long)lost,
+           (unsigned long long)starved);
     printf("loadgen: %ld connections x %ld B, %ld client thread(s), %.1f s (+%.1f s warm-up): "
            "%.0f req/s; round trip p50 %.1f us, p90 %.1f us, p99 %.1f us, p99.9 %.1f us, "
            "max %.1f us; %llu errors, %llu mismatches\n",

@@ -2,7 +2,11 @@
  * ref_epoll_echo: the reference the event mode is measured against — a
  * TCP echo server written the way a competent C programmer writes one.
  *
- *   ref_epoll_echo --address HOST:PORT [--threads N] [--balance reuseport|exclusive]
+ *   ref_epoll_echo --address HOST:PORT | --unix PATH [--threads N]
+ *                  [--balance reuseport|exclusive]
+ *
+ * --unix PATH serves a Unix stream socket at PATH instead (removed at exit;
+ * several loops then always share it, as with --balance exclusive).
  *
  * Each server thread runs a non-blocking, level-triggered epoll loop:
  * accept4(SOCK_NONBLOCK) in a batch, TCP_NODELAY, one read per readiness
@@ -42,6 +46,7 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define READ_BUFFER (64 * 1024)
@@ -78,7 +83,7 @@ static void usage(const char *why)
 {
     fprintf(stderr,
             "ref_epoll_echo: %s\n"
-            "usage: ref_epoll_echo --address HOST:PORT [--threads N] "
+            "usage: ref_epoll_echo --address HOST:PORT | --unix PATH [--threads N] "
             "[--balance reuseport|exclusive]\n",
             why);
     exit(2);
@@ -277,7 +282,7 @@ static void *run_loop(void *arg)
 
 int main(int argc, char **argv)
 {
-    const char *address = NULL;
+    const char *address = NULL, *unix_path = NULL;
     long threads = 1;
     int exclusive = 0;
     for (int i = 1; i < argc; i++) {
@@ -285,6 +290,8 @@ int main(int argc, char **argv)
             usage("missing value after an option");
         if (strcmp(argv[i], "--address") == 0) {
             address = argv[++i];
+        } else if (strcmp(argv[i], "--unix") == 0) {
+            unix_path = argv[++i];
         } else if (strcmp(argv[i], "--threads") == 0) {
             char *end = NULL;
             threads = strtol(argv[++i], &end, 10);
@@ -304,8 +311,8 @@ int main(int argc, char **argv)
             usage("unknown option");
         }
     }
-    if (address == NULL)
-        usage("--address is required");
+    if ((address == NULL) == (unix_path == NULL))
+        usage("one of --address and --unix is required");
 
     signal(SIGPIPE, SIG_IGN);
     struct rlimit rl;
@@ -319,7 +326,19 @@ int main(int argc, char **argv)
 
     struct sockaddr_storage ss;
     socklen_t sslen;
-    parse_address(address, &ss, &sslen);
+    if (unix_path != NULL) {
+        struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
+        memset(&ss, 0, sizeof ss);
+        sun->sun_family = AF_UNIX;
+        if (strlen(unix_path) >= sizeof sun->sun_path)
+            usage("--unix path too long");
+        strcpy(sun->sun_path, unix_path);
+        sslen = (socklen_t)sizeof *sun;
+        unlink(unix_path);
+        exclusive = 1;
+    } else {
+        parse_address(address, &ss, &sslen);
+    }
 
     /* SIGINT/SIGTERM are taken by sigwait in the main thread only. */
     sigset_t sigs;
@@ -365,7 +384,9 @@ int main(int argc, char **argv)
 
     char host[INET6_ADDRSTRLEN];
     unsigned port;
-    if (ss.ss_family == AF_INET6) {
+    if (ss.ss_family == AF_UNIX) {
+        printf("listening on %s\n", unix_path);
+    } else if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
         inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
         port = ntohs(a->sin6_port);
@@ -394,5 +415,7 @@ int main(int argc, char **argv)
         pthread_join(loops[t].thread, NULL);
     for (size_t fd = 0; fd < g_nslots; fd++)
         free(g_slots[fd].out);
+    if (unix_path != NULL)
+        unlink(unix_path);
     return 0;
 }

@@ -5,6 +5,7 @@
  *               --mode sync|threading|forking|pool|event
  *               --address ADDR [--threads N]
  *               [--idle-timeout MS] [--request-deadline MS] [--reuse-port]
+ *               [--max-children N]
  *   echo_server --transport T --mode M --systemd [options]
  *   echo_server --help
  *
@@ -187,7 +188,7 @@ static const char usage_text[] =
     "usage: echo_server --transport tcp|udp|unix|unixdgram\n"
     "                   --mode sync|threading|forking|pool|event --address ADDR\n"
     "                   [--threads N] [--idle-timeout MS] [--request-deadline MS]\n"
-    "                   [--reuse-port]\n"
+    "                   [--reuse-port] [--max-children N]\n"
     "       echo_server --transport T --mode M --systemd [options]\n"
     "  --threads N            worker threads (pool) or event loops (event), 1 to 1024\n"
     "  --idle-timeout MS      disconnect a stream client that sends nothing, or reads\n"
@@ -208,6 +209,10 @@ static const char usage_text[] =
     "  --reuse-port           set SO_REUSEPORT: several processes started with it\n"
     "                         serve the same address, the kernel spreading\n"
     "                         connections (datagrams) over them\n"
+    "  --max-children N       forking mode: at most N children at once (Python's\n"
+    "                         max_children), 1 to 100000. Default 40: raise it to\n"
+    "                         serve more persistent clients at once (each holds a\n"
+    "                         child; at the cap the server stops accepting)\n"
     "SIGINT or SIGTERM stop it cleanly (exit 0) in every mode, even under load:\n"
     "handlers and forked children stop after their current message.\n";
 
@@ -272,7 +277,7 @@ int main(int argc, char **argv)
     static const char *const transports[] = {"tcp", "udp", "unix", "unixdgram"};
     static const char *const modes[] = {"sync", "threading", "forking", "pool", "event"};
     const char *transport_arg = NULL, *mode_arg = NULL, *address = NULL;
-    long threads = 0, deadline_ms = -1;
+    long threads = 0, deadline_ms = -1, max_children = 0;
     int systemd = 0, reuse_port = 0;
 
     for (int i = 1; i < argc; i++) {
@@ -301,6 +306,13 @@ int main(int argc, char **argv)
             threads = strtol(argv[++i], &end, 10);
             if (*end != '\0' || threads < 1 || threads > 1024)
                 usage("--threads takes a number from 1 to 1024");
+        } else if (strcmp(argv[i], "--max-children") == 0) {
+            char *end = NULL;
+            errno = 0;
+            max_children = strtol(argv[++i], &end, 10);
+            if (errno != 0 || end == argv[i] || *end != '\0' || max_children < 1 ||
+                max_children > 100000)
+                usage("--max-children takes a number from 1 to 100000");
         } else if (strcmp(argv[i], "--idle-timeout") == 0) {
             g_idle_ms = parse_ms(argv[++i], "--idle-timeout");
         } else if (strcmp(argv[i], "--request-deadline") == 0) {
@@ -331,6 +343,14 @@ int main(int argc, char **argv)
     if (threads > 0 && (mode == SS_THREAD_POOL || mode == SS_EVENT) &&
         ss_config_set_threads(config, (size_t)threads) != SS_OK) {
         fprintf(stderr, "echo_server: --threads: %s\n", ss_last_error_message());
+        ss_config_free(config);
+        return 2;
+    }
+    /* --max-children is for the forking mode; the others ignore it (the
+     * fork hand-off of the other blocking modes is not used here). */
+    if (max_children > 0 && mode == SS_FORKING &&
+        ss_config_set_max_children(config, (size_t)max_children) != SS_OK) {
+        fprintf(stderr, "echo_server: --max-children: %s\n", ss_last_error_message());
         ss_config_free(config);
         return 2;
     }

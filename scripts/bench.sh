@@ -1,83 +1,114 @@
 #!/usr/bin/env bash
-# The benchmarks (`make bench`): libsocketserver's event mode against a
-# plain-C epoll echo server (benches/ref_epoll_echo.c), on TCP 127.0.0.1,
-# driven by the closed-loop load generator benches/loadgen.c, which
-# verifies every echoed byte.
+# The benchmarks (`make bench`): every concurrency mode of libsocketserver
+# (c_examples/echo_server, http_hello, resp_server) beside its hand-written
+# C equivalent and beside Python's socketserver, on loopback only, and one
+# table of ratios ours/reference at the end, also written with the
+# machine's description to benches/results/<date>.md.
 #
-#   (a) 1 server thread:  ref_epoll_echo --threads 1  vs  echo_server --mode event --threads 1
-#   (b) 2 server threads: ref_epoll_echo --threads 2 --balance exclusive
-#                         vs  echo_server --mode event --threads 2
-#       (both loops watch one listening socket with EPOLLEXCLUSIVE, as the
-#       event mode does, so both spread connections the same way)
-#   (c) for context, one run each: ref_epoll_echo --threads 2 with
-#       SO_REUSEPORT listeners, echo_server --mode threading, --mode pool
-#   (d) for context, one run each with large messages (200000 bytes, 8
-#       connections): ref_epoll_echo vs echo_server --mode event, 1 thread
-#   memory: VmRSS of the idle server, then with BENCH_IDLE idle connections
-#       (each proven accepted by a one-byte echo), in KiB per connection
-#   http: wrk -t1 -c50 against build/http_hello in event and threading
-#       mode (skipped with a note when wrk or build/http_hello is missing)
-#   resp: build/resp_server --threads 1 vs redis-server (no persistence, its
-#       own temporary directory) under redis-benchmark -t ping,set,get -c 50
-#       -q, at -P 1 and -P 16, alternating servers round by round
-#       (BENCH_RESP_ROUNDS, default 3; BENCH_RESP_REQUESTS per test, default
-#       50000 at -P 1 and 4x that at -P 16), then one run of resp_server
-#       --threads 2 for context; the ratios ours/redis of requests/s per
-#       test (goal >= 1.0); about 25 s (skipped with a note when
-#       redis-benchmark or redis-server is missing)
+# The references (benches/, see benches/README.md):
+#   epoll1/epoll2   ref_epoll_echo: single-threaded non-blocking epoll echo
+#                   (--threads 2 --balance exclusive: two loops on one
+#                   listener with EPOLLEXCLUSIVE, as the event mode does);
+#                   TCP or --unix
+#   libevent        ref_libevent_echo: libevent bufferevent echo (built when
+#                   `pkg-config libevent` finds libevent-dev; otherwise its
+#                   rows say it was skipped)
+#   cthread/cfork/citer  ref_blocking_echo --model thread|fork|iterative:
+#                   a thread / a process per connection, one at a time
+#   cudp            ref_udp_echo: blocking recvfrom/sendto loop
+#   py-*            benches/py_echo.py: TCPServer, ThreadingTCPServer,
+#                   ForkingTCPServer (max_children 100), UDPServer,
+#                   ThreadingUnixStreamServer, ThreadingHTTPServer
+#   nginx           one worker returning a fixed body (its own temporary
+#                   prefix, config, pid and logs)
+#   redis-server    no persistence, its own temporary directory
 #
-# In (a) and (b) the servers alternate (ref, ours, ref, ours, ...), each
-# run on a freshly started server; the median of the runs is reported for
-# each, then the ratios ours/ref of requests/s and of p99 latency, against
-# the goals: event mode >= 0.95x the reference's requests/s and <= 1.2x its
-# p99 at the same number of server threads; <= 1 KiB per idle connection.
+# Cases (BENCH_ONLY takes a space-separated subset of these names):
+#   tcp50      TCP, 50 persistent connections, 64 B: event 1 and 2 loops,
+#              threading, forking (--max-children 60) vs their references
+#   churn      TCP, a new connection per request, 50 at once, client source
+#              addresses spread over 127.0.0.1-127.0.0.32
+#   tcp500     TCP, 500 persistent connections, event vs epoll
+#   big        TCP, 64 KiB messages, 16 connections, event vs epoll
+#   udp1 udp50 UDP at 1 and 50 clients: sync and event vs the C loop
+#   unix50     Unix stream, 50 persistent: event vs epoll, threading vs Python
+#   unixchurn  Unix stream, a new connection per request: event vs epoll
+#   http       wrk -t1 -c50 --latency: http_hello event 1 and 2 loops and
+#              threading vs nginx (1 worker) and ThreadingHTTPServer
+#   resp       resp_server vs redis-server under redis-benchmark -t
+#              ping,set,get -c 50, at -P 1 and -P 16
+#   memory     RSS bytes per idle connection, BENCH_IDLE (10000) of them,
+#              event mode vs the epoll reference
+#   shutdown   ss_server_shutdown() to serve_forever returning, per mode
+#              (benches/shutdown_latency.c)
 #
-# The machine's cores are shared by the load generator (one client
-# thread) and the server; nothing is pinned. Each run also reports the
-# server's CPU time per request (robust against other load on the
-# machine, unlike req/s), and for multi-threaded servers how that CPU time
-# split between the server's busiest threads (how evenly the kernel spread
-# the connections over the loops).
+# Within a case the servers alternate round by round (BENCH_ROUNDS rounds:
+# every server once per round, each run on a freshly started server), so
+# that drift in the machine's load hits all alike; the table gives the
+# median of the rounds. Every run also records the server's CPU time per
+# request (user + system of the whole process; robust against other load
+# on the machine, unlike req/s): the table's CPU ratio (not for forking
+# servers, whose children's time is not all accounted to the parent).
 #
-# Knobs (environment): BENCH_DURATION (s per run, default 3),
-# BENCH_WARMUP (s, default 1), BENCH_ROUNDS (runs per server, default 4),
-# BENCH_CONNECTIONS (default 50), BENCH_SIZE (bytes, default 64),
-# BENCH_IDLE (idle connections, default 10000), BENCH_ONLY (a
-# space-separated subset of "a b c d memory http resp"), BENCH_BIG_SIZE (bytes
-# per message in (d), default 200000), BENCH_STRICT=1 (exit 1
-# when a goal is missed; by default only failures — a wrong echo, a
-# server that dies or does not exit 0 — make the exit status non-zero).
+# Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (s per run, 1.5),
+# BENCH_WARMUP (s, 0.5), BENCH_IDLE (10000), BENCH_RESP_ROUNDS (3),
+# BENCH_RESP_REQUESTS (50000 at -P 1, 4x at -P 16), BENCH_ONLY (cases),
+# BENCH_QUICK=1 (1 round of 0.5 s, fewer idle connections and requests: a
+# smoke test of the harness, figures meaningless), BENCH_RESULTS (where to
+# write the table; default benches/results/<UTC date>.md for a full run,
+# build/bench-results.md for a partial or quick one), BENCH_STRICT=1 (exit
+# 1 when a goal is missed; by default only failures — a wrong echo, a
+# server that dies or does not exit 0 on SIGTERM — do).
 #
-# Builds what is missing: the library (cargo build --release) if absent,
-# build/echo_server if older than the library, and the bench programs
-# (cc -O2) if older than their sources. Every wait is bounded; every
-# process started here is stopped, and its temporary files removed,
-# however the script ends. Traffic goes to 127.0.0.1 only.
+# Builds what is missing or stale. Every wait and every run is bounded
+# (timeout); every process started here is stopped, and its temporary
+# files removed, however the script ends. About 7 minutes on 2 cores.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-DURATION=${BENCH_DURATION:-3}
-WARMUP=${BENCH_WARMUP:-1}
-ROUNDS=${BENCH_ROUNDS:-4}
-CONNS=${BENCH_CONNECTIONS:-50}
-SIZE=${BENCH_SIZE:-64}
-IDLE=${BENCH_IDLE:-10000}
-ONLY=${BENCH_ONLY:-a b c d memory http resp}
+QUICK=${BENCH_QUICK:-0}
+if ((QUICK)); then
+    DURATION=${BENCH_DURATION:-0.5}
+    WARMUP=${BENCH_WARMUP:-0.2}
+    ROUNDS=${BENCH_ROUNDS:-1}
+    IDLE=${BENCH_IDLE:-2000}
+    RESP_ROUNDS=${BENCH_RESP_ROUNDS:-1}
+    RESP_N=${BENCH_RESP_REQUESTS:-10000}
+    SHUTDOWN_ROUNDS=5
+else
+    DURATION=${BENCH_DURATION:-1.5}
+    WARMUP=${BENCH_WARMUP:-0.5}
+    ROUNDS=${BENCH_ROUNDS:-3}
+    IDLE=${BENCH_IDLE:-10000}
+    RESP_ROUNDS=${BENCH_RESP_ROUNDS:-3}
+    RESP_N=${BENCH_RESP_REQUESTS:-50000}
+    SHUTDOWN_ROUNDS=20
+fi
+ALL_CASES="tcp50 churn tcp500 big udp1 udp50 unix50 unixchurn http resp memory shutdown"
+ONLY=${BENCH_ONLY:-$ALL_CASES}
 STRICT=${BENCH_STRICT:-0}
 CC=${CC:-cc}
 NOFILE=65536
+if [[ -n ${BENCH_RESULTS:-} ]]; then
+    RESULTS=$BENCH_RESULTS
+elif ((QUICK)) || [[ $ONLY != "$ALL_CASES" ]]; then
+    RESULTS=build/bench-results.md
+else
+    RESULTS=benches/results/$(date -u +%Y-%m-%d).md
+fi
 
 # The library's directory: the Makefile passes its own (BUILD,
 # CARGO_TARGET_DIR) as SS_LIB_DIR.
 LIB_DIR=${SS_LIB_DIR:-target/release}
 LIB=$LIB_DIR/libsocketserver.so
 ECHO=build/echo_server
-REF=build/ref_epoll_echo
 LOADGEN=build/loadgen
 IDLER=build/idle_conns
 HTTP=build/http_hello
+RESP=build/resp_server
+PY=${PYTHON:-python3}
 
 wanted() { [[ " $ONLY " == *" $1 "* ]]; }
 
@@ -88,28 +119,46 @@ if [[ ! -f $LIB ]]; then
     echo "bench: building the library (cargo build --release)"
     cargo build --release
 fi
-if [[ ! -x $ECHO || $ECHO -ot $LIB || $ECHO -ot c_examples/echo_server.c ]]; then
-    echo "bench: building $ECHO"
-    "$CC" -O2 -std=c99 -Iinclude c_examples/echo_server.c -L"$LIB_DIR" \
-        -lsocketserver -Wl,-rpath,"$(cd "$LIB_DIR" && pwd)" -o "$ECHO"
-fi
-build_bench() { # NAME: benches/NAME.c -> build/NAME
-    local src=benches/$1.c out=build/$1
+LIB_ABS=$(cd "$LIB_DIR" && pwd)
+# build_example NAME: c_examples/NAME.c -> build/NAME when stale (a
+# failed build leaves it missing: its cases then fail, naming it).
+build_example() {
+    local src=c_examples/$1.c out=build/$1
+    if [[ -f $src ]] && [[ ! -x $out || $out -ot $LIB || $out -ot $src ]]; then
+        echo "bench: building $out"
+        "$CC" -O2 -std=c99 -Iinclude "$src" -L"$LIB_DIR" -lsocketserver -lpthread \
+            -Wl,-rpath,"$LIB_ABS" -o "$out" || echo "bench: $out did not build" >&2
+    fi
+}
+build_example echo_server
+build_example http_hello
+build_example resp_server
+# build_bench NAME [FLAGS...]: benches/NAME.c -> build/NAME when stale.
+build_bench() {
+    local name=$1 src=benches/$1.c out=build/$1
+    shift
     if [[ ! -x $out || $out -ot $src ]]; then
         echo "bench: building $out"
-        "$CC" -O2 -Wall -Wextra -pthread "$src" -o "$out"
+        "$CC" -O2 -Wall -Wextra -pthread "$src" "$@" -o "$out"
     fi
 }
 build_bench loadgen
 build_bench ref_epoll_echo
+build_bench ref_blocking_echo
+build_bench ref_udp_echo
 build_bench idle_conns
-# http_hello, when its source exists and `make` has not built it (a failed
-# build only skips the http part).
-if [[ -f c_examples/http_hello.c ]] && [[ ! -x $HTTP || $HTTP -ot $LIB || $HTTP -ot c_examples/http_hello.c ]]; then
-    echo "bench: building $HTTP"
-    "$CC" -O2 -std=c99 -Iinclude c_examples/http_hello.c -L"$LIB_DIR" \
-        -lsocketserver -lpthread -Wl,-rpath,"$(cd "$LIB_DIR" && pwd)" -o "$HTTP" ||
-        echo "bench: $HTTP did not build; the http part will be skipped" >&2
+if [[ ! -x build/shutdown_latency || build/shutdown_latency -ot $LIB ||
+    build/shutdown_latency -ot benches/shutdown_latency.c ]]; then
+    rm -f build/shutdown_latency
+fi
+build_bench shutdown_latency -Iinclude -L"$LIB_DIR" -lsocketserver -Wl,-rpath,"$LIB_ABS"
+HAVE_LIBEVENT=0
+if pkg-config --exists libevent 2>/dev/null; then
+    # shellcheck disable=SC2046 # pkg-config prints several flags
+    build_bench ref_libevent_echo $(pkg-config --cflags --libs libevent)
+    HAVE_LIBEVENT=1
+else
+    echo "bench: libevent-dev is missing (pkg-config libevent): the libevent rows are skipped"
 fi
 
 # ------------------------------------------------------------- processes
@@ -219,12 +268,14 @@ median() {
 
 # cpu_ticks PID: user + system CPU time of the whole process (every
 # thread, exited ones included), in clock ticks.
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# user_sys_ticks PID: "user system" CPU time of the whole process, in ticks.
+user_sys_ticks() { awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$1/stat" 2>/dev/null || echo 0 0; }
 HZ=$(getconf CLK_TCK)
 
-# thread_split PID: "  split A/B": the shares (%) of the two busiest
-# threads in their CPU time together, for servers with several loops
-# (50/50: the connections were spread evenly; 100/0: one loop served all).
+# thread_split PID: "split A/B": the shares (%) of the two busiest threads
+# in their CPU time together (50/50: the connections were spread evenly
+# over two loops; 100/0: one loop served all).
 thread_split() {
     local f
     for f in /proc/"$1"/task/*/stat; do
@@ -234,91 +285,181 @@ thread_split() {
             printf "  split %.0f/%.0f", 100 * v[1] / (v[1] + v[2]), 100 * v[2] / (v[1] + v[2]) }'
 }
 
-# run_load KEY LABEL CMD...: one run: fresh server, loadgen, stop (KEY
-# ending in 2: a two-loop server, whose CPU split is shown). Appends
-# "KEY rps p50 p99 cpu_us_per_request" to $TMP/results and prints the
-# run's figures. The server's CPU time per request (the server's CPU time
-# over the whole loadgen run, divided by every request it served, warm-up
-# included) is much less sensitive than req/s to other load on the machine.
-run_load() {
-    local key=$1 label=$2
-    shift 2
-    start_server "$label" "$@" || {
+# ----------------------------------------------------------- the servers
+
+# server_cmd KEY TRANSPORT ADDR: sets CMD to the command line of server KEY
+# (see the header) on TRANSPORT (tcp, udp, unix) at ADDR; returns 1 when
+# KEY cannot run here (libevent missing).
+declare -a CMD=()
+server_cmd() {
+    local key=$1 tr=$2 addr=$3 on=(--address "$3")
+    [[ $tr != unix ]] || on=(--unix "$addr")
+    case $key in
+    ev1) CMD=("$ECHO" --transport "$tr" --mode event --address "$addr" --threads 1) ;;
+    ev2) CMD=("$ECHO" --transport "$tr" --mode event --address "$addr" --threads 2) ;;
+    thr) CMD=("$ECHO" --transport "$tr" --mode threading --address "$addr") ;;
+    fork) CMD=("$ECHO" --transport "$tr" --mode forking --address "$addr" --max-children 60) ;;
+    sync) CMD=("$ECHO" --transport "$tr" --mode sync --address "$addr") ;;
+    epoll1) CMD=(build/ref_epoll_echo "${on[@]}" --threads 1) ;;
+    epoll2) CMD=(build/ref_epoll_echo "${on[@]}" --threads 2 --balance exclusive) ;;
+    libevent)
+        ((HAVE_LIBEVENT)) || return 1
+        CMD=(build/ref_libevent_echo --address "$addr")
+        ;;
+    cthread) CMD=(build/ref_blocking_echo "${on[@]}" --model thread) ;;
+    cfork) CMD=(build/ref_blocking_echo "${on[@]}" --model fork) ;;
+    citer) CMD=(build/ref_blocking_echo "${on[@]}" --model iterative) ;;
+    cudp) CMD=(build/ref_udp_echo --address "$addr") ;;
+    py-tcp | py-threading | py-forking | py-udp | py-unix-threading | py-http)
+        CMD=("$PY" benches/py_echo.py --server "${key#py-}" --address "$addr")
+        ;;
+    *)
+        echo "bench: unknown server $key" >&2
+        return 1
+        ;;
+    esac
+}
+
+# The long names shown in the table.
+declare -A NAME=(
+    [ev1]="event 1 loop" [ev2]="event 2 loops" [thr]="threading" [fork]="forking"
+    [sync]="sync" [epoll1]="C epoll" [epoll2]="C epoll 2 loops" [libevent]="libevent"
+    [cthread]="C thread/conn" [cfork]="C fork/conn" [citer]="C iterative"
+    [cudp]="C recvfrom loop" [py-tcp]="Py TCPServer" [py-threading]="Py ThreadingTCPServer"
+    [py-forking]="Py ForkingTCPServer" [py-udp]="Py UDPServer"
+    [py-unix-threading]="Py ThreadingUnixStreamServer" [py-http]="Py ThreadingHTTPServer"
+    [hello-ev1]="http_hello event 1 loop" [hello-ev2]="http_hello event 2 loops"
+    [hello-thr]="http_hello threading" [nginx]="nginx 1 worker"
+    [resp1]="resp_server" [redis]="redis-server"
+)
+
+: >"$TMP/results"
+: >"$TMP/splits"
+# run_one CASE KEY TRANSPORT LOADGEN-ARGS...: one run of server KEY
+# (fresh) under loadgen; appends "CASE KEY rps p50 p99 cpu starved lost"
+# to $TMP/results and prints the run's figures.
+run_one() {
+    local case=$1 key=$2 tr=$3
+    shift 3
+    local addr=127.0.0.1:0
+    [[ $tr != unix ]] || addr=$TMP/$key.sock
+    server_cmd "$key" "$tr" "$addr" || return 0
+    start_server "${NAME[$key]}" "${CMD[@]}" || {
         FAILED=1
         return 0
     }
-    local line rc=0 t0 t1
-    t0=$(cpu_ticks "$SERVER_PID")
-    line=$(timeout $((${DURATION%.*} + ${WARMUP%.*} + 20)) "$LOADGEN" --address "$SERVER_ADDR" \
-        --connections "$CONNS" --size "$SIZE" --duration "$DURATION" --warmup "$WARMUP" \
-        --threads 1 2>"$TMP/loadgen.err") || rc=$?
+    local target=(--address "$SERVER_ADDR") line rc=0 u0 s0 u1 s1
+    [[ $tr != unix ]] || target=(--unix "$SERVER_ADDR")
+    [[ $tr != udp ]] || target+=(--udp)
+    read -r u0 s0 <<<"$(user_sys_ticks "$SERVER_PID")"
+    line=$(timeout $((${DURATION%.*} + ${WARMUP%.*} + 20)) "$LOADGEN" "${target[@]}" \
+        --duration "$DURATION" --warmup "$WARMUP" --threads 1 "$@" 2>"$TMP/loadgen.err") || rc=$?
     line=${line%%$'\n'*}
-    t1=$(cpu_ticks "$SERVER_PID")
+    read -r u1 s1 <<<"$(user_sys_ticks "$SERVER_PID")"
     local split=
-    [[ $key != *2 ]] || split=$(thread_split "$SERVER_PID")
+    if [[ $key == *2 ]]; then
+        split=$(thread_split "$SERVER_PID")
+        echo "$case ${NAME[$key]}|${split#  split }" >>"$TMP/splits"
+    fi
     stop_server
     if ((rc != 0)) || [[ -z $line ]]; then
-        echo "bench: loadgen against $label failed (status $rc):" >&2
+        echo "bench: loadgen against ${NAME[$key]} ($case) failed (status $rc):" >&2
         sed 's/^/    /' "$TMP/loadgen.err" >&2
         FAILED=1
         return 0
     fi
-    local rps p50 p99 cpu
+    local rps p50 p99 cpu starved lost ucpu scpu n
     rps=$(field "$line" rps)
     p50=$(field "$line" p50_us)
     p99=$(field "$line" p99_us)
-    cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$(field "$line" all_requests)" \
-        'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
-    echo "$key $rps $p50 $p99 $cpu" >>"$TMP/results"
-    printf '  %-44s %7s req/s  p50 %6s us  p99 %7s us  CPU %5s us/req%s\n' \
-        "$label" "$rps" "$p50" "$p99" "$cpu" "$split"
+    starved=$(field "$line" starved)
+    lost=$(field "$line" lost)
+    n=$(field "$line" all_requests)
+    cpu=$(awk -v d=$((u1 + s1 - u0 - s0)) -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+    ucpu=$(awk -v d=$((u1 - u0)) -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+    scpu=$(awk -v d=$((s1 - s0)) -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+    echo "$case $key $rps $p50 $p99 $cpu $starved $lost $ucpu $scpu" >>"$TMP/results"
+    local note=
+    ((starved == 0)) || note+="  STARVED $starved clients"
+    ((lost == 0)) || note+="  lost $lost"
+    printf '  %-30s %8s req/s  p50 %8s us  p99 %8s us  CPU %6s us/req%s%s\n' \
+        "${NAME[$key]}" "$rps" "$p50" "$p99" "$cpu" "$split" "$note"
 }
 
-# summary KEY: "rps p50 p99 cpu" medians over KEY's runs.
-summary() {
-    local rps=() p50=() p99=() cpu=() k a b c d
-    while read -r k a b c d; do
-        [[ $k == "$1" ]] || continue
-        rps+=("$a")
-        p50+=("$b")
-        p99+=("$c")
-        cpu+=("$d")
-    done <"$TMP/results"
-    if ((${#rps[@]} == 0)); then
-        echo "nan nan nan nan"
-        return
-    fi
-    echo "$(median "${rps[@]}") $(median "${p50[@]}") $(median "${p99[@]}") $(median "${cpu[@]}")"
-}
-
-GOALS_MISSED=0
-# compare TITLE REFKEY OURSKEY: the medians and the ratios.
-compare() {
-    local title=$1 r o
-    read -r -a r <<<"$(summary "$2")"
-    read -r -a o <<<"$(summary "$3")"
+# run_case CASE TRANSPORT "LOADGEN-ARGS" SERVER...: the rounds.
+run_case() {
+    local case=$1 tr=$2 args=$3 round key
+    shift 3
+    wanted "$case" || return 0
     echo
-    echo "$title: median of $ROUNDS runs each"
-    printf '  %-20s %10s %10s %10s %16s\n' "" "req/s" "p50 us" "p99 us" "CPU us/request"
-    printf '  %-20s %10s %10s %10s %16s\n' "ref_epoll_echo" "${r[0]}" "${r[1]}" "${r[2]}" "${r[3]}"
-    printf '  %-20s %10s %10s %10s %16s\n' "echo_server event" "${o[0]}" "${o[1]}" "${o[2]}" "${o[3]}"
-    if [[ ${r[0]} == nan || ${o[0]} == nan ]]; then
-        echo "  ratios: not available (failed runs)"
-        GOALS_MISSED=1
-        return
-    fi
-    awk -v rr="${r[0]}" -v ro="${o[0]}" -v pr="${r[2]}" -v po="${o[2]}" \
-        -v lr="${r[1]}" -v lo="${o[1]}" -v cr="${r[3]}" -v co="${o[3]}" 'BEGIN {
-        q = ro / rr; l = po / pr
-        printf "  ours/ref: req/s %.3f (goal >= 0.95: %s)   p99 %.3f (goal <= 1.2: %s)\n",
-            q, (q >= 0.95 ? "met" : "MISSED"), l, (l <= 1.2 ? "met" : "MISSED")
-        printf "            p50 %.3f   server CPU per request %s\n", lo / lr,
-            (cr > 0 ? sprintf("%.3f", co / cr) : "n/a")
-        exit (q >= 0.95 && l <= 1.2) ? 0 : 1 }' || GOALS_MISSED=1
+    echo "$case: loadgen $args ($tr), $ROUNDS round(s), servers alternating"
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for key in "$@"; do
+            # shellcheck disable=SC2086 # args: several options
+            run_one "$case" "$key" "$tr" $args
+        done
+    done
 }
 
-: >"$TMP/results"
-# Other load on the machine makes every figure noisy: say so.
+# summary CASE KEY: "rps p50 p99 cpu starved" medians (starved: the most
+# of any round) over the rounds, or "nan ...".
+summary() {
+    awk -v c="$1" -v k="$2" '$1 == c && $2 == k { print $3, $4, $5, $6, $7 }' "$TMP/results" >"$TMP/sum"
+    if [[ ! -s $TMP/sum ]]; then
+        echo "nan nan nan nan 0"
+        return
+    fi
+    local i out=
+    for i in 1 2 3 4; do
+        # shellcheck disable=SC2046 # a list of numbers
+        out+="$(median $(awk -v i=$i '{ print $i }' "$TMP/sum")) "
+    done
+    echo "$out$(awk 'BEGIN { m = 0 } $5 > m { m = $5 } END { print m }' "$TMP/sum")"
+}
+
+# ------------------------------------------------------------ the table
+
+# One markdown table for every case. row CASE OURS REF RPS-GOAL P99-GOAL
+# [CPU]: the medians of OURS and REF in CASE and the ratios ours/ref;
+# RPS-GOAL is the least req/s ratio that meets the goal ("-": none),
+# P99-GOAL the most p99 ratio ("-": none); CPU "nocpu" leaves out the CPU
+# ratio (forking servers).
+: >"$TMP/table"
+GOALS_MISSED=0
+row() {
+    local case=$1 ours=$2 ref=$3 grps=$4 gp99=$5 cpuflag=${6:-}
+    wanted "$case" || return 0
+    if [[ $ref == libevent ]] && ((!HAVE_LIBEVENT)); then
+        printf '| %s | %s | %s | skipped: libevent-dev is missing |||||||||\n' \
+            "$case" "${NAME[$ours]}" "${NAME[$ref]}" >>"$TMP/table"
+        return 0
+    fi
+    local o r
+    read -r -a o <<<"$(summary "$case" "$ours")"
+    read -r -a r <<<"$(summary "$case" "$ref")"
+    awk -v c="$case" -v on="${NAME[$ours]}" -v rn="${NAME[$ref]}" \
+        -v orps="${o[0]}" -v rrps="${r[0]}" -v op99="${o[2]}" -v rp99="${r[2]}" \
+        -v ocpu="${o[3]}" -v rcpu="${r[3]}" -v os="${o[4]}" -v rs="${r[4]}" \
+        -v grps="$grps" -v gp99="$gp99" -v nocpu="$cpuflag" 'BEGIN {
+        if (orps == "nan" || rrps == "nan" || orps + 0 <= 0 || rrps + 0 <= 0) {
+            printf "| %s | %s | %s | %s | %s | n/a | | | | | | FAILED runs |\n", c, on, rn, orps, rrps
+            exit 1
+        }
+        q = orps / rrps; l = (rp99 > 0 ? op99 / rp99 : 0)
+        cpu = (nocpu == "" && rcpu > 0 && ocpu > 0) ? sprintf("%.2f", ocpu / rcpu) : "-"
+        goal = ""; verdict = "-"; ok = 1
+        if (grps != "-") { goal = "req/s >= " grps; ok = ok && q >= grps + 0 }
+        if (gp99 != "-") { goal = goal (goal == "" ? "" : ", ") "p99 <= " gp99; ok = ok && l <= gp99 + 0 }
+        if (goal != "") verdict = ok ? "met" : "MISSED"
+        if (os > 0) verdict = verdict " (ours starved " os " clients)"
+        if (rs > 0) verdict = verdict " (ref starved " rs " clients)"
+        printf "| %s | %s | %s | %.0f | %.0f | **%.2f** | %.0f | %.0f | **%.2f** | %s | %s | %s |\n",
+            c, on, rn, orps, rrps, q, op99, rp99, l, cpu, (goal == "" ? "-" : goal), verdict
+        exit (verdict ~ /MISSED/) ? 1 : 0 }' >>"$TMP/table" || GOALS_MISSED=1
+}
+
+# -------------------------------------------------------- the machine
+
 busy=$(
     read -r _ u1 n1 s1 i1 w1 q1 sq1 st1 _ </proc/stat
     sleep 1
@@ -326,189 +467,203 @@ busy=$(
     total=$(((u2 + n2 + s2 + i2 + w2 + q2 + sq2 + st2) - (u1 + n1 + s1 + i1 + w1 + q1 + sq1 + st1)))
     echo $((total > 0 ? 100 * (total - (i2 - i1) - (w2 - w1)) / total : 0))
 )
-if ((busy > 10)); then
-    echo "bench: WARNING: other processes keep the CPUs ${busy}% busy before the runs:" \
-        "req/s and latency will be noisy (the server CPU per request much less so)"
-fi
-echo "bench: TCP 127.0.0.1, $CONNS connections, $SIZE-byte messages, ${DURATION}s runs" \
-    "(+${WARMUP}s warm-up), loadgen with 1 client thread; $(nproc) cores, shared"
-
-# ------------------------------------------------------------ (a) and (b)
-
-for threads in 1 2; do
-    scenario=$([[ $threads == 1 ]] && echo a || echo b)
-    wanted "$scenario" || continue
-    echo
-    echo "($scenario) $threads server thread(s), alternating:"
-    for ((round = 1; round <= ROUNDS; round++)); do
-        balance=$([[ $threads == 1 ]] || echo " --balance exclusive")
-        run_load "ref$threads" "ref_epoll_echo --threads $threads$balance" \
-            "$REF" --address 127.0.0.1:0 --threads "$threads" --balance exclusive
-        run_load "ours$threads" "echo_server event --threads $threads" \
-            "$ECHO" --transport tcp --mode event --address 127.0.0.1:0 --threads "$threads"
-    done
-done
-
-# ---------------------------------------------------------------- (c)
-
-if wanted c; then
-    echo
-    echo "(c) for context, one run each: the reference with one SO_REUSEPORT listener per"
-    echo "    loop (the kernel spreads connections by hash), then blocking handlers with a"
-    echo "    thread per connection:"
-    run_load reuseport2 "ref_epoll_echo --threads 2 --balance reuseport" \
-        "$REF" --address 127.0.0.1:0 --threads 2 --balance reuseport
-    run_load threading "echo_server threading" \
-        "$ECHO" --transport tcp --mode threading --address 127.0.0.1:0
-    pool_threads=$((CONNS + 14))
-    run_load pool "echo_server pool --threads $pool_threads" \
-        "$ECHO" --transport tcp --mode pool --address 127.0.0.1:0 --threads "$pool_threads"
+CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
+T_START=$SECONDS
+echo "bench: $(nproc) cores ($CPU_MODEL), Linux $(uname -r); load average $LOAD_START;"
+echo "       CPU busy before starting: $busy %; $ROUNDS round(s) of ${DURATION}s (+${WARMUP}s warm-up)"
+if ((busy > 20)); then
+    echo "bench: note: the machine was $busy % busy before the benchmarks started:"
+    echo "       other load makes every figure noisy (the CPU ratios suffer least)"
 fi
 
-# ---------------------------------------------------------------- (d)
+# ------------------------------------------------------- the echo cases
 
-# run_big LABEL CMD...: one run with large messages; prints the tail.
-run_big() {
-    local label=$1
-    shift
-    start_server "$label" "$@" || {
-        FAILED=1
-        return 0
-    }
-    local line rc=0
-    line=$(timeout 30 "$LOADGEN" --address "$SERVER_ADDR" --connections "$BIG_CONNS" \
-        --size "$BIG_SIZE" --duration 2 --warmup 0.5 --threads 1 2>"$TMP/loadgen.err") || rc=$?
-    line=${line%%$'\n'*}
-    stop_server
-    if ((rc != 0)) || [[ -z $line ]]; then
-        echo "bench: loadgen against $label failed (status $rc):" >&2
-        sed 's/^/    /' "$TMP/loadgen.err" >&2
-        FAILED=1
-        return 0
-    fi
-    printf '  %-32s %6s req/s  p50 %7s us  p99 %8s us  p99.9 %8s us  max %8s us\n' "$label" \
-        "$(field "$line" rps)" "$(field "$line" p50_us)" "$(field "$line" p99_us)" \
-        "$(field "$line" p999_us)" "$(field "$line" max_us)"
+run_case tcp50 tcp "--connections 50" \
+    epoll1 ev1 epoll2 ev2 libevent cthread thr py-threading cfork fork py-forking
+run_case churn tcp "--connections 50 --churn --sources 32" \
+    libevent ev1 epoll1 cthread thr cfork fork py-forking citer sync py-tcp
+run_case tcp500 tcp "--connections 500" epoll1 ev1
+run_case big tcp "--connections 16 --size 65536" epoll1 ev1
+run_case udp1 udp "--connections 1" cudp ev1 sync py-udp
+run_case udp50 udp "--connections 50" cudp ev1 sync py-udp
+run_case unix50 unix "--connections 50" epoll1 ev1 thr py-unix-threading
+run_case unixchurn unix "--connections 50 --churn" epoll1 ev1
+
+row tcp50 ev1 epoll1 1.0 1.1
+row tcp50 ev1 libevent - -
+row tcp50 ev2 epoll2 - -
+row tcp50 ev2 ev1 0.95 -
+row tcp50 thr cthread 1.0 -
+row tcp50 thr py-threading - -
+row tcp50 fork cfork - - nocpu
+row tcp50 fork py-forking - - nocpu
+row churn ev1 libevent 1.0 -
+row churn ev1 epoll1 - -
+row churn thr cthread 1.0 -
+row churn fork cfork 0.9 - nocpu
+row churn fork py-forking - - nocpu
+row churn sync citer - -
+row churn sync py-tcp - -
+row tcp500 ev1 epoll1 - -
+row big ev1 epoll1 - -
+row udp1 sync cudp 0.95 -
+row udp1 ev1 cudp - -
+row udp1 sync py-udp - -
+row udp50 sync cudp 0.95 -
+row udp50 ev1 cudp 1.3 -
+row udp50 sync py-udp - -
+row unix50 ev1 epoll1 0.95 -
+row unix50 thr py-unix-threading - -
+row unixchurn ev1 epoll1 0.95 -
+
+# cpu_split CASE KEY: "user system" medians, us of CPU per request.
+cpu_split() {
+    # shellcheck disable=SC2046 # lists of numbers
+    echo "$(median $(awk -v c="$1" -v k="$2" '$1 == c && $2 == k { print $9 }' "$TMP/results")) \
+$(median $(awk -v c="$1" -v k="$2" '$1 == c && $2 == k { print $10 }' "$TMP/results"))"
 }
-
-BIG_SIZE=${BENCH_BIG_SIZE:-200000}
-BIG_CONNS=8
-if wanted d; then
-    echo
-    echo "(d) for context, large messages: $BIG_SIZE bytes, $BIG_CONNS connections, 2 s, one run each"
-    echo "    (a tail near 40 ms would be Nagle's algorithm meeting the client's delayed"
-    echo "    ACK: both servers set TCP_NODELAY to avoid it)"
-    run_big "ref_epoll_echo --threads 1" "$REF" --address 127.0.0.1:0 --threads 1
-    run_big "echo_server event --threads 1" \
-        "$ECHO" --transport tcp --mode event --address 127.0.0.1:0 --threads 1
-fi
-
-wanted a && compare "(a) 1 server thread" ref1 ours1
-wanted b && compare "(b) 2 server threads (one shared listener, EPOLLEXCLUSIVE)" ref2 ours2
-
-# -------------------------------------------------------------- memory
-
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-
-# memory LABEL CMD...: KiB of VmRSS per idle connection (also left in
-# MEM_PER_CONN; empty on failure).
-MEM_PER_CONN=
-memory() {
-    MEM_PER_CONN=
-    local label=$1
-    shift
-    start_server "$label" "$@" || {
-        FAILED=1
-        return 0
-    }
-    sleep 0.2
-    local before after idler i ready=0
-    before=$(rss_kib "$SERVER_PID")
-    "$IDLER" --address "$SERVER_ADDR" --connections "$IDLE" --hold 60 \
-        >"$TMP/idle.out" 2>"$TMP/idle.err" &
-    idler=$!
-    PIDS+=("$idler")
-    for ((i = 0; i < 600; i++)); do
-        if grep -q '^ready' "$TMP/idle.out"; then
-            ready=1
-            break
-        fi
-        kill -0 "$idler" 2>/dev/null || break
-        sleep 0.05
-    done
-    if ((ready)); then
-        sleep 0.2
-        after=$(rss_kib "$SERVER_PID")
-    fi
-    kill -TERM "$idler" 2>/dev/null || true
-    wait "$idler" 2>/dev/null || true
-    forget "$idler"
-    local released=
-    if ((ready)); then
-        sleep 0.3
-        released=$(rss_kib "$SERVER_PID")
-    fi
-    stop_server
-    if ((!ready)); then
-        echo "bench: the $IDLE idle connections to $label failed:" >&2
-        sed 's/^/    /' "$TMP/idle.err" >&2
-        FAILED=1
-        return 0
-    fi
-    awk -v l="$label" -v b="$before" -v a="$after" -v r="$released" -v n="$IDLE" 'BEGIN {
-        per = (a - b) / n
-        printf "  %-34s idle %6d KiB, with %d connections %7d KiB: %.3f KiB (%.0f bytes) per connection; %d KiB after they closed\n",
-            l, b, n, a, per, per * 1024, r }'
-    MEM_PER_CONN=$(awk -v b="$before" -v a="$after" -v n="$IDLE" 'BEGIN { printf "%.3f", (a - b) / n }')
-}
-
-if wanted memory; then
-    echo
-    echo "memory: VmRSS before and after $IDLE idle connections (each echoed one byte), 1 server thread:"
-    memory "ref_epoll_echo --threads 1" "$REF" --address 127.0.0.1:0 --threads 1
-    memory "echo_server event --threads 1" \
-        "$ECHO" --transport tcp --mode event --address 127.0.0.1:0 --threads 1
-    if [[ -n $MEM_PER_CONN ]]; then
-        awk -v per="$MEM_PER_CONN" 'BEGIN {
-            printf "  event mode: %.3f KiB per idle connection (goal <= 1 KiB: %s)\n", per, (per <= 1 ? "met" : "MISSED")
-            exit per <= 1 ? 0 : 1 }' || GOALS_MISSED=1
-    else
-        GOALS_MISSED=1
+CPU_NOTE=
+if wanted tcp50; then
+    read -r ou os <<<"$(cpu_split tcp50 ev1)"
+    read -r ru rs <<<"$(cpu_split tcp50 epoll1)"
+    CPU_NOTE="CPU per request, tcp50 (server process, user + system from /proc, medians):"
+    CPU_NOTE+=" event 1 loop user $ou us + system $os us; C epoll user $ru us + system $rs us"
+    CPU_NOTE+=" (user ratio $(awk -v o="$ou" -v r="$ru" 'BEGIN { print (r > 0 ? sprintf("%.2f", o / r) : "n/a") }'))."
+    if perf stat -e instructions:u -x, true 2>&1 | grep -q '<not supported>'; then
+        CPU_NOTE+=" Hardware counters are not available here (perf stat: instructions <not supported>), so no instruction counts."
     fi
 fi
 
 # ---------------------------------------------------------------- http
 
+# start_nginx: nginx with one worker on a free port of 127.0.0.1 returning
+# http_hello's body, with its own prefix, config, pid file and logs under
+# $TMP/nginx; waits (5 s at most) until it answers. Sets SERVER_PID,
+# SERVER_ADDR and SERVER_LABEL as start_server does.
+NGINX=$(command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true)
+start_nginx() {
+    SERVER_LABEL="nginx"
+    local dir=$TMP/nginx try i port
+    mkdir -p "$dir"
+    for ((try = 0; try < 5; try++)); do
+        port=$((20000 + RANDOM % 40000))
+        cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$port;
+        location / { default_type text/plain; return 200 "Hello, world!\n"; }
+    }
+}
+EOF
+        : >"$TMP/server.err"
+        "$NGINX" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" \
+            >"$TMP/server.out" 2>"$TMP/server.err" &
+        SERVER_PID=$!
+        PIDS+=("$SERVER_PID")
+        for ((i = 0; i < 100; i++)); do
+            if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null; then
+                SERVER_ADDR=127.0.0.1:$port
+                return 0
+            fi
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.05
+        done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        forget "$SERVER_PID"
+    done
+    echo "bench: nginx did not start:" >&2
+    sed 's/^/    /' "$dir/error.log" "$TMP/server.err" >&2 2>/dev/null || true
+    SERVER_PID=
+    return 1
+}
+
+# to_us VALUE-WITH-UNIT: wrk's "1.23ms" in microseconds.
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") f = 1; else if (u == "ms") f = 1000; else if (u == "s") f = 1e6; else if (u == "m") f = 6e7; else f = 0
+        printf "%.0f", n * f }'
+}
+
+# run_http KEY: one wrk run against a fresh server KEY.
+run_http() {
+    local key=$1
+    case $key in
+    hello-ev1) start_server "${NAME[$key]}" "$HTTP" --mode event --threads 1 --address 127.0.0.1:0 ;;
+    hello-ev2) start_server "${NAME[$key]}" "$HTTP" --mode event --threads 2 --address 127.0.0.1:0 ;;
+    hello-thr) start_server "${NAME[$key]}" "$HTTP" --mode threading --address 127.0.0.1:0 ;;
+    nginx) start_nginx ;;
+    py-http)
+        server_cmd py-http tcp 127.0.0.1:0
+        start_server "${NAME[$key]}" "${CMD[@]}"
+        ;;
+    esac || {
+        FAILED=1
+        return 0
+    }
+    local out rc=0 d
+    d=$(awk -v a="$DURATION" -v b="$WARMUP" 'BEGIN { printf "%d", a + b + 0.5 }')
+    out=$(timeout $((d + 20)) wrk -t1 -c50 -d"${d}s" --latency "http://$SERVER_ADDR/" 2>&1) || rc=$?
+    stop_server
+    local rps p50 p99 bad
+    rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
+    p50=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+    p99=$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+    bad=$(awk '/Non-2xx|Socket errors/ { print }' <<<"$out")
+    if ((rc != 0)) || [[ -z $rps ]]; then
+        echo "bench: wrk against ${NAME[$key]} failed (status $rc):" >&2
+        sed 's/^/    /' <<<"$out" >&2
+        FAILED=1
+        return 0
+    fi
+    echo "http $key $rps $p50 $p99 0 0 0" >>"$TMP/results"
+    printf '  %-30s %8s req/s  p50 %8s us  p99 %8s us\n' "${NAME[$key]}" "$rps" "$p50" "$p99"
+    if [[ -n $bad ]]; then
+        echo "    wrk: $bad"
+        FAILED=1
+    fi
+}
+
 if wanted http; then
     echo
-    if ! command -v wrk >/dev/null 2>&1; then
-        echo "http: skipped: wrk is not installed (apt-get install wrk)"
-    elif [[ ! -x $HTTP ]]; then
-        echo "http: skipped: $HTTP is missing (run 'make' first)"
+    missing=
+    command -v wrk >/dev/null 2>&1 || missing+=" wrk (apt-get install wrk)"
+    [[ -n $NGINX ]] || missing+=" nginx (apt-get install nginx-light)"
+    command -v curl >/dev/null 2>&1 || missing+=" curl"
+    [[ -x $HTTP ]] || missing+=" $HTTP (run 'make' first)"
+    if [[ -n $missing ]]; then
+        echo "http: FAILED: missing:$missing"
+        FAILED=1
     else
-        echo "http: wrk -t1 -c50 -d${DURATION}s GET / against $HTTP:"
-        for mode in event threading; do
-            if ! start_server "http_hello $mode" "$HTTP" --mode "$mode" --address 127.0.0.1:0; then
-                FAILED=1
-                continue
-            fi
-            out=$(timeout $((${DURATION%.*} + 20)) wrk -t1 -c50 -d"${DURATION}s" \
-                "http://$SERVER_ADDR/" 2>&1) || true
-            stop_server
-            rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
-            lat=$(awk '/^ +Latency/ { print $2 }' <<<"$out")
-            bad=$(awk '/Non-2xx|Socket errors/ { print }' <<<"$out")
-            printf '  %-24s %10s req/s   mean latency %s\n' "http_hello $mode" "${rps:-?}" "${lat:-?}"
-            [[ -z $bad ]] || echo "    wrk: $bad"
+        echo "http: wrk -t1 -c50 --latency GET /, $ROUNDS round(s), servers alternating"
+        for ((round = 1; round <= ROUNDS; round++)); do
+            for key in nginx hello-ev1 hello-ev2 hello-thr py-http; do
+                run_http "$key"
+            done
         done
     fi
+    row http hello-ev1 nginx 1.1 1.0 nocpu
+    row http hello-ev2 nginx - - nocpu
+    row http hello-thr nginx 0.8 - nocpu
+    row http hello-ev1 py-http 50 - nocpu
 fi
 
 # ---------------------------------------------------------------- resp
-
-RESP=build/resp_server
-RESP_ROUNDS=${BENCH_RESP_ROUNDS:-3}
-RESP_N=${BENCH_RESP_REQUESTS:-50000}
 
 # start_redis: redis-server on a free port of 127.0.0.1, without
 # persistence, in its own directory under $TMP; waits (5 s at most) until it
@@ -574,80 +729,197 @@ run_resp() {
 
 # resp_median KEY TEST: the median requests/s of TEST over KEY's runs.
 resp_median() {
+    # shellcheck disable=SC2046 # a list of numbers
     median $(awk -v k="$1" -v t="$2" '$1 == k && $2 == t { print $3 }' "$TMP/resp")
 }
 
 if wanted resp; then
     echo
     if ! command -v redis-benchmark >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
-        echo "resp: skipped: redis-benchmark and redis-server are needed (apt-get install redis-tools redis-server)"
+        echo "resp: FAILED: redis-benchmark and redis-server are needed (apt-get install redis-tools redis-server)"
+        FAILED=1
+    elif [[ ! -x $RESP ]]; then
+        echo "resp: FAILED: $RESP is missing"
+        FAILED=1
     else
-        if [[ -f c_examples/resp_server.c ]] && [[ ! -x $RESP || $RESP -ot $LIB || $RESP -ot c_examples/resp_server.c ]]; then
-            echo "bench: building $RESP"
-            "$CC" -O2 -std=c99 -Iinclude c_examples/resp_server.c -L"$ROOT/target/release" \
-                -lsocketserver -lpthread -Wl,-rpath,"$ROOT/target/release" -o "$RESP" ||
-                echo "bench: $RESP did not build" >&2
-        fi
-        if [[ ! -x $RESP ]]; then
-            echo "resp: FAILED: $RESP is missing"
-            FAILED=1
-        else
-            : >"$TMP/resp"
-            echo "resp: redis-benchmark -t ping,set,get -c 50 -q (-n $RESP_N at -P 1, $((RESP_N * 4)) at -P 16),"
-            echo "      resp_server --threads 1 vs redis-server, alternating, $RESP_ROUNDS rounds:"
-            for ((round = 1; round <= RESP_ROUNDS; round++)); do
-                for pipeline in 1 16; do
-                    if start_redis; then
-                        run_resp "redis$pipeline" "$pipeline"
-                        stop_server
-                    else
-                        FAILED=1
-                    fi
-                    if start_server "resp_server --threads 1" "$RESP" --address 127.0.0.1:0 --threads 1; then
-                        run_resp "ours$pipeline" "$pipeline"
-                        stop_server
-                    else
-                        FAILED=1
-                    fi
-                done
-            done
-            echo "  for context, one run with two event loops:"
+        : >"$TMP/resp"
+        echo "resp: redis-benchmark -t ping,set,get -c 50 -q (-n $RESP_N at -P 1, $((RESP_N * 4)) at -P 16),"
+        echo "      resp_server --threads 1 vs redis-server, alternating, $RESP_ROUNDS round(s):"
+        for ((round = 1; round <= RESP_ROUNDS; round++)); do
             for pipeline in 1 16; do
-                if start_server "resp_server --threads 2" "$RESP" --address 127.0.0.1:0 --threads 2; then
-                    run_resp "two$pipeline" "$pipeline"
+                if start_redis; then
+                    run_resp "redis$pipeline" "$pipeline"
+                    stop_server
+                else
+                    FAILED=1
+                fi
+                if start_server "resp_server --threads 1" "$RESP" --address 127.0.0.1:0 --threads 1; then
+                    run_resp "ours$pipeline" "$pipeline"
                     stop_server
                 else
                     FAILED=1
                 fi
             done
-            echo
-            echo "resp: median req/s of $RESP_ROUNDS rounds; ratio resp_server/redis-server (goal >= 1.0):"
-            printf '  %-12s %12s %12s %7s   %12s %12s %7s\n' "" "redis -P 1" "ours -P 1" "ratio" \
-                "redis -P 16" "ours -P 16" "ratio"
+        done
+        echo "  for context, one run with two event loops:"
+        for pipeline in 1 16; do
+            if start_server "resp_server --threads 2" "$RESP" --address 127.0.0.1:0 --threads 2; then
+                run_resp "two$pipeline" "$pipeline"
+                stop_server
+            else
+                FAILED=1
+            fi
+        done
+        for pipeline in 1 16; do
             for test in PING_INLINE PING_MBULK SET GET; do
-                row=$(printf '  %-12s' "$test")
-                for pipeline in 1 16; do
-                    r=$(resp_median "redis$pipeline" "$test")
-                    o=$(resp_median "ours$pipeline" "$test")
-                    ratio=$(awk -v r="$r" -v o="$o" 'BEGIN { if (r > 0 && o > 0) printf "%.3f", o / r; else print "n/a" }')
-                    awk -v q="$ratio" 'BEGIN { exit (q != "n/a" && q >= 1.0) ? 0 : 1 }' || GOALS_MISSED=1
-                    row+=$(printf ' %12s %12s %7s  ' "$r" "$o" "$ratio")
-                done
-                echo "$row"
+                r=$(resp_median "redis$pipeline" "$test")
+                o=$(resp_median "ours$pipeline" "$test")
+                cr=$(resp_median "redis$pipeline" CPU)
+                co=$(resp_median "ours$pipeline" CPU)
+                awk -v t="$test -P $pipeline" -v r="$r" -v o="$o" -v cr="$cr" -v co="$co" 'BEGIN {
+                    if (!(r > 0 && o > 0)) { printf "| resp %s | resp_server | redis-server | %s | %s | n/a |||||| FAILED runs |\n", t, o, r; exit 1 }
+                    q = o / r
+                    printf "| resp %s | resp_server | redis-server | %.0f | %.0f | **%.2f** | | | | %s | req/s >= 1.0 | %s |\n",
+                        t, o, r, q, (cr > 0 && co > 0 ? sprintf("%.2f", co / cr) : "-"), (q >= 1.0 ? "met" : "MISSED")
+                    exit q >= 1.0 ? 0 : 1 }' >>"$TMP/table" || GOALS_MISSED=1
             done
-            row=$(printf '  %-12s' "CPU us/req")
-            for pipeline in 1 16; do
-                r=$(resp_median "redis$pipeline" CPU)
-                o=$(resp_median "ours$pipeline" CPU)
-                ratio=$(awk -v r="$r" -v o="$o" 'BEGIN { if (r > 0 && o > 0) printf "%.3f", o / r; else print "n/a" }')
-                row+=$(printf ' %12s %12s %7s  ' "$r" "$o" "$ratio")
-            done
-            echo "$row  (server CPU time per request, lower is better)"
-        fi
+        done
     fi
 fi
 
+# -------------------------------------------------------------- memory
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# memory KEY: RSS bytes per idle connection of server KEY (TCP): VmRSS
+# before and while $IDLE idle connections (each echoed one byte) are open.
+# Sets MEM_PER_CONN (empty on failure).
+MEM_PER_CONN=
+memory() {
+    MEM_PER_CONN=
+    local key=$1
+    server_cmd "$key" tcp 127.0.0.1:0
+    start_server "${NAME[$key]}" "${CMD[@]}" || {
+        FAILED=1
+        return 0
+    }
+    sleep 0.2
+    local before after idler i ready=0
+    before=$(rss_kib "$SERVER_PID")
+    "$IDLER" --address "$SERVER_ADDR" --connections "$IDLE" --hold 60 \
+        >"$TMP/idle.out" 2>"$TMP/idle.err" &
+    idler=$!
+    PIDS+=("$idler")
+    for ((i = 0; i < 600; i++)); do
+        if grep -q '^ready' "$TMP/idle.out"; then
+            ready=1
+            break
+        fi
+        kill -0 "$idler" 2>/dev/null || break
+        sleep 0.05
+    done
+    if ((ready)); then
+        sleep 0.2
+        after=$(rss_kib "$SERVER_PID")
+    fi
+    kill -TERM "$idler" 2>/dev/null || true
+    wait "$idler" 2>/dev/null || true
+    forget "$idler"
+    stop_server
+    if ((!ready)); then
+        echo "bench: the $IDLE idle connections to ${NAME[$key]} failed:" >&2
+        sed 's/^/    /' "$TMP/idle.err" >&2
+        FAILED=1
+        return 0
+    fi
+    MEM_PER_CONN=$(awk -v b="$before" -v a="$after" -v n="$IDLE" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }')
+    printf '  %-30s idle %6d KiB, with %d connections %7d KiB: %s bytes per connection\n' \
+        "${NAME[$key]}" "$before" "$IDLE" "$after" "$MEM_PER_CONN"
+}
+
+if wanted memory; then
+    echo
+    echo "memory: VmRSS before and with $IDLE idle connections (each echoed one byte first):"
+    memory epoll1
+    ref_mem=$MEM_PER_CONN
+    memory ev1
+    ours_mem=$MEM_PER_CONN
+    if [[ -n $ours_mem && -n $ref_mem ]]; then
+        awk -v o="$ours_mem" -v r="$ref_mem" -v n="$IDLE" 'BEGIN {
+            printf "| memory | event 1 loop | C epoll | %s B/conn | %s B/conn | %s | | | | | <= 256 B per idle connection (%d of them) | %s |\n",
+                o, r, (r > 0 ? sprintf("**%.2f**", o / r) : "-"), n, (o <= 256 ? "met" : "MISSED")
+            exit o <= 256 ? 0 : 1 }' >>"$TMP/table" || GOALS_MISSED=1
+    else
+        echo "| memory | event 1 loop | C epoll | FAILED runs |||||||||" >>"$TMP/table"
+        GOALS_MISSED=1
+    fi
+fi
+
+# ------------------------------------------------------------ shutdown
+
+if wanted shutdown; then
+    echo
+    echo "shutdown: ss_server_shutdown() to serve_forever returning, $SHUTDOWN_ROUNDS rounds per mode:"
+    if out=$(timeout 60 build/shutdown_latency --rounds "$SHUTDOWN_ROUNDS" 2>"$TMP/sd.err"); then
+        sed 's/^/  /' <<<"$out"
+        while read -r _ mode _ med p90 max; do
+            awk -v m="${mode#mode=}" -v med="${med#median_us=}" -v p90="${p90#p90_us=}" -v max="${max#max_us=}" 'BEGIN {
+                printf "| shutdown | %s | - | median %s us | p90 %s us | max %s us | | | | | median <= 1000 us | %s |\n",
+                    m, med, p90, max, (med <= 1000 ? "met" : "MISSED")
+                exit med <= 1000 ? 0 : 1 }' >>"$TMP/table" || GOALS_MISSED=1
+        done <<<"$out"
+    else
+        echo "bench: shutdown_latency failed:" >&2
+        sed 's/^/    /' "$TMP/sd.err" >&2
+        FAILED=1
+    fi
+fi
+
+# --------------------------------------------------------------- report
+
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+ELAPSED=$((SECONDS - T_START))
+{
+    echo "# Benchmarks, $STARTED"
+    echo
+    echo "Machine: $(nproc) cores, $CPU_MODEL; Linux $(uname -r)."
+    echo "Load average: $LOAD_START at the start, $LOAD_END at the end; CPU $busy % busy"
+    echo "before the start (other work on the machine makes req/s and p99 noisy; the"
+    echo "CPU ratio, server CPU time per request ours/reference, suffers least)."
+    echo
+    only=
+    [[ $ONLY == "$ALL_CASES" ]] || only="BENCH_ONLY=\"$ONLY\", "
+    echo "Command: \`${BENCH_CMD:-make bench}\` (${only}$ROUNDS round(s) of"
+    echo "${DURATION} s + ${WARMUP} s warm-up per server, servers alternating round by round;"
+    echo "medians of the rounds; ${ELAPSED} s in all). 64-byte messages unless noted;"
+    echo "loadgen with one client thread; ratios are ours/reference (req/s: higher is"
+    echo "better for us; p99 and CPU: lower is). Python's socketserver listens with a"
+    echo "backlog of 5 (request_queue_size): of 50 clients connecting at once, the SYNs"
+    echo "beyond it are dropped and retried a second later, which shows as starved"
+    echo "clients and a p99 near 1 s in its churn and HTTP rows."
+    echo
+    echo "| case | ours | reference | ours req/s | ref req/s | req/s ratio | ours p99 us | ref p99 us | p99 ratio | CPU ratio | goal | verdict |"
+    echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    cat "$TMP/table"
+    if [[ -n $CPU_NOTE ]]; then
+        echo
+        echo "$CPU_NOTE"
+    fi
+    if [[ -s $TMP/splits ]]; then
+        echo
+        echo "How two loops shared the work (CPU time of the two busiest threads, %, per round;"
+        echo "50/50 is even):"
+        awk -F'|' '{ v[$1] = v[$1] " " $2; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+            END { for (i = 1; i <= n; i++) printf "- %s:%s\n", order[i], v[order[i]] }' "$TMP/splits"
+    fi
+} >"$TMP/report.md"
+mkdir -p "$(dirname "$RESULTS")"
+cp "$TMP/report.md" "$RESULTS"
 echo
+cat "$TMP/report.md"
+echo
+echo "bench: the table is in $RESULTS"
+
 if ((FAILED)); then
     echo "bench: FAILED (see the messages above)"
     exit 1
