@@ -703,6 +703,79 @@ template <class Sig, class F> std::function<Sig> as_function(F &&f)
         return std::function<Sig>(std::forward<F>(f));
 }
 
+/** What the watch and timer registries share: the entries of each of a
+ * server's connections, by connection id, under one lock, with a count
+ * that lets every on_close skip the lock while no connection has any.
+ * Entries of one connection are only touched on its loop thread; the lock
+ * guards the map for the loops of other connections. The registries add
+ * their own lookup rule on top. */
+template <class Entries> struct per_conn_registry {
+    std::mutex lock;
+    std::unordered_map<std::uint64_t, Entries> by_conn;
+    /** by_conn.size(), read without the lock by every on_close. */
+    std::atomic<std::size_t> conns{0};
+
+    /** Runs `add(entries of id)` under the lock, creating them if needed.
+     * If `add` throws (std::bad_alloc), it rethrows, having dropped the
+     * entries again if that left them empty. */
+    template <class Add> decltype(auto) put_with(std::uint64_t id, Add &&add)
+    {
+        std::lock_guard<std::mutex> g(lock);
+        Entries &list = by_conn[id];
+        conns = by_conn.size();
+        try {
+            return add(list);
+        } catch (...) {
+            if (list.empty()) {
+                by_conn.erase(id);
+                conns = by_conn.size();
+            }
+            throw;
+        }
+    }
+
+    /** Removes what `pick(entries of id)` takes out (it must not throw)
+     * and returns it; empty if id has no entries or the lock fails. */
+    template <class Pick> auto take_with(std::uint64_t id, Pick &&pick) noexcept
+    {
+        decltype(pick(std::declval<Entries &>())) found;
+        try {
+            std::lock_guard<std::mutex> g(lock);
+            auto it = by_conn.find(id);
+            if (it == by_conn.end())
+                return found;
+            found = pick(it->second);
+            if (it->second.empty()) {
+                by_conn.erase(it);
+                conns = by_conn.size();
+            }
+        } catch (...) {
+            // std::mutex::lock failing: the entry stays until the server goes.
+        }
+        return found;
+    }
+
+    /** Removes every entry of connection `id` (it is closing). */
+    Entries take_all(std::uint64_t id) noexcept
+    {
+        Entries found;
+        if (conns.load() == 0)
+            return found;
+        try {
+            std::lock_guard<std::mutex> g(lock);
+            auto it = by_conn.find(id);
+            if (it != by_conn.end()) {
+                found = std::move(it->second);
+                by_conn.erase(it);
+                conns = by_conn.size();
+            }
+        } catch (...) {
+            // As in take_with().
+        }
+        return found;
+    }
+};
+
 struct watch_registry;
 
 /** One conn::watch_fd() callable; the pointer ss_conn_watch_fd() gets. */
@@ -717,20 +790,14 @@ struct watch_entry : std::enable_shared_from_this<watch_entry> {
     std::uint64_t token = 0;
 };
 
-/** The live watch callables of a server's connections, by connection id:
- * the library never frees a watch's data pointer, so the wrapper mirrors
- * which watches exist and destroys each callable when its watch ends (the
- * library ends them at unwatch, at a replacing watch, after a call
- * reporting a hang-up or error, and at on_close). Entries of one
- * connection are only touched on its loop thread; the lock guards the map
- * for the loops of other connections. */
-struct watch_registry {
+/** The live watch callables of a server's connections, one per watched
+ * fd: the library never frees a watch's data pointer, so the wrapper
+ * mirrors which watches exist and destroys each callable when its watch
+ * ends (the library ends them at unwatch, at a replacing watch, after a
+ * call reporting a hang-up or error, and at on_close). */
+struct watch_registry : per_conn_registry<std::vector<std::shared_ptr<watch_entry>>> {
     using entries = std::vector<std::shared_ptr<watch_entry>>;
 
-    std::mutex lock;
-    std::unordered_map<std::uint64_t, entries> by_conn;
-    /** by_conn.size(), read without the lock by every on_close. */
-    std::atomic<std::size_t> conns{0};
     std::uint64_t next_token = 1;
 
     /** The token for a new watch of (id, fd): the current one's if there
@@ -750,27 +817,21 @@ struct watch_registry {
      * the caller, outside the lock). */
     std::shared_ptr<watch_entry> put(std::shared_ptr<watch_entry> entry)
     {
-        std::lock_guard<std::mutex> g(lock);
-        entries &list = by_conn[entry->conn_id];
-        conns = by_conn.size();
-        for (auto &e : list)
-            if (e->fd == entry->fd)
-                return std::exchange(e, std::move(entry));
-        list.push_back(std::move(entry));
-        return nullptr;
+        return put_with(entry->conn_id, [&](entries &list) -> std::shared_ptr<watch_entry> {
+            for (auto &e : list)
+                if (e->fd == entry->fd)
+                    return std::exchange(e, std::move(entry));
+            list.push_back(std::move(entry));
+            return nullptr;
+        });
     }
 
     /** Removes the entry of (id, fd), if it is of watch `token` (any if 0),
      * and returns it. */
     std::shared_ptr<watch_entry> take(std::uint64_t id, int fd, std::uint64_t token = 0) noexcept
     {
-        std::shared_ptr<watch_entry> found;
-        try {
-            std::lock_guard<std::mutex> g(lock);
-            auto it = by_conn.find(id);
-            if (it == by_conn.end())
-                return found;
-            entries &list = it->second;
+        return take_with(id, [&](entries &list) noexcept {
+            std::shared_ptr<watch_entry> found;
             for (std::size_t i = 0; i < list.size(); i++) {
                 if (list[i]->fd == fd && (token == 0 || list[i]->token == token)) {
                     found = std::move(list[i]);
@@ -778,34 +839,8 @@ struct watch_registry {
                     break;
                 }
             }
-            if (list.empty()) {
-                by_conn.erase(it);
-                conns = by_conn.size();
-            }
-        } catch (...) {
-            // std::mutex::lock failing: the entry stays until the server goes.
-        }
-        return found;
-    }
-
-    /** Removes every entry of connection `id` (it is closing). */
-    entries take_all(std::uint64_t id) noexcept
-    {
-        entries found;
-        if (conns.load() == 0)
             return found;
-        try {
-            std::lock_guard<std::mutex> g(lock);
-            auto it = by_conn.find(id);
-            if (it != by_conn.end()) {
-                found = std::move(it->second);
-                by_conn.erase(it);
-                conns = by_conn.size();
-            }
-        } catch (...) {
-            // As in take().
-        }
-        return found;
+        });
     }
 };
 
@@ -836,83 +871,36 @@ template <class Fn> struct timer_callable final : timer_entry {
     }
 };
 
-/** The pending timer callables of a server's connections, by connection
- * id and timer id: the C API never hands a cancelled timer's data back,
- * so the wrapper destroys each callable itself: after its call, at
- * cancel_timer(), or at its connection's on_close (the library cancels
- * the pending timers just before). Entries of one connection are only
- * touched on its loop thread; the lock guards the map for the loops of
- * other connections. */
-struct timer_registry {
+/** The pending timer callables of a server's connections, by timer id:
+ * the C API never hands a cancelled timer's data back, so the wrapper
+ * destroys each callable itself: after its call, at cancel_timer(), or at
+ * its connection's on_close (the library cancels the pending timers just
+ * before). */
+struct timer_registry
+    : per_conn_registry<std::unordered_map<std::uint64_t, std::unique_ptr<timer_entry>>> {
     using of_conn = std::unordered_map<std::uint64_t, std::unique_ptr<timer_entry>>;
-
-    std::mutex lock;
-    std::unordered_map<std::uint64_t, of_conn> by_conn;
-    /** by_conn.size(), read without the lock by every on_close. */
-    std::atomic<std::size_t> conns{0};
 
     /** Records `entry` as timer `timer_id` of connection `id`. If this
      * throws (std::bad_alloc, std::system_error), `entry` was destroyed
      * or is still the caller's. */
     void put(std::uint64_t id, std::uint64_t timer_id, std::unique_ptr<timer_entry> &entry)
     {
-        std::lock_guard<std::mutex> g(lock);
-        of_conn &timers = by_conn[id];
-        conns = by_conn.size();
-        try {
-            timers.emplace(timer_id, std::move(entry));
-        } catch (...) {
-            if (timers.empty()) {
-                by_conn.erase(id);
-                conns = by_conn.size();
-            }
-            throw;
-        }
+        put_with(id, [&](of_conn &timers) { timers.emplace(timer_id, std::move(entry)); });
     }
 
     /** Removes timer `timer_id` of connection `id` and returns it (empty
      * if there is none). */
     std::unique_ptr<timer_entry> take(std::uint64_t id, std::uint64_t timer_id) noexcept
     {
-        std::unique_ptr<timer_entry> found;
-        try {
-            std::lock_guard<std::mutex> g(lock);
-            auto it = by_conn.find(id);
-            if (it == by_conn.end())
-                return found;
-            auto entry = it->second.find(timer_id);
-            if (entry != it->second.end()) {
+        return take_with(id, [&](of_conn &timers) noexcept {
+            std::unique_ptr<timer_entry> found;
+            auto entry = timers.find(timer_id);
+            if (entry != timers.end()) {
                 found = std::move(entry->second);
-                it->second.erase(entry);
+                timers.erase(entry);
             }
-            if (it->second.empty()) {
-                by_conn.erase(it);
-                conns = by_conn.size();
-            }
-        } catch (...) {
-            // std::mutex::lock failing: the entry stays until the server goes.
-        }
-        return found;
-    }
-
-    /** Removes every timer of connection `id` (it is closing). */
-    of_conn take_all(std::uint64_t id) noexcept
-    {
-        of_conn found;
-        if (conns.load() == 0)
             return found;
-        try {
-            std::lock_guard<std::mutex> g(lock);
-            auto it = by_conn.find(id);
-            if (it != by_conn.end()) {
-                found = std::move(it->second);
-                by_conn.erase(it);
-                conns = by_conn.size();
-            }
-        } catch (...) {
-            // As in take().
-        }
-        return found;
+        });
     }
 };
 
