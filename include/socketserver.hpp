@@ -1222,34 +1222,31 @@ inline bool conn::cancel_timer(std::uint64_t timer_id)
 
 namespace detail {
 
-inline int tr_setup(ss_request *r, void *u) noexcept
+/** A request stage (setup, handle, finish): its result, or an exception
+ * as the last error and -1. */
+inline int run_stage(std::function<int(request &)> &fn, ss_request *r, const char *stage) noexcept
 {
     request q(r);
     try {
-        return of(u).setup(q);
+        return fn(q);
     } catch (...) {
-        return fail_return("setup");
+        return fail_return(stage);
     }
+}
+
+inline int tr_setup(ss_request *r, void *u) noexcept
+{
+    return run_stage(of(u).setup, r, "setup");
 }
 
 inline int tr_handle(ss_request *r, void *u) noexcept
 {
-    request q(r);
-    try {
-        return of(u).handle(q);
-    } catch (...) {
-        return fail_return("handle");
-    }
+    return run_stage(of(u).handle, r, "handle");
 }
 
 inline int tr_finish(ss_request *r, void *u) noexcept
 {
-    request q(r);
-    try {
-        return of(u).finish(q);
-    } catch (...) {
-        return fail_return("finish");
-    }
+    return run_stage(of(u).finish, r, "finish");
 }
 
 inline bool tr_verify_request(ss_request *r, void *u) noexcept
@@ -1295,6 +1292,20 @@ inline void tr_service_actions(ss_server *s, void *u) noexcept
     }
 }
 
+/** A connection event without a failure return (on_eof, on_drain): an
+ * exception is reported, naming the connection, and closes it. */
+inline void run_or_close(handlers &h, std::function<void(conn &)> &fn, ss_conn *c,
+                         const char *what) noexcept
+{
+    conn k(c);
+    try {
+        fn(k);
+    } catch (...) {
+        report_conn_current(h.server, c, what);
+        ss_conn_close(c);
+    }
+}
+
 inline int tr_on_open(ss_conn *c, void *u) noexcept
 {
     conn k(c);
@@ -1319,13 +1330,7 @@ inline int tr_on_data(ss_conn *c, const std::uint8_t *data, std::size_t len, std
 
 inline void tr_on_eof(ss_conn *c, void *u) noexcept
 {
-    conn k(c);
-    try {
-        of(u).on_eof(k);
-    } catch (...) {
-        report_conn_current(of(u).server, c, "on_eof");
-        ss_conn_close(c);
-    }
+    run_or_close(of(u), of(u).on_eof, c, "on_eof");
 }
 
 /** Installed in every SS_EVENT config: the user's on_close (if any), then
@@ -1386,13 +1391,7 @@ inline void tr_loop_timer(ss_server *s, std::size_t loop_index, void *data) noex
  * the connection, as for on_eof. */
 inline void tr_on_drain(ss_conn *c, void *u) noexcept
 {
-    conn k(c);
-    try {
-        of(u).on_drain(k);
-    } catch (...) {
-        report_conn_current(of(u).server, c, "on_drain");
-        ss_conn_close(c);
-    }
+    run_or_close(of(u), of(u).on_drain, c, "on_drain");
 }
 
 inline int tr_watch(ss_conn *c, int fd, int events, void *data) noexcept
