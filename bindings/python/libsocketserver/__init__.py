@@ -32,6 +32,7 @@ servers ``EventTCPServer`` / ``EventUnixStreamServer`` (non-blocking
 
 import atexit
 import contextlib
+import functools
 import ctypes
 import io
 import itertools
@@ -170,11 +171,34 @@ def _in_callback(server):
     stack = getattr(_tls, "servers", None)
     if stack is None:
         stack = _tls.servers = []
-    stack.append(server)
+    # The push inside the try: a KeyboardInterrupt raised right after it
+    # (the SIGINT handler raises inside callbacks) must not leave it behind.
     try:
+        stack.append(server)
         yield
     finally:
-        stack.pop()
+        if stack and stack[-1] is server:
+            stack.pop()
+
+
+def _never_raises(failed):
+    """Decorates a ctypes callback (its first argument the server's weak
+    reference): an exception raised while it enters or leaves its
+    _in_callback block, outside its own try (a KeyboardInterrupt from the
+    SIGINT handler), stops the loop and reaches the caller of serve_forever
+    instead of being printed and dropped by ctypes; `failed` is returned."""
+    def wrap(callback):
+        @functools.wraps(callback)
+        def guarded(ref, *args):
+            try:
+                return callback(ref, *args)
+            except BaseException as e:
+                server = ref()
+                if server is not None:
+                    _stop_with(server, e)
+                return failed
+        return guarded
+    return wrap
 
 
 def _inside_callback_of(server):
@@ -600,6 +624,7 @@ class BaseServer:
 # thread the library chose, catches everything (an exception must never
 # unwind into C) and reports through the server's Python hooks.
 
+@_never_raises(False)
 def _on_verify(ref, req):
     server = ref()
     if server is None:
@@ -625,6 +650,7 @@ def _on_verify(ref, req):
             return False
 
 
+@_never_raises(0)
 def _on_request(ref, req):
     server = ref()
     if server is None:
@@ -667,6 +693,7 @@ def _on_request(ref, req):
             return 0
 
 
+@_never_raises(None)
 def _on_service(ref):
     server = ref()
     if server is None:

@@ -694,6 +694,35 @@ INTERRUPT_SCRIPT = textwrap.dedent(r"""
 """)
 
 
+class CallbackPrologueTest(unittest.TestCase):
+    """A Ctrl-C handler raises KeyboardInterrupt inside a server's
+    callbacks; raised while a callback is still entering (right after it
+    counted itself in), it must not escape into ctypes, which would print
+    and drop it and leave the loop running for ever."""
+
+    def test_interrupt_while_entering_a_callback_is_kept(self):
+        import weakref
+
+        class Interrupting(list):
+            def append(self, item):
+                super().append(item)
+                raise KeyboardInterrupt  # as the SIGINT handler would, here
+
+        server = socketserver.TCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler)
+        try:
+            socketserver._tls.servers = Interrupting()
+            try:
+                socketserver._on_service(weakref.ref(server))  # must not raise
+                leftover = list(socketserver._tls.servers)
+            finally:
+                del socketserver._tls.servers
+            self.assertEqual(leftover, [])
+            self.assertIsInstance(server._ss_pending, KeyboardInterrupt)
+        finally:
+            server._ss_pending = None
+            server.server_close()
+
+
 class KeyboardInterruptTest(unittest.TestCase):
     def run_interrupted(self, where):
         with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
