@@ -829,36 +829,17 @@ fn usage() {
         "{}",
         common::show(&out)
     );
-    for args in [
-        &["--threads", "0"][..],
-        &["--threads", "256"][..],
-        &["--threads", "x"][..],
-        &["--bogus", "x"][..],
-        &["--address"][..],
-    ] {
-        let out = common::run_with_timeout(&exe, args, &[], Duration::from_secs(10));
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}\n{}",
-            common::show(&out)
-        );
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("usage: resp_server"),
-            "{}",
-            common::show(&out)
-        );
-        assert!(out.stdout.is_empty(), "{}", common::show(&out));
-    }
-    // An address that cannot be bound: status 1, no "listening on" line.
-    let out = common::run_with_timeout(
+    common::assert_rejects_bad_usage(
         &exe,
-        &["--address", "203.0.113.1:1"],
-        &[],
-        Duration::from_secs(10),
+        "resp_server",
+        &[
+            &["--threads", "0"],
+            &["--threads", "256"],
+            &["--threads", "x"],
+            &["--bogus", "x"],
+            &["--address"],
+        ],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", common::show(&out));
-    assert!(out.stdout.is_empty(), "{}", common::show(&out));
 }
 
 /// The default loop count (one per core) serves, and SIGINT stops it.

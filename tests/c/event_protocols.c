@@ -37,28 +37,6 @@
 
 /* ------------------------------------------------------------- helpers */
 
-static double thread_cpu_ms(long tid)
-{
-    char path[64], buf[1024];
-    unsigned long utime = 0, stime = 0;
-    const char *p;
-    ssize_t n;
-    int fd;
-    snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    CHECK_SYS(fd);
-    n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    CHECK_SYS(n);
-    buf[n] = '\0';
-    p = strrchr(buf, ')');
-    CHECK(p != NULL);
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) !=
-        2)
-        TU_FAIL("cannot parse %s", path);
-    return (double)(utime + stime) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
-}
-
 static ss_server *g_server;
 static int g_opens, g_closes, g_datas, g_errors, g_drains, g_in_job;
 static long g_loop_tid;
@@ -357,9 +335,9 @@ static void test_pause_reset(void)
     close(c);
     WAIT_FOR(TU_LOAD(&g_closes) == 1, 3000);
     WAIT_FOR(tu_connections(server) == 0, 3000);
-    cpu0 = thread_cpu_ms(TU_LOAD(&g_loop_tid));
+    cpu0 = tu_thread_cpu_ms(TU_LOAD(&g_loop_tid));
     tu_sleep_ms(300);
-    cpu1 = thread_cpu_ms(TU_LOAD(&g_loop_tid));
+    cpu1 = tu_thread_cpu_ms(TU_LOAD(&g_loop_tid));
     if (cpu1 - cpu0 > 100)
         TU_FAIL("the loop used %.0f ms of CPU in 300 ms after the reset", cpu1 - cpu0);
     tu_stop_serving(server, &runner);
@@ -376,9 +354,9 @@ static void test_pause_reset(void)
     WAIT_FOR(fionread(TU_LOAD(&g_conn_fd)) == 10, 3000);
     close(c);
     loop_turn();
-    cpu0 = thread_cpu_ms(TU_LOAD(&g_loop_tid));
+    cpu0 = tu_thread_cpu_ms(TU_LOAD(&g_loop_tid));
     tu_sleep_ms(300);
-    cpu1 = thread_cpu_ms(TU_LOAD(&g_loop_tid));
+    cpu1 = tu_thread_cpu_ms(TU_LOAD(&g_loop_tid));
     if (cpu1 - cpu0 > 100)
         TU_FAIL("the loop used %.0f ms of CPU in 300 ms while parked", cpu1 - cpu0);
     CHECK_EQ(TU_LOAD(&g_closes), 0);

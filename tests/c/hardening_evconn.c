@@ -27,29 +27,6 @@
 
 /* ------------------------------------------------------------- helpers */
 
-/* CPU time (user + system) of thread `tid` of this process, in ms. */
-static double thread_cpu_ms(long tid)
-{
-    char path[64], buf[1024];
-    unsigned long utime = 0, stime = 0;
-    const char *p;
-    ssize_t n;
-    int fd;
-    snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    CHECK_SYS(fd);
-    n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    CHECK_SYS(n);
-    buf[n] = '\0';
-    /* Fields 14 and 15 after "pid (comm)": comm may hold spaces. */
-    p = strrchr(buf, ')');
-    CHECK(p != NULL);
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) !=
-        2)
-        TU_FAIL("cannot parse %s", path);
-    return (double)(utime + stime) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
-}
 
 static int g_opens, g_closes, g_eofs, g_timeouts, g_other_errors;
 static long g_loop_tid;
@@ -148,9 +125,9 @@ static void test_eof_hup(void)
         close(c);
 
         /* The loop's CPU over half a second after the peer went away. */
-        cpu0 = thread_cpu_ms(TU_LOAD(&g_loop_tid));
+        cpu0 = tu_thread_cpu_ms(TU_LOAD(&g_loop_tid));
         tu_sleep_ms(500);
-        cpu1 = thread_cpu_ms(TU_LOAD(&g_loop_tid));
+        cpu1 = tu_thread_cpu_ms(TU_LOAD(&g_loop_tid));
         fprintf(stderr, "%s: loop CPU %.0f ms in 500 ms after the peer left\n",
                 transports[i] == SS_TCP ? "tcp" : "unix", cpu1 - cpu0);
         if (cpu1 - cpu0 > 150)

@@ -167,6 +167,30 @@ static inline double tu_cpu_ms(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+/* CPU time (user + system) of thread `tid` of this process, in ms. */
+static inline double tu_thread_cpu_ms(long tid)
+{
+    char path[64], buf[1024];
+    unsigned long utime = 0, stime = 0;
+    const char *p;
+    ssize_t n;
+    int fd;
+    snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    CHECK_SYS(fd);
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    CHECK_SYS(n);
+    buf[n] = '\0';
+    /* Fields 14 and 15 after "pid (comm)": comm may hold spaces. */
+    p = strrchr(buf, ')');
+    CHECK(p != NULL);
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) !=
+        2)
+        TU_FAIL("cannot parse %s", path);
+    return (double)(utime + stime) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+}
+
 /* Sleeps the whole time, even across signals (async-signal-safe). */
 static inline void tu_sleep_ms(long ms)
 {

@@ -335,6 +335,31 @@ pub fn kill_group(pgid: i32) {
     }
 }
 
+/// Runs example `exe` (called `name`) with each bad command line in
+/// `cases`: each must exit 2 with its usage on stderr and nothing on
+/// stdout. Then an address that cannot be bound (TEST-NET-3: nothing is
+/// sent) must exit 1 without a "listening on" line.
+pub fn assert_rejects_bad_usage(exe: &Path, name: &str, cases: &[&[&str]]) {
+    for args in cases {
+        let out = run_with_timeout(exe, args, &[], Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(2), "{args:?}\n{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("usage: {name}")),
+            "{args:?}\n{}",
+            show(&out)
+        );
+        assert!(out.stdout.is_empty(), "{args:?}\n{}", show(&out));
+    }
+    let out = run_with_timeout(
+        exe,
+        &["--address", "203.0.113.1:1"],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(out.stdout.is_empty(), "{}", show(&out));
+}
+
 /// Runs `exe args...` in a process group of its own, with extra
 /// environment variables and a hard timeout, capturing stdout and stderr.
 ///
