@@ -19,13 +19,15 @@
 #   py-*            benches/py_echo.py: TCPServer, ThreadingTCPServer,
 #                   ForkingTCPServer (max_children 100), UDPServer,
 #                   ThreadingUnixStreamServer, ThreadingHTTPServer
-#   nginx           one worker returning a fixed body (its own temporary
-#                   prefix, config, pid and logs)
+#   nginx/nginx2    one / two workers returning a fixed body (its own
+#                   temporary prefix, config, pid and logs)
 #   redis-server    no persistence, its own temporary directory
 #
 # Cases (BENCH_ONLY takes a space-separated subset of these names):
 #   tcp50      TCP, 50 persistent connections, 64 B: event 1 and 2 loops,
 #              threading, forking (--max-children 60) vs their references
+#   tcp50pin   the same, client pinned to the last CPU (taskset): event 1
+#              and 2 loops, C epoll 1 loop and 2 loops on SO_REUSEPORT
 #   churn      TCP, a new connection per request, 50 at once, client source
 #              addresses spread over 127.0.0.1-127.0.0.32
 #   tcp500     TCP, 500 persistent connections, event vs epoll
@@ -34,7 +36,8 @@
 #   unix50     Unix stream, 50 persistent: event vs epoll, threading vs Python
 #   unixchurn  Unix stream, a new connection per request: event vs epoll
 #   http       wrk -t1 -c50 --latency: http_hello event 1 and 2 loops and
-#              threading vs nginx (1 worker) and ThreadingHTTPServer
+#              threading vs nginx (1 worker; 2 loops also vs 2 workers)
+#              and ThreadingHTTPServer
 #   resp       resp_server vs redis-server under redis-benchmark -t
 #              ping,set,get -c 50, at -P 1 and -P 16
 #   memory     RSS bytes per idle connection, BENCH_IDLE (10000) of them,
@@ -86,7 +89,7 @@ else
     RESP_N=${BENCH_RESP_REQUESTS:-50000}
     SHUTDOWN_ROUNDS=20
 fi
-ALL_CASES="tcp50 churn tcp500 big udp1 udp50 unix50 unixchurn http resp memory shutdown"
+ALL_CASES="tcp50 tcp50pin churn tcp500 big udp1 udp50 unix50 unixchurn http resp memory shutdown"
 ONLY=${BENCH_ONLY:-$ALL_CASES}
 STRICT=${BENCH_STRICT:-0}
 CC=${CC:-cc}
@@ -111,6 +114,9 @@ RESP=build/resp_server
 PY=${PYTHON:-python3}
 
 wanted() { [[ " $ONLY " == *" $1 "* ]]; }
+
+# What the load generator runs under (see tcp50pin).
+CLIENT_WRAP=()
 
 # ------------------------------------------------------------------ build
 
@@ -302,6 +308,7 @@ server_cmd() {
     sync) CMD=("$ECHO" --transport "$tr" --mode sync --address "$addr") ;;
     epoll1) CMD=(build/ref_epoll_echo "${on[@]}" --threads 1) ;;
     epoll2) CMD=(build/ref_epoll_echo "${on[@]}" --threads 2 --balance exclusive) ;;
+    epoll2rp) CMD=(build/ref_epoll_echo "${on[@]}" --threads 2 --balance reuseport) ;;
     libevent)
         ((HAVE_LIBEVENT)) || return 1
         CMD=(build/ref_libevent_echo --address "$addr")
@@ -323,13 +330,14 @@ server_cmd() {
 # The long names shown in the table.
 declare -A NAME=(
     [ev1]="event 1 loop" [ev2]="event 2 loops" [thr]="threading" [fork]="forking"
-    [sync]="sync" [epoll1]="C epoll" [epoll2]="C epoll 2 loops" [libevent]="libevent"
+    [sync]="sync" [epoll1]="C epoll" [epoll2]="C epoll 2 loops"
+    [epoll2rp]="C epoll 2 loops reuseport" [libevent]="libevent"
     [cthread]="C thread/conn" [cfork]="C fork/conn" [citer]="C iterative"
     [cudp]="C recvfrom loop" [py-tcp]="Py TCPServer" [py-threading]="Py ThreadingTCPServer"
     [py-forking]="Py ForkingTCPServer" [py-udp]="Py UDPServer"
     [py-unix-threading]="Py ThreadingUnixStreamServer" [py-http]="Py ThreadingHTTPServer"
     [hello-ev1]="http_hello event 1 loop" [hello-ev2]="http_hello event 2 loops"
-    [hello-thr]="http_hello threading" [nginx]="nginx 1 worker"
+    [hello-thr]="http_hello threading" [nginx]="nginx 1 worker" [nginx2]="nginx 2 workers"
     [resp1]="resp_server" [redis]="redis-server"
 )
 
@@ -352,12 +360,12 @@ run_one() {
     [[ $tr != unix ]] || target=(--unix "$SERVER_ADDR")
     [[ $tr != udp ]] || target+=(--udp)
     read -r u0 s0 <<<"$(user_sys_ticks "$SERVER_PID")"
-    line=$(timeout $((${DURATION%.*} + ${WARMUP%.*} + 20)) "$LOADGEN" "${target[@]}" \
+    line=$(timeout $((${DURATION%.*} + ${WARMUP%.*} + 20)) "${CLIENT_WRAP[@]}" "$LOADGEN" "${target[@]}" \
         --duration "$DURATION" --warmup "$WARMUP" --threads 1 "$@" 2>"$TMP/loadgen.err") || rc=$?
     line=${line%%$'\n'*}
     read -r u1 s1 <<<"$(user_sys_ticks "$SERVER_PID")"
     local split=
-    if [[ $key == *2 ]]; then
+    if [[ $key == *2 || $key == *2rp ]]; then
         split=$(thread_split "$SERVER_PID")
         echo "$case ${NAME[$key]}|${split#  split }" >>"$TMP/splits"
     fi
@@ -484,6 +492,13 @@ run_case tcp50 tcp "--connections 50" \
     epoll1 ev1 epoll2 ev2 libevent cthread thr py-threading cfork fork py-forking
 run_case churn tcp "--connections 50 --churn --sources 32" \
     libevent ev1 epoll1 cthread thr cfork fork py-forking citer sync py-tcp
+# The same with the client pinned to the last CPU: on 2 cores, two loops
+# and an unpinned client are three busy threads on two CPUs, and the
+# client, preempted, sets the pace; pinned, the comparison of 1 and 2 loops
+# is the servers' own.
+CLIENT_WRAP=(taskset -c "$(($(nproc) - 1))")
+run_case tcp50pin tcp "--connections 50" ev1 ev2 epoll1 epoll2rp
+CLIENT_WRAP=()
 run_case tcp500 tcp "--connections 500" epoll1 ev1
 run_case big tcp "--connections 16 --size 65536" epoll1 ev1
 run_case udp1 udp "--connections 1" cudp ev1 sync py-udp
@@ -495,6 +510,9 @@ row tcp50 ev1 epoll1 1.0 1.1
 row tcp50 ev1 libevent - -
 row tcp50 ev2 epoll2 - -
 row tcp50 ev2 ev1 0.95 -
+row tcp50pin ev2 ev1 0.95 -
+row tcp50pin ev2 epoll2rp - -
+row tcp50pin epoll2rp epoll1 - -
 row tcp50 thr cthread 1.0 -
 row tcp50 thr py-threading - -
 row tcp50 fork cfork - - nocpu
@@ -538,19 +556,21 @@ fi
 
 # ---------------------------------------------------------------- http
 
-# start_nginx: nginx with one worker on a free port of 127.0.0.1 returning
-# http_hello's body, with its own prefix, config, pid file and logs under
-# $TMP/nginx; waits (5 s at most) until it answers. Sets SERVER_PID,
+# start_nginx [WORKERS]: nginx with WORKERS (default 1) worker processes
+# on a free port of 127.0.0.1 returning http_hello's body, with its own
+# prefix, config, pid file and logs under $TMP/nginx; waits (5 s at most)
+# until it answers. Sets SERVER_PID,
 # SERVER_ADDR and SERVER_LABEL as start_server does.
 NGINX=$(command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true)
 start_nginx() {
     SERVER_LABEL="nginx"
+    local workers=${1:-1}
     local dir=$TMP/nginx try i port
     mkdir -p "$dir"
     for ((try = 0; try < 5; try++)); do
         port=$((20000 + RANDOM % 40000))
         cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes $workers;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log;
@@ -608,6 +628,7 @@ run_http() {
     hello-ev2) start_server "${NAME[$key]}" "$HTTP" --mode event --threads 2 --address 127.0.0.1:0 ;;
     hello-thr) start_server "${NAME[$key]}" "$HTTP" --mode threading --address 127.0.0.1:0 ;;
     nginx) start_nginx ;;
+    nginx2) start_nginx 2 ;;
     py-http)
         server_cmd py-http tcp 127.0.0.1:0
         start_server "${NAME[$key]}" "${CMD[@]}"
@@ -652,13 +673,14 @@ if wanted http; then
     else
         echo "http: wrk -t1 -c50 --latency GET /, $ROUNDS round(s), servers alternating"
         for ((round = 1; round <= ROUNDS; round++)); do
-            for key in nginx hello-ev1 hello-ev2 hello-thr py-http; do
+            for key in nginx hello-ev1 hello-ev2 nginx2 hello-thr py-http; do
                 run_http "$key"
             done
         done
     fi
     row http hello-ev1 nginx 1.1 1.0 nocpu
     row http hello-ev2 nginx - - nocpu
+    row http hello-ev2 nginx2 - - nocpu
     row http hello-thr nginx 0.8 - nocpu
     row http hello-ev1 py-http 50 - nocpu
 fi
