@@ -559,8 +559,8 @@ fi
 # start_nginx [WORKERS]: nginx with WORKERS (default 1) worker processes
 # on a free port of 127.0.0.1 returning http_hello's body, with its own
 # prefix, config, pid file and logs under $TMP/nginx; waits (5 s at most)
-# until it answers. Sets SERVER_PID,
-# SERVER_ADDR and SERVER_LABEL as start_server does.
+# until it answers. Sets SERVER_PID, SERVER_ADDR and SERVER_LABEL as
+# start_server does.
 NGINX=$(command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true)
 start_nginx() {
     SERVER_LABEL="nginx"
