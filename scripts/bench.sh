@@ -40,6 +40,9 @@
 #              and ThreadingHTTPServer
 #   resp       resp_server vs redis-server under redis-benchmark -t
 #              ping,set,get -c 50, at -P 1 and -P 16
+#   instr      user-space instructions per request under callgrind
+#              (tcp50: event and threading; udp50: event and sync), each
+#              beside its C reference
 #   memory     RSS bytes per idle connection, BENCH_IDLE (10000) of them,
 #              event mode vs the epoll reference
 #   shutdown   ss_server_shutdown() to serve_forever returning, per mode
@@ -89,7 +92,7 @@ else
     RESP_N=${BENCH_RESP_REQUESTS:-50000}
     SHUTDOWN_ROUNDS=20
 fi
-ALL_CASES="tcp50 tcp50pin churn tcp500 big udp1 udp50 unix50 unixchurn http resp memory shutdown"
+ALL_CASES="tcp50 tcp50pin churn tcp500 big udp1 udp50 unix50 unixchurn instr http resp memory shutdown"
 ONLY=${BENCH_ONLY:-$ALL_CASES}
 STRICT=${BENCH_STRICT:-0}
 CC=${CC:-cc}
@@ -202,8 +205,9 @@ else
     WRAP=(prlimit --nofile="$(ulimit -Hn)")
 fi
 
-# start_server LABEL CMD...: starts CMD in the background, waits (5 s at
-# most) for its "listening on ADDR" line; sets SERVER_PID, SERVER_ADDR.
+# start_server LABEL CMD...: starts CMD in the background, waits
+# (START_WAIT s, default 5, at most) for its "listening on ADDR" line; sets
+# SERVER_PID, SERVER_ADDR.
 SERVER_PID=
 SERVER_ADDR=
 SERVER_LABEL=
@@ -217,7 +221,7 @@ start_server() {
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     local i
-    for ((i = 0; i < 100; i++)); do
+    for ((i = 0; i < ${START_WAIT:-5} * 20; i++)); do
         if grep -q '^listening on ' "$out"; then
             SERVER_ADDR=$(sed -n 's/^listening on //p' "$out" | head -n1)
             return 0
@@ -551,6 +555,85 @@ if wanted tcp50; then
     CPU_NOTE+=" (user ratio $(awk -v o="$ou" -v r="$ru" 'BEGIN { print (r > 0 ? sprintf("%.2f", o / r) : "n/a") }'))."
     if perf stat -e instructions:u -x, true 2>&1 | grep -q '<not supported>'; then
         CPU_NOTE+=" Hardware counters are not available here (perf stat: instructions <not supported>), so no instruction counts."
+    fi
+fi
+
+# ------------------------------------------------- instructions per request
+
+# run_instr CASE KEY TRANSPORT LOADGEN-ARGS...: server KEY under callgrind,
+# instrumented only while loadgen runs for 1 s; appends "CASE KEY
+# instructions-per-request" to $TMP/instr. Counts of user-space
+# instructions (the server's code and the libraries it calls, not the
+# kernel's) are the same whatever else the machine does.
+: >"$TMP/instr"
+run_instr() {
+    local case=$1 key=$2 tr=$3
+    shift 3
+    server_cmd "$key" "$tr" 127.0.0.1:0 || return 0
+    local cg=$TMP/callgrind.$key
+    START_WAIT=30 start_server "${NAME[$key]}" valgrind --tool=callgrind --instr-atstart=no \
+        --callgrind-out-file="$cg" "${CMD[@]}" || {
+        FAILED=1
+        return 0
+    }
+    local target=(--address "$SERVER_ADDR") line rc=0
+    [[ $tr != udp ]] || target+=(--udp)
+    callgrind_control -i on "$SERVER_PID" >/dev/null
+    line=$(timeout 60 "$LOADGEN" "${target[@]}" --duration 1 --threads 1 "$@" 2>"$TMP/loadgen.err") || rc=$?
+    callgrind_control -i off "$SERVER_PID" >/dev/null
+    stop_server
+    local n total
+    n=$(field "${line%%$'\n'*}" all_requests)
+    total=$(awk '/^totals:/ { print $2 }' "$cg" 2>/dev/null)
+    if ((rc != 0)) || [[ -z $n || -z $total ]] || ((n == 0)); then
+        echo "bench: callgrind run of ${NAME[$key]} ($case) failed (status $rc):" >&2
+        sed 's/^/    /' "$TMP/loadgen.err" >&2
+        FAILED=1
+        return 0
+    fi
+    local per
+    per=$(awk -v t="$total" -v n="$n" 'BEGIN { printf "%.0f", t / n }')
+    echo "$case $key $per" >>"$TMP/instr"
+    printf '  %-30s %8s requests  %8s instructions/request\n' "${NAME[$key]}" "$n" "$per"
+}
+
+# instr_row CASE OURS REF GOAL: a row of the instructions table (GOAL: the
+# most ratio ours/ref that meets it, or "-").
+: >"$TMP/instr_table"
+instr_row() {
+    local o r
+    o=$(awk -v c="$1" -v k="$2" '$1 == c && $2 == k { print $3 }' "$TMP/instr")
+    r=$(awk -v c="$1" -v k="$3" '$1 == c && $2 == k { print $3 }' "$TMP/instr")
+    awk -v c="$1" -v on="${NAME[$2]}" -v rn="${NAME[$3]}" -v o="$o" -v r="$r" -v g="$4" 'BEGIN {
+        if (o == "" || r == "" || r + 0 <= 0) {
+            printf "| %s | %s | %s | %s | %s | n/a | | FAILED runs |\n", c, on, rn, o, r
+            exit 1
+        }
+        q = o / r; verdict = "-"
+        if (g != "-") verdict = (q <= g + 0) ? "met" : "MISSED"
+        printf "| %s | %s | %s | %d | %d | **%.2f** | %s | %s |\n", c, on, rn, o, r, q,
+            (g == "-" ? "-" : "<= " g), verdict
+        exit (verdict == "MISSED") ? 1 : 0 }' >>"$TMP/instr_table" || GOALS_MISSED=1
+}
+
+if wanted instr; then
+    echo
+    if ! command -v valgrind >/dev/null 2>&1 || ! command -v callgrind_control >/dev/null 2>&1; then
+        echo "instr: FAILED: missing: valgrind (apt-get install valgrind)"
+        FAILED=1
+    else
+        echo "instr: user-space instructions per request, callgrind, loadgen 1 s"
+        run_instr tcp50 epoll1 tcp --connections 50
+        run_instr tcp50 ev1 tcp --connections 50
+        run_instr tcp50 cthread tcp --connections 50
+        run_instr tcp50 thr tcp --connections 50
+        run_instr udp50 cudp udp --connections 50
+        run_instr udp50 ev1 udp --connections 50
+        run_instr udp50 sync udp --connections 50
+        instr_row tcp50 ev1 epoll1 1.5
+        instr_row tcp50 thr cthread -
+        instr_row udp50 ev1 cudp -
+        instr_row udp50 sync cudp -
     fi
 fi
 
@@ -926,6 +1009,15 @@ ELAPSED=$((SECONDS - T_START))
     if [[ -n $CPU_NOTE ]]; then
         echo
         echo "$CPU_NOTE"
+    fi
+    if [[ -s $TMP/instr_table ]]; then
+        echo
+        echo "User-space instructions per request (valgrind --tool=callgrind on the server,"
+        echo "instrumented only while loadgen runs 1 s; load-independent; 64 B):"
+        echo
+        echo "| case | ours | reference | ours instr/req | ref instr/req | ratio | goal | verdict |"
+        echo "|---|---|---|---:|---:|---:|---|---|"
+        cat "$TMP/instr_table"
     fi
     if [[ -s $TMP/splits ]]; then
         echo
