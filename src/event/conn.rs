@@ -211,6 +211,7 @@ impl Conn {
 
     /// Queues `data` (copied) and sends what the socket takes now, without
     /// blocking; the rest goes out when the socket is writable.
+    #[inline]
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.check_writable()?;
         let mut rest = data;
@@ -262,28 +263,34 @@ impl Conn {
 
     /// Why a write is refused now, if it is: closing, write side shut
     /// down, or the output at its high-water mark (which arms on_drain).
+    #[inline]
     fn check_writable(&mut self) -> Result<()> {
-        if self.close_requested || self.broken {
-            return Err(Error::new(ErrorKind::Closed, "the connection is closing"));
-        }
-        if self.shut_write_requested {
-            return Err(Error::new(
-                ErrorKind::Closed,
-                "the write side is shut down (ss_conn_shutdown_write)",
-            ));
-        }
-        if self.output_full() {
-            self.drain_armed = true;
-            return Err(Error::new(
-                ErrorKind::WouldBlock,
-                format!(
-                    "{} bytes are waiting to be sent (high-water mark {}): wait until the peer reads",
-                    self.pending_output(),
-                    self.high_water
-                ),
-            ));
+        if self.close_requested || self.broken || self.shut_write_requested || self.output_full() {
+            return Err(self.refusal());
         }
         Ok(())
+    }
+
+    #[cold]
+    fn refusal(&mut self) -> Error {
+        if self.close_requested || self.broken {
+            return Error::new(ErrorKind::Closed, "the connection is closing");
+        }
+        if self.shut_write_requested {
+            return Error::new(
+                ErrorKind::Closed,
+                "the write side is shut down (ss_conn_shutdown_write)",
+            );
+        }
+        self.drain_armed = true;
+        Error::new(
+            ErrorKind::WouldBlock,
+            format!(
+                "{} bytes are waiting to be sent (high-water mark {}): wait until the peer reads",
+                self.pending_output(),
+                self.high_water
+            ),
+        )
     }
 
     /// Appends what the socket did not take to the queue.
@@ -305,8 +312,30 @@ impl Conn {
     }
 
     /// One non-blocking send; 0 when the socket is full.
+    #[inline]
     fn send(&mut self, data: &[u8]) -> Result<usize> {
+        match self
+            .socket
+            .send_with_flags(data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+        {
+            Ok(n) => {
+                self.sent_since_check |= n > 0;
+                Ok(n)
+            }
+            Err(e) => self.send_failed(data, e),
+        }
+    }
+
+    /// A send that failed: retried after a signal, 0 when the socket is
+    /// full, else the error.
+    #[cold]
+    fn send_failed(&mut self, data: &[u8], mut error: io::Error) -> Result<usize> {
         loop {
+            match error.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => return Ok(0),
+                _ => return Err(Error::io("send", error)),
+            }
             match self
                 .socket
                 .send_with_flags(data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
@@ -315,9 +344,7 @@ impl Conn {
                     self.sent_since_check |= n > 0;
                     return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
-                Err(e) => return Err(Error::io("send", e)),
+                Err(e) => error = e,
             }
         }
     }

@@ -230,7 +230,9 @@ pub(crate) fn call_request_fn(
 /// The error for a callback that returned `rc` != 0. If a library call
 /// failed just before on this thread, that is the real cause: report its
 /// status (e.g. SS_ERR_TIMEOUT) and say so. The caller cleared the last
-/// error before the call.
+/// error before the call. Out of line: the callers are on hot paths.
+#[cold]
+#[inline(never)]
 pub(crate) fn callback_failed(stage: &str, rc: c_int) -> Error {
     match last_error().filter(|(_, text)| !text.is_empty()) {
         Some((kind, text)) => Error::new(
@@ -315,7 +317,7 @@ impl EventHandler for CHandler {
 
     fn on_data(&self, conn: &mut Conn, data: &[u8]) -> Result<usize> {
         let Some(cb) = self.callbacks.on_data else {
-            return Err(Error::new(ErrorKind::Unsupported, "no on_data callback"));
+            return Err(no_callback("on_data"));
         };
         let mut consumed = 0usize;
         clear_last_error();
@@ -375,6 +377,11 @@ impl EventHandler for CHandler {
             rc => Err(callback_failed("on_datagram", rc)),
         }
     }
+}
+
+#[cold]
+fn no_callback(name: &'static str) -> Error {
+    Error::new(ErrorKind::Unsupported, format!("no {name} callback"))
 }
 
 pub(crate) fn conn_ptr(conn: &mut Conn) -> *mut ss_conn {
