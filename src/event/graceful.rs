@@ -72,12 +72,12 @@ impl EventLoop {
                 continue;
             };
             if overdue {
-                cut += usize::from(!conn.lingering);
+                cut += usize::from(!conn.st.lingering);
                 self.close_conn(slot);
                 continue;
             }
             // A lingering connection ends by itself, within lingering_time.
-            if conn.lingering {
+            if conn.st.lingering {
                 continue;
             }
             let idle = conn.input.is_empty()

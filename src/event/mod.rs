@@ -52,7 +52,7 @@ mod watch;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::handler::{catch_reported, report_panic};
+use crate::handler::{catch_reported, report_panic, EventHandler};
 use crate::sync::lock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -360,6 +360,15 @@ fn millis(d: std::time::Duration) -> u64 {
 
 const READ_EVENTS: EpollFlags = EpollFlags::EPOLLIN.union(EpollFlags::EPOLLRDHUP);
 const WRITE_EVENTS: EpollFlags = EpollFlags::EPOLLOUT;
+/// What makes on_conn_event read (an error or hang-up is read to be seen),
+/// and what makes it flush pending output.
+const READABLE: EpollFlags = EpollFlags::EPOLLIN
+    .union(EpollFlags::EPOLLRDHUP)
+    .union(EpollFlags::EPOLLHUP)
+    .union(EpollFlags::EPOLLERR);
+const WRITABLE: EpollFlags = EpollFlags::EPOLLOUT
+    .union(EpollFlags::EPOLLERR)
+    .union(EpollFlags::EPOLLHUP);
 const LISTEN_EVENTS: EpollFlags = EpollFlags::EPOLLIN.union(EpollFlags::EPOLLEXCLUSIVE);
 
 /// epoll_wait's timeout: none, or `ms` milliseconds (capped).
@@ -442,6 +451,9 @@ impl EventLoop {
         set_current_worker(WorkerKind::EventLoop, &self.server);
         self.peers = lock(&self.shared.loops).clone();
         let mut events = vec![EpollEvent::empty(); EVENTS_PER_WAIT];
+        // Held here, so that the handler can be lent to every event.
+        let server = self.server.clone();
+        let handler = server.event_handler();
         while !self.own.stop.load(Ordering::SeqCst) {
             let n = match self.epoll.wait(&mut events, self.wait_timeout()) {
                 Ok(n) => n,
@@ -463,7 +475,7 @@ impl EventLoop {
                         self.take_incoming();
                     }
                     t if t & watch::WATCH_TAG != 0 => self.on_watch_event(t, flags),
-                    slot => self.on_conn_event(slot as usize, flags),
+                    slot => self.on_conn_event(slot as usize, flags, handler),
                 }
             }
             self.run_timers(true);
@@ -486,12 +498,14 @@ impl EventLoop {
         self.draining = true;
         for slot in 0..self.slots.len() {
             if let Some(conn) = self.slots[slot].as_deref_mut() {
-                conn.close_requested = true;
+                conn.st.close_requested = true;
                 self.settle(slot);
             }
         }
         let deadline = self.started.elapsed().as_millis() as u64
             + millis(self.server.config().lingering_timeout);
+        let server = self.server.clone();
+        let handler = server.event_handler();
         while self.live_conns() > 0 {
             let now = self.started.elapsed().as_millis() as u64;
             if now >= deadline {
@@ -512,7 +526,7 @@ impl EventLoop {
                     TOKEN_LISTENER => {}
                     TOKEN_WAKER => self.run_mailbox(),
                     t if t & watch::WATCH_TAG != 0 => self.on_watch_event(t, event.events()),
-                    slot => self.on_conn_event(slot as usize, event.events()),
+                    slot => self.on_conn_event(slot as usize, event.events(), handler),
                 }
             }
             // Connection timers still run; loop timers have stopped.
@@ -558,7 +572,7 @@ impl EventLoop {
     fn conn_by_id(&mut self, id: u64) -> Option<usize> {
         let slot = (id & (MAX_SLOTS as u64 - 1)) as usize;
         let conn = self.slots.get(slot)?.as_ref()?;
-        (conn.id() == id && !conn.lingering).then_some(slot)
+        (conn.id() == id && !conn.st.lingering).then_some(slot)
     }
 
     fn on_listener(&mut self) {
@@ -729,7 +743,7 @@ impl EventLoop {
         let conn = self.slots[slot].insert(conn);
         if let Err(e) = self.server.event_handler().on_open(conn) {
             report_conn_error(&self.server, conn, &e);
-            conn.broken = true;
+            conn.st.broken = true;
         }
         self.settle(slot);
     }
@@ -740,44 +754,74 @@ impl EventLoop {
     /// error path cost instructions on every request (callgrind: ~600 per
     /// echo before, against ~190 for the C epoll reference).
     #[inline(always)]
-    fn on_conn_event(&mut self, slot: usize, flags: EpollFlags) {
+    ///
+    /// `events` is the server's event handler, looked up once per wait.
+    fn on_conn_event(&mut self, slot: usize, flags: EpollFlags, events: &dyn EventHandler) {
         let server = &self.server;
         let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.as_deref_mut()) else {
             return;
         };
-        if conn.lingering {
+        if conn.st.any() {
+            return self.on_flagged_conn_event(slot, flags);
+        }
+        // Serving, nothing paused or ending: what follows is the general
+        // case (on_flagged_conn_event, then settle) with every flag it
+        // tests clear, and the connection looked up once.
+        if flags.intersects(READABLE) && !conn.output_full() {
+            read_conn(server, events, conn, &mut self.read_buffer, self.tick);
+        }
+        if flags.intersects(WRITABLE) && conn.pending_output() > 0 {
+            on_writable(server, conn, self.tick);
+        }
+        if conn.st.any() {
+            return self.settle_flagged(slot);
+        }
+        if std::mem::take(&mut conn.sent_since_check) {
+            conn.last_active = self.tick;
+        }
+        let want = conn.wanted_events();
+        let changed = want != conn.registered;
+        if self.deadline_set {
+            self.settle_timers(slot);
+        }
+        if changed {
+            self.register(slot, want);
+        }
+    }
+
+    /// on_conn_event for a connection with one of its States set.
+    #[inline(never)]
+    fn on_flagged_conn_event(&mut self, slot: usize, flags: EpollFlags) {
+        let server = &self.server;
+        let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.as_deref_mut()) else {
+            return;
+        };
+        if conn.st.lingering {
             return self.on_lingering_event(slot);
         }
         // Once the input has ended, HUP or ERR means the peer is gone (a
         // Unix peer closed, a TCP peer reset): nothing can be delivered any
         // more. Without this, a connection held by on_eof watches no
         // events, and epoll reports HUP/ERR on every wait: a busy loop.
-        if conn.read_done && flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
-            conn.broken = true;
+        if conn.st.read_done && flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+            conn.st.broken = true;
         }
-        if conn.paused {
+        if conn.st.paused {
             paused_hangup(conn, flags);
         }
-        let readable = flags.intersects(
-            EpollFlags::EPOLLIN
-                | EpollFlags::EPOLLRDHUP
-                | EpollFlags::EPOLLHUP
-                | EpollFlags::EPOLLERR,
-        );
-        if readable
-            && !conn.read_done
+        if flags.intersects(READABLE)
+            && !conn.st.read_done
             && !conn.output_full()
-            && !conn.close_requested
-            && !conn.paused
+            && !conn.st.close_requested
+            && !conn.st.paused
         {
-            read_conn(server, conn, &mut self.read_buffer, self.tick);
+            let events = server.event_handler();
+            read_conn(server, events, conn, &mut self.read_buffer, self.tick);
         }
-        if flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
-            && conn.pending_output() > 0
-        {
+        if flags.intersects(WRITABLE) && conn.pending_output() > 0 {
             on_writable(server, conn, self.tick);
         }
-        self.settle_inline(slot);
+        self.settle(slot);
     }
 
     #[inline(never)]
@@ -792,18 +836,43 @@ impl EventLoop {
 
     /// After anything happened to a connection: close it if it is done,
     /// else make epoll watch what it now needs.
+    #[inline(never)]
     fn settle(&mut self, slot: usize) {
         self.settle_inline(slot);
     }
 
-    /// settle, inlined into on_conn_event; what most requests need (no
-    /// timer, no change of the epoll registration) is tested first.
+    /// settle, inlined into on_conn_event: what most requests need (no
+    /// state set, so nothing to end, no timer but the request deadline's)
+    /// is tested first.
     #[inline(always)]
     fn settle_inline(&mut self, slot: usize) {
         let Some(conn) = self.slots[slot].as_deref_mut() else {
             return;
         };
-        if conn.resume_feed {
+        if conn.st.any() {
+            return self.settle_flagged(slot);
+        }
+        if std::mem::take(&mut conn.sent_since_check) {
+            conn.last_active = self.tick;
+        }
+        // finished() is false with every state clear.
+        let want = conn.wanted_events();
+        let changed = want != conn.registered;
+        if self.deadline_set {
+            self.settle_timers(slot);
+        }
+        if changed {
+            self.register(slot, want);
+        }
+    }
+
+    /// settle for a connection with one of its States set.
+    #[inline(never)]
+    fn settle_flagged(&mut self, slot: usize) {
+        let Some(conn) = self.slots[slot].as_deref_mut() else {
+            return;
+        };
+        if conn.st.resume_feed {
             feed_resumed(&self.server, conn);
         }
         if std::mem::take(&mut conn.sent_since_check) {
@@ -812,22 +881,21 @@ impl EventLoop {
         if conn.finished() {
             return self.end_conn(slot);
         }
-        if self.deadline_set || (conn.close_requested && conn.pending_output() > 0) {
+        if self.deadline_set || (conn.st.close_requested && conn.pending_output() > 0) {
             self.settle_timers(slot);
         }
         let Some(conn) = self.slots[slot].as_deref_mut() else {
             return;
         };
         let mut want = EpollFlags::empty();
-        if !conn.read_done && !conn.output_full() && !conn.close_requested && !conn.paused {
+        if !conn.st.read_done && !conn.output_full() && !conn.st.close_requested && !conn.st.paused
+        {
             want |= READ_EVENTS;
         }
         if conn.pending_output() > 0 {
             want |= WRITE_EVENTS;
         }
-        if conn.paused || conn.hung_up {
-            want = park_if_hung_up(conn, want);
-        }
+        let want = park_if_hung_up(conn, want);
         if want != conn.registered {
             self.register(slot, want);
         }
@@ -850,7 +918,7 @@ impl EventLoop {
                 self.timers_active = true;
             }
         }
-        if conn.close_requested && conn.pending_output() > 0 {
+        if conn.st.close_requested && conn.pending_output() > 0 {
             self.timers_active = true;
         }
     }
@@ -868,7 +936,7 @@ impl EventLoop {
         {
             conn.registered = want;
         } else {
-            conn.broken = true;
+            conn.st.broken = true;
             self.close_conn(slot);
         }
     }
@@ -897,9 +965,9 @@ impl EventLoop {
         let linger = self.server.config().lingering_time.is_some()
             && (max == 0 || self.lingering < max)
             && !self.draining
-            && !conn.broken
-            && !conn.read_done
-            && !conn.lingering;
+            && !conn.st.broken
+            && !conn.st.read_done
+            && !conn.st.lingering;
         if !linger {
             return self.close_conn(slot);
         }
@@ -946,7 +1014,7 @@ impl EventLoop {
         // connections are ever between on_open and on_close; released by
         // the guard even if on_close panics (out of its slot, the
         // connection is beyond the panicked loop's recovery).
-        let counted = (!conn.lingering).then(|| Counted(&self.shared));
+        let counted = (!conn.st.lingering).then(|| Counted(&self.shared));
         timer::close_conn_timers(&mut conn);
         if counted.is_some() {
             self.server.event_handler().on_close(&mut conn);
@@ -960,7 +1028,7 @@ impl EventLoop {
         // Explicitly: a forked child holding a copy of the fd would keep
         // the registration alive after close, and the loop would spin.
         let _ = self.epoll.delete(conn.socket());
-        if conn.lingering {
+        if conn.st.lingering {
             self.lingering -= 1;
         }
         drop(counted);
@@ -997,9 +1065,9 @@ impl EventLoop {
         if let Some(conn) = self.slots[slot].as_deref_mut() {
             if !conn.input.is_empty()
                 && !conn.output_full()
-                && !conn.close_requested
-                && !conn.broken
-                && !conn.paused
+                && !conn.st.close_requested
+                && !conn.st.broken
+                && !conn.st.paused
             {
                 feed_input(&self.server, conn, &[]);
             }
@@ -1012,6 +1080,10 @@ impl EventLoop {
     /// timers with the server while `periodic` (not once the loop stops).
     /// Timers set meanwhile are due later (no starvation).
     fn run_timers(&mut self, periodic: bool) {
+        // No timer, no clock read: run after every wait.
+        if timer::next_deadline().is_none() {
+            return;
+        }
         let now = timer::now_ms(self.started);
         while let Some(due) = timer::pop_due(now, periodic) {
             match due {
@@ -1058,7 +1130,7 @@ impl EventLoop {
                 continue;
             };
             let quiet = now.saturating_sub(conn.last_active);
-            if conn.lingering {
+            if conn.st.lingering {
                 let lingered = (now + 1).saturating_sub(conn.timer_start);
                 if quiet >= lingering_timeout || lingered >= lingering_time {
                     self.close_conn(slot);
@@ -1067,7 +1139,7 @@ impl EventLoop {
                 }
                 continue;
             }
-            if conn.close_requested && conn.pending_output() > 0 {
+            if conn.st.close_requested && conn.pending_output() > 0 {
                 if quiet >= lingering_timeout {
                     let error = Error::new(
                         ErrorKind::Timeout,
@@ -1078,7 +1150,7 @@ impl EventLoop {
                         ),
                     );
                     report_conn_error(&self.server, conn, &error);
-                    conn.broken = true;
+                    conn.st.broken = true;
                     self.close_conn(slot);
                 } else {
                     self.timers_active = true;
@@ -1096,7 +1168,7 @@ impl EventLoop {
                         ),
                     );
                     report_conn_error(&self.server, conn, &error);
-                    conn.broken = true;
+                    conn.st.broken = true;
                     self.close_conn(slot);
                     continue;
                 }
@@ -1208,7 +1280,7 @@ fn on_writable(server: &Server, conn: &mut Conn, tick: u64) {
     } else {
         conn.last_active = tick;
         drained(server, conn);
-        if !conn.input.is_empty() && !conn.output_full() && !conn.paused {
+        if !conn.input.is_empty() && !conn.output_full() && !conn.st.paused {
             feed_input(server, conn, &[]);
         }
     }
@@ -1217,7 +1289,13 @@ fn on_writable(server: &Server, conn: &mut Conn, tick: u64) {
 /// Reads what the socket has and hands it to the handler. Inlined, with
 /// what it calls, into on_conn_event (see there).
 #[inline(always)]
-fn read_conn(server: &Server, conn: &mut Conn, buffer: &mut [u8], tick: u64) {
+fn read_conn(
+    server: &Server,
+    events: &dyn EventHandler,
+    conn: &mut Conn,
+    buffer: &mut [u8],
+    tick: u64,
+) {
     loop {
         match conn
             .socket()
@@ -1229,7 +1307,7 @@ fn read_conn(server: &Server, conn: &mut Conn, buffer: &mut [u8], tick: u64) {
                 conn.received = true;
                 let fresh = buffer.get(..n).unwrap_or_default();
                 if conn.input.is_empty() {
-                    feed_fresh(server, conn, fresh);
+                    feed_fresh(server, events, conn, fresh);
                 } else {
                     feed_input(server, conn, fresh);
                 }
@@ -1247,7 +1325,7 @@ fn read_conn(server: &Server, conn: &mut Conn, buffer: &mut [u8], tick: u64) {
 /// The peer ended its input.
 #[inline(never)]
 fn read_ended(server: &Server, conn: &mut Conn) {
-    conn.read_done = true;
+    conn.st.read_done = true;
     // A handler that takes end-of-input keeps the connection open for its
     // answer (e.g. one computed elsewhere and posted), until it closes it.
     conn.held_after_eof = server.event_handler().on_eof(conn);
@@ -1262,8 +1340,8 @@ fn read_failed(conn: &mut Conn, error: &io::Error) -> bool {
         io::ErrorKind::Interrupted => true,
         io::ErrorKind::WouldBlock => false,
         _ => {
-            conn.read_done = true;
-            conn.broken = true;
+            conn.st.read_done = true;
+            conn.st.broken = true;
             false
         }
     }
@@ -1272,8 +1350,8 @@ fn read_failed(conn: &mut Conn, error: &io::Error) -> bool {
 /// feed_input when nothing was held: the bytes go to on_data straight from
 /// the loop's buffer, and only what it leaves is copied.
 #[inline(always)]
-fn feed_fresh(server: &Server, conn: &mut Conn, fresh: &[u8]) {
-    match consume(server, conn, fresh) {
+fn feed_fresh(server: &Server, events: &dyn EventHandler, conn: &mut Conn, fresh: &[u8]) {
+    match consume(events, conn, fresh) {
         Ok(used) if used == fresh.len() => {}
         Ok(used) => keep_input(server, conn, fresh.get(used..).unwrap_or_default()),
         Err(e) => feed_failed(server, conn, &e),
@@ -1305,19 +1383,20 @@ fn check_input_limit(server: &Server, conn: &mut Conn) {
 #[cold]
 fn feed_failed(server: &Server, conn: &mut Conn, error: &Error) {
     report_conn_error(server, conn, error);
-    conn.broken = true;
+    conn.st.broken = true;
 }
 
 /// Presents unconsumed input plus `fresh` bytes to on_data, again and again
 /// while it consumes some and has room to answer; what is left is kept for
 /// the next bytes.
 fn feed_input(server: &Server, conn: &mut Conn, fresh: &[u8]) {
+    let events = server.event_handler();
     if conn.input.is_empty() {
-        return feed_fresh(server, conn, fresh);
+        return feed_fresh(server, events, conn, fresh);
     }
     let mut input = std::mem::take(&mut conn.input);
     input.extend_from_slice(fresh);
-    match consume(server, conn, &input) {
+    match consume(events, conn, &input) {
         Ok(used) => {
             input.drain(..used);
             // An emptied buffer is dropped, not kept: idle connections
@@ -1332,16 +1411,11 @@ fn feed_input(server: &Server, conn: &mut Conn, fresh: &[u8]) {
 }
 
 #[inline(always)]
-fn consume(server: &Server, conn: &mut Conn, data: &[u8]) -> Result<usize> {
+fn consume(events: &dyn EventHandler, conn: &mut Conn, data: &[u8]) -> Result<usize> {
     let mut used = 0;
-    while used < data.len()
-        && !conn.close_requested
-        && !conn.broken
-        && !conn.output_full()
-        && !conn.paused
-    {
+    while used < data.len() && !conn.st.stops_input() && !conn.output_full() {
         let given = data.get(used..).unwrap_or_default();
-        let n = server.event_handler().on_data(conn, given)?;
+        let n = events.on_data(conn, given)?;
         if n > given.len() {
             return Err(overconsumed(n, given.len()));
         }
@@ -1355,7 +1429,7 @@ fn consume(server: &Server, conn: &mut Conn, data: &[u8]) -> Result<usize> {
         conn.timer_start = 0;
     }
     // What a resume asked for has happened: the input was presented.
-    conn.resume_feed = false;
+    conn.st.resume_feed = false;
     Ok(used)
 }
 
@@ -1386,14 +1460,30 @@ fn report_conn_error(server: &Server, conn: &mut Conn, error: &Error) {
 /// hang-up without one (a Unix peer closed, or both directions are shut)
 /// parks the socket until resume, which reads what is left.
 fn paused_hangup(conn: &mut Conn, flags: EpollFlags) {
-    if conn.read_done {
+    if conn.st.read_done {
         return;
     }
     if flags.contains(EpollFlags::EPOLLERR) {
-        conn.read_done = true;
-        conn.broken = true;
+        conn.st.read_done = true;
+        conn.st.broken = true;
     } else if flags.contains(EpollFlags::EPOLLHUP) {
-        conn.hung_up = true;
+        conn.st.hung_up = true;
+    }
+}
+
+impl Conn {
+    /// What epoll should watch for a connection with no States set: input
+    /// while the output has room, output while some is pending.
+    #[inline(always)]
+    fn wanted_events(&self) -> EpollFlags {
+        let mut want = EpollFlags::empty();
+        if !self.output_full() {
+            want |= READ_EVENTS;
+        }
+        if self.pending_output() > 0 {
+            want |= WRITE_EVENTS;
+        }
+        want
     }
 }
 
@@ -1401,11 +1491,11 @@ fn paused_hangup(conn: &mut Conn, flags: EpollFlags) {
 /// EPOLLONESHOT alone, which the kernel disarms after one more report (an
 /// empty interest set would still report the hang-up on every wait).
 fn park_if_hung_up(conn: &mut Conn, want: EpollFlags) -> EpollFlags {
-    if !conn.paused {
-        conn.hung_up = false;
+    if !conn.st.paused {
+        conn.st.hung_up = false;
         return want;
     }
-    if conn.hung_up && want.is_empty() {
+    if conn.st.hung_up && want.is_empty() {
         return EpollFlags::EPOLLONESHOT;
     }
     want
@@ -1414,14 +1504,14 @@ fn park_if_hung_up(conn: &mut Conn, want: EpollFlags) -> EpollFlags {
 /// Input held while paused, presented after ss_conn_resume_reading (from
 /// settle, so never inside the callback that resumed).
 fn feed_resumed(server: &Server, conn: &mut Conn) {
-    if !std::mem::take(&mut conn.resume_feed) {
+    if !std::mem::take(&mut conn.st.resume_feed) {
         return;
     }
     if !conn.input.is_empty()
-        && !conn.paused
+        && !conn.st.paused
         && !conn.output_full()
-        && !conn.close_requested
-        && !conn.broken
+        && !conn.st.close_requested
+        && !conn.st.broken
     {
         feed_input(server, conn, &[]);
     }
@@ -1432,8 +1522,8 @@ fn feed_resumed(server: &Server, conn: &mut Conn) {
 fn drained(server: &Server, conn: &mut Conn) {
     if conn.drain_armed
         && conn.pending_output() <= server.config().effective_low_water()
-        && !conn.close_requested
-        && !conn.broken
+        && !conn.st.close_requested
+        && !conn.st.broken
     {
         conn.drain_armed = false;
         server.event_handler().on_drain(conn);

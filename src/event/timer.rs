@@ -602,7 +602,7 @@ impl Conn {
     }
 
     fn check_timers_open(&self) -> Result<()> {
-        if self.timers_closed || self.close_requested || self.broken || self.lingering {
+        if self.timers_closed || self.st.close_requested || self.st.broken || self.st.lingering {
             return Err(Error::new(
                 ErrorKind::Closed,
                 "the connection is closing: no timer can be set on it",

@@ -100,7 +100,7 @@ impl Conn {
                 "watch events {events:#x}: give SS_WATCH_READ and/or SS_WATCH_WRITE"
             )));
         }
-        if self.close_requested || self.broken || self.lingering {
+        if self.st.close_requested || self.st.broken || self.st.lingering {
             return Err(Error::new(ErrorKind::Closed, "the connection is closing"));
         }
         let raw = fd.as_raw_fd();
@@ -220,7 +220,7 @@ impl EventLoop {
         let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.as_deref_mut()) else {
             return;
         };
-        if conn.lingering {
+        if conn.st.lingering {
             return;
         }
         let Some(watch) = conn
@@ -256,7 +256,7 @@ impl EventLoop {
         }
         if let Err(e) = result {
             report_conn_error(&self.server, conn, &e);
-            conn.broken = true;
+            conn.st.broken = true;
         }
         self.settle(slot);
     }

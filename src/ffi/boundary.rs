@@ -54,9 +54,17 @@ pub(crate) fn set_last_error(error: &Error) {
 
 #[inline]
 pub(crate) fn clear_last_error() {
-    if THREADS_WITH_ERROR.load(Ordering::Relaxed) != 0 {
+    if last_error_may_be_set() {
         clear_set_error();
     }
+}
+
+/// Whether clear_last_error may have something to clear; for hot paths
+/// that move the clearing out of line (a call in their fast path would
+/// make them save registers).
+#[inline]
+pub(crate) fn last_error_may_be_set() -> bool {
+    THREADS_WITH_ERROR.load(Ordering::Relaxed) != 0
 }
 
 #[cold]
@@ -159,6 +167,21 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<()>) -> ss_status {
             clear_last_error();
             ss_status::SS_OK
         }
+        Err(e) => {
+            set_last_error(&e);
+            status_of(e.kind())
+        }
+    }
+}
+
+/// guard for a body that runs no callback, entered with nothing to clear
+/// (`!last_error_may_be_set()`, checked by the caller): neither clear has
+/// work to do, and the fast path of ss_conn_write makes no call of its
+/// own but the send.
+#[inline(always)]
+pub(crate) fn guard_cleared(body: impl FnOnce() -> Result<()>) -> ss_status {
+    match catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| Err(panic_error(p))) {
+        Ok(()) => ss_status::SS_OK,
         Err(e) => {
             set_last_error(&e);
             status_of(e.kind())

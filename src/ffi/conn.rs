@@ -9,13 +9,14 @@ use std::io::IoSlice;
 use std::os::fd::BorrowedFd;
 
 use super::boundary::{
-    check_len, clear_last_error, copy_sockaddr_out, copy_text_out, guard, guard_value, handle_mut,
-    handle_ref, null,
+    check_len, clear_last_error, copy_sockaddr_out, copy_text_out, guard, guard_cleared,
+    guard_value, handle_mut, handle_ref, last_error_may_be_set, null,
 };
 use super::handler::{callback_failed, conn_ptr, ss_watch_fn};
 use super::server::server_ptr;
 use super::{ss_conn, ss_server, ss_status};
 use crate::error::Error;
+use crate::error::Result;
 use crate::event::{Conn, WATCH_ERROR, WATCH_HANGUP, WATCH_READ, WATCH_WRITE};
 
 /// Queues `len` bytes of `buf` (copied) for the peer and sends what the
@@ -36,20 +37,41 @@ pub unsafe extern "C" fn ss_conn_write(
     buf: *const c_void,
     len: usize,
 ) -> ss_status {
-    guard(|| {
+    // Every event-mode reply goes through here: with no last error to
+    // clear (the usual case) nothing is called but the send.
+    if last_error_may_be_set() {
         // SAFETY: forwarded contract.
-        let conn = unsafe { handle_mut(conn) }?;
-        if len == 0 {
-            return Ok(());
-        }
-        if buf.is_null() {
-            return Err(null("buf"));
-        }
-        check_len(len, "len")?;
-        // SAFETY: readable for `len` bytes per the contract, and `len` is
-        // at most isize::MAX.
-        conn.write(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) })
-    })
+        return unsafe { conn_write_clearing(conn, buf, len) };
+    }
+    // SAFETY: forwarded contract.
+    guard_cleared(|| unsafe { conn_write(conn, buf, len) })
+}
+
+/// ss_conn_write when a last error may need clearing: as `guard` does.
+#[inline(never)]
+unsafe fn conn_write_clearing(conn: *mut ss_conn, buf: *const c_void, len: usize) -> ss_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { conn_write(conn, buf, len) })
+}
+
+/// ss_conn_write's body (it runs no callback).
+///
+/// # Safety
+/// As ss_conn_write.
+#[inline(always)]
+unsafe fn conn_write(conn: *mut ss_conn, buf: *const c_void, len: usize) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let conn = unsafe { handle_mut(conn) }?;
+    if len == 0 {
+        return Ok(());
+    }
+    if buf.is_null() {
+        return Err(null("buf"));
+    }
+    check_len(len, "len")?;
+    // SAFETY: readable for `len` bytes per the contract, and `len` is at
+    // most isize::MAX.
+    conn.write(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) })
 }
 
 /// Closes the connection once its queued output has been sent (on_close

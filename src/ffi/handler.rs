@@ -2,7 +2,9 @@
 
 use std::ffi::{c_int, c_void, CString};
 
-use super::boundary::{clear_last_error, last_error, last_os_error, status_of};
+use super::boundary::{
+    clear_last_error, last_error, last_error_may_be_set, last_os_error, status_of,
+};
 use super::{ss_conn, ss_request, ss_server, ss_status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Conn;
@@ -319,22 +321,10 @@ impl EventHandler for CHandler {
         let Some(cb) = self.callbacks.on_data else {
             return Err(no_callback("on_data"));
         };
-        let mut consumed = 0usize;
-        clear_last_error();
-        // SAFETY: connection, data and `consumed` are live for the call.
-        let rc = unsafe {
-            cb(
-                conn_ptr(conn),
-                data.as_ptr(),
-                data.len(),
-                &mut consumed,
-                self.user_data,
-            )
-        };
-        if rc != 0 {
-            return Err(callback_failed("on_data", rc));
+        if last_error_may_be_set() {
+            return self.on_data_clearing(cb, conn, data);
         }
-        Ok(consumed)
+        self.call_on_data(cb, conn, data)
     }
 
     fn on_eof(&self, conn: &mut Conn) -> bool {
@@ -376,6 +366,60 @@ impl EventHandler for CHandler {
             0 => Ok(()),
             rc => Err(callback_failed("on_datagram", rc)),
         }
+    }
+}
+
+impl CHandler {
+    /// on_data's call (every request goes through it: no call before the
+    /// callback's, so that nothing needs saving around one).
+    #[inline(always)]
+    fn call_on_data(
+        &self,
+        cb: unsafe extern "C-unwind" fn(
+            *mut ss_conn,
+            *const u8,
+            usize,
+            *mut usize,
+            *mut c_void,
+        ) -> c_int,
+        conn: &mut Conn,
+        data: &[u8],
+    ) -> Result<usize> {
+        let mut consumed = 0usize;
+        // SAFETY: connection, data and `consumed` are live for the call.
+        let rc = unsafe {
+            cb(
+                conn_ptr(conn),
+                data.as_ptr(),
+                data.len(),
+                &mut consumed,
+                self.user_data,
+            )
+        };
+        if rc != 0 {
+            return Err(callback_failed("on_data", rc));
+        }
+        Ok(consumed)
+    }
+
+    /// on_data when this or another thread may hold a last error: cleared
+    /// first, so that a failure is only blamed on a library call made
+    /// during the callback.
+    #[inline(never)]
+    fn on_data_clearing(
+        &self,
+        cb: unsafe extern "C-unwind" fn(
+            *mut ss_conn,
+            *const u8,
+            usize,
+            *mut usize,
+            *mut c_void,
+        ) -> c_int,
+        conn: &mut Conn,
+        data: &[u8],
+    ) -> Result<usize> {
+        clear_last_error();
+        self.call_on_data(cb, conn, data)
     }
 }
 
