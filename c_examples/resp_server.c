@@ -416,12 +416,17 @@ static int parse_ll(const unsigned char *s, size_t n, long long *out)
     size_t i = 0;
     int neg = 0;
     unsigned long long v = 0;
-    if (n == 0 || n > 20)
-        return 0;
-    if (n == 1 && s[0] == '0') {
-        *out = 0;
+    /* Counts of one or two digits (almost every "*<n>" and "$<n>"). */
+    if (n == 1 && s[0] >= '0' && s[0] <= '9') {
+        *out = s[0] - '0';
         return 1;
     }
+    if (n == 2 && s[0] >= '1' && s[0] <= '9' && s[1] >= '0' && s[1] <= '9') {
+        *out = (s[0] - '0') * 10 + (s[1] - '0');
+        return 1;
+    }
+    if (n == 0 || n > 20)
+        return 0;
     if (s[0] == '-') {
         neg = 1;
         i = 1;
@@ -695,14 +700,16 @@ static size_t arg_len(const request *r, long i)
 /* Whether argument i is `name` in any case. */
 static int arg_is(const request *r, long i, const char *name)
 {
-    size_t n = strlen(name);
+    /* Byte by byte, without strlen(name) or tolower() calls: this runs
+     * for every command (lookup_command). `name` is lower case ASCII. */
     const unsigned char *p = arg_ptr(r, i);
-    if (arg_len(r, i) != n)
-        return 0;
-    for (size_t k = 0; k < n; k++)
-        if (tolower(p[k]) != name[k])
+    size_t n = arg_len(r, i);
+    for (size_t k = 0; k < n; k++) {
+        int ch = p[k] >= 'A' && p[k] <= 'Z' ? p[k] - 'A' + 'a' : p[k];
+        if (name[k] == '\0' || ch != (unsigned char)name[k])
             return 0;
-    return 1;
+    }
+    return name[n] == '\0';
 }
 
 /* Appends at most `max` bytes of argument i to `buf` (of `cap` bytes, kept
@@ -770,7 +777,7 @@ static int cmd_ping(out *o, const request *r)
     else if (r->argc == 2)
         out_bulk(o, arg_ptr(r, 1), arg_len(r, 1));
     else
-        out_str(o, "+PONG\r\n");
+        out_add(o, "+PONG\r\n", 7);
     return 0;
 }
 

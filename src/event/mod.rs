@@ -1307,7 +1307,7 @@ fn read_conn(
                 conn.received = true;
                 let fresh = buffer.get(..n).unwrap_or_default();
                 if conn.input.is_empty() {
-                    feed_fresh(server, events, conn, fresh);
+                    feed_read(server, events, conn, fresh);
                 } else {
                     feed_input(server, conn, fresh);
                 }
@@ -1354,6 +1354,48 @@ fn feed_fresh(server: &Server, events: &dyn EventHandler, conn: &mut Conn, fresh
     match consume(events, conn, fresh) {
         Ok(used) if used == fresh.len() => {}
         Ok(used) => keep_input(server, conn, fresh.get(used..).unwrap_or_default()),
+        Err(e) => feed_failed(server, conn, &e),
+    }
+}
+
+/// feed_fresh for bytes just read: read_conn reads only a connection that
+/// takes input (no state stops it, its output has room), so the first
+/// on_data call needs none of consume's checks; the rest of the bytes, if
+/// it leaves some, go the general way.
+#[inline(always)]
+fn feed_read(server: &Server, events: &dyn EventHandler, conn: &mut Conn, fresh: &[u8]) {
+    match events.on_data(conn, fresh) {
+        Ok(n) if n == fresh.len() => {
+            conn.timer_start = 0;
+            conn.st.resume_feed = false;
+        }
+        Ok(n) => feed_read_rest(server, events, conn, fresh, n),
+        Err(e) => feed_failed(server, conn, &e),
+    }
+}
+
+/// feed_read after an on_data call that consumed `n` bytes, not all:
+/// consume's loop from there.
+#[inline(never)]
+fn feed_read_rest(
+    server: &Server,
+    events: &dyn EventHandler,
+    conn: &mut Conn,
+    fresh: &[u8],
+    n: usize,
+) {
+    if n > fresh.len() {
+        return feed_failed(server, conn, &overconsumed(n, fresh.len()));
+    }
+    let rest = fresh.get(n..).unwrap_or_default();
+    if n == 0 {
+        conn.st.resume_feed = false;
+        return keep_input(server, conn, rest);
+    }
+    conn.timer_start = 0;
+    match consume(events, conn, rest) {
+        Ok(used) if used == rest.len() => {}
+        Ok(used) => keep_input(server, conn, rest.get(used..).unwrap_or_default()),
         Err(e) => feed_failed(server, conn, &e),
     }
 }

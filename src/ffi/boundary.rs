@@ -193,6 +193,7 @@ pub(crate) fn guard_cleared(body: impl FnOnce() -> Result<()>) -> ss_status {
 /// `fallback` on error or panic, with the detail message set.
 /// Such functions do not clear the message on success: a C caller may
 /// free or query objects between a failed call and reading its message.
+#[inline]
 pub(crate) fn guard_value<T>(fallback: T, body: impl FnOnce() -> Result<T>) -> T {
     match catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| Err(panic_error(p))) {
         Ok(v) => v,
