@@ -1,0 +1,129 @@
+//! The event mode's stream hot path (issue 12): what its fast paths rely
+//! on, and what a request costs in system calls.
+//!
+//! - C sub-tests (tests/c/perf_event.c): a callback's failure is blamed on
+//!   the right library call when the last error is only cleared where some
+//!   thread holds one; bytes just read are handed to on_data at once,
+//!   again while it consumes some, the rest held.
+//! - `echo_server --mode event`, traced with strace: an echo costs one
+//!   recvfrom and one sendto, at most one epoll_wait, and no epoll_ctl
+//!   (the connection's registration does not change while it serves), over
+//!   TCP and Unix stream sockets.
+
+mod common;
+
+common::c_tests! {
+    crate::common::run_c_subtest;
+    perf_event {
+        error_cause,
+        partial_consume,
+    }
+}
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::example::ExampleProcess;
+use common::strace::{Strace, SyscallCounts};
+use common::TempDir;
+
+/// Clients and rounds of the traced echoes: CLIENTS * ROUNDS requests.
+const CLIENTS: usize = 4;
+const ROUNDS: usize = 100;
+const MESSAGE: usize = 64;
+
+fn echo_server(transport: &str, address: &str) -> ExampleProcess {
+    let mut cmd = Command::new(common::compile_example("echo_server", &[]));
+    cmd.args([
+        "--transport",
+        transport,
+        "--mode",
+        "event",
+        "--address",
+        address,
+        "--threads",
+        "1",
+    ]);
+    ExampleProcess::start(cmd, Duration::from_secs(15))
+}
+
+/// One echo on each client: send all, then read every echo back.
+fn echo_round<S: Read + Write>(clients: &mut [S], round: usize) {
+    for (i, client) in clients.iter_mut().enumerate() {
+        let message = [(round * CLIENTS + i) as u8; MESSAGE];
+        client.write_all(&message).expect("send");
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let mut echo = [0u8; MESSAGE];
+        client.read_exact(&mut echo).expect("echo");
+        assert_eq!(echo, [(round * CLIENTS + i) as u8; MESSAGE], "client {i}");
+    }
+}
+
+/// Runs ROUNDS echo rounds on `clients` (already connected, and served
+/// once, so that their accept and registration are done) under strace.
+fn traced_echoes<S: Read + Write>(server: &ExampleProcess, clients: &mut [S]) -> SyscallCounts {
+    echo_round(clients, 0);
+    let strace = Strace::attach(server.pid());
+    for round in 1..=ROUNDS {
+        echo_round(clients, round);
+    }
+    strace.finish()
+}
+
+/// The bounds: per request one recvfrom (none that finds nothing: one read
+/// per readiness report) and one sendto, at most one epoll_wait, no
+/// epoll_ctl; a few calls of the coordinating thread besides.
+fn assert_echo_costs(counts: &SyscallCounts) {
+    let requests = (CLIENTS * ROUNDS) as u64;
+    assert_eq!(counts.calls("recvfrom"), requests, "{counts}");
+    assert_eq!(counts.errors("recvfrom"), 0, "{counts}");
+    assert_eq!(counts.calls("sendto"), requests, "{counts}");
+    assert_eq!(counts.errors("sendto"), 0, "{counts}");
+    assert!(counts.calls("epoll_wait") <= requests + 2, "{counts}");
+    assert_eq!(counts.calls("epoll_ctl"), 0, "{counts}");
+    assert!(counts.total() <= 3 * requests + 20, "{counts}");
+}
+
+fn with_timeouts<S>(stream: S, set: impl Fn(&S, Option<Duration>) -> std::io::Result<()>) -> S {
+    set(&stream, Some(Duration::from_secs(10))).expect("read timeout");
+    stream
+}
+
+#[test]
+fn tcp_echo_costs_one_recv_one_send_and_no_epoll_ctl() {
+    let mut server = echo_server("tcp", "127.0.0.1:0");
+    let mut clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let c = TcpStream::connect(server.addr()).expect("connect");
+            c.set_nodelay(true).expect("nodelay");
+            with_timeouts(c, TcpStream::set_read_timeout)
+        })
+        .collect();
+    let counts = traced_echoes(&server, &mut clients);
+    assert_echo_costs(&counts);
+    drop(clients);
+    let (status, err) = server.stop(libc::SIGTERM, Duration::from_secs(10));
+    assert!(status.success(), "{status}: {err}");
+}
+
+#[test]
+fn unix_echo_costs_one_recv_one_send_and_no_epoll_ctl() {
+    let dir = TempDir::new("perf-event");
+    let path = dir.path().join("echo.sock");
+    let mut server = echo_server("unix", path.to_str().expect("utf-8 path"));
+    let mut clients: Vec<UnixStream> = (0..CLIENTS)
+        .map(|_| {
+            let c = UnixStream::connect(&path).expect("connect");
+            with_timeouts(c, UnixStream::set_read_timeout)
+        })
+        .collect();
+    let counts = traced_echoes(&server, &mut clients);
+    assert_echo_costs(&counts);
+    drop(clients);
+    let (status, err) = server.stop(libc::SIGTERM, Duration::from_secs(10));
+    assert!(status.success(), "{status}: {err}");
+}
