@@ -88,6 +88,16 @@ fn assert_echo_costs(counts: &SyscallCounts) {
     assert!(counts.total() <= 3 * requests + 20, "{counts}");
 }
 
+/// Traces ROUNDS echo rounds on `clients`, checks their cost, then stops
+/// the server.
+fn check_echo_costs<S: Read + Write>(mut server: ExampleProcess, mut clients: Vec<S>) {
+    let counts = traced_echoes(&server, &mut clients);
+    assert_echo_costs(&counts);
+    drop(clients);
+    let (status, err) = server.stop(libc::SIGTERM, Duration::from_secs(10));
+    assert!(status.success(), "{status}: {err}");
+}
+
 fn with_timeouts<S>(stream: S, set: impl Fn(&S, Option<Duration>) -> std::io::Result<()>) -> S {
     set(&stream, Some(Duration::from_secs(10))).expect("read timeout");
     stream
@@ -95,35 +105,27 @@ fn with_timeouts<S>(stream: S, set: impl Fn(&S, Option<Duration>) -> std::io::Re
 
 #[test]
 fn tcp_echo_costs_one_recv_one_send_and_no_epoll_ctl() {
-    let mut server = echo_server("tcp", "127.0.0.1:0");
-    let mut clients: Vec<TcpStream> = (0..CLIENTS)
+    let server = echo_server("tcp", "127.0.0.1:0");
+    let clients: Vec<TcpStream> = (0..CLIENTS)
         .map(|_| {
             let c = TcpStream::connect(server.addr()).expect("connect");
             c.set_nodelay(true).expect("nodelay");
             with_timeouts(c, TcpStream::set_read_timeout)
         })
         .collect();
-    let counts = traced_echoes(&server, &mut clients);
-    assert_echo_costs(&counts);
-    drop(clients);
-    let (status, err) = server.stop(libc::SIGTERM, Duration::from_secs(10));
-    assert!(status.success(), "{status}: {err}");
+    check_echo_costs(server, clients);
 }
 
 #[test]
 fn unix_echo_costs_one_recv_one_send_and_no_epoll_ctl() {
     let dir = TempDir::new("perf-event");
     let path = dir.path().join("echo.sock");
-    let mut server = echo_server("unix", path.to_str().expect("utf-8 path"));
-    let mut clients: Vec<UnixStream> = (0..CLIENTS)
+    let server = echo_server("unix", path.to_str().expect("utf-8 path"));
+    let clients: Vec<UnixStream> = (0..CLIENTS)
         .map(|_| {
             let c = UnixStream::connect(&path).expect("connect");
             with_timeouts(c, UnixStream::set_read_timeout)
         })
         .collect();
-    let counts = traced_echoes(&server, &mut clients);
-    assert_echo_costs(&counts);
-    drop(clients);
-    let (status, err) = server.stop(libc::SIGTERM, Duration::from_secs(10));
-    assert!(status.success(), "{status}: {err}");
+    check_echo_costs(server, clients);
 }

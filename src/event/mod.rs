@@ -776,17 +776,8 @@ impl EventLoop {
         if conn.st.any() {
             return self.settle_flagged(slot);
         }
-        if std::mem::take(&mut conn.sent_since_check) {
-            conn.last_active = self.tick;
-        }
-        let want = conn.wanted_events();
-        let changed = want != conn.registered;
-        if self.deadline_set {
-            self.settle_timers(slot);
-        }
-        if changed {
-            self.register(slot, want);
-        }
+        let changed = conn.settled_events(self.tick);
+        self.settle_unflagged(slot, changed);
     }
 
     /// on_conn_event for a connection with one of its States set.
@@ -852,16 +843,19 @@ impl EventLoop {
         if conn.st.any() {
             return self.settle_flagged(slot);
         }
-        if std::mem::take(&mut conn.sent_since_check) {
-            conn.last_active = self.tick;
-        }
         // finished() is false with every state clear.
-        let want = conn.wanted_events();
-        let changed = want != conn.registered;
+        let changed = conn.settled_events(self.tick);
+        self.settle_unflagged(slot, changed);
+    }
+
+    /// The rest of settle for a connection with no States set, once
+    /// `Conn::settled_events` has said whether its events changed.
+    #[inline(always)]
+    fn settle_unflagged(&mut self, slot: usize, changed: Option<EpollFlags>) {
         if self.deadline_set {
             self.settle_timers(slot);
         }
-        if changed {
+        if let Some(want) = changed {
             self.register(slot, want);
         }
     }
@@ -1514,10 +1508,14 @@ fn paused_hangup(conn: &mut Conn, flags: EpollFlags) {
 }
 
 impl Conn {
-    /// What epoll should watch for a connection with no States set: input
-    /// while the output has room, output while some is pending.
+    /// settle for a connection with no States set, but for its timers:
+    /// output sent counts as activity; what epoll should watch (input while
+    /// the output has room, output while some is pending) if that changed.
     #[inline(always)]
-    fn wanted_events(&self) -> EpollFlags {
+    fn settled_events(&mut self, tick: u64) -> Option<EpollFlags> {
+        if std::mem::take(&mut self.sent_since_check) {
+            self.last_active = tick;
+        }
         let mut want = EpollFlags::empty();
         if !self.output_full() {
             want |= READ_EVENTS;
@@ -1525,7 +1523,7 @@ impl Conn {
         if self.pending_output() > 0 {
             want |= WRITE_EVENTS;
         }
-        want
+        (want != self.registered).then_some(want)
     }
 }
 

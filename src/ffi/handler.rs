@@ -369,22 +369,15 @@ impl EventHandler for CHandler {
     }
 }
 
+/// ss_data_fn's function.
+type DataFn =
+    unsafe extern "C-unwind" fn(*mut ss_conn, *const u8, usize, *mut usize, *mut c_void) -> c_int;
+
 impl CHandler {
     /// on_data's call (every request goes through it: no call before the
     /// callback's, so that nothing needs saving around one).
     #[inline(always)]
-    fn call_on_data(
-        &self,
-        cb: unsafe extern "C-unwind" fn(
-            *mut ss_conn,
-            *const u8,
-            usize,
-            *mut usize,
-            *mut c_void,
-        ) -> c_int,
-        conn: &mut Conn,
-        data: &[u8],
-    ) -> Result<usize> {
+    fn call_on_data(&self, cb: DataFn, conn: &mut Conn, data: &[u8]) -> Result<usize> {
         let mut consumed = 0usize;
         // SAFETY: connection, data and `consumed` are live for the call.
         let rc = unsafe {
@@ -406,18 +399,7 @@ impl CHandler {
     /// first, so that a failure is only blamed on a library call made
     /// during the callback.
     #[inline(never)]
-    fn on_data_clearing(
-        &self,
-        cb: unsafe extern "C-unwind" fn(
-            *mut ss_conn,
-            *const u8,
-            usize,
-            *mut usize,
-            *mut c_void,
-        ) -> c_int,
-        conn: &mut Conn,
-        data: &[u8],
-    ) -> Result<usize> {
+    fn on_data_clearing(&self, cb: DataFn, conn: &mut Conn, data: &[u8]) -> Result<usize> {
         clear_last_error();
         self.call_on_data(cb, conn, data)
     }
