@@ -206,8 +206,12 @@ impl SlotIds {
         self.generations[slot] != RETIRED
     }
 }
+// Both have watch::WATCH_TAG set, as a watch's token: a connection's slot
+// is told from all three by that bit alone (see run).
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_WAKER: u64 = u64::MAX - 1;
+const _: () =
+    assert!(TOKEN_LISTENER & watch::WATCH_TAG != 0 && TOKEN_WAKER & watch::WATCH_TAG != 0);
 const EVENTS_PER_WAIT: usize = 256;
 /// Accepts or datagrams taken per readiness report, so that one loop does
 /// not starve its own connections during a burst.
@@ -468,14 +472,18 @@ impl EventLoop {
             self.tick = self.started.elapsed().as_millis() as u64;
             for event in &events[..n] {
                 let (token, flags) = (event.data(), event.events());
+                // Connections first, with one test: the other tokens all
+                // have WATCH_TAG set.
                 match token {
+                    slot if slot & watch::WATCH_TAG == 0 => {
+                        self.on_conn_event(slot as usize, flags, handler)
+                    }
                     TOKEN_LISTENER => self.on_listener(),
                     TOKEN_WAKER => {
                         self.run_mailbox();
                         self.take_incoming();
                     }
-                    t if t & watch::WATCH_TAG != 0 => self.on_watch_event(t, flags),
-                    slot => self.on_conn_event(slot as usize, flags, handler),
+                    t => self.on_watch_event(t, flags),
                 }
             }
             self.run_timers(true);
@@ -1299,7 +1307,7 @@ fn read_conn(
             Ok(n) => {
                 conn.last_active = tick;
                 conn.received = true;
-                let fresh = buffer.get(..n).unwrap_or_default();
+                let fresh = &buffer[..n];
                 if conn.input.is_empty() {
                     feed_read(server, events, conn, fresh);
                 } else {
