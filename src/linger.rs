@@ -130,14 +130,15 @@ impl Lingerer {
 
     /// Closes a request's connection: shuts down the write side and, when
     /// the client may still be sending (`unread` input left in the
-    /// request's buffer, or input waiting in the socket), lingers before
-    /// the close. Never blocks the caller, except in a forked request
-    /// child, which lingers itself.
-    pub(crate) fn close(&self, socket: Socket, unread: bool) {
+    /// request's buffer, or input waiting in the socket, which is not
+    /// looked at when a read already saw the client's end: `ended`),
+    /// lingers before the close. Never blocks the caller, except in a
+    /// forked request child, which lingers itself.
+    pub(crate) fn close(&self, socket: Socket, unread: bool, ended: bool) {
         // Errors such as ENOTCONN (the client is gone) change nothing.
         let _ = socket.shutdown(Shutdown::Write);
         let Some(time) = self.time else { return };
-        if !unread && !input_pending(&socket) {
+        if !unread && (ended || !input_pending(&socket)) {
             return;
         }
         let now = Instant::now();

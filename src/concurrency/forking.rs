@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
@@ -107,6 +108,32 @@ pub(crate) struct ChildTracker {
     /// bounds.
     slots: AtomicUsize,
     max_children: usize,
+}
+
+/// Which of `children` may have exited: those whose pidfd polls readable
+/// (the child is a zombie), in one poll(2) with no wait; those without a
+/// pidfd, and all of them if poll fails, are to be asked by waitid.
+fn exited_children(children: &[Child]) -> Vec<bool> {
+    let mut fds: Vec<PollFd<'_>> = children
+        .iter()
+        .filter_map(|child| child.pidfd.as_ref())
+        .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+        .collect();
+    let polled = !fds.is_empty()
+        && loop {
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(_) => break true,
+                Err(Errno::EINTR) => continue,
+                Err(_) => break false,
+            }
+        };
+    let mut ready = fds
+        .iter()
+        .map(|fd| !polled || fd.revents().is_some_and(|r| !r.is_empty()));
+    children
+        .iter()
+        .map(|child| child.pidfd.is_none() || ready.next().unwrap_or(true))
+        .collect()
 }
 
 /// A pidfd for our child `pid`, just forked.
@@ -262,9 +289,25 @@ impl ChildTracker {
     /// reports a child that a signal killed through handle_error.
     pub(crate) fn reap(&self, server: &Server, block: bool) {
         let mut children = self.children();
+        if children.is_empty() {
+            return;
+        }
+        // Without blocking, only the children whose pidfd says they have
+        // exited are waited for: one poll for all of them, rather than a
+        // waitid per live child every loop turn.
+        let exited = if block {
+            None
+        } else {
+            Some(exited_children(&children))
+        };
         let mut crashed = Vec::new();
         let before = children.len();
+        let mut index = 0;
         children.retain(|child| {
+            index += 1;
+            if exited.as_ref().is_some_and(|e| !e[index - 1]) {
+                return true;
+            }
             let flags = if block {
                 WaitPidFlag::WEXITED
             } else {
