@@ -71,6 +71,10 @@ impl Lingering {
     }
 
     /// Lingers on this socket alone, blocking the caller (a forked child).
+    /// Never inlined: its 16 KiB buffer would otherwise be in the frame of
+    /// every close, whose stack probes touch each page of it (a page
+    /// fault apiece on a fresh thread's or child's stack), lingering or not.
+    #[inline(never)]
     fn run_alone(mut self) {
         let mut scratch = [0u8; DISCARD_CHUNK];
         while let Ok(true) = wait_ready(
