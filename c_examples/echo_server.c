@@ -37,7 +37,6 @@
 #define _GNU_SOURCE
 
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,11 +50,11 @@
 
 static ss_server *volatile g_server;
 static pid_t g_server_pid;
-/* Set in every child forked after start-up (pthread_atfork), so that
- * neither a handler nor the signal handler asks getpid() which process it
- * runs in: a datagram handler runs once per request. Only the forking
- * thread exists in the child when it is set. */
-static volatile sig_atomic_t g_in_child;
+/* SS_FORKING: only then can a handler or the signal handler run in a
+ * forked child, so only then do they ask getpid() which process they are
+ * in (a datagram handler runs once per request: the other modes must not
+ * pay a system call for it). */
+static int g_forking;
 
 /* The stop flag, set by SIGINT/SIGTERM in the server process. It lives in
  * a MAP_SHARED page so that the children of SS_FORKING, forked after the
@@ -88,7 +87,7 @@ static void on_signal(int signo)
 {
     int saved_errno = errno;
     (void)signo;
-    if (g_in_child) {
+    if (g_forking && getpid() != g_server_pid) {
         __atomic_store_n(&g_child_stop, 1, __ATOMIC_RELAXED);
     } else {
         __atomic_store_n(g_stop, 1, __ATOMIC_RELAXED);
@@ -97,11 +96,6 @@ static void on_signal(int signo)
             ss_server_shutdown(g_server);
     }
     errno = saved_errno;
-}
-
-static void mark_child(void)
-{
-    g_in_child = 1;
 }
 
 static int stopping(void)
@@ -133,7 +127,7 @@ static int echo_handle(ss_request *request, void *user_data)
     char buf[CHUNK];
     long wait_ms = g_idle_ms > 0 && g_idle_ms < STOP_CHECK_MS ? g_idle_ms : STOP_CHECK_MS;
     (void)user_data;
-    if (g_in_child) {
+    if (g_forking && getpid() != g_server_pid) {
         /* A forked child. Its parent waits for it on a clean stop; should
          * the parent die otherwise, SIGTERM stops the child too. */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -402,11 +396,7 @@ int main(int argc, char **argv)
      * within one message or STOP_CHECK_MS, so that nothing of it goes on
      * serving after it exited. */
     g_server_pid = getpid();
-    if (pthread_atfork(NULL, NULL, mark_child) != 0) {
-        fprintf(stderr, "echo_server: pthread_atfork failed\n");
-        ss_config_free(config);
-        return 1;
-    }
+    g_forking = mode == SS_FORKING;
     g_stop = mmap(NULL, sizeof *g_stop, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (g_stop == MAP_FAILED) {
         perror("echo_server: mmap");

@@ -23,7 +23,7 @@
 //! - forking_child_reads_a_waiting_request_at_once: a child's first read
 //!   takes the request already there without polling first.
 //! - udp_echo_server_asks_no_pid_per_datagram: c_examples/echo_server.c
-//!   knows it is a forked child from a pthread_atfork flag, not getpid().
+//!   asks getpid() whether it is a forked child only in forking mode.
 
 mod common;
 
@@ -368,7 +368,7 @@ fn forked_child_close_touches_no_unused_buffer() {
     wait_children_reaped(server.pid());
     let faults = children_minor_faults(server.pid()) - before;
     // Each child faults in the pages it writes (copy-on-write) and the
-    // code it runs: 40-41 here. The lingering close's 16 KiB discard
+    // code it runs: 38-41 here. The lingering close's 16 KiB discard
     // buffer, inlined into every close, made its stack probes write four
     // more pages in every child (44-45 measured), lingering or not. A
     // bound for this machine's toolchain: a new compiler or libc may
