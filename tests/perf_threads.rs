@@ -44,10 +44,12 @@ const EXIT: Duration = Duration::from_secs(15);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const MESSAGE: [u8; 64] = [b'x'; 64];
 
-/// c_examples/echo_server with `args`, started and listening.
-fn echo_server(args: &[&str]) -> ExampleProcess {
+/// c_examples/echo_server over `transport` in `mode` on 127.0.0.1, with
+/// `extra` options, started and listening.
+fn echo_server(transport: &str, mode: &str, extra: &[&str]) -> ExampleProcess {
     let mut cmd = Command::new(common::compile_example("echo_server", &["-O2"]));
-    cmd.args(args);
+    cmd.args(["--transport", transport, "--mode", mode]);
+    cmd.args(["--address", "127.0.0.1:0"]).args(extra);
     ExampleProcess::start(cmd, STARTUP)
 }
 
@@ -93,14 +95,7 @@ fn assert_at_most(counts: &SyscallCounts, call: &str, bound: u64, what: &str) {
 #[test]
 fn threading_timed_reads_are_one_recv_each() {
     const N: u64 = 300;
-    let server = echo_server(&[
-        "--transport",
-        "tcp",
-        "--mode",
-        "threading",
-        "--address",
-        "127.0.0.1:0",
-    ]);
+    let server = echo_server("tcp", "threading", &[]);
     let strace = Strace::attach(server.pid());
     let mut stream = tcp_connect(server.addr());
     round_trip(&mut stream);
@@ -252,6 +247,14 @@ fn timed_reads(timeout: Duration, take_fileno: bool) -> Vec<Event> {
     events
 }
 
+/// Event `i` is a read that gave `bytes`.
+fn assert_read(events: &[Event], i: usize, bytes: &[u8]) {
+    assert!(
+        matches!(&events[i], Event::Read(b) if b == bytes),
+        "event {i} should read {bytes:?}: {events:?}"
+    );
+}
+
 fn assert_timed_out(event: &Event, timeout: Duration) {
     match event {
         Event::Failed(ErrorKind::Timeout, after) => assert!(
@@ -268,47 +271,28 @@ fn kernel_timed_read_times_out_in_full() {
     // end to a jiffy may fire early, which must not show.
     let timeout = Duration::from_millis(151);
     let events = timed_reads(timeout, false);
-    assert!(
-        matches!(&events[0], Event::Read(b) if b == b"a"),
-        "{events:?}"
-    );
+    assert_read(&events, 0, b"a");
     assert_timed_out(&events[1], timeout);
-    assert!(
-        matches!(&events[2], Event::Read(b) if b == b"b"),
-        "{events:?}"
-    );
+    assert_read(&events, 2, b"b");
 }
 
 #[test]
 fn fileno_hands_out_a_descriptor_without_receive_timeout() {
     let timeout = Duration::from_millis(150);
     let events = timed_reads(timeout, true);
-    assert!(
-        matches!(&events[0], Event::Read(b) if b == b"a"),
-        "{events:?}"
-    );
+    assert_read(&events, 0, b"a");
     assert!(
         matches!(&events[1], Event::ReceiveTimeout(t) if t.is_zero()),
         "fileno's descriptor must block without a timeout: {events:?}"
     );
     assert_timed_out(&events[2], timeout);
-    assert!(
-        matches!(&events[3], Event::Read(b) if b == b"b"),
-        "{events:?}"
-    );
+    assert_read(&events, 3, b"b");
 }
 
 #[test]
 fn threading_churn_reads_the_end_once() {
     const N: u64 = 100;
-    let server = echo_server(&[
-        "--transport",
-        "tcp",
-        "--mode",
-        "threading",
-        "--address",
-        "127.0.0.1:0",
-    ]);
+    let server = echo_server("tcp", "threading", &[]);
     let strace = Strace::attach(server.pid());
     churn(server.addr(), N);
     let counts = strace.finish();
@@ -353,14 +337,7 @@ fn wait_children_reaped(pid: i32) {
 #[test]
 fn forked_child_close_touches_no_unused_buffer() {
     const N: u64 = 200;
-    let server = echo_server(&[
-        "--transport",
-        "tcp",
-        "--mode",
-        "forking",
-        "--address",
-        "127.0.0.1:0",
-    ]);
+    let server = echo_server("tcp", "forking", &[]);
     churn(server.addr(), 20);
     wait_children_reaped(server.pid());
     let before = children_minor_faults(server.pid());
@@ -385,15 +362,7 @@ fn forked_child_close_touches_no_unused_buffer() {
 fn forking_reaps_by_one_poll_per_turn() {
     const ALIVE: usize = 20;
     const N: u64 = 30;
-    let args = [
-        "--transport",
-        "tcp",
-        "--mode",
-        "forking",
-        "--max-children",
-        "60",
-    ];
-    let server = echo_server(&[&args[..], &["--address", "127.0.0.1:0"]].concat());
+    let server = echo_server("tcp", "forking", &["--max-children", "60"]);
     // Children that stay alive through the window: each loop turn used to
     // ask every one of them with a waitid, twice.
     let mut held: Vec<TcpStream> = (0..ALIVE).map(|_| tcp_connect(server.addr())).collect();
@@ -413,15 +382,7 @@ fn forking_reaps_by_one_poll_per_turn() {
 #[test]
 fn forking_child_reads_a_waiting_request_at_once() {
     const N: u64 = 60;
-    let args = [
-        "--transport",
-        "tcp",
-        "--mode",
-        "forking",
-        "--max-children",
-        "60",
-    ];
-    let server = echo_server(&[&args[..], &["--address", "127.0.0.1:0"]].concat());
+    let server = echo_server("tcp", "forking", &["--max-children", "60"]);
     let strace = Strace::attach(server.pid());
     churn(server.addr(), N);
     let counts = strace.finish();
@@ -436,14 +397,7 @@ fn forking_child_reads_a_waiting_request_at_once() {
 #[test]
 fn udp_echo_server_asks_no_pid_per_datagram() {
     const N: u64 = 200;
-    let server = echo_server(&[
-        "--transport",
-        "udp",
-        "--mode",
-        "sync",
-        "--address",
-        "127.0.0.1:0",
-    ]);
+    let server = echo_server("udp", "sync", &[]);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     client.connect(server.addr()).unwrap();
