@@ -50,6 +50,11 @@
 
 static ss_server *volatile g_server;
 static pid_t g_server_pid;
+/* SS_FORKING: only then can a handler or the signal handler run in a
+ * forked child, so only then do they ask getpid() which process they are
+ * in (a datagram handler runs once per request: the other modes must not
+ * pay a system call for it). */
+static int g_forking;
 
 /* The stop flag, set by SIGINT/SIGTERM in the server process. It lives in
  * a MAP_SHARED page so that the children of SS_FORKING, forked after the
@@ -82,7 +87,7 @@ static void on_signal(int signo)
 {
     int saved_errno = errno;
     (void)signo;
-    if (getpid() != g_server_pid) {
+    if (g_forking && getpid() != g_server_pid) {
         __atomic_store_n(&g_child_stop, 1, __ATOMIC_RELAXED);
     } else {
         __atomic_store_n(g_stop, 1, __ATOMIC_RELAXED);
@@ -122,7 +127,7 @@ static int echo_handle(ss_request *request, void *user_data)
     char buf[CHUNK];
     long wait_ms = g_idle_ms > 0 && g_idle_ms < STOP_CHECK_MS ? g_idle_ms : STOP_CHECK_MS;
     (void)user_data;
-    if (getpid() != g_server_pid) {
+    if (g_forking && getpid() != g_server_pid) {
         /* A forked child. Its parent waits for it on a clean stop; should
          * the parent die otherwise, SIGTERM stops the child too. */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -391,6 +396,7 @@ int main(int argc, char **argv)
      * within one message or STOP_CHECK_MS, so that nothing of it goes on
      * serving after it exited. */
     g_server_pid = getpid();
+    g_forking = mode == SS_FORKING;
     g_stop = mmap(NULL, sizeof *g_stop, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (g_stop == MAP_FAILED) {
         perror("echo_server: mmap");

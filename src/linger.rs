@@ -71,6 +71,10 @@ impl Lingering {
     }
 
     /// Lingers on this socket alone, blocking the caller (a forked child).
+    /// Never inlined: its 16 KiB buffer would otherwise be in the frame of
+    /// every close, whose stack probes touch each page of it (a page
+    /// fault apiece on a fresh thread's or child's stack), lingering or not.
+    #[inline(never)]
     fn run_alone(mut self) {
         let mut scratch = [0u8; DISCARD_CHUNK];
         while let Ok(true) = wait_ready(
@@ -130,14 +134,15 @@ impl Lingerer {
 
     /// Closes a request's connection: shuts down the write side and, when
     /// the client may still be sending (`unread` input left in the
-    /// request's buffer, or input waiting in the socket), lingers before
-    /// the close. Never blocks the caller, except in a forked request
-    /// child, which lingers itself.
-    pub(crate) fn close(&self, socket: Socket, unread: bool) {
+    /// request's buffer, or input waiting in the socket, which is not
+    /// looked at when a read already saw the client's end: `ended`),
+    /// lingers before the close. Never blocks the caller, except in a
+    /// forked request child, which lingers itself.
+    pub(crate) fn close(&self, socket: Socket, unread: bool, ended: bool) {
         // Errors such as ENOTCONN (the client is gone) change nothing.
         let _ = socket.shutdown(Shutdown::Write);
         let Some(time) = self.time else { return };
-        if !unread && !input_pending(&socket) {
+        if !unread && (ended || !input_pending(&socket)) {
             return;
         }
         let now = Instant::now();

@@ -28,6 +28,11 @@ use crate::transport::{self, has_reply_address};
 /// sendto() fails with EAGAIN), so the wait is a bounded retry.
 pub const DATAGRAM_REPLY_WAIT: Duration = Duration::from_millis(50);
 
+/// How far before the request deadline a read's per-operation timeout
+/// must end for the kernel to time it (SO_RCVTIMEO counts in jiffies,
+/// rounded up: 4 ms at HZ=250); closer to the deadline, poll times it.
+const KERNEL_TIMEOUT_SLACK: Duration = Duration::from_millis(10);
+
 /// One request: a stream connection or one datagram, with its client.
 pub struct Request {
     server: Arc<Server>,
@@ -86,7 +91,11 @@ enum RequestIo {
 struct StreamIo {
     socket: Socket,
     /// Read buffer; `rbuf[rpos..rend]` holds bytes read but not yet consumed.
+    /// Allocated (`rbuf_size` bytes) by the first read that needs it: a
+    /// handler whose reads are all as large bypasses it (and in SS_FORKING
+    /// the serving parent, which makes the request, never touches it).
     rbuf: Box<[u8]>,
+    rbuf_size: usize,
     rpos: usize,
     rend: usize,
     /// Pending output when the server has a write buffer (Python's wbufsize).
@@ -99,8 +108,19 @@ struct StreamIo {
     answered: std::cell::Cell<bool>,
     /// Some bytes went out on this connection.
     wrote: std::cell::Cell<bool>,
+    /// A read saw the end of the client's stream (or a reset): at close no
+    /// input can be pending, so the lingerer need not peek for any.
+    ended: std::cell::Cell<bool>,
     /// Set (for a drain to see, crate::drain) while such a read waits.
     between: Option<Between>,
+    /// The SO_RCVTIMEO now set on the socket (None: none, the kernel's
+    /// default): a read bounded by the per-operation timeout is then one
+    /// blocking recv, which the kernel ends, instead of recv(MSG_DONTWAIT)
+    /// + poll + recv. Set when the timeout first differs, not per read.
+    rcvtimeo: std::cell::Cell<Option<Duration>>,
+    /// fileno() handed the descriptor out: the handler's own blocking
+    /// reads on it must not time out, so no SO_RCVTIMEO is set any more.
+    exposed: std::cell::Cell<bool>,
 }
 
 /// What a stream request's read between requests needs for a drain.
@@ -131,7 +151,8 @@ impl Request {
         let config = server.config();
         let io = StreamIo {
             socket,
-            rbuf: vec![0; config.read_buffer_size].into_boxed_slice(),
+            rbuf: Box::default(),
+            rbuf_size: config.read_buffer_size,
             rpos: 0,
             rend: 0,
             wbuf: Vec::new(),
@@ -140,7 +161,10 @@ impl Request {
             // the first request.
             answered: std::cell::Cell::new(true),
             wrote: std::cell::Cell::new(false),
+            ended: std::cell::Cell::new(false),
             between: None,
+            rcvtimeo: std::cell::Cell::new(None),
+            exposed: std::cell::Cell::new(false),
         };
         Request::new(server, client, RequestIo::Stream(io))
     }
@@ -299,7 +323,10 @@ impl Request {
     /// The connection's fd, or the server socket's for a datagram.
     pub fn fileno(&self) -> RawFd {
         match &self.io {
-            RequestIo::Stream(s) => s.socket.as_raw_fd(),
+            RequestIo::Stream(s) => {
+                s.expose();
+                s.socket.as_raw_fd()
+            }
             RequestIo::Datagram(d) => d.socket.as_raw_fd(),
         }
     }
@@ -453,7 +480,8 @@ impl Request {
         drop(self.active.take());
         if let RequestIo::Stream(s) = self.io {
             let unread = s.rpos != s.rend;
-            self.server.lingerer().close(s.socket, unread);
+            let ended = s.ended.get();
+            self.server.lingerer().close(s.socket, unread, ended);
         }
     }
 }
@@ -474,6 +502,9 @@ struct WaitEnd {
     /// that ends the wait first.
     by_deadline: bool,
     length: Duration,
+    /// The request's deadline, if it has one (whether or not it ends this
+    /// wait).
+    deadline: Option<Instant>,
 }
 
 impl Limits {
@@ -485,21 +516,25 @@ impl Limits {
     /// The end of a wait starting now: min(now + timeout, deadline).
     fn wait_end(&self) -> WaitEnd {
         let op = self.timeout.map(|t| (Instant::now() + t, t));
+        let deadline = self.deadline.map(|(d, _)| d);
         match (op, self.deadline) {
             (Some((at, t)), Some((d, _))) if at <= d => WaitEnd {
                 at: Some(at),
                 by_deadline: false,
                 length: t,
+                deadline,
             },
             (_, Some((d, length))) => WaitEnd {
                 at: Some(d),
                 by_deadline: true,
                 length,
+                deadline,
             },
             (op, None) => WaitEnd {
                 at: op.map(|(at, _)| at),
                 by_deadline: false,
                 length: op.map_or(Duration::ZERO, |(_, t)| t),
+                deadline,
             },
         }
     }
@@ -652,23 +687,55 @@ fn send_datagram(socket: &Socket, data: &[u8], to: &SockAddr, wait: ReplyWait) -
 }
 
 impl StreamIo {
-    /// One recv into `buf`. With a timeout or deadline, the socket is read
-    /// with MSG_DONTWAIT and waited for when empty, so that the call never
-    /// blocks past its limit, even when poll said readable and another
-    /// reader took the data first.
+    /// One recv into `buf`, never blocking past the limits: a blocking recv
+    /// that SO_RCVTIMEO ends when the per-operation timeout bounds it, else
+    /// MSG_DONTWAIT and poll (see recv_inner).
     fn recv(&self, buf: &mut [u8], limits: Limits, fresh: bool) -> Result<usize> {
         let between = self.mark_between(fresh);
+        let mut early = None;
         if let Some(mark) = &between {
-            if !self.wait_between(mark, limits)? {
+            // A forked child's first read: the request has usually come
+            // while the child started, and reading it at once saves the
+            // poll of wait_between (which also would not wait then).
+            if in_forked_child() && !self.wrote.get() {
+                early = self.recv_ready(buf)?;
+            }
+            if early.is_none() && !self.wait_between(mark, limits)? {
                 // Draining, and the client has not started a request.
                 return Ok(0);
             }
         }
-        let got = self.recv_inner(buf, limits);
-        if matches!(got, Ok(n) if n > 0) {
-            self.answered.set(false);
+        let got = match early {
+            Some(n) => Ok(n),
+            None => self.recv_inner(buf, limits),
+        };
+        match got {
+            Ok(0) if !buf.is_empty() => self.ended.set(true),
+            Ok(n) if n > 0 => self.answered.set(false),
+            _ => {}
         }
         got
+    }
+
+    /// One recv(MSG_DONTWAIT): Some(bytes) when data (or the end of the
+    /// stream) was there, None when nothing was (or a signal came).
+    fn recv_ready(&self, buf: &mut [u8]) -> Result<Option<usize>> {
+        match self
+            .socket
+            .recv_with_flags(as_uninit(buf), libc::MSG_DONTWAIT)
+        {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => Ok(Some(0)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(Error::io("recv", e)),
+        }
     }
 
     /// While a read that starts with nothing of a request buffered
@@ -733,23 +800,90 @@ impl StreamIo {
     }
 
     fn recv_inner(&self, buf: &mut [u8], limits: Limits) -> Result<usize> {
-        let bounded = !limits.unbounded();
-        let flags = if bounded { libc::MSG_DONTWAIT } else { 0 };
+        if limits.unbounded() {
+            self.set_rcvtimeo(None)?;
+            return self.recv_polled(buf, None);
+        }
         // Until some bytes come: computed once, so that a wake-up with
         // nothing to read does not extend the wait.
-        let mut end = None;
+        let end = limits.wait_end();
+        if let Some(timeout) = self.kernel_timeout(&end) {
+            self.set_rcvtimeo(Some(timeout))?;
+            match self.socket.recv_with_flags(as_uninit(buf), 0) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(0),
+                // The kernel's timer counts in jiffies and may end up to
+                // one early: the poll below waits out the rest, if any.
+                // A signal (EINTR) also goes on there, with the same end.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(Error::io("recv", e)),
+            }
+        }
+        self.recv_polled(buf, Some(end))
+    }
+
+    /// Reads with MSG_DONTWAIT and waits with poll until `end` (None: a
+    /// plain blocking recv), so that the call never blocks past its limit,
+    /// even when poll said readable and another reader took the data first.
+    fn recv_polled(&self, buf: &mut [u8], end: Option<WaitEnd>) -> Result<usize> {
+        let flags = if end.is_some() { libc::MSG_DONTWAIT } else { 0 };
         loop {
             match self.socket.recv_with_flags(as_uninit(buf), flags) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A vanished peer reads as end of stream, as Python's rfile does.
                 Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(0),
-                Err(e) if bounded && e.kind() == io::ErrorKind::WouldBlock => end
-                    .get_or_insert_with(|| limits.wait_end())
-                    .wait(&self.socket, PollFlags::POLLIN, "recv")?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match &end {
+                    Some(end) => end.wait(&self.socket, PollFlags::POLLIN, "recv")?,
+                    None => return Err(Error::io("recv", e)),
+                },
                 Err(e) => return Err(Error::io("recv", e)),
             }
         }
+    }
+
+    /// The SO_RCVTIMEO a read ending at `end` can use, if any: only when
+    /// the per-operation timeout ends it (a deadline's remaining time
+    /// changes with every read, which would cost a setsockopt each), well
+    /// before the deadline (the kernel rounds up to a jiffy), and while
+    /// the descriptor is ours alone.
+    fn kernel_timeout(&self, end: &WaitEnd) -> Option<Duration> {
+        if end.by_deadline || self.exposed.get() || end.length.is_zero() {
+            return None;
+        }
+        if let (Some(at), Some(deadline)) = (end.at, end.deadline) {
+            if at + KERNEL_TIMEOUT_SLACK > deadline {
+                return None;
+            }
+        }
+        Some(end.length)
+    }
+
+    /// Sets SO_RCVTIMEO to `timeout` (rounded up to a microsecond, the
+    /// option's unit; None clears it) unless it is set so already.
+    fn set_rcvtimeo(&self, timeout: Option<Duration>) -> Result<()> {
+        let timeout = timeout.map(|t| Duration::from_micros(t.as_nanos().div_ceil(1000) as u64));
+        if self.rcvtimeo.get() == timeout {
+            return Ok(());
+        }
+        self.socket
+            .set_read_timeout(timeout)
+            .map_err(|e| Error::io("setsockopt SO_RCVTIMEO", e))?;
+        self.rcvtimeo.set(timeout);
+        Ok(())
+    }
+
+    /// The descriptor leaves our hands (fileno): clears SO_RCVTIMEO for
+    /// good, so that the handler's own reads block as it expects.
+    fn expose(&self) {
+        self.exposed.set(true);
+        // A failure leaves the option set: reads then fail with EAGAIN
+        // after the timeout, which the handler sees; nothing else to do.
+        let _ = self.set_rcvtimeo(None);
     }
 
     fn buffered(&self) -> &[u8] {
@@ -776,12 +910,20 @@ impl StreamIo {
         Ok(n)
     }
 
+    /// The read buffer, allocated now if it was not yet.
+    fn allocate_rbuf(&mut self) {
+        if self.rbuf.len() < self.rbuf_size {
+            self.rbuf = vec![0; self.rbuf_size].into_boxed_slice();
+        }
+    }
+
     fn read(&mut self, buf: &mut [u8], limits: Limits) -> Result<usize> {
         if self.rpos == self.rend {
             // Large reads and unbuffered mode bypass the buffer.
-            if buf.len() >= self.rbuf.len() {
+            if buf.len() >= self.rbuf_size {
                 return self.recv(buf, limits, true);
             }
+            self.allocate_rbuf();
             if self.fill(limits)? == 0 {
                 return Ok(0);
             }
@@ -798,9 +940,10 @@ impl StreamIo {
     /// read buffer is handed over in parts (and unbuffered mode reads byte
     /// by byte, so bytes read before an error are lost there).
     fn readline(&mut self, buf: &mut [u8], limits: Limits) -> Result<usize> {
-        if self.rbuf.is_empty() {
+        if self.rbuf_size == 0 {
             return self.readline_unbuffered(buf, limits);
         }
+        self.allocate_rbuf();
         let mut filled = 0;
         loop {
             let want = buf.len() - filled;

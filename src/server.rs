@@ -590,15 +590,19 @@ impl Server {
                 (true, None) => Some(Instant::now() + CAPACITY_RECHECK),
                 (true, Some(d)) => Some(d.min(Instant::now() + CAPACITY_RECHECK)),
             };
-            let mut fds = vec![PollFd::new(self.waker.as_fd(), PollFlags::POLLIN)];
-            if let Some(s) = socket.filter(|_| !capped) {
-                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
-            }
-            poll_fds_until(&mut fds, turn_deadline).map_err(|e| Error::io("poll", e))?;
+            // The waker, and the socket unless capped; an array, not a Vec:
+            // no allocation per turn.
+            let watched = socket.filter(|_| !capped);
+            let second = watched.map_or(self.waker.as_fd(), |s| s.as_fd());
+            let mut all = [
+                PollFd::new(self.waker.as_fd(), PollFlags::POLLIN),
+                PollFd::new(second, PollFlags::POLLIN),
+            ];
+            let fds = &mut all[..1 + usize::from(watched.is_some())];
+            poll_fds_until(fds, turn_deadline).map_err(|e| Error::io("poll", e))?;
             let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
             let woken = ready(&fds[0]);
             let request = fds.get(1).is_some_and(ready);
-            drop(fds);
             if woken {
                 self.waker.drain();
             }

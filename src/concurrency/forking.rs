@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
@@ -99,6 +100,8 @@ struct Child {
     /// Killed by a drain deadline: its death by SIGKILL is no crash to
     /// report.
     killed: bool,
+    /// Set by a non-blocking reap's poll: it may have exited.
+    exited: bool,
 }
 
 pub(crate) struct ChildTracker {
@@ -107,6 +110,52 @@ pub(crate) struct ChildTracker {
     /// bounds.
     slots: AtomicUsize,
     max_children: usize,
+}
+
+/// Children whose pidfds one poll(2) looks at: a bit mask each, and an
+/// array on the stack, so that a loop turn allocates nothing (in SS_FORKING
+/// every heap write the parent makes is a copy-on-write fault while a
+/// child shares the page).
+const POLL_CHUNK: usize = 64;
+
+/// Sets `exited` on each child that may have exited: those whose pidfd
+/// polls readable (the child is a zombie), without waiting; those without
+/// a pidfd, and all of them if poll fails, are to be asked by waitid.
+fn mark_exited(children: &mut [Child]) {
+    for chunk in children.chunks_mut(POLL_CHUNK) {
+        let ready = poll_exited(chunk);
+        for (i, child) in chunk.iter_mut().enumerate() {
+            child.exited = child.pidfd.is_none() || ready & (1 << i) != 0;
+        }
+    }
+}
+
+/// Bit i set: `chunk[i]`'s pidfd polled readable (every bit when poll
+/// failed). A child without a pidfd takes another's place in the array;
+/// its bit is not looked at.
+fn poll_exited(chunk: &[Child]) -> u64 {
+    let Some(filler) = chunk.iter().find_map(|child| child.pidfd.as_ref()) else {
+        return u64::MAX;
+    };
+    let mut fds: [PollFd<'_>; POLL_CHUNK] = std::array::from_fn(|i| {
+        let fd = chunk.get(i).and_then(|child| child.pidfd.as_ref());
+        PollFd::new(fd.unwrap_or(filler).as_fd(), PollFlags::POLLIN)
+    });
+    let fds = &mut fds[..chunk.len()];
+    loop {
+        match poll(fds, PollTimeout::ZERO) {
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return u64::MAX,
+        }
+    }
+    fds.iter().enumerate().fold(0, |mask, (i, fd)| {
+        if fd.revents().is_some_and(|r| !r.is_empty()) {
+            mask | (1 << i)
+        } else {
+            mask
+        }
+    })
 }
 
 /// A pidfd for our child `pid`, just forked.
@@ -210,6 +259,7 @@ impl ChildTracker {
                         pidfd,
                         _peer_permit: peer_permit,
                         killed: false,
+                        exited: false,
                     });
                 }
                 drop(request);
@@ -262,9 +312,21 @@ impl ChildTracker {
     /// reports a child that a signal killed through handle_error.
     pub(crate) fn reap(&self, server: &Server, block: bool) {
         let mut children = self.children();
+        if children.is_empty() {
+            return;
+        }
+        // Without blocking, only the children whose pidfd says they have
+        // exited are waited for: one poll for all of them (per 64), rather
+        // than a waitid per live child every loop turn.
+        if !block {
+            mark_exited(&mut children);
+        }
         let mut crashed = Vec::new();
         let before = children.len();
         children.retain(|child| {
+            if !block && !child.exited {
+                return true;
+            }
             let flags = if block {
                 WaitPidFlag::WEXITED
             } else {

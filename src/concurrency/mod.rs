@@ -172,10 +172,13 @@ impl Workers {
             return true;
         };
         // max_children counts fork hand-offs in every blocking mode: at the
-        // cap the loop stops accepting, as in forking mode.
-        b.children.reap(server, false);
+        // cap the loop stops accepting, as in forking mode. Reaped here only
+        // at the cap: the loop reaps once a turn anyway (Workers::reap).
         if !b.children.has_capacity() {
-            return false;
+            b.children.reap(server, false);
+            if !b.children.has_capacity() {
+                return false;
+            }
         }
         match &b.model {
             Model::Threading => b.threads.has_capacity(),

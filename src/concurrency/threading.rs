@@ -18,6 +18,9 @@ struct Counts {
     live: usize,
     /// The live ones close waits for (not daemon threads).
     joinable: usize,
+    /// Threads in wait_idle: a finishing thread signals the condition
+    /// only when there are some (a notify is a futex call each time).
+    waiters: usize,
 }
 
 pub(crate) struct ThreadTracker {
@@ -41,7 +44,7 @@ struct Finished {
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        {
+        let waited_for = {
             let mut c = lock(&self.counts.0);
             c.live -= 1;
             if self.joinable {
@@ -58,8 +61,11 @@ impl Drop for Finished {
                 // last reference: the server is then freed here.
                 drop(server);
             }
+            c.waiters > 0
+        };
+        if waited_for {
+            self.counts.1.notify_all();
         }
-        self.counts.1.notify_all();
     }
 }
 
@@ -145,9 +151,11 @@ impl ThreadTracker {
     pub(crate) fn wait_idle(&self, server: &Server) {
         let own = usize::from(current_worker_is(WorkerKind::JoinableThread, server));
         let mut c = lock(&self.counts.0);
+        c.waiters += 1;
         while c.joinable > own {
             c = crate::sync::wait(&self.counts.1, c);
         }
+        c.waiters -= 1;
     }
 
     pub(crate) fn live(&self) -> usize {

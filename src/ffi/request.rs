@@ -317,7 +317,9 @@ pub unsafe extern "C" fn ss_request_datagram(
 
 /// The request's file descriptor: the connection for a stream request, the
 /// server socket for a datagram request; -1 for NULL. Owned by the library:
-/// do not close it.
+/// do not close it. A stream connection is blocking, and from this call on
+/// has no receive timeout (SO_RCVTIMEO, which the library's timed reads
+/// otherwise use): your own reads on it block as long as they must.
 ///
 /// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]

@@ -810,6 +810,9 @@ static void on_usr1(int signo)
 
 #define BIG_WRITE ((16u << 20) + 1) /* CPython's SOCK_MAX_SIZE */
 
+/* Set by signalled_io once it is about to make its read with a timeout. */
+static int timed_read_next;
+
 static void signalled_io(ss_request *request, state *st)
 {
     char buf[16];
@@ -818,7 +821,10 @@ static void signalled_io(ss_request *request, state *st)
     (void)st;
     CHECK_OK(ss_request_read_exact(request, buf, 10));
     CHECK(memcmp(buf, "0123456789", 10) == 0);
-    CHECK_OK(ss_request_set_timeout(request, 10000)); /* the poll path */
+    /* A read the timeout bounds: a recv that SO_RCVTIMEO ends, going on
+     * in poll (with the same end) after a signal. */
+    CHECK_OK(ss_request_set_timeout(request, 10000));
+    TU_STORE(&timed_read_next, 1);
     CHECK_OK(ss_request_readline(request, buf, sizeof buf, NULL));
     CHECK_STREQ(buf, "again\n");
     CHECK_OK(ss_request_set_timeout(request, -1));
@@ -861,6 +867,7 @@ static void signals_during_io(void)
     sigemptyset(&sa.sa_mask);
     CHECK_SYS(sigaction(SIGUSR1, &sa, &old));
     TU_STORE(&usr1_count, 0);
+    TU_STORE(&timed_read_next, 0);
 
     tu_serve_in_thread(&runner, server);
     /* The signals hit the loop's wait. */
@@ -876,8 +883,12 @@ static void signals_during_io(void)
              5000);
     poke(runner.thread, 3);
     tu_send_str(fd, "0123456789");
-    /* ...then in the one with a timeout, which polls. */
-    WAIT_FOR(tu_thread_waiting(TU_LOAD(&runner.tid)), 5000);
+    /* ...then in the one with a timeout (blocked in recvfrom, or in poll
+     * once a signal interrupted that). */
+    WAIT_FOR(TU_LOAD(&timed_read_next) &&
+                 (tu_thread_syscall(TU_LOAD(&runner.tid)) == SYS_recvfrom ||
+                  tu_thread_waiting(TU_LOAD(&runner.tid))),
+             5000);
     poke(runner.thread, 3);
     tu_send_str(fd, "again\n");
 
