@@ -503,16 +503,21 @@ impl Datagram {
     /// The error for a datagram that did not fit the maximum size: it is
     /// dropped and reported, never handed on cut short.
     pub fn too_long(&self) -> Option<Error> {
-        (self.real_len > self.len).then(|| {
-            Error::new(
-                ErrorKind::MessageTooLong,
-                format!(
-                    "datagram of {} bytes exceeds the maximum datagram size of {} bytes; dropped",
-                    self.real_len, self.len
-                ),
-            )
-        })
+        datagram_too_long(self.len, self.real_len)
     }
+}
+
+/// The error for a datagram of `real_len` bytes of which only `len` (the
+/// maximum size) were received, if it was cut.
+pub fn datagram_too_long(len: usize, real_len: usize) -> Option<Error> {
+    (real_len > len).then(|| {
+        Error::new(
+            ErrorKind::MessageTooLong,
+            format!(
+                "datagram of {real_len} bytes exceeds the maximum datagram size of {len} bytes; dropped"
+            ),
+        )
+    })
 }
 
 /// Receives one datagram into `buf`, or None when nothing is pending.
