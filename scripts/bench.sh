@@ -19,13 +19,15 @@
 #   py-*            benches/py_echo.py: TCPServer, ThreadingTCPServer,
 #                   ForkingTCPServer (max_children 100), UDPServer,
 #                   ThreadingUnixStreamServer, ThreadingHTTPServer
-#   nginx           one worker returning a fixed body (its own temporary
-#                   prefix, config, pid and logs)
+#   nginx/nginx2    one / two workers returning a fixed body (its own
+#                   temporary prefix, config, pid and logs)
 #   redis-server    no persistence, its own temporary directory
 #
 # Cases (BENCH_ONLY takes a space-separated subset of these names):
 #   tcp50      TCP, 50 persistent connections, 64 B: event 1 and 2 loops,
 #              threading, forking (--max-children 60) vs their references
+#   tcp50pin   the same, client pinned to the last CPU (taskset): event 1
+#              and 2 loops, C epoll 1 loop and 2 loops on SO_REUSEPORT
 #   churn      TCP, a new connection per request, 50 at once, client source
 #              addresses spread over 127.0.0.1-127.0.0.32
 #   tcp500     TCP, 500 persistent connections, event vs epoll
@@ -34,9 +36,13 @@
 #   unix50     Unix stream, 50 persistent: event vs epoll, threading vs Python
 #   unixchurn  Unix stream, a new connection per request: event vs epoll
 #   http       wrk -t1 -c50 --latency: http_hello event 1 and 2 loops and
-#              threading vs nginx (1 worker) and ThreadingHTTPServer
+#              threading vs nginx (1 worker; 2 loops also vs 2 workers)
+#              and ThreadingHTTPServer
 #   resp       resp_server vs redis-server under redis-benchmark -t
 #              ping,set,get -c 50, at -P 1 and -P 16
+#   instr      user-space instructions per request under callgrind
+#              (tcp50: event and threading; udp50: event and sync), each
+#              beside its C reference
 #   memory     RSS bytes per idle connection, BENCH_IDLE (10000) of them,
 #              event mode vs the epoll reference
 #   shutdown   ss_server_shutdown() to serve_forever returning, per mode
@@ -86,7 +92,7 @@ else
     RESP_N=${BENCH_RESP_REQUESTS:-50000}
     SHUTDOWN_ROUNDS=20
 fi
-ALL_CASES="tcp50 churn tcp500 big udp1 udp50 unix50 unixchurn http resp memory shutdown"
+ALL_CASES="tcp50 tcp50pin churn tcp500 big udp1 udp50 unix50 unixchurn instr http resp memory shutdown"
 ONLY=${BENCH_ONLY:-$ALL_CASES}
 STRICT=${BENCH_STRICT:-0}
 CC=${CC:-cc}
@@ -111,6 +117,9 @@ RESP=build/resp_server
 PY=${PYTHON:-python3}
 
 wanted() { [[ " $ONLY " == *" $1 "* ]]; }
+
+# What the load generator runs under (see tcp50pin).
+CLIENT_WRAP=()
 
 # ------------------------------------------------------------------ build
 
@@ -196,8 +205,9 @@ else
     WRAP=(prlimit --nofile="$(ulimit -Hn)")
 fi
 
-# start_server LABEL CMD...: starts CMD in the background, waits (5 s at
-# most) for its "listening on ADDR" line; sets SERVER_PID, SERVER_ADDR.
+# start_server LABEL CMD...: starts CMD in the background, waits
+# (START_WAIT s, default 5, at most) for its "listening on ADDR" line; sets
+# SERVER_PID, SERVER_ADDR.
 SERVER_PID=
 SERVER_ADDR=
 SERVER_LABEL=
@@ -211,7 +221,7 @@ start_server() {
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     local i
-    for ((i = 0; i < 100; i++)); do
+    for ((i = 0; i < ${START_WAIT:-5} * 20; i++)); do
         if grep -q '^listening on ' "$out"; then
             SERVER_ADDR=$(sed -n 's/^listening on //p' "$out" | head -n1)
             return 0
@@ -302,6 +312,7 @@ server_cmd() {
     sync) CMD=("$ECHO" --transport "$tr" --mode sync --address "$addr") ;;
     epoll1) CMD=(build/ref_epoll_echo "${on[@]}" --threads 1) ;;
     epoll2) CMD=(build/ref_epoll_echo "${on[@]}" --threads 2 --balance exclusive) ;;
+    epoll2rp) CMD=(build/ref_epoll_echo "${on[@]}" --threads 2 --balance reuseport) ;;
     libevent)
         ((HAVE_LIBEVENT)) || return 1
         CMD=(build/ref_libevent_echo --address "$addr")
@@ -323,13 +334,14 @@ server_cmd() {
 # The long names shown in the table.
 declare -A NAME=(
     [ev1]="event 1 loop" [ev2]="event 2 loops" [thr]="threading" [fork]="forking"
-    [sync]="sync" [epoll1]="C epoll" [epoll2]="C epoll 2 loops" [libevent]="libevent"
+    [sync]="sync" [epoll1]="C epoll" [epoll2]="C epoll 2 loops"
+    [epoll2rp]="C epoll 2 loops reuseport" [libevent]="libevent"
     [cthread]="C thread/conn" [cfork]="C fork/conn" [citer]="C iterative"
     [cudp]="C recvfrom loop" [py-tcp]="Py TCPServer" [py-threading]="Py ThreadingTCPServer"
     [py-forking]="Py ForkingTCPServer" [py-udp]="Py UDPServer"
     [py-unix-threading]="Py ThreadingUnixStreamServer" [py-http]="Py ThreadingHTTPServer"
     [hello-ev1]="http_hello event 1 loop" [hello-ev2]="http_hello event 2 loops"
-    [hello-thr]="http_hello threading" [nginx]="nginx 1 worker"
+    [hello-thr]="http_hello threading" [nginx]="nginx 1 worker" [nginx2]="nginx 2 workers"
     [resp1]="resp_server" [redis]="redis-server"
 )
 
@@ -352,12 +364,12 @@ run_one() {
     [[ $tr != unix ]] || target=(--unix "$SERVER_ADDR")
     [[ $tr != udp ]] || target+=(--udp)
     read -r u0 s0 <<<"$(user_sys_ticks "$SERVER_PID")"
-    line=$(timeout $((${DURATION%.*} + ${WARMUP%.*} + 20)) "$LOADGEN" "${target[@]}" \
+    line=$(timeout $((${DURATION%.*} + ${WARMUP%.*} + 20)) "${CLIENT_WRAP[@]}" "$LOADGEN" "${target[@]}" \
         --duration "$DURATION" --warmup "$WARMUP" --threads 1 "$@" 2>"$TMP/loadgen.err") || rc=$?
     line=${line%%$'\n'*}
     read -r u1 s1 <<<"$(user_sys_ticks "$SERVER_PID")"
     local split=
-    if [[ $key == *2 ]]; then
+    if [[ $key == *2 || $key == *2rp ]]; then
         split=$(thread_split "$SERVER_PID")
         echo "$case ${NAME[$key]}|${split#  split }" >>"$TMP/splits"
     fi
@@ -484,6 +496,13 @@ run_case tcp50 tcp "--connections 50" \
     epoll1 ev1 epoll2 ev2 libevent cthread thr py-threading cfork fork py-forking
 run_case churn tcp "--connections 50 --churn --sources 32" \
     libevent ev1 epoll1 cthread thr cfork fork py-forking citer sync py-tcp
+# The same with the client pinned to the last CPU: on 2 cores, two loops
+# and an unpinned client are three busy threads on two CPUs, and the
+# client, preempted, sets the pace; pinned, the comparison of 1 and 2 loops
+# is the servers' own.
+CLIENT_WRAP=(taskset -c "$(($(nproc) - 1))")
+run_case tcp50pin tcp "--connections 50" ev1 ev2 epoll1 epoll2rp
+CLIENT_WRAP=()
 run_case tcp500 tcp "--connections 500" epoll1 ev1
 run_case big tcp "--connections 16 --size 65536" epoll1 ev1
 run_case udp1 udp "--connections 1" cudp ev1 sync py-udp
@@ -495,6 +514,9 @@ row tcp50 ev1 epoll1 1.0 1.1
 row tcp50 ev1 libevent - -
 row tcp50 ev2 epoll2 - -
 row tcp50 ev2 ev1 0.95 -
+row tcp50pin ev2 ev1 0.95 -
+row tcp50pin ev2 epoll2rp - -
+row tcp50pin epoll2rp epoll1 - -
 row tcp50 thr cthread 1.0 -
 row tcp50 thr py-threading - -
 row tcp50 fork cfork - - nocpu
@@ -536,21 +558,102 @@ if wanted tcp50; then
     fi
 fi
 
+# ------------------------------------------------- instructions per request
+
+# run_instr CASE KEY TRANSPORT LOADGEN-ARGS...: server KEY under callgrind,
+# instrumented only while loadgen runs for 1 s; appends "CASE KEY
+# instructions-per-request" to $TMP/instr. Counts of user-space
+# instructions (the server's code and the libraries it calls, not the
+# kernel's) are the same whatever else the machine does.
+: >"$TMP/instr"
+run_instr() {
+    local case=$1 key=$2 tr=$3
+    shift 3
+    server_cmd "$key" "$tr" 127.0.0.1:0 || return 0
+    local cg=$TMP/callgrind.$key
+    START_WAIT=30 start_server "${NAME[$key]}" valgrind --tool=callgrind --instr-atstart=no \
+        --callgrind-out-file="$cg" "${CMD[@]}" || {
+        FAILED=1
+        return 0
+    }
+    local target=(--address "$SERVER_ADDR") line rc=0
+    [[ $tr != udp ]] || target+=(--udp)
+    callgrind_control -i on "$SERVER_PID" >/dev/null
+    line=$(timeout 60 "$LOADGEN" "${target[@]}" --duration 1 --threads 1 "$@" 2>"$TMP/loadgen.err") || rc=$?
+    callgrind_control -i off "$SERVER_PID" >/dev/null
+    stop_server
+    local n total
+    n=$(field "${line%%$'\n'*}" all_requests)
+    total=$(awk '/^totals:/ { print $2 }' "$cg" 2>/dev/null)
+    if ((rc != 0)) || [[ -z $n || -z $total ]] || ((n == 0)); then
+        echo "bench: callgrind run of ${NAME[$key]} ($case) failed (status $rc):" >&2
+        sed 's/^/    /' "$TMP/loadgen.err" >&2
+        FAILED=1
+        return 0
+    fi
+    local per
+    per=$(awk -v t="$total" -v n="$n" 'BEGIN { printf "%.0f", t / n }')
+    echo "$case $key $per" >>"$TMP/instr"
+    printf '  %-30s %8s requests  %8s instructions/request\n' "${NAME[$key]}" "$n" "$per"
+}
+
+# instr_row CASE OURS REF GOAL: a row of the instructions table (GOAL: the
+# most ratio ours/ref that meets it, or "-").
+: >"$TMP/instr_table"
+instr_row() {
+    local o r
+    o=$(awk -v c="$1" -v k="$2" '$1 == c && $2 == k { print $3 }' "$TMP/instr")
+    r=$(awk -v c="$1" -v k="$3" '$1 == c && $2 == k { print $3 }' "$TMP/instr")
+    awk -v c="$1" -v on="${NAME[$2]}" -v rn="${NAME[$3]}" -v o="$o" -v r="$r" -v g="$4" 'BEGIN {
+        if (o == "" || r == "" || r + 0 <= 0) {
+            printf "| %s | %s | %s | %s | %s | n/a | | FAILED runs |\n", c, on, rn, o, r
+            exit 1
+        }
+        q = o / r; verdict = "-"
+        if (g != "-") verdict = (q <= g + 0) ? "met" : "MISSED"
+        printf "| %s | %s | %s | %d | %d | **%.2f** | %s | %s |\n", c, on, rn, o, r, q,
+            (g == "-" ? "-" : "<= " g), verdict
+        exit (verdict == "MISSED") ? 1 : 0 }' >>"$TMP/instr_table" || GOALS_MISSED=1
+}
+
+if wanted instr; then
+    echo
+    if ! command -v valgrind >/dev/null 2>&1 || ! command -v callgrind_control >/dev/null 2>&1; then
+        echo "instr: FAILED: missing: valgrind (apt-get install valgrind)"
+        FAILED=1
+    else
+        echo "instr: user-space instructions per request, callgrind, loadgen 1 s"
+        run_instr tcp50 epoll1 tcp --connections 50
+        run_instr tcp50 ev1 tcp --connections 50
+        run_instr tcp50 cthread tcp --connections 50
+        run_instr tcp50 thr tcp --connections 50
+        run_instr udp50 cudp udp --connections 50
+        run_instr udp50 ev1 udp --connections 50
+        run_instr udp50 sync udp --connections 50
+        instr_row tcp50 ev1 epoll1 1.5
+        instr_row tcp50 thr cthread -
+        instr_row udp50 ev1 cudp -
+        instr_row udp50 sync cudp -
+    fi
+fi
+
 # ---------------------------------------------------------------- http
 
-# start_nginx: nginx with one worker on a free port of 127.0.0.1 returning
-# http_hello's body, with its own prefix, config, pid file and logs under
-# $TMP/nginx; waits (5 s at most) until it answers. Sets SERVER_PID,
-# SERVER_ADDR and SERVER_LABEL as start_server does.
+# start_nginx [WORKERS]: nginx with WORKERS (default 1) worker processes
+# on a free port of 127.0.0.1 returning http_hello's body, with its own
+# prefix, config, pid file and logs under $TMP/nginx; waits (5 s at most)
+# until it answers. Sets SERVER_PID, SERVER_ADDR and SERVER_LABEL as
+# start_server does.
 NGINX=$(command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true)
 start_nginx() {
     SERVER_LABEL="nginx"
+    local workers=${1:-1}
     local dir=$TMP/nginx try i port
     mkdir -p "$dir"
     for ((try = 0; try < 5; try++)); do
         port=$((20000 + RANDOM % 40000))
         cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes $workers;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log;
@@ -608,6 +711,7 @@ run_http() {
     hello-ev2) start_server "${NAME[$key]}" "$HTTP" --mode event --threads 2 --address 127.0.0.1:0 ;;
     hello-thr) start_server "${NAME[$key]}" "$HTTP" --mode threading --address 127.0.0.1:0 ;;
     nginx) start_nginx ;;
+    nginx2) start_nginx 2 ;;
     py-http)
         server_cmd py-http tcp 127.0.0.1:0
         start_server "${NAME[$key]}" "${CMD[@]}"
@@ -652,13 +756,14 @@ if wanted http; then
     else
         echo "http: wrk -t1 -c50 --latency GET /, $ROUNDS round(s), servers alternating"
         for ((round = 1; round <= ROUNDS; round++)); do
-            for key in nginx hello-ev1 hello-ev2 hello-thr py-http; do
+            for key in nginx hello-ev1 hello-ev2 nginx2 hello-thr py-http; do
                 run_http "$key"
             done
         done
     fi
     row http hello-ev1 nginx 1.1 1.0 nocpu
     row http hello-ev2 nginx - - nocpu
+    row http hello-ev2 nginx2 - - nocpu
     row http hello-thr nginx 0.8 - nocpu
     row http hello-ev1 py-http 50 - nocpu
 fi
@@ -904,6 +1009,15 @@ ELAPSED=$((SECONDS - T_START))
     if [[ -n $CPU_NOTE ]]; then
         echo
         echo "$CPU_NOTE"
+    fi
+    if [[ -s $TMP/instr_table ]]; then
+        echo
+        echo "User-space instructions per request (valgrind --tool=callgrind on the server,"
+        echo "instrumented only while loadgen runs 1 s; load-independent; 64 B):"
+        echo
+        echo "| case | ours | reference | ours instr/req | ref instr/req | ratio | goal | verdict |"
+        echo "|---|---|---|---:|---:|---:|---|---|"
+        cat "$TMP/instr_table"
     fi
     if [[ -s $TMP/splits ]]; then
         echo

@@ -1,4 +1,4 @@
-//! The benchmark harness's parts, cheaply (`make bench` itself is not run
+//! The benchmark harness's parts, cheaply (`make bench` in full is not run
 //! by the tests):
 //!
 //! - every reference server under benches/ (C: epoll over TCP and Unix,
@@ -10,10 +10,11 @@
 //! - `echo_server --mode forking --max-children 60` serves 50 persistent
 //!   clients at once (loadgen's starved= counts clients that got no echo),
 //!   where the default cap (Python's max_children = 40) starves 10 of them;
-//! - benches/shutdown_latency.c runs and reports every mode.
+//! - benches/shutdown_latency.c runs and reports every mode;
+//! - scripts/bench.sh's instr case (callgrind counts) fills its table.
 //!
-//! Needs cc, python3 and libevent-dev (pkg-config libevent); a missing one
-//! fails the test naming it.
+//! Needs cc, python3, valgrind and libevent-dev (pkg-config libevent); a
+//! missing one fails the test naming it.
 
 mod common;
 
@@ -414,6 +415,43 @@ fn shutdown_latency_reports_every_mode() {
                 .any(|l| l.starts_with(&format!("shutdown mode={mode} rounds=2 median_us="))),
             "no figure for {mode}\n{}",
             show(&out)
+        );
+    }
+}
+
+/// scripts/bench.sh's `instr` case (servers under callgrind, instrumented
+/// only while loadgen runs): every row of its table has both counts and a
+/// ratio, none failed.
+#[test]
+fn bench_script_counts_instructions_per_request() {
+    common::require_tool("valgrind", "valgrind");
+    common::require_tool("callgrind_control", "valgrind");
+    let dir = TempDir::new("bench-instr");
+    let results = dir.path().join("results.md");
+    let out = run_with_timeout(
+        &manifest_dir().join("scripts/bench.sh"),
+        &[],
+        &[
+            ("BENCH_ONLY", Path::new("instr")),
+            ("BENCH_RESULTS", &results),
+            ("SS_LIB_DIR", &setup().lib_dir),
+        ],
+        Duration::from_secs(300),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let table = std::fs::read_to_string(&results).expect("the results file");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| tcp50 |") || l.starts_with("| udp50 |"))
+        .collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    for row in rows {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let count = |i: usize| cells[i].parse::<u64>().unwrap_or(0);
+        assert!(count(4) > 0 && count(5) > 0, "{row}\n{table}");
+        assert!(
+            cells[6].trim_matches('*').parse::<f64>().is_ok(),
+            "{row}\n{table}"
         );
     }
 }

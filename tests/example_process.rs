@@ -150,3 +150,24 @@ fn stderr_held_open_is_reported() {
     drop(p);
     assert_group_gone(pid);
 }
+
+/// tests/common/strace.rs counts exactly the calls made between attach and
+/// finish, by the process and the children it forks: five `/bin/true` run
+/// after attaching are five execve (the shell's own came before).
+#[test]
+fn strace_counts_calls_of_the_window_and_its_children() {
+    use std::io::Write;
+    let mut shell = sh("while read line; do /bin/true; done")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sh");
+    let strace = common::strace::Strace::attach(shell.id() as i32);
+    let mut input = shell.stdin.take().expect("stdin");
+    input.write_all(b"1\n2\n3\n4\n5\n").expect("write");
+    drop(input);
+    assert!(shell.wait().expect("wait").success());
+    let counts = strace.finish();
+    assert_eq!(counts.calls("execve"), 5, "{counts}");
+    assert!(counts.calls("read") >= 6, "{counts}");
+    assert!(counts.total() > counts.calls("execve"), "{counts}");
+}

@@ -35,7 +35,7 @@ pub struct ExampleProcess {
 }
 
 /// Reads `pipe` line by line on a thread, to its end.
-fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+pub fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(pipe);

@@ -6,7 +6,9 @@
 //!
 //! [`example::ExampleProcess`] runs an example program as a server process
 //! (`listening on ADDR`, a signal, a bounded wait); [`require_tool`] fails a
-//! test, naming the tool and its Debian package, when a tool is missing.
+//! test, naming the tool and its Debian package, when a tool is missing;
+//! [`strace::Strace`] counts a running server's system calls over a window
+//! the test chooses.
 //!
 //! Use it from a test file with `mod common;`. Not every test binary uses
 //! every helper, hence the `dead_code` and `unused_macros` allowances.
@@ -22,6 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod example;
+pub mod strace;
 
 /// Default hard timeout for one run of a C program.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
