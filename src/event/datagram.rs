@@ -31,6 +31,8 @@ const MAX_SLOTS: usize = 32;
 /// Receive buffers of a batch, in all: fewer slots for larger datagrams
 /// (max_datagram_size goes up to 16 MiB), never fewer than one.
 const SLOTS_BUDGET: usize = 256 * 1024;
+/// Fewest datagrams a recvmmsg asks for.
+const MIN_ASK: usize = 8;
 /// Most replies one sendmmsg sends.
 const MAX_SEND: usize = 64;
 
@@ -74,10 +76,10 @@ impl DatagramBatch {
         let slots = slots_for(server.config().max_datagram_size);
         let mut taken = 0;
         while taken < limit {
-            // As many as last time, and twice that if it filled all it
-            // asked for: setting up slots that stay empty is what a batch
-            // costs at a single client.
-            let count = self.want.clamp(1, slots).min(limit - taken);
+            // As many as last time, twice that if it filled all it asked
+            // for, at least MIN_ASK: setting up slots that stay empty is
+            // what a batch costs at a single client.
+            let count = self.want.max(MIN_ASK).min(slots).min(limit - taken);
             let got = match self.receive(server, socket, count) {
                 Ok(got) => got,
                 Err(e) => {
@@ -118,7 +120,9 @@ impl DatagramBatch {
         }
         for buf in &mut self.bufs[..count] {
             // Allocates once; afterwards the length is already right.
-            buf.resize(size, 0);
+            if buf.len() != size {
+                buf.resize(size, 0);
+            }
         }
         if self.names.is_empty() {
             self.names.resize_with(MAX_SLOTS, SockAddrStorage::zeroed);

@@ -1,0 +1,241 @@
+//! The datagram paths' system calls (issue 12, lane UDP), counted with
+//! strace attached to `echo_server` while real clients on loopback (UDP)
+//! or in a temporary directory (Unix datagram) drive it, and the
+//! behaviour the batching relies on: each reply goes to its own sender,
+//! in order, within a batch of many clients' datagrams; an over-long
+//! datagram or a reply that cannot be sent in the middle of a batch costs
+//! only that datagram; an unbound Unix sender is still reported.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::example::ExampleProcess;
+use common::strace::{Strace, SyscallCounts};
+use common::TempDir;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn echo_server(transport: &str, mode: &str, address: &str) -> ExampleProcess {
+    let exe = common::compile_example("echo_server", &["-O2"]);
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "--transport",
+        transport,
+        "--mode",
+        mode,
+        "--address",
+        address,
+    ]);
+    if mode == "event" {
+        cmd.args(["--threads", "1"]);
+    }
+    ExampleProcess::start(cmd, WAIT)
+}
+
+/// A datagram client of either transport, connected to the server.
+enum Client {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+impl Client {
+    fn udp(server: &str) -> Client {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.connect(server).expect("connect");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        Client::Udp(s)
+    }
+
+    /// Bound to `path` (so that it can be replied to), or unbound.
+    fn unix(server: &str, path: Option<&Path>) -> Client {
+        let s = match path {
+            Some(p) => UnixDatagram::bind(p).expect("bind"),
+            None => UnixDatagram::unbound().expect("socket"),
+        };
+        s.connect(server).expect("connect");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        Client::Unix(s)
+    }
+
+    fn send(&self, data: &[u8]) {
+        let n = match self {
+            Client::Udp(s) => s.send(data),
+            Client::Unix(s) => s.send(data),
+        }
+        .expect("send");
+        assert_eq!(n, data.len());
+    }
+
+    fn recv(&self) -> Vec<u8> {
+        let mut buf = vec![0; 65536];
+        let n = match self {
+            Client::Udp(s) => s.recv(&mut buf),
+            Client::Unix(s) => s.recv(&mut buf),
+        }
+        .expect("no reply within 10 s");
+        buf.truncate(n);
+        buf
+    }
+
+    /// Nothing more is queued for it (a reply it should not have got).
+    fn nothing_pending(&self) -> bool {
+        let mut buf = [0u8; 16];
+        let r = match self {
+            Client::Udp(s) => s.set_nonblocking(true).and_then(|()| s.recv(&mut buf)),
+            Client::Unix(s) => s.set_nonblocking(true).and_then(|()| s.recv(&mut buf)),
+        };
+        matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// `rounds` rounds in which every client sends `per_client` datagrams
+/// (all clients' in one burst, so that the server finds many queued),
+/// then reads its replies: each must be its own, in order.
+fn bursts(clients: &[Client], rounds: usize, per_client: usize) -> usize {
+    for round in 0..rounds {
+        for k in 0..per_client {
+            for (c, client) in clients.iter().enumerate() {
+                client.send(format!("round {round} client {c} message {k}").as_bytes());
+            }
+        }
+        for (c, client) in clients.iter().enumerate() {
+            for k in 0..per_client {
+                let want = format!("round {round} client {c} message {k}");
+                assert_eq!(
+                    String::from_utf8_lossy(&client.recv()),
+                    want,
+                    "client {c}'s replies, in order"
+                );
+            }
+        }
+    }
+    for client in clients {
+        assert!(client.nothing_pending(), "an extra reply");
+    }
+    rounds * per_client * clients.len()
+}
+
+/// Event mode receives and replies in batches: at most one recvmmsg and
+/// one sendmmsg per few datagrams, never one recvfrom and one sendto each.
+fn assert_batched(counts: &SyscallCounts, datagrams: u64) {
+    assert_eq!(counts.calls("recvfrom"), 0, "{counts}");
+    assert_eq!(counts.calls("sendto"), 0, "{counts}");
+    assert!(
+        counts.calls("recvmmsg") <= datagrams / 3,
+        "{datagrams} datagrams took {} recvmmsg calls:\n{counts}",
+        counts.calls("recvmmsg")
+    );
+    // One per batch that had replies (none failed here).
+    assert!(
+        counts.calls("sendmmsg") <= counts.calls("recvmmsg"),
+        "{counts}"
+    );
+    assert_eq!(counts.errors("sendmmsg"), 0, "{counts}");
+}
+
+#[test]
+fn event_udp_replies_in_batches_to_each_sender_in_order() {
+    let server = echo_server("udp", "event", "127.0.0.1:0");
+    let clients: Vec<Client> = (0..20).map(|_| Client::udp(server.addr())).collect();
+    let strace = Strace::attach(server.pid());
+    let datagrams = bursts(&clients, 10, 3);
+    assert_batched(&strace.finish(), datagrams as u64);
+}
+
+#[test]
+fn event_unix_datagram_replies_in_batches_to_each_sender_in_order() {
+    let dir = TempDir::new("perf-udp");
+    let path = dir.path().join("server.sock");
+    let server = echo_server("unixdgram", "event", path.to_str().unwrap());
+    let clients: Vec<Client> = (0..8)
+        .map(|i| Client::unix(server.addr(), Some(&dir.path().join(format!("c{i}.sock")))))
+        .collect();
+    let strace = Strace::attach(server.pid());
+    // The server's queue holds net.unix.max_dgram_qlen datagrams (10 by
+    // default): bursts of 8 fit.
+    let datagrams = bursts(&clients, 20, 1);
+    assert_batched(&strace.finish(), datagrams as u64);
+}
+
+/// The next stderr line of `server` containing `what`, within 10 s.
+fn stderr_with(server: &ExampleProcess, what: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match server.stderr_line(left) {
+            Some(line) if line.contains(what) => return line,
+            Some(_) => {}
+            None => panic!("no stderr line with {what:?} within 10 s"),
+        }
+    }
+}
+
+#[test]
+fn event_udp_over_long_datagram_in_a_batch_is_dropped_alone() {
+    let server = echo_server("udp", "event", "127.0.0.1:0");
+    let client = Client::udp(server.addr());
+    let other = Client::udp(server.addr());
+    for round in 0..5 {
+        // Back to back: the server takes them in one batch or a few.
+        client.send(format!("{round} before").as_bytes());
+        other.send(format!("{round} other").as_bytes());
+        client.send(&vec![b'x'; 9000]); // over the default 8192
+        client.send(format!("{round} after").as_bytes());
+        for want in ["before", "after"] {
+            assert_eq!(client.recv(), format!("{round} {want}").into_bytes());
+        }
+        assert_eq!(other.recv(), format!("{round} other").into_bytes());
+        let line = stderr_with(&server, "exceeds the maximum datagram size");
+        assert!(line.contains("datagram of 9000 bytes"), "{line}");
+    }
+    assert!(client.nothing_pending() && other.nothing_pending());
+}
+
+/// Replies to a client whose queue is full fail (EAGAIN) in the middle of
+/// the batch: each is reported, and the other client's replies of the
+/// same batch, before and after it, still go out.
+#[test]
+fn event_unix_failed_reply_in_a_batch_costs_only_that_reply() {
+    let dir = TempDir::new("perf-udp");
+    let path = dir.path().join("server.sock");
+    let server = echo_server("unixdgram", "event", path.to_str().unwrap());
+    // Never reads, and is not connected to the server, so that its queue
+    // is bounded by max_dgram_qlen (a socket connected to the server takes
+    // replies until the server's send buffer is full).
+    let deaf = UnixDatagram::bind(dir.path().join("deaf.sock")).expect("bind");
+    let reader = Client::unix(server.addr(), Some(&dir.path().join("reader.sock")));
+    for i in 0..40 {
+        reader.send(format!("{i} a").as_bytes());
+        deaf.send_to(b"unread", server.addr()).expect("send");
+        reader.send(format!("{i} b").as_bytes());
+        assert_eq!(reader.recv(), format!("{i} a").into_bytes());
+        assert_eq!(reader.recv(), format!("{i} b").into_bytes());
+    }
+    // Its queue holds at most max_dgram_qlen (10 by default) of the 40.
+    let line = stderr_with(&server, "reply dropped");
+    assert!(line.contains("deaf.sock"), "{line}");
+    assert!(reader.nothing_pending());
+}
+
+#[test]
+fn event_unix_unbound_sender_is_reported_and_the_batch_goes_on() {
+    let dir = TempDir::new("perf-udp");
+    let path = dir.path().join("server.sock");
+    let server = echo_server("unixdgram", "event", path.to_str().unwrap());
+    let unbound = Client::unix(server.addr(), None);
+    let bound = Client::unix(server.addr(), Some(&dir.path().join("bound.sock")));
+    for i in 0..5 {
+        bound.send(format!("{i} first").as_bytes());
+        unbound.send(b"no address to reply to");
+        bound.send(format!("{i} second").as_bytes());
+        assert_eq!(bound.recv(), format!("{i} first").into_bytes());
+        assert_eq!(bound.recv(), format!("{i} second").into_bytes());
+        stderr_with(&server, "the sender has no address");
+    }
+    assert!(bound.nothing_pending());
+}
