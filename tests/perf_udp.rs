@@ -239,3 +239,92 @@ fn event_unix_unbound_sender_is_reported_and_the_batch_goes_on() {
     }
     assert!(bound.nothing_pending());
 }
+
+/// Sync mode takes a datagram already queued without polling first: under
+/// bursts from many clients, far fewer polls than datagrams (one each
+/// before), and few reads that find nothing.
+#[test]
+fn sync_udp_takes_queued_datagrams_without_a_poll_each() {
+    let server = echo_server("udp", "sync", "127.0.0.1:0");
+    let clients: Vec<Client> = (0..20).map(|_| Client::udp(server.addr())).collect();
+    let strace = Strace::attach(server.pid());
+    let datagrams = bursts(&clients, 10, 3) as u64;
+    let counts = strace.finish();
+    assert!(
+        counts.calls("poll") <= datagrams / 4,
+        "{datagrams} datagrams took {} polls:\n{counts}",
+        counts.calls("poll")
+    );
+    // A read that found nothing is followed by a few taken through poll
+    // before the next try.
+    assert!(counts.errors("recvfrom") <= datagrams / 4, "{counts}");
+    assert_eq!(
+        counts.calls("recvfrom") - counts.errors("recvfrom"),
+        datagrams,
+        "{counts}"
+    );
+    assert_eq!(counts.calls("sendto"), datagrams, "{counts}");
+}
+
+/// With datagrams always queued the sync loop never polls, so it must see
+/// a shutdown without the poll's waker: SIGTERM (ss_server_shutdown in
+/// echo_server's handler) still ends it promptly under a flood.
+#[test]
+fn sync_udp_shuts_down_under_a_flood() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut server = echo_server("udp", "sync", "127.0.0.1:0");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooders: Vec<_> = (0..4)
+        .map(|_| {
+            let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            client.connect(server.addr()).expect("connect");
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // ECONNREFUSED once the server is gone: go on until told.
+                    if client.send(b"flood").is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    // The flood is under way and served: a probe of its own is answered
+    // (sent again while the full queue drops it).
+    let probe = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    probe.connect(server.addr()).expect("connect");
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 64];
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the flooded server never answered"
+        );
+        probe.send(b"probe").expect("send");
+        if matches!(probe.recv(&mut buf), Ok(5)) && &buf[..5] == b"probe" {
+            break;
+        }
+    }
+    // Traced, the server is much slower than the flooders: its queue
+    // never empties, so it would not poll again. It stops after the
+    // request under way (a few more may come between the attach and the
+    // signal), not when it next finds the queue empty (thousands later).
+    let strace = Strace::attach(server.pid());
+    server.signal(libc::SIGTERM);
+    let (status, _stderr) = server.wait_exit(WAIT);
+    let counts = strace.finish();
+    assert!(counts.calls("sendto") <= 10, "{counts}");
+    stop.store(true, Ordering::Relaxed);
+    let sent: u64 = flooders
+        .into_iter()
+        .map(|t| t.join().expect("flooder"))
+        .sum();
+    assert!(status.success(), "{status:?}");
+    assert!(sent > 0);
+}
