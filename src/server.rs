@@ -135,7 +135,8 @@ const MAX_SKIP: u32 = 63;
 /// recvfrom and is recognised by its sender and dropped; the flags are
 /// looked at before every receive. Not for an adopted socket (another
 /// process may share it and take the wake-up, which would then be seen
-/// only after the poll interval) nor one SO_REUSEPORT shares; those, and
+/// only after the poll interval, as it would if the program itself forked
+/// more readers of the socket) nor one SO_REUSEPORT shares; those, and
 /// servers whose waker could not be made, poll.
 struct BlockingReceive<'a> {
     server: &'a Server,

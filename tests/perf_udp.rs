@@ -273,9 +273,10 @@ fn queued_datagrams_without_a_poll_each(mode: &str) {
     assert_eq!(counts.calls("sendto"), datagrams, "{mode}: {counts}");
 }
 
-/// With datagrams always queued the sync loop never polls, so it must see
-/// a shutdown without the poll's waker: SIGTERM (ss_server_shutdown in
-/// echo_server's handler) still ends it promptly under a flood.
+/// The sync loop no longer polls before a datagram, and under a flood its
+/// wake-up is one datagram among many: it must look at the shutdown flag
+/// before every receive. SIGTERM (ss_server_shutdown in echo_server's
+/// handler) ends it after the request under way.
 #[test]
 fn sync_udp_shuts_down_under_a_flood() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -383,12 +384,10 @@ mod blocking_receive {
     //! at once (its poll interval is 30 s), and the wake-up they send is
     //! never taken for a request.
 
-    use super::WAIT;
+    use super::{Client, WAIT};
     use socketserver::{
         Concurrency, Config, ErrorKind, Handler, Request, Result, Server, Transport,
     };
-    use std::net::UdpSocket;
-    use std::os::unix::net::UnixDatagram;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc::{channel, Receiver, Sender};
     use std::sync::{Arc, Mutex};
@@ -437,65 +436,19 @@ mod blocking_receive {
         }
     }
 
-    /// A client of either transport, connected.
-    struct Client {
-        udp: Option<UdpSocket>,
-        unix: Option<UnixDatagram>,
+    /// A client of the server's transport, bound (a Unix one in `dir`).
+    fn client(server: &Server, dir: &super::TempDir) -> Client {
+        let address = server.address().unwrap();
+        if address.contains('/') {
+            Client::unix(&address, Some(&dir.path().join("client.sock")))
+        } else {
+            Client::udp(&address)
+        }
     }
 
-    impl Client {
-        fn new(server: &Server, dir: &super::TempDir, name: &str) -> Client {
-            let address = server.address().unwrap();
-            if address.contains('/') {
-                let s = UnixDatagram::bind(dir.path().join(name)).unwrap();
-                s.connect(&address).unwrap();
-                s.set_read_timeout(Some(WAIT)).unwrap();
-                Client {
-                    udp: None,
-                    unix: Some(s),
-                }
-            } else {
-                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-                s.connect(&address).unwrap();
-                s.set_read_timeout(Some(WAIT)).unwrap();
-                Client {
-                    udp: Some(s),
-                    unix: None,
-                }
-            }
-        }
-
-        fn echo(&self, message: &[u8]) {
-            let mut buf = [0u8; 64];
-            let n = match (&self.udp, &self.unix) {
-                (Some(s), _) => s.send(message).and_then(|_| s.recv(&mut buf)),
-                (_, Some(s)) => s.send(message).and_then(|_| s.recv(&mut buf)),
-                _ => unreachable!(),
-            }
-            .expect("an echo within 10 s");
-            assert_eq!(&buf[..n], message);
-        }
-
-        /// The reply to what was sent earlier.
-        fn recv_echo(&self, message: &[u8]) {
-            let mut buf = [0u8; 64];
-            let n = match (&self.udp, &self.unix) {
-                (Some(s), _) => s.recv(&mut buf),
-                (_, Some(s)) => s.recv(&mut buf),
-                _ => unreachable!(),
-            }
-            .expect("an echo within 10 s");
-            assert_eq!(&buf[..n], message);
-        }
-
-        fn send(&self, message: &[u8]) {
-            match (&self.udp, &self.unix) {
-                (Some(s), _) => s.send(message).map(drop),
-                (_, Some(s)) => s.send(message).map(drop),
-                _ => unreachable!(),
-            }
-            .expect("send");
-        }
+    fn round_trip(client: &Client, message: &[u8]) {
+        client.send(message);
+        assert_eq!(client.recv(), message);
     }
 
     /// Serves in a thread; returns once that thread is blocked in
@@ -521,10 +474,7 @@ mod blocking_receive {
     }
 
     fn in_recvfrom(tid: libc::pid_t) -> bool {
-        std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
-            .ok()
-            .and_then(|t| t.split_whitespace().next()?.parse::<libc::c_long>().ok())
-            == Some(libc::SYS_recvfrom)
+        super::current_syscall(std::process::id() as i32, tid) == Some(libc::SYS_recvfrom)
     }
 
     /// serve_forever's thread ends within 10 s (not the 30 s poll
@@ -543,15 +493,15 @@ mod blocking_receive {
         for transport in [Transport::Udp, Transport::UnixDatagram] {
             let dir = super::TempDir::new("perf-udp");
             let (server, echo) = start(transport, &dir);
-            let client = Client::new(&server, &dir, "client.sock");
+            let client = client(&server, &dir);
 
             let serving = serve_until_blocked(&server);
-            client.echo(b"one");
+            round_trip(&client, b"one");
             server.shutdown();
             ends(serving).unwrap();
 
             let serving = serve_until_blocked(&server);
-            client.echo(b"two");
+            round_trip(&client, b"two");
             server.drain(Duration::from_secs(5));
             ends(serving).unwrap();
             assert_eq!(echo.handled.load(Ordering::SeqCst), 2, "{transport:?}");
@@ -575,7 +525,7 @@ mod blocking_receive {
             let (entered_tx, entered) = channel();
             let (release, release_rx) = channel();
             *echo.hold.lock().unwrap() = Some((entered_tx, release_rx));
-            let client = Client::new(&server, &dir, "client.sock");
+            let client = client(&server, &dir);
 
             let serving = serve_until_blocked(&server);
             client.send(b"hold");
@@ -585,8 +535,8 @@ mod blocking_receive {
             ends(serving).unwrap();
 
             let serving = serve_until_blocked(&server);
-            client.recv_echo(b"hold"); // held back until the release
-            client.echo(b"two");
+            assert_eq!(client.recv(), b"hold"); // held back until the release
+            round_trip(&client, b"two");
             server.shutdown();
             ends(serving).unwrap();
             assert_eq!(echo.handled.load(Ordering::SeqCst), 2, "{transport:?}");
