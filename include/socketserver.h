@@ -1604,7 +1604,11 @@ enum ss_status ss_request_flush(struct ss_request *request);
  * Sends `len` bytes to the client at once: for a datagram request one
  * datagram, apart from the reply collected by ss_request_write(); for a
  * stream, flushes then sends. SS_ERR_ADDRESS when the sender of a Unix
- * datagram has no address to reply to (an unbound client socket).
+ * datagram has no address to reply to (an unbound client socket). In
+ * SS_EVENT a datagram reply is queued instead: the loop takes datagrams
+ * in batches (one recvmmsg) and sends the batch's replies together (one
+ * sendmmsg), in order, once on_datagram has run on each; a reply that
+ * fails then is dropped and reported to handle_error with its request.
  *
  * Thread: inside a callback given this request (or its hand-off continuation).
  */

@@ -144,6 +144,36 @@ struct DatagramIo {
     /// Collected writes (Python's wfile); sent when the handler finishes if
     /// the handler wrote anything.
     reply: Option<Vec<u8>>,
+    /// Event mode: the batch's outgoing replies, lent by the loop, which
+    /// sends them all with one sendmmsg after the batch
+    /// (crate::event::datagram); None: replies are sent at once.
+    outbox: Option<Outbox>,
+}
+
+/// Replies queued during a batch of datagrams, back to back in `bytes`;
+/// reply `i` ends at `ends[i]`.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) ends: Vec<usize>,
+}
+
+impl Outbox {
+    /// Reply `i`'s bytes.
+    pub(crate) fn reply(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        self.bytes.extend_from_slice(data);
+        self.ends.push(self.bytes.len());
+    }
 }
 
 impl Request {
@@ -193,14 +223,7 @@ impl Request {
             buf[..dgram.len].to_vec()
         };
         let too_long = dgram.too_long();
-        let io = DatagramIo {
-            socket: socket.clone(),
-            data,
-            len: dgram.len,
-            pos: 0,
-            reply: None,
-        };
-        let mut request = Request::new(server.clone(), dgram.sender, RequestIo::Datagram(io));
+        let mut request = Request::datagram(server, socket, data, dgram.len, dgram.sender);
         if let Some(err) = too_long {
             server.handler().handle_error(Some(&mut request), &err);
             if lend {
@@ -209,6 +232,41 @@ impl Request {
             return Ok(Received::Dropped);
         }
         Ok(Received::Request(request))
+    }
+
+    /// A received datagram (`data[..len]`) from `sender` as a request.
+    pub(crate) fn datagram(
+        server: &Arc<Server>,
+        socket: &Arc<Socket>,
+        data: Vec<u8>,
+        len: usize,
+        sender: SockAddr,
+    ) -> Request {
+        let io = DatagramIo {
+            socket: socket.clone(),
+            data,
+            len,
+            pos: 0,
+            reply: None,
+            outbox: None,
+        };
+        Request::new(server.clone(), sender, RequestIo::Datagram(io))
+    }
+
+    /// Event mode: lends the batch's outbox to this datagram request, so
+    /// that its replies are queued there rather than sent at once.
+    pub(crate) fn lend_outbox(&mut self, outbox: Outbox) {
+        if let RequestIo::Datagram(d) = &mut self.io {
+            d.outbox = Some(outbox);
+        }
+    }
+
+    /// The outbox lent by [`Request::lend_outbox`] (an empty one if none).
+    pub(crate) fn take_outbox(&mut self) -> Outbox {
+        match &mut self.io {
+            RequestIo::Datagram(d) => d.outbox.take().unwrap_or_default(),
+            RequestIo::Stream(_) => Outbox::default(),
+        }
     }
 
     /// The receive buffer a datagram request was lent (empty for others).
@@ -422,11 +480,21 @@ impl Request {
         }
     }
 
-    /// Sends `data` to the client at once: one datagram, or bytes on the stream.
+    /// Sends `data` to the client at once: one datagram, or bytes on the
+    /// stream. In event mode a datagram reply is queued in the batch's
+    /// outbox, sent with the batch's other replies when the batch ends.
     pub fn reply(&mut self, data: &[u8]) -> Result<()> {
         let limits = self.limits("reply")?;
         let wait = self.reply_wait(limits);
         match &mut self.io {
+            RequestIo::Datagram(DatagramIo {
+                outbox: Some(outbox),
+                ..
+            }) => {
+                check_reply_address(&self.client)?;
+                outbox.push(data);
+                Ok(())
+            }
             RequestIo::Datagram(d) => send_datagram(&d.socket, data, &self.client, wait),
             RequestIo::Stream(s) => {
                 s.flush(limits)?;
@@ -633,34 +701,56 @@ fn stalled_mark(to: &SockAddr, stalled: Option<bool>) -> bool {
     found.is_some()
 }
 
-fn send_datagram(socket: &Socket, data: &[u8], to: &SockAddr, wait: ReplyWait) -> Result<()> {
-    if !has_reply_address(to) {
-        return Err(Error::new(
-            ErrorKind::Address,
-            "cannot reply: the sender has no address (an unbound Unix datagram socket)",
-        ));
+/// SS_ERR_ADDRESS for a sender that cannot be replied to.
+fn check_reply_address(to: &SockAddr) -> Result<()> {
+    if has_reply_address(to) {
+        return Ok(());
     }
-    let dropped = |why: &str| {
-        Error::new(
-            ErrorKind::WouldBlock,
-            format!("sendto {}: {why}; reply dropped", format_sockaddr(to)),
-        )
-    };
+    Err(Error::new(
+        ErrorKind::Address,
+        "cannot reply: the sender has no address (an unbound Unix datagram socket)",
+    ))
+}
+
+fn reply_dropped(to: &SockAddr, why: &str) -> Error {
+    Error::new(
+        ErrorKind::WouldBlock,
+        format!("sendto {}: {why}; reply dropped", format_sockaddr(to)),
+    )
+}
+
+/// A reply to `to` got through: its stalled mark, if any, goes.
+pub(crate) fn reply_sent(to: &SockAddr) {
+    if STALLED_COUNT.load(Ordering::Relaxed) > 0 {
+        stalled_mark(to, Some(false));
+    }
+}
+
+/// The error for a reply to `to` that failed without waiting (event
+/// mode): the same as a blocking reply's.
+pub(crate) fn reply_failed(to: &SockAddr, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        reply_dropped(to, "the send buffer is full")
+    } else {
+        Error::io(format!("sendto {}", format_sockaddr(to)), e)
+    }
+}
+
+fn send_datagram(socket: &Socket, data: &[u8], to: &SockAddr, wait: ReplyWait) -> Result<()> {
+    check_reply_address(to)?;
     // Computed once: retries never extend the wait.
     let mut give_up: Option<Instant> = None;
     let mut pause = Duration::from_millis(1);
     loop {
         match socket.send_to_with_flags(data, to, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) {
             Ok(_) => {
-                if STALLED_COUNT.load(Ordering::Relaxed) > 0 {
-                    stalled_mark(to, Some(false));
-                }
+                reply_sent(to);
                 return Ok(());
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let ReplyWait::Upto(limits) = wait else {
-                    return Err(dropped("the send buffer is full"));
+                    return Err(reply_failed(to, e));
                 };
                 let end = *give_up.get_or_insert_with(|| {
                     let now = Instant::now();
@@ -674,14 +764,17 @@ fn send_datagram(socket: &Socket, data: &[u8], to: &SockAddr, wait: ReplyWait) -
                 let now = Instant::now();
                 if now >= end {
                     stalled_mark(to, Some(true));
-                    return Err(dropped("the client's queue (or the send buffer) is full"));
+                    return Err(reply_dropped(
+                        to,
+                        "the client's queue (or the send buffer) is full",
+                    ));
                 }
                 // poll(POLLOUT) cannot be trusted here (see
                 // DATAGRAM_REPLY_WAIT): pause, doubling up to 8 ms.
                 std::thread::sleep(pause.min(end - now));
                 pause = (pause * 2).min(Duration::from_millis(8));
             }
-            Err(e) => return Err(Error::io(format!("sendto {}", format_sockaddr(to)), e)),
+            Err(e) => return Err(reply_failed(to, e)),
         }
     }
 }

@@ -89,6 +89,13 @@ pub struct Server {
     /// (a forked child may read it whatever the parent's threads held).
     bound: OnceLock<SockAddr>,
     datagram_buffer: Mutex<Vec<u8>>,
+    /// Blocking datagram receive (see BlockingReceive): made on its first
+    /// use, kept for the server's life (a signal handler may be sending on
+    /// it), and closed in forked children.
+    receive_waker: OnceLock<Option<ReceiveWaker>>,
+    /// Its descriptor while serve_forever blocks in recvfrom (-1 when it
+    /// does not): shutdown, drain and close then send it a wake-up.
+    blocked_receive: AtomicI32,
     lingerer: Lingerer,
     acceptor: transport::Acceptor,
     /// ss_server_drain: asked for, under way, done (crate::drain).
@@ -105,6 +112,178 @@ pub struct Server {
 /// While the thread cap or max_children is reached the loop does not
 /// accept; it looks again this often (a finishing thread also wakes it).
 const CAPACITY_RECHECK: Duration = Duration::from_millis(20);
+
+/// A blocking-mode datagram server under load finds its next datagram
+/// already queued when it is done with one: it then reads it at once
+/// (recvfrom with MSG_DONTWAIT) rather than polling first, one system call
+/// fewer per request. When the queue was empty, the read was a call for
+/// nothing (at a single client, every time): the next such tries wait for
+/// 1, 3, 7 ... up to MAX_SKIP requests taken through poll.
+struct QueuedDatagrams {
+    enabled: bool,
+    skip: u32,
+    backoff: u32,
+}
+
+const MAX_SKIP: u32 = 63;
+
+/// SS_SYNC datagram serving as the C loop does it: one blocking
+/// recvfrom per datagram (SO_RCVTIMEO bounding it) instead of a poll and a
+/// recvfrom, while serve_forever runs with capacity. What the poll also
+/// waited for, shutdown, drain and close, each send an empty datagram from
+/// the server's receive waker (transport::receive_waker), which ends the
+/// recvfrom and is recognised by its sender and dropped; the flags are
+/// looked at before every receive. Not for an adopted socket (another
+/// process may share it and take the wake-up, which would then be seen
+/// only after the poll interval, as it would if the program itself forked
+/// more readers of the socket) nor one SO_REUSEPORT shares; those, and
+/// servers whose waker could not be made, poll.
+struct BlockingReceive<'a> {
+    server: &'a Server,
+    socket: &'a Socket,
+    /// Sender of the wake-ups.
+    waker: &'a SockAddr,
+}
+
+/// What one blocking turn did.
+enum Turn {
+    /// A datagram was handled, or the receive timed out or was woken.
+    Served,
+    Stop(Wake),
+    /// At the cap of workers: take the poll loop's turn.
+    Capped,
+}
+
+impl<'a> BlockingReceive<'a> {
+    /// Switches the socket to blocking receives, if this server can.
+    fn enter(server: &'a Arc<Server>, socket: &'a Socket) -> Option<Self> {
+        // SS_SYNC only (the goal measured): the other blocking modes keep
+        // their serving thread's wait in poll, where tests look for it.
+        if server.config.transport.is_stream()
+            || server.config.concurrency != Concurrency::Sync
+            || server.adopted
+        {
+            return None;
+        }
+        let waker = server
+            .receive_waker
+            .get_or_init(|| ReceiveWaker::new(socket))
+            .as_ref()?;
+        // As long as the poll loop's waits (service_actions runs as
+        // often); at least 1 ms: a timeval of zero means no timeout.
+        let wait = server.config.poll_interval.max(Duration::from_millis(1));
+        socket.set_read_timeout(Some(wait)).ok()?;
+        let receive = BlockingReceive {
+            server,
+            socket,
+            waker: &waker.address,
+        };
+        // From here on Drop puts the socket back as it was.
+        socket.set_nonblocking(false).ok()?;
+        server
+            .blocked_receive
+            .store(waker.socket.as_raw_fd(), Ordering::SeqCst);
+        Some(receive)
+    }
+
+    fn turn(&self, server: &Arc<Server>, socket: &Arc<Socket>, next_service: &mut Instant) -> Turn {
+        // After `blocked_receive` was set: a stop asked for before that
+        // is seen here, one asked for after sends a wake-up.
+        if let Some(wake) = server.asked_to_stop() {
+            return Turn::Stop(wake);
+        }
+        if !server.workers.has_capacity(server) {
+            return Turn::Capped;
+        }
+        match server.take_datagram(socket, Some(self.waker)) {
+            Ok(true) => {}
+            Ok(false) => {
+                // Timed out (or woken): service_actions every poll
+                // interval, as the poll loop runs it.
+                if Instant::now() < *next_service {
+                    return Turn::Served;
+                }
+            }
+            Err(e) => {
+                server.handler.handle_error(None, &e);
+                server.pause_after_error();
+            }
+        }
+        server.handler.service_actions(server);
+        server.workers.reap(server);
+        *next_service = Instant::now() + server.config.poll_interval;
+        Turn::Served
+    }
+}
+
+impl Drop for BlockingReceive<'_> {
+    fn drop(&mut self) {
+        self.server.blocked_receive.store(-1, Ordering::SeqCst);
+        let _ = self.socket.set_nonblocking(true);
+        let _ = self.socket.set_read_timeout(None);
+    }
+}
+
+/// The server's own socket that wakes a blocking receive (see
+/// BlockingReceive), closed in forked request children.
+struct ReceiveWaker {
+    socket: Socket,
+    /// Its address, as the server sees it as a sender.
+    address: SockAddr,
+    _in_children: ChildCloses,
+}
+
+impl ReceiveWaker {
+    fn new(server: &Socket) -> Option<ReceiveWaker> {
+        let (socket, address) = transport::receive_waker(server)?;
+        let in_children = ChildCloses::register(socket.as_raw_fd());
+        Some(ReceiveWaker {
+            socket,
+            address,
+            _in_children: in_children,
+        })
+    }
+}
+
+/// What a turn without a poll found.
+enum Queued {
+    /// A request, taken and dispatched (or an error, reported).
+    Taken,
+    /// Shutdown, close or a drain was asked for.
+    Stop(Wake),
+    /// Nothing (or not tried): wait with poll.
+    Empty,
+}
+
+impl QueuedDatagrams {
+    fn new(enabled: bool) -> Self {
+        QueuedDatagrams {
+            enabled,
+            skip: 0,
+            backoff: 0,
+        }
+    }
+
+    fn try_now(&mut self) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    fn found(&mut self, found: bool) {
+        if found {
+            self.backoff = 0;
+        } else {
+            self.backoff = (self.backoff * 2 + 1).min(MAX_SKIP);
+            self.skip = self.backoff;
+        }
+    }
+}
 
 /// Why the loop stopped waiting.
 pub(crate) enum Wake {
@@ -213,6 +392,8 @@ impl Server {
             close_done: Condvar::new(),
             bound: OnceLock::new(),
             datagram_buffer: Mutex::new(Vec::new()),
+            receive_waker: OnceLock::new(),
+            blocked_receive: AtomicI32::new(-1),
             lingerer: Lingerer::new(config.lingering_time, config.lingering_timeout),
             acceptor: transport::Acceptor::new(config),
             drain: DrainState::default(),
@@ -378,6 +559,26 @@ impl Server {
     pub fn shutdown(&self) {
         self.shutdown_requested.store(true, Ordering::SeqCst);
         self.waker.notify();
+        self.wake_blocked_receive();
+    }
+
+    /// Wakes serve_forever blocked in recvfrom (BlockingReceive), if it
+    /// is: an empty datagram from the receive waker. Async-signal-safe,
+    /// as Waker::notify: one send(2), no lock, errno kept.
+    fn wake_blocked_receive(&self) {
+        let fd = self.blocked_receive.load(Ordering::SeqCst);
+        if fd < 0 || in_forked_child() {
+            return;
+        }
+        let saved = nix::errno::Errno::last_raw();
+        // Ignored on purpose: a full queue means the receive is not
+        // blocked (it has datagrams to take, and sees the flags after).
+        let _ = nix::sys::socket::send(
+            fd,
+            &[],
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        );
+        nix::errno::Errno::set_raw(saved);
     }
 
     fn take_shutdown(&self) -> bool {
@@ -392,6 +593,7 @@ impl Server {
     pub fn drain(&self, within: Duration) {
         self.drain.request(within);
         self.waker.notify();
+        self.wake_blocked_receive();
     }
 
     /// Whether a drain has been asked for (for good: a drained server does
@@ -606,18 +808,8 @@ impl Server {
             if woken {
                 self.waker.drain();
             }
-            // Checked before accepting (bpo-35017): no request is taken
-            // after shutdown was asked for.
-            if self.take_shutdown() {
-                return Ok(Wake::ShutDown);
-            }
-            if self.closing.load(Ordering::SeqCst) {
-                return Ok(Wake::Closed);
-            }
-            // Also checked before accepting: a drain stops accepting at
-            // once.
-            if self.drain.requested() {
-                return Ok(Wake::Drain);
+            if let Some(wake) = self.asked_to_stop() {
+                return Ok(wake);
             }
             if request {
                 return Ok(Wake::Request);
@@ -626,6 +818,22 @@ impl Server {
                 return Ok(Wake::Timeout);
             }
         }
+    }
+
+    /// Shutdown, close or a drain asked for, checked before taking a
+    /// request (bpo-35017: no request is taken after shutdown was asked
+    /// for; a drain stops accepting at once).
+    fn asked_to_stop(&self) -> Option<Wake> {
+        if self.take_shutdown() {
+            return Some(Wake::ShutDown);
+        }
+        if self.closing.load(Ordering::SeqCst) {
+            return Some(Wake::Closed);
+        }
+        if self.drain.requested() {
+            return Some(Wake::Drain);
+        }
+        None
     }
 
     /// Python's serve_forever: handles requests until shutdown (returns Ok)
@@ -641,14 +849,37 @@ impl Server {
         if let Some(events) = self.workers.events() {
             return crate::event::serve(self, events, &socket);
         }
+        let blocking = BlockingReceive::enter(self, &socket);
+        let mut queued = QueuedDatagrams::new(!self.config.transport.is_stream());
+        let mut next_service = Instant::now() + self.config.poll_interval;
         loop {
-            let deadline = Instant::now() + self.config.poll_interval;
-            match self.wait_for_request(Some(&socket), Some(deadline))? {
-                Wake::ShutDown => return Ok(()),
-                Wake::Closed => return Err(closed()),
-                Wake::Drain => return self.drain_blocking(),
-                Wake::Timeout => {}
-                Wake::Request => {
+            if let Some(receive) = &blocking {
+                match receive.turn(self, &socket, &mut next_service) {
+                    Turn::Served => continue,
+                    Turn::Stop(Wake::ShutDown) => return Ok(()),
+                    Turn::Stop(Wake::Closed) => return Err(closed()),
+                    Turn::Stop(_) => {
+                        drop(blocking);
+                        return self.drain_blocking();
+                    }
+                    // At the cap: a turn of the poll loop below.
+                    Turn::Capped => {}
+                }
+            }
+            let wake = match self.take_queued(&socket, &mut queued) {
+                Queued::Taken => None,
+                Queued::Stop(wake) => Some(wake),
+                Queued::Empty => {
+                    let deadline = Instant::now() + self.config.poll_interval;
+                    Some(self.wait_for_request(Some(&socket), Some(deadline))?)
+                }
+            };
+            match wake {
+                Some(Wake::ShutDown) => return Ok(()),
+                Some(Wake::Closed) => return Err(closed()),
+                Some(Wake::Drain) => return self.drain_blocking(),
+                None | Some(Wake::Timeout) => {}
+                Some(Wake::Request) => {
                     if let Err(e) = self.take_request(&socket) {
                         self.handler.handle_error(None, &e);
                         self.pause_after_error();
@@ -657,6 +888,33 @@ impl Server {
             }
             self.handler.service_actions(self);
             self.workers.reap(self);
+        }
+    }
+
+    /// A datagram server's turn without a poll (see QueuedDatagrams): what
+    /// asks it to stop, else the next datagram if one is already queued,
+    /// handled here.
+    fn take_queued(self: &Arc<Self>, socket: &Arc<Socket>, queued: &mut QueuedDatagrams) -> Queued {
+        if !queued.try_now() || !self.workers.has_capacity(self) {
+            return Queued::Empty;
+        }
+        if let Some(wake) = self.asked_to_stop() {
+            return Queued::Stop(wake);
+        }
+        match self.take_request(socket) {
+            Ok(found) => {
+                queued.found(found);
+                if found {
+                    Queued::Taken
+                } else {
+                    Queued::Empty
+                }
+            }
+            Err(e) => {
+                self.handler.handle_error(None, &e);
+                self.pause_after_error();
+                Queued::Taken
+            }
         }
     }
 
@@ -740,7 +998,7 @@ impl Server {
     /// Takes one request off the socket and dispatches it. Ok(false) when
     /// there was nothing to take after all (another process took it).
     fn take_request(self: &Arc<Self>, socket: &Arc<Socket>) -> Result<bool> {
-        let mut request = if self.config.transport.is_stream() {
+        let request = if self.config.transport.is_stream() {
             match self
                 .acceptor
                 .accept(socket, &self.config, &*self.handler, false)
@@ -763,22 +1021,48 @@ impl Server {
                 }
             }
         } else {
-            // One receive buffer, reused; each request gets an exact copy.
-            let mut buf = crate::sync::lock(&self.datagram_buffer);
-            match Request::receive_datagram(self, socket, &mut buf, false)? {
-                Received::Nothing => return Ok(false),
-                Received::Dropped => return Ok(true),
-                Received::Request(request) => request,
-            }
+            let waker = self
+                .receive_waker
+                .get()
+                .and_then(|w| w.as_ref())
+                .map(|w| &w.address);
+            return self.take_datagram(socket, waker);
         };
+        self.dispatch(request);
+        Ok(true)
+    }
+
+    /// Takes one datagram as a request and dispatches it; a wake-up from
+    /// `waker` (see BlockingReceive), perhaps left over from an earlier
+    /// run, is dropped as nothing taken.
+    fn take_datagram(
+        self: &Arc<Self>,
+        socket: &Arc<Socket>,
+        waker: Option<&SockAddr>,
+    ) -> Result<bool> {
+        // One receive buffer, reused; each request gets an exact copy.
+        let mut buf = crate::sync::lock(&self.datagram_buffer);
+        let request = match Request::receive_datagram(self, socket, &mut buf, false)? {
+            Received::Nothing => return Ok(false),
+            Received::Dropped => return Ok(true),
+            Received::Request(request) => request,
+        };
+        drop(buf);
+        if waker.is_some_and(|w| w == request.client_sockaddr()) {
+            return Ok(false);
+        }
+        self.dispatch(request);
+        Ok(true)
+    }
+
+    fn dispatch(self: &Arc<Self>, mut request: Request) {
         // As Python's _handle_request_noblock: verified on the serving
         // thread, before the concurrency model gets the request.
         if !self.handler.verify_request(&mut request) {
             request.shutdown();
-            return Ok(true);
+            return;
         }
         self.workers.process(self, request);
-        Ok(true)
     }
 
     fn pause_after_error(&self) {
@@ -838,6 +1122,7 @@ impl Server {
         let _done = CloseDone { server: self };
         self.closing.store(true, Ordering::SeqCst);
         self.waker.notify();
+        self.wake_blocked_receive();
         let mut st = self.lock();
         while st.serving.is_some() {
             st = crate::sync::wait(&self.loop_exited, st);

@@ -3,6 +3,7 @@
 //! calls that take the next request off the socket.
 
 use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -503,16 +504,21 @@ impl Datagram {
     /// The error for a datagram that did not fit the maximum size: it is
     /// dropped and reported, never handed on cut short.
     pub fn too_long(&self) -> Option<Error> {
-        (self.real_len > self.len).then(|| {
-            Error::new(
-                ErrorKind::MessageTooLong,
-                format!(
-                    "datagram of {} bytes exceeds the maximum datagram size of {} bytes; dropped",
-                    self.real_len, self.len
-                ),
-            )
-        })
+        datagram_too_long(self.len, self.real_len)
     }
+}
+
+/// The error for a datagram of `real_len` bytes of which only `len` (the
+/// maximum size) were received, if it was cut.
+pub fn datagram_too_long(len: usize, real_len: usize) -> Option<Error> {
+    (real_len > len).then(|| {
+        Error::new(
+            ErrorKind::MessageTooLong,
+            format!(
+                "datagram of {real_len} bytes exceeds the maximum datagram size of {len} bytes; dropped"
+            ),
+        )
+    })
 }
 
 /// Receives one datagram into `buf`, or None when nothing is pending.
@@ -541,4 +547,41 @@ pub fn has_reply_address(addr: &SockAddr) -> bool {
     addr.as_socket().is_some()
         || addr.as_pathname().is_some()
         || addr.as_abstract_namespace().is_some()
+}
+
+/// A socket of the server's own that can wake its serving thread blocked
+/// in recvfrom on `server` (crate::server's blocking datagram receive): it
+/// is connected to the server's address, and sends it an empty datagram,
+/// which the serving thread recognises by its sender, `address`. None when
+/// there is no such socket to be had (an address it cannot reach, or one
+/// that SO_REUSEPORT shares with other sockets, which could be sent the
+/// wake-up instead).
+pub fn receive_waker(server: &Socket) -> Option<(Socket, SockAddr)> {
+    if server.reuse_port().unwrap_or(true) {
+        return None;
+    }
+    let local = server.local_addr().ok()?;
+    let target = match local.as_socket() {
+        // Unspecified: the server gets what is sent to loopback.
+        Some(SocketAddr::V4(a)) if a.ip().is_unspecified() => {
+            SockAddr::from(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), a.port()))
+        }
+        Some(SocketAddr::V6(a)) if a.ip().is_unspecified() => {
+            SockAddr::from(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), a.port()))
+        }
+        Some(_) => local.clone(),
+        None if local.as_pathname().is_some() || local.as_abstract_namespace().is_some() => {
+            local.clone()
+        }
+        None => return None,
+    };
+    let waker = Socket::new(target.domain(), Type::DGRAM.nonblocking().cloexec(), None).ok()?;
+    if target.domain() == Domain::UNIX {
+        // An unbound Unix sender has no address to be told apart by: the
+        // kernel gives it an abstract name of its own (autobind).
+        waker.bind(&SockAddr::unix("").ok()?).ok()?;
+    }
+    waker.connect(&target).ok()?;
+    let address = waker.local_addr().ok()?;
+    Some((waker, address))
 }

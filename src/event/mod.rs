@@ -27,12 +27,12 @@
 //! The stream hot path allocates nothing: one read buffer per loop, bytes
 //! handed to the handler straight from it, replies sent straight from the
 //! handler's buffer; a connection gets buffers of its own only while it has
-//! unconsumed input or unsent output. A datagram is received into the
-//! loop's datagram buffer, which is lent to its Request and taken back
-//! after on_datagram: no copy. What still allocates per datagram, only if
-//! the handler asks for it: the sender's text (formatted on the first
-//! client_address call) and the collected reply of `write` calls (`reply`
-//! sends at once, from the handler's buffer).
+//! unconsumed input or unsent output. Datagrams come in batches (`datagram`:
+//! one recvmmsg, then one sendmmsg for the batch's replies), each into one
+//! of the loop's receive buffers, lent to its Request and taken back after
+//! the batch: no copy. What still allocates per datagram, only if the
+//! handler asks for it: the sender's text (formatted on the first
+//! client_address call) and the collected reply of `write` calls.
 //!
 //! Closing: a connection is shut down before its descriptor is closed (a
 //! forked child may hold a copy), lingers while its client may still be
@@ -45,6 +45,7 @@
 
 mod conn;
 mod context;
+mod datagram;
 mod graceful;
 mod timer;
 mod watch;
@@ -72,7 +73,6 @@ use crate::address::describe_peer;
 use crate::concurrency::{set_current_worker, WorkerKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::peer_limit::PeerPermit;
-use crate::request::{Received, Request};
 use crate::server::Server;
 use crate::sys::Waker;
 use crate::transport::{self, Accepted};
@@ -333,8 +333,8 @@ struct EventLoop {
     /// Slots retired by `ids`: neither free nor live.
     retired: usize,
     read_buffer: Box<[u8]>,
-    /// Datagram transports: lent to each datagram's request in turn.
-    datagram_buffer: Vec<u8>,
+    /// Datagram transports: receive buffers and replies of a batch.
+    datagrams: datagram::DatagramBatch,
     listening: bool,
     /// Tick until which accepting is paused after an accept error.
     accept_resume_at: Option<u64>,
@@ -436,7 +436,7 @@ impl EventLoop {
             ids: SlotIds::default(),
             retired: 0,
             read_buffer: vec![0; read_size].into_boxed_slice(),
-            datagram_buffer: Vec::new(),
+            datagrams: datagram::DatagramBatch::default(),
             listening: true,
             accept_resume_at: None,
             started: Instant::now(),
@@ -1183,33 +1183,8 @@ impl EventLoop {
     }
 
     fn receive_datagrams(&mut self) {
-        for _ in 0..ACCEPT_BATCH {
-            let received = Request::receive_datagram(
-                &self.server,
-                &self.listener,
-                &mut self.datagram_buffer,
-                true,
-            );
-            let mut request = match received {
-                Ok(Received::Request(request)) => request,
-                Ok(Received::Dropped) => continue,
-                Ok(Received::Nothing) => return,
-                Err(e) => {
-                    self.server.handler().handle_error(None, &e);
-                    return;
-                }
-            };
-            let result = self
-                .server
-                .event_handler()
-                .on_datagram(&mut request)
-                .and_then(|()| request.complete());
-            if let Err(e) = result {
-                self.server.handler().handle_error(Some(&mut request), &e);
-            }
-            // The buffer comes back for the next datagram.
-            self.datagram_buffer = request.take_datagram_buffer();
-        }
+        self.datagrams
+            .serve(&self.server, &self.listener, ACCEPT_BATCH);
     }
 
     fn close_all(&mut self) {

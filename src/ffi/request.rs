@@ -209,7 +209,11 @@ pub unsafe extern "C" fn ss_request_flush(request: *mut ss_request) -> ss_status
 /// Sends `len` bytes to the client at once: for a datagram request one
 /// datagram, apart from the reply collected by ss_request_write(); for a
 /// stream, flushes then sends. SS_ERR_ADDRESS when the sender of a Unix
-/// datagram has no address to reply to (an unbound client socket).
+/// datagram has no address to reply to (an unbound client socket). In
+/// SS_EVENT a datagram reply is queued instead: the loop takes datagrams
+/// in batches (one recvmmsg) and sends the batch's replies together (one
+/// sendmmsg), in order, once on_datagram has run on each; a reply that
+/// fails then is dropped and reported to handle_error with its request.
 ///
 /// Thread: inside a callback given this request (or its hand-off continuation).
 #[no_mangle]
