@@ -250,9 +250,8 @@ impl DatagramBatch {
                 hdr.msg_iovlen = 1;
             }
             // SAFETY: headers[..count] are initialised, each pointing at
-            // one iovec (over a
-            // reply in the outbox) and at a request's address of
-            // msg_namelen bytes, all alive and unchanged until the call
+            // one iovec (over a reply in the outbox) and at a request's
+            // address of msg_namelen bytes, all alive and unchanged until the call
             // returns; sendmmsg only reads them (and writes msg_len), and
             // count <= MAX_SEND, the array's length.
             let rc = unsafe {
