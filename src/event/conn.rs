@@ -13,6 +13,59 @@ use super::watch::Watch;
 use crate::address::format_sockaddr;
 use crate::error::{Error, ErrorKind, Result};
 
+/// One non-blocking recv on a connected stream socket, as
+/// `Socket::recv_with_flags(buf, MSG_DONTWAIT)`, but by syscall(2): glibc's
+/// recv() is a pthread cancellation point, and switching asynchronous
+/// cancellation on and off around it costs two atomic operations and ~30
+/// instructions per call. No loop thread is ever cancelled (cancelling
+/// through Rust frames is undefined behaviour anyway), so the loop's reads
+/// and writes go without it.
+#[inline(always)]
+pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: recvfrom(2) writes at most `buf.len()` bytes into `buf`,
+    // valid and exclusively borrowed for the call; null address pointers
+    // ask for no peer address.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// One non-blocking send without SIGPIPE, as
+/// `Socket::send_with_flags(data, MSG_NOSIGNAL | MSG_DONTWAIT)`, by
+/// syscall(2) for the reason given at [`recv_now`].
+#[inline(always)]
+fn send_now(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: sendto(2) only reads `data.len()` bytes of `data`, valid for
+    // the call; a null address is what send(2) passes on a connected socket.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd,
+            data.as_ptr(),
+            data.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            std::ptr::null::<libc::sockaddr>(),
+            0 as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// A peer address in as little memory as an idle connection can afford:
 /// an IP address inline (sockaddr_storage would take 128 bytes), an
 /// unnamed Unix client as nothing at all, a named one (rare) boxed. Kept
@@ -360,10 +413,7 @@ impl Conn {
     /// One non-blocking send; 0 when the socket is full.
     #[inline(always)]
     fn send(&mut self, data: &[u8]) -> Result<usize> {
-        match self
-            .socket
-            .send_with_flags(data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
-        {
+        match send_now(self.fd(), data) {
             Ok(n) => {
                 self.sent_since_check |= n > 0;
                 Ok(n)
@@ -382,10 +432,7 @@ impl Conn {
                 io::ErrorKind::WouldBlock => return Ok(0),
                 _ => return Err(Error::io("send", error)),
             }
-            match self
-                .socket
-                .send_with_flags(data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
-            {
+            match send_now(self.fd(), data) {
                 Ok(n) => {
                     self.sent_since_check |= n > 0;
                     return Ok(n);

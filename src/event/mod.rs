@@ -1274,10 +1274,7 @@ fn read_conn(
     tick: u64,
 ) {
     loop {
-        match conn
-            .socket()
-            .recv_with_flags(crate::sys::as_uninit(buffer), libc::MSG_DONTWAIT)
-        {
+        match conn::recv_now(conn.fd(), buffer) {
             Ok(0) => return read_ended(server, conn),
             Ok(n) => {
                 conn.last_active = tick;
