@@ -130,13 +130,15 @@ if [[ ! -f $LIB ]]; then
 fi
 LIB_ABS=$(cd "$LIB_DIR" && pwd)
 # build_example NAME: c_examples/NAME.c -> build/NAME when stale (a
-# failed build leaves it missing: its cases then fail, naming it).
+# failed build leaves it missing: its cases then fail, naming it), linked
+# with -z now as the Makefile does (no lazy binding in forked children).
 build_example() {
     local src=c_examples/$1.c out=build/$1
-    if [[ -f $src ]] && [[ ! -x $out || $out -ot $LIB || $out -ot $src ]]; then
+    if [[ -f $src ]] && [[ ! -x $out || $out -ot $LIB || $out -ot $src ||
+        $out -ot ${BASH_SOURCE[0]} ]]; then
         echo "bench: building $out"
         "$CC" -O2 -std=c99 -Iinclude "$src" -L"$LIB_DIR" -lsocketserver -lpthread \
-            -Wl,-rpath,"$LIB_ABS" -o "$out" || echo "bench: $out did not build" >&2
+            -Wl,-rpath,"$LIB_ABS" -Wl,-z,now -o "$out" || echo "bench: $out did not build" >&2
     fi
 }
 build_example echo_server

@@ -187,10 +187,20 @@ pub fn compile(source: &str) -> PathBuf {
     compile_with(source, default_flags(source))
 }
 
+/// How the Makefile links the examples whatever LDFLAGS says: bound at load
+/// time, so that a forked child never writes the GOT (a lazy binding).
+pub const EXAMPLE_LDFLAGS: &[&str] = &["-Wl,-z,now"];
+
 /// Compiles c_examples/<name>.c the way the Makefile does
-/// ([`STRICT_C99_FLAGS`]), plus `extra` flags, and returns the program.
+/// ([`STRICT_C99_FLAGS`], [`EXAMPLE_LDFLAGS`]), plus `extra` flags, and
+/// returns the program.
 pub fn compile_example(name: &str, extra: &[&str]) -> PathBuf {
-    let flags: Vec<&str> = STRICT_C99_FLAGS.iter().chain(extra).copied().collect();
+    let flags: Vec<&str> = STRICT_C99_FLAGS
+        .iter()
+        .chain(EXAMPLE_LDFLAGS)
+        .chain(extra)
+        .copied()
+        .collect();
     // compile_with() takes paths relative to tests/c/.
     compile_with(&format!("../../c_examples/{name}.c"), &flags)
 }
