@@ -157,18 +157,24 @@ impl ActiveEntry {
 
 impl ActiveRequests {
     pub(crate) fn register(self: &Arc<Self>, fd: RawFd) -> ActiveEntry {
-        let between = Arc::new(AtomicBool::new(false));
         let mut t = lock(&self.table);
-        let slot = match t.free.pop() {
+        let (slot, between) = match t.free.pop() {
+            // A free slot's flag is reused (no allocation per request): the
+            // request that had it left the table, after which it reads no
+            // more, so nothing else sets it now.
             Some(slot) => {
-                t.fds[slot] = (fd, between.clone());
-                slot
+                let entry = &mut t.fds[slot];
+                entry.0 = fd;
+                entry.1.store(false, Ordering::SeqCst);
+                (slot, entry.1.clone())
             }
             None => {
+                let between = Arc::new(AtomicBool::new(false));
                 t.fds.push((fd, between.clone()));
-                t.fds.len() - 1
+                (t.fds.len() - 1, between)
             }
         };
+        drop(t);
         ActiveEntry {
             table: self.clone(),
             slot,
@@ -287,5 +293,26 @@ impl DrainPipe {
     pub(crate) fn read_end(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self.read.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_free_slot_keeps_its_flag_for_the_next_request() {
+        let table = Arc::new(ActiveRequests::default());
+        let first = table.register(10);
+        let flag = first.waiting_flag();
+        flag.store(true, Ordering::SeqCst);
+        drop(first);
+        let second = table.register(11);
+        // The same flag, no new allocation, cleared for the new request.
+        assert!(Arc::ptr_eq(&flag, &second.waiting_flag()));
+        assert!(!second.waiting_flag().load(Ordering::SeqCst));
+        // A slot in use is not shared.
+        let third = table.register(12);
+        assert!(!Arc::ptr_eq(&flag, &third.waiting_flag()));
     }
 }

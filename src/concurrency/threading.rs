@@ -69,6 +69,86 @@ impl Drop for Finished {
     }
 }
 
+/// What a handler thread is given: moved in whole, one allocation.
+struct Start<F> {
+    finished: Finished,
+    request: Request,
+    work: F,
+}
+
+/// Hands `value` through unchanged: what crosses to a thread through a
+/// raw pointer must be Send, which the compiler checks only here.
+fn sendable<T: Send>(value: T) -> T {
+    value
+}
+
+/// Starts a detached thread running `main(arg)` with a stack of
+/// `stack_size` bytes; pthread_create's status (0: started).
+///
+/// # Safety
+/// `main` must be sound to call with `arg` on another thread, which then
+/// owns whatever `arg` points to.
+unsafe fn start_detached(
+    stack_size: usize,
+    main: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    arg: *mut libc::c_void,
+) -> libc::c_int {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: pthread_attr_init initialises the attribute object we own;
+    // the calls after it use it initialised, and it is destroyed last
+    // (pthread_create copies what it needs).
+    unsafe {
+        let rc = libc::pthread_attr_init(attr.as_mut_ptr());
+        if rc != 0 {
+            return rc;
+        }
+        let attr = attr.as_mut_ptr();
+        let mut rc = libc::pthread_attr_setdetachstate(attr, libc::PTHREAD_CREATE_DETACHED);
+        if rc == 0 {
+            rc = libc::pthread_attr_setstacksize(attr, stack_size.max(libc::PTHREAD_STACK_MIN));
+        }
+        if rc == 0 {
+            let mut thread: libc::pthread_t = 0;
+            rc = libc::pthread_create(&mut thread, attr, main, arg);
+        }
+        libc::pthread_attr_destroy(attr);
+        rc
+    }
+}
+
+/// A handler thread's entry (pthread_create's start routine, hence the C
+/// ABI): runs the request, then `finished` goes down last, so that it holds
+/// the thread's last reference to the server (see `Finished`).
+extern "C" fn thread_main<F>(arg: *mut libc::c_void) -> *mut libc::c_void
+where
+    F: FnOnce(Request) -> Result<(), Error> + Send + 'static,
+{
+    // SAFETY: `arg` is the `Box<Start<F>>` ThreadTracker::spawn leaked for
+    // this thread, which pthread_create started: nothing else uses it.
+    let start = unsafe { Box::from_raw(arg.cast::<Start<F>>()) };
+    // A panic must not unwind out of a C-ABI function (that aborts): the
+    // work's panics are reported by catch_reported; this catches the rest
+    // (none expected: the counts' lock ignores poison), already printed by
+    // the panic hook.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let Start {
+            finished,
+            request,
+            work,
+        } = *start;
+        {
+            let server = finished.server.as_ref().expect("set until drop");
+            if finished.joinable {
+                set_current_worker(WorkerKind::JoinableThread, server);
+            }
+            // A failed request was already reported through handle_error.
+            catch_reported(server.handler(), || work(request));
+        }
+        drop(finished);
+    }));
+    std::ptr::null_mut()
+}
+
 impl ThreadTracker {
     pub(crate) fn new(config: &Config) -> Self {
         ThreadTracker {
@@ -81,12 +161,24 @@ impl ThreadTracker {
 
     /// Runs `work(request)` on a new thread. On failure the request comes
     /// back with the error, for the caller to report and close.
-    pub(crate) fn spawn(
+    ///
+    /// The thread is a detached pthread started here rather than a
+    /// `std::thread`: per connection, std's name, `Thread` handle, result
+    /// packet, spawn hooks and thread-local guard key cost five allocations
+    /// freed on the new thread (each one then also freed again from its
+    /// malloc cache when the thread exits), a prctl(PR_SET_NAME) and a
+    /// pthread key walk at exit: most of a short connection's instructions.
+    /// Nothing here needs them: the thread is never joined (close waits on
+    /// the counts) and a panic is caught in the thread itself.
+    pub(crate) fn spawn<F>(
         &self,
         server: &Arc<Server>,
         request: Request,
-        work: impl FnOnce(Request) -> Result<(), Error> + Send + 'static,
-    ) -> Result<(), super::NotStarted> {
+        work: F,
+    ) -> Result<(), super::NotStarted>
+    where
+        F: FnOnce(Request) -> Result<(), Error> + Send + 'static,
+    {
         let joinable = !self.daemon;
         {
             let mut c = lock(&self.counts.0);
@@ -95,52 +187,37 @@ impl ThreadTracker {
                 c.joinable += 1;
             }
         }
-        let finished = Finished {
-            counts: self.counts.clone(),
-            joinable,
-            server: Some(server.clone()),
-            capped: self.max_threads > 0,
-        };
-        // The request travels through a slot so that it can be given back
-        // if the thread cannot be started.
-        let slot = Arc::new(Mutex::new(Some(request)));
-        let thread_slot = slot.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ss-handler".into())
-            .stack_size(self.stack_size)
-            .spawn(move || {
-                let finished = finished;
-                // Everything else that refers to the server (the request,
-                // `work`'s captures) is used and dropped in this block, so
-                // that `finished` holds the thread's last reference.
-                {
-                    let (thread_slot, work) = (thread_slot, work);
-                    let server = finished.server.as_ref().expect("set until drop");
-                    if joinable {
-                        set_current_worker(WorkerKind::JoinableThread, server);
-                    }
-                    let request = crate::sync::lock(&thread_slot).take();
-                    drop(thread_slot);
-                    if let Some(request) = request {
-                        // A failed request was already reported through handle_error.
-                        catch_reported(server.handler(), || work(request));
-                    }
-                }
-                drop(finished);
-            });
-        match spawned {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                // `finished` went down with the closure and undid the counts.
-                let request = crate::sync::lock(&slot).take();
-                let request =
-                    request.expect("a thread that never started cannot have taken the request");
-                Err(Box::new((
-                    request,
-                    Error::spawn("starting a handler thread", e),
-                )))
-            }
+        let start = Box::new(Start {
+            finished: Finished {
+                counts: self.counts.clone(),
+                joinable,
+                server: Some(server.clone()),
+                capped: self.max_threads > 0,
+            },
+            request,
+            work,
+        });
+        let start = Box::into_raw(sendable(start));
+        // SAFETY: thread_main::<F> takes `start` back as the Box<Start<F>>
+        // it is, on the new thread, which then owns it alone (Start<F> is
+        // Send: `sendable`); if no thread starts, it stays ours.
+        let rc = unsafe { start_detached(self.stack_size, thread_main::<F>, start.cast()) };
+        if rc == 0 {
+            return Ok(());
         }
+        // SAFETY: no thread was started, so the box is still ours alone.
+        let Start {
+            finished, request, ..
+        } = *unsafe { Box::from_raw(start) };
+        // Undoes the counts.
+        drop(finished);
+        Err(Box::new((
+            request,
+            Error::spawn(
+                "starting a handler thread",
+                std::io::Error::from_raw_os_error(rc),
+            ),
+        )))
     }
 
     pub(crate) fn has_capacity(&self) -> bool {
