@@ -466,7 +466,8 @@ static int http_on_data(ss_conn *conn, const uint8_t *data, size_t len, size_t *
         /* Empty lines before a request line are ignored (RFC 9112 2.2). */
         if (req_start[0] == '\n' || (req_start[0] == '\r' && avail >= 2 && req_start[1] == '\n')) {
             pos += req_start[0] == '\n' ? 1 : 2;
-            if (out_len == 0)
+            /* Not past a response still held in `only` (not yet written). */
+            if (out_len == 0 && only == NULL)
                 done = pos;
             continue;
         }
