@@ -56,18 +56,6 @@ pub struct Request {
     peer_permit: Option<PeerPermit>,
 }
 
-/// What one datagram receive gave (see [`Request::receive_datagram`]).
-/// Not boxed: it is returned once and unpacked at once, and a box would be
-/// an allocation per datagram.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Received {
-    /// Nothing was pending.
-    Nothing,
-    /// A datagram too long for max_datagram_size: reported and dropped.
-    Dropped,
-    Request(Request),
-}
-
 /// Where a handed-off request continues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandOffTarget {
@@ -142,12 +130,43 @@ struct DatagramIo {
     len: usize,
     pos: usize,
     /// Collected writes (Python's wfile); sent when the handler finishes if
-    /// the handler wrote anything.
-    reply: Option<Vec<u8>>,
+    /// the handler wrote anything (`wrote`, even zero bytes). Reused: a
+    /// blocking mode's buffers come from, and go back to, the server's
+    /// [`DatagramBuffers`].
+    reply: Vec<u8>,
+    wrote: bool,
     /// Event mode: the batch's outgoing replies, lent by the loop, which
     /// sends them all with one sendmmsg after the batch
     /// (crate::event::datagram); None: replies are sent at once.
     outbox: Option<Outbox>,
+}
+
+/// A blocking-mode server's datagram buffers: the receive buffer, and
+/// spare buffers for requests' data and replies, which a request takes
+/// when it is made and gives back when it is shut down, so that a datagram
+/// costs no allocation once the server runs.
+#[derive(Default)]
+pub(crate) struct DatagramBuffers {
+    receive: Vec<u8>,
+    spares: Vec<Vec<u8>>,
+}
+
+/// Spare buffers kept at most (two per request): enough for the requests
+/// in flight of a sync server and a few threads; beyond, buffers are freed.
+const MAX_SPARE_BUFFERS: usize = 8;
+
+impl DatagramBuffers {
+    fn take_spare(&mut self) -> Vec<u8> {
+        let mut spare = self.spares.pop().unwrap_or_default();
+        spare.clear();
+        spare
+    }
+
+    fn give_back(&mut self, buf: Vec<u8>) {
+        if buf.capacity() > 0 && self.spares.len() < MAX_SPARE_BUFFERS {
+            self.spares.push(buf);
+        }
+    }
 }
 
 /// Replies queued during a batch of datagrams, back to back in `bytes`;
@@ -199,39 +218,44 @@ impl Request {
         Request::new(server, client, RequestIo::Stream(io))
     }
 
-    /// Receives one datagram from `socket` as a request: the one datagram
-    /// receive path of every mode. `buf` is the caller's reusable receive
-    /// buffer. `lend`: the request borrows `buf` itself (an event loop,
-    /// which runs the handler at once and takes it back with
-    /// [`Request::take_datagram_buffer`]); else it gets an exact copy (a
-    /// blocking mode's request may go to another thread). A datagram over
-    /// max_datagram_size is reported to handle_error and dropped.
+    /// Receives one datagram from `socket` as a request (the blocking
+    /// modes' receive path; event mode batches its own), into `out`: the
+    /// request is large, and made in place it is not moved through a
+    /// return value. The request's data is a copy into one of `bufs`' spare
+    /// buffers, as is its reply buffer: it may go to another thread. A
+    /// datagram over max_datagram_size is reported to handle_error and
+    /// dropped. False when nothing was pending.
     pub(crate) fn receive_datagram(
         server: &Arc<Server>,
         socket: &Arc<Socket>,
-        buf: &mut Vec<u8>,
-        lend: bool,
-    ) -> Result<Received> {
+        bufs: &mut DatagramBuffers,
+        out: &mut Option<Request>,
+    ) -> Result<bool> {
         // Grows once; later resizes only set the length back.
-        buf.resize(server.config().max_datagram_size, 0);
-        let Some(dgram) = transport::recv_datagram(socket, buf)? else {
-            return Ok(Received::Nothing);
+        bufs.receive.resize(server.config().max_datagram_size, 0);
+        let Some(dgram) = transport::recv_datagram(socket, &mut bufs.receive)? else {
+            return Ok(false);
         };
-        let data = if lend {
-            std::mem::take(buf)
-        } else {
-            buf[..dgram.len].to_vec()
-        };
+        let mut data = bufs.take_spare();
+        data.extend_from_slice(&bufs.receive[..dgram.len]);
         let too_long = dgram.too_long();
-        let mut request = Request::datagram(server, socket, data, dgram.len, dgram.sender);
-        if let Some(err) = too_long {
-            server.handler().handle_error(Some(&mut request), &err);
-            if lend {
-                *buf = request.take_datagram_buffer();
-            }
-            return Ok(Received::Dropped);
+        let request = out.insert(Request::datagram(
+            server,
+            socket,
+            data,
+            dgram.len,
+            dgram.sender,
+        ));
+        if let RequestIo::Datagram(d) = &mut request.io {
+            d.reply = bufs.take_spare();
         }
-        Ok(Received::Request(request))
+        if let Some(err) = too_long {
+            server.handler().handle_error(Some(request), &err);
+            if let Some(request) = out.take() {
+                request.recycle(bufs);
+            }
+        }
+        Ok(true)
     }
 
     /// A received datagram (`data[..len]`) from `sender` as a request.
@@ -247,7 +271,8 @@ impl Request {
             data,
             len,
             pos: 0,
-            reply: None,
+            reply: Vec::new(),
+            wrote: false,
             outbox: None,
         };
         Request::new(server.clone(), sender, RequestIo::Datagram(io))
@@ -459,7 +484,8 @@ impl Request {
         let limits = self.limits("write")?;
         match &mut self.io {
             RequestIo::Datagram(d) => {
-                d.reply.get_or_insert_with(Vec::new).extend_from_slice(data);
+                d.reply.extend_from_slice(data);
+                d.wrote = true;
                 Ok(())
             }
             RequestIo::Stream(s) => s.write(data, limits),
@@ -507,13 +533,19 @@ impl Request {
     /// datagram reply, or flush a stream's buffered output.
     pub(crate) fn complete(&mut self) -> Result<()> {
         let reply = match &mut self.io {
-            RequestIo::Datagram(d) => d.reply.take(),
+            RequestIo::Datagram(d) if d.wrote => {
+                d.wrote = false;
+                std::mem::take(&mut d.reply)
+            }
+            RequestIo::Datagram(_) => return Ok(()),
             RequestIo::Stream(_) => return self.flush(),
         };
-        match reply {
-            Some(reply) => self.reply(&reply),
-            None => Ok(()),
+        let result = self.reply(&reply);
+        // Kept for the buffer's reuse (see Request::shutdown).
+        if let RequestIo::Datagram(d) = &mut self.io {
+            d.reply = reply;
         }
+        result
     }
 
     /// The limits of the next operation: its per-operation timeout, and the
@@ -546,10 +578,28 @@ impl Request {
     pub(crate) fn shutdown(mut self) {
         // Out of the drain's table before the socket can close.
         drop(self.active.take());
-        if let RequestIo::Stream(s) = self.io {
-            let unread = s.rpos != s.rend;
-            let ended = s.ended.get();
-            self.server.lingerer().close(s.socket, unread, ended);
+        match self.io {
+            RequestIo::Stream(s) => {
+                let unread = s.rpos != s.rend;
+                let ended = s.ended.get();
+                self.server.lingerer().close(s.socket, unread, ended);
+            }
+            RequestIo::Datagram(d) => {
+                // Its buffers go back for the next datagram; try_lock only:
+                // a busy lock (the serving thread receiving) just frees them.
+                if let Ok(mut bufs) = self.server.datagram_buffers().try_lock() {
+                    bufs.give_back(d.data);
+                    bufs.give_back(d.reply);
+                }
+            }
+        }
+    }
+
+    /// A datagram request's buffers back into `bufs` (its dropping ends it).
+    fn recycle(self, bufs: &mut DatagramBuffers) {
+        if let RequestIo::Datagram(d) = self.io {
+            bufs.give_back(d.data);
+            bufs.give_back(d.reply);
         }
     }
 }

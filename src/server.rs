@@ -30,7 +30,7 @@ use crate::drain::{ActiveRequests, DrainPipe, DrainState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::{EventHandler, Handler};
 use crate::linger::Lingerer;
-use crate::request::{Received, Request};
+use crate::request::Request;
 use crate::sys::{poll_fds_until, Waker};
 use crate::transport::{self, Accepted, UnixFile};
 
@@ -88,7 +88,7 @@ pub struct Server {
     /// The bound address: written once by bind, then read without a lock
     /// (a forked child may read it whatever the parent's threads held).
     bound: OnceLock<SockAddr>,
-    datagram_buffer: Mutex<Vec<u8>>,
+    datagram_buffers: Mutex<crate::request::DatagramBuffers>,
     /// Blocking datagram receive (see BlockingReceive): made on its first
     /// use, kept for the server's life (a signal handler may be sending on
     /// it), and closed in forked children.
@@ -391,7 +391,7 @@ impl Server {
             loop_exited: Condvar::new(),
             close_done: Condvar::new(),
             bound: OnceLock::new(),
-            datagram_buffer: Mutex::new(Vec::new()),
+            datagram_buffers: Mutex::new(Default::default()),
             receive_waker: OnceLock::new(),
             blocked_receive: AtomicI32::new(-1),
             lingerer: Lingerer::new(config.lingering_time, config.lingering_timeout),
@@ -432,6 +432,11 @@ impl Server {
     /// Closes request connections, lingering when needed (crate::linger).
     pub(crate) fn lingerer(&self) -> &Lingerer {
         &self.lingerer
+    }
+
+    /// The blocking modes' datagram buffers (crate::request::DatagramBuffers).
+    pub(crate) fn datagram_buffers(&self) -> &Mutex<crate::request::DatagramBuffers> {
+        &self.datagram_buffers
     }
 
     /// Accepting, shared by the serve loop and the event loops.
@@ -1040,15 +1045,18 @@ impl Server {
         socket: &Arc<Socket>,
         waker: Option<&SockAddr>,
     ) -> Result<bool> {
-        // One receive buffer, reused; each request gets an exact copy.
-        let mut buf = crate::sync::lock(&self.datagram_buffer);
-        let request = match Request::receive_datagram(self, socket, &mut buf, false)? {
-            Received::Nothing => return Ok(false),
-            Received::Dropped => return Ok(true),
-            Received::Request(request) => request,
+        // One receive buffer, reused; each request gets a copy in a reused
+        // buffer of its own.
+        let mut slot = None;
+        let mut bufs = crate::sync::lock(&self.datagram_buffers);
+        let taken = Request::receive_datagram(self, socket, &mut bufs, &mut slot)?;
+        drop(bufs);
+        let Some(request) = slot else {
+            // Nothing pending, or an over-long datagram dropped.
+            return Ok(taken);
         };
-        drop(buf);
         if waker.is_some_and(|w| w == request.client_sockaddr()) {
+            request.shutdown();
             return Ok(false);
         }
         self.dispatch(request);
