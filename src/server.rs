@@ -195,23 +195,30 @@ impl<'a> BlockingReceive<'a> {
         if !server.workers.has_capacity(server) {
             return Turn::Capped;
         }
-        match server.take_datagram(socket, Some(self.waker)) {
-            Ok(true) => {}
+        let served = match server.take_datagram(socket, Some(self.waker)) {
+            Ok(true) => true,
             Ok(false) => {
                 // Timed out (or woken): service_actions every poll
                 // interval, as the poll loop runs it.
                 if Instant::now() < *next_service {
                     return Turn::Served;
                 }
+                false
             }
             Err(e) => {
                 server.handler.handle_error(None, &e);
                 server.pause_after_error();
+                false
             }
-        }
+        };
         server.handler.service_actions(server);
         server.workers.reap(server);
-        *next_service = Instant::now() + server.config.poll_interval;
+        // A datagram served is followed by service_actions anyway (as in
+        // Python's loop): the clock is read only for the idle case, not
+        // once per datagram.
+        if !served {
+            *next_service = Instant::now() + server.config.poll_interval;
+        }
         Turn::Served
     }
 }
