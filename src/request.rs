@@ -501,10 +501,11 @@ impl Request {
 
     /// Reads up to `buf.len()` bytes; 0 means end of stream (or of the datagram).
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let limits = self.limits("read")?;
+        self.check_deadline("read")?;
         if buf.is_empty() {
             return Ok(0);
         }
+        let limits = self.unchecked_limits();
         match &mut self.s.io {
             RequestIo::Datagram(d) => {
                 Ok(d.take(buf.len(), |src| buf[..src.len()].copy_from_slice(src)))
@@ -533,7 +534,8 @@ impl Request {
     /// Reads one line, newline included, but at most `limit` bytes (Python's
     /// `readline(limit)`). Returns the number of bytes put in `buf`; 0 at end.
     pub fn readline(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let limits = self.limits("readline")?;
+        self.check_deadline("readline")?;
+        let limits = self.unchecked_limits();
         match &mut self.s.io {
             RequestIo::Datagram(d) => {
                 let rest = &d.data[d.pos..d.len];
@@ -551,7 +553,8 @@ impl Request {
     /// Writes all of `data` (a stream sends it unless a write buffer is set;
     /// a datagram request collects it for the reply).
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        let limits = self.limits("write")?;
+        self.check_deadline("write")?;
+        let limits = self.unchecked_limits();
         match &mut self.s.io {
             RequestIo::Datagram(d) => {
                 d.reply.extend_from_slice(data);
@@ -624,16 +627,27 @@ impl Request {
     /// The limits of the next operation: its per-operation timeout, and the
     /// request's deadline, which must not have passed yet.
     fn limits(&self, what: &str) -> Result<Limits> {
-        let limits = Limits {
+        self.check_deadline(what)?;
+        Ok(self.unchecked_limits())
+    }
+
+    /// Fails once the request's deadline has passed. Apart from
+    /// [`Request::unchecked_limits`], so that the datagram paths, which
+    /// need no limits, build no Result of them.
+    #[inline]
+    fn check_deadline(&self, what: &str) -> Result<()> {
+        match self.s.deadline {
+            Some((at, length)) if Instant::now() >= at => Err(deadline_passed(what, length)),
+            _ => Ok(()),
+        }
+    }
+
+    #[inline]
+    fn unchecked_limits(&self) -> Limits {
+        Limits {
             timeout: self.s.timeout,
             deadline: self.s.deadline,
-        };
-        if let Some((at, length)) = self.s.deadline {
-            if Instant::now() >= at {
-                return Err(deadline_passed(what, length));
-            }
         }
-        Ok(limits)
     }
 
     fn reply_wait(&self, limits: Limits) -> ReplyWait {
@@ -761,7 +775,11 @@ impl DatagramIo {
     /// Consumes up to `n` unread bytes, handing them to `copy`.
     fn take(&mut self, n: usize, copy: impl FnOnce(&[u8])) -> usize {
         let n = n.min(self.len - self.pos);
-        copy(&self.data[self.pos..self.pos + n]);
+        // The read after the last byte (a handler's loop to end of data)
+        // copies nothing: no memcpy call for it.
+        if n > 0 {
+            copy(&self.data[self.pos..self.pos + n]);
+        }
         self.pos += n;
         n
     }

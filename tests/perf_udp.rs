@@ -675,12 +675,23 @@ fn sync_udp_allocates_nothing_and_reads_no_clock_per_datagram() {
 /// server (callgrind; issue 12's instr case, one client here), bounded
 /// with a margin of about 10 %: the request is made in place and its
 /// buffers reused, not allocated and copied per datagram.
-const SYNC_UDP_INSTRUCTIONS_PER_DATAGRAM: u64 = 1750;
+const SYNC_UDP_INSTRUCTIONS_PER_DATAGRAM: u64 = 1700;
 
 #[test]
 fn sync_udp_instructions_per_datagram_stay_bounded() {
     let p = callgrind_profile("sync", 500);
     let per = p.instructions / p.datagrams;
+    // glibc's memcpy (its x86-64 variants all live in this file): five
+    // copies per datagram are the data's own (the sender's address out of
+    // recvfrom and into the request, the datagram into the request, out
+    // to the handler, into the reply); the request itself moves without
+    // one (a few words), and a read at the end of the data copies nothing.
+    let copies = p.calls("memmove-vec-unaligned-erms.S:");
+    assert!(
+        copies <= 5 * p.datagrams,
+        "{copies} memcpy calls for {} datagrams",
+        p.datagrams
+    );
     assert!(
         per <= SYNC_UDP_INSTRUCTIONS_PER_DATAGRAM,
         "{per} instructions per datagram (bound {SYNC_UDP_INSTRUCTIONS_PER_DATAGRAM})"
