@@ -1062,7 +1062,11 @@ impl Server {
             // Nothing pending, or an over-long datagram dropped.
             return Ok(taken);
         };
-        if waker.is_some_and(|w| w == request.client_sockaddr()) {
+        // The wake-up is an empty datagram: the length is looked at first,
+        // so that a request's sender is not compared with the waker's
+        // address (a memcmp) per datagram.
+        let empty = request.datagram_data().is_some_and(<[u8]>::is_empty);
+        if empty && waker.is_some_and(|w| w == request.client_sockaddr()) {
             request.shutdown();
             return Ok(false);
         }
