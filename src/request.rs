@@ -34,8 +34,20 @@ pub const DATAGRAM_REPLY_WAIT: Duration = Duration::from_millis(50);
 const KERNEL_TIMEOUT_SLACK: Duration = Duration::from_millis(10);
 
 /// One request: a stream connection or one datagram, with its client.
+/// Small, so that handing it on by value (through the concurrency models
+/// to finish and close) moves three words, not its whole state; a
+/// datagram request's state box is reused (see [`DatagramBuffers`]).
 pub struct Request {
     server: Arc<Server>,
+    /// A datagram request's socket, the server's: replies go out through
+    /// it. Outside `s`, so that a state kept for reuse holds no socket
+    /// open. None for a stream (StreamIo owns its socket).
+    socket: Option<Arc<Socket>>,
+    s: Box<State>,
+}
+
+/// A request's state (see [`Request`]).
+struct State {
     client: SockAddr,
     /// Formatted when first asked for: most datagram handlers never do.
     client_text: OnceLock<String>,
@@ -56,16 +68,34 @@ pub struct Request {
     peer_permit: Option<PeerPermit>,
 }
 
-/// What one datagram receive gave (see [`Request::receive_datagram`]).
-/// Not boxed: it is returned once and unpacked at once, and a box would be
-/// an allocation per datagram.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Received {
-    /// Nothing was pending.
-    Nothing,
-    /// A datagram too long for max_datagram_size: reported and dropped.
-    Dropped,
-    Request(Request),
+impl State {
+    fn new(server: &Server, client: SockAddr, io: RequestIo) -> State {
+        let (timeout, deadline) = State::limits_for(server);
+        State {
+            client_text: OnceLock::new(),
+            client,
+            timeout,
+            deadline,
+            active: None,
+            io,
+            in_handle: false,
+            hand_off: None,
+            data: 0,
+            peer_permit: None,
+        }
+    }
+
+    /// A new request's timeout and deadline.
+    fn limits_for(server: &Server) -> (Option<Duration>, Option<(Instant, Duration)>) {
+        let config = server.config();
+        // Event mode bounds its connections itself; its datagram requests
+        // never wait.
+        let deadline = config
+            .request_deadline
+            .filter(|_| config.concurrency != Concurrency::Event)
+            .map(|d| (Instant::now() + d, d));
+        (config.request_timeout, deadline)
+    }
 }
 
 /// Where a handed-off request continues.
@@ -134,21 +164,53 @@ struct Between {
 }
 
 struct DatagramIo {
-    /// The server's socket, shared: replies go out through it.
-    socket: Arc<Socket>,
     /// The datagram is `data[..len]`: an event loop lends its whole
     /// receive buffer, which it takes back after the handler ran.
     data: Vec<u8>,
     len: usize,
     pos: usize,
     /// Collected writes (Python's wfile); sent when the handler finishes if
-    /// the handler wrote anything.
-    reply: Option<Vec<u8>>,
+    /// the handler wrote anything (`wrote`, even zero bytes). Reused: a
+    /// blocking mode's buffers come from, and go back to, the server's
+    /// [`DatagramBuffers`].
+    reply: Vec<u8>,
+    wrote: bool,
     /// Event mode: the batch's outgoing replies, lent by the loop, which
     /// sends them all with one sendmmsg after the batch
     /// (crate::event::datagram); None: replies are sent at once.
     outbox: Option<Outbox>,
 }
+
+/// A blocking-mode server's datagram buffers: the receive buffer, and
+/// spare buffers for requests' data and replies, which a request takes
+/// when it is made and gives back when it is shut down, so that a datagram
+/// costs no allocation once the server runs.
+#[derive(Default)]
+pub(crate) struct DatagramBuffers {
+    receive: Vec<u8>,
+    spares: Vec<SpareState>,
+}
+
+/// Spare request states kept at most: enough for the requests in flight
+/// of a sync server and a few threads; beyond, they are freed.
+const MAX_SPARE_STATES: usize = 8;
+
+impl DatagramBuffers {
+    fn take_spare(&mut self) -> Option<SpareState> {
+        self.spares.pop()
+    }
+
+    fn give_back(&mut self, spare: SpareState) {
+        if self.spares.len() < MAX_SPARE_STATES {
+            self.spares.push(spare);
+        }
+    }
+}
+
+/// A finished datagram request's state, kept for the next datagram with
+/// its buffers (the datagram's copy, the reply) and nothing else: no
+/// socket, server or other request's values.
+pub(crate) struct SpareState(Box<State>);
 
 /// Replies queued during a batch of datagrams, back to back in `bytes`;
 /// reply `i` ends at `ends[i]`.
@@ -196,74 +258,130 @@ impl Request {
             rcvtimeo: std::cell::Cell::new(None),
             exposed: std::cell::Cell::new(false),
         };
-        Request::new(server, client, RequestIo::Stream(io))
+        Request {
+            s: Box::new(State::new(&server, client, RequestIo::Stream(io))),
+            server,
+            socket: None,
+        }
     }
 
-    /// Receives one datagram from `socket` as a request: the one datagram
-    /// receive path of every mode. `buf` is the caller's reusable receive
-    /// buffer. `lend`: the request borrows `buf` itself (an event loop,
-    /// which runs the handler at once and takes it back with
-    /// [`Request::take_datagram_buffer`]); else it gets an exact copy (a
-    /// blocking mode's request may go to another thread). A datagram over
-    /// max_datagram_size is reported to handle_error and dropped.
+    /// Receives one datagram from `socket` as a request (the blocking
+    /// modes' receive path; event mode batches its own), into `out`: the
+    /// request is large, and made in place it is not moved through a
+    /// return value. The request's data is a copy into one of `bufs`' spare
+    /// buffers, as is its reply buffer: it may go to another thread. A
+    /// datagram over max_datagram_size is reported to handle_error and
+    /// dropped. False when nothing was pending.
     pub(crate) fn receive_datagram(
         server: &Arc<Server>,
         socket: &Arc<Socket>,
-        buf: &mut Vec<u8>,
-        lend: bool,
-    ) -> Result<Received> {
+        bufs: &mut DatagramBuffers,
+        out: &mut Option<Request>,
+    ) -> Result<bool> {
         // Grows once; later resizes only set the length back.
-        buf.resize(server.config().max_datagram_size, 0);
-        let Some(dgram) = transport::recv_datagram(socket, buf)? else {
-            return Ok(Received::Nothing);
-        };
-        let data = if lend {
-            std::mem::take(buf)
-        } else {
-            buf[..dgram.len].to_vec()
+        bufs.receive.resize(server.config().max_datagram_size, 0);
+        let Some(dgram) = transport::recv_datagram(socket, &mut bufs.receive)? else {
+            return Ok(false);
         };
         let too_long = dgram.too_long();
-        let mut request = Request::datagram(server, socket, data, dgram.len, dgram.sender);
-        if let Some(err) = too_long {
-            server.handler().handle_error(Some(&mut request), &err);
-            if lend {
-                *buf = request.take_datagram_buffer();
-            }
-            return Ok(Received::Dropped);
+        let mut state = Request::datagram_state(server, bufs.take_spare(), dgram.sender);
+        if let RequestIo::Datagram(d) = &mut state.io {
+            d.data.clear();
+            d.data.extend_from_slice(&bufs.receive[..dgram.len]);
+            d.len = dgram.len;
         }
-        Ok(Received::Request(request))
+        let request = out.insert(Request {
+            server: server.clone(),
+            socket: Some(socket.clone()),
+            s: state,
+        });
+        if let Some(err) = too_long {
+            server.handler().handle_error(Some(request), &err);
+            if let Some(spare) = out.take().and_then(Request::into_spare) {
+                bufs.give_back(spare);
+            }
+        }
+        Ok(true)
     }
 
-    /// A received datagram (`data[..len]`) from `sender` as a request.
+    /// A received datagram (`data[..len]`) from `sender` as a request, in
+    /// `spare`'s state if given (its buffers reused; `data` replaces its
+    /// datagram buffer).
     pub(crate) fn datagram(
         server: &Arc<Server>,
         socket: &Arc<Socket>,
         data: Vec<u8>,
         len: usize,
         sender: SockAddr,
+        spare: Option<SpareState>,
     ) -> Request {
-        let io = DatagramIo {
-            socket: socket.clone(),
-            data,
-            len,
-            pos: 0,
-            reply: None,
-            outbox: None,
+        let mut state = Request::datagram_state(server, spare, sender);
+        if let RequestIo::Datagram(d) = &mut state.io {
+            d.data = data;
+            d.len = len;
+        }
+        Request {
+            server: server.clone(),
+            socket: Some(socket.clone()),
+            s: state,
+        }
+    }
+
+    /// A datagram request's state for `sender`: `spare` (already reset by
+    /// [`Request::into_spare`]) or a new one.
+    fn datagram_state(server: &Server, spare: Option<SpareState>, sender: SockAddr) -> Box<State> {
+        let Some(SpareState(mut state)) = spare else {
+            let io = DatagramIo {
+                data: Vec::new(),
+                len: 0,
+                pos: 0,
+                reply: Vec::new(),
+                wrote: false,
+                outbox: None,
+            };
+            return Box::new(State::new(server, sender, RequestIo::Datagram(io)));
         };
-        Request::new(server.clone(), sender, RequestIo::Datagram(io))
+        let (timeout, deadline) = State::limits_for(server);
+        state.client = sender;
+        state.timeout = timeout;
+        state.deadline = deadline;
+        state
+    }
+
+    /// A finished datagram request's state, reset for reuse (its buffers
+    /// kept, emptied); None for a stream request.
+    pub(crate) fn into_spare(self) -> Option<SpareState> {
+        let mut state = self.s;
+        let RequestIo::Datagram(d) = &mut state.io else {
+            return None;
+        };
+        d.pos = 0;
+        d.len = 0;
+        d.wrote = false;
+        d.reply.clear();
+        d.outbox = None;
+        if state.client_text.get().is_some() {
+            state.client_text = OnceLock::new();
+        }
+        state.active = None;
+        state.in_handle = false;
+        state.hand_off = None;
+        state.data = 0;
+        state.peer_permit = None;
+        Some(SpareState(state))
     }
 
     /// Event mode: lends the batch's outbox to this datagram request, so
     /// that its replies are queued there rather than sent at once.
     pub(crate) fn lend_outbox(&mut self, outbox: Outbox) {
-        if let RequestIo::Datagram(d) = &mut self.io {
+        if let RequestIo::Datagram(d) = &mut self.s.io {
             d.outbox = Some(outbox);
         }
     }
 
     /// The outbox lent by [`Request::lend_outbox`] (an empty one if none).
     pub(crate) fn take_outbox(&mut self) -> Outbox {
-        match &mut self.io {
+        match &mut self.s.io {
             RequestIo::Datagram(d) => d.outbox.take().unwrap_or_default(),
             RequestIo::Stream(_) => Outbox::default(),
         }
@@ -271,73 +389,49 @@ impl Request {
 
     /// The receive buffer a datagram request was lent (empty for others).
     pub(crate) fn take_datagram_buffer(&mut self) -> Vec<u8> {
-        match &mut self.io {
+        match &mut self.s.io {
             RequestIo::Datagram(d) => std::mem::take(&mut d.data),
             RequestIo::Stream(_) => Vec::new(),
-        }
-    }
-
-    fn new(server: Arc<Server>, client: SockAddr, io: RequestIo) -> Self {
-        let config = server.config();
-        let timeout = config.request_timeout;
-        // Event mode bounds its connections itself; its datagram requests
-        // never wait.
-        let deadline = config
-            .request_deadline
-            .filter(|_| config.concurrency != Concurrency::Event)
-            .map(|d| (Instant::now() + d, d));
-        Request {
-            client_text: OnceLock::new(),
-            server,
-            client,
-            timeout,
-            deadline,
-            active: None,
-            io,
-            in_handle: false,
-            hand_off: None,
-            data: 0,
-            peer_permit: None,
         }
     }
 
     /// Enters the request in the table a drain cuts (see crate::drain):
     /// its stream marks when it waits for the client's next request.
     pub(crate) fn set_active(&mut self, entry: crate::drain::ActiveEntry) {
-        if let RequestIo::Stream(s) = &mut self.io {
+        if let RequestIo::Stream(s) = &mut self.s.io {
             s.between = Some(Between {
                 flag: entry.waiting_flag(),
                 server: self.server.clone(),
                 sync: self.server.config().concurrency == Concurrency::Sync,
             });
         }
-        self.active = Some(entry);
+        self.s.active = Some(entry);
     }
 
     pub(crate) fn set_peer_permit(&mut self, permit: Option<PeerPermit>) {
-        self.peer_permit = permit;
+        self.s.peer_permit = permit;
     }
 
     /// For SS_FORKING: the parent keeps the permit until the child ends.
     pub(crate) fn take_peer_permit(&mut self) -> Option<PeerPermit> {
-        self.peer_permit.take()
+        self.s.peer_permit.take()
     }
 
     /// The handler's own value for this request, set by `set_data`.
     pub fn data(&self) -> usize {
-        self.data
+        self.s.data
     }
 
     pub fn set_data(&mut self, value: usize) {
-        self.data = value;
+        self.s.data = value;
     }
 
     pub(crate) fn set_in_handle(&mut self, on: bool) {
-        self.in_handle = on;
+        self.s.in_handle = on;
     }
 
     pub(crate) fn take_hand_off(&mut self) -> Option<HandOff> {
-        self.hand_off.take()
+        self.s.hand_off.take()
     }
 
     /// Asks for the rest of this request to run, once `handle` returns
@@ -346,15 +440,15 @@ impl Request {
     /// (the seed's "finish processing in a forked child"). Only from
     /// inside `handle`, once per request.
     pub fn hand_off(&mut self, target: HandOffTarget, continuation: Continuation) -> Result<()> {
-        if !self.in_handle {
+        if !self.s.in_handle {
             return Err(Error::wrong_state(
                 "a request can only be handed off from inside its handle callback",
             ));
         }
-        if self.hand_off.is_some() {
+        if self.s.hand_off.is_some() {
             return Err(Error::wrong_state("this request is already handed off"));
         }
-        self.hand_off = Some(HandOff {
+        self.s.hand_off = Some(HandOff {
             target,
             continuation,
         });
@@ -366,32 +460,33 @@ impl Request {
     }
 
     pub fn client_address(&self) -> &str {
-        self.client_text
-            .get_or_init(|| format_sockaddr(&self.client))
+        self.s
+            .client_text
+            .get_or_init(|| format_sockaddr(&self.s.client))
     }
 
     pub fn client_sockaddr(&self) -> &SockAddr {
-        &self.client
+        &self.s.client
     }
 
     pub fn is_datagram(&self) -> bool {
-        matches!(self.io, RequestIo::Datagram(_))
+        matches!(self.s.io, RequestIo::Datagram(_))
     }
 
     /// The connection's fd, or the server socket's for a datagram.
     pub fn fileno(&self) -> RawFd {
-        match &self.io {
+        match &self.s.io {
             RequestIo::Stream(s) => {
                 s.expose();
                 s.socket.as_raw_fd()
             }
-            RequestIo::Datagram(d) => d.socket.as_raw_fd(),
+            RequestIo::Datagram(_) => self.socket.as_ref().map_or(-1, |s| s.as_raw_fd()),
         }
     }
 
     /// The received datagram, whole; None for a stream request.
     pub fn datagram_data(&self) -> Option<&[u8]> {
-        match &self.io {
+        match &self.s.io {
             RequestIo::Datagram(d) => Some(&d.data[..d.len]),
             RequestIo::Stream(_) => None,
         }
@@ -400,17 +495,18 @@ impl Request {
     /// Per-operation timeout for the request's reads and writes (None: block).
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
         check_request_timeout(timeout)?;
-        self.timeout = timeout;
+        self.s.timeout = timeout;
         Ok(())
     }
 
     /// Reads up to `buf.len()` bytes; 0 means end of stream (or of the datagram).
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let limits = self.limits("read")?;
+        self.check_deadline("read")?;
         if buf.is_empty() {
             return Ok(0);
         }
-        match &mut self.io {
+        let limits = self.unchecked_limits();
+        match &mut self.s.io {
             RequestIo::Datagram(d) => {
                 Ok(d.take(buf.len(), |src| buf[..src.len()].copy_from_slice(src)))
             }
@@ -438,8 +534,9 @@ impl Request {
     /// Reads one line, newline included, but at most `limit` bytes (Python's
     /// `readline(limit)`). Returns the number of bytes put in `buf`; 0 at end.
     pub fn readline(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let limits = self.limits("readline")?;
-        match &mut self.io {
+        self.check_deadline("readline")?;
+        let limits = self.unchecked_limits();
+        match &mut self.s.io {
             RequestIo::Datagram(d) => {
                 let rest = &d.data[d.pos..d.len];
                 let limit = buf.len().min(rest.len());
@@ -456,10 +553,12 @@ impl Request {
     /// Writes all of `data` (a stream sends it unless a write buffer is set;
     /// a datagram request collects it for the reply).
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        let limits = self.limits("write")?;
-        match &mut self.io {
+        self.check_deadline("write")?;
+        let limits = self.unchecked_limits();
+        match &mut self.s.io {
             RequestIo::Datagram(d) => {
-                d.reply.get_or_insert_with(Vec::new).extend_from_slice(data);
+                d.reply.extend_from_slice(data);
+                d.wrote = true;
                 Ok(())
             }
             RequestIo::Stream(s) => s.write(data, limits),
@@ -469,12 +568,12 @@ impl Request {
     /// Sends buffered output (a no-op for datagrams, which reply on finish,
     /// and when nothing is buffered).
     pub fn flush(&mut self) -> Result<()> {
-        match &self.io {
+        match &self.s.io {
             RequestIo::Stream(s) if !s.wbuf.is_empty() => {}
             _ => return Ok(()),
         }
         let limits = self.limits("flush")?;
-        match &mut self.io {
+        match &mut self.s.io {
             RequestIo::Datagram(_) => Ok(()),
             RequestIo::Stream(s) => s.flush(limits),
         }
@@ -486,16 +585,19 @@ impl Request {
     pub fn reply(&mut self, data: &[u8]) -> Result<()> {
         let limits = self.limits("reply")?;
         let wait = self.reply_wait(limits);
-        match &mut self.io {
+        match &mut self.s.io {
             RequestIo::Datagram(DatagramIo {
                 outbox: Some(outbox),
                 ..
             }) => {
-                check_reply_address(&self.client)?;
+                check_reply_address(&self.s.client)?;
                 outbox.push(data);
                 Ok(())
             }
-            RequestIo::Datagram(d) => send_datagram(&d.socket, data, &self.client, wait),
+            RequestIo::Datagram(_) => match &self.socket {
+                Some(socket) => send_datagram(socket, data, &self.s.client, wait),
+                None => Err(Error::wrong_state("a datagram request without its socket")),
+            },
             RequestIo::Stream(s) => {
                 s.flush(limits)?;
                 s.send_all(data, limits)
@@ -506,29 +608,46 @@ impl Request {
     /// What the server does once the handler is done: send the collected
     /// datagram reply, or flush a stream's buffered output.
     pub(crate) fn complete(&mut self) -> Result<()> {
-        let reply = match &mut self.io {
-            RequestIo::Datagram(d) => d.reply.take(),
+        let reply = match &mut self.s.io {
+            RequestIo::Datagram(d) if d.wrote => {
+                d.wrote = false;
+                std::mem::take(&mut d.reply)
+            }
+            RequestIo::Datagram(_) => return Ok(()),
             RequestIo::Stream(_) => return self.flush(),
         };
-        match reply {
-            Some(reply) => self.reply(&reply),
-            None => Ok(()),
+        let result = self.reply(&reply);
+        // Kept for the buffer's reuse (see Request::shutdown).
+        if let RequestIo::Datagram(d) = &mut self.s.io {
+            d.reply = reply;
         }
+        result
     }
 
     /// The limits of the next operation: its per-operation timeout, and the
     /// request's deadline, which must not have passed yet.
     fn limits(&self, what: &str) -> Result<Limits> {
-        let limits = Limits {
-            timeout: self.timeout,
-            deadline: self.deadline,
-        };
-        if let Some((at, length)) = self.deadline {
-            if Instant::now() >= at {
-                return Err(deadline_passed(what, length));
-            }
+        self.check_deadline(what)?;
+        Ok(self.unchecked_limits())
+    }
+
+    /// Fails once the request's deadline has passed. Apart from
+    /// [`Request::unchecked_limits`], so that the datagram paths, which
+    /// need no limits, build no Result of them.
+    #[inline]
+    fn check_deadline(&self, what: &str) -> Result<()> {
+        match self.s.deadline {
+            Some((at, length)) if Instant::now() >= at => Err(deadline_passed(what, length)),
+            _ => Ok(()),
         }
-        Ok(limits)
+    }
+
+    #[inline]
+    fn unchecked_limits(&self) -> Limits {
+        Limits {
+            timeout: self.s.timeout,
+            deadline: self.s.deadline,
+        }
     }
 
     fn reply_wait(&self, limits: Limits) -> ReplyWait {
@@ -545,11 +664,23 @@ impl Request {
     /// is the server's.
     pub(crate) fn shutdown(mut self) {
         // Out of the drain's table before the socket can close.
-        drop(self.active.take());
-        if let RequestIo::Stream(s) = self.io {
+        drop(self.s.active.take());
+        if self.socket.is_some() {
+            // A datagram's state goes back for the next datagram; try_lock
+            // only: a busy lock (the serving thread receiving) frees it.
+            let server = self.server.clone();
+            if let Ok(mut bufs) = server.datagram_buffers().try_lock() {
+                if let Some(spare) = self.into_spare() {
+                    bufs.give_back(spare);
+                }
+            }
+            return;
+        }
+        let server = self.server;
+        if let RequestIo::Stream(s) = self.s.io {
             let unread = s.rpos != s.rend;
             let ended = s.ended.get();
-            self.server.lingerer().close(s.socket, unread, ended);
+            server.lingerer().close(s.socket, unread, ended);
         }
     }
 }
@@ -644,7 +775,11 @@ impl DatagramIo {
     /// Consumes up to `n` unread bytes, handing them to `copy`.
     fn take(&mut self, n: usize, copy: impl FnOnce(&[u8])) -> usize {
         let n = n.min(self.len - self.pos);
-        copy(&self.data[self.pos..self.pos + n]);
+        // The read after the last byte (a handler's loop to end of data)
+        // copies nothing: no memcpy call for it.
+        if n > 0 {
+            copy(&self.data[self.pos..self.pos + n]);
+        }
         self.pos += n;
         n
     }

@@ -30,7 +30,7 @@ use crate::drain::{ActiveRequests, DrainPipe, DrainState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::{EventHandler, Handler};
 use crate::linger::Lingerer;
-use crate::request::{Received, Request};
+use crate::request::Request;
 use crate::sys::{poll_fds_until, Waker};
 use crate::transport::{self, Accepted, UnixFile};
 
@@ -88,7 +88,7 @@ pub struct Server {
     /// The bound address: written once by bind, then read without a lock
     /// (a forked child may read it whatever the parent's threads held).
     bound: OnceLock<SockAddr>,
-    datagram_buffer: Mutex<Vec<u8>>,
+    datagram_buffers: Mutex<crate::request::DatagramBuffers>,
     /// Blocking datagram receive (see BlockingReceive): made on its first
     /// use, kept for the server's life (a signal handler may be sending on
     /// it), and closed in forked children.
@@ -195,23 +195,30 @@ impl<'a> BlockingReceive<'a> {
         if !server.workers.has_capacity(server) {
             return Turn::Capped;
         }
-        match server.take_datagram(socket, Some(self.waker)) {
-            Ok(true) => {}
+        let served = match server.take_datagram(socket, Some(self.waker)) {
+            Ok(true) => true,
             Ok(false) => {
                 // Timed out (or woken): service_actions every poll
                 // interval, as the poll loop runs it.
                 if Instant::now() < *next_service {
                     return Turn::Served;
                 }
+                false
             }
             Err(e) => {
                 server.handler.handle_error(None, &e);
                 server.pause_after_error();
+                false
             }
-        }
+        };
         server.handler.service_actions(server);
         server.workers.reap(server);
-        *next_service = Instant::now() + server.config.poll_interval;
+        // A datagram served is followed by service_actions anyway (as in
+        // Python's loop): the clock is read only for the idle case, not
+        // once per datagram.
+        if !served {
+            *next_service = Instant::now() + server.config.poll_interval;
+        }
         Turn::Served
     }
 }
@@ -391,7 +398,7 @@ impl Server {
             loop_exited: Condvar::new(),
             close_done: Condvar::new(),
             bound: OnceLock::new(),
-            datagram_buffer: Mutex::new(Vec::new()),
+            datagram_buffers: Mutex::new(Default::default()),
             receive_waker: OnceLock::new(),
             blocked_receive: AtomicI32::new(-1),
             lingerer: Lingerer::new(config.lingering_time, config.lingering_timeout),
@@ -432,6 +439,11 @@ impl Server {
     /// Closes request connections, lingering when needed (crate::linger).
     pub(crate) fn lingerer(&self) -> &Lingerer {
         &self.lingerer
+    }
+
+    /// The blocking modes' datagram buffers (crate::request::DatagramBuffers).
+    pub(crate) fn datagram_buffers(&self) -> &Mutex<crate::request::DatagramBuffers> {
+        &self.datagram_buffers
     }
 
     /// Accepting, shared by the serve loop and the event loops.
@@ -1040,15 +1052,22 @@ impl Server {
         socket: &Arc<Socket>,
         waker: Option<&SockAddr>,
     ) -> Result<bool> {
-        // One receive buffer, reused; each request gets an exact copy.
-        let mut buf = crate::sync::lock(&self.datagram_buffer);
-        let request = match Request::receive_datagram(self, socket, &mut buf, false)? {
-            Received::Nothing => return Ok(false),
-            Received::Dropped => return Ok(true),
-            Received::Request(request) => request,
+        // One receive buffer, reused; each request gets a copy in a reused
+        // buffer of its own.
+        let mut slot = None;
+        let mut bufs = crate::sync::lock(&self.datagram_buffers);
+        let taken = Request::receive_datagram(self, socket, &mut bufs, &mut slot)?;
+        drop(bufs);
+        let Some(request) = slot else {
+            // Nothing pending, or an over-long datagram dropped.
+            return Ok(taken);
         };
-        drop(buf);
-        if waker.is_some_and(|w| w == request.client_sockaddr()) {
+        // The wake-up is an empty datagram: the length is looked at first,
+        // so that a request's sender is not compared with the waker's
+        // address (a memcmp) per datagram.
+        let empty = request.datagram_data().is_some_and(<[u8]>::is_empty);
+        if empty && waker.is_some_and(|w| w == request.client_sockaddr()) {
+            request.shutdown();
             return Ok(false);
         }
         self.dispatch(request);

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use socket2::{SockAddr, SockAddrStorage, Socket};
 
 use crate::error::Error;
-use crate::request::{reply_failed, reply_sent, Outbox, Request};
+use crate::request::{reply_failed, reply_sent, Outbox, Request, SpareState};
 use crate::server::Server;
 use crate::transport::datagram_too_long;
 
@@ -66,6 +66,9 @@ pub(super) struct DatagramBatch {
     owners: Vec<usize>,
     /// How many datagrams the next recvmmsg asks for.
     want: usize,
+    /// The last batch's request states, reset, for the next batch's
+    /// requests: no allocation per datagram (their reply buffers too).
+    spares: Vec<SpareState>,
 }
 
 impl DatagramBatch {
@@ -189,7 +192,9 @@ impl DatagramBatch {
                 )
             };
             let data = std::mem::take(&mut self.bufs[slot]);
-            let request = Request::datagram(server, socket, data, real_len.min(size), sender);
+            let spare = self.spares.pop();
+            let request =
+                Request::datagram(server, socket, data, real_len.min(size), sender, spare);
             self.requests.push(Batched { request, real_len });
         }
         Ok(got)
@@ -288,6 +293,7 @@ impl DatagramBatch {
     fn finish(&mut self) {
         for (slot, mut batched) in self.requests.drain(..).enumerate() {
             self.bufs[slot] = batched.request.take_datagram_buffer();
+            self.spares.extend(batched.request.into_spare());
         }
         self.outbox.clear();
         self.owners.clear();
