@@ -412,6 +412,8 @@ fn udp_echo_server_asks_no_pid_per_datagram() {
     }
     let counts = strace.finish();
     assert_at_most(&counts, "getpid", 2, "UDP sync echo");
-    assert!(counts.calls("recvfrom") >= N, "{counts}");
+    // The recvfrom the server is already blocked in when strace attaches
+    // may go uncounted (seen under load: 199 of 200).
+    assert!(counts.calls("recvfrom") >= N - 1, "{counts}");
     stop(server);
 }
