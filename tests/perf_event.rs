@@ -29,6 +29,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
+use common::callgrind::Callgrind;
 use common::example::ExampleProcess;
 use common::strace::{Strace, SyscallCounts};
 use common::TempDir;
@@ -148,44 +149,23 @@ fn instructions_per_request(
     args: &[&str],
     exchange: impl Fn(&mut TcpStream, usize),
 ) -> u64 {
-    common::require_tool("valgrind", "valgrind");
-    let control = common::require_tool("callgrind_control", "valgrind");
-    let dir = TempDir::new("perf-event-cg");
-    let out = dir.path().join("callgrind.out");
-    let mut cmd = Command::new("valgrind");
-    cmd.arg("--tool=callgrind")
-        .arg("--instr-atstart=no")
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg(common::compile_example(name, &[]))
-        .args(args);
+    let callgrind = Callgrind::new();
+    let mut cmd = callgrind.command(common::compile_example(name, &[]));
+    cmd.args(args);
     let mut server = ExampleProcess::start(cmd, Duration::from_secs(60));
     let client = TcpStream::connect(server.addr()).expect("connect");
     client.set_nodelay(true).expect("nodelay");
     let mut client = with_timeouts(client, TcpStream::set_read_timeout);
     exchange(&mut client, 0);
-    let instrument = |on: &str| {
-        let status = Command::new(&control)
-            .args(["-i", on, &server.pid().to_string()])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("callgrind_control");
-        assert!(status.success(), "callgrind_control -i {on}: {status}");
-    };
-    instrument("on");
-    for i in 1..=COUNTED {
-        exchange(&mut client, i);
-    }
-    instrument("off");
+    callgrind.count(server.pid(), || {
+        for i in 1..=COUNTED {
+            exchange(&mut client, i);
+        }
+    });
     drop(client);
     let (status, err) = server.stop(libc::SIGTERM, Duration::from_secs(30));
     assert!(status.success(), "{status}: {err}");
-    let profile = std::fs::read_to_string(&out).expect("callgrind output");
-    let total: u64 = profile
-        .lines()
-        .find_map(|l| l.strip_prefix("totals:"))
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no totals line in {}", out.display()));
-    total / COUNTED as u64
+    callgrind.instructions() / COUNTED as u64
 }
 
 /// An echo's user-space cost in the event loop, counted (deterministic):

@@ -16,9 +16,9 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
+use common::callgrind::Callgrind;
 use common::example::ExampleProcess;
 use common::strace::Strace;
-use common::{require_tool, TempDir};
 
 const STARTUP: Duration = Duration::from_secs(60);
 const EXIT: Duration = Duration::from_secs(60);
@@ -39,20 +39,15 @@ fn churn(address: &str, n: u64) {
     }
 }
 
-fn echo_server_command(wrapper: &[&str]) -> Command {
-    let example = common::compile_example("echo_server", &["-O2"]);
-    let mut cmd = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(example);
-            c
-        }
-        None => Command::new(example),
-    };
-    cmd.args(["--transport", "tcp", "--mode", "threading"]);
-    cmd.args(["--address", "127.0.0.1:0"]);
-    cmd
-}
+/// echo_server's arguments here: threading mode over TCP on loopback.
+const ECHO_ARGS: [&str; 6] = [
+    "--transport",
+    "tcp",
+    "--mode",
+    "threading",
+    "--address",
+    "127.0.0.1:0",
+];
 
 fn stop(mut server: ExampleProcess) {
     let (status, stderr) = server.stop(libc::SIGTERM, EXIT);
@@ -63,7 +58,9 @@ fn stop(mut server: ExampleProcess) {
 fn threading_churn_thread_start_is_lean() {
     const N: u64 = 200;
     // System calls: no thread naming per connection.
-    let server = ExampleProcess::start(echo_server_command(&[]), STARTUP);
+    let mut cmd = Command::new(common::compile_example("echo_server", &["-O2"]));
+    cmd.args(ECHO_ARGS);
+    let server = ExampleProcess::start(cmd, STARTUP);
     let strace = Strace::attach(server.pid());
     churn(server.addr(), N);
     let counts = strace.finish();
@@ -75,42 +72,16 @@ fn threading_churn_thread_start_is_lean() {
     stop(server);
 
     // Instructions, counted only while the connections are served.
-    let valgrind = require_tool("valgrind", "valgrind");
-    let control = require_tool("callgrind_control", "valgrind");
-    let dir = TempDir::new("callgrind");
-    let out = dir.path().join("callgrind.out");
-    let out_arg = format!("--callgrind-out-file={}", out.display());
-    let valgrind = valgrind.to_string_lossy().into_owned();
-    let server = ExampleProcess::start(
-        echo_server_command(&[
-            &valgrind,
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            &out_arg,
-        ]),
-        STARTUP,
-    );
-    let instrument = |on: &str| {
-        let st = Command::new(&control)
-            .args(["-i", on, &server.pid().to_string()])
-            .output()
-            .expect("run callgrind_control");
-        assert!(st.status.success(), "callgrind_control -i {on}: {st:?}");
-    };
+    let callgrind = Callgrind::new();
+    let mut cmd = callgrind.command(common::compile_example("echo_server", &["-O2"]));
+    cmd.args(ECHO_ARGS);
+    let server = ExampleProcess::start(cmd, STARTUP);
     // One connection first: one-time costs (the first thread, lazy
     // initialisation) stay out of the count.
     churn(server.addr(), 1);
-    instrument("on");
-    churn(server.addr(), N);
-    instrument("off");
+    callgrind.count(server.pid(), || churn(server.addr(), N));
     stop(server);
-    let profile = std::fs::read_to_string(&out).expect("callgrind's output");
-    let total: u64 = profile
-        .lines()
-        .find_map(|l| l.strip_prefix("totals: "))
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|t| t.parse().ok())
-        .expect("a totals line in callgrind's output");
+    let total = callgrind.instructions();
     let per = total / N;
     eprintln!("threading churn: {per} instructions per connection");
     const BOUND: u64 = 7_700;

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::callgrind::{CallTree, Callgrind};
 use common::example::ExampleProcess;
 use common::strace::{Strace, SyscallCounts};
 use common::TempDir;
@@ -575,54 +576,16 @@ mod blocking_receive {
 struct Profile {
     instructions: u64,
     datagrams: u64,
-    /// callgrind_annotate --tree=caller.
-    tree: String,
-}
-
-impl Profile {
-    /// Calls to the function whose annotated name contains `function`
-    /// (e.g. ":malloc ["): the "(Nx)" of each of its callers.
-    fn calls(&self, function: &str) -> u64 {
-        let mut calls = 0;
-        let mut callers = Vec::new();
-        for line in self.tree.lines() {
-            // "  1,234 (0.5%)  < file:caller (56x) [object]", then the
-            // callee's own "  9,999 (2.0%)  *  file:function [object]".
-            if line.contains("%)  < ") {
-                callers.push(line);
-                continue;
-            }
-            if line.contains("%)  *  ") && line.contains(function) {
-                for caller in &callers {
-                    let count = caller
-                        .rsplit_once(" (")
-                        .and_then(|(_, rest)| rest.split_once("x)"))
-                        .and_then(|(n, _)| n.replace(',', "").parse::<u64>().ok());
-                    calls += count.unwrap_or(0);
-                }
-            }
-            callers.clear();
-        }
-        calls
-    }
+    tree: CallTree,
 }
 
 /// `echo_server --transport udp --mode MODE` under callgrind, instrumented
 /// only while one client sends `datagrams` 64-byte datagrams, one at a
 /// time, each echoed: counts that do not depend on the machine's load.
 fn callgrind_profile(mode: &str, datagrams: u64) -> Profile {
-    common::require_tool("valgrind", "valgrind");
-    let control = common::require_tool("callgrind_control", "valgrind");
-    let annotate = common::require_tool("callgrind_annotate", "valgrind");
-    let dir = TempDir::new("perf-udp-callgrind");
-    let out = dir.path().join("callgrind.out");
-    let exe = common::compile_example("echo_server", &["-O2"]);
-    let mut cmd = Command::new("valgrind");
-    cmd.arg("--tool=callgrind")
-        .arg("--instr-atstart=no")
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg(exe)
-        .args(["--transport", "udp", "--mode", mode, "--address"])
+    let callgrind = Callgrind::new();
+    let mut cmd = callgrind.command(common::compile_example("echo_server", &["-O2"]));
+    cmd.args(["--transport", "udp", "--mode", mode, "--address"])
         .arg("127.0.0.1:0");
     if mode == "event" {
         cmd.args(["--threads", "1"]);
@@ -636,36 +599,18 @@ fn callgrind_profile(mode: &str, datagrams: u64) -> Profile {
         client.send(&payload);
         assert_eq!(client.recv(), payload);
     }
-    let toggle = |on: &str| {
-        let st = Command::new(&control)
-            .args(["-i", on, &server.pid().to_string()])
-            .output()
-            .expect("callgrind_control");
-        assert!(st.status.success(), "callgrind_control -i {on}");
-    };
-    toggle("on");
-    for _ in 0..datagrams {
-        client.send(&payload);
-        assert_eq!(client.recv(), payload);
-    }
-    toggle("off");
+    callgrind.count(server.pid(), || {
+        for _ in 0..datagrams {
+            client.send(&payload);
+            assert_eq!(client.recv(), payload);
+        }
+    });
     let (status, stderr) = server.stop(libc::SIGTERM, Duration::from_secs(60));
     assert!(status.success(), "echo_server under callgrind: {stderr}");
-    let text = std::fs::read_to_string(&out).expect("callgrind output");
-    let instructions = text
-        .lines()
-        .find_map(|l| l.strip_prefix("totals: "))
-        .and_then(|t| t.trim().parse().ok())
-        .expect("a totals line");
-    let tree = Command::new(annotate)
-        .args(["--tree=caller", "--threshold=100"])
-        .arg(&out)
-        .output()
-        .expect("callgrind_annotate");
     Profile {
-        instructions,
+        instructions: callgrind.instructions(),
         datagrams,
-        tree: String::from_utf8_lossy(&tree.stdout).into_owned(),
+        tree: callgrind.caller_tree(),
     }
 }
 
@@ -675,7 +620,7 @@ fn callgrind_profile(mode: &str, datagrams: u64) -> Profile {
 #[test]
 fn sync_udp_allocates_nothing_and_reads_no_clock_per_datagram() {
     let p = callgrind_profile("sync", 500);
-    let mallocs = p.calls(":malloc [");
+    let mallocs = p.tree.calls(":malloc [");
     assert!(
         mallocs < p.datagrams / 10,
         "{mallocs} calls to malloc for {} datagrams",
@@ -683,7 +628,7 @@ fn sync_udp_allocates_nothing_and_reads_no_clock_per_datagram() {
     );
     // Nor does it read the clock per datagram (service_actions follows
     // each one anyway; the next idle-time call is timed only when idle).
-    let clocks = p.calls(":clock_gettime");
+    let clocks = p.tree.calls(":clock_gettime");
     assert!(
         clocks < p.datagrams / 10,
         "{clocks} calls to clock_gettime for {} datagrams",
@@ -706,7 +651,7 @@ fn sync_udp_instructions_per_datagram_stay_bounded() {
     // recvfrom and into the request, the datagram into the request, out
     // to the handler, into the reply); the request itself moves without
     // one (a few words), and a read at the end of the data copies nothing.
-    let copies = p.calls("memmove-vec-unaligned-erms.S:");
+    let copies = p.tree.calls("memmove-vec-unaligned-erms.S:");
     assert!(
         copies <= 5 * p.datagrams,
         "{copies} memcpy calls for {} datagrams",
@@ -714,7 +659,7 @@ fn sync_udp_instructions_per_datagram_stay_bounded() {
     );
     // Nor is each sender compared with the receive waker's address: only
     // an empty datagram can be the wake-up.
-    let compares = p.calls(":__memcmp");
+    let compares = p.tree.calls(":__memcmp");
     assert!(
         compares < p.datagrams / 10,
         "{compares} memcmp calls for {} datagrams",
