@@ -143,8 +143,8 @@ struct StreamIo {
     ended: std::cell::Cell<bool>,
     /// Set (for a drain to see, crate::drain) while such a read waits.
     between: Option<Between>,
-    /// The SO_RCVTIMEO now set on the socket (None: none, the kernel's
-    /// default): a read bounded by the per-operation timeout is then one
+    /// The SO_RCVTIMEO now set on the socket, as asked before rounding to
+    /// microseconds (None: none, the kernel's default): a read bounded by the per-operation timeout is then one
     /// blocking recv, which the kernel ends, instead of recv(MSG_DONTWAIT)
     /// + poll + recv. Set when the timeout first differs, not per read.
     rcvtimeo: std::cell::Cell<Option<Duration>>,
@@ -744,10 +744,7 @@ impl WaitEnd {
         if self.by_deadline {
             deadline_passed(what, self.length)
         } else {
-            Error::new(
-                ErrorKind::Timeout,
-                format!("{what}: timed out after {} ms", self.length.as_millis()),
-            )
+            timed_out(what, self.length)
         }
     }
 
@@ -759,6 +756,13 @@ impl WaitEnd {
             Err(e) => Err(Error::io(what, e)),
         }
     }
+}
+
+fn timed_out(what: &str, timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("{what}: timed out after {} ms", timeout.as_millis()),
+    )
 }
 
 fn deadline_passed(what: &str, length: Duration) -> Error {
@@ -948,10 +952,7 @@ impl StreamIo {
     /// One recv(MSG_DONTWAIT): Some(bytes) when data (or the end of the
     /// stream) was there, None when nothing was (or a signal came).
     fn recv_ready(&self, buf: &mut [u8]) -> Result<Option<usize>> {
-        match self
-            .socket
-            .recv_with_flags(as_uninit(buf), libc::MSG_DONTWAIT)
-        {
+        match recv_fd(self.socket.as_raw_fd(), buf, libc::MSG_DONTWAIT) {
             Ok(n) => Ok(Some(n)),
             Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => Ok(Some(0)),
             Err(e)
@@ -1032,12 +1033,17 @@ impl StreamIo {
             self.set_rcvtimeo(None)?;
             return self.recv_polled(buf, None);
         }
+        if let (Some(timeout), None) = (limits.timeout, limits.deadline) {
+            if !self.exposed.get() {
+                return self.recv_kernel_timed(buf, timeout, limits);
+            }
+        }
         // Until some bytes come: computed once, so that a wake-up with
         // nothing to read does not extend the wait.
         let end = limits.wait_end();
         if let Some(timeout) = self.kernel_timeout(&end) {
             self.set_rcvtimeo(Some(timeout))?;
-            match self.socket.recv_with_flags(as_uninit(buf), 0) {
+            match recv_fd(self.socket.as_raw_fd(), buf, 0) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(0),
                 // The kernel's timer counts in jiffies and may end up to
@@ -1054,13 +1060,40 @@ impl StreamIo {
         self.recv_polled(buf, Some(end))
     }
 
+    /// A read bounded by the per-operation timeout alone (no deadline): one
+    /// blocking recv that SO_RCVTIMEO ends, and no clock read. The option
+    /// is the timeout plus KERNEL_TIMEOUT_SLACK, at least a jiffy (HZ >=
+    /// 100): the kernel's timer may end up to one jiffy early, so EAGAIN
+    /// then means the whole timeout has passed (it ends up to the slack
+    /// late instead). A signal (EINTR) goes on with poll, the timeout
+    /// counted afresh from then: without a clock read at the start, what
+    /// is left of it is not known (a signal can stretch the wait to less
+    /// than twice the timeout, once: the poll's end stays fixed).
+    fn recv_kernel_timed(
+        &self,
+        buf: &mut [u8],
+        timeout: Duration,
+        limits: Limits,
+    ) -> Result<usize> {
+        self.set_rcvtimeo(Some(timeout.saturating_add(KERNEL_TIMEOUT_SLACK)))?;
+        match recv_fd(self.socket.as_raw_fd(), buf, 0) {
+            Ok(n) => Ok(n),
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(timed_out("recv", timeout)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                self.recv_polled(buf, Some(limits.wait_end()))
+            }
+            Err(e) => Err(Error::io("recv", e)),
+        }
+    }
+
     /// Reads with MSG_DONTWAIT and waits with poll until `end` (None: a
     /// plain blocking recv), so that the call never blocks past its limit,
     /// even when poll said readable and another reader took the data first.
     fn recv_polled(&self, buf: &mut [u8], end: Option<WaitEnd>) -> Result<usize> {
         let flags = if end.is_some() { libc::MSG_DONTWAIT } else { 0 };
         loop {
-            match self.socket.recv_with_flags(as_uninit(buf), flags) {
+            match recv_fd(self.socket.as_raw_fd(), buf, flags) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A vanished peer reads as end of stream, as Python's rfile does.
@@ -1094,12 +1127,14 @@ impl StreamIo {
     /// Sets SO_RCVTIMEO to `timeout` (rounded up to a microsecond, the
     /// option's unit; None clears it) unless it is set so already.
     fn set_rcvtimeo(&self, timeout: Option<Duration>) -> Result<()> {
-        let timeout = timeout.map(|t| Duration::from_micros(t.as_nanos().div_ceil(1000) as u64));
+        // Compared as asked, so that a read with the option already set
+        // does no 128-bit rounding.
         if self.rcvtimeo.get() == timeout {
             return Ok(());
         }
+        let rounded = timeout.map(|t| Duration::from_micros(t.as_nanos().div_ceil(1000) as u64));
         self.socket
-            .set_read_timeout(timeout)
+            .set_read_timeout(rounded)
             .map_err(|e| Error::io("setsockopt SO_RCVTIMEO", e))?;
         self.rcvtimeo.set(timeout);
         Ok(())
@@ -1250,7 +1285,7 @@ impl StreamIo {
         // The timeout counts from the last progress, the deadline stays.
         let mut end = None;
         while !data.is_empty() {
-            match self.socket.send_with_flags(data, flags) {
+            match send_fd(self.socket.as_raw_fd(), data, flags) {
                 Ok(n) => {
                     data = &data[n..];
                     *sent += n;
@@ -1305,6 +1340,56 @@ impl Drop for BetweenMark<'_> {
     fn drop(&mut self) {
         self.0.flag.store(false, Ordering::SeqCst);
     }
+}
+
+/// One recv(2) on a connected stream socket, as
+/// `Socket::recv_with_flags(buf, flags)`, but by syscall(2): glibc's recv()
+/// is a pthread cancellation point, and switching asynchronous
+/// cancellation on and off around it costs two atomic operations and ~30
+/// instructions per call (as in crate::event::conn). A handler thread is
+/// never cancelled through these calls (cancelling through Rust frames is
+/// undefined behaviour anyway).
+fn recv_fd(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: recvfrom(2) writes at most `buf.len()` bytes into `buf`,
+    // valid and exclusively borrowed for the call; null address pointers
+    // ask for no peer address.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            flags,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// One send(2) on a connected stream socket, by syscall(2) for the reason
+/// given at [`recv_fd`].
+fn send_fd(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: sendto(2) only reads `data.len()` bytes of `data`, valid for
+    // the call; a null address is what send(2) passes on a connected socket.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd,
+            data.as_ptr(),
+            data.len(),
+            flags,
+            std::ptr::null::<libc::sockaddr>(),
+            0 as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// Whether the client has sent bytes not read yet (peeked).
