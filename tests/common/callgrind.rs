@@ -24,6 +24,8 @@ pub struct Profile {
     pub instructions: u64,
     /// callgrind_annotate --tree=caller.
     pub tree: String,
+    /// callgrind_annotate --inclusive=yes: each function with its callees.
+    pub inclusive: String,
 }
 
 impl Callgrind {
@@ -81,14 +83,31 @@ impl Callgrind {
             .arg(&self.out)
             .output()
             .expect("callgrind_annotate");
+        let inclusive = Command::new(&self.annotate)
+            .args(["--inclusive=yes", "--threshold=100"])
+            .arg(&self.out)
+            .output()
+            .expect("callgrind_annotate");
         Profile {
             instructions,
             tree: String::from_utf8_lossy(&tree.stdout).into_owned(),
+            inclusive: String::from_utf8_lossy(&inclusive.stdout).into_owned(),
         }
     }
 }
 
 impl Profile {
+    /// Instructions in the function whose annotated name contains
+    /// `function` (e.g. ":ss_request_readline ["), its callees included.
+    pub fn inclusive(&self, function: &str) -> u64 {
+        self.inclusive
+            .lines()
+            .filter(|l| l.contains(function))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|n| n.replace(',', "").parse::<u64>().ok())
+            .sum()
+    }
+
     /// Calls to the function whose annotated name contains `function`
     /// (e.g. ":malloc ["): the "(Nx)" of each of its callers.
     pub fn calls(&self, function: &str) -> u64 {
