@@ -1332,12 +1332,14 @@ impl StreamIo {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let mut pending = std::mem::take(&mut self.wbuf);
         let mut sent = 0;
-        let result = self.send_counted(&pending, limits, &mut sent);
+        let result = self.send_counted(&self.wbuf, limits, &mut sent);
         // After a timeout the unsent rest stays buffered for a retry.
-        pending.drain(..sent);
-        self.wbuf = pending;
+        if sent == self.wbuf.len() {
+            self.wbuf.clear();
+        } else {
+            self.wbuf.drain(..sent);
+        }
         result
     }
 }
