@@ -758,6 +758,15 @@ impl WaitEnd {
     }
 }
 
+/// poll(2)'s timeout for `timeout`, rounded up to whole milliseconds.
+fn poll_ms(timeout: Duration) -> nix::poll::PollTimeout {
+    let ms = timeout
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(timeout.subsec_nanos().div_ceil(1_000_000)));
+    nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX)
+}
+
 fn timed_out(what: &str, timeout: Duration) -> Error {
     Error::new(
         ErrorKind::Timeout,
@@ -1007,14 +1016,32 @@ impl StreamIo {
         let Some(watch) = watch else {
             return Ok(true);
         };
-        let end = limits.wait_end();
         let mut fds = [
             nix::poll::PollFd::new(self.socket.as_fd(), PollFlags::POLLIN),
             nix::poll::PollFd::new(watch, PollFlags::POLLIN),
         ];
-        let n = crate::sys::poll_fds_until(&mut fds, end.at).map_err(|e| Error::io("poll", e))?;
-        if n == 0 {
-            return Err(end.error("recv"));
+        let poll_until = |fds: &mut [nix::poll::PollFd<'_>]| {
+            let end = limits.wait_end();
+            match crate::sys::poll_fds_until(fds, end.at) {
+                Ok(0) => Err(end.error("recv")),
+                Ok(n) => Ok(n),
+                Err(e) => Err(Error::io("poll", e)),
+            }
+        };
+        match (limits.timeout, limits.deadline) {
+            // The timeout alone: poll's own relative timeout (never early),
+            // no clock read; after a signal, an end counted from then.
+            (Some(timeout), None) => match nix::poll::poll(&mut fds, poll_ms(timeout)) {
+                Ok(0) => return Err(timed_out("recv", timeout)),
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => {
+                    poll_until(&mut fds)?;
+                }
+                Err(e) => return Err(Error::io("poll", e.into())),
+            },
+            _ => {
+                poll_until(&mut fds)?;
+            }
         }
         let client_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
         // In a child the pipe reports the drain itself (end-of-file).

@@ -28,12 +28,12 @@ fn round(clients: &mut [TcpStream]) {
     }
 }
 
-/// `echo_server --mode threading` over TCP (its handler reads with a
-/// 200 ms per-request timeout into its own 64 KiB buffer, writes into a
-/// write buffer and flushes), counted while CONNECTIONS persistent
+/// `echo_server --mode MODE` over TCP (its handler reads with a 200 ms
+/// per-request timeout into its own 64 KiB buffer, writes into a write
+/// buffer and flushes), counted while `connections` persistent
 /// connections echo ROUNDS messages each; returns the profile and the
 /// message count.
-fn threading_echo_profile() -> (Profile, u64) {
+fn echo_profile(mode: &str, connections: usize) -> (Profile, u64) {
     let exe = common::compile_example("echo_server", &["-O2"]);
     let server = Callgrind::start(
         &exe,
@@ -41,12 +41,12 @@ fn threading_echo_profile() -> (Profile, u64) {
             "--transport",
             "tcp",
             "--mode",
-            "threading",
+            mode,
             "--address",
             "127.0.0.1:0",
         ],
     );
-    let mut clients: Vec<TcpStream> = (0..CONNECTIONS)
+    let mut clients: Vec<TcpStream> = (0..connections)
         .map(|_| {
             let c = TcpStream::connect(server.addr()).expect("connect");
             c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -65,7 +65,11 @@ fn threading_echo_profile() -> (Profile, u64) {
     }
     server.instrument(false);
     drop(clients);
-    (server.finish(), (CONNECTIONS * ROUNDS) as u64)
+    (server.finish(), (connections * ROUNDS) as u64)
+}
+
+fn threading_echo_profile() -> (Profile, u64) {
+    echo_profile("threading", CONNECTIONS)
 }
 
 /// A read bounded by the request timeout alone (no request deadline) is
@@ -74,6 +78,19 @@ fn threading_echo_profile() -> (Profile, u64) {
 #[test]
 fn threading_timed_reads_read_no_clock() {
     let (p, messages) = threading_echo_profile();
+    let clocks = p.calls(":clock_gettime");
+    assert!(
+        clocks < messages / 10,
+        "{clocks} calls to clock_gettime for {messages} messages"
+    );
+}
+
+/// SS_SYNC: a read after an answer first polls the connection with the
+/// server's waker (a drain must be able to end it); with the timeout alone
+/// that poll uses its own relative timeout, no clock read either.
+#[test]
+fn sync_reads_between_requests_read_no_clock() {
+    let (p, messages) = echo_profile("sync", 1);
     let clocks = p.calls(":clock_gettime");
     assert!(
         clocks < messages / 10,
