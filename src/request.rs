@@ -143,8 +143,8 @@ struct StreamIo {
     ended: std::cell::Cell<bool>,
     /// Set (for a drain to see, crate::drain) while such a read waits.
     between: Option<Between>,
-    /// The SO_RCVTIMEO now set on the socket (None: none, the kernel's
-    /// default): a read bounded by the per-operation timeout is then one
+    /// The SO_RCVTIMEO now set on the socket, as asked before rounding to
+    /// microseconds (None: none, the kernel's default): a read bounded by the per-operation timeout is then one
     /// blocking recv, which the kernel ends, instead of recv(MSG_DONTWAIT)
     /// + poll + recv. Set when the timeout first differs, not per read.
     rcvtimeo: std::cell::Cell<Option<Duration>>,
@@ -744,10 +744,7 @@ impl WaitEnd {
         if self.by_deadline {
             deadline_passed(what, self.length)
         } else {
-            Error::new(
-                ErrorKind::Timeout,
-                format!("{what}: timed out after {} ms", self.length.as_millis()),
-            )
+            timed_out(what, self.length)
         }
     }
 
@@ -759,6 +756,22 @@ impl WaitEnd {
             Err(e) => Err(Error::io(what, e)),
         }
     }
+}
+
+/// poll(2)'s timeout for `timeout`, rounded up to whole milliseconds.
+fn poll_ms(timeout: Duration) -> nix::poll::PollTimeout {
+    let ms = timeout
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(timeout.subsec_nanos().div_ceil(1_000_000)));
+    nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX)
+}
+
+fn timed_out(what: &str, timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("{what}: timed out after {} ms", timeout.as_millis()),
+    )
 }
 
 fn deadline_passed(what: &str, length: Duration) -> Error {
@@ -948,10 +961,7 @@ impl StreamIo {
     /// One recv(MSG_DONTWAIT): Some(bytes) when data (or the end of the
     /// stream) was there, None when nothing was (or a signal came).
     fn recv_ready(&self, buf: &mut [u8]) -> Result<Option<usize>> {
-        match self
-            .socket
-            .recv_with_flags(as_uninit(buf), libc::MSG_DONTWAIT)
-        {
+        match recv_fd(self.socket.as_raw_fd(), buf, libc::MSG_DONTWAIT) {
             Ok(n) => Ok(Some(n)),
             Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => Ok(Some(0)),
             Err(e)
@@ -1006,14 +1016,32 @@ impl StreamIo {
         let Some(watch) = watch else {
             return Ok(true);
         };
-        let end = limits.wait_end();
         let mut fds = [
             nix::poll::PollFd::new(self.socket.as_fd(), PollFlags::POLLIN),
             nix::poll::PollFd::new(watch, PollFlags::POLLIN),
         ];
-        let n = crate::sys::poll_fds_until(&mut fds, end.at).map_err(|e| Error::io("poll", e))?;
-        if n == 0 {
-            return Err(end.error("recv"));
+        let poll_until = |fds: &mut [nix::poll::PollFd<'_>]| {
+            let end = limits.wait_end();
+            match crate::sys::poll_fds_until(fds, end.at) {
+                Ok(0) => Err(end.error("recv")),
+                Ok(n) => Ok(n),
+                Err(e) => Err(Error::io("poll", e)),
+            }
+        };
+        match (limits.timeout, limits.deadline) {
+            // The timeout alone: poll's own relative timeout (never early),
+            // no clock read; after a signal, an end counted from then.
+            (Some(timeout), None) => match nix::poll::poll(&mut fds, poll_ms(timeout)) {
+                Ok(0) => return Err(timed_out("recv", timeout)),
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => {
+                    poll_until(&mut fds)?;
+                }
+                Err(e) => return Err(Error::io("poll", e.into())),
+            },
+            _ => {
+                poll_until(&mut fds)?;
+            }
         }
         let client_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
         // In a child the pipe reports the drain itself (end-of-file).
@@ -1032,12 +1060,17 @@ impl StreamIo {
             self.set_rcvtimeo(None)?;
             return self.recv_polled(buf, None);
         }
+        if let (Some(timeout), None) = (limits.timeout, limits.deadline) {
+            if !self.exposed.get() {
+                return self.recv_kernel_timed(buf, timeout, limits);
+            }
+        }
         // Until some bytes come: computed once, so that a wake-up with
         // nothing to read does not extend the wait.
         let end = limits.wait_end();
         if let Some(timeout) = self.kernel_timeout(&end) {
             self.set_rcvtimeo(Some(timeout))?;
-            match self.socket.recv_with_flags(as_uninit(buf), 0) {
+            match recv_fd(self.socket.as_raw_fd(), buf, 0) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(0),
                 // The kernel's timer counts in jiffies and may end up to
@@ -1054,13 +1087,40 @@ impl StreamIo {
         self.recv_polled(buf, Some(end))
     }
 
+    /// A read bounded by the per-operation timeout alone (no deadline): one
+    /// blocking recv that SO_RCVTIMEO ends, and no clock read. The option
+    /// is the timeout plus KERNEL_TIMEOUT_SLACK, at least a jiffy (HZ >=
+    /// 100): the kernel's timer may end up to one jiffy early, so EAGAIN
+    /// then means the whole timeout has passed (it ends up to the slack
+    /// late instead). A signal (EINTR) goes on with poll, the timeout
+    /// counted afresh from then: without a clock read at the start, what
+    /// is left of it is not known (a signal can stretch the wait to less
+    /// than twice the timeout, once: the poll's end stays fixed).
+    fn recv_kernel_timed(
+        &self,
+        buf: &mut [u8],
+        timeout: Duration,
+        limits: Limits,
+    ) -> Result<usize> {
+        self.set_rcvtimeo(Some(timeout.saturating_add(KERNEL_TIMEOUT_SLACK)))?;
+        match recv_fd(self.socket.as_raw_fd(), buf, 0) {
+            Ok(n) => Ok(n),
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(timed_out("recv", timeout)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                self.recv_polled(buf, Some(limits.wait_end()))
+            }
+            Err(e) => Err(Error::io("recv", e)),
+        }
+    }
+
     /// Reads with MSG_DONTWAIT and waits with poll until `end` (None: a
     /// plain blocking recv), so that the call never blocks past its limit,
     /// even when poll said readable and another reader took the data first.
     fn recv_polled(&self, buf: &mut [u8], end: Option<WaitEnd>) -> Result<usize> {
         let flags = if end.is_some() { libc::MSG_DONTWAIT } else { 0 };
         loop {
-            match self.socket.recv_with_flags(as_uninit(buf), flags) {
+            match recv_fd(self.socket.as_raw_fd(), buf, flags) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A vanished peer reads as end of stream, as Python's rfile does.
@@ -1094,12 +1154,14 @@ impl StreamIo {
     /// Sets SO_RCVTIMEO to `timeout` (rounded up to a microsecond, the
     /// option's unit; None clears it) unless it is set so already.
     fn set_rcvtimeo(&self, timeout: Option<Duration>) -> Result<()> {
-        let timeout = timeout.map(|t| Duration::from_micros(t.as_nanos().div_ceil(1000) as u64));
+        // Compared as asked, so that a read with the option already set
+        // does no 128-bit rounding.
         if self.rcvtimeo.get() == timeout {
             return Ok(());
         }
+        let rounded = timeout.map(|t| Duration::from_micros(t.as_nanos().div_ceil(1000) as u64));
         self.socket
-            .set_read_timeout(timeout)
+            .set_read_timeout(rounded)
             .map_err(|e| Error::io("setsockopt SO_RCVTIMEO", e))?;
         self.rcvtimeo.set(timeout);
         Ok(())
@@ -1168,6 +1230,15 @@ impl StreamIo {
     /// read buffer is handed over in parts (and unbuffered mode reads byte
     /// by byte, so bytes read before an error are lost there).
     fn readline(&mut self, buf: &mut [u8], limits: Limits) -> Result<usize> {
+        // A whole line buffered (the usual case after the first line of a
+        // request): handed over at once.
+        let chunk = self.buffered();
+        if let Some(i) = find_newline(&chunk[..buf.len().min(chunk.len())]) {
+            let n = i + 1;
+            buf[..n].copy_from_slice(&chunk[..n]);
+            self.consume(n);
+            return Ok(n);
+        }
         if self.rbuf_size == 0 {
             return self.readline_unbuffered(buf, limits);
         }
@@ -1177,7 +1248,7 @@ impl StreamIo {
             let want = buf.len() - filled;
             let chunk = self.buffered();
             let limit = want.min(chunk.len());
-            let newline = chunk[..limit].iter().position(|&b| b == b'\n');
+            let newline = find_newline(&chunk[..limit]);
             // Hand bytes over only for a finished line, at the caller's
             // limit, or when the read buffer itself is full of one line.
             let take = match newline {
@@ -1250,7 +1321,7 @@ impl StreamIo {
         // The timeout counts from the last progress, the deadline stays.
         let mut end = None;
         while !data.is_empty() {
-            match self.socket.send_with_flags(data, flags) {
+            match send_fd(self.socket.as_raw_fd(), data, flags) {
                 Ok(n) => {
                     data = &data[n..];
                     *sent += n;
@@ -1288,12 +1359,14 @@ impl StreamIo {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let mut pending = std::mem::take(&mut self.wbuf);
         let mut sent = 0;
-        let result = self.send_counted(&pending, limits, &mut sent);
+        let result = self.send_counted(&self.wbuf, limits, &mut sent);
         // After a timeout the unsent rest stays buffered for a retry.
-        pending.drain(..sent);
-        self.wbuf = pending;
+        if sent == self.wbuf.len() {
+            self.wbuf.clear();
+        } else {
+            self.wbuf.drain(..sent);
+        }
         result
     }
 }
@@ -1307,6 +1380,84 @@ impl Drop for BetweenMark<'_> {
     }
 }
 
+/// The index of the first '\n' in `bytes`. Eight bytes at a time (a
+/// byte-wise scan costs ~4 instructions a byte, and a line a few dozen
+/// bytes); a zero byte of `word ^ 0x0a0a..` is a '\n', and the lowest
+/// byte flagged by `(x - 0x0101..) & !x & 0x8080..` is the first zero
+/// (borrows only flag bytes above one).
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut words = bytes.chunks_exact(8);
+    let mut base = 0;
+    for word in &mut words {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        let x = u64::from_le_bytes(eight) ^ NEWLINES;
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(base + (found.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| base + i)
+}
+
+/// One recv(2) on a connected stream socket, as
+/// `Socket::recv_with_flags(buf, flags)`, but by syscall(2): glibc's recv()
+/// is a pthread cancellation point, and switching asynchronous
+/// cancellation on and off around it costs two atomic operations and ~30
+/// instructions per call (as in crate::event::conn). A handler thread is
+/// never cancelled through these calls (cancelling through Rust frames is
+/// undefined behaviour anyway).
+fn recv_fd(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: recvfrom(2) writes at most `buf.len()` bytes into `buf`,
+    // valid and exclusively borrowed for the call; null address pointers
+    // ask for no peer address.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            flags,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// One send(2) on a connected stream socket, by syscall(2) for the reason
+/// given at [`recv_fd`].
+fn send_fd(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: sendto(2) only reads `data.len()` bytes of `data`, valid for
+    // the call; a null address is what send(2) passes on a connected socket.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd,
+            data.as_ptr(),
+            data.len(),
+            flags,
+            std::ptr::null::<libc::sockaddr>(),
+            0 as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Whether the client has sent bytes not read yet (peeked).
 fn input_waiting(socket: &Socket) -> bool {
     let mut byte = [0u8; 1];
@@ -1314,4 +1465,31 @@ fn input_waiting(socket: &Socket) -> bool {
         socket.recv_with_flags(as_uninit(&mut byte), libc::MSG_PEEK | libc::MSG_DONTWAIT),
         Ok(n) if n > 0
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_newline;
+
+    #[test]
+    fn find_newline_finds_the_first_newline_as_a_bytewise_scan_does() {
+        // Every length to 40, a newline at each place (and none), amid
+        // bytes that trip a careless word scan: 0x0b and 0x8a (one bit off
+        // '\n'), 0x09 (borrows into the next byte), 0x00.
+        for len in 0..40 {
+            for fill in [b'x', 0x0b, 0x8a, 0x09, 0x00, 0xff] {
+                for at in (0..len).map(Some).chain([None]) {
+                    let mut bytes = vec![fill; len];
+                    if let Some(i) = at {
+                        bytes[i] = b'\n';
+                        if i + 3 < len {
+                            bytes[i + 3] = b'\n';
+                        }
+                    }
+                    let want = bytes.iter().position(|&b| b == b'\n');
+                    assert_eq!(find_newline(&bytes), want, "{bytes:?}");
+                }
+            }
+        }
+    }
 }

@@ -78,14 +78,40 @@ impl Callgrind {
     /// callgrind_annotate's caller tree of the profile (functions above
     /// 100 instructions), for counting calls of a function.
     pub fn caller_tree(&self) -> CallTree {
+        CallTree(self.annotate("--tree=caller"))
+    }
+
+    /// callgrind_annotate's inclusive costs (each function with its
+    /// callees).
+    pub fn inclusive_costs(&self) -> InclusiveCosts {
+        InclusiveCosts(self.annotate("--inclusive=yes"))
+    }
+
+    fn annotate(&self, view: &str) -> String {
         let annotate = require_tool("callgrind_annotate", "valgrind");
-        let tree = Command::new(annotate)
-            .args(["--tree=caller", "--threshold=100"])
+        let out = Command::new(annotate)
+            .args([view, "--threshold=100"])
             .arg(&self.out)
             .output()
             .expect("run callgrind_annotate");
-        assert!(tree.status.success(), "callgrind_annotate: {tree:?}");
-        CallTree(String::from_utf8_lossy(&tree.stdout).into_owned())
+        assert!(out.status.success(), "callgrind_annotate {view}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// `callgrind_annotate --inclusive=yes` output.
+pub struct InclusiveCosts(pub String);
+
+impl InclusiveCosts {
+    /// Instructions in the function whose annotated name contains
+    /// `function` (e.g. ":ss_request_readline ["), its callees included.
+    pub fn of(&self, function: &str) -> u64 {
+        self.0
+            .lines()
+            .filter(|l| l.contains(function))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|n| n.replace(',', "").parse::<u64>().ok())
+            .sum()
     }
 }
 
