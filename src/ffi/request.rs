@@ -74,8 +74,13 @@ unsafe fn in_bytes<'a>(buf: *const c_void, len: usize) -> Result<&'a [u8]> {
 ///   how long one slow client can hold a worker.
 ///
 /// Without either, reads and writes block as long as the client makes
-/// them. A read or write never blocks past its limit, even when another
-/// thread reads the same socket.
+/// them. A read or write never fails with SS_ERR_TIMEOUT before its limit,
+/// and never blocks past it by more than about 10 ms, even when another
+/// thread reads the same socket: a read bounded by the timeout alone is
+/// one blocking recv that the socket's receive timeout (SO_RCVTIMEO, set
+/// 10 ms above it, so that the kernel's coarser timer never ends it early)
+/// ends, without reading the clock; a signal caught during that wait
+/// starts the timeout again, once.
 ///
 /// SS_ERR_INVALID_ARGUMENT for `len` above PTRDIFF_MAX.
 ///
