@@ -153,11 +153,7 @@ impl HttpHello {
     }
 
     fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.0.addr()).expect("connect to http_hello");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.set_nodelay(true).unwrap();
-        s
+        common::tcp_client(self.0.addr(), Duration::from_secs(5))
     }
 
     /// `signal` (SIGINT or SIGTERM), then it must exit 0 within 5 s.

@@ -26,7 +26,6 @@ common::c_tests! {
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::process::Command;
 use std::time::Duration;
 
 use common::callgrind::Callgrind;
@@ -39,19 +38,9 @@ const CLIENTS: usize = 4;
 const ROUNDS: usize = 100;
 const MESSAGE: usize = 64;
 
+/// echo_server in event mode with one loop.
 fn echo_server(transport: &str, address: &str) -> ExampleProcess {
-    let mut cmd = Command::new(common::compile_example("echo_server", &[]));
-    cmd.args([
-        "--transport",
-        transport,
-        "--mode",
-        "event",
-        "--address",
-        address,
-        "--threads",
-        "1",
-    ]);
-    ExampleProcess::start(cmd, Duration::from_secs(15))
+    common::start_echo_server(transport, "event", address, &["--threads", "1"])
 }
 
 /// One echo on each client: send all, then read every echo back.

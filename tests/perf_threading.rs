@@ -12,8 +12,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 use common::callgrind::Callgrind;
@@ -29,25 +27,13 @@ const MESSAGE: [u8; 64] = [b'x'; 64];
 /// echo, closed by the client.
 fn churn(address: &str, n: u64) {
     for _ in 0..n {
-        let mut stream = TcpStream::connect(address).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
+        let mut stream = common::tcp_client(address, IO_TIMEOUT);
         stream.write_all(&MESSAGE).expect("send");
         let mut echo = [0u8; MESSAGE.len()];
         stream.read_exact(&mut echo).expect("echo");
         assert_eq!(echo, MESSAGE);
     }
 }
-
-/// echo_server's arguments here: threading mode over TCP on loopback.
-const ECHO_ARGS: [&str; 6] = [
-    "--transport",
-    "tcp",
-    "--mode",
-    "threading",
-    "--address",
-    "127.0.0.1:0",
-];
 
 fn stop(mut server: ExampleProcess) {
     let (status, stderr) = server.stop(libc::SIGTERM, EXIT);
@@ -58,9 +44,7 @@ fn stop(mut server: ExampleProcess) {
 fn threading_churn_thread_start_is_lean() {
     const N: u64 = 200;
     // System calls: no thread naming per connection.
-    let mut cmd = Command::new(common::compile_example("echo_server", &["-O2"]));
-    cmd.args(ECHO_ARGS);
-    let server = ExampleProcess::start(cmd, STARTUP);
+    let server = common::start_echo_server("tcp", "threading", "127.0.0.1:0", &[]);
     let strace = Strace::attach(server.pid());
     churn(server.addr(), N);
     let counts = strace.finish();
@@ -73,8 +57,8 @@ fn threading_churn_thread_start_is_lean() {
 
     // Instructions, counted only while the connections are served.
     let callgrind = Callgrind::new();
-    let mut cmd = callgrind.command(common::compile_example("echo_server", &["-O2"]));
-    cmd.args(ECHO_ARGS);
+    let mut cmd = callgrind.command(common::echo_server_program());
+    cmd.args(common::echo_args("tcp", "threading", "127.0.0.1:0"));
     let server = ExampleProcess::start(cmd, STARTUP);
     // One connection first: one-time costs (the first thread, lazy
     // initialisation) stay out of the count.

@@ -30,7 +30,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::os::fd::BorrowedFd;
-use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -39,27 +38,9 @@ use common::example::ExampleProcess;
 use common::strace::{Strace, SyscallCounts};
 use socketserver::{Concurrency, Config, ErrorKind, Handler, Request, Result, Server, Transport};
 
-const STARTUP: Duration = Duration::from_secs(15);
 const EXIT: Duration = Duration::from_secs(15);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const MESSAGE: [u8; 64] = [b'x'; 64];
-
-/// c_examples/echo_server over `transport` in `mode` on 127.0.0.1, with
-/// `extra` options, started and listening.
-fn echo_server(transport: &str, mode: &str, extra: &[&str]) -> ExampleProcess {
-    let mut cmd = Command::new(common::compile_example("echo_server", &["-O2"]));
-    cmd.args(["--transport", transport, "--mode", mode]);
-    cmd.args(["--address", "127.0.0.1:0"]).args(extra);
-    ExampleProcess::start(cmd, STARTUP)
-}
-
-fn tcp_connect(address: &str) -> TcpStream {
-    let stream = TcpStream::connect(address).expect("connect");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
-}
 
 /// One 64-byte message and its whole echo.
 fn round_trip(stream: &mut TcpStream) {
@@ -73,7 +54,7 @@ fn round_trip(stream: &mut TcpStream) {
 /// closed by the client.
 fn churn(address: &str, n: u64) {
     for _ in 0..n {
-        let mut stream = tcp_connect(address);
+        let mut stream = common::tcp_client(address, IO_TIMEOUT);
         round_trip(&mut stream);
     }
 }
@@ -95,9 +76,9 @@ fn assert_at_most(counts: &SyscallCounts, call: &str, bound: u64, what: &str) {
 #[test]
 fn threading_timed_reads_are_one_recv_each() {
     const N: u64 = 300;
-    let server = echo_server("tcp", "threading", &[]);
+    let server = common::start_echo_server("tcp", "threading", "127.0.0.1:0", &[]);
     let strace = Strace::attach(server.pid());
-    let mut stream = tcp_connect(server.addr());
+    let mut stream = common::tcp_client(server.addr(), IO_TIMEOUT);
     round_trip(&mut stream);
     // Every further message is sent once the handler thread waits for it
     // (strace slows the server down: else the next message would often be
@@ -223,7 +204,7 @@ fn timed_reads(timeout: Duration, take_fileno: bool) -> Vec<Event> {
         let server = server.clone();
         thread::spawn(move || server.serve_forever())
     };
-    let mut stream = tcp_connect(&address);
+    let mut stream = common::tcp_client(&address, IO_TIMEOUT);
     stream.write_all(b"a").unwrap();
     let mut events = Vec::new();
     let next = |events: &mut Vec<Event>| {
@@ -292,7 +273,7 @@ fn fileno_hands_out_a_descriptor_without_receive_timeout() {
 #[test]
 fn threading_churn_reads_the_end_once() {
     const N: u64 = 100;
-    let server = echo_server("tcp", "threading", &[]);
+    let server = common::start_echo_server("tcp", "threading", "127.0.0.1:0", &[]);
     let strace = Strace::attach(server.pid());
     churn(server.addr(), N);
     let counts = strace.finish();
@@ -337,7 +318,7 @@ fn wait_children_reaped(pid: i32) {
 #[test]
 fn forked_child_close_touches_no_unused_buffer() {
     const N: u64 = 200;
-    let server = echo_server("tcp", "forking", &[]);
+    let server = common::start_echo_server("tcp", "forking", "127.0.0.1:0", &[]);
     churn(server.addr(), 20);
     wait_children_reaped(server.pid());
     let before = children_minor_faults(server.pid());
@@ -364,10 +345,13 @@ fn forked_child_close_touches_no_unused_buffer() {
 fn forking_reaps_by_one_poll_per_turn() {
     const ALIVE: usize = 20;
     const N: u64 = 30;
-    let server = echo_server("tcp", "forking", &["--max-children", "60"]);
+    let server =
+        common::start_echo_server("tcp", "forking", "127.0.0.1:0", &["--max-children", "60"]);
     // Children that stay alive through the window: each loop turn used to
     // ask every one of them with a waitid, twice.
-    let mut held: Vec<TcpStream> = (0..ALIVE).map(|_| tcp_connect(server.addr())).collect();
+    let mut held: Vec<TcpStream> = (0..ALIVE)
+        .map(|_| common::tcp_client(server.addr(), IO_TIMEOUT))
+        .collect();
     for stream in &mut held {
         round_trip(stream);
     }
@@ -384,7 +368,8 @@ fn forking_reaps_by_one_poll_per_turn() {
 #[test]
 fn forking_child_reads_a_waiting_request_at_once() {
     const N: u64 = 60;
-    let server = echo_server("tcp", "forking", &["--max-children", "60"]);
+    let server =
+        common::start_echo_server("tcp", "forking", "127.0.0.1:0", &["--max-children", "60"]);
     let strace = Strace::attach(server.pid());
     churn(server.addr(), N);
     let counts = strace.finish();
@@ -399,7 +384,7 @@ fn forking_child_reads_a_waiting_request_at_once() {
 #[test]
 fn udp_echo_server_asks_no_pid_per_datagram() {
     const N: u64 = 200;
-    let server = echo_server("udp", "sync", &[]);
+    let server = common::start_echo_server("udp", "sync", "127.0.0.1:0", &[]);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     client.connect(server.addr()).unwrap();

@@ -11,7 +11,6 @@ mod common;
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::callgrind::{CallTree, Callgrind};
@@ -21,21 +20,15 @@ use common::TempDir;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// echo_server over a datagram transport; in event mode with one loop,
+/// which the per-datagram counts here assume.
 fn echo_server(transport: &str, mode: &str, address: &str) -> ExampleProcess {
-    let exe = common::compile_example("echo_server", &["-O2"]);
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "--transport",
-        transport,
-        "--mode",
-        mode,
-        "--address",
-        address,
-    ]);
-    if mode == "event" {
-        cmd.args(["--threads", "1"]);
-    }
-    ExampleProcess::start(cmd, WAIT)
+    let one_loop: &[&str] = if mode == "event" {
+        &["--threads", "1"]
+    } else {
+        &[]
+    };
+    common::start_echo_server(transport, mode, address, one_loop)
 }
 
 /// A datagram client of either transport, connected to the server.
@@ -584,9 +577,8 @@ struct Profile {
 /// time, each echoed: counts that do not depend on the machine's load.
 fn callgrind_profile(mode: &str, datagrams: u64) -> Profile {
     let callgrind = Callgrind::new();
-    let mut cmd = callgrind.command(common::compile_example("echo_server", &["-O2"]));
-    cmd.args(["--transport", "udp", "--mode", mode, "--address"])
-        .arg("127.0.0.1:0");
+    let mut cmd = callgrind.command(common::echo_server_program());
+    cmd.args(common::echo_args("udp", mode, "127.0.0.1:0"));
     if mode == "event" {
         cmd.args(["--threads", "1"]);
     }

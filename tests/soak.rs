@@ -515,7 +515,10 @@ fn threading_soak_threads_and_rss_stay_flat() {
     const REQUESTS: usize = 20_000;
     const WARM_UP: usize = 2_000;
     const MAX_RSS_GROWTH_KIB: u64 = 4 * 1024;
-    let server = Server::start("echo_server", &echo_args("tcp", "threading", "127.0.0.1:0"));
+    let server = Server::start(
+        "echo_server",
+        &common::echo_args("tcp", "threading", "127.0.0.1:0"),
+    );
     let (pid, port) = (server.pid, server.port());
     let idle = thread_count(pid);
     let settle = |done: usize| -> (usize, u64) {
@@ -560,7 +563,10 @@ fn threading_soak_threads_and_rss_stay_flat() {
 #[test]
 fn forking_leaves_no_zombies() {
     const REQUESTS: usize = 500;
-    let server = Server::start("echo_server", &echo_args("tcp", "forking", "127.0.0.1:0"));
+    let server = Server::start(
+        "echo_server",
+        &common::echo_args("tcp", "forking", "127.0.0.1:0"),
+    );
     let (pid, port) = (server.pid, server.port());
     let start = Instant::now();
     for n in 1..=REQUESTS {
@@ -580,18 +586,6 @@ fn forking_leaves_no_zombies() {
 
 // ---------------------------------------------------------------- matrix
 
-/// echo_server's command line for `transport`, `mode` and `address`.
-fn echo_args<'a>(transport: &'a str, mode: &'a str, address: &'a str) -> Vec<&'a str> {
-    vec![
-        "--transport",
-        transport,
-        "--mode",
-        mode,
-        "--address",
-        address,
-    ]
-}
-
 /// Modes with a fixed number of worker threads or event loops (--threads).
 fn takes_threads(mode: &str) -> bool {
     matches!(mode, "pool" | "event")
@@ -605,7 +599,7 @@ fn echo_round_trip_every_transport_and_mode() {
         for transport in TRANSPORTS {
             let tmp = TempDir::new("soak");
             let address = server_address(transport, &tmp);
-            let mut args = echo_args(transport, mode, &address);
+            let mut args = common::echo_args(transport, mode, &address);
             if takes_threads(mode) {
                 args.extend(["--threads", "2"]);
             }
@@ -673,26 +667,30 @@ fn unimplemented_modes_and_bad_usage_exit_2() {
         let tmp = TempDir::new("soak");
         let address = server_address(transport, &tmp);
         for mode in &pending {
-            assert_refused(&echo_args(transport, mode, &address), Some(&address), mode);
+            assert_refused(
+                &common::echo_args(transport, mode, &address),
+                Some(&address),
+                mode,
+            );
         }
         assert_refused(
-            &echo_args(transport, "bogus", &address),
+            &common::echo_args(transport, "bogus", &address),
             Some(&address),
             "unknown mode",
         );
-        let mut no_threads = echo_args(transport, "pool", &address);
+        let mut no_threads = common::echo_args(transport, "pool", &address);
         no_threads.extend(["--threads", "0"]);
         assert_refused(&no_threads, Some(&address), "--threads");
     }
     assert_refused(
-        &echo_args("carrier-pigeon", "sync", "x"),
+        &common::echo_args("carrier-pigeon", "sync", "x"),
         None,
         "unknown transport",
     );
     assert_refused(&["--transport", "tcp", "--mode", "sync"], None, "--address");
     for option in ["--idle-timeout", "--request-deadline"] {
         for bad in ["0", "-5", "soon", ""] {
-            let mut args = echo_args("tcp", "sync", "127.0.0.1:0");
+            let mut args = common::echo_args("tcp", "sync", "127.0.0.1:0");
             args.extend([option, bad]);
             assert_refused(&args, None, option);
         }
@@ -728,7 +726,7 @@ fn usage_shows_the_timeout_choices() {
 #[test]
 fn idle_timeout_disconnects_a_silent_client() {
     for mode in IMPLEMENTED_MODES {
-        let mut args = echo_args("tcp", mode, "127.0.0.1:0");
+        let mut args = common::echo_args("tcp", mode, "127.0.0.1:0");
         args.extend(["--idle-timeout", "300"]);
         let server = Server::start("echo_server", &args);
         let mut idle = tcp_connect(server.port());
@@ -767,7 +765,10 @@ fn socat_round_trips() {
     for (kind, transport, wait) in cases {
         let tmp = TempDir::new("soak");
         let address = server_address(transport, &tmp);
-        let server = Server::start("echo_server", &echo_args(transport, "sync", &address));
+        let server = Server::start(
+            "echo_server",
+            &common::echo_args(transport, "sync", &address),
+        );
         let target = format!("{kind}:{}", server.address);
         let msg = format!("socat says hello over {transport}\n");
         let out = common::run_with_input(
@@ -799,7 +800,10 @@ fn socat_round_trips() {
 #[test]
 fn echo_server_stops_with_an_idle_client_connected() {
     for mode in IMPLEMENTED_MODES {
-        let server = Server::start("echo_server", &echo_args("tcp", mode, "127.0.0.1:0"));
+        let server = Server::start(
+            "echo_server",
+            &common::echo_args("tcp", mode, "127.0.0.1:0"),
+        );
         let mut idle = tcp_connect(server.port());
         idle.write_all(b"x").unwrap();
         let mut byte = [0u8; 1];
@@ -890,7 +894,10 @@ struct LoadStop {
 /// empty, and the clients' round trips are counted until they all see
 /// their connection end (bounded too).
 fn stop_under_load(mode: &'static str) -> LoadStop {
-    let mut server = Server::start("echo_server", &echo_args("tcp", mode, "127.0.0.1:0"));
+    let mut server = Server::start(
+        "echo_server",
+        &common::echo_args("tcp", mode, "127.0.0.1:0"),
+    );
     let (pid, port) = (server.pid, server.port());
     let counters = Arc::new(LoadCounters {
         connected: AtomicUsize::new(0),

@@ -206,6 +206,53 @@ pub fn compile_example(name: &str, extra: &[&str]) -> PathBuf {
     compile_with(&format!("../../c_examples/{name}.c"), &flags)
 }
 
+/// c_examples/echo_server, built as the Makefile builds it (-O2): the
+/// server most tests drive.
+pub fn echo_server_program() -> PathBuf {
+    compile_example("echo_server", &["-O2"])
+}
+
+/// echo_server's arguments for `transport` in `mode` at `address`; a test
+/// adds what else it needs (`--threads`, `--max-children`, ...).
+pub fn echo_args<'a>(transport: &'a str, mode: &'a str, address: &'a str) -> Vec<&'a str> {
+    vec![
+        "--transport",
+        transport,
+        "--mode",
+        mode,
+        "--address",
+        address,
+    ]
+}
+
+/// A client of a test's TCP server at `address`: connected, `timeout` on
+/// every read and write (a stuck server fails the test rather than hanging
+/// it), Nagle off (each request goes out at once).
+pub fn tcp_client(address: &str, timeout: Duration) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(address)
+        .unwrap_or_else(|e| panic!("connect to {address}: {e}"));
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    stream.set_write_timeout(Some(timeout)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// How long an example server may take to print its address.
+pub const EXAMPLE_STARTUP: Duration = Duration::from_secs(15);
+
+/// echo_server ([`echo_server_program`]) with [`echo_args`] and `extra`,
+/// started and listening.
+pub fn start_echo_server(
+    transport: &str,
+    mode: &str,
+    address: &str,
+    extra: &[&str],
+) -> example::ExampleProcess {
+    let mut cmd = Command::new(echo_server_program());
+    cmd.args(echo_args(transport, mode, address)).args(extra);
+    example::ExampleProcess::start(cmd, EXAMPLE_STARTUP)
+}
+
 /// As [`compile`], with an explicit list of compiler flags (the include
 /// directories, the library and the rpath are always added). Programs are
 /// cached per (source, flags) for the life of the test binary.
