@@ -417,3 +417,55 @@ fn udp_echo_server_asks_no_pid_per_datagram() {
     assert!(counts.calls("recvfrom") >= N - 1, "{counts}");
     stop(server);
 }
+
+/// `clients` threads, each churning `per_client` connections at once: a
+/// backlog that is rarely empty when the server comes back to accept.
+fn concurrent_churn(address: &str, clients: u64, per_client: u64) {
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let address = address.to_owned();
+            thread::spawn(move || churn(&address, per_client))
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("a churning client");
+    }
+}
+
+/// accepts_queued_connections_without_poll: in SS_THREADING and
+/// SS_FORKING the serving thread only accepts; with connections waiting
+/// in the backlog it takes the next one with accept4 at once, without a
+/// poll first (one per connection before). `per_conn_polls` is what the
+/// rest of the mode polls per connection (a forked child's wait for its
+/// client's end, the parent's poll of its children's pidfds).
+fn assert_accepts_without_poll(mode: &str, extra: &[&str], per_conn_polls: u64) {
+    const CLIENTS: u64 = 8;
+    const PER_CLIENT: u64 = 40;
+    const N: u64 = CLIENTS * PER_CLIENT;
+    let server = echo_server("tcp", mode, extra);
+    concurrent_churn(server.addr(), 4, 5);
+    let strace = Strace::attach(server.pid());
+    concurrent_churn(server.addr(), CLIENTS, PER_CLIENT);
+    let counts = strace.finish();
+    assert!(counts.calls("accept4") >= N, "{counts}");
+    // Polling before every accept was N more; the backlog is empty now
+    // and then (the clients are not traced, the server is), when the poll
+    // is still needed.
+    assert_at_most(
+        &counts,
+        "poll",
+        per_conn_polls * N + N / 3,
+        &format!("{mode}, {CLIENTS} clients churning"),
+    );
+    stop(server);
+}
+
+#[test]
+fn threading_accepts_queued_connections_without_poll() {
+    assert_accepts_without_poll("threading", &[], 0);
+}
+
+#[test]
+fn forking_accepts_queued_connections_without_poll() {
+    assert_accepts_without_poll("forking", &["--max-children", "60"], 2);
+}
