@@ -909,7 +909,9 @@ impl Server {
                 }
             }
             self.handler.service_actions(self);
-            self.workers.reap(self);
+            // A turn that found its request queued reaps only now and
+            // then (Workers::reap_turn).
+            self.workers.reap_turn(self, wake.is_some());
         }
     }
 

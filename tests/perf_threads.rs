@@ -469,3 +469,21 @@ fn threading_accepts_queued_connections_without_poll() {
 fn forking_accepts_queued_connections_without_poll() {
     assert_accepts_without_poll("forking", &["--max-children", "60"], 2);
 }
+
+#[test]
+fn forking_reaps_a_busy_loop_in_batches() {
+    const CLIENTS: u64 = 8;
+    const PER_CLIENT: u64 = 40;
+    const N: u64 = CLIENTS * PER_CLIENT;
+    let server = echo_server("tcp", "forking", &["--max-children", "60"]);
+    concurrent_churn(server.addr(), 4, 5);
+    let strace = Strace::attach(server.pid());
+    concurrent_churn(server.addr(), CLIENTS, PER_CLIENT);
+    let counts = strace.finish();
+    // Each child's one poll (its wait for the client's end), and a poll
+    // of the pidfds only every few busy turns: it was one per turn.
+    assert_at_most(&counts, "poll", N + N / 3, "forking, 8 clients churning");
+    // Every child is still reaped, once the loop is idle.
+    wait_children_reaped(server.pid());
+    stop(server);
+}
