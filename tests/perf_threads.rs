@@ -24,6 +24,14 @@
 //!   takes the request already there without polling first.
 //! - udp_echo_server_asks_no_pid_per_datagram: c_examples/echo_server.c
 //!   asks getpid() whether it is a forked child only in forking mode.
+//! - threading/forking_accepts_queued_connections_without_poll: with
+//!   connections waiting in the backlog, the serving thread accepts the
+//!   next one without polling first.
+//! - forking_reaps_a_busy_loop_in_batches: while connections queue up, the
+//!   children's pidfds are polled every few turns, not every turn, and
+//!   every child is still reaped once the loop is idle.
+//! - threading/forking_stops_while_accepting_without_poll: a loop that
+//!   never polls (clients always waiting) still stops on shutdown.
 
 mod common;
 
@@ -486,4 +494,55 @@ fn forking_reaps_a_busy_loop_in_batches() {
     // Every child is still reaped, once the loop is idle.
     wait_children_reaped(server.pid());
     stop(server);
+}
+
+/// While clients keep churning, `mode`'s loop never needs its poll: a
+/// SIGTERM (echo_server's shutdown) still stops it, and it exits 0 with
+/// its workers done. The clients stop once the server is gone.
+fn stops_while_accepting_without_poll(mode: &str, extra: &[&str]) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let server = echo_server("tcp", mode, extra);
+    let stop_clients = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (address, stop_clients, served) = (
+                server.addr().to_owned(),
+                stop_clients.clone(),
+                served.clone(),
+            );
+            thread::spawn(move || {
+                while !stop_clients.load(Ordering::SeqCst) {
+                    let Ok(mut stream) = TcpStream::connect(&address) else {
+                        return;
+                    };
+                    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                    let mut echo = [0u8; MESSAGE.len()];
+                    if stream.write_all(&MESSAGE).is_ok() && stream.read_exact(&mut echo).is_ok() {
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while served.load(Ordering::SeqCst) < 200 {
+        assert!(Instant::now() < deadline, "the clients were not served");
+        thread::sleep(Duration::from_millis(2));
+    }
+    stop(server);
+    stop_clients.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.join().expect("a client");
+    }
+}
+
+#[test]
+fn threading_stops_while_accepting_without_poll() {
+    stops_while_accepting_without_poll("threading", &[]);
+}
+
+#[test]
+fn forking_stops_while_accepting_without_poll() {
+    stops_while_accepting_without_poll("forking", &["--max-children", "60"]);
 }

@@ -108,6 +108,10 @@ pub(crate) struct ChildTracker {
     children: Mutex<Vec<Child>>,
     /// Busy turns (see reap_turn) since the last reap.
     unreaped_turns: AtomicUsize,
+    /// Whether reap_turn may skip busy turns: not with a per-IP limit,
+    /// whose places children hold until reaped (a client at its limit
+    /// would be refused for a child already gone).
+    batch_reaps: bool,
     /// Children not yet reaped plus forks under way: what max_children
     /// bounds.
     slots: AtomicUsize,
@@ -181,6 +185,7 @@ impl ChildTracker {
         ChildTracker {
             children: Mutex::new(Vec::new()),
             unreaped_turns: AtomicUsize::new(0),
+            batch_reaps: config.max_connections_per_ip == 0,
             slots: AtomicUsize::new(0),
             max_children: config.max_children,
         }
@@ -324,12 +329,16 @@ impl ChildTracker {
     /// the poll finds several at once. A finished child stays a zombie for
     /// at most REAP_EVERY busy turns more (an idle loop waits up to the
     /// poll interval before reaping anyway), and max_children still
-    /// reaps at the cap first (Workers::has_capacity).
+    /// reaps at the cap first (Workers::has_capacity). With a per-IP
+    /// limit every turn reaps (see `batch_reaps`).
     pub(crate) fn reap_turn(&self, server: &Server, polled: bool) {
         if self.slots.load(Ordering::SeqCst) == 0 {
             return;
         }
-        if !polled && self.unreaped_turns.fetch_add(1, Ordering::Relaxed) + 1 < REAP_EVERY {
+        if !polled
+            && self.batch_reaps
+            && self.unreaped_turns.fetch_add(1, Ordering::Relaxed) + 1 < REAP_EVERY
+        {
             return;
         }
         self.unreaped_turns.store(0, Ordering::Relaxed);
