@@ -119,6 +119,12 @@ const CAPACITY_RECHECK: Duration = Duration::from_millis(20);
 /// fewer per request. When the queue was empty, the read was a call for
 /// nothing (at a single client, every time): the next such tries wait for
 /// 1, 3, 7 ... up to MAX_SKIP requests taken through poll.
+///
+/// The same for a stream listener in SS_THREADING and SS_FORKING, whose
+/// serving thread only accepts (the request runs elsewhere): under load
+/// the next connection is already in the backlog when the last one has
+/// been handed over, and the non-blocking listener's accept4 takes it
+/// without the poll (EAGAIN when there is none).
 struct QueuedDatagrams {
     enabled: bool,
     skip: u32,
@@ -862,7 +868,11 @@ impl Server {
             return crate::event::serve(self, events, &socket);
         }
         let blocking = BlockingReceive::enter(self, &socket);
-        let mut queued = QueuedDatagrams::new(!self.config.transport.is_stream());
+        let accepts_only = matches!(
+            self.config.concurrency,
+            Concurrency::Threading | Concurrency::Forking
+        );
+        let mut queued = QueuedDatagrams::new(!self.config.transport.is_stream() || accepts_only);
         let mut next_service = Instant::now() + self.config.poll_interval;
         loop {
             if let Some(receive) = &blocking {
@@ -899,12 +909,14 @@ impl Server {
                 }
             }
             self.handler.service_actions(self);
-            self.workers.reap(self);
+            // A turn that found its request queued reaps only now and
+            // then (Workers::reap_turn).
+            self.workers.reap_turn(self, wake.is_some());
         }
     }
 
-    /// A datagram server's turn without a poll (see QueuedDatagrams): what
-    /// asks it to stop, else the next datagram if one is already queued,
+    /// A turn without a poll (see QueuedDatagrams): what asks it to stop,
+    /// else the next datagram or connection if one is already queued,
     /// handled here.
     fn take_queued(self: &Arc<Self>, socket: &Arc<Socket>, queued: &mut QueuedDatagrams) -> Queued {
         if !queued.try_now() || !self.workers.has_capacity(self) {

@@ -24,6 +24,14 @@
 //!   takes the request already there without polling first.
 //! - udp_echo_server_asks_no_pid_per_datagram: c_examples/echo_server.c
 //!   asks getpid() whether it is a forked child only in forking mode.
+//! - threading/forking_accepts_queued_connections_without_poll: with
+//!   connections waiting in the backlog, the serving thread accepts the
+//!   next one without polling first.
+//! - forking_reaps_a_busy_loop_in_batches: while connections queue up, the
+//!   children's pidfds are polled every few turns, not every turn, and
+//!   every child is still reaped once the loop is idle.
+//! - threading/forking_stops_while_accepting_without_poll: a loop that
+//!   never polls (clients always waiting) still stops on shutdown.
 
 mod common;
 
@@ -401,4 +409,125 @@ fn udp_echo_server_asks_no_pid_per_datagram() {
     // may go uncounted (seen under load: 199 of 200).
     assert!(counts.calls("recvfrom") >= N - 1, "{counts}");
     stop(server);
+}
+
+/// `clients` threads, each churning `per_client` connections at once: a
+/// backlog that is rarely empty when the server comes back to accept.
+fn concurrent_churn(address: &str, clients: u64, per_client: u64) {
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let address = address.to_owned();
+            thread::spawn(move || churn(&address, per_client))
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("a churning client");
+    }
+}
+
+/// accepts_queued_connections_without_poll: in SS_THREADING and
+/// SS_FORKING the serving thread only accepts; with connections waiting
+/// in the backlog it takes the next one with accept4 at once, without a
+/// poll first (one per connection before). `per_conn_polls` is what the
+/// rest of the mode polls per connection (a forked child's wait for its
+/// client's end, the parent's poll of its children's pidfds).
+fn assert_accepts_without_poll(mode: &str, extra: &[&str], per_conn_polls: u64) {
+    const CLIENTS: u64 = 8;
+    const PER_CLIENT: u64 = 40;
+    const N: u64 = CLIENTS * PER_CLIENT;
+    let server = echo_server("tcp", mode, extra);
+    concurrent_churn(server.addr(), 4, 5);
+    let strace = Strace::attach(server.pid());
+    concurrent_churn(server.addr(), CLIENTS, PER_CLIENT);
+    let counts = strace.finish();
+    assert!(counts.calls("accept4") >= N, "{counts}");
+    // Polling before every accept was N more; the backlog is empty now
+    // and then (the clients are not traced, the server is), when the poll
+    // is still needed.
+    assert_at_most(
+        &counts,
+        "poll",
+        per_conn_polls * N + N / 3,
+        &format!("{mode}, {CLIENTS} clients churning"),
+    );
+    stop(server);
+}
+
+#[test]
+fn threading_accepts_queued_connections_without_poll() {
+    assert_accepts_without_poll("threading", &[], 0);
+}
+
+#[test]
+fn forking_accepts_queued_connections_without_poll() {
+    assert_accepts_without_poll("forking", &["--max-children", "60"], 2);
+}
+
+#[test]
+fn forking_reaps_a_busy_loop_in_batches() {
+    const CLIENTS: u64 = 8;
+    const PER_CLIENT: u64 = 40;
+    const N: u64 = CLIENTS * PER_CLIENT;
+    let server = echo_server("tcp", "forking", &["--max-children", "60"]);
+    concurrent_churn(server.addr(), 4, 5);
+    let strace = Strace::attach(server.pid());
+    concurrent_churn(server.addr(), CLIENTS, PER_CLIENT);
+    let counts = strace.finish();
+    // Each child's one poll (its wait for the client's end), and a poll
+    // of the pidfds only every few busy turns: it was one per turn.
+    assert_at_most(&counts, "poll", N + N / 3, "forking, 8 clients churning");
+    // Every child is still reaped, once the loop is idle.
+    wait_children_reaped(server.pid());
+    stop(server);
+}
+
+/// While clients keep churning, `mode`'s loop never needs its poll: a
+/// SIGTERM (echo_server's shutdown) still stops it, and it exits 0 with
+/// its workers done. The clients stop once the server is gone.
+fn stops_while_accepting_without_poll(mode: &str, extra: &[&str]) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let server = echo_server("tcp", mode, extra);
+    let stop_clients = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (address, stop_clients, served) = (
+                server.addr().to_owned(),
+                stop_clients.clone(),
+                served.clone(),
+            );
+            thread::spawn(move || {
+                while !stop_clients.load(Ordering::SeqCst) {
+                    let Ok(mut stream) = TcpStream::connect(&address) else {
+                        return;
+                    };
+                    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                    let mut echo = [0u8; MESSAGE.len()];
+                    if stream.write_all(&MESSAGE).is_ok() && stream.read_exact(&mut echo).is_ok() {
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while served.load(Ordering::SeqCst) < 200 {
+        assert!(Instant::now() < deadline, "the clients were not served");
+        thread::sleep(Duration::from_millis(2));
+    }
+    stop(server);
+    stop_clients.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.join().expect("a client");
+    }
+}
+
+#[test]
+fn threading_stops_while_accepting_without_poll() {
+    stops_while_accepting_without_poll("threading", &[]);
+}
+
+#[test]
+fn forking_stops_while_accepting_without_poll() {
+    stops_while_accepting_without_poll("forking", &["--max-children", "60"]);
 }

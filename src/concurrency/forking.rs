@@ -106,11 +106,21 @@ struct Child {
 
 pub(crate) struct ChildTracker {
     children: Mutex<Vec<Child>>,
+    /// Busy turns (see reap_turn) since the last reap.
+    unreaped_turns: AtomicUsize,
+    /// Whether reap_turn may skip busy turns: not with a per-IP limit,
+    /// whose places children hold until reaped (a client at its limit
+    /// would be refused for a child already gone).
+    batch_reaps: bool,
     /// Children not yet reaped plus forks under way: what max_children
     /// bounds.
     slots: AtomicUsize,
     max_children: usize,
 }
+
+/// How many serve loop turns that found their request queued pass
+/// between two reaps (ChildTracker::reap_turn).
+pub(crate) const REAP_EVERY: usize = 8;
 
 /// Children whose pidfds one poll(2) looks at: a bit mask each, and an
 /// array on the stack, so that a loop turn allocates nothing (in SS_FORKING
@@ -174,6 +184,8 @@ impl ChildTracker {
     pub(crate) fn new(config: &Config) -> Self {
         ChildTracker {
             children: Mutex::new(Vec::new()),
+            unreaped_turns: AtomicUsize::new(0),
+            batch_reaps: config.max_connections_per_ip == 0,
             slots: AtomicUsize::new(0),
             max_children: config.max_children,
         }
@@ -306,6 +318,31 @@ impl ChildTracker {
             child.killed = true;
         }
         children.len()
+    }
+
+    /// The serve loop's reaping at the end of a turn (Python's
+    /// collect_children in service_actions): after a turn that waited in
+    /// poll, at once; after one that found its request already queued, on
+    /// every REAP_EVERY-th such turn only. Under load the next connection
+    /// is always waiting, and a poll of the pidfds per connection (which
+    /// finds about one child exited) costs a system call each; batched,
+    /// the poll finds several at once. A finished child stays a zombie for
+    /// at most REAP_EVERY busy turns more (an idle loop waits up to the
+    /// poll interval before reaping anyway), and max_children still
+    /// reaps at the cap first (Workers::has_capacity). With a per-IP
+    /// limit every turn reaps (see `batch_reaps`).
+    pub(crate) fn reap_turn(&self, server: &Server, polled: bool) {
+        if self.slots.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if !polled
+            && self.batch_reaps
+            && self.unreaped_turns.fetch_add(1, Ordering::Relaxed) + 1 < REAP_EVERY
+        {
+            return;
+        }
+        self.unreaped_turns.store(0, Ordering::Relaxed);
+        self.reap(server, false);
     }
 
     /// Reaps finished children (all of them, waiting, when `block`), and

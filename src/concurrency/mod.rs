@@ -195,6 +195,16 @@ impl Workers {
         }
     }
 
+    /// serve_forever's reaping at the end of a turn: every turn that
+    /// waited in poll (or timed out), as `reap`; while turns find their
+    /// request already queued (a busy listener) only every
+    /// `forking::REAP_EVERY`th (see ChildTracker::reap_turn).
+    pub(crate) fn reap_turn(&self, server: &Server, polled: bool) {
+        if let Workers::Blocking(b) = self {
+            b.children.reap_turn(server, polled);
+        }
+    }
+
     /// Server close: with block_on_close, wait for every child and every
     /// non-daemon thread; otherwise only reap the children already done.
     pub(crate) fn close(&self, server: &Server, block_on_close: bool) {

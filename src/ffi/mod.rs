@@ -117,8 +117,10 @@ pub enum ss_concurrency {
     /// setup, handle, finish and handle_error, then leaves with _exit (status
     /// 0 on success, 1 after a failed request, 2 after an internal error);
     /// the parent closes its copy of the connection at once, reaps its own
-    /// children by pid every loop turn, on handle_request's timeout and on
-    /// close (never waitpid(-1): your own children are left alone), and
+    /// children every loop turn that waited for a connection (while
+    /// connections queue up, every 8th turn, unless a per-IP limit is set),
+    /// on handle_request's timeout, at max_children and on close (never
+    /// waitpid(-1): your own children are left alone), and
     /// reports a child killed by a signal through handle_error (request
     /// NULL). A crashing child does not disturb the server. See
     /// ss_config_set_max_children().
