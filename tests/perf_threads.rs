@@ -435,7 +435,7 @@ fn assert_accepts_without_poll(mode: &str, extra: &[&str], per_conn_polls: u64) 
     const CLIENTS: u64 = 8;
     const PER_CLIENT: u64 = 40;
     const N: u64 = CLIENTS * PER_CLIENT;
-    let server = echo_server("tcp", mode, extra);
+    let server = common::start_echo_server("tcp", mode, "127.0.0.1:0", extra);
     concurrent_churn(server.addr(), 4, 5);
     let strace = Strace::attach(server.pid());
     concurrent_churn(server.addr(), CLIENTS, PER_CLIENT);
@@ -468,7 +468,8 @@ fn forking_reaps_a_busy_loop_in_batches() {
     const CLIENTS: u64 = 8;
     const PER_CLIENT: u64 = 40;
     const N: u64 = CLIENTS * PER_CLIENT;
-    let server = echo_server("tcp", "forking", &["--max-children", "60"]);
+    let server =
+        common::start_echo_server("tcp", "forking", "127.0.0.1:0", &["--max-children", "60"]);
     concurrent_churn(server.addr(), 4, 5);
     let strace = Strace::attach(server.pid());
     concurrent_churn(server.addr(), CLIENTS, PER_CLIENT);
@@ -486,7 +487,7 @@ fn forking_reaps_a_busy_loop_in_batches() {
 /// its workers done. The clients stop once the server is gone.
 fn stops_while_accepting_without_poll(mode: &str, extra: &[&str]) {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let server = echo_server("tcp", mode, extra);
+    let server = common::start_echo_server("tcp", mode, "127.0.0.1:0", extra);
     let stop_clients = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..6)
