@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::peer_limit::PeerPermit;
 use crate::server::Server;
 use crate::sys::in_forked_child;
-use crate::sys::{as_uninit, wait_ready};
+use crate::sys::{as_uninit, recv_fd, send_fd, wait_ready};
 use crate::transport::{self, has_reply_address};
 
 /// Longest a blocking-mode datagram reply waits for room before it is
@@ -1406,56 +1406,6 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
         .iter()
         .position(|&b| b == b'\n')
         .map(|i| base + i)
-}
-
-/// One recv(2) on a connected stream socket, as
-/// `Socket::recv_with_flags(buf, flags)`, but by syscall(2): glibc's recv()
-/// is a pthread cancellation point, and switching asynchronous
-/// cancellation on and off around it costs two atomic operations and ~30
-/// instructions per call (as in crate::event::conn). A handler thread is
-/// never cancelled through these calls (cancelling through Rust frames is
-/// undefined behaviour anyway).
-fn recv_fd(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: recvfrom(2) writes at most `buf.len()` bytes into `buf`,
-    // valid and exclusively borrowed for the call; null address pointers
-    // ask for no peer address.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_recvfrom,
-            fd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            flags,
-            std::ptr::null_mut::<libc::sockaddr>(),
-            std::ptr::null_mut::<libc::socklen_t>(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
-/// One send(2) on a connected stream socket, by syscall(2) for the reason
-/// given at [`recv_fd`].
-fn send_fd(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: sendto(2) only reads `data.len()` bytes of `data`, valid for
-    // the call; a null address is what send(2) passes on a connected socket.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_sendto,
-            fd,
-            data.as_ptr(),
-            data.len(),
-            flags,
-            std::ptr::null::<libc::sockaddr>(),
-            0 as libc::socklen_t,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
 }
 
 /// Whether the client has sent bytes not read yet (peeked).

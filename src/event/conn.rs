@@ -13,57 +13,17 @@ use super::watch::Watch;
 use crate::address::format_sockaddr;
 use crate::error::{Error, ErrorKind, Result};
 
-/// One non-blocking recv on a connected stream socket, as
-/// `Socket::recv_with_flags(buf, MSG_DONTWAIT)`, but by syscall(2): glibc's
-/// recv() is a pthread cancellation point, and switching asynchronous
-/// cancellation on and off around it costs two atomic operations and ~30
-/// instructions per call. No loop thread is ever cancelled (cancelling
-/// through Rust frames is undefined behaviour anyway), so the loop's reads
-/// and writes go without it.
+/// One non-blocking recv on a connected stream socket (by syscall(2), see
+/// [`crate::sys::recv_fd`]).
 #[inline(always)]
 pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: recvfrom(2) writes at most `buf.len()` bytes into `buf`,
-    // valid and exclusively borrowed for the call; null address pointers
-    // ask for no peer address.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_recvfrom,
-            fd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut::<libc::sockaddr>(),
-            std::ptr::null_mut::<libc::socklen_t>(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    crate::sys::recv_fd(fd, buf, libc::MSG_DONTWAIT)
 }
 
-/// One non-blocking send without SIGPIPE, as
-/// `Socket::send_with_flags(data, MSG_NOSIGNAL | MSG_DONTWAIT)`, by
-/// syscall(2) for the reason given at [`recv_now`].
+/// One non-blocking send without SIGPIPE (see [`crate::sys::send_fd`]).
 #[inline(always)]
 fn send_now(fd: RawFd, data: &[u8]) -> io::Result<usize> {
-    // SAFETY: sendto(2) only reads `data.len()` bytes of `data`, valid for
-    // the call; a null address is what send(2) passes on a connected socket.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_sendto,
-            fd,
-            data.as_ptr(),
-            data.len(),
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            std::ptr::null::<libc::sockaddr>(),
-            0 as libc::socklen_t,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    crate::sys::send_fd(fd, data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
 }
 
 /// A peer address in as little memory as an idle connection can afford:
