@@ -15,6 +15,9 @@
 #                   rows say it was skipped)
 #   cthread/cfork/citer  ref_blocking_echo --model thread|fork|iterative:
 #                   a thread / a process per connection, one at a time
+#   cfork-lib       cfork with libsocketserver.so (and so libgcc_s) loaded
+#                   by LD_PRELOAD but never called: what a process per
+#                   connection costs more when its program maps the library
 #   cudp            ref_udp_echo: blocking recvfrom/sendto loop
 #   py-*            benches/py_echo.py: TCPServer, ThreadingTCPServer,
 #                   ForkingTCPServer (max_children 100), UDPServer,
@@ -321,6 +324,7 @@ server_cmd() {
         ;;
     cthread) CMD=(build/ref_blocking_echo "${on[@]}" --model thread) ;;
     cfork) CMD=(build/ref_blocking_echo "${on[@]}" --model fork) ;;
+    cfork-lib) CMD=(env LD_PRELOAD="$LIB_ABS/libsocketserver.so" build/ref_blocking_echo "${on[@]}" --model fork) ;;
     citer) CMD=(build/ref_blocking_echo "${on[@]}" --model iterative) ;;
     cudp) CMD=(build/ref_udp_echo --address "$addr") ;;
     py-tcp | py-threading | py-forking | py-udp | py-unix-threading | py-http)
@@ -338,7 +342,7 @@ declare -A NAME=(
     [ev1]="event 1 loop" [ev2]="event 2 loops" [thr]="threading" [fork]="forking"
     [sync]="sync" [epoll1]="C epoll" [epoll2]="C epoll 2 loops"
     [epoll2rp]="C epoll 2 loops reuseport" [libevent]="libevent"
-    [cthread]="C thread/conn" [cfork]="C fork/conn" [citer]="C iterative"
+    [cthread]="C thread/conn" [cfork]="C fork/conn" [cfork-lib]="C fork/conn, library mapped" [citer]="C iterative"
     [cudp]="C recvfrom loop" [py-tcp]="Py TCPServer" [py-threading]="Py ThreadingTCPServer"
     [py-forking]="Py ForkingTCPServer" [py-udp]="Py UDPServer"
     [py-unix-threading]="Py ThreadingUnixStreamServer" [py-http]="Py ThreadingHTTPServer"
@@ -497,7 +501,7 @@ fi
 run_case tcp50 tcp "--connections 50" \
     epoll1 ev1 epoll2 ev2 libevent cthread thr py-threading cfork fork py-forking
 run_case churn tcp "--connections 50 --churn --sources 32" \
-    libevent ev1 epoll1 cthread thr cfork fork py-forking citer sync py-tcp
+    libevent ev1 epoll1 cthread thr cfork fork cfork-lib py-forking citer sync py-tcp
 # The same with the client pinned to the last CPU: on 2 cores, two loops
 # and an unpinned client are three busy threads on two CPUs, and the
 # client, preempted, sets the pace; pinned, the comparison of 1 and 2 loops
@@ -527,6 +531,8 @@ row churn ev1 libevent 1.0 -
 row churn ev1 epoll1 - -
 row churn thr cthread 1.0 -
 row churn fork cfork 0.9 - nocpu
+row churn fork cfork-lib - - nocpu
+row churn cfork-lib cfork - - nocpu
 row churn fork py-forking - - nocpu
 row churn sync citer - -
 row churn sync py-tcp - -
