@@ -8,6 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::Command;
 use std::time::Duration;
 
 use common::callgrind::{CallTree, Callgrind, InclusiveCosts};
@@ -49,43 +50,42 @@ fn round(clients: &mut [TcpStream]) {
     }
 }
 
-/// `echo_server --mode MODE` over TCP (its handler reads with a 200 ms
-/// per-request timeout into its own 64 KiB buffer, writes into a write
-/// buffer and flushes), counted while `connections` persistent
-/// connections echo ROUNDS messages each; returns the profile and the
-/// message count.
-fn echo_profile(mode: &str, connections: usize) -> (Profile, u64) {
-    let callgrind = Callgrind::new();
-    let mut cmd = callgrind.command(common::compile_example("echo_server", &["-O2"]));
-    cmd.args([
-        "--transport",
-        "tcp",
-        "--mode",
-        mode,
-        "--address",
-        "127.0.0.1:0",
-    ]);
+/// The server `cmd` runs under `callgrind`, started, and counted while
+/// `connections` persistent connections make ROUNDS `exchange`s each
+/// (after ten not counted: threads started, buffers grown, SO_RCVTIMEO
+/// set, so the counts are of the steady state); returns the profile and
+/// the exchange count.
+fn profile(
+    callgrind: Callgrind,
+    cmd: Command,
+    connections: usize,
+    exchange: fn(&mut [TcpStream]),
+) -> (Profile, u64) {
     let server = ExampleProcess::start(cmd, STARTUP);
     let mut clients: Vec<TcpStream> = (0..connections)
-        .map(|_| {
-            let c = TcpStream::connect(server.addr()).expect("connect");
-            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            c.set_nodelay(true).unwrap();
-            c
-        })
+        .map(|_| common::tcp_client(server.addr(), Duration::from_secs(30)))
         .collect();
-    // Warm up first (threads started, buffers grown, SO_RCVTIMEO set):
-    // the counts are of the steady state.
     for _ in 0..10 {
-        round(&mut clients);
+        exchange(&mut clients);
     }
     callgrind.count(server.pid(), || {
         for _ in 0..ROUNDS {
-            round(&mut clients);
+            exchange(&mut clients);
         }
     });
     drop(clients);
     (finish(server, callgrind), (connections * ROUNDS) as u64)
+}
+
+/// `echo_server --mode MODE` over TCP (its handler reads with a 200 ms
+/// per-request timeout into its own 64 KiB buffer, writes into a write
+/// buffer and flushes), `connections` persistent connections echoing
+/// ROUNDS messages each.
+fn echo_profile(mode: &str, connections: usize) -> (Profile, u64) {
+    let callgrind = Callgrind::new();
+    let mut cmd = callgrind.command(common::echo_server_program());
+    cmd.args(common::echo_args("tcp", mode, "127.0.0.1:0"));
+    profile(callgrind, cmd, connections, round)
 }
 
 fn threading_echo_profile() -> (Profile, u64) {
@@ -177,25 +177,7 @@ fn threading_http_profile() -> (Profile, u64) {
     let callgrind = Callgrind::new();
     let mut cmd = callgrind.command(common::compile_example("http_hello", &["-O2"]));
     cmd.args(["--mode", "threading", "--address", "127.0.0.1:0"]);
-    let server = ExampleProcess::start(cmd, STARTUP);
-    let mut clients: Vec<TcpStream> = (0..CONNECTIONS)
-        .map(|_| {
-            let c = TcpStream::connect(server.addr()).expect("connect");
-            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            c.set_nodelay(true).unwrap();
-            c
-        })
-        .collect();
-    for _ in 0..10 {
-        http_round(&mut clients);
-    }
-    callgrind.count(server.pid(), || {
-        for _ in 0..ROUNDS {
-            http_round(&mut clients);
-        }
-    });
-    drop(clients);
-    (finish(server, callgrind), (CONNECTIONS * ROUNDS) as u64)
+    profile(callgrind, cmd, CONNECTIONS, http_round)
 }
 
 /// Instructions in ss_request_readline (with its callees) per request
