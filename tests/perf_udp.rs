@@ -606,26 +606,29 @@ fn callgrind_profile(mode: &str, datagrams: u64) -> Profile {
     }
 }
 
+impl Profile {
+    /// Fails unless `function` (a callgrind call-tree name) was called at
+    /// most `bound` times; `what` names those calls.
+    fn assert_calls_at_most(&self, function: &str, bound: u64, what: &str) {
+        let calls = self.tree.calls(function);
+        assert!(
+            calls <= bound,
+            "{calls} {what} for {} datagrams (at most {bound})",
+            self.datagrams
+        );
+    }
+}
+
 /// SS_SYNC over UDP allocates nothing per datagram once it runs: the
 /// receive buffer, each request's state with its copy of the datagram and
 /// its reply buffer are reused (crate::request::DatagramBuffers).
 #[test]
 fn sync_udp_allocates_nothing_and_reads_no_clock_per_datagram() {
     let p = callgrind_profile("sync", 500);
-    let mallocs = p.tree.calls(":malloc [");
-    assert!(
-        mallocs < p.datagrams / 10,
-        "{mallocs} calls to malloc for {} datagrams",
-        p.datagrams
-    );
+    p.assert_calls_at_most(":malloc [", p.datagrams / 10, "calls to malloc");
     // Nor does it read the clock per datagram (service_actions follows
     // each one anyway; the next idle-time call is timed only when idle).
-    let clocks = p.tree.calls(":clock_gettime");
-    assert!(
-        clocks < p.datagrams / 10,
-        "{clocks} calls to clock_gettime for {} datagrams",
-        p.datagrams
-    );
+    p.assert_calls_at_most(":clock_gettime", p.datagrams / 10, "clock_gettime calls");
 }
 
 /// User-space instructions per datagram that SS_SYNC over UDP costs the
@@ -643,20 +646,14 @@ fn sync_udp_instructions_per_datagram_stay_bounded() {
     // recvfrom and into the request, the datagram into the request, out
     // to the handler, into the reply); the request itself moves without
     // one (a few words), and a read at the end of the data copies nothing.
-    let copies = p.tree.calls("memmove-vec-unaligned-erms.S:");
-    assert!(
-        copies <= 5 * p.datagrams,
-        "{copies} memcpy calls for {} datagrams",
-        p.datagrams
+    p.assert_calls_at_most(
+        "memmove-vec-unaligned-erms.S:",
+        5 * p.datagrams,
+        "memcpy calls",
     );
     // Nor is each sender compared with the receive waker's address: only
     // an empty datagram can be the wake-up.
-    let compares = p.tree.calls(":__memcmp");
-    assert!(
-        compares < p.datagrams / 10,
-        "{compares} memcmp calls for {} datagrams",
-        p.datagrams
-    );
+    p.assert_calls_at_most(":__memcmp", p.datagrams / 10, "memcmp calls");
     assert!(
         per <= SYNC_UDP_INSTRUCTIONS_PER_DATAGRAM,
         "{per} instructions per datagram (bound {SYNC_UDP_INSTRUCTIONS_PER_DATAGRAM})"
