@@ -108,9 +108,11 @@ pub(crate) struct ChildTracker {
     children: Mutex<Vec<Child>>,
     /// Busy turns (see reap_turn) since the last reap.
     unreaped_turns: AtomicUsize,
-    /// Whether reap_turn may skip busy turns: not with a per-IP limit,
-    /// whose places children hold until reaped (a client at its limit
-    /// would be refused for a child already gone).
+    /// Whether reap_turn may skip busy turns: only in SS_FORKING over a
+    /// stream, where the serving thread alone forks (reaping at the cap
+    /// first), and not with a per-IP limit, whose places children hold
+    /// until reaped (a client at its limit would be refused for a child
+    /// already gone).
     batch_reaps: bool,
     /// Children not yet reaped plus forks under way: what max_children
     /// bounds.
@@ -185,7 +187,11 @@ impl ChildTracker {
         ChildTracker {
             children: Mutex::new(Vec::new()),
             unreaped_turns: AtomicUsize::new(0),
-            batch_reaps: config.max_connections_per_ip == 0,
+            // Only where the serving thread alone forks (SS_FORKING's
+            // stream connections), which reaps at the cap anyway.
+            batch_reaps: config.max_connections_per_ip == 0
+                && config.concurrency == crate::config::Concurrency::Forking
+                && config.transport.is_stream(),
             slots: AtomicUsize::new(0),
             max_children: config.max_children,
         }
@@ -209,11 +215,20 @@ impl ChildTracker {
         request: Request,
         work: impl FnOnce(Request) -> Result<(), Error> + Send + 'static,
     ) -> Result<(), super::NotStarted> {
-        let reserved = self
-            .slots
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.max_children).then_some(n + 1)
-            });
+        let reserve = || {
+            self.slots
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < self.max_children).then_some(n + 1)
+                })
+        };
+        let mut reserved = reserve();
+        if reserved.is_err() {
+            // Children that have exited but are not reaped yet hold places
+            // until the serve loop's next reap; a hand-off on a handler
+            // thread (SS_THREADING) does not wait for that: reap them now.
+            self.reap(request.server(), false);
+            reserved = reserve();
+        }
         if reserved.is_err() {
             let error = Error::wrong_state(format!(
                 "max_children ({}) child processes already run: the fork was refused",
@@ -330,7 +345,7 @@ impl ChildTracker {
     /// at most REAP_EVERY busy turns more (an idle loop waits up to the
     /// poll interval before reaping anyway), and max_children still
     /// reaps at the cap first (Workers::has_capacity). With a per-IP
-    /// limit every turn reaps (see `batch_reaps`).
+    /// limit, and in the other modes, every turn reaps (see `batch_reaps`).
     pub(crate) fn reap_turn(&self, server: &Server, polled: bool) {
         if self.slots.load(Ordering::SeqCst) == 0 {
             return;

@@ -173,7 +173,8 @@ impl Workers {
         };
         // max_children counts fork hand-offs in every blocking mode: at the
         // cap the loop stops accepting, as in forking mode. Reaped here only
-        // at the cap: the loop reaps once a turn anyway (Workers::reap).
+        // at the cap: the loop reaps at the end of its turns anyway
+        // (Workers::reap_turn).
         if !b.children.has_capacity() {
             b.children.reap(server, false);
             if !b.children.has_capacity() {
@@ -187,8 +188,9 @@ impl Workers {
         }
     }
 
-    /// Reaps finished children without blocking: every loop turn and on
-    /// handle_request's timeout (Python's collect_children).
+    /// Reaps finished children without blocking: on handle_request's
+    /// timeout (Python's collect_children; serve_forever's turns reap
+    /// through reap_turn).
     pub(crate) fn reap(&self, server: &Server) {
         if let Workers::Blocking(b) = self {
             b.children.reap(server, false);

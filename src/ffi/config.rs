@@ -513,8 +513,9 @@ pub unsafe extern "C" fn ss_config_set_thread_stack_size(
 /// (ss_request_hand_off() with SS_HAND_OFF_FORK) together, in every mode
 /// but SS_EVENT (SS_ERR_UNSUPPORTED there). While that many run, the
 /// server stops accepting until one exits (unlike Python, handle_request
-/// honours it too). A fork hand-off that still finds no room (other handler
-/// threads of SS_THREADING or SS_THREAD_POOL took it meanwhile) is refused:
+/// honours it too). A fork hand-off that still finds no room once children
+/// that have exited are reaped (other handler threads of SS_THREADING or
+/// SS_THREAD_POOL took it meanwhile) is refused:
 /// handle_error gets SS_ERR_WRONG_STATE ("max_children ... reached") and the
 /// connection is closed; finish is not called. At least 1; default 40.
 ///
