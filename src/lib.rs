@@ -2,13 +2,14 @@
 //! library. The safe core knows nothing of C; `ffi` is the only layer that
 //! deals in raw pointers from C and exports `extern "C"` functions. Below
 //! it, `unsafe` is confined to system calls the typed wrappers lack or make
-//! dear, each with its SAFETY comment: `sys`, fork/_exit/pidfd_open
+//! dear, each with its SAFETY comment: `sys` (among them recv/send by
+//! syscall(2), without glibc's cancellation-point bookkeeping, for the
+//! event loop and the blocking request I/O), fork/_exit/pidfd_open
 //! (`concurrency::forking`), handler threads started by pthread_create with
 //! a C-ABI entry (`concurrency::threading`: std's per-thread extras were
-//! most of a short connection's cost), the event loop's recv/send by
-//! syscall(2) (`event::conn`: no cancellation-point bookkeeping) and its
-//! recvmmsg/sendmmsg (`event::datagram`), and shutdown(2)/recv(2) on
-//! descriptors `drain` holds.
+//! most of a short connection's cost), the event loop's recvmmsg/sendmmsg
+//! (`event::datagram`), and shutdown(2)/recv(2) on descriptors `drain`
+//! holds.
 //!
 //! # Module map
 //!
@@ -21,10 +22,10 @@
 //! - `sync`: poison-tolerant locks, and why ignoring poison is sound.
 //!   Calls nothing.
 //! - `sys`: system-call helpers over nix: poll with a deadline, the eventfd
-//!   `Waker`, byte views for socket2, lock-free stderr lines (and the log
-//!   hook ss_set_log_callback installs in front of them), the rate
-//!   limiter, and the forked-child flag (process state the lowest layers
-//!   read). Calls `error`.
+//!   `Waker`, byte views for socket2, recv/send by syscall(2), lock-free
+//!   stderr lines (and the log hook ss_set_log_callback installs in front
+//!   of them), the rate limiter, and the forked-child flag (process state
+//!   the lowest layers read). Calls `error`.
 //! - `activation`: systemd socket activation (sd_listen_fds): the
 //!   descriptors passed in LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES. Calls
 //!   `error`, `sys`.
