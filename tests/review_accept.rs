@@ -1,10 +1,14 @@
 //! Review of the accept-first / batched reaping change: in SS_THREADING,
-//! fork hand-offs run on handler threads. ChildTracker::fork counts
-//! children that have exited but are not reaped yet against max_children;
-//! with the serve loop reaping only now and then, such zombies made
-//! hand-offs fail ("max_children ... already run", 1-16 per 2,000
-//! connections here) although far fewer children ran. A fork at the cap
-//! now reaps first, and only SS_FORKING's stream loop batches its reaps.
+//! fork hand-offs run on handler threads. ChildTracker::fork counted
+//! children that had exited but were not reaped yet against max_children,
+//! so a hand-off was refused ("max_children ... already run") for a zombie
+//! although no child ran (under churn: 1-16 refusals per 2,000
+//! connections once reaping was batched). A fork at the cap now reaps
+//! first, and only SS_FORKING's stream loop batches its reaps.
+//!
+//! Made deterministic here: max_children 1, two connections; the first
+//! one's child exits (a zombie, seen in /proc) after the serve loop's last
+//! reap, and only then does the second handler hand off.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,32 +22,43 @@ use socketserver::{
     Concurrency, Config, Error, ErrorKind, Handler, Request, Result, Server, Transport,
 };
 
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-const CLIENTS: usize = 6;
-const MAX_CHILDREN: usize = 8;
+const WAIT: Duration = Duration::from_secs(10);
 
-struct ForkEcho {
+struct ForkGated {
+    /// Handlers started so far (the first hands off at once, the second
+    /// waits for `open`).
+    started: AtomicUsize,
+    open: Arc<AtomicBool>,
+    turns: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
-    max_slots: Arc<AtomicUsize>,
 }
 
-impl Handler for ForkEcho {
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let end = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+impl Handler for ForkGated {
     fn handle(&self, request: &mut Request) -> Result<()> {
+        if self.started.fetch_add(1, Ordering::SeqCst) == 1 {
+            let open = self.open.clone();
+            wait_for("the gate", move || open.load(Ordering::SeqCst));
+        }
         request.hand_off(
             HandOffTarget::Fork,
             Box::new(|r: &mut Request| {
-                let mut byte = [0u8; 1];
-                r.read_exact(&mut byte)?;
-                r.write(&byte)?;
-                Ok(())
+                // The child's pid, for the test to see it exit.
+                r.write(format!("{}\n", std::process::id()).as_bytes())?;
+                r.flush()
             }),
         )
     }
 
-    fn service_actions(&self, server: &Server) {
-        if let Ok((_, children)) = server.live_workers() {
-            self.max_slots.fetch_max(children, Ordering::SeqCst);
-        }
+    fn service_actions(&self, _server: &Server) {
+        self.turns.fetch_add(1, Ordering::SeqCst);
     }
 
     fn handle_error(&self, _request: Option<&mut Request>, error: &Error) {
@@ -53,18 +68,39 @@ impl Handler for ForkEcho {
     }
 }
 
-/// At most CLIENTS children ever run at once (each client waits for its
-/// echo and the end of the stream, and a child exits right after
-/// closing), under max_children: no fork hand-off should be refused.
+/// Whether process `pid` is a zombie (exited, not reaped).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn read_all(mut s: TcpStream) -> String {
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    text
+}
+
 #[test]
-fn threading_fork_hand_offs_are_not_refused_for_unreaped_children() {
-    let refused = Arc::new(AtomicUsize::new(0));
+fn threading_fork_hand_off_reaps_an_exited_child_at_max_children() {
     let mut config = Config::new(Transport::Tcp, Concurrency::Threading).unwrap();
-    config.set_max_children(MAX_CHILDREN).unwrap();
-    let max_slots = Arc::new(AtomicUsize::new(0));
-    let handler = ForkEcho {
+    config.set_max_children(1).unwrap();
+    // No periodic turn (and so no reap) while the test sets the scene.
+    config.set_poll_interval(Duration::from_secs(30)).unwrap();
+    let open = Arc::new(AtomicBool::new(false));
+    let turns = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let handler = ForkGated {
+        started: AtomicUsize::new(0),
+        open: open.clone(),
+        turns: turns.clone(),
         refused: refused.clone(),
-        max_slots: max_slots.clone(),
     };
     let server: Arc<Server> = Server::new(&config, "127.0.0.1:0", Box::new(handler)).unwrap();
     let address = server.address().unwrap();
@@ -72,60 +108,26 @@ fn threading_fork_hand_offs_are_not_refused_for_unreaped_children() {
         let server = server.clone();
         thread::spawn(move || server.serve_forever())
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (address, stop, served, failed) = (
-                address.clone(),
-                stop.clone(),
-                served.clone(),
-                failed.clone(),
-            );
-            thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let mut s = TcpStream::connect(&address).expect("connect");
-                    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-                    s.set_nodelay(true).unwrap();
-                    // The echo, then the end of the stream: the child has
-                    // closed the connection, on its way out.
-                    let mut echo = Vec::new();
-                    if s.write_all(b"x").is_ok() && s.read_to_end(&mut echo).is_ok() && echo == b"x"
-                    {
-                        served.fetch_add(1, Ordering::SeqCst);
-                    } else {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            })
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while served.load(Ordering::SeqCst) + failed.load(Ordering::SeqCst) < 2000
-        && Instant::now() < deadline
-    {
-        thread::sleep(Duration::from_millis(5));
-    }
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().unwrap();
-    }
+    let mut first = TcpStream::connect(&address).expect("connect");
+    let second = TcpStream::connect(&address).expect("connect");
+    first.write_all(b"x").unwrap();
+    // Both connections' turns are over (each ends with service_actions,
+    // then the loop's reap), so the loop now waits in poll.
+    wait_for("two turns", || turns.load(Ordering::SeqCst) >= 2);
+    let pid: u32 = read_all(first).trim().parse().expect("the child's pid");
+    wait_for("the first child to exit", || is_zombie(pid));
+    open.store(true, Ordering::SeqCst);
+    let reply = read_all(second);
     server.shutdown();
     serving.join().unwrap().unwrap();
     server.close().unwrap();
-    let (served, failed, refused) = (
-        served.load(Ordering::SeqCst),
-        failed.load(Ordering::SeqCst),
-        refused.load(Ordering::SeqCst),
-    );
-    eprintln!(
-        "served {served}, failed {failed}, hand-offs refused {refused}, most children unreaped {}",
-        max_slots.load(Ordering::SeqCst)
-    );
     assert_eq!(
-        refused, 0,
-        "{refused} fork hand-offs refused at max_children {MAX_CHILDREN} with at most \
-         {CLIENTS} children running (served {served}, failed {failed})"
+        refused.load(Ordering::SeqCst),
+        0,
+        "the second hand-off was refused for an exited, unreaped child"
+    );
+    assert!(
+        reply.trim().parse::<u32>().is_ok(),
+        "second reply: {reply:?}"
     );
 }
