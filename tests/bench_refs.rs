@@ -455,3 +455,43 @@ fn bench_script_counts_instructions_per_request() {
         );
     }
 }
+
+/// scripts/bench.sh's churn case (one short round) runs the C fork echo
+/// with libsocketserver.so preloaded beside the plain one and ours, and
+/// its table has both of that server's rows with figures.
+#[test]
+fn bench_script_compares_forking_with_the_library_mapped_reference() {
+    common::require_tool("python3", "python3");
+    let dir = TempDir::new("bench-churn");
+    let results = dir.path().join("results.md");
+    let out = run_with_timeout(
+        &manifest_dir().join("scripts/bench.sh"),
+        &[],
+        &[
+            ("BENCH_ONLY", Path::new("churn")),
+            ("BENCH_QUICK", Path::new("1")),
+            ("BENCH_DURATION", Path::new("0.3")),
+            ("BENCH_WARMUP", Path::new("0")),
+            ("BENCH_RESULTS", &results),
+            ("SS_LIB_DIR", &setup().lib_dir),
+        ],
+        Duration::from_secs(300),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let table = std::fs::read_to_string(&results).expect("the results file");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| churn |") && l.contains("C fork/conn, library mapped"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    for row in rows {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(
+            cells[6]
+                .trim_matches('*')
+                .parse::<f64>()
+                .is_ok_and(|r| r > 0.0),
+            "{row}\n{table}"
+        );
+    }
+}

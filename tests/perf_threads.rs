@@ -425,6 +425,22 @@ fn concurrent_churn(address: &str, clients: u64, per_client: u64) {
     }
 }
 
+/// Churning clients at once, and the connections they make in all.
+const CLIENTS: u64 = 8;
+const PER_CLIENT: u64 = 40;
+const N: u64 = CLIENTS * PER_CLIENT;
+
+/// echo_server in `mode` over TCP, warmed up, and its system calls while
+/// CLIENTS clients churn PER_CLIENT connections each.
+fn traced_concurrent_churn(mode: &str, extra: &[&str]) -> (ExampleProcess, SyscallCounts) {
+    let server = common::start_echo_server("tcp", mode, "127.0.0.1:0", extra);
+    concurrent_churn(server.addr(), 4, 5);
+    let strace = Strace::attach(server.pid());
+    concurrent_churn(server.addr(), CLIENTS, PER_CLIENT);
+    let counts = strace.finish();
+    (server, counts)
+}
+
 /// accepts_queued_connections_without_poll: in SS_THREADING and
 /// SS_FORKING the serving thread only accepts; with connections waiting
 /// in the backlog it takes the next one with accept4 at once, without a
@@ -432,14 +448,7 @@ fn concurrent_churn(address: &str, clients: u64, per_client: u64) {
 /// rest of the mode polls per connection (a forked child's wait for its
 /// client's end, the parent's poll of its children's pidfds).
 fn assert_accepts_without_poll(mode: &str, extra: &[&str], per_conn_polls: u64) {
-    const CLIENTS: u64 = 8;
-    const PER_CLIENT: u64 = 40;
-    const N: u64 = CLIENTS * PER_CLIENT;
-    let server = common::start_echo_server("tcp", mode, "127.0.0.1:0", extra);
-    concurrent_churn(server.addr(), 4, 5);
-    let strace = Strace::attach(server.pid());
-    concurrent_churn(server.addr(), CLIENTS, PER_CLIENT);
-    let counts = strace.finish();
+    let (server, counts) = traced_concurrent_churn(mode, extra);
     assert!(counts.calls("accept4") >= N, "{counts}");
     // Polling before every accept was N more; the backlog is empty now
     // and then (the clients are not traced, the server is), when the poll
@@ -465,15 +474,7 @@ fn forking_accepts_queued_connections_without_poll() {
 
 #[test]
 fn forking_reaps_a_busy_loop_in_batches() {
-    const CLIENTS: u64 = 8;
-    const PER_CLIENT: u64 = 40;
-    const N: u64 = CLIENTS * PER_CLIENT;
-    let server =
-        common::start_echo_server("tcp", "forking", "127.0.0.1:0", &["--max-children", "60"]);
-    concurrent_churn(server.addr(), 4, 5);
-    let strace = Strace::attach(server.pid());
-    concurrent_churn(server.addr(), CLIENTS, PER_CLIENT);
-    let counts = strace.finish();
+    let (server, counts) = traced_concurrent_churn("forking", &["--max-children", "60"]);
     // Each child's one poll (its wait for the client's end), and a poll
     // of the pidfds only every few busy turns: it was one per turn.
     assert_at_most(&counts, "poll", N + N / 3, "forking, 8 clients churning");
