@@ -419,6 +419,28 @@ fn shutdown_latency_reports_every_mode() {
     }
 }
 
+/// scripts/bench.sh with BENCH_ONLY=`case` and the `knobs`, against this
+/// build's library; fails unless it succeeds, and returns the table it
+/// wrote.
+fn bench_table(case: &str, knobs: &[(&str, &str)]) -> String {
+    let dir = TempDir::new(&format!("bench-{case}"));
+    let results = dir.path().join("results.md");
+    let mut env: Vec<(&str, &Path)> = vec![
+        ("BENCH_ONLY", Path::new(case)),
+        ("BENCH_RESULTS", &results),
+        ("SS_LIB_DIR", &setup().lib_dir),
+    ];
+    env.extend(knobs.iter().map(|&(k, v)| (k, Path::new(v))));
+    let out = run_with_timeout(
+        &manifest_dir().join("scripts/bench.sh"),
+        &[],
+        &env,
+        Duration::from_secs(300),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    std::fs::read_to_string(&results).expect("the results file")
+}
+
 /// scripts/bench.sh's `instr` case (servers under callgrind, instrumented
 /// only while loadgen runs): every row of its table has both counts and a
 /// ratio, none failed.
@@ -426,20 +448,7 @@ fn shutdown_latency_reports_every_mode() {
 fn bench_script_counts_instructions_per_request() {
     common::require_tool("valgrind", "valgrind");
     common::require_tool("callgrind_control", "valgrind");
-    let dir = TempDir::new("bench-instr");
-    let results = dir.path().join("results.md");
-    let out = run_with_timeout(
-        &manifest_dir().join("scripts/bench.sh"),
-        &[],
-        &[
-            ("BENCH_ONLY", Path::new("instr")),
-            ("BENCH_RESULTS", &results),
-            ("SS_LIB_DIR", &setup().lib_dir),
-        ],
-        Duration::from_secs(300),
-    );
-    assert!(out.status.success(), "{}", show(&out));
-    let table = std::fs::read_to_string(&results).expect("the results file");
+    let table = bench_table("instr", &[]);
     let rows: Vec<&str> = table
         .lines()
         .filter(|l| l.starts_with("| tcp50 |") || l.starts_with("| udp50 |"))
@@ -462,23 +471,14 @@ fn bench_script_counts_instructions_per_request() {
 #[test]
 fn bench_script_compares_forking_with_the_library_mapped_reference() {
     common::require_tool("python3", "python3");
-    let dir = TempDir::new("bench-churn");
-    let results = dir.path().join("results.md");
-    let out = run_with_timeout(
-        &manifest_dir().join("scripts/bench.sh"),
-        &[],
+    let table = bench_table(
+        "churn",
         &[
-            ("BENCH_ONLY", Path::new("churn")),
-            ("BENCH_QUICK", Path::new("1")),
-            ("BENCH_DURATION", Path::new("0.3")),
-            ("BENCH_WARMUP", Path::new("0")),
-            ("BENCH_RESULTS", &results),
-            ("SS_LIB_DIR", &setup().lib_dir),
+            ("BENCH_QUICK", "1"),
+            ("BENCH_DURATION", "0.3"),
+            ("BENCH_WARMUP", "0"),
         ],
-        Duration::from_secs(300),
     );
-    assert!(out.status.success(), "{}", show(&out));
-    let table = std::fs::read_to_string(&results).expect("the results file");
     let rows: Vec<&str> = table
         .lines()
         .filter(|l| l.starts_with("| churn |") && l.contains("C fork/conn, library mapped"))
