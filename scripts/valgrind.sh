@@ -29,6 +29,9 @@ VG=(valgrind --leak-check=full --errors-for-leak-kinds=definite --show-leak-kind
     --num-callers=40 --suppressions="$SUPP")
 start=$SECONDS
 
+# Logs found bad by check_logs, shown again at the end (CI shows the tail).
+BAD_LOGS=()
+
 # check_logs DIR: every valgrind log in DIR (NAME.vg.PID); a log whose
 # parent process also has a log there is a forked child's.
 check_logs() {
@@ -45,6 +48,7 @@ check_logs() {
             # A forked child: errors, not leaks.
             if grep -qE '== (Invalid (read|write|free)|Mismatched free|Conditional jump or move depends on uninitialised|Use of uninitialised|Syscall param|Source and destination overlap|Argument .* of function .* has a fishy)' "$f"; then
                 echo "valgrind: memory error in a forked child: $f" >&2
+                BAD_LOGS+=("$f")
                 bad=1
             fi
         elif ! grep -q '== ERROR SUMMARY: 0 errors' "$f"; then
@@ -54,6 +58,7 @@ check_logs() {
                 # Killed or exec'd before the summary: nothing was checked.
                 echo "valgrind: no error summary (the process did not exit normally): $f" >&2
             fi
+            BAD_LOGS+=("$f")
             bad=1
         fi
     done
@@ -96,9 +101,27 @@ n=$(find "$OUT/examples" -name 'server.vg.*' | wc -l)
 ((n > 0)) || { echo "valgrind: no example server ran under valgrind" >&2; status=1; }
 echo "valgrind: $n example server processes checked"
 
+# What failed, last: the sub-tests that failed (with their output's tail)
+# and the first report of each bad log.
+report_failures() {
+    local st base f
+    for st in "$OUT"/logs/*.status; do
+        [[ -e $st && $(cat "$st") != 0 ]] || continue
+        base=${st%.status}
+        echo "valgrind: sub-test ${base##*/} failed (status $(cat "$st")); its output ends:"
+        tail -n 12 "$base.out" | sed 's/^/    /'
+    done
+    for f in "${BAD_LOGS[@]}"; do
+        echo "valgrind: $f:"
+        grep -v -E '^==[0-9]+== *$' "$f" | grep -m 1 -A 24 -E '== (Invalid|Mismatched|Conditional|Use of|Syscall param|Source and|Argument|[0-9,]+ bytes in [0-9,]+ blocks are definitely)' |
+            sed 's/^/    /' || tail -n 8 "$f" | sed 's/^/    /'
+    done
+}
+
 if ((status == 0)); then
     echo "valgrind: clean (no memory error, 0 bytes definitely lost) in $((SECONDS - start)) s"
 else
+    report_failures >&2
     echo "valgrind: FAILED (logs in $OUT/) after $((SECONDS - start)) s" >&2
 fi
 exit $status
