@@ -6,9 +6,10 @@
 #                      four transports and in every mode, driven by
 #                      build/echo_client)
 #   make test          every test: the C examples must build cleanly, then
-#                      scripts/test.sh: `cargo test --release` (Rust tests and
-#                      the C tests, which build the library themselves) and a
-#                      closing "N passed, N failed" line
+#                      scripts/test.sh: the binaries of `cargo test --release`
+#                      (Rust tests and the C tests, which build the library
+#                      themselves), two at a time, and a closing
+#                      "N passed, N failed" line
 #   make header        regenerates include/socketserver.h from src/ffi
 #                      (tools/gen-header, cbindgen): run it after changing
 #                      src/ffi. A plain build uses the committed header and

@@ -18,6 +18,12 @@
 # $LINK_FLAGS, when set, replaces CFLAGS at link time (with $LINKER, default
 # $CC): for a sanitizer runtime other than the compiler's own.
 # $SKIP: "PROG.SUBTEST ..." not to run (say why where you set it).
+# $BATCH=N: run up to N sub-tests of a program per process (--fork-each in
+# tests/c/testutil.h: each in a forked child, judged the same way), for a
+# wrapper whose start is slow (valgrind: about a second). A wrapper log
+# named from %LOG% is renamed to the sub-test's (PROG.SUBTEST...PID); the
+# batch's own is BATCHLOG.runner...PID, where BATCHLOG is
+# OUTDIR/logs/PROG.batch-FIRSTSUBTEST.
 # Prints one line per failure and a summary; exit status 1 if any sub-test
 # failed (its output is in OUTDIR/logs/PROG.SUBTEST.*).
 set -euo pipefail
@@ -44,6 +50,20 @@ for prog in "$@"; do
         -L"$LIBDIR" -lsocketserver -Wl,-rpath,"$(cd "$LIBDIR" && pwd)" -lpthread
 done
 
+# judge LOG SUBTEST STATUS TMPDIR: writes the sub-test's verdict to
+# LOG.status (its output is LOG.out) and removes its temporary directory.
+judge() {
+    local log=$1 sub=$2 status=$3 tmp=$4
+    if ((status == 0)) && ! grep -qx "ok $sub" "$log.out"; then
+        status=97 # exited 0 without reporting success
+    fi
+    if ((status == 0)) && [[ -n $(ls -A "$tmp") ]]; then
+        status=98 # left files behind
+    fi
+    [[ $tmp == - ]] || rm -rf "$tmp"
+    echo "$status" >"$log.status"
+}
+
 # One sub-test: PROG SUBTEST; writes OUTDIR/logs/PROG.SUBTEST.{out,status}.
 run_one() {
     local prog=$1 sub=$2 tmp status=0 log wrapper
@@ -53,16 +73,42 @@ run_one() {
     # shellcheck disable=SC2086 # the wrapper is a command line
     SS_TEST_TMPDIR=$tmp SS_ACCEPT_TMPDIR=$tmp timeout --kill-after=5 "$TIMEOUT" \
         $wrapper "$OUTDIR/$prog" "$sub" >"$log.out" 2>&1 || status=$?
-    if ((status == 0)) && ! grep -qx "ok $sub" "$log.out"; then
-        status=97 # exited 0 without reporting success
-    fi
-    if ((status == 0)) && [[ -n $(ls -A "$tmp") ]]; then
-        status=98 # left files behind
-    fi
-    rm -rf "$tmp"
-    echo "$status" >"$log.status"
+    judge "$log" "$sub" "$status" "$tmp"
 }
-export -f run_one
+
+# Sub-tests of one program in one process: PROG SUBTEST...; writes what
+# run_one does for each.
+run_batch() {
+    local prog=$1 batch status=0 wrapper sub pid st tmp f
+    shift
+    batch=$OUTDIR/logs/$prog.batch-$1
+    wrapper=${WRAPPER//%LOG%/$batch}
+    # shellcheck disable=SC2086 # the wrapper is a command line
+    timeout --kill-after=5 $((TIMEOUT * $# + 30)) $wrapper "$OUTDIR/$prog" --fork-each \
+        "$TIMEOUT" "$OUTDIR/logs/$prog" "$@" >"$batch.runner.out" 2>&1 || status=$?
+    while read -r sub pid st tmp ms; do
+        [[ -n $ms ]] || continue # not a result line: the runner's own message
+        for f in "$batch".*."$pid"; do
+            [[ -e $f ]] || continue
+            if [[ $sub == runner ]]; then
+                mv "$f" "$batch.runner${f#"$batch"}"
+            else
+                mv "$f" "$OUTDIR/logs/$prog.$sub${f#"$batch"}"
+            fi
+        done
+        [[ $sub == runner ]] && continue
+        judge "$OUTDIR/logs/$prog.$sub" "$sub" "$st" "$tmp"
+        echo "$ms" >"$OUTDIR/logs/$prog.$sub.ms"
+    done < <(sed -n -e 's/^runner \([0-9]*\)$/runner \1 0 - 0/p' -e t -e '/^[^ ]* [0-9]* [0-9]* [^ ]* [0-9]*$/p' "$batch.runner.out")
+    for sub in "$@"; do
+        if [[ ! -e $OUTDIR/logs/$prog.$sub.status ]]; then
+            echo "the batch's runner ended (status $status) before this sub-test did: see $batch.runner.out" \
+                >>"$OUTDIR/logs/$prog.$sub.out"
+            echo 96 >"$OUTDIR/logs/$prog.$sub.status"
+        fi
+    done
+}
+export -f judge run_one run_batch
 export NAME OUTDIR TIMEOUT WRAPPER
 
 start=$SECONDS
@@ -70,7 +116,14 @@ for prog in "$@"; do
     "$OUTDIR/$prog" --list | sed "s/^/$prog /"
 done | while read -r prog sub; do
     [[ " ${SKIP:-} " == *" $prog.$sub "* ]] || echo "$prog $sub"
-done | xargs -P "$JOBS" -L 1 bash -c 'run_one "$0" "$1"'
+done | if [[ -n ${BATCH:-} ]]; then
+    # "PROG SUB SUB ..." lines of at most $BATCH sub-tests.
+    awk -v n="$BATCH" '$1 != prog || count == n { if (line) print line; line = $1; prog = $1; count = 0 }
+        { line = line " " $2; count++ } END { if (line) print line }' |
+        xargs -P "$JOBS" -L 1 bash -c 'run_batch "$@"' run_batch
+else
+    xargs -P "$JOBS" -L 1 bash -c 'run_one "$0" "$1"'
+fi
 
 runs=0 failed=0
 for st in "$OUTDIR"/logs/*.status; do
@@ -82,6 +135,7 @@ for st in "$OUTDIR"/logs/*.status; do
         case $s in
         124 | 137) why="timed out after ${TIMEOUT}s" ;;
         97) why="exited 0 without printing 'ok'" ;;
+        96) why="not run to its end: its batch's runner ended first" ;;
         98) why="left files in its temporary directory" ;;
         *) why="exit status $s" ;;
         esac
@@ -89,5 +143,12 @@ for st in "$OUTDIR"/logs/*.status; do
     fi
 done
 echo "$NAME: $runs sub-tests of $# programs, $failed failed, in $((SECONDS - start)) s"
+if [[ -n ${BATCH:-} ]]; then
+    # Where the time goes (BATCH's runners time each sub-test).
+    for f in "$OUTDIR"/logs/*.ms; do
+        [[ -e $f ]] && echo "$(cat "$f") $(basename "$f" .ms)"
+    done | sort -rn | awk '{ total += $1 } NR <= 5 { slow = slow sprintf(" %s %.1fs", $2, $1 / 1000) }
+        END { printf "'"$NAME"': %.0f s in sub-tests; slowest:%s\n", total / 1000, slow }'
+fi
 ((runs > 0)) || { echo "$NAME: no sub-test ran" >&2; exit 1; }
 ((failed == 0))

@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -355,4 +356,149 @@ fn header_matches_exported_symbols() {
         .filter(|f| !bad_input.contains(&format!("{f}(")))
         .collect();
     assert!(missing.is_empty(), "bad_input.c does not call {missing:?}");
+}
+
+/// testutil.h's `--fork-each` (what scripts/valgrind.sh runs the C tests
+/// with): each named sub-test runs in a forked child of its own, and the
+/// runner reports each one's exit status the way timeout(1) would (1 for a
+/// failure or a leaked descriptor, 124 for one killed at its time limit, 2
+/// for an unknown name), with its pid, temporary directory and duration.
+#[test]
+fn fork_each_runs_each_subtest_in_a_child_of_its_own() {
+    let exe = common::compile("harness/fork_each.c");
+    let logs = TempDir::new("forkeach");
+    let prefix = logs.path().join("fe");
+    let prefix = prefix.to_str().expect("utf-8 path");
+    let names = [
+        "passes", "fails", "hangs", "leaks_fd", "isolated", "nosuch", "isolated",
+    ];
+    let mut args = vec!["--fork-each", "1", prefix];
+    args.extend(names);
+    let out = common::run_with_timeout(&exe, &args, &[], Duration::from_secs(30));
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = stdout.lines();
+    let runner: i32 = lines
+        .next()
+        .and_then(|l| l.strip_prefix("runner "))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no 'runner PID' line first\n{}", show(&out)));
+    let results: Vec<Vec<&str>> = lines.map(|l| l.split(' ').collect()).collect();
+    assert_eq!(
+        results.len(),
+        names.len(),
+        "one line per sub-test\n{stdout}"
+    );
+    let mut pids = Vec::new();
+    let mut dirs = Vec::new();
+    for (fields, name) in results.iter().zip(names) {
+        assert_eq!(fields.len(), 5, "SUBTEST PID STATUS TMPDIR MS: {fields:?}");
+        assert_eq!(fields[0], name, "in the order given");
+        let expected = match name {
+            "passes" | "isolated" => "0",
+            "fails" | "leaks_fd" => "1",
+            "hangs" => "124",
+            _ => "2",
+        };
+        assert_eq!(fields[2], expected, "status of {name}\n{stdout}");
+        if name == "nosuch" {
+            assert_eq!(&fields[1..], ["0", "2", "-", "0"]);
+            continue;
+        }
+        let pid: i32 = fields[1].parse().expect("pid");
+        assert!(
+            pid != runner && !pids.contains(&pid),
+            "a child of its own: {stdout}"
+        );
+        pids.push(pid);
+        let dir = std::path::PathBuf::from(fields[3]);
+        assert!(
+            dir.is_dir(),
+            "the runner leaves {} to its caller",
+            dir.display()
+        );
+        dirs.push(dir);
+        let ms: u64 = fields[4].parse().expect("milliseconds");
+        if name == "hangs" {
+            assert!(ms >= 1000, "killed at its 1 s limit, not before: {ms} ms");
+        }
+    }
+    let output = |name: &str| std::fs::read_to_string(format!("{prefix}.{name}.out")).unwrap();
+    assert!(output("passes").contains("ok passes"));
+    assert!(output("fails").contains("failing on purpose"));
+    assert!(output("leaks_fd").contains("leaked file descriptors"));
+    // Both runs of "isolated" checked their own group, stdin and empty
+    // directory; the second one's output replaced the first one's.
+    assert!(
+        output("isolated").contains(&format!("ppid {runner} dir {}", dirs[5].display())),
+        "{}",
+        output("isolated")
+    );
+    assert_ne!(dirs[4], dirs[5], "a fresh directory per sub-test");
+    for dir in dirs {
+        std::fs::remove_dir_all(dir).expect("remove a sub-test's directory");
+    }
+}
+
+/// scripts/ctests_under.sh (what `make valgrind` and `make sanitize` run the
+/// C tests with), one process per sub-test and, with $BATCH, several per
+/// process through `--fork-each`: the same verdicts either way, and a
+/// wrapper's per-process logs (here strace's, %LOG%.st.PID) named after the
+/// sub-test whose process wrote them, the batch runner's apart.
+#[test]
+fn ctests_under_judges_batched_runs_like_single_ones() {
+    common::require_tool("strace", "strace");
+    let lib_dir = &common::setup().lib_dir;
+    let subtests = common::list_subtests("address.c");
+    for batch in [None, Some("3")] {
+        let out_dir = TempDir::new("ctunder");
+        let args = [
+            "ctu",
+            lib_dir.to_str().expect("utf-8 path"),
+            out_dir.path().to_str().expect("utf-8 path"),
+            "60",
+            "",
+            "strace -ff -qq -e trace=none -o %LOG%.st",
+            "address",
+        ];
+        let envs: Vec<(&str, &Path)> = batch.iter().map(|n| ("BATCH", Path::new(n))).collect();
+        let out = common::run_with_timeout(
+            &manifest_dir().join("scripts/ctests_under.sh"),
+            &args,
+            &envs,
+            Duration::from_secs(120),
+        );
+        assert!(out.status.success(), "BATCH={batch:?}\n{}", show(&out));
+        let summary = format!("ctu: {} sub-tests of 1 programs, 0 failed", subtests.len());
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&summary),
+            "BATCH={batch:?}: no '{summary}'\n{}",
+            show(&out)
+        );
+        let logs = out_dir.path().join("logs");
+        let names: Vec<String> = std::fs::read_dir(&logs)
+            .expect("the logs directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        for sub in &subtests {
+            let status = std::fs::read_to_string(logs.join(format!("address.{sub}.status")))
+                .unwrap_or_else(|e| panic!("BATCH={batch:?}: no status for {sub}: {e}"));
+            assert_eq!(status.trim(), "0", "BATCH={batch:?}: {sub}");
+            let trace = format!("address.{sub}.st.");
+            assert!(
+                names.iter().any(|n| n.starts_with(&trace)),
+                "BATCH={batch:?}: no {trace}PID among {names:?}"
+            );
+        }
+        let runners = names.iter().filter(|n| n.contains(".runner.st.")).count();
+        let expected = if batch.is_some() {
+            subtests.len().div_ceil(3)
+        } else {
+            0
+        };
+        assert_eq!(
+            runners, expected,
+            "BATCH={batch:?}: runner logs among {names:?}"
+        );
+    }
 }

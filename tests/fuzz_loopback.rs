@@ -55,7 +55,6 @@ const FUZZ_TIME: Duration = Duration::from_secs(5);
 /// Read/write timeout of every client socket: a reply slower than this is
 /// a failure (a hang, not a slow machine).
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// xorshift64*: the same sequence everywhere for one seed.
@@ -94,6 +93,12 @@ fn wrapper() -> Vec<String> {
         .split_whitespace()
         .map(str::to_string)
         .collect()
+}
+
+/// How long a server may take to start: 15 s, or 60 s under a wrapper
+/// (valgrind starts a program 20-50 times slower, more on a busy machine).
+fn startup_timeout() -> Duration {
+    Duration::from_secs(if wrapper().is_empty() { 15 } else { 60 })
 }
 
 /// A server process in a process group of its own (see ExampleProcess);
@@ -149,7 +154,7 @@ impl Server {
             }
         }
         cmd.args(args);
-        let mut process = ExampleProcess::start(cmd, STARTUP_TIMEOUT);
+        let mut process = ExampleProcess::start(cmd, startup_timeout());
         let addr = match process.addr().parse() {
             Ok(addr) => addr,
             Err(e) => {
@@ -907,13 +912,14 @@ fn live_threads(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-/// Waits (at most STARTUP_TIMEOUT) until `pid`'s thread count has not
+/// Waits (at most startup_timeout()) until `pid`'s thread count has not
 /// changed for 200 ms.
 fn settle_threads(pid: u32) {
     let start = Instant::now();
     let mut last = live_threads(pid);
     let mut stable_since = Instant::now();
-    while start.elapsed() < STARTUP_TIMEOUT && stable_since.elapsed() < Duration::from_millis(200) {
+    while start.elapsed() < startup_timeout() && stable_since.elapsed() < Duration::from_millis(200)
+    {
         std::thread::sleep(Duration::from_millis(20));
         let now = live_threads(pid);
         if now != last {
@@ -987,7 +993,7 @@ fn survive_fd_exhaustion(mode: &str) {
             if open_fds(pid) as u64 >= LOW_NOFILE - 1 {
                 break true;
             }
-            if start.elapsed() > STARTUP_TIMEOUT {
+            if start.elapsed() > startup_timeout() {
                 break false;
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -29,7 +29,9 @@
 
 #include <sys/syscall.h>
 
-#define SLOW_MS 300
+/* How long the slow continuation sleeps: the fast request must be answered
+ * well within it (longer under valgrind, TU_TIME_SCALE). */
+#define SLOW_MS (300.0 * tu_time_scale())
 
 typedef struct shared {
     int target;
@@ -71,7 +73,7 @@ static int slow_continuation(ss_request *r, void *ud)
         TU_STORE(&sh->continuation_on_other_thread, 1);
     TU_STORE(&sh->continuation_status,
              (int)ss_request_hand_off(r, SS_HAND_OFF_THREAD, slow_continuation));
-    tu_sleep_ms(SLOW_MS);
+    tu_sleep_ms((long)SLOW_MS);
     if (ss_request_readline(r, line, sizeof line, &n) != SS_OK)
         return -1;
     snprintf(reply, sizeof reply, "slow done, then %s", line);

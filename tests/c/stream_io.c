@@ -261,6 +261,11 @@ static void request_timeout_config(void)
     ss_server_free(server);
 }
 
+/* Set by per_request_timeout once its reads timed out: only then does the
+ * client send its late line (sent earlier, a slow server, as under valgrind,
+ * would read it instead of timing out). */
+static int g_timeouts_seen;
+
 static void per_request_timeout(ss_request *request, state *st)
 {
     char buf[32];
@@ -268,6 +273,7 @@ static void per_request_timeout(ss_request *request, state *st)
     CHECK_ST(ss_request_set_timeout(request, 0), SS_ERR_INVALID_ARGUMENT);
     CHECK_OK(ss_request_set_timeout(request, 100));
     expect_timeouts(request, st);
+    TU_STORE(&g_timeouts_seen, 1);
     /* No timeout again: waits for the client's late line. */
     CHECK_OK(ss_request_set_timeout(request, -1));
     CHECK_OK(ss_request_readline(request, buf, sizeof buf, &n));
@@ -283,9 +289,10 @@ static void request_timeout_per_request(void)
     char name[200];
     ss_server *server;
     tu_abstract(name, sizeof name, "timeout");
+    TU_STORE(&g_timeouts_seen, 0);
     server = start(stream_config(SS_UNIX_STREAM), name, &st, per_request_timeout);
     fd = start_one_request(server, &runner);
-    tu_sleep_ms(500);
+    WAIT_FOR(TU_LOAD(&g_timeouts_seen), 5000 * tu_time_scale());
     CHECK(!tu_runner_done(&runner));
     tu_send_str(fd, "late\n");
     end_one_request(&runner, &st, fd, "late\n");

@@ -16,6 +16,7 @@
  * - TU_MAIN(table): runs the sub-test named by argv[1] ("--list" prints the
  *   names) and checks afterwards that it left no file descriptor and no
  *   thread behind; TU_SETTLED(fn) first lets the thread count settle.
+ *   "--fork-each" runs several, each in a forked child (tu_fork_each).
  * - The temporary directory for socket files comes from $SS_TEST_TMPDIR
  *   (or the variable named by TU_TMPDIR_ENV, if defined before inclusion).
  * - Client sockets time out after 5 s (TU_IO_TIMEOUT_MS, likewise).
@@ -50,6 +51,7 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -201,10 +203,11 @@ static inline void tu_sleep_ms(long ms)
     }
 }
 
-/* Waits (polling every millisecond) until `cond` holds; fails after `ms`. */
+/* Waits (polling every millisecond) until `cond` holds; fails after `ms`
+ * (times tu_time_scale(): an upper bound). */
 #define WAIT_FOR(cond, ms)                                                                         \
     do {                                                                                           \
-        double wf_until_ = tu_now_ms() + (ms);                                                     \
+        double wf_until_ = tu_now_ms() + (ms) * tu_time_scale();                                   \
         while (!(cond)) {                                                                          \
             if (tu_now_ms() > wf_until_)                                                           \
                 TU_FAIL("timed out after %d ms waiting for %s", (int)(ms), #cond);                 \
@@ -893,16 +896,24 @@ typedef struct tu_test {
     void (*fn)(void);
 } tu_test;
 
+static inline int tu_fork_each(int argc, char **argv, const tu_test *tests, size_t count);
+
 /* The sub-test named by argv[1]. NULL when there is none to run; then
- * *status is the exit status, 0 after printing the names for "--list", 2
- * after a message for bad usage or an unknown name. */
+ * *status is the exit status, 0 after printing the names for "--list" or
+ * after "--fork-each" (tu_fork_each), 2 after a message for bad usage or an
+ * unknown name. */
 static inline const tu_test *tu_lookup(int argc, char **argv, const tu_test *tests, size_t count,
                                        int *status)
 {
     size_t i;
     *status = 2;
+    if (argc >= 2 && strcmp(argv[1], "--fork-each") == 0) {
+        *status = tu_fork_each(argc, argv, tests, count);
+        return NULL;
+    }
     if (argc != 2) {
-        fprintf(stderr, "usage: %s SUBTEST | --list\n", argv[0]);
+        fprintf(stderr, "usage: %s SUBTEST | --list | --fork-each SECONDS LOGPREFIX SUBTEST...\n",
+                argv[0]);
         return NULL;
     }
     if (strcmp(argv[1], "--list") == 0) {
@@ -1002,12 +1013,11 @@ static inline size_t tu_live_children(ss_server *server)
     return children;
 }
 
-static inline int tu_main(int argc, char **argv, const tu_test *tests, size_t count)
+/* Runs one sub-test in this process, then checks that it left no file
+ * descriptor and no thread behind; 0 after printing "ok NAME". */
+static inline int tu_run(const tu_test *test)
 {
-    int status, fds_before, fds_after;
-    const tu_test *test = tu_lookup(argc, argv, tests, count, &status);
-    if (test == NULL)
-        return status;
+    int fds_before, fds_after;
     fds_before = tu_fd_count();
     test->fn();
     fds_after = tu_fd_count();
@@ -1022,6 +1032,122 @@ static inline int tu_main(int argc, char **argv, const tu_test *tests, size_t co
         TU_FAIL("sub-test %s left %d threads running", test->name,
                 tu_thread_count() - 1 - TU_RUNTIME_THREADS);
     printf("ok %s\n", test->name);
+    return 0;
+}
+
+/* Waits for child `pid` for at most `seconds`, then sends its process group
+ * SIGTERM and, 5 s later, SIGKILL (as timeout(1) --kill-after=5 does).
+ * Returns its status the way timeout(1) reports it: the exit code, 128 + the
+ * signal that ended it, 124 after SIGTERM, 137 after SIGKILL. SIGCHLD must
+ * be blocked. */
+static inline int tu_wait_child(pid_t pid, long seconds)
+{
+    sigset_t chld;
+    double deadline = tu_now_ms() + (double)seconds * 1000.0;
+    int signalled = 0, status;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    for (;;) {
+        pid_t got = waitpid(pid, &status, WNOHANG);
+        double left;
+        struct timespec wait;
+        if (got == pid)
+            break;
+        if (got < 0 && errno != EINTR) {
+            perror("waitpid");
+            return 125;
+        }
+        left = deadline - tu_now_ms();
+        if (left <= 0) {
+            signalled = signalled == 0 ? SIGTERM : SIGKILL;
+            kill(-pid, signalled);
+            kill(pid, signalled);
+            deadline = tu_now_ms() + 5000.0;
+            left = 5000.0;
+        }
+        wait.tv_sec = (time_t)(left / 1000.0);
+        wait.tv_nsec = (long)((left - (double)wait.tv_sec * 1000.0) * 1e6);
+        sigtimedwait(&chld, NULL, &wait); /* SIGCHLD, the deadline or EINTR */
+    }
+    if (signalled == SIGTERM)
+        return 124;
+    if (signalled == SIGKILL)
+        return 137;
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+/* `PROG --fork-each SECONDS LOGPREFIX SUBTEST...`: runs each sub-test in a
+ * child forked from this process, one after the other, instead of one
+ * process each: under valgrind, whose start costs about a second per
+ * process, a fork costs a few milliseconds (scripts/ctests_under.sh,
+ * BATCH). Each child gets its own process group, a fresh temporary
+ * directory (/tmp/ss-tu-XXXXXX, in $TU_TMPDIR_ENV and $SS_TEST_TMPDIR),
+ * stdin from /dev/null, stdout and stderr in LOGPREFIX.SUBTEST.out, and at
+ * most SECONDS (tu_wait_child). Prints "runner PID" first, then one line
+ * "SUBTEST PID STATUS TMPDIR MILLISECONDS" per sub-test; the caller judges
+ * the output
+ * and removes the directories. This process itself stays single-threaded,
+ * so a child's memory is its sub-test's alone (its leaks are its own).
+ * Returns 0 once every sub-test has run, 2 for bad usage. */
+static inline int tu_fork_each(int argc, char **argv, const tu_test *tests, size_t count)
+{
+    sigset_t chld, old;
+    long seconds;
+    int i;
+    if (argc < 4 || (seconds = strtol(argv[2], NULL, 10)) <= 0) {
+        fprintf(stderr, "usage: %s --fork-each SECONDS LOGPREFIX SUBTEST...\n", argv[0]);
+        return 2;
+    }
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, &old);
+    printf("runner %d\n", (int)getpid());
+    fflush(stdout);
+    for (i = 4; i < argc; i++) {
+        const tu_test *test = NULL;
+        char dir[] = "/tmp/ss-tu-XXXXXX", out[4096];
+        pid_t pid;
+        size_t t;
+        int status;
+        double started;
+        for (t = 0; t < count; t++)
+            if (strcmp(argv[i], tests[t].name) == 0)
+                test = &tests[t];
+        if (test == NULL) {
+            printf("%s 0 2 - 0\n", argv[i]); /* what an unknown name exits with */
+            fflush(stdout);
+            continue;
+        }
+        if (mkdtemp(dir) == NULL) {
+            perror("mkdtemp");
+            return 2;
+        }
+        snprintf(out, sizeof out, "%s.%s.out", argv[3], test->name);
+        started = tu_now_ms();
+        pid = fork();
+        if (pid < 0) {
+            perror("fork");
+            return 2;
+        }
+        if (pid == 0) {
+            int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (fd < 0 || null < 0 || dup2(null, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+                _exit(126);
+            close(fd);
+            close(null);
+            setpgid(0, 0);
+            setenv(TU_TMPDIR_ENV, dir, 1);
+            setenv("SS_TEST_TMPDIR", dir, 1);
+            sigprocmask(SIG_SETMASK, &old, NULL);
+            exit(tu_run(test));
+        }
+        status = tu_wait_child(pid, seconds);
+        printf("%s %d %d %s %.0f\n", test->name, (int)pid, status, dir, tu_now_ms() - started);
+        fflush(stdout);
+    }
     return 0;
 }
 
@@ -1041,6 +1167,13 @@ static inline void tu_threads_settle(void)
         fn();                                                                                      \
         tu_threads_settle();                                                                       \
     }
+
+static inline int tu_main(int argc, char **argv, const tu_test *tests, size_t count)
+{
+    int status;
+    const tu_test *test = tu_lookup(argc, argv, tests, count, &status);
+    return test == NULL ? status : tu_run(test);
+}
 
 #define TU_MAIN(table)                                                                             \
     int main(int argc, char **argv)                                                                \
