@@ -82,6 +82,19 @@ impl State {
         }
     }
 
+    /// Clears what a finished request leaves in its state (its buffers
+    /// stay), for the state's reuse by another request.
+    fn reset_for_reuse(&mut self) {
+        if self.client_text.get().is_some() {
+            self.client_text = OnceLock::new();
+        }
+        self.active = None;
+        self.in_handle = false;
+        self.hand_off = None;
+        self.data = 0;
+        self.peer_permit = None;
+    }
+
     /// A new request's timeout and deadline.
     fn limits_for(server: &Server) -> Limits {
         let config = server.config();
@@ -188,12 +201,39 @@ struct DatagramIo {
 /// A blocking-mode server's datagram buffers: the receive buffer, and
 /// spare buffers for requests' data and replies, which a request takes
 /// when it is made and gives back when it is shut down, so that a datagram
-/// costs no allocation once the server runs.
+/// costs no allocation once the server runs. An SS_THREADING stream
+/// server keeps its connections' spare states here too (see
+/// [`SpareStream`]).
 #[derive(Default)]
 pub(crate) struct DatagramBuffers {
     receive: Vec<u8>,
     spares: Vec<SpareState>,
+    streams: Vec<SpareStream>,
 }
+
+/// A finished SS_THREADING connection's state box and read and write
+/// buffers, for the next connection: made on the serving thread, given
+/// back by the handler thread, so that a handler thread that serves a
+/// connection allocates and frees nothing. glibc sets up a thread's malloc
+/// cache on its first malloc or free and tears it down when the thread
+/// exits: with the state freed and the write buffer allocated there, that
+/// was ~1,500 of a short connection's ~6,300 instructions. The state's
+/// `io` is a placeholder without heap memory meanwhile (the connection's
+/// socket is closed).
+pub(crate) struct SpareStream {
+    state: Box<State>,
+    rbuf: Box<[u8]>,
+    wbuf: Vec<u8>,
+}
+
+/// Spare stream states kept at most: about the connections a threading
+/// server finishes between two accepts under churn; beyond, they are freed.
+const MAX_SPARE_STREAMS: usize = 64;
+
+/// A write buffer's largest capacity kept with a spare stream state: what
+/// small answers need, so that spares do not hold large buffers (a larger
+/// one is freed, and grown again by the connection that needs it).
+const MAX_SPARE_WRITE_BUFFER: usize = 16 * 1024;
 
 /// Spare request states kept at most: enough for the requests in flight
 /// of a sync server and a few threads; beyond, they are freed.
@@ -208,6 +248,26 @@ impl DatagramBuffers {
         if self.spares.len() < MAX_SPARE_STATES {
             self.spares.push(spare);
         }
+    }
+
+    /// A spare stream state, if one was given back. Reserves room for all
+    /// spares (here, on the serving thread), so that giving one back
+    /// never allocates.
+    fn take_stream(&mut self) -> Option<SpareStream> {
+        if self.streams.capacity() == 0 {
+            self.streams.reserve_exact(MAX_SPARE_STREAMS);
+        }
+        self.streams.pop()
+    }
+
+    /// Keeps `spare` if there is room reserved for it (it is freed, by the
+    /// caller, if not).
+    fn give_back_stream(&mut self, spare: SpareStream) -> Option<SpareStream> {
+        if self.streams.len() < self.streams.capacity() {
+            self.streams.push(spare);
+            return None;
+        }
+        Some(spare)
     }
 }
 
@@ -245,13 +305,26 @@ impl Outbox {
 impl Request {
     pub(crate) fn stream(server: Arc<Server>, socket: Socket, client: SockAddr) -> Self {
         let config = server.config();
+        let mut spare = None;
+        if keeps_spare_streams(&server) {
+            if let Ok(mut bufs) = server.datagram_buffers().try_lock() {
+                spare = bufs.take_stream();
+            }
+        }
+        let (rbuf, wbuf) = match &mut spare {
+            Some(spare) => (
+                std::mem::take(&mut spare.rbuf),
+                std::mem::take(&mut spare.wbuf),
+            ),
+            None => Default::default(),
+        };
         let io = StreamIo {
             socket,
-            rbuf: Box::default(),
+            rbuf,
             rbuf_size: config.read_buffer_size,
             rpos: 0,
             rend: 0,
-            wbuf: Vec::new(),
+            wbuf,
             wcap: config.write_buffer_size,
             // Nothing asked yet, nothing owed: the first read waits for
             // the first request.
@@ -263,8 +336,17 @@ impl Request {
             timed_for: std::cell::Cell::new(None),
             exposed: std::cell::Cell::new(false),
         };
+        let s = match spare {
+            Some(SpareStream { mut state, .. }) => {
+                state.client = client;
+                state.limits = State::limits_for(&server);
+                state.io = RequestIo::Stream(io);
+                state
+            }
+            None => Box::new(State::new(&server, client, RequestIo::Stream(io))),
+        };
         Request {
-            s: Box::new(State::new(&server, client, RequestIo::Stream(io))),
+            s,
             server,
             socket: None,
         }
@@ -336,15 +418,8 @@ impl Request {
     /// [`Request::into_spare`]) or a new one.
     fn datagram_state(server: &Server, spare: Option<SpareState>, sender: SockAddr) -> Box<State> {
         let Some(SpareState(mut state)) = spare else {
-            let io = DatagramIo {
-                data: Vec::new(),
-                len: 0,
-                pos: 0,
-                reply: Vec::new(),
-                wrote: false,
-                outbox: None,
-            };
-            return Box::new(State::new(server, sender, RequestIo::Datagram(io)));
+            let io = RequestIo::Datagram(DatagramIo::empty());
+            return Box::new(State::new(server, sender, io));
         };
         state.client = sender;
         state.limits = State::limits_for(server);
@@ -363,14 +438,7 @@ impl Request {
         d.wrote = false;
         d.reply.clear();
         d.outbox = None;
-        if state.client_text.get().is_some() {
-            state.client_text = OnceLock::new();
-        }
-        state.active = None;
-        state.in_handle = false;
-        state.hand_off = None;
-        state.data = 0;
-        state.peer_permit = None;
+        state.reset_for_reuse();
         Some(SpareState(state))
     }
 
@@ -666,13 +734,50 @@ impl Request {
             }
             return;
         }
-        let server = self.server;
-        if let RequestIo::Stream(s) = self.s.io {
-            let unread = s.rpos != s.rend;
-            let ended = s.ended.get();
-            server.lingerer().close(s.socket, unread, ended);
+        let Request {
+            server,
+            s: mut state,
+            ..
+        } = self;
+        let placeholder = RequestIo::Datagram(DatagramIo::empty());
+        let RequestIo::Stream(s) = std::mem::replace(&mut state.io, placeholder) else {
+            return;
+        };
+        let unread = s.rpos != s.rend;
+        let ended = s.ended.get();
+        let StreamIo {
+            socket,
+            rbuf,
+            mut wbuf,
+            ..
+        } = s;
+        server.lingerer().close(socket, unread, ended);
+        if !keeps_spare_streams(&server) {
+            return;
         }
+        state.reset_for_reuse();
+        if wbuf.capacity() > MAX_SPARE_WRITE_BUFFER {
+            wbuf = Vec::new();
+        }
+        wbuf.clear();
+        let spare = SpareStream { state, rbuf, wbuf };
+        // try_lock only, as for datagrams: a busy lock frees the spare.
+        let unkept = match server.datagram_buffers().try_lock() {
+            Ok(mut bufs) => bufs.give_back_stream(spare),
+            Err(_) => Some(spare),
+        };
+        // Freed, if not kept, after the lock is let go.
+        drop(unkept);
     }
+}
+
+/// Whether `server`'s stream requests reuse spare states (see
+/// [`SpareStream`]): SS_THREADING's, whose handler threads are new for
+/// each connection. Elsewhere a request is freed where such memory is
+/// reused anyway (a sync server's thread, a pool's workers), or in a
+/// forked child (a forking parent's stream states then stay its own).
+fn keeps_spare_streams(server: &Server) -> bool {
+    server.config().concurrency == Concurrency::Threading && !in_forked_child()
 }
 
 /// The bounds on one operation's waits: `timeout` without progress (a
@@ -787,6 +892,18 @@ fn deadline_passed(what: &str, length: Duration) -> Error {
 }
 
 impl DatagramIo {
+    /// No datagram, and no heap memory (a spare stream state's placeholder).
+    fn empty() -> DatagramIo {
+        DatagramIo {
+            data: Vec::new(),
+            len: 0,
+            pos: 0,
+            reply: Vec::new(),
+            wrote: false,
+            outbox: None,
+        }
+    }
+
     /// Consumes up to `n` unread bytes, handing them to `copy`.
     fn take(&mut self, n: usize, copy: impl FnOnce(&[u8])) -> usize {
         let n = n.min(self.len - self.pos);
