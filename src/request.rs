@@ -1607,11 +1607,14 @@ impl StreamIo {
         }
     }
 
-    /// Buffers `data` if it fits in the write buffer (the usual case: one
-    /// copy); otherwise [`StreamIo::write_through`].
+    /// Sends `data` without a write buffer (Python's default, wbufsize 0);
+    /// buffers it if it fits in the write buffer (one copy); otherwise
+    /// [`StreamIo::write_through`].
     #[inline(always)]
     fn write(&mut self, data: &[u8], limits: &Limits) -> Result<()> {
-        // Never true without a write buffer (wcap 0).
+        if self.wcap == 0 {
+            return self.send_all(data, limits);
+        }
         if data.len() < self.wcap && self.wbuf.len() + data.len() <= self.wcap {
             self.wbuf.extend_from_slice(data);
             return Ok(());
@@ -1619,13 +1622,10 @@ impl StreamIo {
         self.write_through(data, limits)
     }
 
-    /// A write that does not fit in the write buffer, or with none: what is
-    /// buffered goes first, then `data` itself (buffered if it fits then).
+    /// A write that does not fit in the write buffer: what is buffered goes
+    /// first, then `data` itself (buffered if it fits then).
     #[inline(never)]
     fn write_through(&mut self, data: &[u8], limits: &Limits) -> Result<()> {
-        if self.wcap == 0 {
-            return self.send_all(data, limits);
-        }
         if self.wbuf.len() + data.len() > self.wcap {
             self.flush(limits)?;
         }

@@ -226,6 +226,23 @@ fn threading_readline_of_a_buffered_line_is_cheap() {
     );
 }
 
+/// Instructions in ss_request_write (with its callees) per request of
+/// http_hello, which has no write buffer (Python's default): about 10 %
+/// above today's count, 81. The unbuffered send is inline like the
+/// buffered copy (in a frame of its own beneath: 114).
+const UNBUFFERED_WRITE_INSTRUCTIONS: u64 = 90;
+
+#[test]
+fn threading_unbuffered_write_is_one_frame() {
+    let (p, requests) = threading_http_profile();
+    let per = p.call_cost("ss_request_write") / requests;
+    eprintln!("threading http: {per} instructions in write per request");
+    assert!(
+        per <= UNBUFFERED_WRITE_INSTRUCTIONS,
+        "{per} instructions in write per request, at most {UNBUFFERED_WRITE_INSTRUCTIONS} expected"
+    );
+}
+
 /// Instructions in each stream call (with its callees, the syscall's
 /// wrapper included) per echo, about 10 % above today's counts. Each is
 /// one frame down to its syscall: the usual case (nothing buffered and a
