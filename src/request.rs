@@ -226,14 +226,16 @@ pub(crate) struct SpareStream {
     wbuf: Vec<u8>,
 }
 
-/// Spare stream states kept at most: about the connections a threading
-/// server finishes between two accepts under churn; beyond, they are freed.
-const MAX_SPARE_STREAMS: usize = 64;
+/// Spare stream states kept at most: more than a threading server
+/// finishes between two accepts under churn; beyond, they are freed.
+const MAX_SPARE_STREAMS: usize = 32;
 
-/// A write buffer's largest capacity kept with a spare stream state: what
-/// small answers need, so that spares do not hold large buffers (a larger
-/// one is freed, and grown again by the connection that needs it).
-const MAX_SPARE_WRITE_BUFFER: usize = 16 * 1024;
+/// A read or write buffer's largest size kept with a spare stream state,
+/// so that the spares hold at most 32 x (32 KiB + a state) however large
+/// the buffers are configured (the default read buffer, 8 KiB, is kept;
+/// a larger buffer is freed, and made again by the connection that needs
+/// it).
+const MAX_SPARE_BUFFER: usize = 16 * 1024;
 
 /// Spare request states kept at most: enough for the requests in flight
 /// of a sync server and a few threads; beyond, they are freed.
@@ -747,7 +749,7 @@ impl Request {
         let ended = s.ended.get();
         let StreamIo {
             socket,
-            rbuf,
+            mut rbuf,
             mut wbuf,
             ..
         } = s;
@@ -756,7 +758,10 @@ impl Request {
             return;
         }
         state.reset_for_reuse();
-        if wbuf.capacity() > MAX_SPARE_WRITE_BUFFER {
+        if rbuf.len() > MAX_SPARE_BUFFER {
+            rbuf = Box::default();
+        }
+        if wbuf.capacity() > MAX_SPARE_BUFFER {
             wbuf = Vec::new();
         }
         wbuf.clear();

@@ -217,16 +217,17 @@ impl ThreadTracker {
             if c.spent.capacity() == 0 {
                 c.spent.reserve_exact(MAX_SPENT_STARTS);
             }
-            c.spent.pop()
+            // One of this thread's type (a hand-off thread's differs).
+            let of_type = c.spent.iter().rposition(|b| b.is::<Option<Start<F>>>());
+            of_type.map(|i| c.spent.swap_remove(i))
         };
         // A box an earlier thread emptied, if of this type: a handler
         // thread then frees nothing, and this one allocates nothing (glibc
         // sets up a thread's malloc cache at its first malloc or free and
         // tears it down at its exit: ~1,500 instructions per connection).
-        let mut slot: Box<Option<Start<F>>> = match spent.map(|b| b.downcast()) {
-            Some(Ok(slot)) => slot,
-            _ => Box::new(None),
-        };
+        let mut slot: Box<Option<Start<F>>> = spent
+            .and_then(|b| b.downcast().ok())
+            .unwrap_or_else(|| Box::new(None));
         *slot = Some(Start {
             finished: Finished {
                 counts: self.counts.clone(),
