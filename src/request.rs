@@ -83,7 +83,9 @@ impl State {
     }
 
     /// Clears what a finished request leaves in its state (its buffers
-    /// stay), for the state's reuse by another request.
+    /// stay), for the state's reuse by another request. Inline: it is on
+    /// every datagram's path.
+    #[inline(always)]
     fn reset_for_reuse(&mut self) {
         if self.client_text.get().is_some() {
             self.client_text = OnceLock::new();
@@ -662,25 +664,28 @@ impl Request {
     /// stream. In event mode a datagram reply is queued in the batch's
     /// outbox, sent with the batch's other replies when the batch ends.
     pub fn reply(&mut self, data: &[u8]) -> Result<()> {
-        let limits = self.limits("reply")?;
-        let wait = self.reply_wait(limits);
-        match &mut self.s.io {
+        let State {
+            io, limits, client, ..
+        } = &mut *self.s;
+        limits.check_deadline("reply")?;
+        match io {
+            // Event mode: no limits to copy, nothing sent yet.
             RequestIo::Datagram(DatagramIo {
                 outbox: Some(outbox),
                 ..
             }) => {
-                check_reply_address(&self.s.client)?;
+                check_reply_address(client)?;
                 outbox.push(data);
                 Ok(())
             }
             RequestIo::Datagram(_) => match &self.socket {
-                Some(socket) => send_datagram(socket, data, &self.s.client, wait),
+                Some(socket) => {
+                    let wait = reply_wait(&self.server, *limits);
+                    send_datagram(socket, data, client, wait)
+                }
                 None => Err(Error::wrong_state("a datagram request without its socket")),
             },
-            RequestIo::Stream(s) => {
-                s.flush(&limits)?;
-                s.send_all(data, &limits)
-            }
+            RequestIo::Stream(s) => s.reply(data, limits),
         }
     }
 
@@ -701,21 +706,6 @@ impl Request {
             d.reply = reply;
         }
         result
-    }
-
-    /// The limits of the next operation: its per-operation timeout, and the
-    /// request's deadline, which must not have passed yet.
-    fn limits(&self, what: &str) -> Result<Limits> {
-        self.s.limits.check_deadline(what)?;
-        Ok(self.s.limits)
-    }
-
-    fn reply_wait(&self, limits: Limits) -> ReplyWait {
-        if self.server.config().concurrency == Concurrency::Event {
-            ReplyWait::Never
-        } else {
-            ReplyWait::Upto(limits)
-        }
     }
 
     /// Python's shutdown_request: SHUT_WR then close for a stream (errors
@@ -919,6 +909,16 @@ impl DatagramIo {
         }
         self.pos += n;
         n
+    }
+}
+
+/// How a datagram reply to a request of `server` within `limits` waits
+/// (see [`ReplyWait`]).
+fn reply_wait(server: &Server, limits: Limits) -> ReplyWait {
+    if server.config().concurrency == Concurrency::Event {
+        ReplyWait::Never
+    } else {
+        ReplyWait::Upto(limits)
     }
 }
 
@@ -1658,6 +1658,15 @@ impl StreamIo {
             return Ok(());
         }
         self.flush_rest(limits, first)
+    }
+
+    /// Request::reply on a stream: what is buffered, then `data`. Out of
+    /// line, so that the datagram replies (the usual reply) keep a small
+    /// frame.
+    #[inline(never)]
+    fn reply(&mut self, data: &[u8], limits: &Limits) -> Result<()> {
+        self.flush(limits)?;
+        self.send_all(data, limits)
     }
 
     /// [`StreamIo::flush`] after a first send(2) that did not take it all.
