@@ -1452,6 +1452,27 @@ impl StreamIo {
             self.consume(n);
             return Ok(n);
         }
+        // Nothing buffered (a request's first line): one recv into the
+        // read buffer, here too, once it has been made (never in
+        // unbuffered mode, which has none).
+        if chunk.is_empty() && !buf.is_empty() && !self.rbuf.is_empty() {
+            let mut rbuf = std::mem::take(&mut self.rbuf);
+            let got = self.recv(&mut rbuf, limits, true);
+            self.rbuf = rbuf;
+            let got = got?;
+            if got == 0 {
+                return Ok(0);
+            }
+            (self.rpos, self.rend) = (0, got);
+            let limit = buf.len().min(got);
+            if let Some(i) = find_newline(&self.rbuf[..limit]) {
+                let n = i + 1;
+                buf[..n].copy_from_slice(&self.rbuf[..n]);
+                self.consume(n);
+                return Ok(n);
+            }
+            return self.readline_reading(buf, limits, limit);
+        }
         // The `limit` bytes just scanned hold no newline.
         self.readline_reading(buf, limits, limit)
     }
