@@ -36,7 +36,8 @@ const KERNEL_TIMEOUT_SLACK: Duration = Duration::from_millis(10);
 /// One request: a stream connection or one datagram, with its client.
 /// Small, so that handing it on by value (through the concurrency models
 /// to finish and close) moves three words, not its whole state; a
-/// datagram request's state box is reused (see [`DatagramBuffers`]).
+/// datagram request's state box is reused, as is an SS_THREADING
+/// connection's (see [`DatagramBuffers`]).
 pub struct Request {
     server: Arc<Server>,
     /// A datagram request's socket, the server's: replies go out through
@@ -218,8 +219,9 @@ pub(crate) struct DatagramBuffers {
 /// back by the handler thread, so that a handler thread that serves a
 /// connection allocates and frees nothing. glibc sets up a thread's malloc
 /// cache on its first malloc or free and tears it down when the thread
-/// exits: with the state freed and the write buffer allocated there, that
-/// was ~1,500 of a short connection's ~6,300 instructions. The state's
+/// exits: with the state freed and the write buffer allocated there (and
+/// the thread's start box freed, see crate::concurrency::threading), that
+/// was ~1,900 of a short connection's ~6,300 instructions. The state's
 /// `io` is a placeholder without heap memory meanwhile (the connection's
 /// socket is closed).
 pub(crate) struct SpareStream {
@@ -780,6 +782,8 @@ fn keeps_spare_streams(server: &Server) -> bool {
 #[derive(Clone, Copy)]
 struct Limits {
     timeout: Option<Duration>,
+    /// The whole request's deadline (config.request_deadline from accept or
+    /// arrival) and its length, for the message; blocking modes only.
     deadline: Option<(Instant, Duration)>,
 }
 

@@ -224,7 +224,9 @@ impl ThreadTracker {
         // A box an earlier thread emptied, if of this type: a handler
         // thread then frees nothing, and this one allocates nothing (glibc
         // sets up a thread's malloc cache at its first malloc or free and
-        // tears it down at its exit: ~1,500 instructions per connection).
+        // tears it down at its exit; with the request's state reused too,
+        // see crate::request::SpareStream: ~1,900 of ~6,300 instructions
+        // per connection).
         let mut slot: Box<Option<Start<F>>> = spent
             .and_then(|b| b.downcast().ok())
             .unwrap_or_else(|| Box::new(None));
