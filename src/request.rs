@@ -36,7 +36,8 @@ const KERNEL_TIMEOUT_SLACK: Duration = Duration::from_millis(10);
 /// One request: a stream connection or one datagram, with its client.
 /// Small, so that handing it on by value (through the concurrency models
 /// to finish and close) moves three words, not its whole state; a
-/// datagram request's state box is reused (see [`DatagramBuffers`]).
+/// datagram request's state box is reused, as is an SS_THREADING
+/// connection's (see [`DatagramBuffers`]).
 pub struct Request {
     server: Arc<Server>,
     /// A datagram request's socket, the server's: replies go out through
@@ -51,10 +52,9 @@ struct State {
     client: SockAddr,
     /// Formatted when first asked for: most datagram handlers never do.
     client_text: OnceLock<String>,
-    timeout: Option<Duration>,
-    /// The whole request's deadline (config.request_deadline from accept or
-    /// arrival) and its length, for the message; blocking modes only.
-    deadline: Option<(Instant, Duration)>,
+    /// The per-operation timeout and the request's deadline, kept as the
+    /// operations take them (by reference: no copy per call).
+    limits: Limits,
     /// Its place among the requests a drain deadline cuts (blocking-mode
     /// streams): declared before `io`, so that it leaves the table before
     /// the socket is closed.
@@ -70,12 +70,10 @@ struct State {
 
 impl State {
     fn new(server: &Server, client: SockAddr, io: RequestIo) -> State {
-        let (timeout, deadline) = State::limits_for(server);
         State {
             client_text: OnceLock::new(),
             client,
-            timeout,
-            deadline,
+            limits: State::limits_for(server),
             active: None,
             io,
             in_handle: false,
@@ -85,8 +83,23 @@ impl State {
         }
     }
 
+    /// Clears what a finished request leaves in its state (its buffers
+    /// stay), for the state's reuse by another request. Inline: it is on
+    /// every datagram's path.
+    #[inline(always)]
+    fn reset_for_reuse(&mut self) {
+        if self.client_text.get().is_some() {
+            self.client_text = OnceLock::new();
+        }
+        self.active = None;
+        self.in_handle = false;
+        self.hand_off = None;
+        self.data = 0;
+        self.peer_permit = None;
+    }
+
     /// A new request's timeout and deadline.
-    fn limits_for(server: &Server) -> (Option<Duration>, Option<(Instant, Duration)>) {
+    fn limits_for(server: &Server) -> Limits {
         let config = server.config();
         // Event mode bounds its connections itself; its datagram requests
         // never wait.
@@ -94,7 +107,10 @@ impl State {
             .request_deadline
             .filter(|_| config.concurrency != Concurrency::Event)
             .map(|d| (Instant::now() + d, d));
-        (config.request_timeout, deadline)
+        Limits {
+            timeout: config.request_timeout,
+            deadline,
+        }
     }
 }
 
@@ -148,6 +164,10 @@ struct StreamIo {
     /// blocking recv, which the kernel ends, instead of recv(MSG_DONTWAIT)
     /// + poll + recv. Set when the timeout first differs, not per read.
     rcvtimeo: std::cell::Cell<Option<Duration>>,
+    /// The per-operation timeout that SO_RCVTIMEO is now set for (as
+    /// recv_kernel_timed sets it, with the slack), if it is: what a read's
+    /// fast path compares, with no arithmetic.
+    timed_for: std::cell::Cell<Option<Duration>>,
     /// fileno() handed the descriptor out: the handler's own blocking
     /// reads on it must not time out, so no SO_RCVTIMEO is set any more.
     exposed: std::cell::Cell<bool>,
@@ -184,12 +204,42 @@ struct DatagramIo {
 /// A blocking-mode server's datagram buffers: the receive buffer, and
 /// spare buffers for requests' data and replies, which a request takes
 /// when it is made and gives back when it is shut down, so that a datagram
-/// costs no allocation once the server runs.
+/// costs no allocation once the server runs. An SS_THREADING stream
+/// server keeps its connections' spare states here too (see
+/// [`SpareStream`]).
 #[derive(Default)]
 pub(crate) struct DatagramBuffers {
     receive: Vec<u8>,
     spares: Vec<SpareState>,
+    streams: Vec<SpareStream>,
 }
+
+/// A finished SS_THREADING connection's state box and read and write
+/// buffers, for the next connection: made on the serving thread, given
+/// back by the handler thread, so that a handler thread that serves a
+/// connection allocates and frees nothing. glibc sets up a thread's malloc
+/// cache on its first malloc or free and tears it down when the thread
+/// exits: with the state freed and the write buffer allocated there (and
+/// the thread's start box freed, see crate::concurrency::threading), that
+/// was ~1,900 of a short connection's ~6,300 instructions. The state's
+/// `io` is a placeholder without heap memory meanwhile (the connection's
+/// socket is closed).
+pub(crate) struct SpareStream {
+    state: Box<State>,
+    rbuf: Box<[u8]>,
+    wbuf: Vec<u8>,
+}
+
+/// Spare stream states kept at most: more than a threading server
+/// finishes between two accepts under churn; beyond, they are freed.
+const MAX_SPARE_STREAMS: usize = 32;
+
+/// A read or write buffer's largest size kept with a spare stream state,
+/// so that the spares hold at most 32 x (32 KiB + a state) however large
+/// the buffers are configured (the default read buffer, 8 KiB, is kept;
+/// a larger buffer is freed, and made again by the connection that needs
+/// it).
+const MAX_SPARE_BUFFER: usize = 16 * 1024;
 
 /// Spare request states kept at most: enough for the requests in flight
 /// of a sync server and a few threads; beyond, they are freed.
@@ -204,6 +254,26 @@ impl DatagramBuffers {
         if self.spares.len() < MAX_SPARE_STATES {
             self.spares.push(spare);
         }
+    }
+
+    /// A spare stream state, if one was given back. Reserves room for all
+    /// spares (here, on the serving thread), so that giving one back
+    /// never allocates.
+    fn take_stream(&mut self) -> Option<SpareStream> {
+        if self.streams.capacity() == 0 {
+            self.streams.reserve_exact(MAX_SPARE_STREAMS);
+        }
+        self.streams.pop()
+    }
+
+    /// Keeps `spare` if there is room reserved for it (it is freed, by the
+    /// caller, if not).
+    fn give_back_stream(&mut self, spare: SpareStream) -> Option<SpareStream> {
+        if self.streams.len() < self.streams.capacity() {
+            self.streams.push(spare);
+            return None;
+        }
+        Some(spare)
     }
 }
 
@@ -241,13 +311,26 @@ impl Outbox {
 impl Request {
     pub(crate) fn stream(server: Arc<Server>, socket: Socket, client: SockAddr) -> Self {
         let config = server.config();
+        let mut spare = None;
+        if keeps_spare_streams(&server) {
+            if let Ok(mut bufs) = server.datagram_buffers().try_lock() {
+                spare = bufs.take_stream();
+            }
+        }
+        let (rbuf, wbuf) = match &mut spare {
+            Some(spare) => (
+                std::mem::take(&mut spare.rbuf),
+                std::mem::take(&mut spare.wbuf),
+            ),
+            None => Default::default(),
+        };
         let io = StreamIo {
             socket,
-            rbuf: Box::default(),
+            rbuf,
             rbuf_size: config.read_buffer_size,
             rpos: 0,
             rend: 0,
-            wbuf: Vec::new(),
+            wbuf,
             wcap: config.write_buffer_size,
             // Nothing asked yet, nothing owed: the first read waits for
             // the first request.
@@ -256,10 +339,20 @@ impl Request {
             ended: std::cell::Cell::new(false),
             between: None,
             rcvtimeo: std::cell::Cell::new(None),
+            timed_for: std::cell::Cell::new(None),
             exposed: std::cell::Cell::new(false),
         };
+        let s = match spare {
+            Some(SpareStream { mut state, .. }) => {
+                state.client = client;
+                state.limits = State::limits_for(&server);
+                state.io = RequestIo::Stream(io);
+                state
+            }
+            None => Box::new(State::new(&server, client, RequestIo::Stream(io))),
+        };
         Request {
-            s: Box::new(State::new(&server, client, RequestIo::Stream(io))),
+            s,
             server,
             socket: None,
         }
@@ -331,20 +424,11 @@ impl Request {
     /// [`Request::into_spare`]) or a new one.
     fn datagram_state(server: &Server, spare: Option<SpareState>, sender: SockAddr) -> Box<State> {
         let Some(SpareState(mut state)) = spare else {
-            let io = DatagramIo {
-                data: Vec::new(),
-                len: 0,
-                pos: 0,
-                reply: Vec::new(),
-                wrote: false,
-                outbox: None,
-            };
-            return Box::new(State::new(server, sender, RequestIo::Datagram(io)));
+            let io = RequestIo::Datagram(DatagramIo::empty());
+            return Box::new(State::new(server, sender, io));
         };
-        let (timeout, deadline) = State::limits_for(server);
         state.client = sender;
-        state.timeout = timeout;
-        state.deadline = deadline;
+        state.limits = State::limits_for(server);
         state
     }
 
@@ -360,14 +444,7 @@ impl Request {
         d.wrote = false;
         d.reply.clear();
         d.outbox = None;
-        if state.client_text.get().is_some() {
-            state.client_text = OnceLock::new();
-        }
-        state.active = None;
-        state.in_handle = false;
-        state.hand_off = None;
-        state.data = 0;
-        state.peer_permit = None;
+        state.reset_for_reuse();
         Some(SpareState(state))
     }
 
@@ -495,18 +572,25 @@ impl Request {
     /// Per-operation timeout for the request's reads and writes (None: block).
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
         check_request_timeout(timeout)?;
-        self.s.timeout = timeout;
+        self.s.limits.timeout = timeout;
         Ok(())
     }
 
     /// Reads up to `buf.len()` bytes; 0 means end of stream (or of the datagram).
+    ///
+    /// Inline, as are readline, write and flush, with their usual case
+    /// (bytes buffered, room in the write buffer, one syscall doing it all)
+    /// inline below them: each C call is then one frame down to the
+    /// syscall, the general paths out of line (issue 12: ss_request_read
+    /// cost 222 instructions per echo through five frames).
+    #[inline]
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
-        self.check_deadline("read")?;
+        let State { io, limits, .. } = &mut *self.s;
+        limits.check_deadline("read")?;
         if buf.is_empty() {
             return Ok(0);
         }
-        let limits = self.unchecked_limits();
-        match &mut self.s.io {
+        match io {
             RequestIo::Datagram(d) => {
                 Ok(d.take(buf.len(), |src| buf[..src.len()].copy_from_slice(src)))
             }
@@ -533,17 +617,15 @@ impl Request {
 
     /// Reads one line, newline included, but at most `limit` bytes (Python's
     /// `readline(limit)`). Returns the number of bytes put in `buf`; 0 at end.
+    #[inline]
     pub fn readline(&mut self, buf: &mut [u8]) -> Result<usize> {
-        self.check_deadline("readline")?;
-        let limits = self.unchecked_limits();
-        match &mut self.s.io {
+        let State { io, limits, .. } = &mut *self.s;
+        limits.check_deadline("readline")?;
+        match io {
             RequestIo::Datagram(d) => {
                 let rest = &d.data[d.pos..d.len];
                 let limit = buf.len().min(rest.len());
-                let n = rest[..limit]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(limit, |i| i + 1);
+                let n = find_newline(&rest[..limit]).map_or(limit, |i| i + 1);
                 Ok(d.take(n, |src| buf[..n].copy_from_slice(src)))
             }
             RequestIo::Stream(s) => s.readline(buf, limits),
@@ -552,10 +634,11 @@ impl Request {
 
     /// Writes all of `data` (a stream sends it unless a write buffer is set;
     /// a datagram request collects it for the reply).
+    #[inline]
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.check_deadline("write")?;
-        let limits = self.unchecked_limits();
-        match &mut self.s.io {
+        let State { io, limits, .. } = &mut *self.s;
+        limits.check_deadline("write")?;
+        match io {
             RequestIo::Datagram(d) => {
                 d.reply.extend_from_slice(data);
                 d.wrote = true;
@@ -567,15 +650,15 @@ impl Request {
 
     /// Sends buffered output (a no-op for datagrams, which reply on finish,
     /// and when nothing is buffered).
+    #[inline]
     pub fn flush(&mut self) -> Result<()> {
-        match &self.s.io {
-            RequestIo::Stream(s) if !s.wbuf.is_empty() => {}
-            _ => return Ok(()),
-        }
-        let limits = self.limits("flush")?;
-        match &mut self.s.io {
-            RequestIo::Datagram(_) => Ok(()),
-            RequestIo::Stream(s) => s.flush(limits),
+        let State { io, limits, .. } = &mut *self.s;
+        match io {
+            RequestIo::Stream(s) if !s.wbuf.is_empty() => {
+                limits.check_deadline("flush")?;
+                s.flush(limits)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -583,25 +666,28 @@ impl Request {
     /// stream. In event mode a datagram reply is queued in the batch's
     /// outbox, sent with the batch's other replies when the batch ends.
     pub fn reply(&mut self, data: &[u8]) -> Result<()> {
-        let limits = self.limits("reply")?;
-        let wait = self.reply_wait(limits);
-        match &mut self.s.io {
+        let State {
+            io, limits, client, ..
+        } = &mut *self.s;
+        limits.check_deadline("reply")?;
+        match io {
+            // Event mode: no limits to copy, nothing sent yet.
             RequestIo::Datagram(DatagramIo {
                 outbox: Some(outbox),
                 ..
             }) => {
-                check_reply_address(&self.s.client)?;
+                check_reply_address(client)?;
                 outbox.push(data);
                 Ok(())
             }
             RequestIo::Datagram(_) => match &self.socket {
-                Some(socket) => send_datagram(socket, data, &self.s.client, wait),
+                Some(socket) => {
+                    let wait = reply_wait(&self.server, *limits);
+                    send_datagram(socket, data, client, wait)
+                }
                 None => Err(Error::wrong_state("a datagram request without its socket")),
             },
-            RequestIo::Stream(s) => {
-                s.flush(limits)?;
-                s.send_all(data, limits)
-            }
+            RequestIo::Stream(s) => s.reply(data, limits),
         }
     }
 
@@ -624,40 +710,6 @@ impl Request {
         result
     }
 
-    /// The limits of the next operation: its per-operation timeout, and the
-    /// request's deadline, which must not have passed yet.
-    fn limits(&self, what: &str) -> Result<Limits> {
-        self.check_deadline(what)?;
-        Ok(self.unchecked_limits())
-    }
-
-    /// Fails once the request's deadline has passed. Apart from
-    /// [`Request::unchecked_limits`], so that the datagram paths, which
-    /// need no limits, build no Result of them.
-    #[inline]
-    fn check_deadline(&self, what: &str) -> Result<()> {
-        match self.s.deadline {
-            Some((at, length)) if Instant::now() >= at => Err(deadline_passed(what, length)),
-            _ => Ok(()),
-        }
-    }
-
-    #[inline]
-    fn unchecked_limits(&self) -> Limits {
-        Limits {
-            timeout: self.s.timeout,
-            deadline: self.s.deadline,
-        }
-    }
-
-    fn reply_wait(&self, limits: Limits) -> ReplyWait {
-        if self.server.config().concurrency == Concurrency::Event {
-            ReplyWait::Never
-        } else {
-            ReplyWait::Upto(limits)
-        }
-    }
-
     /// Python's shutdown_request: SHUT_WR then close for a stream (errors
     /// such as ENOTCONN ignored), lingering first if the client may still
     /// be sending (see crate::linger); nothing for a datagram, whose socket
@@ -676,13 +728,53 @@ impl Request {
             }
             return;
         }
-        let server = self.server;
-        if let RequestIo::Stream(s) = self.s.io {
-            let unread = s.rpos != s.rend;
-            let ended = s.ended.get();
-            server.lingerer().close(s.socket, unread, ended);
+        let Request {
+            server,
+            s: mut state,
+            ..
+        } = self;
+        let placeholder = RequestIo::Datagram(DatagramIo::empty());
+        let RequestIo::Stream(s) = std::mem::replace(&mut state.io, placeholder) else {
+            return;
+        };
+        let unread = s.rpos != s.rend;
+        let ended = s.ended.get();
+        let StreamIo {
+            socket,
+            mut rbuf,
+            mut wbuf,
+            ..
+        } = s;
+        server.lingerer().close(socket, unread, ended);
+        if !keeps_spare_streams(&server) {
+            return;
         }
+        state.reset_for_reuse();
+        if rbuf.len() > MAX_SPARE_BUFFER {
+            rbuf = Box::default();
+        }
+        if wbuf.capacity() > MAX_SPARE_BUFFER {
+            wbuf = Vec::new();
+        }
+        wbuf.clear();
+        let spare = SpareStream { state, rbuf, wbuf };
+        // try_lock only, as for datagrams: a busy lock frees the spare.
+        let unkept = match server.datagram_buffers().try_lock() {
+            Ok(mut bufs) => bufs.give_back_stream(spare),
+            Err(_) => Some(spare),
+        };
+        // Freed, if not kept, after the lock is let go.
+        drop(unkept);
     }
+}
+
+/// Whether `server`'s stream requests reuse spare states (see
+/// [`SpareStream`]): SS_THREADING's, whose handler threads are new for
+/// each connection. Elsewhere a request is freed where such memory is
+/// reused anyway (a sync server's thread, a pool's workers), or in a
+/// forked child (a forking parent's stream states then stay its own).
+fn keeps_spare_streams(server: &Server) -> bool {
+    server.config().concurrency == Concurrency::Threading && !in_forked_child()
 }
 
 /// The bounds on one operation's waits: `timeout` without progress (a
@@ -690,6 +782,8 @@ impl Request {
 #[derive(Clone, Copy)]
 struct Limits {
     timeout: Option<Duration>,
+    /// The whole request's deadline (config.request_deadline from accept or
+    /// arrival) and its length, for the message; blocking modes only.
     deadline: Option<(Instant, Duration)>,
 }
 
@@ -707,6 +801,16 @@ struct WaitEnd {
 }
 
 impl Limits {
+    /// Fails once the request's deadline has passed (no clock read without
+    /// one).
+    #[inline]
+    fn check_deadline(&self, what: &str) -> Result<()> {
+        match self.deadline {
+            Some((at, length)) if Instant::now() >= at => Err(deadline_passed(what, length)),
+            _ => Ok(()),
+        }
+    }
+
     /// No bound at all: plain blocking calls.
     fn unbounded(&self) -> bool {
         self.timeout.is_none() && self.deadline.is_none()
@@ -767,6 +871,7 @@ fn poll_ms(timeout: Duration) -> nix::poll::PollTimeout {
     nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX)
 }
 
+#[cold]
 fn timed_out(what: &str, timeout: Duration) -> Error {
     Error::new(
         ErrorKind::Timeout,
@@ -774,6 +879,7 @@ fn timed_out(what: &str, timeout: Duration) -> Error {
     )
 }
 
+#[cold]
 fn deadline_passed(what: &str, length: Duration) -> Error {
     Error::new(
         ErrorKind::Timeout,
@@ -785,6 +891,18 @@ fn deadline_passed(what: &str, length: Duration) -> Error {
 }
 
 impl DatagramIo {
+    /// No datagram, and no heap memory (a spare stream state's placeholder).
+    fn empty() -> DatagramIo {
+        DatagramIo {
+            data: Vec::new(),
+            len: 0,
+            pos: 0,
+            reply: Vec::new(),
+            wrote: false,
+            outbox: None,
+        }
+    }
+
     /// Consumes up to `n` unread bytes, handing them to `copy`.
     fn take(&mut self, n: usize, copy: impl FnOnce(&[u8])) -> usize {
         let n = n.min(self.len - self.pos);
@@ -795,6 +913,16 @@ impl DatagramIo {
         }
         self.pos += n;
         n
+    }
+}
+
+/// How a datagram reply to a request of `server` within `limits` waits
+/// (see [`ReplyWait`]).
+fn reply_wait(server: &Server, limits: Limits) -> ReplyWait {
+    if server.config().concurrency == Concurrency::Event {
+        ReplyWait::Never
+    } else {
+        ReplyWait::Upto(limits)
     }
 }
 
@@ -928,10 +1056,83 @@ fn send_datagram(socket: &Socket, data: &[u8], to: &SockAddr, wait: ReplyWait) -
 }
 
 impl StreamIo {
-    /// One recv into `buf`, never blocking past the limits: a blocking recv
-    /// that SO_RCVTIMEO ends when the per-operation timeout bounds it, else
-    /// MSG_DONTWAIT and poll (see recv_inner).
-    fn recv(&self, buf: &mut [u8], limits: Limits, fresh: bool) -> Result<usize> {
+    /// One recv into `buf` (not empty), never blocking past the limits.
+    /// Usually one blocking recv as the socket stands (see
+    /// [`StreamIo::plain_recv`]), with the between-requests mark around it
+    /// when it waits for the next request; otherwise, or when that recv
+    /// fails, the general path ([`StreamIo::recv_general`]).
+    #[inline(always)]
+    fn recv(&self, buf: &mut [u8], limits: &Limits, fresh: bool) -> Result<usize> {
+        if !self.plain_recv(limits) {
+            return self.recv_general(buf, *limits, fresh);
+        }
+        let mark = self.mark_between(fresh);
+        // What wait_between would do anything about: a forked child's
+        // first read, SS_SYNC watching its waker, a drain under way (looked
+        // at after the mark is set, as a drain sets its flag before it
+        // looks at the marks).
+        if mark.as_ref().is_some_and(|m| {
+            in_forked_child() || (m.0.sync && self.wrote.get()) || m.0.server.draining()
+        }) {
+            drop(mark);
+            return self.recv_general(buf, *limits, fresh);
+        }
+        let got = match recv_fd(self.socket.as_raw_fd(), buf, 0) {
+            Ok(n) => Ok(n),
+            // The mark stays set for the retry, if any.
+            Err(e) => self.plain_recv_failed(e, buf, limits),
+        };
+        drop(mark);
+        self.received(&got, buf);
+        got
+    }
+
+    /// Whether a read can be one blocking recv with the socket as it is:
+    /// no limit and no SO_RCVTIMEO, or the per-operation timeout alone and
+    /// SO_RCVTIMEO set for it already (see recv_kernel_timed).
+    #[inline(always)]
+    fn plain_recv(&self, limits: &Limits) -> bool {
+        match (limits.timeout, limits.deadline) {
+            (None, None) => self.rcvtimeo.get().is_none(),
+            (Some(t), None) => !self.exposed.get() && self.timed_for.get() == Some(t),
+            _ => false,
+        }
+    }
+
+    /// What a plain recv's failure `e` means, as recv_kernel_timed and
+    /// recv_polled take it: a reset is the end of the stream, EAGAIN the
+    /// timeout passed, and after a signal the read goes on with poll.
+    #[cold]
+    #[inline(never)]
+    fn plain_recv_failed(&self, e: io::Error, buf: &mut [u8], limits: &Limits) -> Result<usize> {
+        if e.raw_os_error() == Some(libc::ECONNRESET) {
+            return Ok(0);
+        }
+        match (e.kind(), limits.timeout) {
+            (io::ErrorKind::WouldBlock, Some(timeout)) => Err(timed_out("recv", timeout)),
+            (io::ErrorKind::Interrupted, Some(_)) => self.recv_polled(buf, Some(limits.wait_end())),
+            (io::ErrorKind::Interrupted, None) => self.recv_polled(buf, None),
+            _ => Err(Error::io("recv", e)),
+        }
+    }
+
+    /// Notes what a read into `buf` got: the end of the stream, or bytes
+    /// (the client asked something).
+    #[inline(always)]
+    fn received(&self, got: &Result<usize>, buf: &[u8]) {
+        match got {
+            Ok(0) if !buf.is_empty() => self.ended.set(true),
+            Ok(n) if *n > 0 => self.answered.set(false),
+            _ => {}
+        }
+    }
+
+    /// [`StreamIo::recv`]'s general path: a blocking recv that SO_RCVTIMEO
+    /// ends when the per-operation timeout bounds it, else MSG_DONTWAIT and
+    /// poll (see recv_inner), after the waits a read between requests may
+    /// need (see wait_between).
+    #[inline(never)]
+    fn recv_general(&self, buf: &mut [u8], limits: Limits, fresh: bool) -> Result<usize> {
         let between = self.mark_between(fresh);
         let mut early = None;
         if let Some(mark) = &between {
@@ -950,11 +1151,7 @@ impl StreamIo {
             Some(n) => Ok(n),
             None => self.recv_inner(buf, limits),
         };
-        match got {
-            Ok(0) if !buf.is_empty() => self.ended.set(true),
-            Ok(n) if n > 0 => self.answered.set(false),
-            _ => {}
-        }
+        self.received(&got, buf);
         got
     }
 
@@ -1103,6 +1300,7 @@ impl StreamIo {
         limits: Limits,
     ) -> Result<usize> {
         self.set_rcvtimeo(Some(timeout.saturating_add(KERNEL_TIMEOUT_SLACK)))?;
+        self.timed_for.set(Some(timeout));
         match recv_fd(self.socket.as_raw_fd(), buf, 0) {
             Ok(n) => Ok(n),
             Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => Ok(0),
@@ -1159,6 +1357,9 @@ impl StreamIo {
         if self.rcvtimeo.get() == timeout {
             return Ok(());
         }
+        // Whatever it was set for, it no longer is (recv_kernel_timed sets
+        // this again after it).
+        self.timed_for.set(None);
         let rounded = timeout.map(|t| Duration::from_micros(t.as_nanos().div_ceil(1000) as u64));
         self.socket
             .set_read_timeout(rounded)
@@ -1176,10 +1377,7 @@ impl StreamIo {
         let _ = self.set_rcvtimeo(None);
     }
 
-    fn buffered(&self) -> &[u8] {
-        &self.rbuf[self.rpos..self.rend]
-    }
-
+    #[inline(always)]
     fn consume(&mut self, n: usize) {
         self.rpos += n;
         if self.rpos == self.rend {
@@ -1189,7 +1387,7 @@ impl StreamIo {
     }
 
     /// Refills the empty read buffer; returns the bytes now buffered (0 = EOF).
-    fn fill(&mut self, limits: Limits) -> Result<usize> {
+    fn fill(&mut self, limits: &Limits) -> Result<usize> {
         debug_assert_eq!(self.rpos, self.rend);
         let mut rbuf = std::mem::take(&mut self.rbuf);
         let n = self.recv(&mut rbuf, limits, true);
@@ -1207,21 +1405,38 @@ impl StreamIo {
         }
     }
 
-    fn read(&mut self, buf: &mut [u8], limits: Limits) -> Result<usize> {
+    /// Reads into `buf` (not empty): buffered bytes, else one recv straight
+    /// into `buf` when it is at least as large as the read buffer.
+    #[inline(always)]
+    fn read(&mut self, buf: &mut [u8], limits: &Limits) -> Result<usize> {
         if self.rpos == self.rend {
             // Large reads and unbuffered mode bypass the buffer.
             if buf.len() >= self.rbuf_size {
                 return self.recv(buf, limits, true);
             }
-            self.allocate_rbuf();
-            if self.fill(limits)? == 0 {
-                return Ok(0);
-            }
+            return self.read_filling(buf, limits);
         }
-        let n = buf.len().min(self.rend - self.rpos);
-        buf[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+        Ok(self.take_buffered(buf))
+    }
+
+    /// A read smaller than the read buffer with nothing buffered: fills it.
+    #[inline(never)]
+    fn read_filling(&mut self, buf: &mut [u8], limits: &Limits) -> Result<usize> {
+        self.allocate_rbuf();
+        if self.fill(limits)? == 0 {
+            return Ok(0);
+        }
+        Ok(self.take_buffered(buf))
+    }
+
+    /// Hands over as much of what is buffered as `buf` takes.
+    #[inline(always)]
+    fn take_buffered(&mut self, buf: &mut [u8]) -> usize {
+        let chunk = &self.rbuf[self.rpos..self.rend];
+        let n = buf.len().min(chunk.len());
+        buf[..n].copy_from_slice(&chunk[..n]);
         self.consume(n);
-        Ok(n)
+        n
     }
 
     /// Reads a line into `buf` (at most `buf.len()` bytes). The line stays
@@ -1229,16 +1444,54 @@ impl StreamIo {
     /// nothing and the call can be retried; only a line longer than the
     /// read buffer is handed over in parts (and unbuffered mode reads byte
     /// by byte, so bytes read before an error are lost there).
-    fn readline(&mut self, buf: &mut [u8], limits: Limits) -> Result<usize> {
+    #[inline(always)]
+    fn readline(&mut self, buf: &mut [u8], limits: &Limits) -> Result<usize> {
         // A whole line buffered (the usual case after the first line of a
         // request): handed over at once.
-        let chunk = self.buffered();
-        if let Some(i) = find_newline(&chunk[..buf.len().min(chunk.len())]) {
+        let chunk = &self.rbuf[self.rpos..self.rend];
+        let limit = buf.len().min(chunk.len());
+        if let Some(i) = find_newline(&chunk[..limit]) {
             let n = i + 1;
             buf[..n].copy_from_slice(&chunk[..n]);
             self.consume(n);
             return Ok(n);
         }
+        // Nothing buffered (a request's first line): one recv into the
+        // read buffer, here too, once it has been made (never in
+        // unbuffered mode, which has none).
+        if chunk.is_empty() && !buf.is_empty() && !self.rbuf.is_empty() {
+            let mut rbuf = std::mem::take(&mut self.rbuf);
+            let got = self.recv(&mut rbuf, limits, true);
+            self.rbuf = rbuf;
+            let got = got?;
+            if got == 0 {
+                return Ok(0);
+            }
+            (self.rpos, self.rend) = (0, got);
+            let limit = buf.len().min(got);
+            if let Some(i) = find_newline(&self.rbuf[..limit]) {
+                let n = i + 1;
+                buf[..n].copy_from_slice(&self.rbuf[..n]);
+                self.consume(n);
+                return Ok(n);
+            }
+            return self.readline_reading(buf, limits, limit);
+        }
+        // The `limit` bytes just scanned hold no newline.
+        self.readline_reading(buf, limits, limit)
+    }
+
+    /// [`StreamIo::readline`] when no whole line is buffered; the first
+    /// `scanned` buffered bytes are known to hold no newline, so that no
+    /// byte is scanned twice (a line dribbled in a byte per recv would
+    /// otherwise be scanned once per byte).
+    #[inline(never)]
+    fn readline_reading(
+        &mut self,
+        buf: &mut [u8],
+        limits: &Limits,
+        mut scanned: usize,
+    ) -> Result<usize> {
         if self.rbuf_size == 0 {
             return self.readline_unbuffered(buf, limits);
         }
@@ -1246,9 +1499,10 @@ impl StreamIo {
         let mut filled = 0;
         loop {
             let want = buf.len() - filled;
-            let chunk = self.buffered();
+            let chunk = &self.rbuf[self.rpos..self.rend];
             let limit = want.min(chunk.len());
-            let newline = find_newline(&chunk[..limit]);
+            let newline = find_newline(&chunk[scanned.min(limit)..limit]).map(|i| i + scanned);
+            scanned = limit;
             // Hand bytes over only for a finished line, at the caller's
             // limit, or when the read buffer itself is full of one line.
             let take = match newline {
@@ -1264,6 +1518,8 @@ impl StreamIo {
                 if newline.is_some() || filled == buf.len() {
                     return Ok(filled);
                 }
+                // What is left was not scanned (all of it was handed over).
+                scanned = 0;
                 continue;
             }
             // Need more bytes: make room at the end, then read after what is
@@ -1280,7 +1536,7 @@ impl StreamIo {
             match got? {
                 0 => {
                     // End of stream: the last, unterminated line.
-                    let chunk = self.buffered();
+                    let chunk = &self.rbuf[self.rpos..self.rend];
                     let n = chunk.len().min(want);
                     buf[filled..filled + n].copy_from_slice(&chunk[..n]);
                     self.consume(n);
@@ -1291,7 +1547,7 @@ impl StreamIo {
         }
     }
 
-    fn readline_unbuffered(&mut self, buf: &mut [u8], limits: Limits) -> Result<usize> {
+    fn readline_unbuffered(&mut self, buf: &mut [u8], limits: &Limits) -> Result<usize> {
         let mut filled = 0;
         while filled < buf.len() {
             // One byte at a time, so nothing past the line is consumed.
@@ -1306,29 +1562,66 @@ impl StreamIo {
         Ok(filled)
     }
 
-    fn send_all(&self, data: &[u8], limits: Limits) -> Result<()> {
-        self.send_counted(data, limits, &mut 0)
+    /// send(2)'s flags for a send within `limits`. MSG_NOSIGNAL: a vanished
+    /// peer gives EPIPE, never SIGPIPE in the host. With a timeout or
+    /// deadline the send must not block past it, hence MSG_DONTWAIT, and a
+    /// wait for room when the buffer is full (see send_rest).
+    #[inline(always)]
+    fn send_flags(limits: &Limits) -> libc::c_int {
+        libc::MSG_NOSIGNAL
+            | if limits.unbounded() {
+                0
+            } else {
+                libc::MSG_DONTWAIT
+            }
     }
 
-    /// Sends all of `data`, adding to `*sent` as bytes go out, so that a
-    /// caller can keep what a timeout or error left unsent.
-    fn send_counted(&self, mut data: &[u8], limits: Limits, sent: &mut usize) -> Result<()> {
-        // MSG_NOSIGNAL: a vanished peer gives EPIPE, never SIGPIPE in the host.
-        // With a timeout or deadline the send must not block past it, hence
-        // MSG_DONTWAIT, and a wait for room when the buffer is full.
+    /// Bytes went out.
+    #[inline(always)]
+    fn sent_some(&self) {
+        self.answered.set(true);
+        self.wrote.set(true);
+    }
+
+    /// Sends all of `data`: usually one send(2); the rest, waits and
+    /// errors in [`StreamIo::send_rest`].
+    #[inline(always)]
+    fn send_all(&self, data: &[u8], limits: &Limits) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let first = send_fd(self.socket.as_raw_fd(), data, Self::send_flags(limits));
+        if matches!(first, Ok(n) if n == data.len()) {
+            self.sent_some();
+            return Ok(());
+        }
+        self.send_rest(data, limits, &mut 0, first)
+    }
+
+    /// Sends the rest of `data` (not empty) after its first send(2) gave
+    /// `first`, adding to `*sent` as bytes go out (`first`'s included), so
+    /// that a caller can keep what a timeout or error left unsent.
+    #[inline(never)]
+    fn send_rest(
+        &self,
+        mut data: &[u8],
+        limits: &Limits,
+        sent: &mut usize,
+        first: io::Result<usize>,
+    ) -> Result<()> {
         let bounded = !limits.unbounded();
-        let flags = libc::MSG_NOSIGNAL | if bounded { libc::MSG_DONTWAIT } else { 0 };
+        let flags = Self::send_flags(limits);
         // The timeout counts from the last progress, the deadline stays.
         let mut end = None;
-        while !data.is_empty() {
-            match send_fd(self.socket.as_raw_fd(), data, flags) {
+        let mut got = first;
+        loop {
+            match got {
                 Ok(n) => {
                     data = &data[n..];
                     *sent += n;
                     end = None;
                     if n > 0 {
-                        self.answered.set(true);
-                        self.wrote.set(true);
+                        self.sent_some();
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1337,14 +1630,32 @@ impl StreamIo {
                     .wait(&self.socket, PollFlags::POLLOUT, "send")?,
                 Err(e) => return Err(Error::io("send", e)),
             }
+            if data.is_empty() {
+                return Ok(());
+            }
+            got = send_fd(self.socket.as_raw_fd(), data, flags);
         }
-        Ok(())
     }
 
-    fn write(&mut self, data: &[u8], limits: Limits) -> Result<()> {
+    /// Sends `data` without a write buffer (Python's default, wbufsize 0);
+    /// buffers it if it fits in the write buffer (one copy); otherwise
+    /// [`StreamIo::write_through`].
+    #[inline(always)]
+    fn write(&mut self, data: &[u8], limits: &Limits) -> Result<()> {
         if self.wcap == 0 {
             return self.send_all(data, limits);
         }
+        if data.len() < self.wcap && self.wbuf.len() + data.len() <= self.wcap {
+            self.wbuf.extend_from_slice(data);
+            return Ok(());
+        }
+        self.write_through(data, limits)
+    }
+
+    /// A write that does not fit in the write buffer: what is buffered goes
+    /// first, then `data` itself (buffered if it fits then).
+    #[inline(never)]
+    fn write_through(&mut self, data: &[u8], limits: &Limits) -> Result<()> {
         if self.wbuf.len() + data.len() > self.wcap {
             self.flush(limits)?;
         }
@@ -1355,12 +1666,39 @@ impl StreamIo {
         Ok(())
     }
 
-    fn flush(&mut self, limits: Limits) -> Result<()> {
+    /// Sends what is buffered: usually one send(2) takes it all.
+    #[inline(always)]
+    fn flush(&mut self, limits: &Limits) -> Result<()> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
+        let first = send_fd(
+            self.socket.as_raw_fd(),
+            &self.wbuf,
+            Self::send_flags(limits),
+        );
+        if matches!(first, Ok(n) if n == self.wbuf.len()) {
+            self.wbuf.clear();
+            self.sent_some();
+            return Ok(());
+        }
+        self.flush_rest(limits, first)
+    }
+
+    /// Request::reply on a stream: what is buffered, then `data`. Out of
+    /// line, so that the datagram replies (the usual reply) keep a small
+    /// frame.
+    #[inline(never)]
+    fn reply(&mut self, data: &[u8], limits: &Limits) -> Result<()> {
+        self.flush(limits)?;
+        self.send_all(data, limits)
+    }
+
+    /// [`StreamIo::flush`] after a first send(2) that did not take it all.
+    #[inline(never)]
+    fn flush_rest(&mut self, limits: &Limits, first: io::Result<usize>) -> Result<()> {
         let mut sent = 0;
-        let result = self.send_counted(&self.wbuf, limits, &mut sent);
+        let result = self.send_rest(&self.wbuf, limits, &mut sent, first);
         // After a timeout the unsent rest stays buffered for a retry.
         if sent == self.wbuf.len() {
             self.wbuf.clear();

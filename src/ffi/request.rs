@@ -9,8 +9,8 @@
 use std::ffi::{c_char, c_int, c_void};
 
 use super::boundary::{
-    check_len, copy_sockaddr_out, copy_text_out, guard, guard_value, handle_mut, handle_ref, null,
-    write_out,
+    check_len, clear_last_error, copy_sockaddr_out, copy_text_out, guard, guard_cleared,
+    guard_value, handle_mut, handle_ref, null, write_out,
 };
 use super::handler::{call_request_fn, ss_request_fn};
 use super::server::{server_ptr, user_data_of};
@@ -18,6 +18,16 @@ use super::{ss_request, ss_server, ss_status};
 use crate::config::timeout_from_ms;
 use crate::error::{Error, ErrorKind, Result};
 use crate::request::{HandOffTarget, Request};
+
+/// `guard` for the stream I/O calls, which run no callback: the detail
+/// message is cleared before the body only (nothing can set one after),
+/// and the body is instantiated once, inline, so that each call is one
+/// frame down to the syscall.
+#[inline(always)]
+fn guard_io(body: impl FnOnce() -> Result<()>) -> ss_status {
+    clear_last_error();
+    guard_cleared(body)
+}
 
 /// A caller's byte buffer; NULL is allowed only with length 0.
 ///
@@ -92,7 +102,7 @@ pub unsafe extern "C" fn ss_request_read(
     len: usize,
     out_read: *mut usize,
 ) -> ss_status {
-    guard(|| {
+    guard_io(|| {
         // SAFETY: forwarded contracts.
         let req = unsafe { handle_mut(request) }?;
         if out_read.is_null() {
@@ -115,7 +125,7 @@ pub unsafe extern "C" fn ss_request_read_exact(
     buf: *mut c_void,
     len: usize,
 ) -> ss_status {
-    guard(|| {
+    guard_io(|| {
         // SAFETY: forwarded contracts.
         let req = unsafe { handle_mut(request) }?;
         // SAFETY: forwarded contract.
@@ -147,7 +157,7 @@ pub unsafe extern "C" fn ss_request_readline(
         // SAFETY: `buf` is writable for `cap` > 0 bytes per the contract.
         unsafe { buf.write(0) };
     }
-    guard(|| {
+    guard_io(|| {
         // SAFETY: forwarded contracts.
         let req = unsafe { handle_mut(request) }?;
         if cap == 0 {
@@ -194,7 +204,7 @@ pub unsafe extern "C" fn ss_request_write(
     buf: *const c_void,
     len: usize,
 ) -> ss_status {
-    guard(|| {
+    guard_io(|| {
         // SAFETY: forwarded contracts.
         let req = unsafe { handle_mut(request) }?;
         // SAFETY: forwarded contract.
@@ -208,7 +218,7 @@ pub unsafe extern "C" fn ss_request_write(
 #[no_mangle]
 pub unsafe extern "C" fn ss_request_flush(request: *mut ss_request) -> ss_status {
     // SAFETY: forwarded contract.
-    guard(|| unsafe { handle_mut(request) }?.flush())
+    guard_io(|| unsafe { handle_mut(request) }?.flush())
 }
 
 /// Sends `len` bytes to the client at once: for a datagram request one
