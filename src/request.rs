@@ -408,6 +408,14 @@ impl Request {
         self.s.active = Some(entry);
     }
 
+    /// The request deadline counted from `accepted` (when the connection
+    /// was accepted): SS_FORKING makes the request in its child, after fork.
+    pub(crate) fn deadline_from(&mut self, accepted: Instant) {
+        if let Some((_, length)) = self.s.deadline {
+            self.s.deadline = Some((accepted + length, length));
+        }
+    }
+
     pub(crate) fn set_peer_permit(&mut self, permit: Option<PeerPermit>) {
         self.s.peer_permit = permit;
     }
