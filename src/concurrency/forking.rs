@@ -625,3 +625,49 @@ impl ChildTracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pid: i32) -> Child {
+        Child {
+            pid: Pid::from_raw(pid),
+            ..Child::VACANT
+        }
+    }
+
+    fn pids(table: &mut ChildTable) -> Vec<i32> {
+        let mut pids: Vec<i32> = table
+            .parts()
+            .into_iter()
+            .flatten()
+            .map(|c| c.pid.as_raw())
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    #[test]
+    fn the_child_table_spills_past_its_page_and_refills_it() {
+        let mut table = ChildTable::new();
+        let n = INLINE as i32 + 10;
+        for pid in 1..=n {
+            table.push(record(pid));
+        }
+        assert_eq!(table.len(), n as usize);
+        assert_eq!(table.spill.len(), 10);
+        // Every other record goes, in the page and in the spill alike.
+        table.retain(|c| c.pid.as_raw() % 2 == 0);
+        let kept: Vec<i32> = (1..=n).filter(|p| p % 2 == 0).collect();
+        assert_eq!(pids(&mut table), kept);
+        // The page takes the spilled records back first.
+        assert_eq!(table.len, kept.len());
+        assert!(table.spill.is_empty());
+        assert!(table.inline[table.len..]
+            .iter()
+            .all(|c| c.pid.as_raw() == 0));
+        table.retain(|_| false);
+        assert_eq!(table.len(), 0);
+    }
+}
