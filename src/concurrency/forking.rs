@@ -18,6 +18,14 @@
 //! max_children bounds these children and fork hand-offs together, in every
 //! mode: a slot is reserved before fork, so racing handler threads cannot
 //! overshoot it.
+//!
+//! The parent's writes are kept few: after every fork, each page the parent
+//! writes before the next fork is a copy-on-write fault (a page copied)
+//! while a child still shares it. An SS_FORKING connection is forked before
+//! its request is made (fork_connection: the child makes it, unless
+//! verify_request must run on it in the parent first), and what the parent
+//! writes per child (the count, the record, the lock) lives on one page
+//! (`Hot`).
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
