@@ -142,12 +142,26 @@ struct Slots {
 /// A request's place in the table; dropped (before the request's socket
 /// is closed) it leaves.
 pub(crate) struct ActiveEntry {
-    table: Arc<ActiveRequests>,
+    /// None: in no table (see `detached`).
+    table: Option<Arc<ActiveRequests>>,
     slot: usize,
     between: Arc<AtomicBool>,
 }
 
 impl ActiveEntry {
+    /// An entry in no table, for a request made in a forked child
+    /// (SS_FORKING): the child's copy of the parent's table is never cut
+    /// (the child learns of a drain through the drain pipe), and its lock
+    /// may have been held at fork time. The request's reads still mark
+    /// the flag between requests.
+    pub(crate) fn detached() -> ActiveEntry {
+        ActiveEntry {
+            table: None,
+            slot: 0,
+            between: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// The flag the request's reads set while they wait for the client's
     /// next request.
     pub(crate) fn waiting_flag(&self) -> Arc<AtomicBool> {
@@ -176,7 +190,7 @@ impl ActiveRequests {
         };
         drop(t);
         ActiveEntry {
-            table: self.clone(),
+            table: Some(self.clone()),
             slot,
             between,
         }
@@ -220,10 +234,13 @@ impl Drop for ActiveEntry {
     fn drop(&mut self) {
         // In a forked child the lock may have been held at fork time; the
         // child's copy of the table is never used there anyway.
+        let Some(table) = &self.table else {
+            return;
+        };
         if crate::sys::in_forked_child() {
             return;
         }
-        let mut t = lock(&self.table.table);
+        let mut t = lock(&table.table);
         t.fds[self.slot].0 = -1;
         t.free.push(self.slot);
     }

@@ -25,6 +25,15 @@ pub trait Handler: Any + Send + Sync {
         true
     }
 
+    /// Whether `verify_request` may refuse a request: true unless the
+    /// handler says it never does. False lets SS_FORKING fork before the
+    /// request is made, so that the parent writes fewer memory pages per
+    /// connection (each a copy-on-write fault while children share them);
+    /// verify_request is then not called.
+    fn verifies_requests(&self) -> bool {
+        true
+    }
+
     fn setup(&self, _request: &mut Request) -> Result<()> {
         Ok(())
     }

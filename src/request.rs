@@ -485,6 +485,20 @@ impl Request {
         self.s.active = Some(entry);
     }
 
+    /// The size of a request's state (its one allocation), for SS_FORKING's
+    /// parent to leave a free block of in its malloc cache.
+    pub(crate) fn state_size() -> usize {
+        std::mem::size_of::<State>()
+    }
+
+    /// The request deadline counted from `accepted` (when the connection
+    /// was accepted): SS_FORKING makes the request in its child, after fork.
+    pub(crate) fn deadline_from(&mut self, accepted: Instant) {
+        if let Some((_, length)) = self.s.deadline {
+            self.s.deadline = Some((accepted + length, length));
+        }
+    }
+
     pub(crate) fn set_peer_permit(&mut self, permit: Option<PeerPermit>) {
         self.s.peer_permit = permit;
     }

@@ -600,7 +600,10 @@ impl Server {
     }
 
     fn take_shutdown(&self) -> bool {
-        self.shutdown_requested.swap(false, Ordering::SeqCst)
+        // Read first: a swap writes the server's page every loop turn (a
+        // copy-on-write fault per connection in an SS_FORKING parent).
+        self.shutdown_requested.load(Ordering::SeqCst)
+            && self.shutdown_requested.swap(false, Ordering::SeqCst)
     }
 
     /// Asks the running (or next) serve_forever to drain: stop accepting at
@@ -1028,6 +1031,12 @@ impl Server {
                 .accept(socket, &self.config, &*self.handler, false)
             {
                 Accepted::Conn(conn, peer, permit) => {
+                    // SS_FORKING forks before making a request, if it can.
+                    let Some((conn, permit)) =
+                        self.workers.fork_connection(self, conn, &peer, permit)
+                    else {
+                        return Ok(true);
+                    };
                     let fd = conn.as_raw_fd();
                     let mut request = Request::stream(self.clone(), conn, peer);
                     // Cut by a drain deadline while it is open here.

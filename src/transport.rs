@@ -352,6 +352,11 @@ pub(crate) struct Acceptor {
     /// The spare could not be reopened (another thread took the freed
     /// descriptor): tried again after the next successful accept.
     spare_missing: AtomicBool,
+    /// Event mode's loops accept on several threads; elsewhere the serving
+    /// thread alone accepts (one loop at a time) and takes no lock: an
+    /// uncontended lock still writes its page, a copy-on-write fault per
+    /// connection in an SS_FORKING parent.
+    shared: bool,
     peer_limit: Option<Arc<PeerLimit>>,
     max_per_ip: usize,
     failure_reports: RateLimiter,
@@ -364,6 +369,7 @@ impl Acceptor {
         Acceptor {
             spare: RwLock::new(if stream { open_spare() } else { None }),
             spare_missing: AtomicBool::new(false),
+            shared: config.concurrency == crate::config::Concurrency::Event,
             peer_limit: PeerLimit::new(config.max_connections_per_ip),
             max_per_ip: config.max_connections_per_ip,
             failure_reports: RateLimiter::new(1),
@@ -382,7 +388,7 @@ impl Acceptor {
         nonblocking: bool,
     ) -> Accepted {
         let accepted = {
-            let _shared = crate::sync::read(&self.spare);
+            let _shared = self.shared.then(|| crate::sync::read(&self.spare));
             accept4(listener, nonblocking)
         };
         let (conn, peer) = match accepted {

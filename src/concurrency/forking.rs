@@ -18,23 +18,35 @@
 //! max_children bounds these children and fork hand-offs together, in every
 //! mode: a slot is reserved before fork, so racing handler threads cannot
 //! overshoot it.
+//!
+//! The parent's writes are kept few: after every fork, each page the parent
+//! writes before the next fork is a copy-on-write fault (a page copied)
+//! while a child still shares it. An SS_FORKING connection is forked before
+//! its request is made (fork_connection: the child makes it, unless
+//! verify_request must run on it in the parent first), and what the parent
+//! writes per child (the count, the record, the lock) lives on one page
+//! (`Hot`).
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
+use socket2::{SockAddr, Socket};
+
 use crate::config::Config;
+use crate::drain::ActiveEntry;
 use crate::error::{Error, ErrorKind};
 use crate::peer_limit::PeerPermit;
 use crate::request::Request;
 use crate::server::Server;
 
-use crate::handler::catch_reported;
+use crate::handler::{catch_reported, run_request};
 
 /// How many descriptors of live servers (listening sockets, loop eventfds)
 /// a request child can close for the whole process; more are left open in
@@ -47,6 +59,10 @@ const INHERITED_SLOTS: usize = 64;
 /// never names a closed (or reused) number at fork time.
 static INHERITED: [AtomicI32; INHERITED_SLOTS] = [const { AtomicI32::new(-1) }; INHERITED_SLOTS];
 
+/// Set in a forked child once the parent's entries are cleared from the
+/// table (ChildCloses::register).
+static STALE_FORGOTTEN: AtomicBool = AtomicBool::new(false);
+
 /// A descriptor's place in the table; dropping it (before the descriptor
 /// is closed) takes it out.
 #[derive(Debug)]
@@ -58,6 +74,15 @@ impl ChildCloses {
     /// Registers `fd` to be closed in every request child (if a slot is
     /// free).
     pub(crate) fn register(fd: RawFd) -> Self {
+        // A forked child's table still names the parent's descriptors
+        // (close_inherited only reads it), which the child has closed and
+        // may reuse: before the child's own first entry (a server it makes
+        // and forks from), they are forgotten.
+        if crate::sys::in_forked_child() && !STALE_FORGOTTEN.swap(true, Ordering::SeqCst) {
+            for slot in &INHERITED {
+                slot.store(-1, Ordering::SeqCst);
+            }
+        }
         let slot = INHERITED.iter().position(|s| {
             s.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
@@ -79,10 +104,12 @@ impl Drop for ChildCloses {
 }
 
 /// In a request child: closes every registered descriptor but `keep` (a
-/// datagram server's socket, which its request replies through).
+/// datagram server's socket, which its request replies through). Once per
+/// child, right after fork. The table is only read: a write would copy its
+/// page (copy-on-write) in every child.
 fn close_inherited(keep: RawFd) {
     for slot in &INHERITED {
-        let fd = slot.swap(-1, Ordering::SeqCst);
+        let fd = slot.load(Ordering::SeqCst);
         if fd >= 0 && fd != keep {
             crate::sys::close_raw(fd);
         }
@@ -104,20 +131,110 @@ struct Child {
     exited: bool,
 }
 
+impl Child {
+    /// A free place in ChildTable's array (no process, no descriptor).
+    const VACANT: Child = Child {
+        pid: Pid::from_raw(0),
+        pidfd: None,
+        _peer_permit: None,
+        killed: false,
+        exited: false,
+    };
+}
+
 pub(crate) struct ChildTracker {
-    children: Mutex<Vec<Child>>,
-    /// Busy turns (see reap_turn) since the last reap.
-    unreaped_turns: AtomicUsize,
+    /// What the parent writes per child, on a page of its own.
+    hot: Box<Hot>,
     /// Whether reap_turn may skip busy turns: only in SS_FORKING over a
     /// stream, where the serving thread alone forks (reaping at the cap
     /// first), and not with a per-IP limit, whose places children hold
     /// until reaped (a client at its limit would be refused for a child
     /// already gone).
     batch_reaps: bool,
+    max_children: usize,
+}
+
+/// Everything the parent writes per child (the place, the record, the
+/// lock, the reaping), on one page: after each fork every page the parent
+/// writes before the next is a copy-on-write fault (a page copied) while
+/// a child still shares it, so the per-connection writes are kept to this
+/// page (and the stack).
+#[repr(C, align(4096))]
+struct Hot {
     /// Children not yet reaped plus forks under way: what max_children
     /// bounds.
     slots: AtomicUsize,
-    max_children: usize,
+    /// Busy turns (see reap_turn) since the last reap.
+    unreaped_turns: AtomicUsize,
+    children: Mutex<ChildTable>,
+    /// fork_connection has primed the malloc cache (prime_malloc_cache).
+    primed: AtomicBool,
+}
+
+// The page holds it all (size_of rounds up to the 4096 alignment).
+const _: () = assert!(std::mem::size_of::<Hot>() == 4096);
+
+/// Children recorded on Hot's page itself: as many as fit beside the rest.
+const INLINE: usize = (4096 - 128) / std::mem::size_of::<Child>();
+
+/// The children not yet reaped: the first INLINE in place (`inline[..len]`,
+/// the rest vacant), more (a max_children above INLINE) in `spill`.
+struct ChildTable {
+    inline: [Child; INLINE],
+    len: usize,
+    spill: Vec<Child>,
+}
+
+impl ChildTable {
+    fn new() -> Self {
+        ChildTable {
+            inline: [const { Child::VACANT }; INLINE],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len + self.spill.len()
+    }
+
+    fn push(&mut self, child: Child) {
+        if self.len < INLINE {
+            self.inline[self.len] = child;
+            self.len += 1;
+        } else {
+            self.spill.push(child);
+        }
+    }
+
+    /// The records, as (at most) two slices.
+    fn parts(&mut self) -> [&mut [Child]; 2] {
+        [&mut self.inline[..self.len], &mut self.spill[..]]
+    }
+
+    /// Drops the records `keep` says no to (in any order; the rest may
+    /// move).
+    fn retain(&mut self, mut keep: impl FnMut(&mut Child) -> bool) {
+        let mut i = 0;
+        while i < self.len {
+            if keep(&mut self.inline[i]) {
+                i += 1;
+            } else {
+                // The last record takes its place, looked at next.
+                self.len -= 1;
+                self.inline.swap(i, self.len);
+                self.inline[self.len] = Child::VACANT;
+            }
+        }
+        self.spill.retain_mut(&mut keep);
+        while self.len < INLINE {
+            let Some(child) = self.spill.pop() else {
+                break;
+            };
+            self.inline[self.len] = child;
+            self.len += 1;
+        }
+    }
 }
 
 /// How many serve loop turns that found their request queued pass
@@ -182,27 +299,99 @@ fn open_pidfd(pid: Pid) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// In the child, right after fork: runs `run(payload)` and leaves with
+/// `_exit`. Out of line, as are the failures below, so that the parent's
+/// frames between the serve loop and fork stay small: the stack the parent
+/// writes per connection then spans fewer pages (each written page is a
+/// copy-on-write fault after every fork).
+#[inline(never)]
+fn in_child<T>(server: &Arc<Server>, payload: T, run: impl FnOnce(T) -> Result<(), Error>) -> ! {
+    crate::sys::mark_forked_child();
+    // The listening sockets and the loops' eventfds are the parent's: a
+    // port must close when the parent closes it.
+    server.release_in_forked_child();
+    close_inherited(server.fileno());
+    let status = match catch_reported(server.handler(), || run(payload)) {
+        Some(Ok(())) => 0,
+        // Already reported through handle_error, in this child.
+        Some(Err(_)) => 1,
+        // The panic was reported, in this child.
+        None => 2,
+    };
+    // SAFETY: `_exit` ends the child without running atexit handlers or
+    // flushing stdio buffers inherited from the parent (Python's os._exit),
+    // so nothing of the parent's runs twice.
+    unsafe { libc::_exit(status) }
+}
+
+/// Once, in the parent: leaves free blocks of a request's state's size and
+/// of every small size side by side in the malloc cache (glibc's tcache),
+/// which every child inherits. A child's first allocations of those sizes
+/// (its request, the small buffers) then come from there, without the
+/// allocator's slower path writing the arena's state in the C library's
+/// data: a copy-on-write fault in every child.
+#[cold]
+#[inline(never)]
+fn prime_malloc_cache() {
+    // Byte vectors: malloc of exactly that many bytes.
+    let sizes = std::iter::once(Request::state_size()).chain((16..=256).step_by(16));
+    let blocks: Vec<Vec<u8>> = sizes.map(Vec::with_capacity).collect();
+    drop(blocks);
+}
+
+#[cold]
+#[inline(never)]
+fn fork_failed(e: Errno) -> Error {
+    Error::spawn("fork", e.into())
+}
+
+#[cold]
+#[inline(never)]
+fn refused(max_children: usize) -> Error {
+    Error::wrong_state(format!(
+        "max_children ({max_children}) child processes already run: the fork was refused"
+    ))
+}
+
+/// A connection that got no child, made a request to be reported.
+#[cold]
+#[inline(never)]
+fn not_started(
+    server: &Arc<Server>,
+    conn: Socket,
+    peer: &SockAddr,
+    permit: Option<PeerPermit>,
+    error: Error,
+) -> super::NotStarted {
+    let mut request = Request::stream(server.clone(), conn, peer.clone());
+    request.set_peer_permit(permit);
+    Box::new((request, error))
+}
+
 impl ChildTracker {
     pub(crate) fn new(config: &Config) -> Self {
         ChildTracker {
-            children: Mutex::new(Vec::new()),
-            unreaped_turns: AtomicUsize::new(0),
+            hot: Box::new(Hot {
+                slots: AtomicUsize::new(0),
+                unreaped_turns: AtomicUsize::new(0),
+                children: Mutex::new(ChildTable::new()),
+                primed: AtomicBool::new(false),
+            }),
             // Only where the serving thread alone forks (SS_FORKING's
             // stream connections), which reaps at the cap anyway.
             batch_reaps: config.max_connections_per_ip == 0
                 && config.concurrency == crate::config::Concurrency::Forking
                 && config.transport.is_stream(),
-            slots: AtomicUsize::new(0),
             max_children: config.max_children,
         }
     }
 
-    fn children(&self) -> MutexGuard<'_, Vec<Child>> {
-        crate::sync::lock(&self.children)
+    fn children(&self) -> MutexGuard<'_, ChildTable> {
+        crate::sync::lock(&self.hot.children)
     }
 
     fn release_slot(&self) {
-        self.slots.fetch_sub(1, Ordering::SeqCst);
+        self.hot.slots.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Runs `work(request)` in a new child process. The parent's copy of the
@@ -215,33 +404,72 @@ impl ChildTracker {
         request: Request,
         work: impl FnOnce(Request) -> Result<(), Error> + Send + 'static,
     ) -> Result<(), super::NotStarted> {
-        let reserve = || {
-            self.slots
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    (n < self.max_children).then_some(n + 1)
-                })
-        };
-        let mut reserved = reserve();
-        if reserved.is_err() {
-            // Children that have exited but are not reaped yet hold places
-            // until the serve loop's next reap; a hand-off on a handler
-            // thread (SS_THREADING) does not wait for that: reap them now.
-            self.reap(request.server(), false);
-            reserved = reserve();
-        }
-        if reserved.is_err() {
-            let error = Error::wrong_state(format!(
-                "max_children ({}) child processes already run: the fork was refused",
-                self.max_children
-            ));
+        if let Err(error) = self.reserve(request.server()) {
             return Err(Box::new((request, error)));
         }
-        // Before fork: the child keeps the pipe's read end, to learn of a
-        // drain.
-        request.server().prepare_drain_pipe();
         // Taken before fork: the child never drops it (it leaves by _exit).
         let mut request = request;
         let peer_permit = request.take_peer_permit();
+        let server = request.server().clone();
+        self.spawn(&server, peer_permit, request, work)
+            .map_err(|(request, error)| Box::new((request, error)))
+    }
+
+    /// SS_FORKING's connections: forks the child that serves `conn` before
+    /// any Request exists, which the child then makes. The parent so
+    /// allocates, frees and enters in the drain table nothing per
+    /// connection: while children share its pages (copy-on-write after
+    /// each fork), every page the parent writes between two forks is a
+    /// page fault and a copy. A drain in the child is seen through its
+    /// drain pipe, as before (the parent's table entry was removed right
+    /// after fork). On failure the request is made (to report it) and
+    /// comes back with the error.
+    pub(crate) fn fork_connection(
+        &self,
+        server: &Arc<Server>,
+        conn: Socket,
+        peer: &SockAddr,
+        permit: Option<PeerPermit>,
+    ) -> Result<(), super::NotStarted> {
+        if let Err(error) = self.reserve(server) {
+            return Err(not_started(server, conn, peer, permit, error));
+        }
+        if !self.hot.primed.load(Ordering::Relaxed) {
+            self.hot.primed.store(true, Ordering::Relaxed);
+            prime_malloc_cache();
+        }
+        // The request deadline counts from accept, as in the other modes.
+        let accepted = server.config().request_deadline.map(|_| Instant::now());
+        // The address stays where it is (the child has its copy of this
+        // stack): small frames, see in_child.
+        let run = |conn: Socket| {
+            let mut request = Request::stream(server.clone(), conn, peer.clone());
+            if let Some(accepted) = accepted {
+                request.deadline_from(accepted);
+            }
+            // The child's own drain mark: a drain reaches it through the
+            // drain pipe, not the parent's table.
+            request.set_active(ActiveEntry::detached());
+            run_request(server, request)
+        };
+        self.spawn(server, permit, conn, run)
+            .map_err(|(conn, error)| not_started(server, conn, peer, None, error))
+    }
+
+    /// Forks, with a place already reserved: the child runs `run(payload)`
+    /// and leaves with `_exit`; the parent follows the child (and keeps
+    /// `peer_permit` until it is reaped). If fork fails the place is given
+    /// back and `payload` comes back with the error.
+    fn spawn<T>(
+        &self,
+        server: &Arc<Server>,
+        peer_permit: Option<PeerPermit>,
+        payload: T,
+        run: impl FnOnce(T) -> Result<(), Error>,
+    ) -> Result<(), (T, Error)> {
+        // Before fork: the child keeps the pipe's read end, to learn of a
+        // drain.
+        server.prepare_drain_pipe();
         // SAFETY: in the child only this thread exists, and locks other
         // parent threads held at fork time stay held for ever. The child
         // therefore runs only the request and leaves with `_exit`, never
@@ -253,28 +481,9 @@ impl ChildTracker {
         match unsafe { nix::unistd::fork() } {
             Err(e) => {
                 self.release_slot();
-                Err(Box::new((request, Error::spawn("fork", e.into()))))
+                Err((payload, fork_failed(e)))
             }
-            Ok(ForkResult::Child) => {
-                crate::sys::mark_forked_child();
-                let server = request.server().clone();
-                // The listening sockets and the loops' eventfds are the
-                // parent's: a port must close when the parent closes it.
-                server.release_in_forked_child();
-                close_inherited(server.fileno());
-                let status = match catch_reported(server.handler(), || work(request)) {
-                    Some(Ok(())) => 0,
-                    // Already reported through handle_error, in this child.
-                    Some(Err(_)) => 1,
-                    // The panic was reported, in this child.
-                    None => 2,
-                };
-                // SAFETY: `_exit` ends the child without running atexit
-                // handlers or flushing stdio buffers inherited from the
-                // parent (Python's os._exit), so nothing of the parent's runs
-                // twice.
-                unsafe { libc::_exit(status) }
-            }
+            Ok(ForkResult::Child) => in_child(server, payload, run),
             Ok(ForkResult::Parent { child }) => {
                 let pidfd = open_pidfd(child);
                 if pidfd.is_none() && Errno::last() == Errno::ESRCH {
@@ -289,20 +498,43 @@ impl ChildTracker {
                         exited: false,
                     });
                 }
-                drop(request);
+                // The parent's copy (the request, or the connection) is
+                // dropped: its descriptor closes without the connection
+                // being shut down (the child does that).
+                drop(payload);
                 Ok(())
             }
         }
     }
 
+    /// A place among max_children for a new child, or the refusal.
+    fn reserve(&self, server: &Server) -> Result<(), Error> {
+        let reserve = || {
+            self.hot
+                .slots
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < self.max_children).then_some(n + 1)
+                })
+        };
+        if reserve().is_ok() {
+            return Ok(());
+        }
+        // Children that have exited but are not reaped yet hold places
+        // until the serve loop's next reap; a hand-off on a handler thread
+        // (SS_THREADING) does not wait for that: reap them now.
+        self.reap(server, false);
+        reserve()
+            .map(|_| ())
+            .map_err(|_| refused(self.max_children))
+    }
     pub(crate) fn has_capacity(&self) -> bool {
-        self.slots.load(Ordering::SeqCst) < self.max_children
+        self.hot.slots.load(Ordering::SeqCst) < self.max_children
     }
 
     /// Children not yet reaped, counted from before fork: a child that
     /// already runs is always counted.
     pub(crate) fn live(&self) -> usize {
-        self.slots.load(Ordering::SeqCst)
+        self.hot.slots.load(Ordering::SeqCst)
     }
 
     /// The drain deadline: SIGKILLs every child not yet reaped (through its
@@ -312,7 +544,7 @@ impl ChildTracker {
     /// child cannot do.
     pub(crate) fn kill_all(&self) -> usize {
         let mut children = self.children();
-        for child in children.iter_mut() {
+        for child in children.parts().into_iter().flatten() {
             let sent = match &child.pidfd {
                 // SAFETY: pidfd_send_signal with a pidfd we own, a signal
                 // number, no siginfo (NULL) and no flags.
@@ -347,16 +579,16 @@ impl ChildTracker {
     /// reaps at the cap first (Workers::has_capacity). With a per-IP
     /// limit, and in the other modes, every turn reaps (see `batch_reaps`).
     pub(crate) fn reap_turn(&self, server: &Server, polled: bool) {
-        if self.slots.load(Ordering::SeqCst) == 0 {
+        if self.hot.slots.load(Ordering::SeqCst) == 0 {
             return;
         }
         if !polled
             && self.batch_reaps
-            && self.unreaped_turns.fetch_add(1, Ordering::Relaxed) + 1 < REAP_EVERY
+            && self.hot.unreaped_turns.fetch_add(1, Ordering::Relaxed) + 1 < REAP_EVERY
         {
             return;
         }
-        self.unreaped_turns.store(0, Ordering::Relaxed);
+        self.hot.unreaped_turns.store(0, Ordering::Relaxed);
         self.reap(server, false);
     }
 
@@ -364,14 +596,16 @@ impl ChildTracker {
     /// reports a child that a signal killed through handle_error.
     pub(crate) fn reap(&self, server: &Server, block: bool) {
         let mut children = self.children();
-        if children.is_empty() {
+        if children.len() == 0 {
             return;
         }
         // Without blocking, only the children whose pidfd says they have
         // exited are waited for: one poll for all of them (per 64), rather
         // than a waitid per live child every loop turn.
         if !block {
-            mark_exited(&mut children);
+            for part in children.parts() {
+                mark_exited(part);
+            }
         }
         let mut crashed = Vec::new();
         let before = children.len();
@@ -411,7 +645,7 @@ impl ChildTracker {
         });
         let reaped = before - children.len();
         drop(children);
-        self.slots.fetch_sub(reaped, Ordering::SeqCst);
+        self.hot.slots.fetch_sub(reaped, Ordering::SeqCst);
         for (pid, signal) in crashed {
             let error = Error::new(
                 ErrorKind::Handler,
@@ -419,5 +653,51 @@ impl ChildTracker {
             );
             server.handler().handle_error(None, &error);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pid: i32) -> Child {
+        Child {
+            pid: Pid::from_raw(pid),
+            ..Child::VACANT
+        }
+    }
+
+    fn pids(table: &mut ChildTable) -> Vec<i32> {
+        let mut pids: Vec<i32> = table
+            .parts()
+            .into_iter()
+            .flatten()
+            .map(|c| c.pid.as_raw())
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    #[test]
+    fn the_child_table_spills_past_its_page_and_refills_it() {
+        let mut table = ChildTable::new();
+        let n = INLINE as i32 + 10;
+        for pid in 1..=n {
+            table.push(record(pid));
+        }
+        assert_eq!(table.len(), n as usize);
+        assert_eq!(table.spill.len(), 10);
+        // Every other record goes, in the page and in the spill alike.
+        table.retain(|c| c.pid.as_raw() % 2 == 0);
+        let kept: Vec<i32> = (1..=n).filter(|p| p % 2 == 0).collect();
+        assert_eq!(pids(&mut table), kept);
+        // The page takes the spilled records back first.
+        assert_eq!(table.len, kept.len());
+        assert!(table.spill.is_empty());
+        assert!(table.inline[table.len..]
+            .iter()
+            .all(|c| c.pid.as_raw() == 0));
+        table.retain(|_| false);
+        assert_eq!(table.len(), 0);
     }
 }

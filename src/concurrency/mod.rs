@@ -15,11 +15,14 @@ mod threading;
 use std::cell::Cell;
 use std::sync::Arc;
 
+use socket2::{SockAddr, Socket};
+
 use crate::config::{Concurrency, Config};
 use crate::drain::ActiveRequests;
 use crate::error::Error;
 use crate::event::EventLoops;
 use crate::handler::{finish_request, run_request};
+use crate::peer_limit::PeerPermit;
 use crate::request::{HandOff, HandOffTarget, Request};
 use crate::server::Server;
 
@@ -122,9 +125,7 @@ impl Workers {
             Model::Forking => HandOffTarget::Fork,
             Model::Pool(pool) => {
                 if let Err(not_started) = pool.submit(request) {
-                    let (mut request, error) = *not_started;
-                    server.handler().handle_error(Some(&mut request), &error);
-                    request.shutdown();
+                    report_not_started(server, *not_started);
                 }
                 return;
             }
@@ -136,6 +137,31 @@ impl Workers {
         };
         let owner = server.clone();
         blocking.spawn_or_report(server, request, move |r| run_request(&owner, r), target);
+    }
+
+    /// SS_FORKING over a stream, when the handler verifies no request:
+    /// forks the child for an accepted connection before any Request is
+    /// made (see ChildTracker::fork_connection); a failure is reported
+    /// and the connection closed (None then too). Elsewhere (or with
+    /// verify_request, which runs in the parent on a Request) the
+    /// connection comes back, to be made a request and dispatched.
+    pub(crate) fn fork_connection(
+        &self,
+        server: &Arc<Server>,
+        conn: Socket,
+        peer: &SockAddr,
+        permit: Option<PeerPermit>,
+    ) -> Option<(Socket, Option<PeerPermit>)> {
+        let Workers::Blocking(b) = self else {
+            return Some((conn, permit));
+        };
+        if !matches!(b.model, Model::Forking) || server.handler().verifies_requests() {
+            return Some((conn, permit));
+        }
+        if let Err(not_started) = b.children.fork_connection(server, conn, peer, permit) {
+            report_not_started(server, *not_started);
+        }
+        None
     }
 
     /// Runs the rest of a handed-off request: its continuation, then finish
@@ -294,9 +320,15 @@ impl Blocking {
             HandOffTarget::Fork => self.children.fork(request, work),
         };
         if let Err(not_started) = failed {
-            let (mut request, error) = *not_started;
-            server.handler().handle_error(Some(&mut request), &error);
-            request.shutdown();
+            report_not_started(server, *not_started);
         }
     }
+}
+
+/// A request that got no thread or child: reported and closed.
+#[cold]
+#[inline(never)]
+fn report_not_started(server: &Server, (mut request, error): (Request, Error)) {
+    server.handler().handle_error(Some(&mut request), &error);
+    request.shutdown();
 }

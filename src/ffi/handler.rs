@@ -262,6 +262,10 @@ impl Handler for CHandler {
         }
     }
 
+    fn verifies_requests(&self) -> bool {
+        self.callbacks.verify_request.is_some()
+    }
+
     fn setup(&self, request: &mut Request) -> Result<()> {
         self.call_request("setup", self.callbacks.setup, request)
     }
