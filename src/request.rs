@@ -494,8 +494,8 @@ impl Request {
     /// The request deadline counted from `accepted` (when the connection
     /// was accepted): SS_FORKING makes the request in its child, after fork.
     pub(crate) fn deadline_from(&mut self, accepted: Instant) {
-        if let Some((_, length)) = self.s.deadline {
-            self.s.deadline = Some((accepted + length, length));
+        if let Some((_, length)) = self.s.limits.deadline {
+            self.s.limits.deadline = Some((accepted + length, length));
         }
     }
 
