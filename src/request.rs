@@ -1374,7 +1374,15 @@ impl StreamIo {
         // Whatever it was set for, it no longer is (recv_kernel_timed sets
         // this again after it).
         self.timed_for.set(None);
-        let rounded = timeout.map(|t| Duration::from_micros(t.as_nanos().div_ceil(1000) as u64));
+        // Rounded up to microseconds in 64 bits: a 128-bit division would
+        // pull in __udivti3 (a code page more for each forked child).
+        let rounded = timeout.map(|t| {
+            Duration::from_micros(
+                t.as_secs()
+                    .saturating_mul(1_000_000)
+                    .saturating_add(u64::from(t.subsec_nanos().div_ceil(1000))),
+            )
+        });
         self.socket
             .set_read_timeout(rounded)
             .map_err(|e| Error::io("setsockopt SO_RCVTIMEO", e))?;

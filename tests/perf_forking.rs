@@ -174,11 +174,12 @@ fn parent_faults_per_connection() {
         per_conn <= 3.1,
         "{per_conn:.2} minor faults per connection in the parent"
     );
-    // Each child: 23.2 here, 24.2 without the parent's primed malloc cache
-    // (a child's first allocations then took the allocator's slow path,
-    // which writes the arena's state in libc's data), 28.5 when the parent
-    // made the request. A bound for this machine's toolchain: a new
-    // compiler or libc may move it.
+    // Each child: 23.0-23.1 here (up to 0.4 more on a loaded machine),
+    // about 1 more without the parent's primed malloc cache (a child's first
+    // allocations then took the allocator's slow path, which writes the
+    // arena's state in libc's data) or with SO_RCVTIMEO rounded in 128 bits
+    // (__udivti3's code page), 28.5 when the parent made the request. A
+    // bound for this machine's toolchain: a new compiler or libc may move it.
     let per_child = child_faults as f64 / (LAYOUTS * N) as f64;
-    assert!(per_child <= 23.7, "{per_child:.2} minor faults per child");
+    assert!(per_child <= 23.6, "{per_child:.2} minor faults per child");
 }
