@@ -112,16 +112,6 @@ fn concurrent_churn(address: &str, clients: usize, per_client: usize) {
     }
 }
 
-/// Child processes of `pid` (its direct children).
-fn children_of(pid: i32) -> usize {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
-    tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .map(|c| c.split_whitespace().count())
-        .sum()
-}
-
 /// echo_server in SS_FORKING with its address space not randomised
 /// (setarch -R) and its initial stack `pad` bytes lower (an environment
 /// variable that long): one layout of the stack's page boundaries.
@@ -155,7 +145,7 @@ fn parent_faults_per_connection() {
         concurrent_churn(server.addr(), CLIENTS, PER_CLIENT);
         // The reaping of the last children counts too.
         let deadline = Instant::now() + IO_TIMEOUT;
-        while children_of(server.pid()) > 0 {
+        while common::children_of(server.pid()) > 0 {
             assert!(Instant::now() < deadline, "children not reaped");
             thread::sleep(Duration::from_millis(5));
         }

@@ -294,16 +294,6 @@ fn threading_churn_reads_the_end_once() {
     stop(server);
 }
 
-/// Child processes of `pid` (its direct children).
-fn children_of(pid: i32) -> usize {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
-    tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .map(|c| c.split_whitespace().count())
-        .sum()
-}
-
 /// Minor page faults of the reaped children of process `pid` so far:
 /// /proc/PID/stat's eleventh field (cminflt).
 fn children_minor_faults(pid: i32) -> u64 {
@@ -317,7 +307,7 @@ fn children_minor_faults(pid: i32) -> u64 {
 /// Waits until `pid` has no child process left (all reaped).
 fn wait_children_reaped(pid: i32) {
     let deadline = Instant::now() + IO_TIMEOUT;
-    while children_of(pid) > 0 {
+    while common::children_of(pid) > 0 {
         assert!(Instant::now() < deadline, "children of {pid} not reaped");
         thread::sleep(Duration::from_millis(5));
     }
@@ -363,7 +353,7 @@ fn forking_reaps_by_one_poll_per_turn() {
     for stream in &mut held {
         round_trip(stream);
     }
-    assert!(children_of(server.pid()) >= ALIVE);
+    assert!(common::children_of(server.pid()) >= ALIVE);
     let strace = Strace::attach(server.pid());
     churn(server.addr(), N);
     let counts = strace.finish();

@@ -674,3 +674,13 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
         None => panic!("`{tool}` is not installed (Debian package {package}): this test needs it"),
     }
 }
+
+/// Child processes of `pid` (its direct children).
+pub fn children_of(pid: i32) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .map(|c| c.split_whitespace().count())
+        .sum()
+}
