@@ -75,6 +75,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/listening.sh
+source scripts/listening.sh
 ROOT=$PWD
 
 QUICK=${BENCH_QUICK:-0}
@@ -220,22 +222,16 @@ start_server() {
     SERVER_LABEL=$1
     shift
     local out=$TMP/server.out err=$TMP/server.err
+    # Truncated first: the file is reused, and the last server's line must
+    # not be taken for this one's.
     : >"$out"
     : >"$err"
     "${WRAP[@]}" "$@" >"$out" 2>"$err" &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
-    local i
-    for ((i = 0; i < ${START_WAIT:-5} * 20; i++)); do
-        if grep -q '^listening on ' "$out"; then
-            SERVER_ADDR=$(sed -n 's/^listening on //p' "$out" | head -n1)
-            return 0
-        fi
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            break
-        fi
-        sleep 0.05
-    done
+    if SERVER_ADDR=$(listening_address "$out" "$SERVER_PID" "${START_WAIT:-5}"); then
+        return 0
+    fi
     echo "bench: $SERVER_LABEL did not start: $*" >&2
     sed 's/^/    /' "$err" >&2
     kill -KILL "$SERVER_PID" 2>/dev/null || true

@@ -12,6 +12,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/listening.sh
+source scripts/listening.sh
 SERVER=build/echo_server
 CLIENT=build/echo_client
 for prog in "$SERVER" "$CLIENT"; do
@@ -63,24 +65,23 @@ forget() {
 # (exit status 2: not implemented in this build); any other failure ends
 # the demo.
 start_server() {
-    local transport=$1 address=$2 mode=${3:-sync} out="$TMP/$1.out" line="" status=0
+    local transport=$1 address=$2 mode=${3:-sync} out="$TMP/$1.out" status=0
     "$SERVER" --transport "$transport" --mode "$mode" --address "$address" --threads 4 \
         >"$out" 2>"$TMP/$transport.err" &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
-    for _ in $(seq 200); do
-        line=$(head -n 1 "$out")
-        [[ $line == "listening on "* ]] && break
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            wait "$SERVER_PID" || status=$?
-            forget "$SERVER_PID"
-            [[ $status -eq 2 ]] && return 2
-            fail "echo_server --mode $mode over $transport exited with status $status before listening"
-        fi
-        sleep 0.05
-    done
-    [[ $line == "listening on "* ]] || fail "echo_server over $transport did not say 'listening on' within 10 s"
-    BOUND=${line#listening on }
+    BOUND=$(listening_address "$out" "$SERVER_PID" 10) || status=$?
+    case $status in
+    0) ;;
+    1)
+        status=0
+        wait "$SERVER_PID" || status=$?
+        forget "$SERVER_PID"
+        [[ $status -eq 2 ]] && return 2
+        fail "echo_server --mode $mode over $transport exited with status $status before listening"
+        ;;
+    *) fail "echo_server over $transport did not say 'listening on' within 10 s" ;;
+    esac
 }
 
 # stop_server TRANSPORT: SIGINT, then wait (at most 10 s) for exit status 0.

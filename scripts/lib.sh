@@ -15,6 +15,9 @@
 #   stop_server            SIGTERM; fails unless the server exits 0 within
 #                          10 s without having written to stderr
 
+# shellcheck source=scripts/listening.sh
+source scripts/listening.sh
+
 SERVER=build/echo_server
 SERVER_PID=""
 
@@ -52,18 +55,16 @@ fail() {
 }
 
 start_server() {
-    local mode=$1 line=""
+    local mode=$1 status=0
     "$SERVER" --transport tcp --mode "$mode" --address 127.0.0.1:0 \
         >"$TMP/server.out" 2>"$TMP/server.err" &
     SERVER_PID=$!
-    for _ in $(seq 200); do
-        line=$(head -n 1 "$TMP/server.out")
-        [[ $line == "listening on "* ]] && break
-        kill -0 "$SERVER_PID" 2>/dev/null || fail "echo_server exited before listening"
-        sleep 0.05
-    done
-    [[ $line == "listening on "* ]] || fail "echo_server did not say 'listening on' within 10 s"
-    ADDRESS=${line#listening on }
+    ADDRESS=$(listening_address "$TMP/server.out" "$SERVER_PID" 10) || status=$?
+    case $status in
+    0) ;;
+    1) fail "echo_server exited before listening" ;;
+    *) fail "echo_server did not say 'listening on' within 10 s" ;;
+    esac
     PORT=${ADDRESS##*:}
 }
 

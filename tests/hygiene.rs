@@ -12,7 +12,10 @@
 //! - a plain build of the library does not build cbindgen (the header is
 //!   committed; `make header` regenerates it);
 //! - the Makefile honours BUILD=debug and CARGO_TARGET_DIR, and switching
-//!   BUILD relinks every example (C and C++).
+//!   BUILD relinks every example (C and C++);
+//! - scripts/listening.sh, how the demo, the soak scripts and the benchmark
+//!   wait for a server's "listening on" line, tolerates an output file the
+//!   server's shell has not created yet and a line not yet whole.
 
 mod common;
 
@@ -363,4 +366,63 @@ fn every_example_rule_relinks_when_build_changes() {
             "this example rule does not depend on the BUILD stamp: {rule}"
         );
     }
+}
+
+/// Runs `script` under `bash -c` with scripts/listening.sh sourced and the
+/// strict options our scripts use, in a fresh temporary directory.
+fn with_listening_sh(script: &str) -> std::process::Output {
+    let dir = TempDir::new("listening");
+    let lib = manifest_dir().join("scripts/listening.sh");
+    let full = format!(
+        "set -euo pipefail; cd '{}'; source '{}'; {script}",
+        dir.path().display(),
+        lib.display()
+    );
+    run_with_timeout(Path::new("bash"), &["-c", &full], &[], TIMEOUT)
+}
+
+/// The demo (and so CI) once failed because it polled the server's output
+/// file with `head` under `set -e` before the shell's child had created it.
+/// `sleep` is shadowed so that the file appears, half a line at a time, only
+/// between polls: the first poll finds no file, the second a line without
+/// its newline, the third the whole line.
+#[test]
+fn listening_address_waits_for_a_file_not_created_yet_and_a_whole_line() {
+    let out = with_listening_sh(
+        // $(...) is a subshell: the polls are counted in a file.
+        "sleep() {
+             echo >>polls
+             case $(wc -l <polls) in
+             1) printf 'listening on 127.0' >out ;;
+             2) printf '.0.1:9\\n' >>out ;;
+             esac
+         }
+         command sleep 30 & server=$!
+         address=$(listening_address out $server 10); kill $server
+         echo \"address=$address polls=$(wc -l <polls)\"",
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "address=127.0.0.1:9 polls=2",
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn listening_address_reports_an_exited_server_and_a_timeout() {
+    // Status 1 for a server that exits without its line, 0 for one that
+    // printed it and then exited, 2 for one still running without it.
+    let out = with_listening_sh(
+        "true & gone=$!; wait $gone
+         listening_address out $gone 10 && s1=0 || s1=$?
+         echo 'listening on x' >printed
+         listening_address printed $gone 10 >/dev/null && s2=0 || s2=$?
+         sleep 30 & quiet=$!
+         listening_address out $quiet 0 && s3=0 || s3=$?; kill $quiet
+         echo \"$s1 $s2 $s3\"",
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(text(&out.stdout).trim(), "1 0 2", "{}", show(&out));
 }
