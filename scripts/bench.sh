@@ -222,12 +222,8 @@ start_server() {
     SERVER_LABEL=$1
     shift
     local out=$TMP/server.out err=$TMP/server.err
-    # Truncated first: the file is reused, and the last server's line must
-    # not be taken for this one's.
-    : >"$out"
-    : >"$err"
-    "${WRAP[@]}" "$@" >"$out" 2>"$err" &
-    SERVER_PID=$!
+    launch "$out" "$err" "${WRAP[@]}" "$@"
+    SERVER_PID=$LAUNCHED_PID
     PIDS+=("$SERVER_PID")
     if SERVER_ADDR=$(listening_address "$out" "$SERVER_PID" "${START_WAIT:-5}"); then
         return 0

@@ -66,9 +66,9 @@ forget() {
 # the demo.
 start_server() {
     local transport=$1 address=$2 mode=${3:-sync} out="$TMP/$1.out" status=0
-    "$SERVER" --transport "$transport" --mode "$mode" --address "$address" --threads 4 \
-        >"$out" 2>"$TMP/$transport.err" &
-    SERVER_PID=$!
+    launch "$out" "$TMP/$transport.err" \
+        "$SERVER" --transport "$transport" --mode "$mode" --address "$address" --threads 4
+    SERVER_PID=$LAUNCHED_PID
     PIDS+=("$SERVER_PID")
     BOUND=$(listening_address "$out" "$SERVER_PID" 10) || status=$?
     case $status in

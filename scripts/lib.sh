@@ -56,9 +56,9 @@ fail() {
 
 start_server() {
     local mode=$1 status=0
-    "$SERVER" --transport tcp --mode "$mode" --address 127.0.0.1:0 \
-        >"$TMP/server.out" 2>"$TMP/server.err" &
-    SERVER_PID=$!
+    launch "$TMP/server.out" "$TMP/server.err" \
+        "$SERVER" --transport tcp --mode "$mode" --address 127.0.0.1:0
+    SERVER_PID=$LAUNCHED_PID
     ADDRESS=$(listening_address "$TMP/server.out" "$SERVER_PID" 10) || status=$?
     case $status in
     0) ;;

@@ -1,13 +1,28 @@
-# scripts/listening.sh: the one way our scripts wait for a server they started
-# in the background to say where it listens. Sourced, not run.
+# scripts/listening.sh: the one way our scripts start a server in the
+# background and wait for it to say where it listens. Sourced, not run.
+#
+#   launch OUT ERR CMD...
+#       runs CMD in the background, stdout to the file OUT and stderr to ERR,
+#       and sets LAUNCHED_PID. Both files are emptied here, before CMD runs:
+#       the shell's child opens its redirections only once it is scheduled,
+#       and until then a poll of a reused OUT finds the last server's line
+#       (the demo once connected to the previous server's port that way).
 #
 #   listening_address OUT PID SECONDS
 #       waits (SECONDS at most) until the file OUT holds a complete line
 #       "listening on ADDRESS" and prints ADDRESS: status 0. Status 1 if PID
-#       exits first, 2 if the time runs out. OUT need not exist yet: after
-#       `server >OUT &` the shell's child may not have opened OUT by the time
-#       the caller polls, and that is not a failure. A line still being
-#       written (no newline yet) is not taken.
+#       exits first, 2 if the time runs out. OUT need not exist yet (a
+#       server started other than with launch may not have opened it), and
+#       a line still being written (no newline yet) is not taken.
+
+launch() {
+    local out=$1 err=$2
+    shift 2
+    : >"$out"
+    : >"$err"
+    "$@" >>"$out" 2>>"$err" &
+    LAUNCHED_PID=$!
+}
 
 listening_address() {
     local out=$1 pid=$2 seconds=$3 line i exited=0
