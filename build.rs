@@ -14,8 +14,77 @@
 //! - A symlink libsocketserver.so.N -> libsocketserver.so beside the built
 //!   library, so programs linked in the build tree (which record the SONAME)
 //!   find it there through their rpath or LD_LIBRARY_PATH.
+//! - The code an SS_FORKING child runs (CHILD_PATH) laid out side by side,
+//!   by a linker script that only adds an output section before .text
+//!   (INSERT: the default script stays). A forked child's page table has
+//!   none of the library's code pages (Linux copies no page-table entries
+//!   of a file mapping without private pages at fork), so each 64 KiB
+//!   window of code it touches is a page fault (the kernel maps the
+//!   window's cached pages around the faulting one: fault_around_bytes);
+//!   spread over .text, an echo request's path touched six windows. The
+//!   section comes first in the executable segment, fork_connection (where
+//!   fork returns) first in it: the child's first fault there maps the 64
+//!   KiB from the segment's start, whatever the load address, and the
+//!   section fits in them (tests/perf_forking.rs checks the layout and
+//!   bounds the faults per child).
 
 use std::path::{Path, PathBuf};
+
+/// Input sections (rustc puts each function in `.text.<symbol>`) of what
+/// a forked child runs from fork to `_exit` serving a stream request:
+/// the child's start and end (forking.rs, handler.rs), the request made
+/// and shut down (request.rs, linger.rs, drain.rs), the C handler's hooks
+/// and the request API it calls, the socket calls and the allocator's
+/// entry points (std's and the shim rustc generates). Patterns, without
+/// the hashes of mangled names (`*` stands for the length prefixes and
+/// the `$..$` escapes too); a name that no longer matches only moves a
+/// function back into .text. Legacy mangling (`_ZN`) is this crate's and
+/// its dependencies'; std's is v0 (`_R`).
+const CHILD_PATH: &[&str] = &[
+    "_ZN12socketserver11concurrency7forking12ChildTracker15fork_connection*",
+    "_ZN12socketserver11concurrency7forking8in_child*",
+    "_ZN12socketserver7handler11run_request*",
+    "_ZN12socketserver7handler14finish_request*",
+    "_ZN12socketserver7request7Request6stream*",
+    "_ZN12socketserver7request7Request10set_active*",
+    "_ZN12socketserver7request7Request8complete*",
+    "_ZN12socketserver7request7Request8shutdown*",
+    "_ZN12socketserver7request8StreamIo12recv_general*",
+    "_ZN12socketserver6linger8Lingerer5close*",
+    "_ZN*socketserver..drain..ActiveEntry*4drop*",
+    "_ZN4core3ptr*drop_in_place*socketserver..request..State*",
+    "_ZN4core3ptr*drop_in_place*socketserver..request..RequestIo*",
+    "_ZN4core3ptr*drop_in_place*socketserver..drain..ActiveEntry*",
+    "_ZN4core3ptr*drop_in_place*core..option..Option*core..result..Result*socketserver..error..Error*",
+    "_ZN*socketserver..ffi..handler..CHandler*socketserver..handler..Handler*",
+    "ss_request_*",
+    "_ZN5alloc4sync*9drop_slow*",
+    "_ZN5alloc7raw_vec*11finish_grow*",
+    "_ZN5alloc7raw_vec*21do_reserve_and_handle*",
+    "_ZN7socket26socket6Socket16set_read_timeout*",
+    "_ZN7socket26socket6Socket8shutdown*",
+    "_ZN7socket23sys*AsFd*socket2..socket..Socket*5as_fd*",
+    "_R*___rustc*___rust_alloc",
+    "_R*___rustc*___rust_dealloc",
+    "_R*___rustc*___rust_realloc",
+    "_R*___rustc*___rust_no_alloc_shim_is_unstable_v2",
+    "_R*___rustc*___rdl_alloc",
+    "_R*___rustc*___rdl_dealloc",
+    "_R*___rustc*___rdl_realloc",
+];
+
+/// The linker script that gathers CHILD_PATH (see the module comment).
+fn child_path_script() -> String {
+    let mut script = String::from("SECTIONS\n{\n  .text.ss_child :\n  {\n");
+    for pattern in CHILD_PATH {
+        // #[cold] functions are in `.text.unlikely.<symbol>`.
+        script.push_str(&format!(
+            "    *(.text.{pattern} .text.unlikely.{pattern})\n"
+        ));
+    }
+    script.push_str("  }\n}\nINSERT BEFORE .text;\n");
+    script
+}
 
 /// `soversion = N` under [package.metadata.socketserver] in Cargo.toml.
 fn soversion(manifest: &Path) -> u32 {
@@ -64,10 +133,15 @@ fn main() {
     }
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
 
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let script = out_dir.join("child_path.ld");
+    std::fs::write(&script, child_path_script())
+        .unwrap_or_else(|e| panic!("write {}: {e}", script.display()));
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", script.display());
+
     // OUT_DIR is <target dir>/[<triple>/]<profile>/build/socketserver-<hash>/out;
     // the library lands in <profile>/. The link is made before the library
     // exists (it dangles until then) and is relative, so the directory can move.
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let Some(profile_dir) = out_dir.ancestors().nth(3) else {
         return;
     };
