@@ -303,7 +303,9 @@ fn open_pidfd(pid: Pid) -> Option<OwnedFd> {
 /// `_exit`. Out of line, as are the failures below, so that the parent's
 /// frames between the serve loop and fork stay small: the stack the parent
 /// writes per connection then spans fewer pages (each written page is a
-/// copy-on-write fault after every fork).
+/// copy-on-write fault after every fork). Named, with fork_connection (where
+/// fork returns) and the rest of the child's path, in build.rs's CHILD_PATH,
+/// which lays that code out side by side: a rename must follow there.
 #[inline(never)]
 fn in_child<T>(server: &Arc<Server>, payload: T, run: impl FnOnce(T) -> Result<(), Error>) -> ! {
     crate::sys::mark_forked_child();
