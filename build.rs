@@ -14,19 +14,21 @@
 //! - A symlink libsocketserver.so.N -> libsocketserver.so beside the built
 //!   library, so programs linked in the build tree (which record the SONAME)
 //!   find it there through their rpath or LD_LIBRARY_PATH.
-//! - The code an SS_FORKING child runs (CHILD_PATH) laid out side by side,
-//!   by a linker script that only adds an output section before .text
-//!   (INSERT: the default script stays). A forked child's page table has
-//!   none of the library's code pages (Linux copies no page-table entries
-//!   of a file mapping without private pages at fork), so each 64 KiB
-//!   window of code it touches is a page fault (the kernel maps the
-//!   window's cached pages around the faulting one: fault_around_bytes);
-//!   spread over .text, an echo request's path touched six windows. The
-//!   section comes first in the executable segment, fork_connection (where
-//!   fork returns) first in it: the child's first fault there maps the 64
-//!   KiB from the segment's start, whatever the load address, and the
-//!   section fits in them (tests/perf_forking.rs checks the layout and
-//!   bounds the faults per child).
+//! - The code an SS_FORKING child runs (CHILD_PATH) laid out side by side
+//!   at the start of .text, by a linker script that describes .text alone
+//!   (INSERT: the linker's default layout stays; one .text section, since
+//!   valgrind names only functions in the sections it knows; skipped for
+//!   gold and mold, see linker_reads_insert_scripts). A forked child's
+//!   page table has none of the library's code pages (Linux copies no
+//!   page-table entries of a file mapping without private pages at fork),
+//!   so each 64 KiB window of code it touches is a page fault (the kernel
+//!   maps the window's cached pages around the faulting one:
+//!   fault_around_bytes); spread over .text, an echo request's path
+//!   touched six windows. .text comes first in the executable segment,
+//!   fork_connection (where fork returns) first in it: the child's first
+//!   fault there maps the 64 KiB from the segment's start, whatever the
+//!   load address, and the child's path fits in them (tests/perf_forking.rs
+//!   checks the layout and bounds the faults per child).
 
 use std::path::{Path, PathBuf};
 
@@ -75,15 +77,30 @@ const CHILD_PATH: &[&str] = &[
 
 /// The linker script that gathers CHILD_PATH (see the module comment).
 fn child_path_script() -> String {
-    let mut script = String::from("SECTIONS\n{\n  .text.ss_child :\n  {\n");
+    // A .text of its own would be a second one beside the default's: the
+    // whole of .text is described, CHILD_PATH first (the first pattern a
+    // section matches wins), and put where the default has it.
+    let mut script = String::from("SECTIONS\n{\n  .text :\n  {\n");
     for pattern in CHILD_PATH {
         // #[cold] functions are in `.text.unlikely.<symbol>`.
         script.push_str(&format!(
             "    *(.text.{pattern} .text.unlikely.{pattern})\n"
         ));
     }
-    script.push_str("  }\n}\nINSERT BEFORE .text;\n");
+    script.push_str("    *(.text .text.*)\n  }\n}\nINSERT BEFORE .fini;\n");
     script
+}
+
+/// Whether the linker takes child_path_script: GNU ld and lld (rustc's
+/// default) do; gold cannot parse INSERT and mold reads no SECTIONS, so a
+/// build that asks for either (`-C link-arg=-fuse-ld=gold` in RUSTFLAGS
+/// or the target's rustflags) links with the default layout instead.
+fn linker_reads_insert_scripts() -> bool {
+    println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    !flags
+        .split('\x1f')
+        .any(|flag| flag.contains("fuse-ld=gold") || flag.contains("fuse-ld=mold"))
 }
 
 /// `soversion = N` under [package.metadata.socketserver] in Cargo.toml.
@@ -134,10 +151,12 @@ fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let script = out_dir.join("child_path.ld");
-    std::fs::write(&script, child_path_script())
-        .unwrap_or_else(|e| panic!("write {}: {e}", script.display()));
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", script.display());
+    if linker_reads_insert_scripts() {
+        let script = out_dir.join("child_path.ld");
+        std::fs::write(&script, child_path_script())
+            .unwrap_or_else(|e| panic!("write {}: {e}", script.display()));
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", script.display());
+    }
 
     // OUT_DIR is <target dir>/[<triple>/]<profile>/build/socketserver-<hash>/out;
     // the library lands in <profile>/. The link is made before the library

@@ -26,7 +26,7 @@
 //!   of the library's code (build.rs, CHILD_PATH): each 64 KiB window of
 //!   code the child touches is a fault (no page-table entries of the
 //!   library's code are copied at fork): six windows spread over .text
-//!   (22.0), one side by side (16.8-17.0).
+//!   (23.1), one side by side (17.9).
 
 mod common;
 
@@ -107,35 +107,48 @@ fn child_code_is_gathered_in_one_window() {
         .find(|l| l.trim_start().starts_with("LOAD") && l.contains(" R E "))
         .unwrap_or_else(|| panic!("no executable LOAD segment:\n{segments}"));
     let code_start = hex_field(code, 2) & !0xfff;
+    // One .text (valgrind names only functions in sections it knows: in a
+    // section of their own, perf_streamio's profiles lost them).
     let sections = run(&["-SW"]);
-    let child = sections
+    let text: Vec<&str> = sections
         .lines()
-        .find(|l| l.contains(" .text.ss_child "))
-        .unwrap_or_else(|| panic!("no .text.ss_child section (build.rs):\n{sections}"));
-    let fields: Vec<&str> = child.split_whitespace().collect();
-    let at = fields
-        .iter()
-        .position(|f| *f == ".text.ss_child")
-        .expect("the section's name");
-    let start = hex_field(child, at + 2);
-    let end = start + hex_field(child, at + 4);
+        .filter(|l| l.contains(" AX ") && l.contains(" .text"))
+        .collect();
     assert!(
-        end <= code_start + 0x10000,
-        ".text.ss_child ends at {end:#x}, past the 64 KiB window at {code_start:#x}"
+        text.len() == 1 && text[0].contains(" .text "),
+        "the code is not in one .text section:\n{sections}"
     );
+    let symbols = run(&["-sW"]);
+    let address_of = |name: &str| {
+        let line = symbols
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no symbol {name}"));
+        hex_field(line, 1)
+    };
     // The child's first instruction in the library (fork's return) lies
     // in the window's first page, so that the first fault maps the window
     // from the segment's start rather than from a 64 KiB boundary inside.
-    let symbols = run(&["-sW"]);
-    let fork_connection = symbols
-        .lines()
-        .find(|l| l.contains("ChildTracker15fork_connection"))
-        .unwrap_or_else(|| panic!("no ChildTracker::fork_connection symbol"));
-    let address = hex_field(fork_connection, 1);
+    let fork_connection = address_of("ChildTracker15fork_connection");
     assert!(
-        (start..end).contains(&address) && address < code_start + 0x1000,
-        "fork_connection at {address:#x}: not in .text.ss_child's first page"
+        fork_connection < code_start + 0x1000,
+        "fork_connection at {fork_connection:#x}: not in the code's first page ({code_start:#x})"
     );
+    // What the child runs next, in the same window.
+    for name in [
+        "forking8in_child",
+        "handler11run_request",
+        "handler14finish_request",
+        "7Request8shutdown",
+        " ss_request_read",
+        " ss_request_write",
+    ] {
+        let address = address_of(name);
+        assert!(
+            address < code_start + 0x10000,
+            "{name} at {address:#x}: past the 64 KiB window at {code_start:#x}"
+        );
+    }
 }
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -227,14 +240,15 @@ fn parent_faults_per_connection() {
         per_conn <= 3.1,
         "{per_conn:.2} minor faults per connection in the parent"
     );
-    // Each child: 16.8-17.0 here (up to 0.4 more on a loaded machine),
-    // 22.0 with the child's code spread over the library's .text
-    // (build.rs's CHILD_PATH not gathered: five code faults more), about 1
-    // more without the parent's primed malloc cache (a child's first
-    // allocations then took the allocator's slow path, which writes the
-    // arena's state in libc's data) or with SO_RCVTIMEO rounded in 128 bits
-    // (__udivti3's code page), 28.5 when the parent made the request. A
-    // bound for this machine's toolchain: a new compiler or libc may move it.
+    // Each child: 16.8-18.0 here (the checkout's path moves it by about
+    // one, up to 0.4 more on a loaded machine), 23.1 with the child's code
+    // spread over the library's .text (build.rs's CHILD_PATH not gathered:
+    // five code faults more), about 1 more without the parent's primed
+    // malloc cache (a child's first allocations then took the allocator's
+    // slow path, which writes the arena's state in libc's data) or with
+    // SO_RCVTIMEO rounded in 128 bits (__udivti3's code page), 28.5 when
+    // the parent made the request. A bound for this machine's toolchain: a
+    // new compiler or libc may move it.
     let per_child = child_faults as f64 / (LAYOUTS * N) as f64;
-    assert!(per_child <= 17.4, "{per_child:.2} minor faults per child");
+    assert!(per_child <= 19.0, "{per_child:.2} minor faults per child");
 }

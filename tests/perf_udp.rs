@@ -329,13 +329,14 @@ fn sync_udp_shuts_down_under_a_flood() {
     // Traced, the server is much slower than the flooders: its queue
     // never empties, so it would not poll again. It stops after the
     // request under way (more may come between the attach and the
-    // signal: tens when this thread is descheduled on a loaded machine),
+    // signal: tens, over a hundred when this thread is descheduled on a
+    // loaded machine),
     // not when it next finds the queue empty (thousands later).
     let strace = Strace::attach(server.pid());
     server.signal(libc::SIGTERM);
     let (status, _stderr) = server.wait_exit(WAIT);
     let counts = strace.finish();
-    assert!(counts.calls("sendto") <= 100, "{counts}");
+    assert!(counts.calls("sendto") <= 400, "{counts}");
     stop.store(true, Ordering::Relaxed);
     let sent: u64 = flooders
         .into_iter()
