@@ -39,8 +39,8 @@ use std::path::{Path, PathBuf};
 /// and the request API it calls, the socket calls and the allocator's
 /// entry points (std's and the shim rustc generates). Patterns, without
 /// the hashes of mangled names (`*` stands for the length prefixes and
-/// the `$..$` escapes too); a name that no longer matches only moves a
-/// function back into .text. Legacy mangling (`_ZN`) is this crate's and
+/// the `$..$` escapes too); a name that no longer matches only leaves a
+/// function among the rest of .text. Legacy mangling (`_ZN`) is this crate's and
 /// its dependencies'; std's is v0 (`_R`).
 const CHILD_PATH: &[&str] = &[
     "_ZN12socketserver11concurrency7forking12ChildTracker15fork_connection*",

@@ -370,8 +370,9 @@ fn every_example_rule_relinks_when_build_changes() {
 }
 
 /// Runs `script` under `bash -c` with scripts/listening.sh sourced and the
-/// strict options our scripts use, in a fresh temporary directory.
-fn with_listening_sh(script: &str) -> std::process::Output {
+/// strict options our scripts use, in a fresh temporary directory, and
+/// checks that it succeeds printing `expected`.
+fn assert_listening_sh_prints(script: &str, expected: &str) {
     let dir = TempDir::new("listening");
     let lib = manifest_dir().join("scripts/listening.sh");
     let full = format!(
@@ -379,7 +380,9 @@ fn with_listening_sh(script: &str) -> std::process::Output {
         dir.path().display(),
         lib.display()
     );
-    run_with_timeout(Path::new("bash"), &["-c", &full], &[], TIMEOUT)
+    let out = run_with_timeout(Path::new("bash"), &["-c", &full], &[], TIMEOUT);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(text(&out.stdout).trim(), expected, "{}", show(&out));
 }
 
 /// The demo (and so CI) once failed because it polled the server's output
@@ -389,7 +392,7 @@ fn with_listening_sh(script: &str) -> std::process::Output {
 /// its newline, the third the whole line.
 #[test]
 fn listening_address_waits_for_a_file_not_created_yet_and_a_whole_line() {
-    let out = with_listening_sh(
+    assert_listening_sh_prints(
         // $(...) is a subshell: the polls are counted in a file.
         "sleep() {
              echo >>polls
@@ -401,13 +404,7 @@ fn listening_address_waits_for_a_file_not_created_yet_and_a_whole_line() {
          command sleep 30 & server=$!
          address=$(listening_address out $server 10); kill $server
          echo \"address=$address polls=$(wc -l <polls)\"",
-    );
-    assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(
-        text(&out.stdout).trim(),
         "address=127.0.0.1:9 polls=2",
-        "{}",
-        show(&out)
     );
 }
 
@@ -415,7 +412,7 @@ fn listening_address_waits_for_a_file_not_created_yet_and_a_whole_line() {
 fn listening_address_reports_an_exited_server_and_a_timeout() {
     // Status 1 for a server that exits without its line, 0 for one that
     // printed it and then exited, 2 for one still running without it.
-    let out = with_listening_sh(
+    assert_listening_sh_prints(
         "true & gone=$!; wait $gone
          listening_address out $gone 10 && s1=0 || s1=$?
          echo 'listening on x' >printed
@@ -423,9 +420,8 @@ fn listening_address_reports_an_exited_server_and_a_timeout() {
          sleep 30 & quiet=$!
          listening_address out $quiet 0 && s3=0 || s3=$?; kill $quiet
          echo \"$s1 $s2 $s3\"",
+        "1 0 2",
     );
-    assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(text(&out.stdout).trim(), "1 0 2", "{}", show(&out));
 }
 
 /// The demo (and so CI) once took the previous server's "listening on" line
@@ -435,7 +431,7 @@ fn listening_address_reports_an_exited_server_and_a_timeout() {
 /// (198 of 200 times when measured).
 #[test]
 fn launch_empties_a_reused_output_file_before_the_server_runs() {
-    let out = with_listening_sh(
+    assert_listening_sh_prints(
         "stale=0
          for i in $(seq 20); do
              echo 'listening on 127.0.0.1:1' >out; echo old >err
@@ -447,12 +443,6 @@ fn launch_empties_a_reused_output_file_before_the_server_runs() {
          launch out err echo 'listening on 127.0.0.1:2'
          address=$(listening_address out $LAUNCHED_PID 10)
          echo \"stale=$stale address=$address\"",
-    );
-    assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(
-        text(&out.stdout).trim(),
         "stale=0 address=127.0.0.1:2",
-        "{}",
-        show(&out)
     );
 }

@@ -34,22 +34,27 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::example::ExampleProcess;
 use common::{manifest_dir, require_tool, show};
 
-/// Fails unless `readelf -d program` shows the BIND_NOW flag (DT_FLAGS
-/// BIND_NOW or DT_FLAGS_1 NOW).
-fn assert_bind_now(program: &Path) {
+/// What `readelf ARGS file` prints.
+fn readelf(args: &[&str], file: &Path) -> String {
     let readelf = require_tool("readelf", "binutils");
     let out = Command::new(readelf)
-        .arg("-d")
-        .arg(program)
+        .args(args)
+        .arg(file)
         .output()
         .expect("readelf");
     assert!(out.status.success(), "{}", show(&out));
-    let dynamic = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fails unless `readelf -d program` shows the BIND_NOW flag (DT_FLAGS
+/// BIND_NOW or DT_FLAGS_1 NOW).
+fn assert_bind_now(program: &Path) {
+    let dynamic = readelf(&["-d"], program);
     let now = dynamic.lines().any(|line| {
         (line.contains("(FLAGS)") && line.contains("BIND_NOW"))
             || (line.contains("(FLAGS_1)") && line.split_whitespace().any(|w| w == "NOW"))
@@ -89,16 +94,7 @@ fn hex_field(line: &str, skip: usize) -> u64 {
 #[test]
 fn child_code_is_gathered_in_one_window() {
     let so = common::setup().shared_library();
-    let readelf = require_tool("readelf", "binutils");
-    let run = |args: &[&str]| {
-        let out = Command::new(&readelf)
-            .args(args)
-            .arg(&so)
-            .output()
-            .expect("readelf");
-        assert!(out.status.success(), "{}", show(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let run = |args: &[&str]| readelf(args, &so);
     // The executable segment's first page: where the kernel's first
     // fault-around window begins, whatever the load address.
     let segments = run(&["-lW"]);
@@ -220,11 +216,7 @@ fn parent_faults_per_connection() {
         let before = minor_faults(server.pid());
         concurrent_churn(server.addr(), CLIENTS, PER_CLIENT);
         // The reaping of the last children counts too.
-        let deadline = Instant::now() + IO_TIMEOUT;
-        while common::children_of(server.pid()) > 0 {
-            assert!(Instant::now() < deadline, "children not reaped");
-            thread::sleep(Duration::from_millis(5));
-        }
+        common::wait_children_reaped(server.pid());
         let after = minor_faults(server.pid());
         faults += after.0 - before.0;
         child_faults += after.1 - before.1;

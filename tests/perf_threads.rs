@@ -304,24 +304,15 @@ fn children_minor_faults(pid: i32) -> u64 {
     field.and_then(|f| f.parse().ok()).expect("cminflt")
 }
 
-/// Waits until `pid` has no child process left (all reaped).
-fn wait_children_reaped(pid: i32) {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while common::children_of(pid) > 0 {
-        assert!(Instant::now() < deadline, "children of {pid} not reaped");
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn forked_child_close_touches_no_unused_buffer() {
     const N: u64 = 200;
     let server = common::start_echo_server("tcp", "forking", "127.0.0.1:0", &[]);
     churn(server.addr(), 20);
-    wait_children_reaped(server.pid());
+    common::wait_children_reaped(server.pid());
     let before = children_minor_faults(server.pid());
     churn(server.addr(), N);
-    wait_children_reaped(server.pid());
+    common::wait_children_reaped(server.pid());
     let faults = children_minor_faults(server.pid()) - before;
     // Each child faults in the pages it writes (copy-on-write) and the
     // code it runs: 27-30 here. The lingering close's 16 KiB discard
@@ -469,7 +460,7 @@ fn forking_reaps_a_busy_loop_in_batches() {
     // of the pidfds only every few busy turns: it was one per turn.
     assert_at_most(&counts, "poll", N + N / 3, "forking, 8 clients churning");
     // Every child is still reaped, once the loop is idle.
-    wait_children_reaped(server.pid());
+    common::wait_children_reaped(server.pid());
     stop(server);
 }
 

@@ -330,8 +330,8 @@ fn sync_udp_shuts_down_under_a_flood() {
     // never empties, so it would not poll again. It stops after the
     // request under way (more may come between the attach and the
     // signal: tens, over a hundred when this thread is descheduled on a
-    // loaded machine),
-    // not when it next finds the queue empty (thousands later).
+    // loaded machine), not when it next finds the queue empty (thousands
+    // later).
     let strace = Strace::attach(server.pid());
     server.signal(libc::SIGTERM);
     let (status, _stderr) = server.wait_exit(WAIT);

@@ -675,6 +675,18 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
     }
 }
 
+/// Waits (10 s at most) until `pid` has no child process left (all reaped).
+pub fn wait_children_reaped(pid: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while children_of(pid) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "children of {pid} not reaped"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Child processes of `pid` (its direct children).
 pub fn children_of(pid: i32) -> usize {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
