@@ -1118,7 +1118,9 @@ impl Server {
     /// Idempotent and single-flight: the first caller does the work; a
     /// concurrent caller waits until that is done, except one of this
     /// server's own handler threads or pool workers, which returns at once
-    /// (the first caller may be waiting for that very thread). Refused on
+    /// (the first caller may be waiting for that very thread). A later
+    /// call waits for the threads that close left (wait_closers_workers).
+    /// Refused on
     /// the serving thread itself (from a handler or hook), on event loop
     /// threads, where waiting for the loop would deadlock, from a callback
     /// that close itself runs (handle_error for a reaped child), and in a
@@ -1126,6 +1128,8 @@ impl Server {
     pub fn close(&self) -> Result<()> {
         let mut st = self.lock_for("close")?;
         if st.close == CloseProgress::Done {
+            drop(st);
+            self.wait_closers_workers();
             return Ok(());
         }
         // Waiting for the loop from inside it would wait for itself (and so
@@ -1154,6 +1158,8 @@ impl Server {
             while st.close != CloseProgress::Done {
                 st = crate::sync::wait(&self.close_done, st);
             }
+            drop(st);
+            self.wait_closers_workers();
             return Ok(());
         }
         st.close = CloseProgress::Running(thread::current().id());
@@ -1183,6 +1189,21 @@ impl Server {
         // server (thread, descriptors) outlives close.
         self.lingerer.stop();
         Ok(())
+    }
+
+    /// A close after the first one has finished: waits (block_on_close) for
+    /// what that close could not, when it ran on a handler thread or pool
+    /// worker of this server: that thread itself, still running after its
+    /// close returned. As Python's server_close, which joins the threads
+    /// left on every call. A handler thread or pool worker of this server
+    /// does not wait: two of them would each wait for the other.
+    fn wait_closers_workers(&self) {
+        if current_worker_is(WorkerKind::JoinableThread, self)
+            || current_worker_is(WorkerKind::PoolWorker, self)
+        {
+            return;
+        }
+        self.workers.close(self, self.config.block_on_close);
     }
 }
 

@@ -134,13 +134,16 @@ impl ThreadPool {
         self.shared.work_ready.notify_all();
         let workers = std::mem::take(&mut *crate::sync::lock(&self.workers));
         if block {
-            // A worker closing its own server cannot join itself (its
-            // handle is dropped: it ends on its own once it returns to the
-            // empty, stopping queue); it still joins every other worker.
+            // A worker closing its own server cannot join itself: its
+            // handle is put back, for a later close from another thread to
+            // join (it ends on its own once it returns to the empty,
+            // stopping queue); it still joins every other worker.
             let me = std::thread::current().id();
             let own = current_worker_is(WorkerKind::PoolWorker, server);
             for worker in workers {
-                if !(own && worker.thread().id() == me) {
+                if own && worker.thread().id() == me {
+                    crate::sync::lock(&self.workers).push(worker);
+                } else {
                     let _ = worker.join();
                 }
             }

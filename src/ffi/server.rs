@@ -460,7 +460,13 @@ pub unsafe extern "C" fn ss_server_shutdown(server: *mut ss_server) -> ss_status
 /// own handler threads (SS_THREADING, hand-off threads) or pool workers:
 /// that call returns SS_OK at once, without waiting, because the first
 /// close may be waiting for that very thread; the close is then still in
-/// progress. Later calls return SS_OK at once.
+/// progress. A call after the close has finished returns SS_OK; from any
+/// other thread it first waits, as the first close did (block_on_close),
+/// for what that close could not wait for when a handler thread or pool
+/// worker made it: that thread itself, which goes on with its request.
+/// So after a close from a handler, a close from the main thread returns
+/// once every handler has ended, as Python's server_close joins the
+/// threads left on every call.
 ///
 /// Refused with SS_ERR_WRONG_STATE from inside this server's own loop (a
 /// handler or hook on the serving thread, or an SS_EVENT callback): call

@@ -4,7 +4,9 @@
  * one sub-test per process.
  *
  * - close_race: two handler threads close the server at once; both return
- *   (it deadlocked: each handler waited in wait_idle for the other).
+ *   (it deadlocked: each handler waited in wait_idle for the other); a
+ *   close from the main thread afterwards waits for both handlers to end
+ *   (it returned at once while they still ran).
  * - child_listener: a forked request child keeps no listening socket or
  *   eventfd of the process's servers: after close, a connect is refused
  *   and the port can be bound again while the child still runs.
@@ -15,7 +17,8 @@
  * - finalizer_once: in SS_THREADING, after close + free returned, the
  *   user-data finalizer has run exactly once (it could still be pending on
  *   a handler thread).
- * - pool_close_join: close from a pool worker joins the other workers.
+ * - pool_close_join: close from a pool worker joins the other workers,
+ *   and a close from the main thread afterwards joins that worker too.
  * - pid_reuse: a hand-off child reaped by the host, whose pid the host then
  *   reuses for a child of its own: close neither waits for nor reaps the
  *   host's child.
@@ -53,6 +56,11 @@ static long g_closer_tid[2];
 static int g_closer_returned[2];
 static int g_close_status[2];
 static int g_close_returned;
+static int g_close_handlers_ended;
+
+/* How long a handler that closed its server goes on before it ends: a
+ * close from another thread afterwards must wait for it. */
+#define AFTER_CLOSE_MS 300
 
 /* Whether thread `tid` of this process is asleep (blocked). */
 static int thread_sleeping(long tid)
@@ -108,7 +116,11 @@ static int close_in_handler(ss_request *request, void *user)
     g_close_status[me] = ss_server_close(ss_request_server(request));
     TU_STORE(&g_closer_returned[me], 1);
     TU_INC(&g_close_returned);
-    return ss_request_write(request, "closed\n", 7) == SS_OK ? 0 : -1;
+    if (ss_request_write(request, "closed\n", 7) != SS_OK)
+        return -1;
+    tu_sleep_ms(AFTER_CLOSE_MS);
+    TU_INC(&g_close_handlers_ended);
+    return 0;
 }
 
 static void close_race(void)
@@ -133,6 +145,10 @@ static void close_race(void)
     tu_expect_line(b, "closed\n");
     CHECK_ST(tu_runner_join(&runner, 5000), SS_ERR_CLOSED);
     CHECK_OK(ss_server_close(server)); /* and once more, after the fact */
+    /* Old behaviour: this close returned at once, the handlers still
+     * running (CI's valgrind run saw their descriptors left open). */
+    CHECK_EQ(TU_LOAD(&g_close_handlers_ended), 2);
+    CHECK_EQ(tu_live_threads(server), 0);
     close(a);
     close(b);
     ss_server_free(server);
@@ -478,6 +494,7 @@ static int g_pool_in_close;
 static int g_other_done;
 static int g_other_done_at_close = -1;
 static int g_pool_close_status = -1;
+static int g_pool_closer_ended;
 
 static int pool_handle(ss_request *request, void *user)
 {
@@ -490,6 +507,8 @@ static int pool_handle(ss_request *request, void *user)
         TU_STORE(&g_pool_in_close, 1);
         g_pool_close_status = ss_server_close(ss_request_server(request));
         TU_STORE(&g_other_done_at_close, TU_LOAD(&g_other_done));
+        tu_sleep_ms(AFTER_CLOSE_MS);
+        TU_STORE(&g_pool_closer_ended, 1);
         return 0;
     }
     /* The other worker: busy until the client releases it. */
@@ -518,12 +537,16 @@ static void pool_close_join(void)
     CHECK_ST(tu_runner_join(&runner, 5000), SS_ERR_CLOSED);
     tu_send_str(busy, "go\n");
     tu_expect_line(busy, "go\n");
-    tu_expect_eof(closer, 5000);
     WAIT_FOR(TU_LOAD(&g_other_done_at_close) != -1, 5000);
     CHECK_EQ(g_pool_close_status, SS_OK);
     /* Old behaviour: close from a pool worker returned without joining
      * the other worker, still busy in its handler. */
     CHECK_EQ(TU_LOAD(&g_other_done_at_close), 1);
+    /* Old behaviour: the closing worker's handle was dropped, so this
+     * close could not join it and returned while it still ran. */
+    CHECK_OK(ss_server_close(server));
+    CHECK_EQ(TU_LOAD(&g_pool_closer_ended), 1);
+    tu_expect_eof(closer, 5000);
     close(busy);
     close(closer);
     ss_server_free(server);

@@ -18,11 +18,12 @@ use super::{require_tool, TempDir};
 /// How long strace may take to attach, or to detach and write its table.
 const STRACE_BOUND: Duration = Duration::from_secs(10);
 
-/// A running `strace -f -c -p PID`; see the module comment.
+/// A running `strace -f -c -p PID` (or attach_thread_calls'); see the
+/// module comment.
 pub struct Strace {
     child: Option<Child>,
     stderr: mpsc::Receiver<String>,
-    table: PathBuf,
+    output: PathBuf,
     _dir: TempDir,
 }
 
@@ -37,14 +38,25 @@ impl Strace {
     /// reports the process attached (it then counts every call made from
     /// here on, by its threads and by the children it forks).
     pub fn attach(pid: i32) -> Strace {
+        Strace::attach_with(pid, &["-f", "-c"])
+    }
+
+    /// Attaches to thread `pid` alone (no -f: not its other threads, nor
+    /// the children it forks) and records each call of the system calls
+    /// in `trace` (strace's -e trace=), for finish_calls: for a test that
+    /// tells calls apart by their arguments.
+    pub fn attach_thread_calls(pid: i32, trace: &str) -> Strace {
+        Strace::attach_with(pid, &["-e", &format!("trace={trace}")])
+    }
+
+    fn attach_with(pid: i32, options: &[&str]) -> Strace {
         let strace = require_tool("strace", "strace");
         let dir = TempDir::new("strace");
-        let table = dir.path().join("counts.txt");
+        let output = dir.path().join("output.txt");
         let mut child = Command::new(strace)
-            .arg("-f")
-            .arg("-c")
+            .args(options)
             .arg("-o")
-            .arg(&table)
+            .arg(&output)
             .arg("-p")
             .arg(pid.to_string())
             .stdin(Stdio::null())
@@ -70,13 +82,30 @@ impl Strace {
         Strace {
             child: Some(child),
             stderr,
-            table,
+            output,
             _dir: dir,
         }
     }
 
     /// Detaches (SIGINT, as at a terminal) and returns the counts.
-    pub fn finish(mut self) -> SyscallCounts {
+    pub fn finish(self) -> SyscallCounts {
+        let (text, said) = self.detach();
+        SyscallCounts::parse(&text)
+            .unwrap_or_else(|| panic!("strace's table is not as expected:\n{text}\n{said}"))
+    }
+
+    /// Detaches and returns the calls recorded (attach_thread_calls), one
+    /// line each as strace prints it: `name(args) = result`.
+    pub fn finish_calls(self) -> Vec<String> {
+        let (text, _) = self.detach();
+        text.lines()
+            .filter(|l| !l.starts_with("+++") && !l.starts_with("---"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Detaches; strace's output file and what it said on stderr.
+    fn detach(mut self) -> (String, String) {
         let mut child = self.child.take().expect("finish runs once");
         // SAFETY: kill(2) on our own child, not waited for yet.
         let r = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -94,10 +123,9 @@ impl Strace {
             std::thread::sleep(Duration::from_millis(5));
         };
         let said: String = self.stderr.try_iter().collect();
-        let text = std::fs::read_to_string(&self.table)
-            .unwrap_or_else(|e| panic!("strace wrote no table ({e}; {status}): {said}"));
-        SyscallCounts::parse(&text)
-            .unwrap_or_else(|| panic!("strace's table is not as expected:\n{text}\n{said}"))
+        let text = std::fs::read_to_string(&self.output)
+            .unwrap_or_else(|e| panic!("strace wrote no output ({e}; {status}): {said}"));
+        (text, said)
     }
 }
 
