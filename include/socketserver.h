@@ -1799,7 +1799,9 @@ enum ss_status ss_server_activate(struct ss_server *server);
  * closed instead of waiting, and pauses accepting for 100 ms (as after any
  * accept error that is not transient) instead of spinning on a listener
  * that stays readable. It keeps its listener and serves normally again as
- * soon as descriptors are free. This is reported to handle_error (status
+ * soon as descriptors are free. If another thread took the descriptor the
+ * spare freed, the next connection accepted while the spare cannot be
+ * reopened is closed at once to take the spare back. This is reported to handle_error (status
  * SS_ERR_IO, NULL request) at most once a second, with a count of the
  * failures since the last report. Connections refused by
  * ss_config_set_max_connections_per_ip() do not count as requests: they

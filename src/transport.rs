@@ -327,12 +327,22 @@ fn accept4(listener: &Socket, nonblocking: bool) -> io::Result<(Socket, SockAddr
     listener.accept4(libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 })
 }
 
-fn open_spare() -> Option<OwnedFd> {
+fn open_spare() -> io::Result<OwnedFd> {
     std::fs::File::options()
         .read(true)
         .open("/dev/null")
-        .ok()
         .map(OwnedFd::from)
+}
+
+/// What reopening the spare descriptor found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spare {
+    /// It is there (reopened now, or already).
+    Held,
+    /// Out of descriptors: none left to take it.
+    OutOfFds,
+    /// Not known: another loop holds the lock, or open failed otherwise.
+    Unknown,
 }
 
 /// Accepting for every mode, blocking and event: the descriptor kept spare
@@ -367,7 +377,7 @@ impl Acceptor {
     pub(crate) fn new(config: &Config) -> Self {
         let stream = config.transport.is_stream();
         Acceptor {
-            spare: RwLock::new(if stream { open_spare() } else { None }),
+            spare: RwLock::new(if stream { open_spare().ok() } else { None }),
             spare_missing: AtomicBool::new(false),
             shared: config.concurrency == crate::config::Concurrency::Event,
             peer_limit: PeerLimit::new(config.max_connections_per_ip),
@@ -418,8 +428,33 @@ impl Acceptor {
                 return Accepted::Pause;
             }
         };
-        if self.spare_missing.load(Ordering::Relaxed) {
-            self.reopen_spare();
+        if self.spare_missing.load(Ordering::Relaxed) && self.reopen_spare() == Spare::OutOfFds {
+            // The spare's descriptor was taken (by another thread while
+            // it was free) and this connection holds the last one: kept,
+            // it would leave the next client hanging, with no spare to
+            // close it. The spare goes first: this connection is closed
+            // (its client sees it closed at once) and its number reused.
+            drop(conn);
+            let taken_back = self.reopen_spare() == Spare::Held;
+            report_limited(
+                handler,
+                &self.failure_reports,
+                Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "accept: out of descriptors with the spare descriptor lost; closed the \
+                         connection from {} to {}",
+                        format_sockaddr(&peer),
+                        if taken_back {
+                            "take the spare back"
+                        } else {
+                            "try to take the spare back"
+                        }
+                    ),
+                )
+                .with_os_error(Some(libc::EMFILE)),
+            );
+            return Accepted::Again;
         }
         let permit = match &self.peer_limit {
             None => None,
@@ -467,18 +502,30 @@ impl Acceptor {
         }
         // Another thread (a handler opening a file) may have taken the
         // freed descriptor: then the spare is taken again later.
-        *spare = open_spare();
+        *spare = open_spare().ok();
         self.spare_missing.store(spare.is_none(), Ordering::Relaxed);
         shed
     }
 
-    fn reopen_spare(&self) {
-        if let Ok(mut spare) = self.spare.try_write() {
-            if spare.is_none() {
-                *spare = open_spare();
-            }
-            self.spare_missing.store(spare.is_none(), Ordering::Relaxed);
-        }
+    fn reopen_spare(&self) -> Spare {
+        let Ok(mut spare) = self.spare.try_write() else {
+            return Spare::Unknown;
+        };
+        let found = match spare.as_ref() {
+            Some(_) => Spare::Held,
+            None => match open_spare() {
+                Ok(fd) => {
+                    *spare = Some(fd);
+                    Spare::Held
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    Spare::OutOfFds
+                }
+                Err(_) => Spare::Unknown,
+            },
+        };
+        self.spare_missing.store(spare.is_none(), Ordering::Relaxed);
+        found
     }
 }
 

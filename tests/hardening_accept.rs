@@ -14,6 +14,10 @@
 //!   accepted and closed at once with the spare descriptor, the server
 //!   does not spin, reports without flooding, keeps its listener and
 //!   serves again once descriptors are free (was: the client hung).
+//! - emfile_spare_sync, emfile_spare_event: the spare's descriptor taken
+//!   by something else while it was free, the next connection is closed
+//!   to take the spare back (was: served in the last descriptor, and the
+//!   client after it hung with no spare to close it).
 //! - per_ip_sync, per_ip_threading, per_ip_forking, per_ip_pool,
 //!   per_ip_event: with max_connections_per_ip 2 a third connection from
 //!   127.0.0.1 is closed at once and reported (SS_ERR_WOULD_BLOCK), one
@@ -41,6 +45,8 @@ common::c_tests! {
         emfile_forking,
         emfile_pool,
         emfile_event,
+        emfile_spare_sync,
+        emfile_spare_event,
         per_ip_sync,
         per_ip_threading,
         per_ip_forking,

@@ -10,6 +10,11 @@
  *   emfile_event: out of descriptors, the server closes pending
  *   connections at once, does not spin, keeps its listener and serves
  *   again once descriptors are free.
+ * - emfile_spare_sync, emfile_spare_event: the spare descriptor that the
+ *   emfile trick frees is taken by something else (open64 below fails for
+ *   it), so the table is full but for one descriptor: the next connection
+ *   is closed to take the spare back, and the one after that is closed
+ *   through the spare, not left waiting.
  * - per_ip_sync, per_ip_threading, per_ip_forking, per_ip_pool,
  *   per_ip_event: max_connections_per_ip closes a connection over the
  *   limit at once, serves other addresses, and frees the place when a
@@ -25,6 +30,8 @@
  */
 #include "testutil.h"
 
+#include <malloc.h>
+#include <stdarg.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
@@ -248,6 +255,22 @@ static void ctl_read(int fd, void *buf, size_t len)
     }
 }
 
+/* For a server process that fills its descriptor table: 64 descriptors,
+ * and glibc's malloc told how many arenas it may make. Otherwise the
+ * thread that first needs an arena past the eighth opens
+ * /sys/devices/system/cpu/online to size them: under load a pool worker
+ * did that in the middle of the fill and left a descriptor free when it
+ * closed the file, and the next client was served instead of closed. */
+static void limit_descriptors(void)
+{
+    struct rlimit rl;
+    /* Not checked: another allocator (valgrind's) has no arenas to size. */
+    (void)mallopt(M_ARENA_MAX, 8);
+    CHECK_SYS(getrlimit(RLIMIT_NOFILE, &rl));
+    rl.rlim_cur = 64;
+    CHECK_SYS(setrlimit(RLIMIT_NOFILE, &rl));
+}
+
 /* The server process: a low descriptor limit, a server, then every
  * descriptor taken until the parent says to free them. */
 static void emfile_server(int mode, int ctl)
@@ -257,14 +280,11 @@ static void emfile_server(int mode, int ctl)
     ss_config *config = echo_config(SS_TCP, mode);
     ss_server *server;
     tu_runner runner;
-    struct rlimit rl;
     double cpu0, wall0;
     int n = 0, i, fd, errors;
     long report[3];
     char cmd;
-    CHECK_SYS(getrlimit(RLIMIT_NOFILE, &rl));
-    rl.rlim_cur = 64;
-    CHECK_SYS(setrlimit(RLIMIT_NOFILE, &rl));
+    limit_descriptors();
     CHECK_OK(ss_config_set_handle_error(config, count_server_errors));
     if (mode == SS_EVENT)
         CHECK_OK(ss_config_set_threads(config, 2));
@@ -376,6 +396,134 @@ static void test_emfile_pool(void)
 static void test_emfile_event(void)
 {
     emfile(SS_EVENT);
+}
+
+/* ------------------------------------------------- 2b. emfile_spare_* */
+
+/* Set: opening /dev/null (the library's spare descriptor; Rust's File::open
+ * calls open64) fails with EMFILE, as when another thread took the
+ * descriptor the spare had just freed. Counted in g_spare_refusals. */
+static int g_spare_open_fails;
+static int g_spare_refusals;
+
+int open64(const char *path, int flags, ...)
+{
+    int mode = 0;
+    if (flags & (O_CREAT | O_TMPFILE)) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = va_arg(ap, int);
+        va_end(ap);
+    }
+    if (TU_LOAD(&g_spare_open_fails) && strcmp(path, "/dev/null") == 0) {
+        TU_INC(&g_spare_refusals);
+        errno = EMFILE;
+        return -1;
+    }
+    return (int)syscall(SYS_openat, AT_FDCWD, path, flags, mode);
+}
+
+/* The server process: a low descriptor limit, every descriptor taken, the
+ * spare's reopening refused until the parent says 'R'. */
+static void emfile_spare_server(int mode, int ctl)
+{
+    static int fds[1024];
+    char addr[128] = ""; /* all of it is sent to the parent */
+    ss_config *config = tu_config_mode(SS_TCP, mode, echo_until_eof);
+    ss_server *server;
+    tu_runner runner;
+    int n = 0, fd;
+    char cmd;
+    if (mode == SS_EVENT)
+        CHECK_OK(ss_config_set_on_data(config, ev_echo));
+    CHECK_OK(ss_config_set_handle_error(config, count_server_errors));
+    limit_descriptors();
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
+    /* Event mode makes its loop's descriptors in serve_forever; the
+     * server has closed its side before the table is filled. */
+    n = tu_fd_count();
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
+    CHECK(echoed(fd, "up\n"));
+    hang_up(fd);
+    if (mode == SS_EVENT)
+        WAIT_FOR(tu_connections(server) == 0, 3000);
+    else
+        WAIT_FOR(tu_fd_count() == n, 3000);
+    n = 0;
+    ctl_write(ctl, addr, sizeof addr);
+    while ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0 && n < 1024)
+        fds[n++] = fd;
+    if (errno != EMFILE)
+        TU_FAIL("filling the descriptor table stopped with errno %d, not EMFILE", errno);
+    TU_STORE(&g_spare_open_fails, 1);
+    ctl_write(ctl, "F", 1);
+    ctl_read(ctl, &cmd, 1);
+    /* The spare was freed, the pending connection closed with it, and its
+     * reopening refused: one descriptor is free, none is spare. */
+    WAIT_FOR(TU_LOAD(&g_spare_refusals) >= 1, 3000);
+    TU_STORE(&g_spare_open_fails, 0);
+    ctl_write(ctl, "r", 1);
+    ctl_read(ctl, &cmd, 1); /* the parent's clients are done */
+    while (n > 0)
+        close(fds[--n]);
+    ctl_write(ctl, "c", 1);
+    ctl_read(ctl, &cmd, 1); /* served again */
+    tu_stop_serving(server, &runner);
+    _exit(0);
+}
+
+static void emfile_spare(int mode)
+{
+    char addr[128];
+    int ctl[2], status, i, fd;
+    pid_t pid;
+    CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl));
+    pid = fork();
+    CHECK_SYS(pid);
+    if (pid == 0) {
+        close(ctl[0]);
+        emfile_spare_server(mode, ctl[1]);
+    }
+    close(ctl[1]);
+    tu_set_timeouts(ctl[0], 20000);
+    ctl_read(ctl[0], addr, sizeof addr);
+    ctl_read(ctl[0], &(char){0}, 1);
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
+    tu_expect_eof(fd, 3000);
+    close(fd);
+    ctl_write(ctl[0], "R", 1);
+    ctl_read(ctl[0], &(char){0}, 1);
+    /* Old behaviour: the first was accepted into the last descriptor and
+     * served (it waits for a line: no EOF); the second then waited in the
+     * backlog, with no spare left to close it. Now the first is closed to
+     * take the spare back, and the second through the spare. */
+    for (i = 0; i < 2; i++) {
+        fd = tu_connect(SOCK_STREAM, addr, NULL);
+        tu_expect_eof(fd, 3000);
+        close(fd);
+    }
+    ctl_write(ctl[0], "C", 1);
+    ctl_read(ctl[0], &(char){0}, 1);
+    /* Descriptors free again: the same listener serves. */
+    fd = tu_connect(SOCK_STREAM, addr, NULL);
+    CHECK(echoed(fd, "again\n"));
+    close(fd);
+    ctl_write(ctl[0], "S", 1);
+    CHECK_SYS(waitpid(pid, &status, 0));
+    close(ctl[0]);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        TU_FAIL("server process ended with status %#x", status);
+    tu_check_no_children();
+}
+
+static void test_emfile_spare_sync(void)
+{
+    emfile_spare(SS_SYNC);
+}
+
+static void test_emfile_spare_event(void)
+{
+    emfile_spare(SS_EVENT);
 }
 
 /* ------------------------------------------------------- 3. per_ip_* */
@@ -685,6 +833,8 @@ static const tu_test tests[] = {
     {"emfile_forking", test_emfile_forking},
     {"emfile_pool", test_emfile_pool},
     {"emfile_event", test_emfile_event},
+    {"emfile_spare_sync", test_emfile_spare_sync},
+    {"emfile_spare_event", test_emfile_spare_event},
     {"per_ip_sync", test_per_ip_sync_settled},
     {"per_ip_threading", test_per_ip_threading_settled},
     {"per_ip_forking", test_per_ip_forking},
