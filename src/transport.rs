@@ -434,8 +434,10 @@ impl Acceptor {
             // it would leave the next client hanging, with no spare to
             // close it. The spare goes first: this connection is closed
             // (its client sees it closed at once) and its number reused.
+            // Should another thread win the freed number again, the next
+            // accept tries once more (spare_missing stays set).
             drop(conn);
-            let taken_back = self.reopen_spare() == Spare::Held;
+            self.reopen_spare();
             report_limited(
                 handler,
                 &self.failure_reports,
@@ -443,13 +445,8 @@ impl Acceptor {
                     ErrorKind::Io,
                     format!(
                         "accept: out of descriptors with the spare descriptor lost; closed the \
-                         connection from {} to {}",
-                        format_sockaddr(&peer),
-                        if taken_back {
-                            "take the spare back"
-                        } else {
-                            "try to take the spare back"
-                        }
+                         connection from {} to take the spare back",
+                        format_sockaddr(&peer)
                     ),
                 )
                 .with_os_error(Some(libc::EMFILE)),

@@ -414,12 +414,19 @@ const N: u64 = CLIENTS * PER_CLIENT;
 /// echo_server in `mode` over TCP, warmed up, and its system calls while
 /// CLIENTS clients churn PER_CLIENT connections each.
 fn traced_concurrent_churn(mode: &str, extra: &[&str]) -> (ExampleProcess, SyscallCounts) {
-    let server = common::start_echo_server("tcp", mode, "127.0.0.1:0", extra);
-    concurrent_churn(server.addr(), 4, 5);
+    let server = warmed_echo_server(mode, extra);
     let strace = Strace::attach(server.pid());
     concurrent_churn(server.addr(), CLIENTS, PER_CLIENT);
     let counts = strace.finish();
     (server, counts)
+}
+
+/// A TCP echo_server in `mode` that has served a few churning clients
+/// (its threads, pages and caches in place before a trace starts).
+fn warmed_echo_server(mode: &str, extra: &[&str]) -> ExampleProcess {
+    let server = common::start_echo_server("tcp", mode, "127.0.0.1:0", extra);
+    concurrent_churn(server.addr(), 4, 5);
+    server
 }
 
 /// accepts_queued_connections_without_poll: in SS_THREADING and
@@ -455,9 +462,7 @@ fn forking_accepts_queued_connections_without_poll() {
 
 #[test]
 fn forking_reaps_a_busy_loop_in_batches() {
-    let server =
-        common::start_echo_server("tcp", "forking", "127.0.0.1:0", &["--max-children", "60"]);
-    concurrent_churn(server.addr(), 4, 5);
+    let server = warmed_echo_server("forking", &["--max-children", "60"]);
     // The serving thread's polls alone, told apart by their timeout: a
     // reap polls the pidfds without waiting (0), a wait for the next
     // connection has the poll interval. How many turns wait depends on

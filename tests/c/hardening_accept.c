@@ -271,6 +271,85 @@ static void limit_descriptors(void)
     CHECK_SYS(setrlimit(RLIMIT_NOFILE, &rl));
 }
 
+/* In the server process: `warm_ups` connections served first (event mode
+ * creates its loops' descriptors in serve_forever; round robin: enough of
+ * them reach every loop) and closed on the server's side, the address
+ * sent to the parent, then every descriptor left taken (in `fds`, 1024 at
+ * most); how many. */
+static int fill_table(ss_server *server, const char *addr, int mode, int warm_ups, int ctl,
+                      int *fds)
+{
+    int n = tu_fd_count(), i, fd;
+    for (i = 0; i < warm_ups; i++) {
+        fd = tu_connect(SOCK_STREAM, addr, NULL);
+        CHECK(echoed(fd, "up\n"));
+        hang_up(fd);
+    }
+    /* Event mode: the loops were still being created when n was counted. */
+    if (mode == SS_EVENT)
+        WAIT_FOR(tu_connections(server) == 0, 3000);
+    else
+        WAIT_FOR(tu_fd_count() == n, 3000);
+    ctl_write(ctl, addr, 128);
+    n = 0;
+    while ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0 && n < 1024)
+        fds[n++] = fd;
+    if (errno != EMFILE)
+        TU_FAIL("filling the descriptor table stopped with errno %d, not EMFILE", errno);
+    return n;
+}
+
+static void free_table(int *fds, int n)
+{
+    while (n > 0)
+        close(fds[--n]);
+}
+
+/* Forks the server process `server_main(mode, ctl)`; once it says its
+ * table is full ('F'), returns its pid, with its address in `addr` (128
+ * bytes) and the parent's end of the control socket in `*ctl`. */
+static pid_t fork_server(void (*server_main)(int, int), int mode, int *ctl, char *addr)
+{
+    int pair[2];
+    pid_t pid;
+    CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair));
+    pid = fork();
+    CHECK_SYS(pid);
+    if (pid == 0) {
+        close(pair[0]);
+        server_main(mode, pair[1]);
+    }
+    close(pair[1]);
+    *ctl = pair[0];
+    tu_set_timeouts(*ctl, 20000);
+    ctl_read(*ctl, addr, 128);
+    ctl_read(*ctl, &(char){0}, 1);
+    return pid;
+}
+
+/* With descriptors free again (the server process closed its fill): the
+ * same listener serves; then the server process stops and exits 0. */
+static void serves_again_and_stops(pid_t pid, int ctl, const char *addr)
+{
+    int status, fd = tu_connect(SOCK_STREAM, addr, NULL);
+    CHECK(echoed(fd, "again\n"));
+    close(fd);
+    ctl_write(ctl, "S", 1);
+    CHECK_SYS(waitpid(pid, &status, 0));
+    close(ctl);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        TU_FAIL("server process ended with status %#x", status);
+    tu_check_no_children();
+}
+
+/* A new client's connection is closed at once, not left waiting. */
+static void expect_closed_at_once(const char *addr)
+{
+    int fd = tu_connect(SOCK_STREAM, addr, NULL);
+    tu_expect_eof(fd, 3000);
+    close(fd);
+}
+
 /* The server process: a low descriptor limit, a server, then every
  * descriptor taken until the parent says to free them. */
 static void emfile_server(int mode, int ctl)
@@ -281,7 +360,7 @@ static void emfile_server(int mode, int ctl)
     ss_server *server;
     tu_runner runner;
     double cpu0, wall0;
-    int n = 0, i, fd, errors;
+    int n;
     long report[3];
     char cmd;
     limit_descriptors();
@@ -289,36 +368,15 @@ static void emfile_server(int mode, int ctl)
     if (mode == SS_EVENT)
         CHECK_OK(ss_config_set_threads(config, 2));
     server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
-    /* Serving before the table is filled: event mode creates its loops'
-     * descriptors in serve_forever (round robin: these reach every loop). */
-    n = tu_fd_count();
-    for (i = 0; i < 4; i++) {
-        fd = tu_connect(SOCK_STREAM, addr, NULL);
-        CHECK(echoed(fd, "up\n"));
-        hang_up(fd);
-    }
-    /* ...and the server has closed its side of them (event mode: the
-     * loops were still being created when n was counted). */
-    if (mode == SS_EVENT)
-        WAIT_FOR(tu_connections(server) == 0, 3000);
-    else
-        WAIT_FOR(tu_fd_count() == n, 3000);
-    n = 0;
-    ctl_write(ctl, addr, sizeof addr);
-    while ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0 && n < 1024)
-        fds[n++] = fd;
-    if (errno != EMFILE)
-        TU_FAIL("filling the descriptor table stopped with errno %d, not EMFILE", errno);
+    n = fill_table(server, addr, mode, 4, ctl, fds);
     cpu0 = tu_cpu_ms();
     wall0 = tu_now_ms();
     ctl_write(ctl, "F", 1);
     ctl_read(ctl, &cmd, 1); /* the parent's clients are done */
     report[0] = (long)(tu_cpu_ms() - cpu0);
     report[1] = (long)(tu_now_ms() - wall0);
-    errors = TU_LOAD(&g_accept_errors);
-    report[2] = errors;
-    while (n > 0)
-        close(fds[--n]);
+    report[2] = TU_LOAD(&g_accept_errors);
+    free_table(fds, n);
     ctl_write(ctl, report, sizeof report);
     ctl_read(ctl, &cmd, 1); /* served again */
     tu_stop_serving(server, &runner);
@@ -328,49 +386,26 @@ static void emfile_server(int mode, int ctl)
 static void emfile(int mode)
 {
     char addr[128];
-    int ctl[2], status, i, fd;
+    int ctl, i, fd;
     long report[3];
-    pid_t pid;
-    CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl));
-    pid = fork();
-    CHECK_SYS(pid);
-    if (pid == 0) {
-        close(ctl[0]);
-        emfile_server(mode, ctl[1]);
-    }
-    close(ctl[1]);
-    tu_set_timeouts(ctl[0], 20000);
-    ctl_read(ctl[0], addr, sizeof addr);
-    ctl_read(ctl[0], &(char){0}, 1);
+    pid_t pid = fork_server(emfile_server, mode, &ctl, addr);
     /* Out of descriptors: each client is closed at once, not left hanging. */
-    for (i = 0; i < 5; i++) {
-        fd = tu_connect(SOCK_STREAM, addr, NULL);
-        tu_expect_eof(fd, 3000);
-        close(fd);
-    }
+    for (i = 0; i < 5; i++)
+        expect_closed_at_once(addr);
     /* A window to see whether the server spins while a client waits. */
     fd = tu_connect(SOCK_STREAM, addr, NULL);
     tu_expect_eof(fd, 3000);
     tu_sleep_ms(500);
     close(fd);
-    ctl_write(ctl[0], "C", 1);
-    ctl_read(ctl[0], report, sizeof report);
+    ctl_write(ctl, "C", 1);
+    ctl_read(ctl, report, sizeof report);
     printf("out of fds: %ld ms CPU in %ld ms, %ld reports\n", report[0], report[1], report[2]);
     if (report[0] * 4 > report[1])
         TU_FAIL("server used %ld ms of CPU in %ld ms out of descriptors", report[0], report[1]);
     if (report[2] < 1 || report[2] > 4)
         TU_FAIL("%ld reports of the accept failures (want 1 to 4: reported, not flooded)",
                 report[2]);
-    /* Descriptors free again: the same listener serves. */
-    fd = tu_connect(SOCK_STREAM, addr, NULL);
-    CHECK(echoed(fd, "again\n"));
-    close(fd);
-    ctl_write(ctl[0], "S", 1);
-    CHECK_SYS(waitpid(pid, &status, 0));
-    close(ctl[0]);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        TU_FAIL("server process ended with status %#x", status);
-    tu_check_no_children();
+    serves_again_and_stops(pid, ctl, addr);
 }
 
 static void test_emfile_sync(void)
@@ -432,29 +467,14 @@ static void emfile_spare_server(int mode, int ctl)
     ss_config *config = tu_config_mode(SS_TCP, mode, echo_until_eof);
     ss_server *server;
     tu_runner runner;
-    int n = 0, fd;
+    int n;
     char cmd;
     if (mode == SS_EVENT)
         CHECK_OK(ss_config_set_on_data(config, ev_echo));
     CHECK_OK(ss_config_set_handle_error(config, count_server_errors));
     limit_descriptors();
     server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
-    /* Event mode makes its loop's descriptors in serve_forever; the
-     * server has closed its side before the table is filled. */
-    n = tu_fd_count();
-    fd = tu_connect(SOCK_STREAM, addr, NULL);
-    CHECK(echoed(fd, "up\n"));
-    hang_up(fd);
-    if (mode == SS_EVENT)
-        WAIT_FOR(tu_connections(server) == 0, 3000);
-    else
-        WAIT_FOR(tu_fd_count() == n, 3000);
-    n = 0;
-    ctl_write(ctl, addr, sizeof addr);
-    while ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0 && n < 1024)
-        fds[n++] = fd;
-    if (errno != EMFILE)
-        TU_FAIL("filling the descriptor table stopped with errno %d, not EMFILE", errno);
+    n = fill_table(server, addr, mode, 1, ctl, fds);
     TU_STORE(&g_spare_open_fails, 1);
     ctl_write(ctl, "F", 1);
     ctl_read(ctl, &cmd, 1);
@@ -464,8 +484,7 @@ static void emfile_spare_server(int mode, int ctl)
     TU_STORE(&g_spare_open_fails, 0);
     ctl_write(ctl, "r", 1);
     ctl_read(ctl, &cmd, 1); /* the parent's clients are done */
-    while (n > 0)
-        close(fds[--n]);
+    free_table(fds, n);
     ctl_write(ctl, "c", 1);
     ctl_read(ctl, &cmd, 1); /* served again */
     tu_stop_serving(server, &runner);
@@ -475,45 +494,20 @@ static void emfile_spare_server(int mode, int ctl)
 static void emfile_spare(int mode)
 {
     char addr[128];
-    int ctl[2], status, i, fd;
-    pid_t pid;
-    CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl));
-    pid = fork();
-    CHECK_SYS(pid);
-    if (pid == 0) {
-        close(ctl[0]);
-        emfile_spare_server(mode, ctl[1]);
-    }
-    close(ctl[1]);
-    tu_set_timeouts(ctl[0], 20000);
-    ctl_read(ctl[0], addr, sizeof addr);
-    ctl_read(ctl[0], &(char){0}, 1);
-    fd = tu_connect(SOCK_STREAM, addr, NULL);
-    tu_expect_eof(fd, 3000);
-    close(fd);
-    ctl_write(ctl[0], "R", 1);
-    ctl_read(ctl[0], &(char){0}, 1);
+    int ctl, i;
+    pid_t pid = fork_server(emfile_spare_server, mode, &ctl, addr);
+    expect_closed_at_once(addr);
+    ctl_write(ctl, "R", 1);
+    ctl_read(ctl, &(char){0}, 1);
     /* Old behaviour: the first was accepted into the last descriptor and
      * served (it waits for a line: no EOF); the second then waited in the
      * backlog, with no spare left to close it. Now the first is closed to
      * take the spare back, and the second through the spare. */
-    for (i = 0; i < 2; i++) {
-        fd = tu_connect(SOCK_STREAM, addr, NULL);
-        tu_expect_eof(fd, 3000);
-        close(fd);
-    }
-    ctl_write(ctl[0], "C", 1);
-    ctl_read(ctl[0], &(char){0}, 1);
-    /* Descriptors free again: the same listener serves. */
-    fd = tu_connect(SOCK_STREAM, addr, NULL);
-    CHECK(echoed(fd, "again\n"));
-    close(fd);
-    ctl_write(ctl[0], "S", 1);
-    CHECK_SYS(waitpid(pid, &status, 0));
-    close(ctl[0]);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        TU_FAIL("server process ended with status %#x", status);
-    tu_check_no_children();
+    for (i = 0; i < 2; i++)
+        expect_closed_at_once(addr);
+    ctl_write(ctl, "C", 1);
+    ctl_read(ctl, &(char){0}, 1);
+    serves_again_and_stops(pid, ctl, addr);
 }
 
 static void test_emfile_spare_sync(void)
