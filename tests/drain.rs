@@ -1,7 +1,7 @@
 //! Graceful drain (ss_server_drain) in every mode, over real sockets: the C
 //! sub-tests of tests/c/drain.c (see its header comment for what each
 //! checks), each in its own process with a hard timeout, and http_hello
-//! draining on SIGTERM: a large response in flight when the signal comes
+//! draining on SIGTERM: a pipeline of answers in flight when the signal comes
 //! reaches its client whole, and the process exits 0 within a bounded
 //! time.
 
@@ -107,51 +107,101 @@ impl HttpHello {
     }
 }
 
-/// Bytes the kernel holds for `s` to read (FIONREAD).
-fn unread(s: &TcpStream) -> usize {
-    use std::os::fd::AsRawFd;
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int to the pointer given.
-    assert_eq!(
-        unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) },
-        0
-    );
-    n as usize
-}
-
 const PIPELINED: usize = 200_000;
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
 
-/// Pipelines PIPELINED requests from a thread, and waits until answers pile
-/// up unread: about 16 MB of them, far more than the socket buffers hold,
-/// so most are still in flight in the server.
-fn pipeline(server: &HttpHello) -> (TcpStream, std::thread::JoinHandle<()>) {
-    let stream = server.connect();
-    let mut writer = stream.try_clone().unwrap();
-    let sender = std::thread::spawn(move || {
-        let batch = REQUEST.repeat(1000);
-        for _ in 0..PIPELINED / 1000 {
-            if writer.write_all(&batch).is_err() {
-                return;
-            }
-        }
-    });
-    let start = Instant::now();
-    while unread(&stream) < 32 * 1024 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no answers arrived"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    (stream, sender)
+/// One connection pipelining PIPELINED requests. One thread writes and
+/// reads, never blocking in either, so that the server never finds the
+/// connection idle (every request read and answered) while requests are
+/// still to come: a drain closes an idle connection, and a sender thread
+/// kept off the processor after its first batch got 1000 answers of
+/// 200000 (CI's failure). Once the server cannot keep up, its unread input
+/// only shrinks as answers are read here, a little per turn, and each turn
+/// writes more where there is room.
+struct Pipeline {
+    stream: TcpStream,
+    requests: Vec<u8>,
+    sent: usize,
+    answers: Vec<u8>,
 }
 
-/// Reads to the end; the answers, split at response boundaries (each must
-/// be the whole hello response).
-fn read_answers(mut stream: TcpStream) -> usize {
-    let mut all = Vec::new();
-    stream.read_to_end(&mut all).expect("read the answers");
+impl Pipeline {
+    /// Writes requests, reading nothing, until all are written or the
+    /// kernel takes no more (here the kernel's buffers take all 3.6 MB):
+    /// the server then has requests unread and answers it cannot send (the
+    /// client's small receive buffer is full), about 16 MB in all, so most
+    /// are in flight.
+    fn start(server: &HttpHello) -> Pipeline {
+        let stream = server.connect();
+        stream.set_nonblocking(true).unwrap();
+        let mut pipeline = Pipeline {
+            stream,
+            requests: REQUEST.repeat(PIPELINED),
+            sent: 0,
+            answers: Vec::new(),
+        };
+        while pipeline.sent < pipeline.requests.len() && pipeline.write_some() {}
+        pipeline
+    }
+
+    /// One non-blocking write; false when the kernel takes nothing.
+    fn write_some(&mut self) -> bool {
+        match self.stream.write(&self.requests[self.sent..]) {
+            Ok(n) => {
+                self.sent += n;
+                n > 0
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            // The server closed (threading mode stops between requests):
+            // nothing more goes out.
+            Err(_) => {
+                self.sent = self.requests.len();
+                false
+            }
+        }
+    }
+
+    /// Reads every answer until the server closes, writing the rest of the
+    /// requests meanwhile; the answers, checked whole (see count_answers).
+    fn finish(mut self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            let want_write = self.sent < self.requests.len();
+            let mut poll = libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&self.stream),
+                events: libc::POLLIN | if want_write { libc::POLLOUT } else { 0 },
+                revents: 0,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the answers did not end within 10 s");
+            // SAFETY: one valid pollfd, for the duration of the call.
+            let ready = unsafe { libc::poll(&mut poll, 1, left.as_millis() as libc::c_int) };
+            if ready < 0 {
+                assert_eq!(
+                    std::io::Error::last_os_error().kind(),
+                    std::io::ErrorKind::Interrupted
+                );
+                continue;
+            }
+            if poll.revents & libc::POLLOUT != 0 {
+                self.write_some();
+            }
+            if poll.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                match self.stream.read(&mut chunk) {
+                    Ok(0) => return count_answers(&self.answers),
+                    Ok(n) => self.answers.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("read the answers: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// The answers, split at response boundaries (each must be the whole hello
+/// response).
+fn count_answers(all: &[u8]) -> usize {
     let head_end = all
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -168,13 +218,14 @@ fn read_answers(mut stream: TcpStream) -> usize {
     all.len() / one.len()
 }
 
-/// SIGTERM drains: every pipelined request already sent is answered whole
-/// (the answers in flight complete), then the connection closes and the
-/// process exits 0 well within the drain deadline (10 s).
+/// SIGTERM drains: every pipelined request is answered whole (the answers
+/// in flight complete, and the requests the server has yet to read are
+/// served), then the connection closes and the process exits 0 well within
+/// the drain deadline (10 s).
 #[test]
 fn http_hello_sigterm_drains_event() {
     let mut server = HttpHello::start("event");
-    let (stream, sender) = pipeline(&server);
+    let pipeline = Pipeline::start(&server);
     let start = server.signal(libc::SIGTERM);
     // Refused at once, while the answers are still in flight.
     assert!(
@@ -183,8 +234,7 @@ fn http_hello_sigterm_drains_event() {
             TcpStream::connect(&server.addr).is_err()
         }
     );
-    assert_eq!(read_answers(stream), PIPELINED);
-    sender.join().unwrap();
+    assert_eq!(pipeline.finish(), PIPELINED);
     let took = server.wait_exit(start, Duration::from_secs(9));
     eprintln!("http_hello (event) drained {PIPELINED} answers and exited in {took:?}");
     // New connections are refused once it has exited (and already during
@@ -198,10 +248,9 @@ fn http_hello_sigterm_drains_event() {
 #[test]
 fn http_hello_sigterm_drains_threading() {
     let mut server = HttpHello::start("threading");
-    let (stream, sender) = pipeline(&server);
+    let pipeline = Pipeline::start(&server);
     let start = server.signal(libc::SIGTERM);
-    let answered = read_answers(stream);
+    let answered = pipeline.finish();
     assert!((1..PIPELINED).contains(&answered), "{answered} answers");
-    sender.join().unwrap();
     server.wait_exit(start, Duration::from_secs(9));
 }

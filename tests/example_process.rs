@@ -171,3 +171,31 @@ fn strace_counts_calls_of_the_window_and_its_children() {
     assert!(counts.calls("read") >= 6, "{counts}");
     assert!(counts.total() > counts.calls("execve"), "{counts}");
 }
+
+/// finish counts the calls a traced process makes after the test has seen
+/// its last output, while it is still running: the shell says "ready",
+/// computes in user space for a while, then calls chdir and waits. (It
+/// detached at once before, and counted no chdir.)
+#[test]
+fn strace_counts_the_calls_still_under_way_at_finish() {
+    use std::io::{BufRead, Write};
+    let mut shell = sh(
+        "read line; echo ready; i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; cd /; read line; true",
+    )
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawn sh");
+    let strace = common::strace::Strace::attach(shell.id() as i32);
+    let mut input = shell.stdin.take().expect("stdin");
+    input.write_all(b"go\n").expect("write");
+    let mut ready = String::new();
+    std::io::BufReader::new(shell.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("read");
+    assert_eq!(ready, "ready\n");
+    let counts = strace.finish();
+    drop(input);
+    assert!(shell.wait().expect("wait").success());
+    assert_eq!(counts.calls("chdir"), 1, "{counts}");
+}

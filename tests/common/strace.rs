@@ -24,7 +24,15 @@ pub struct Strace {
     child: Option<Child>,
     stderr: mpsc::Receiver<String>,
     output: PathBuf,
+    /// The traced threads' stat files, for `wait_settled`.
+    traced: Traced,
     _dir: TempDir,
+}
+
+/// Which threads strace traces (children forked under -f are not listed).
+enum Traced {
+    Process(i32),
+    Thread(i32),
 }
 
 /// Calls (and failed calls) per system call name, from strace's table.
@@ -38,7 +46,7 @@ impl Strace {
     /// reports the process attached (it then counts every call made from
     /// here on, by its threads and by the children it forks).
     pub fn attach(pid: i32) -> Strace {
-        Strace::attach_with(pid, &["-f", "-c"])
+        Strace::attach_with(Traced::Process(pid), &["-f", "-c"])
     }
 
     /// Attaches to thread `pid` alone (no -f: not its other threads, nor
@@ -46,10 +54,13 @@ impl Strace {
     /// in `trace` (strace's -e trace=), for finish_calls: for a test that
     /// tells calls apart by their arguments.
     pub fn attach_thread_calls(pid: i32, trace: &str) -> Strace {
-        Strace::attach_with(pid, &["-e", &format!("trace={trace}")])
+        Strace::attach_with(Traced::Thread(pid), &["-e", &format!("trace={trace}")])
     }
 
-    fn attach_with(pid: i32, options: &[&str]) -> Strace {
+    fn attach_with(traced: Traced, options: &[&str]) -> Strace {
+        let pid = match traced {
+            Traced::Process(pid) | Traced::Thread(pid) => pid,
+        };
         let strace = require_tool("strace", "strace");
         let dir = TempDir::new("strace");
         let output = dir.path().join("output.txt");
@@ -83,11 +94,56 @@ impl Strace {
             child: Some(child),
             stderr,
             output,
+            traced,
             _dir: dir,
         }
     }
 
-    /// Detaches (SIGINT, as at a terminal) and returns the counts.
+    /// Waits until no traced thread runs or waits in a tracing stop: each
+    /// then sleeps in a system call, or has exited, so that strace has
+    /// recorded every call it made before. A call counts at its exit, and
+    /// a peer can have what a call sent before the caller reaches that
+    /// exit: detached then, strace lost the call (perf_event counted 399
+    /// of 400 sendto in CI).
+    fn wait_settled(&self) {
+        let deadline = Instant::now() + STRACE_BOUND;
+        loop {
+            let busy: Vec<String> = self
+                .traced_stats()
+                .into_iter()
+                .filter_map(|stat| {
+                    let text = std::fs::read_to_string(&stat).ok()?;
+                    let state = text[text.rfind(')')? + 1..].split_whitespace().next()?;
+                    matches!(state, "R" | "t").then(|| format!("{}: {state}", stat.display()))
+                })
+                .collect();
+            if busy.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "traced threads still busy after {STRACE_BOUND:?}: {busy:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// /proc's stat file of each traced thread (none once gone).
+    fn traced_stats(&self) -> Vec<PathBuf> {
+        match self.traced {
+            Traced::Thread(tid) => vec![PathBuf::from(format!("/proc/{tid}/task/{tid}/stat"))],
+            Traced::Process(pid) => std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|tasks| {
+                    tasks
+                        .filter_map(|t| Some(t.ok()?.path().join("stat")))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Once the traced threads have settled (wait_settled), detaches
+    /// (SIGINT, as at a terminal) and returns the counts.
     pub fn finish(self) -> SyscallCounts {
         let (text, said) = self.detach();
         SyscallCounts::parse(&text)
@@ -106,6 +162,7 @@ impl Strace {
 
     /// Detaches; strace's output file and what it said on stderr.
     fn detach(mut self) -> (String, String) {
+        self.wait_settled();
         let mut child = self.child.take().expect("finish runs once");
         // SAFETY: kill(2) on our own child, not waited for yet.
         let r = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
