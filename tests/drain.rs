@@ -107,6 +107,18 @@ impl HttpHello {
     }
 }
 
+/// Bytes the kernel holds for `s` to read (FIONREAD).
+fn unread(s: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the pointer given.
+    assert_eq!(
+        unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) },
+        0
+    );
+    n as usize
+}
+
 const PIPELINED: usize = 200_000;
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
 
@@ -130,7 +142,7 @@ impl Pipeline {
     /// kernel takes no more (here the kernel's buffers take all 3.6 MB):
     /// the server then has requests unread and answers it cannot send (the
     /// client's small receive buffer is full), about 16 MB in all, so most
-    /// are in flight.
+    /// are in flight; returns once answers have arrived.
     fn start(server: &HttpHello) -> Pipeline {
         let stream = server.connect();
         stream.set_nonblocking(true).unwrap();
@@ -141,6 +153,16 @@ impl Pipeline {
             answers: Vec::new(),
         };
         while pipeline.sent < pipeline.requests.len() && pipeline.write_some() {}
+        // The server is serving this connection (not just holding it in the
+        // listen queue, which a drain would reset) once answers pile up.
+        let start = Instant::now();
+        while unread(&pipeline.stream) < 32 * 1024 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no answers arrived"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         pipeline
     }
 
