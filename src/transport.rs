@@ -407,17 +407,27 @@ impl Acceptor {
             Err(e) if is_transient_accept_error(&e) => return Accepted::Again,
             Err(e) => {
                 let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
-                let what = if out_of_fds {
-                    let shed = self.shed_pending(listener);
-                    format!(
-                        "accept: {e}; closed {shed} pending connection(s) with the spare \
-                         descriptor, accepting again in {} ms",
-                        ACCEPT_ERROR_PAUSE.as_millis()
+                let (what, came_free) = if out_of_fds {
+                    let (shed, came_free) = self.shed_pending(listener);
+                    let then = if came_free.is_some() {
+                        "then descriptors came free".to_string()
+                    } else {
+                        format!("accepting again in {} ms", ACCEPT_ERROR_PAUSE.as_millis())
+                    };
+                    (
+                        format!(
+                            "accept: {e}; closed {shed} pending connection(s) with the spare \
+                             descriptor, {then}"
+                        ),
+                        came_free,
                     )
                 } else {
-                    format!(
-                        "accept: {e}; accepting again in {} ms",
-                        ACCEPT_ERROR_PAUSE.as_millis()
+                    (
+                        format!(
+                            "accept: {e}; accepting again in {} ms",
+                            ACCEPT_ERROR_PAUSE.as_millis()
+                        ),
+                        None,
                     )
                 };
                 report_limited(
@@ -425,7 +435,10 @@ impl Acceptor {
                     &self.failure_reports,
                     Error::new(ErrorKind::Io, what).with_os_error(e.raw_os_error()),
                 );
-                return Accepted::Pause;
+                match came_free {
+                    Some(accepted) => accepted,
+                    None => return Accepted::Pause,
+                }
             }
         };
         if self.spare_missing.load(Ordering::Relaxed) && self.reopen_spare() == Spare::OutOfFds {
@@ -481,27 +494,50 @@ impl Acceptor {
         Accepted::Conn(conn, peer, permit)
     }
 
-    /// Frees the spare descriptor, accepts and closes what is pending,
-    /// takes the spare again; how many connections were closed.
-    fn shed_pending(&self, listener: &Socket) -> usize {
-        let mut spare = crate::sync::write(&self.spare);
-        *spare = None;
+    /// Frees the spare descriptor to accept and close a pending connection,
+    /// takes the spare again, and goes on while accepting still finds no
+    /// descriptor; how many connections were closed, and the connection
+    /// accepted once descriptors came free: one that arrives then is
+    /// served, not closed with those pending before (the shed had closed
+    /// everything until the queue was empty, a client connecting just
+    /// after the table was freed too).
+    fn shed_pending(&self, listener: &Socket) -> (usize, Option<(Socket, SockAddr)>) {
         let mut shed = 0;
         while shed < SHED_PER_FAILURE {
-            match accept4(listener, true) {
+            let pending = {
+                let mut spare = crate::sync::write(&self.spare);
+                *spare = None;
+                let pending = loop {
+                    match accept4(listener, true) {
+                        Err(e) if is_transient_accept_error(&e) => continue,
+                        other => break other,
+                    }
+                };
+                // Another thread (a handler opening a file) may have taken
+                // the freed descriptor: then the spare is taken again later.
+                *spare = open_spare().ok();
+                self.spare_missing.store(spare.is_none(), Ordering::Relaxed);
+                pending
+            };
+            match pending {
                 Ok(conn) => {
                     drop(conn);
                     shed += 1;
                 }
-                Err(e) if is_transient_accept_error(&e) => continue,
+                Err(_) => break,
+            }
+            let next = {
+                let _shared = self.shared.then(|| crate::sync::read(&self.spare));
+                accept4(listener, true)
+            };
+            match next {
+                Ok(accepted) => return (shed, Some(accepted)),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {}
+                Err(e) if is_transient_accept_error(&e) => {}
                 Err(_) => break,
             }
         }
-        // Another thread (a handler opening a file) may have taken the
-        // freed descriptor: then the spare is taken again later.
-        *spare = open_spare().ok();
-        self.spare_missing.store(spare.is_none(), Ordering::Relaxed);
-        shed
+        (shed, None)
     }
 
     fn reopen_spare(&self) -> Spare {

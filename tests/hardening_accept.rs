@@ -47,6 +47,8 @@ common::c_tests! {
         emfile_event,
         emfile_spare_sync,
         emfile_spare_event,
+        emfile_came_free_sync,
+        emfile_came_free_event,
         per_ip_sync,
         per_ip_threading,
         per_ip_forking,

@@ -337,8 +337,10 @@ pub unsafe extern "C" fn ss_server_activate(server: *mut ss_server) -> ss_status
 /// connections pending then, so that their clients see the connection
 /// closed instead of waiting, and pauses accepting for 100 ms (as after any
 /// accept error that is not transient) instead of spinning on a listener
-/// that stays readable. It keeps its listener and serves normally again as
-/// soon as descriptors are free. If another thread took the descriptor the
+/// that stays readable. After each connection closed it takes the spare
+/// back and accepts again: once descriptors are free, the connection
+/// accepted then is served, not closed. It keeps its listener and serves
+/// normally again as soon as descriptors are free. If another thread took the descriptor the
 /// spare freed, the next connection accepted while the spare cannot be
 /// reopened is closed at once to take the spare back. This is reported to handle_error (status
 /// SS_ERR_IO, NULL request) at most once a second, with a count of the

@@ -10,6 +10,8 @@
  *   emfile_event: out of descriptors, the server closes pending
  *   connections at once, does not spin, keeps its listener and serves
  *   again once descriptors are free.
+ * - emfile_came_free_sync/event: a client that connects while the shed is
+ *   closing pending connections, after descriptors came free, is served.
  * - emfile_spare_sync, emfile_spare_event: the spare descriptor that the
  *   emfile trick frees is taken by something else (open64 below fails for
  *   it), so the table is full but for one descriptor: the next connection
@@ -33,6 +35,7 @@
 #include <malloc.h>
 #include <stdarg.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 /* ------------------------------------------------------------- helpers */
@@ -520,6 +523,91 @@ static void test_emfile_spare_event(void)
     emfile_spare(SS_EVENT);
 }
 
+/* ---------------------------------------------- 2c. emfile_came_free */
+
+/* Old behaviour: out of descriptors, the accept loop closed every pending
+ * connection until the queue was empty, also one that arrived after
+ * descriptors came free. The hook below frees the fill and connects a
+ * late client at the moment the shed closes the pending connection
+ * (close(2) of a socket, interposed): the late client must be served. */
+
+static int *g_hook_fds;
+static int g_hook_count;
+static int g_hook_armed;
+static int g_late_fd = -1;
+static char g_hook_addr[128];
+
+int close(int fd)
+{
+    struct stat st;
+    int r;
+    if (!TU_LOAD(&g_hook_armed) || fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+        return (int)syscall(SYS_close, fd);
+    TU_STORE(&g_hook_armed, 0);
+    r = (int)syscall(SYS_close, fd);
+    free_table(g_hook_fds, g_hook_count);
+    g_late_fd = tu_connect(SOCK_STREAM, g_hook_addr, NULL);
+    if (send(g_late_fd, "late\n", 5, MSG_NOSIGNAL) != 5)
+        TU_FAIL("late client: send");
+    TU_STORE(&g_hook_count, -1); /* done */
+    return r;
+}
+
+static void emfile_came_free_server(int mode, int ctl)
+{
+    static int fds[1024];
+    char addr[128] = ""; /* all of it is sent to the parent */
+    ss_config *config = tu_config_mode(SS_TCP, mode, echo_until_eof);
+    ss_server *server;
+    tu_runner runner;
+    char buf[16], cmd;
+    ssize_t n;
+    if (mode == SS_EVENT)
+        CHECK_OK(ss_config_set_on_data(config, ev_echo));
+    CHECK_OK(ss_config_set_handle_error(config, count_server_errors));
+    limit_descriptors();
+    server = tu_start_serving(config, "127.0.0.1:0", NULL, &runner, addr, sizeof addr);
+    memcpy(g_hook_addr, addr, sizeof addr);
+    g_hook_fds = fds;
+    g_hook_count = fill_table(server, addr, mode, 1, ctl, fds);
+    TU_STORE(&g_hook_armed, 1);
+    ctl_write(ctl, "F", 1);
+    ctl_read(ctl, &cmd, 1); /* the parent's client was closed */
+    WAIT_FOR(TU_LOAD(&g_hook_count) == -1, 3000);
+    tu_set_timeouts(g_late_fd, 3000);
+    n = recv(g_late_fd, buf, sizeof buf - 1, 0);
+    if (n <= 0)
+        TU_FAIL("the client that connected once descriptors came free was closed (recv: %zd)", n);
+    buf[n] = '\0';
+    CHECK_STREQ(buf, "late\n");
+    close(g_late_fd);
+    ctl_write(ctl, "c", 1);
+    ctl_read(ctl, &cmd, 1); /* served again */
+    tu_stop_serving(server, &runner);
+    _exit(0);
+}
+
+static void emfile_came_free(int mode)
+{
+    char addr[128];
+    int ctl;
+    pid_t pid = fork_server(emfile_came_free_server, mode, &ctl, addr);
+    expect_closed_at_once(addr);
+    ctl_write(ctl, "C", 1);
+    ctl_read(ctl, &(char){0}, 1);
+    serves_again_and_stops(pid, ctl, addr);
+}
+
+static void test_emfile_came_free_sync(void)
+{
+    emfile_came_free(SS_SYNC);
+}
+
+static void test_emfile_came_free_event(void)
+{
+    emfile_came_free(SS_EVENT);
+}
+
 /* ------------------------------------------------------- 3. per_ip_* */
 
 /* Old behaviour: max_connections_per_ip was accepted by the config and
@@ -829,6 +917,8 @@ static const tu_test tests[] = {
     {"emfile_event", test_emfile_event},
     {"emfile_spare_sync", test_emfile_spare_sync},
     {"emfile_spare_event", test_emfile_spare_event},
+    {"emfile_came_free_sync", test_emfile_came_free_sync},
+    {"emfile_came_free_event", test_emfile_came_free_event},
     {"per_ip_sync", test_per_ip_sync_settled},
     {"per_ip_threading", test_per_ip_threading_settled},
     {"per_ip_forking", test_per_ip_forking},
