@@ -504,28 +504,31 @@ impl Acceptor {
     fn shed_pending(&self, listener: &Socket) -> (usize, Option<(Socket, SockAddr)>) {
         let mut shed = 0;
         while shed < SHED_PER_FAILURE {
-            let pending = {
+            let closed_one = {
                 let mut spare = crate::sync::write(&self.spare);
                 *spare = None;
-                let pending = loop {
+                // Closed before the spare is reopened: it holds the
+                // descriptor the spare freed.
+                let closed_one = loop {
                     match accept4(listener, true) {
+                        Ok(conn) => {
+                            drop(conn);
+                            break true;
+                        }
                         Err(e) if is_transient_accept_error(&e) => continue,
-                        other => break other,
+                        Err(_) => break false,
                     }
                 };
                 // Another thread (a handler opening a file) may have taken
                 // the freed descriptor: then the spare is taken again later.
                 *spare = open_spare().ok();
                 self.spare_missing.store(spare.is_none(), Ordering::Relaxed);
-                pending
+                closed_one
             };
-            match pending {
-                Ok(conn) => {
-                    drop(conn);
-                    shed += 1;
-                }
-                Err(_) => break,
+            if !closed_one {
+                break;
             }
+            shed += 1;
             let next = {
                 let _shared = self.shared.then(|| crate::sync::read(&self.spare));
                 accept4(listener, true)
